@@ -1,0 +1,400 @@
+// Package broker is the live core of Fieldpass: one userspace WireGuard
+// device with every active field device as a peer, one yamux session per
+// connected device, and the streams opened through them.
+//
+// Devices are loaded from Postgres and kept in step with it through
+// LISTEN/NOTIFY, so an operator command against the database (disable,
+// decommission, enrol) takes effect here within a second. Liveness is read
+// from the tunnel itself (bytes received, handshakes), never from an
+// application heartbeat: devices pay for every byte on cellular links.
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/yamux"
+
+	"github.com/fieldpass/fieldpass"
+	"github.com/fieldpass/fieldpass/postgres"
+	"github.com/fieldpass/fieldpass/tunnel"
+	"github.com/fieldpass/fieldpass/wgnet"
+)
+
+// Config configures a Broker. Zero values mean the defaults.
+type Config struct {
+	// ID names this broker in device presence (default: the host name).
+	ID         string
+	PrivateKey wgnet.Key
+	// Prefix is the tunnel address space (default 10.77.0.0/16); the
+	// broker takes its first host address.
+	Prefix netip.Prefix
+	// WGListen is the UDP address of WireGuard (default all addresses,
+	// port 51820). A specific address binds only that address.
+	WGListen netip.AddrPort
+	// MTU of the tunnel (default 1280).
+	MTU int
+	// Window is the yamux stream window (default tunnel.DefaultWindow).
+	Window uint32
+	// PresenceInterval is how often tunnel stats are read (default 5 s).
+	PresenceInterval time.Duration
+	// SilentAfter is how many keepalive intervals without a received byte
+	// mark a device offline (default 3).
+	SilentAfter int
+	// ResetAfter is how long a peer must be silent before its handshake
+	// state is reset (default 3 min, WireGuard's reject-after time, past
+	// which no session key is left to lose). It lets a device whose clock
+	// went backwards (reboot without RTC) handshake again.
+	ResetAfter time.Duration
+	// HelloTimeout bounds a connector's hello (default 10 s).
+	HelloTimeout time.Duration
+	// NudgeRate caps broker-initiated nudges per second (default 50), so a
+	// restarted broker does not call its whole fleet back at once.
+	NudgeRate int
+	Logger    *slog.Logger
+	Now       func() time.Time
+}
+
+func (c *Config) setDefaults() error {
+	if c.ID == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			h = "broker"
+		}
+		c.ID = h
+	}
+	if c.PrivateKey.IsZero() {
+		return errors.New("broker: no private key")
+	}
+	if !c.Prefix.IsValid() {
+		c.Prefix = netip.MustParsePrefix("10.77.0.0/16")
+	}
+	if !c.WGListen.IsValid() {
+		c.WGListen = netip.AddrPortFrom(netip.Addr{}, 51820)
+	}
+	if c.MTU == 0 {
+		c.MTU = tunnel.DefaultMTU
+	}
+	if c.PresenceInterval == 0 {
+		c.PresenceInterval = 5 * time.Second
+	}
+	if c.SilentAfter == 0 {
+		c.SilentAfter = 3
+	}
+	if c.ResetAfter == 0 {
+		c.ResetAfter = 3 * time.Minute
+	}
+	if c.HelloTimeout == 0 {
+		c.HelloTimeout = 10 * time.Second
+	}
+	if c.NudgeRate == 0 {
+		c.NudgeRate = 50
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return nil
+}
+
+// Broker is the running hub.
+type Broker struct {
+	cfg     Config
+	db      *postgres.DB
+	log     *slog.Logger
+	dev     *wgnet.Device
+	addr    netip.Addr
+	ln      net.Listener
+	nudgeCh chan *peer
+
+	mu     sync.Mutex // guards the maps and every peer's mutable fields
+	byAddr map[netip.Addr]*peer
+	byID   map[string]*peer
+	byName map[string]*peer
+	closed bool
+}
+
+// flushDelay is how long closing sessions get to reach their connectors
+// before their way out is removed.
+const flushDelay = 200 * time.Millisecond
+
+// peer is one active device: a WireGuard peer, maybe with a live session.
+type peer struct {
+	dev       fieldpass.Device
+	key       wgnet.Key
+	sess      *yamux.Session
+	keepalive time.Duration
+	version   string
+
+	rxBytes   uint64
+	lastRx    time.Time // last time rx bytes grew (or the hello)
+	endpoint  netip.AddrPort
+	resetAt   time.Time // handshake state last reset
+	nudgedAt  time.Time
+	lastTouch time.Time // last_seen last written
+}
+
+// New brings up the WireGuard device and loads the active devices as peers.
+// Call Serve to accept connectors.
+func New(ctx context.Context, cfg Config, db *postgres.DB) (*Broker, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	b := &Broker{
+		cfg:     cfg,
+		db:      db,
+		log:     cfg.Logger,
+		addr:    fieldpass.BrokerTunnelAddress(cfg.Prefix),
+		nudgeCh: make(chan *peer, 4096),
+		byAddr:  map[netip.Addr]*peer{},
+		byID:    map[string]*peer{},
+		byName:  map[string]*peer{},
+	}
+	listen := cfg.WGListen
+	if listen.Addr().IsUnspecified() {
+		listen = netip.AddrPortFrom(netip.Addr{}, listen.Port())
+	}
+	dev, err := wgnet.New(wgnet.Config{
+		PrivateKey: cfg.PrivateKey,
+		Address:    b.addr,
+		MTU:        cfg.MTU,
+		ListenAddr: listen,
+		Logger:     cfg.Logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("start wireguard on %s: %w", cfg.WGListen, err)
+	}
+	b.dev = dev
+	ln, err := dev.ListenTCP(tunnel.BrokerPort)
+	if err != nil {
+		dev.Close()
+		return nil, fmt.Errorf("listen in tunnel: %w", err)
+	}
+	b.ln = ln
+	// Load first: devices shown online were held by our previous run and
+	// are nudged to come back; then clear that stale presence.
+	if err := b.reload(ctx); err != nil {
+		b.Close()
+		return nil, err
+	}
+	if err := b.db.MarkBrokerOffline(ctx, cfg.ID); err != nil {
+		b.Close()
+		return nil, fmt.Errorf("reset presence: %w", err)
+	}
+	return b, nil
+}
+
+// PublicKey is the broker's WireGuard public key.
+func (b *Broker) PublicKey() wgnet.Key { return b.cfg.PrivateKey.Public() }
+
+// Address is the broker's tunnel address.
+func (b *Broker) Address() netip.Addr { return b.addr }
+
+// ListenPort is the actual WireGuard UDP port.
+func (b *Broker) ListenPort() uint16 { return b.dev.ListenPort() }
+
+// MTU is the tunnel MTU devices are told to use.
+func (b *Broker) MTU() int { return b.cfg.MTU }
+
+// Prefix is the tunnel address space.
+func (b *Broker) Prefix() netip.Prefix { return b.cfg.Prefix }
+
+// Serve runs the broker until ctx ends: it accepts connectors, follows
+// device changes in Postgres and reads presence from the tunnel.
+func (b *Broker) Serve(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Add(4)
+	go func() {
+		defer wg.Done()
+		b.db.ListenDevices(ctx, func(id string) { b.deviceChanged(ctx, id) })
+	}()
+	go func() { defer wg.Done(); b.presenceLoop(ctx) }()
+	go func() { defer wg.Done(); b.nudgeLoop(ctx) }()
+	go func() {
+		defer wg.Done()
+		<-ctx.Done()
+		b.ln.Close()
+	}()
+	err := b.acceptLoop(ctx)
+	cancel()
+	wg.Wait()
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+// Close ends every session, marks this broker's devices offline and stops
+// WireGuard.
+func (b *Broker) Close() error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil
+	}
+	b.closed = true
+	var sessions []*yamux.Session
+	for _, p := range b.byID {
+		if p.sess != nil {
+			sessions = append(sessions, p.sess)
+		}
+	}
+	b.mu.Unlock()
+	for _, s := range sessions {
+		s.Close()
+	}
+	if len(sessions) > 0 {
+		time.Sleep(flushDelay) // FINs out before WireGuard stops
+	}
+	b.ln.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := b.db.MarkBrokerOffline(ctx, b.cfg.ID); err != nil {
+		b.log.Warn("mark devices offline at shutdown", "err", err)
+	}
+	return b.dev.Close()
+}
+
+// reload makes the peer set equal to the active devices in Postgres. It runs
+// at start and after the notification connection was lost (notifications
+// may have been missed).
+func (b *Broker) reload(ctx context.Context) error {
+	devs, err := b.db.PeerDevices(ctx)
+	if err != nil {
+		return fmt.Errorf("load devices: %w", err)
+	}
+	seen := make(map[string]bool, len(devs))
+	for _, d := range devs {
+		seen[d.ID] = true
+		if err := b.upsert(d); err != nil {
+			b.log.Warn("add peer", "device", d.Name, "err", err)
+		}
+	}
+	b.mu.Lock()
+	var gone []*peer
+	for id, p := range b.byID {
+		if !seen[id] {
+			gone = append(gone, p)
+		}
+	}
+	b.mu.Unlock()
+	for _, p := range gone {
+		b.remove(p, "device no longer active")
+	}
+	b.log.Info("peers loaded", "devices", len(devs))
+	return nil
+}
+
+// deviceChanged follows one notification: id "" means reload everything.
+func (b *Broker) deviceChanged(ctx context.Context, id string) {
+	if id == "" {
+		if err := b.reload(ctx); err != nil {
+			b.log.Warn("reload devices", "err", err)
+		}
+		return
+	}
+	d, err := b.db.DeviceByID(ctx, id)
+	if fieldpass.ErrorCode(err) == fieldpass.ENOTFOUND {
+		d = nil
+	} else if err != nil {
+		b.log.Warn("load changed device", "id", id, "err", err)
+		return
+	}
+	b.mu.Lock()
+	old := b.byID[id]
+	b.mu.Unlock()
+	if d == nil || d.State != fieldpass.DeviceActive || d.PublicKey == "" {
+		if old != nil {
+			reason := "device removed"
+			if d != nil {
+				reason = "device " + string(d.State)
+			}
+			b.remove(old, reason)
+		}
+		return
+	}
+	if old != nil && old.dev.PublicKey != d.PublicKey {
+		b.remove(old, "device key changed")
+	}
+	if err := b.upsert(d); err != nil {
+		b.log.Warn("add peer", "device", d.Name, "err", err)
+	}
+}
+
+// upsert adds d as a WireGuard peer, or refreshes its record if present.
+func (b *Broker) upsert(d *fieldpass.Device) error {
+	key, err := wgnet.ParseKey(d.PublicKey)
+	if err != nil {
+		return fmt.Errorf("device %s has a bad key: %w", d.Name, err)
+	}
+	b.mu.Lock()
+	if p, ok := b.byID[d.ID]; ok {
+		p.dev.Labels, p.dev.Name = d.Labels, d.Name
+		b.mu.Unlock()
+		return nil
+	}
+	b.mu.Unlock()
+	wp := wgnet.Peer{
+		PublicKey:  key,
+		AllowedIPs: []netip.Prefix{netip.PrefixFrom(d.TunnelAddr, d.TunnelAddr.BitLen())},
+	}
+	// The last endpoint seen lets the broker reach the device first (a
+	// nudge after a restart) while its NAT mapping is still open.
+	if ep, err := netip.ParseAddrPort(d.Presence.Endpoint); err == nil {
+		wp.Endpoint = ep
+	}
+	if err := b.dev.SetPeer(wp); err != nil {
+		return err
+	}
+	// A peer just added has fresh handshake state: counts as reset.
+	p := &peer{dev: *d, key: key, keepalive: tunnel.DefaultKeepalive, endpoint: wp.Endpoint, resetAt: b.cfg.Now()}
+	b.mu.Lock()
+	b.byID[d.ID], b.byAddr[d.TunnelAddr], b.byName[d.Name] = p, p, p
+	b.mu.Unlock()
+	if d.Presence.Online && wp.Endpoint.IsValid() {
+		b.queueNudge(p)
+	}
+	return nil
+}
+
+// remove closes p's session (and so its streams) and drops the peer.
+func (b *Broker) remove(p *peer, reason string) {
+	b.mu.Lock()
+	sess := p.sess
+	p.sess = nil
+	delete(b.byID, p.dev.ID)
+	if b.byAddr[p.dev.TunnelAddr] == p {
+		delete(b.byAddr, p.dev.TunnelAddr)
+	}
+	if b.byName[p.dev.Name] == p {
+		delete(b.byName, p.dev.Name)
+	}
+	b.mu.Unlock()
+	if sess != nil {
+		sess.Close()
+		// Let the FIN reach the connector before the peer (and with it
+		// the way to the device) is gone, so it knows to stop at once
+		// instead of finding out from tunnel silence minutes later.
+		time.Sleep(flushDelay)
+	}
+	if err := b.dev.RemovePeer(p.key); err != nil {
+		b.log.Warn("remove peer", "device", p.dev.Name, "err", err)
+	}
+	b.log.Info("device removed from tunnel", "device", p.dev.Name, "reason", reason)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := b.db.UpdatePresence(ctx, p.dev.ID, fieldpass.Presence{Online: false, LastSeen: p.lastRx, Endpoint: p.endpoint.String(), ConnectorVersion: p.version, BrokerID: b.cfg.ID}); err != nil {
+		b.log.Warn("write presence", "device", p.dev.Name, "err", err)
+	}
+}

@@ -1,0 +1,293 @@
+package broker_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fieldpass/fieldpass"
+	"github.com/fieldpass/fieldpass/broker"
+	"github.com/fieldpass/fieldpass/connector"
+	"github.com/fieldpass/fieldpass/tunnel"
+	"github.com/fieldpass/fieldpass/wgnet/wgtest"
+)
+
+func newSessionID(tb testing.TB) tunnel.ID {
+	var id tunnel.ID
+	rand.Read(id[:])
+	return id
+}
+
+// roundTrip sends n random bytes through a stream to an echo service and
+// checks they come back intact.
+func roundTrip(tb testing.TB, st tunnel.HalfCloser, n int) {
+	tb.Helper()
+	want := make([]byte, n)
+	rand.Read(want)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := st.Write(want)
+		if err == nil {
+			err = st.CloseWrite()
+		}
+		errc <- err
+	}()
+	got, err := io.ReadAll(st)
+	if err != nil {
+		tb.Fatalf("read echo: %v", err)
+	}
+	if err := <-errc; err != nil {
+		tb.Fatalf("write: %v", err)
+	}
+	if !bytes.Equal(got, want) {
+		tb.Fatalf("echo returned %d bytes, want %d identical", len(got), len(want))
+	}
+}
+
+func TestStreamToAllowlistedService(t *testing.T) {
+	e := newEnv(t, nil)
+	s := e.enroll("pump-7")
+	c := e.startConnector(s, map[string]string{"echo": echoServer(t), "down": closedPort(t)}, nil)
+	waitFor(t, 20*time.Second, "connector online", func() bool { return e.b.Connected("pump-7") && c.Connected() })
+
+	ctx := context.Background()
+	st, err := e.b.OpenStream(ctx, "pump-7", "echo", newSessionID(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	roundTrip(t, st, 4<<20)
+
+	t.Run("unknown service", func(t *testing.T) {
+		_, err := e.b.OpenStream(ctx, "pump-7", "telnet", newSessionID(t))
+		if fieldpass.ErrorCode(err) != fieldpass.ENOTFOUND || !strings.Contains(err.Error(), "not exposed") {
+			t.Fatalf("err = %v, want not_found naming the service", err)
+		}
+	})
+	t.Run("dial failed", func(t *testing.T) {
+		_, err := e.b.OpenStream(ctx, "pump-7", "down", newSessionID(t))
+		if fieldpass.ErrorCode(err) != fieldpass.EUNAVAILABLE || !strings.Contains(err.Error(), "refused") {
+			t.Fatalf("err = %v, want unavailable with the dial error", err)
+		}
+	})
+	t.Run("unknown device", func(t *testing.T) {
+		_, err := e.b.OpenStream(ctx, "nope", "echo", newSessionID(t))
+		if fieldpass.ErrorCode(err) != fieldpass.ENOTFOUND {
+			t.Fatalf("err = %v, want not_found", err)
+		}
+	})
+	t.Run("presence recorded", func(t *testing.T) {
+		d, err := e.db.Device(ctx, "pump-7")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !d.Presence.Online || d.Presence.Endpoint == "" || d.Presence.BrokerID != "test-broker" || d.Presence.ConnectorVersion == "" {
+			t.Fatalf("presence %+v: want online with endpoint, broker and version", d.Presence)
+		}
+	})
+	t.Run("concurrent streams", func(t *testing.T) {
+		errc := make(chan error, 20)
+		for i := 0; i < 20; i++ {
+			go func() {
+				st, err := e.b.OpenStream(ctx, "pump-7", "echo", newSessionID(t))
+				if err != nil {
+					errc <- err
+					return
+				}
+				msg := []byte("hello through the tunnel")
+				st.Write(msg)
+				st.CloseWrite()
+				got, err := io.ReadAll(st)
+				if err == nil && !bytes.Equal(got, msg) {
+					err = io.ErrShortBuffer
+				}
+				errc <- err
+			}()
+		}
+		for i := 0; i < 20; i++ {
+			if err := <-errc; err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+}
+
+func TestDisableEnable(t *testing.T) {
+	e := newEnv(t, nil)
+	s := e.enroll("gw-1")
+	c := e.startConnector(s, map[string]string{"echo": echoServer(t)}, nil)
+	waitFor(t, 20*time.Second, "connector online", func() bool { return e.b.Connected("gw-1") })
+	ctx := context.Background()
+	st, err := e.b.OpenStream(ctx, "gw-1", "echo", newSessionID(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.db.SetDeviceState(ctx, "gw-1", fieldpass.DeviceDisabled); err != nil {
+		t.Fatal(err)
+	}
+	// The live stream ends within a second of the database change.
+	closed := make(chan struct{})
+	go func() { io.Copy(io.Discard, st); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(2 * time.Second):
+		t.Fatal("stream still open 2s after disable")
+	}
+	waitFor(t, 2*time.Second, "broker drops session", func() bool { return !e.b.Connected("gw-1") })
+	if _, err := e.b.OpenStream(ctx, "gw-1", "echo", newSessionID(t)); fieldpass.ErrorCode(err) != fieldpass.EFORBIDDEN {
+		t.Fatalf("open on disabled device: err %v, want forbidden", err)
+	}
+	// The connector keeps trying but cannot get in while disabled.
+	time.Sleep(2 * time.Second)
+	if c.Connected() || e.b.Connected("gw-1") {
+		t.Fatal("disabled device reconnected")
+	}
+	if _, err := e.db.SetDeviceState(ctx, "gw-1", fieldpass.DeviceActive); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "re-enabled device back", func() bool { return e.b.Connected("gw-1") })
+	st, err = e.b.OpenStream(ctx, "gw-1", "echo", newSessionID(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	roundTrip(t, st, 1000)
+
+	if _, err := e.db.SetDeviceState(ctx, "gw-1", fieldpass.DeviceDecommissioned); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 2*time.Second, "decommissioned device dropped", func() bool { return !e.b.Connected("gw-1") })
+	if _, err := e.b.OpenStream(ctx, "gw-1", "echo", newSessionID(t)); fieldpass.ErrorCode(err) != fieldpass.ENOTFOUND {
+		t.Fatalf("open on decommissioned device: err %v, want not_found", err)
+	}
+}
+
+func TestBrokerRestartReconnects(t *testing.T) {
+	e := newEnv(t, nil)
+	s := e.enroll("rtu-3")
+	e.startConnector(s, map[string]string{"echo": echoServer(t)}, nil)
+	waitFor(t, 20*time.Second, "connector online", func() bool { return e.b.Connected("rtu-3") })
+	e.stop()
+	e.start()
+	took := waitFor(t, 30*time.Second, "connector back after restart", func() bool { return e.b.Connected("rtu-3") })
+	t.Logf("back %s after broker restart", took)
+	st, err := e.b.OpenStream(context.Background(), "rtu-3", "echo", newSessionID(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	roundTrip(t, st, 100<<10)
+}
+
+// TestRoaming moves the connector to a new UDP source port in the middle of
+// a transfer: WireGuard roaming must carry the stream over.
+func TestRoaming(t *testing.T) {
+	e := newEnv(t, nil)
+	s := e.enroll("cam-9")
+	c := e.startConnector(s, map[string]string{"echo": echoServer(t)}, nil)
+	waitFor(t, 20*time.Second, "connector online", func() bool { return e.b.Connected("cam-9") })
+	ctx := context.Background()
+	oldPort := c.Device().ListenPort()
+	st, err := e.b.OpenStream(ctx, "cam-9", "echo", newSessionID(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const chunk, chunks = 16 << 10, 200
+	want := make([]byte, chunk*chunks)
+	rand.Read(want)
+	errc := make(chan error, 1)
+	go func() {
+		for i := 0; i < chunks; i++ {
+			if i == chunks/2 {
+				if err := c.Rebind(); err != nil {
+					errc <- err
+					return
+				}
+			}
+			if _, err := st.Write(want[i*chunk : (i+1)*chunk]); err != nil {
+				errc <- err
+				return
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		errc <- st.CloseWrite()
+	}()
+	got, err := io.ReadAll(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("got %d bytes back, want %d identical", len(got), len(want))
+	}
+	newPort := c.Device().ListenPort()
+	if newPort == oldPort {
+		t.Fatalf("rebind kept port %d", oldPort)
+	}
+	waitFor(t, 5*time.Second, "broker records the new endpoint", func() bool {
+		d, err := e.db.Device(ctx, "cam-9")
+		return err == nil && strings.HasSuffix(d.Presence.Endpoint, fmt.Sprintf(":%d", newPort))
+	})
+}
+
+// TestClockWentBackwards: a device reboots without RTC, so its WireGuard
+// handshake timestamps are older than the last one the broker accepted. We
+// make the broker accept one from the device's key dated a year ahead; the
+// device's real handshakes then look exactly like a clock gone backwards.
+func TestClockWentBackwards(t *testing.T) {
+	e := newEnv(t, func(c *broker.Config) { c.ResetAfter = 20 * time.Second })
+	s := e.enroll("meter-5")
+	svc := map[string]string{"echo": echoServer(t)}
+	fast := func(c *connector.Config) { c.Keepalive = 2 * time.Second }
+	c := e.startConnector(s, svc, fast)
+	waitFor(t, 20*time.Second, "connector online", func() bool { return e.b.Connected("meter-5") })
+	c.stop()
+	waitFor(t, 15*time.Second, "broker notices the device went silent", func() bool { return !e.b.Connected("meter-5") })
+
+	// The device "reboots": the broker receives a handshake from its key
+	// dated a year ahead (as if the clock had been wrong before the reboot).
+	uc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer uc.Close()
+	brokerEP := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), e.port)
+	if err := wgtest.SendInitiation(uc, brokerEP, s.PrivateKey, e.b.PublicKey(), time.Now().AddDate(1, 0, 0)); err != nil {
+		t.Fatalf("forged future handshake: %v", err)
+	}
+	start := time.Now()
+	e.startConnector(s, svc, fast)
+	time.Sleep(3 * time.Second)
+	if e.b.Connected("meter-5") {
+		d, _ := e.db.Device(context.Background(), "meter-5")
+		t.Fatalf("device connected despite an older handshake timestamp (presence %+v): the test did not reproduce the lock-out", d.Presence)
+	}
+	waitFor(t, 60*time.Second, "device back after its clock went backwards", func() bool { return e.b.Connected("meter-5") })
+	t.Logf("back %s after reboot with clock behind", time.Since(start).Round(100*time.Millisecond))
+	st, err := e.b.OpenStream(context.Background(), "meter-5", "echo", newSessionID(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	roundTrip(t, st, 1000)
+}
+
+// TestHelloMustMatchTunnelIdentity: a connector claiming another device's id
+// is refused; WireGuard's cryptokey routing decides who it is.
+func TestHelloMustMatchTunnelIdentity(t *testing.T) {
+	e := newEnv(t, nil)
+	a := e.enroll("dev-a")
+	b := e.enroll("dev-b")
+	liar := *a
+	liar.DeviceID = b.DeviceID
+	e.startConnector(&liar, map[string]string{"echo": echoServer(t)}, nil)
+	time.Sleep(3 * time.Second)
+	if e.b.Connected("dev-a") || e.b.Connected("dev-b") {
+		t.Fatal("a connector with a mismatched hello got a session")
+	}
+}

@@ -1,0 +1,84 @@
+package broker
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/yamux"
+
+	"github.com/fieldpass/fieldpass"
+	"github.com/fieldpass/fieldpass/tunnel"
+)
+
+// OpenStream opens a stream to service on the named device and returns it
+// once the connector has dialled the service. The caller must have
+// authorised the session and committed its record first: this is where bytes
+// start to flow.
+func (b *Broker) OpenStream(ctx context.Context, device, service string, session tunnel.ID) (tunnel.HalfCloser, error) {
+	if err := fieldpass.ValidateServiceName(service); err != nil {
+		return nil, err
+	}
+	b.mu.Lock()
+	p := b.byName[device]
+	var sess *yamux.Session
+	if p != nil {
+		sess = p.sess
+	}
+	b.mu.Unlock()
+	if p == nil {
+		return nil, b.whyUnreachable(ctx, device)
+	}
+	if sess == nil {
+		return nil, fieldpass.Errorf(fieldpass.EUNAVAILABLE, "device %s is offline", device)
+	}
+	st, err := sess.OpenStream()
+	if err != nil {
+		return nil, fieldpass.Errorf(fieldpass.EUNAVAILABLE, "device %s is offline (open stream: %v)", device, err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	st.SetDeadline(deadline)
+	if err := tunnel.WriteStreamHeader(st, tunnel.StreamHeader{SessionID: session, Service: service}); err != nil {
+		st.Close()
+		return nil, fmt.Errorf("open stream to %s: %w", device, err)
+	}
+	status, err := tunnel.ReadStreamStatus(st)
+	if err != nil {
+		st.Close()
+		return nil, fieldpass.Errorf(fieldpass.EUNAVAILABLE, "device %s did not answer: %v", device, err)
+	}
+	switch status.Code {
+	case tunnel.StatusOK:
+		st.SetDeadline(time.Time{})
+		return tunnel.YamuxStream{Stream: st}, nil
+	case tunnel.StatusUnknownService:
+		st.Close()
+		return nil, fieldpass.Errorf(fieldpass.ENOTFOUND, "device %s: %s", device, status.Reason)
+	default:
+		st.Close()
+		return nil, fieldpass.Errorf(fieldpass.EUNAVAILABLE, "device %s: %s: %s", device, status.Code, status.Reason)
+	}
+}
+
+// whyUnreachable explains why a device is not among the peers.
+func (b *Broker) whyUnreachable(ctx context.Context, name string) error {
+	d, err := b.db.Device(ctx, name)
+	if err != nil {
+		return err
+	}
+	if d.State != fieldpass.DeviceActive {
+		return fieldpass.Errorf(fieldpass.EFORBIDDEN, "device %s is %s", name, d.State)
+	}
+	return fieldpass.Errorf(fieldpass.EUNAVAILABLE, "device %s is offline", name)
+}
+
+// Connected reports whether the named device has a live session.
+func (b *Broker) Connected(name string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	p := b.byName[name]
+	return p != nil && p.sess != nil
+}

@@ -1,0 +1,185 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/fieldpass/fieldpass"
+	"github.com/fieldpass/fieldpass/postgres"
+)
+
+func (e env) openDB(ctx context.Context, flagValue string) (*postgres.DB, error) {
+	url, err := e.databaseURL(flagValue)
+	if err != nil {
+		return nil, err
+	}
+	return postgres.Open(ctx, url)
+}
+
+func (e env) migrate(ctx context.Context, args []string) error {
+	fs := e.flagSet("migrate", "migrate --database-url URL")
+	dbURL := e.databaseFlag(fs)
+	if err := parse(fs, args, 0); err != nil {
+		return err
+	}
+	db, err := e.openDB(ctx, *dbURL)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	if err := db.Migrate(ctx); err != nil {
+		return err
+	}
+	fmt.Fprintln(e.stdout, "database is up to date")
+	return nil
+}
+
+// labelFlag collects repeated --label k=v.
+type labelFlag map[string]string
+
+func (l labelFlag) String() string { return "" }
+func (l labelFlag) Set(v string) error {
+	k, val, err := fieldpass.ParseLabel(v)
+	if err != nil {
+		return fmt.Errorf("%s", fieldpass.ErrorMessage(err))
+	}
+	l[k] = val
+	return nil
+}
+
+func (e env) token(ctx context.Context, args []string) error {
+	if len(args) == 0 || args[0] != "create" {
+		fmt.Fprintln(e.stderr, "Usage: fieldpass-broker token create --device NAME [--label k=v ...] [--ttl 24h]")
+		if len(args) == 0 {
+			return usageError{"missing subcommand"}
+		}
+		return usageError{fmt.Sprintf("unknown token subcommand %q", args[0])}
+	}
+	fs := e.flagSet("token create", "token create --device NAME [--label k=v ...] [--ttl 24h]\n\nPrints a single-use enrolment token (one line). It is stored only as a hash.")
+	dbURL := e.databaseFlag(fs)
+	device := fs.String("device", "", "name the device will have (lowercase letters, digits, hyphens)")
+	labels := labelFlag{}
+	fs.Var(labels, "label", "device label `k=v` (repeatable)")
+	ttl := fs.Duration("ttl", 24*time.Hour, "how long the token stays valid")
+	if err := parse(fs, args[1:], 0); err != nil {
+		return err
+	}
+	if *device == "" {
+		fs.Usage()
+		return usageError{"--device is required"}
+	}
+	db, err := e.openDB(ctx, *dbURL)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	tok, _, err := db.CreateEnrollmentToken(ctx, *device, labels, *ttl)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(e.stdout, tok)
+	return nil
+}
+
+func (e env) device(ctx context.Context, args []string) error {
+	const sub = "Usage: fieldpass-broker device list [--json]\n       fieldpass-broker device disable|enable|decommission NAME"
+	if len(args) == 0 {
+		fmt.Fprintln(e.stderr, sub)
+		return usageError{"missing subcommand"}
+	}
+	switch args[0] {
+	case "list", "ls":
+		return e.deviceList(ctx, args[1:])
+	case "disable", "enable", "decommission":
+		return e.deviceState(ctx, args[0], args[1:])
+	}
+	fmt.Fprintln(e.stderr, sub)
+	return usageError{fmt.Sprintf("unknown device subcommand %q", args[0])}
+}
+
+func (e env) deviceList(ctx context.Context, args []string) error {
+	fs := e.flagSet("device list", "device list [--json]")
+	dbURL := e.databaseFlag(fs)
+	asJSON := fs.Bool("json", false, "print JSON (one array) instead of a table")
+	if err := parse(fs, args, 0); err != nil {
+		return err
+	}
+	db, err := e.openDB(ctx, *dbURL)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	devs, err := db.Devices(ctx)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(e.stdout)
+		enc.SetIndent("", "  ")
+		if devs == nil {
+			devs = []*fieldpass.Device{}
+		}
+		return enc.Encode(devs)
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tSTATE\tPRESENCE\tLAST SEEN\tENDPOINT\tVERSION\tADDRESS\tLABELS")
+	for _, d := range devs {
+		presence := "offline"
+		if d.Presence.Online {
+			presence = "online"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.Name, d.State, presence, ago(d.Presence.LastSeen),
+			dash(d.Presence.Endpoint), dash(d.Presence.ConnectorVersion), d.TunnelAddr, dash(fieldpass.FormatLabels(d.Labels)))
+	}
+	return tw.Flush()
+}
+
+func (e env) deviceState(ctx context.Context, verb string, args []string) error {
+	fs := e.flagSet("device "+verb, "device "+verb+" NAME")
+	dbURL := e.databaseFlag(fs)
+	if err := parse(fs, args, 1); err != nil {
+		return err
+	}
+	state := map[string]fieldpass.DeviceState{
+		"disable":      fieldpass.DeviceDisabled,
+		"enable":       fieldpass.DeviceActive,
+		"decommission": fieldpass.DeviceDecommissioned,
+	}[verb]
+	db, err := e.openDB(ctx, *dbURL)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	d, err := db.SetDeviceState(ctx, fs.Arg(0), state)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "device %s is now %s\n", d.Name, d.State)
+	return nil
+}
+
+func ago(t time.Time) string {
+	if t.IsZero() {
+		return "never"
+	}
+	d := time.Since(t).Round(time.Second)
+	if d < 0 {
+		d = 0
+	}
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	return s + " ago"
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

@@ -1,0 +1,153 @@
+// Command fieldpass-broker is the central daemon (serve) and the operator's
+// admin tool on the server host: migrate, token, device. The admin commands
+// act directly on the database; a running broker picks their effect up
+// through LISTEN/NOTIFY.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/fieldpass/fieldpass"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintf(os.Stderr, "fieldpass-broker: %s\n", message(err))
+		}
+		os.Exit(exitCode(err))
+	}
+}
+
+const usage = `fieldpass-broker: the Fieldpass broker and its admin commands.
+
+Usage:
+  fieldpass-broker serve --database-url URL --http-listen ADDR --wg-listen UDPADDR --public-url URL [flags]
+  fieldpass-broker migrate --database-url URL
+  fieldpass-broker token create --device NAME [--label k=v ...] [--ttl 24h]
+  fieldpass-broker device list [--json]
+  fieldpass-broker device disable|enable|decommission NAME
+  fieldpass-broker version
+
+Every command takes --database-url or FIELDPASS_DATABASE_URL.
+Run "fieldpass-broker COMMAND -h" for a command's flags.
+`
+
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func message(err error) string {
+	var fe *fieldpass.Error
+	if errors.As(err, &fe) {
+		return fe.Message
+	}
+	return err.Error()
+}
+
+func exitCode(err error) int {
+	var ue usageError
+	if errors.As(err, &ue) || errors.Is(err, flag.ErrHelp) {
+		return 2
+	}
+	return 1
+}
+
+type env struct {
+	getenv         func(string) string
+	stdout, stderr io.Writer
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	e := env{getenv: getenv, stdout: stdout, stderr: stderr}
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return usageError{"no command given"}
+	}
+	switch args[0] {
+	case "serve":
+		return e.serve(ctx, args[1:])
+	case "migrate":
+		return e.migrate(ctx, args[1:])
+	case "token":
+		return e.token(ctx, args[1:])
+	case "device", "devices":
+		return e.device(ctx, args[1:])
+	case "version":
+		fmt.Fprintln(stdout, fieldpass.Version)
+		return nil
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	fmt.Fprint(stderr, usage)
+	return usageError{fmt.Sprintf("unknown command %q", args[0])}
+}
+
+func (e env) flagSet(name, synopsis string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(e.stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(e.stderr, "Usage: fieldpass-broker %s\n\nFlags:\n", synopsis)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// parse parses flags; want is the number of positional arguments.
+func parse(fs *flag.FlagSet, args []string, want int) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{err.Error()}
+	}
+	if fs.NArg() != want {
+		fs.Usage()
+		if fs.NArg() > want {
+			return usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(want))}
+		}
+		return usageError{"missing argument"}
+	}
+	return nil
+}
+
+func (e env) databaseFlag(fs *flag.FlagSet) *string {
+	return fs.String("database-url", "", "Postgres URL (default $FIELDPASS_DATABASE_URL)")
+}
+
+func (e env) databaseURL(flagValue string) (string, error) {
+	if flagValue != "" {
+		return flagValue, nil
+	}
+	if v := e.getenv("FIELDPASS_DATABASE_URL"); v != "" {
+		return v, nil
+	}
+	return "", usageError{"no database: give --database-url or set FIELDPASS_DATABASE_URL"}
+}
+
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, usageError{fmt.Sprintf("--log-level: %v", err)}
+	}
+	opts := &slog.HandlerOptions{Level: l}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, usageError{fmt.Sprintf("--log-format %q: want text or json", format)}
+}

@@ -1,0 +1,201 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"net/netip"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/fieldpass/fieldpass"
+	"github.com/fieldpass/fieldpass/broker"
+	"github.com/fieldpass/fieldpass/httpapi"
+	"github.com/fieldpass/fieldpass/postgres"
+	"github.com/fieldpass/fieldpass/wgnet"
+)
+
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+
+func defaultKeyFile(getenv func(string) string) string {
+	if d := getenv("STATE_DIRECTORY"); d != "" { // systemd StateDirectory=
+		return filepath.Join(strings.Split(d, ":")[0], "broker.key")
+	}
+	return "/var/lib/fieldpass-broker/broker.key"
+}
+
+func (e env) serve(ctx context.Context, args []string) error {
+	fset := e.flagSet("serve", "serve --database-url URL --http-listen ADDR --wg-listen UDPADDR --public-url URL [flags]")
+	dbURL := e.databaseFlag(fset)
+	httpListen := fset.String("http-listen", "127.0.0.1:8080", "TCP address of the API and enrolment endpoint")
+	wgListen := fset.String("wg-listen", ":51820", "UDP address of WireGuard (a specific IP binds only that address)")
+	publicURL := fset.String("public-url", "", "URL people and connectors use to reach this broker (https://...)")
+	var endpoints listFlag
+	fset.Var(&endpoints, "wg-endpoint", "public WireGuard `host:port` told to devices (repeatable; default: the public URL's host and the --wg-listen port)")
+	prefix := fset.String("tunnel-prefix", "10.77.0.0/16", "tunnel address space; the broker takes the first address")
+	mtu := fset.Int("mtu", 1280, "tunnel MTU (1280 is safe on APNs that forbid fragmentation)")
+	keyFile := fset.String("key-file", defaultKeyFile(e.getenv), "broker WireGuard private key; created (0600) if missing")
+	brokerID := fset.String("broker-id", "", "name of this broker in device presence (default: host name)")
+	tlsCert := fset.String("tls-cert", "", "TLS certificate file (serve HTTPS; otherwise plain HTTP behind a TLS proxy)")
+	tlsKey := fset.String("tls-key", "", "TLS key file")
+	logLevel := fset.String("log-level", "info", "debug, info, warn or error")
+	logFormat := fset.String("log-format", "text", "text or json")
+	if err := parse(fset, args, 0); err != nil {
+		return err
+	}
+	log, err := newLogger(e.stderr, *logLevel, *logFormat)
+	if err != nil {
+		return err
+	}
+	pu, err := url.Parse(*publicURL)
+	if *publicURL == "" || err != nil || pu.Host == "" || (pu.Scheme != "https" && pu.Scheme != "http") {
+		return usageError{"--public-url is required: the https:// URL devices and people reach this broker at"}
+	}
+	pfx, err := netip.ParsePrefix(*prefix)
+	if err != nil || pfx.Bits() > 30 {
+		return usageError{fmt.Sprintf("--tunnel-prefix %q: want a CIDR prefix like 10.77.0.0/16", *prefix)}
+	}
+	wgAddr, err := parseUDPListen(*wgListen)
+	if err != nil {
+		return usageError{fmt.Sprintf("--wg-listen: %v", err)}
+	}
+	if (*tlsCert == "") != (*tlsKey == "") {
+		return usageError{"--tls-cert and --tls-key go together"}
+	}
+	key, err := loadOrCreateKey(*keyFile)
+	if err != nil {
+		return err
+	}
+
+	url, err := e.databaseURL(*dbURL)
+	if err != nil {
+		return err
+	}
+	db, err := postgres.Open(ctx, url)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+
+	b, err := broker.New(ctx, broker.Config{
+		ID:         *brokerID,
+		PrivateKey: key,
+		Prefix:     pfx,
+		WGListen:   wgAddr,
+		MTU:        *mtu,
+		Logger:     log,
+	}, db)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	if len(endpoints) == 0 {
+		endpoints = listFlag{net.JoinHostPort(pu.Hostname(), strconv.Itoa(int(b.ListenPort())))}
+	}
+	api := httpapi.New(httpapi.Config{
+		DB: db,
+		Tunnel: httpapi.TunnelInfo{
+			BrokerKey:     b.PublicKey().String(),
+			BrokerAddress: b.Address(),
+			Prefix:        pfx,
+			Endpoints:     endpoints,
+			MTU:           *mtu,
+		},
+		Logger: log,
+	})
+	ln, err := net.Listen("tcp", *httpListen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", *httpListen, err)
+	}
+	srv := httpapi.NewHTTPServer(api.Handler(), log)
+	if *tlsCert != "" {
+		if ln, err = newTLSListener(ln, srv, *tlsCert, *tlsKey); err != nil {
+			return fmt.Errorf("tls: %w", err)
+		}
+	}
+	log.Info("broker serving", "version", fieldpass.Version, "http", ln.Addr().String(), "wireguard_port", b.ListenPort(),
+		"public_url", pu.String(), "endpoints", strings.Join(endpoints, ","), "tunnel_address", b.Address(), "public_key", b.PublicKey().String())
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, 2)
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		errc <- httpapi.Serve(ctx, ln, srv)
+	}()
+	go func() { defer wg.Done(); errc <- b.Serve(ctx) }()
+	err = <-errc
+	cancel()
+	wg.Wait()
+	if ctx.Err() != nil && err == nil {
+		log.Info("broker stopped")
+	}
+	return err
+}
+
+func parseUDPListen(s string) (netip.AddrPort, error) {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	p, err := strconv.ParseUint(port, 10, 16)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("bad port %q", port)
+	}
+	if host == "" {
+		return netip.AddrPortFrom(netip.Addr{}, uint16(p)), nil
+	}
+	a, err := netip.ParseAddr(host)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("want IP:port, got %q", s)
+	}
+	if a.IsUnspecified() {
+		return netip.AddrPortFrom(netip.Addr{}, uint16(p)), nil
+	}
+	return netip.AddrPortFrom(a, uint16(p)), nil
+}
+
+// loadOrCreateKey reads the broker's WireGuard key, creating it on first
+// start. Every enrolled device pins the public half, so losing the file
+// means re-enrolling the fleet: back it up.
+func loadOrCreateKey(path string) (wgnet.Key, error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		k, err := wgnet.ParseKey(strings.TrimSpace(string(b)))
+		if err != nil {
+			return k, fmt.Errorf("key file %s: %w", path, err)
+		}
+		return k, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return wgnet.Key{}, fmt.Errorf("read key file: %w", err)
+	}
+	k, err := wgnet.GenerateKey(rand.Reader)
+	if err != nil {
+		return k, err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return k, fmt.Errorf("create key dir: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return k, fmt.Errorf("create key file: %w", err)
+	}
+	if _, err := f.WriteString(k.String() + "\n"); err != nil {
+		f.Close()
+		return k, fmt.Errorf("write key file: %w", err)
+	}
+	return k, f.Close()
+}

@@ -1,0 +1,246 @@
+// Command fieldpass-connector is the device agent: it enrols once, then
+// keeps an outbound WireGuard tunnel to the broker and serves the broker's
+// streams to the device's allowlisted services.
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/fieldpass/fieldpass"
+	"github.com/fieldpass/fieldpass/connector"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintf(os.Stderr, "fieldpass-connector: %s\n", message(err))
+		}
+		os.Exit(exitCode(err))
+	}
+}
+
+const usage = `fieldpass-connector: the Fieldpass device agent.
+
+Usage:
+  fieldpass-connector enroll --broker URL --token TOKEN --state-dir DIR
+  fieldpass-connector run --state-dir DIR --service NAME=HOST:PORT [--service ...] [--config FILE]
+  fieldpass-connector version
+
+Run "fieldpass-connector COMMAND -h" for a command's flags.
+`
+
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func message(err error) string {
+	var fe *fieldpass.Error
+	if errors.As(err, &fe) {
+		return fe.Message
+	}
+	return err.Error()
+}
+
+func exitCode(err error) int {
+	var ue usageError
+	if errors.As(err, &ue) || errors.Is(err, flag.ErrHelp) {
+		return 2
+	}
+	return 1
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return usageError{"no command given"}
+	}
+	switch args[0] {
+	case "enroll", "enrol":
+		return runEnroll(ctx, args[1:], stdout, stderr)
+	case "run":
+		return runRun(ctx, args[1:], getenv, stderr)
+	case "version":
+		fmt.Fprintln(stdout, fieldpass.Version)
+		return nil
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	fmt.Fprint(stderr, usage)
+	return usageError{fmt.Sprintf("unknown command %q", args[0])}
+}
+
+func newFlagSet(name, synopsis string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: fieldpass-connector %s\n\nFlags:\n", synopsis)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+func parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{err.Error()}
+	}
+	if fs.NArg() > 0 {
+		fs.Usage()
+		return usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
+	}
+	return nil
+}
+
+func runEnroll(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("enroll", "enroll --broker URL --token TOKEN --state-dir DIR", stderr)
+	broker := fs.String("broker", "", "broker URL, https://host[:port] (http only for a loopback broker)")
+	token := fs.String("token", "", "single-use enrolment token from `fieldpass-broker token create`")
+	stateDir := fs.String("state-dir", "", "directory for the device's key and state (created 0700)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *broker == "" || *token == "" || *stateDir == "" {
+		fs.Usage()
+		return usageError{"--broker, --token and --state-dir are required"}
+	}
+	s, err := connector.Enroll(ctx, connector.EnrollConfig{BrokerURL: *broker, Token: strings.TrimSpace(*token), StateDir: *stateDir})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "enrolled as %s (tunnel address %s); start it with: fieldpass-connector run --state-dir %s --service NAME=HOST:PORT\n", s.DeviceName, s.TunnelAddress, *stateDir)
+	return nil
+}
+
+// serviceFlag collects repeated --service NAME=HOST:PORT.
+type serviceFlag map[string]string
+
+func (s serviceFlag) String() string { return "" }
+func (s serviceFlag) Set(v string) error {
+	name, target, ok := strings.Cut(v, "=")
+	if !ok || name == "" || target == "" {
+		return fmt.Errorf("want NAME=HOST:PORT, got %q", v)
+	}
+	if err := fieldpass.ValidateServiceName(name); err != nil {
+		return errors.New(fieldpass.ErrorMessage(err))
+	}
+	if _, dup := s[name]; dup {
+		return fmt.Errorf("service %q given twice", name)
+	}
+	s[name] = target
+	return nil
+}
+
+func runRun(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
+	fs := newFlagSet("run", "run --state-dir DIR --service NAME=HOST:PORT [--service ...] [flags]", stderr)
+	config := fs.String("config", "", "config `FILE` with one flag per line (`name = value`, # comments); command-line flags win")
+	stateDir := fs.String("state-dir", "", "directory written by enroll")
+	services := serviceFlag{}
+	fs.Var(services, "service", "expose a local service as `NAME=HOST:PORT` (repeatable); only these are ever dialled")
+	keepalive := fs.Duration("keepalive", 25*time.Second, "WireGuard persistent keepalive: the only idle traffic; longer saves data but risks carrier NAT timeouts")
+	mtu := fs.Int("mtu", 0, "tunnel MTU (default: the broker's, 1280)")
+	listen := fs.String("listen", "", "local UDP address for WireGuard (default: all addresses, random port)")
+	maxBackoff := fs.Duration("max-backoff", 5*time.Minute, "longest wait between reconnect attempts")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *config != "" {
+		if err := applyConfigFile(fs, *config); err != nil {
+			return err
+		}
+	}
+	if *stateDir == "" {
+		fs.Usage()
+		return usageError{"--state-dir is required"}
+	}
+	log, err := newLogger(stderr, *logLevel)
+	if err != nil {
+		return err
+	}
+	state, err := connector.LoadState(*stateDir)
+	if err != nil {
+		return err
+	}
+	var la netip.AddrPort
+	if *listen != "" {
+		if la, err = netip.ParseAddrPort(*listen); err != nil {
+			return usageError{fmt.Sprintf("--listen: %v", err)}
+		}
+	}
+	c, err := connector.New(connector.Config{
+		State:      state,
+		Services:   services,
+		Keepalive:  *keepalive,
+		MTU:        *mtu,
+		ListenAddr: la,
+		MaxBackoff: *maxBackoff,
+		Logger:     log,
+	})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	log.Info("connector starting", "device", state.DeviceName, "version", fieldpass.Version, "services", len(services), "udp_port", c.Device().ListenPort())
+	return c.Run(ctx)
+}
+
+// applyConfigFile sets every flag named in the file that was not set on the
+// command line. The file's keys are the flag names, so there is one
+// vocabulary to learn; repeated keys (service) add up.
+func applyConfigFile(fs *flag.FlagSet, path string) error {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		k, v, ok := strings.Cut(line, "=")
+		if !ok {
+			return usageError{fmt.Sprintf("%s:%d: want name = value", path, n)}
+		}
+		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
+		if k == "config" || fs.Lookup(k) == nil {
+			return usageError{fmt.Sprintf("%s:%d: unknown setting %q", path, n, k)}
+		}
+		if set[k] {
+			continue
+		}
+		if err := fs.Set(k, v); err != nil {
+			return usageError{fmt.Sprintf("%s:%d: %s: %v", path, n, k, err)}
+		}
+	}
+	return sc.Err()
+}
+
+func newLogger(w io.Writer, level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, usageError{fmt.Sprintf("--log-level: %v", err)}
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+}

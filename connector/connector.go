@@ -1,0 +1,452 @@
+// Package connector is the device agent: it enrols, brings up userspace
+// WireGuard, dials out to the broker, keeps the tunnel up across cellular
+// loss, IP changes and broker restarts, and serves the broker's streams to
+// the device's allowlisted local services.
+//
+// It is small on purpose: its import graph holds no database, no HTTP server
+// and no OIDC, and it opens no TCP listener and no UDP socket but
+// WireGuard's own. It dials only the targets of its own service list, by
+// name; it never dials an address it was sent.
+package connector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/yamux"
+
+	"github.com/fieldpass/fieldpass"
+	"github.com/fieldpass/fieldpass/tunnel"
+	"github.com/fieldpass/fieldpass/wgnet"
+)
+
+// Config configures a Connector. Zero values mean the defaults.
+type Config struct {
+	State *State
+	// Services maps service names to local targets (host:port). Only these
+	// are ever dialled.
+	Services map[string]string
+	// Keepalive is WireGuard's persistent keepalive (default 25 s): the
+	// only periodic traffic of an idle device. Longer saves data on metered
+	// SIMs but risks carrier NAT mappings timing out.
+	Keepalive time.Duration
+	// MTU of the tunnel; default is the broker's, else 1280.
+	MTU int
+	// ListenAddr is the local UDP address (default: all addresses, random
+	// port). Tests use 127.0.0.1:0.
+	ListenAddr netip.AddrPort
+	// MinBackoff and MaxBackoff bound the reconnect delay (default 1 s and
+	// 5 min). Delays grow exponentially with full jitter, so a fleet that
+	// lost its broker does not come back in lockstep.
+	MinBackoff, MaxBackoff time.Duration
+	// DialTimeout bounds one attempt to reach the broker inside the tunnel
+	// (default 20 s: WireGuard retries its handshake every 5 s).
+	DialTimeout time.Duration
+	// NetworkPoll is how often local addresses are checked for a change
+	// that calls for an immediate rebind (default 5 s; negative disables).
+	NetworkPoll time.Duration
+	// Window is the yamux stream window (default tunnel.DefaultWindow).
+	Window uint32
+	Logger *slog.Logger
+}
+
+// Connector is a running device agent.
+type Connector struct {
+	cfg    Config
+	log    *slog.Logger
+	dev    *wgnet.Device
+	broker netip.AddrPort
+	nudge  chan struct{}
+
+	mu        sync.Mutex
+	session   *yamux.Session
+	connected bool
+	endpoint  int // index into State.Endpoints in use
+}
+
+// New validates cfg and brings up the WireGuard device. Nothing is sent
+// until Run.
+func New(cfg Config) (*Connector, error) {
+	if cfg.State == nil {
+		return nil, errors.New("connector: no state")
+	}
+	if len(cfg.Services) == 0 {
+		return nil, fieldpass.Errorf(fieldpass.EINVALID, "no services: give at least one --service NAME=HOST:PORT")
+	}
+	for name, target := range cfg.Services {
+		if err := fieldpass.ValidateServiceName(name); err != nil {
+			return nil, err
+		}
+		if _, _, err := net.SplitHostPort(target); err != nil {
+			return nil, fieldpass.Errorf(fieldpass.EINVALID, "service %s: invalid target %q: want HOST:PORT", name, target)
+		}
+	}
+	if cfg.Keepalive == 0 {
+		cfg.Keepalive = tunnel.DefaultKeepalive
+	}
+	if cfg.Keepalive < time.Second || cfg.Keepalive > 65535*time.Second {
+		return nil, fieldpass.Errorf(fieldpass.EINVALID, "keepalive %s out of range (1s to 18h)", cfg.Keepalive)
+	}
+	if cfg.MTU == 0 {
+		cfg.MTU = cfg.State.MTU
+	}
+	if cfg.MTU == 0 {
+		cfg.MTU = tunnel.DefaultMTU
+	}
+	if cfg.MinBackoff == 0 {
+		cfg.MinBackoff = time.Second
+	}
+	if cfg.MaxBackoff == 0 {
+		cfg.MaxBackoff = 5 * time.Minute
+	}
+	if cfg.DialTimeout == 0 {
+		cfg.DialTimeout = 20 * time.Second
+	}
+	if cfg.NetworkPoll == 0 {
+		cfg.NetworkPoll = 5 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	c := &Connector{
+		cfg:    cfg,
+		log:    cfg.Logger,
+		broker: netip.AddrPortFrom(cfg.State.BrokerAddress, cfg.State.BrokerPort),
+		nudge:  make(chan struct{}, 1),
+	}
+	dev, err := wgnet.New(wgnet.Config{
+		PrivateKey: cfg.State.PrivateKey,
+		Address:    cfg.State.TunnelAddress,
+		MTU:        cfg.MTU,
+		ListenAddr: cfg.ListenAddr,
+		Logger:     cfg.Logger,
+		NudgePort:  tunnel.NudgePort,
+		OnNudge: func() {
+			select {
+			case c.nudge <- struct{}{}:
+			default:
+			}
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("start wireguard: %w", err)
+	}
+	c.dev = dev
+	if err := c.setBrokerPeer(0); err != nil {
+		dev.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// setBrokerPeer points the broker peer at State.Endpoints[i]. Host names are
+// resolved at each use, so a broker that moves keeps its devices.
+func (c *Connector) setBrokerPeer(i int) error {
+	eps := c.cfg.State.Endpoints
+	i %= len(eps)
+	ep, err := resolveEndpoint(eps[i])
+	if err != nil {
+		return err
+	}
+	key, err := wgnet.ParseKey(c.cfg.State.BrokerKey)
+	if err != nil {
+		return fmt.Errorf("broker key: %w", err)
+	}
+	c.mu.Lock()
+	c.endpoint = i
+	c.mu.Unlock()
+	return c.dev.SetPeer(wgnet.Peer{
+		PublicKey:           key,
+		AllowedIPs:          []netip.Prefix{netip.PrefixFrom(c.cfg.State.BrokerAddress, c.cfg.State.BrokerAddress.BitLen())},
+		Endpoint:            ep,
+		PersistentKeepalive: c.cfg.Keepalive,
+	})
+}
+
+func resolveEndpoint(s string) (netip.AddrPort, error) {
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		return ap, nil
+	}
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("broker endpoint %q: %w", s, err)
+	}
+	ua, err := net.ResolveUDPAddr("udp", net.JoinHostPort(host, port))
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("resolve broker endpoint %q: %w", s, err)
+	}
+	return ua.AddrPort(), nil
+}
+
+// Device exposes the WireGuard device (tests read its sockets and stats).
+func (c *Connector) Device() *wgnet.Device { return c.dev }
+
+// Connected reports whether a broker session is up.
+func (c *Connector) Connected() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.connected
+}
+
+// Close tears the tunnel down. Run must have returned.
+func (c *Connector) Close() error { return c.dev.Close() }
+
+// Rebind re-opens the UDP socket and tells the broker at once, as after a
+// change of the device's network (new cellular IP, new NAT mapping).
+func (c *Connector) Rebind() error { return c.dev.Rebind() }
+
+// Run keeps a session with the broker until ctx ends, reconnecting with
+// capped exponential backoff and full jitter for as long as it takes: a
+// device nobody can visit must never give up.
+func (c *Connector) Run(ctx context.Context) error {
+	if c.cfg.NetworkPoll > 0 {
+		go c.watchNetwork(ctx)
+	}
+	attempt := 0
+	for {
+		started := time.Now()
+		err := c.session1(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		// A session that lasted resets the backoff: the next failure is
+		// a new outage, not the same one.
+		if time.Since(started) > time.Minute {
+			attempt = 0
+		}
+		delay := backoff(c.cfg.MinBackoff, c.cfg.MaxBackoff, attempt)
+		attempt++
+		c.log.Warn("broker session ended", "err", err, "retry_in", delay.Round(time.Millisecond), "attempt", attempt)
+		if attempt > 1 && len(c.cfg.State.Endpoints) > 1 {
+			c.mu.Lock()
+			next := c.endpoint + 1
+			c.mu.Unlock()
+			if err := c.setBrokerPeer(next); err != nil {
+				c.log.Warn("switch broker endpoint", "err", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(delay):
+		case <-c.nudge:
+			// The broker asked us to come back: it is there now.
+		}
+	}
+}
+
+// backoff returns a delay drawn uniformly from [0, min(max, base*2^attempt)]
+// ("full jitter"), but never below base/2 so a broken broker is not hammered.
+func backoff(base, max time.Duration, attempt int) time.Duration {
+	ceil := base
+	for i := 0; i < attempt && ceil < max; i++ {
+		ceil *= 2
+	}
+	if ceil > max {
+		ceil = max
+	}
+	d := time.Duration(rand.Int64N(int64(ceil) + 1))
+	if d < base/2 {
+		d = base / 2
+	}
+	return d
+}
+
+// session1 runs one broker session: dial inside the tunnel, hello, yamux,
+// serve streams until the session dies, the tunnel goes silent or the broker
+// nudges.
+func (c *Connector) session1(ctx context.Context) error {
+	// Drain a stale nudge: it was for the session before this one.
+	select {
+	case <-c.nudge:
+	default:
+	}
+	dctx, cancel := context.WithTimeout(ctx, c.cfg.DialTimeout)
+	conn, err := c.dev.DialTCP(dctx, c.broker)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("dial broker %s in tunnel: %w", c.broker, err)
+	}
+	id, _ := tunnel.ParseID(c.cfg.State.DeviceID)
+	conn.SetDeadline(time.Now().Add(c.cfg.DialTimeout))
+	err = tunnel.WriteHello(conn, tunnel.Hello{
+		DeviceID:         id,
+		ConnectorVersion: fieldpass.Version,
+		KeepaliveSeconds: uint16(c.cfg.Keepalive / time.Second),
+	})
+	var reply tunnel.HelloReply
+	if err == nil {
+		reply, err = tunnel.ReadHelloReply(conn)
+	}
+	if err != nil {
+		conn.Close()
+		return fmt.Errorf("hello: %w", err)
+	}
+	if reply.Code != tunnel.HelloOK {
+		conn.Close()
+		return fmt.Errorf("broker refused hello: %s: %s", reply.Code, reply.Reason)
+	}
+	conn.SetDeadline(time.Time{})
+	sess, err := yamux.Server(conn, tunnel.YamuxConfig(c.cfg.Window))
+	if err != nil {
+		conn.Close()
+		return fmt.Errorf("yamux: %w", err)
+	}
+	c.mu.Lock()
+	c.session, c.connected = sess, true
+	c.mu.Unlock()
+	c.log.Info("connected to broker", "device", c.cfg.State.DeviceName, "broker", c.broker)
+	defer func() {
+		c.mu.Lock()
+		c.session, c.connected = nil, false
+		c.mu.Unlock()
+		sess.Close()
+	}()
+
+	done := make(chan error, 1)
+	go func() { done <- c.accept(sess) }()
+	tick := time.NewTicker(10 * time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case err := <-done:
+			return fmt.Errorf("session closed: %w", err)
+		case <-c.nudge:
+			return errors.New("broker nudged: it lost our connection (restart?)")
+		case <-tick.C:
+			if err := c.checkTunnel(); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// checkTunnel reads liveness from WireGuard instead of an application ping:
+// with persistent keepalive the device re-handshakes every two minutes, so
+// a last handshake older than WireGuard's reject-after time (180 s) plus
+// slack means nothing can pass and the TCP connection inside is dead.
+func (c *Connector) checkTunnel() error {
+	key, _ := wgnet.ParseKey(c.cfg.State.BrokerKey)
+	st, ok, err := c.dev.Peer(key)
+	if err != nil || !ok {
+		return fmt.Errorf("broker peer missing: %v", err)
+	}
+	if !st.LastHandshake.IsZero() && time.Since(st.LastHandshake) > 200*time.Second+c.cfg.Keepalive {
+		return fmt.Errorf("tunnel silent: last handshake %s ago", time.Since(st.LastHandshake).Round(time.Second))
+	}
+	return nil
+}
+
+func (c *Connector) accept(sess *yamux.Session) error {
+	for {
+		st, err := sess.AcceptStream()
+		if err != nil {
+			return err
+		}
+		go c.serveStream(st)
+	}
+}
+
+// serveStream answers one stream: header, allowlist lookup, dial, status,
+// then bytes both ways.
+func (c *Connector) serveStream(st *yamux.Stream) {
+	st.SetDeadline(time.Now().Add(10 * time.Second))
+	h, err := tunnel.ReadStreamHeader(st)
+	if err != nil {
+		c.log.Warn("bad stream header", "err", err)
+		tunnel.WriteStreamStatus(st, tunnel.StreamStatus{Code: tunnel.StatusBadHeader, Reason: err.Error()})
+		st.Close()
+		return
+	}
+	log := c.log.With("session", h.SessionID.String(), "service", h.Service)
+	target, ok := c.cfg.Services[h.Service]
+	if !ok {
+		log.Warn("stream for a service this device does not expose")
+		tunnel.WriteStreamStatus(st, tunnel.StreamStatus{Code: tunnel.StatusUnknownService,
+			Reason: fmt.Sprintf("service %q is not exposed by this device (it exposes %s)", h.Service, strings.Join(c.serviceNames(), ", "))})
+		st.Close()
+		return
+	}
+	d := net.Dialer{Timeout: 10 * time.Second}
+	tc, err := d.Dial("tcp", target)
+	if err != nil {
+		log.Warn("dial service", "target", target, "err", err)
+		tunnel.WriteStreamStatus(st, tunnel.StreamStatus{Code: tunnel.StatusDialFailed, Reason: fmt.Sprintf("dial %s: %v", h.Service, unwrapOpError(err))})
+		st.Close()
+		return
+	}
+	if err := tunnel.WriteStreamStatus(st, tunnel.StreamStatus{Code: tunnel.StatusOK}); err != nil {
+		tc.Close()
+		st.Close()
+		return
+	}
+	st.SetDeadline(time.Time{})
+	log.Info("stream open", "target", target)
+	in, out := tunnel.Join(tunnel.YamuxStream{Stream: st}, tc.(*net.TCPConn))
+	log.Info("stream closed", "bytes_in", in, "bytes_out", out)
+}
+
+func (c *Connector) serviceNames() []string {
+	names := make([]string, 0, len(c.cfg.Services))
+	for n := range c.cfg.Services {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+func unwrapOpError(err error) error {
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Err != nil {
+		return oe.Err
+	}
+	return err
+}
+
+// watchNetwork polls the local addresses (no traffic, just a syscall) and
+// rebinds at once when they change: the broker keeps sending to the old
+// address until the device sends something, so the device must speak first.
+func (c *Connector) watchNetwork(ctx context.Context) {
+	last := localAddrs()
+	t := time.NewTicker(c.cfg.NetworkPoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := localAddrs()
+		if now != last {
+			c.log.Info("local network changed; rebinding", "addrs", now)
+			if err := c.dev.Rebind(); err != nil {
+				c.log.Warn("rebind", "err", err)
+			}
+			last = now
+		}
+	}
+}
+
+func localAddrs() string {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return ""
+	}
+	s := make([]string, len(addrs))
+	for i, a := range addrs {
+		s[i] = a.String()
+	}
+	sort.Strings(s)
+	return strings.Join(s, ",")
+}

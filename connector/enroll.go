@@ -1,0 +1,165 @@
+package connector
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/fieldpass/fieldpass"
+	"github.com/fieldpass/fieldpass/tunnel"
+	"github.com/fieldpass/fieldpass/wgnet"
+)
+
+// EnrollConfig is the input of Enroll. Zero values mean the defaults.
+type EnrollConfig struct {
+	BrokerURL string // https://broker.example.com; http only for loopback
+	Token     string // single-use enrolment token (fpe_...)
+	StateDir  string
+	// HTTPClient defaults to one with a 30 s timeout.
+	HTTPClient *http.Client
+	// Rand is the key source; crypto/rand by default.
+	Rand io.Reader
+}
+
+// Enroll generates the device's WireGuard key pair on the device, registers
+// the public key with the broker, and writes the state. The private key never
+// leaves the device. On any error nothing is written; an existing enrolment in
+// StateDir is never overwritten.
+func Enroll(ctx context.Context, cfg EnrollConfig) (*State, error) {
+	if err := fieldpass.CheckEnrollmentToken(cfg.Token); err != nil {
+		return nil, err
+	}
+	base, err := checkBrokerURL(cfg.BrokerURL)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.StateDir == "" {
+		return nil, fieldpass.Errorf(fieldpass.EINVALID, "--state-dir is required")
+	}
+	if _, err := os.Stat(filepath.Join(cfg.StateDir, stateFile)); err == nil {
+		return nil, fieldpass.Errorf(fieldpass.ECONFLICT, "%s already holds an enrolment; use an empty --state-dir (or remove it after decommissioning the device)", cfg.StateDir)
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("check state dir: %w", err)
+	}
+	if err := checkWritable(cfg.StateDir); err != nil {
+		return nil, err
+	}
+	rnd := cfg.Rand
+	if rnd == nil {
+		rnd = rand.Reader
+	}
+	priv, err := wgnet.GenerateKey(rnd)
+	if err != nil {
+		return nil, fmt.Errorf("generate key: %w", err)
+	}
+	client := cfg.HTTPClient
+	if client == nil {
+		client = &http.Client{Timeout: 30 * time.Second}
+	}
+	body, _ := json.Marshal(tunnel.EnrollRequest{Token: cfg.Token, PublicKey: priv.Public().String(), ConnectorVersion: fieldpass.Version})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base.JoinPath(tunnel.EnrollPath).String(), bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, fieldpass.Errorf(fieldpass.EUNAVAILABLE, "cannot reach broker at %s: %v", base.Redacted(), unwrapURLError(err))
+	}
+	defer resp.Body.Close()
+	rb, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if err != nil {
+		return nil, fieldpass.Errorf(fieldpass.EUNAVAILABLE, "read broker answer: %v", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		var e tunnel.ErrorResponse
+		if json.Unmarshal(rb, &e) == nil && e.Message != "" {
+			return nil, fieldpass.Errorf(e.Code, "%s", e.Message)
+		}
+		return nil, fieldpass.Errorf(fieldpass.EUNAVAILABLE, "broker answered %s", resp.Status)
+	}
+	var er tunnel.EnrollResponse
+	if err := json.Unmarshal(rb, &er); err != nil {
+		return nil, fmt.Errorf("decode broker answer: %w", err)
+	}
+	s := &State{
+		BrokerURL:  base.String(),
+		DeviceID:   er.DeviceID,
+		DeviceName: er.DeviceName,
+		BrokerPort: er.BrokerPort,
+		BrokerKey:  er.BrokerKey,
+		Endpoints:  er.Endpoints,
+		MTU:        er.MTU,
+		PrivateKey: priv,
+	}
+	if s.TunnelAddress, err = netip.ParseAddr(er.TunnelAddress); err != nil {
+		return nil, fmt.Errorf("broker sent a bad tunnel address: %w", err)
+	}
+	if s.BrokerAddress, err = netip.ParseAddr(er.BrokerAddress); err != nil {
+		return nil, fmt.Errorf("broker sent a bad broker address: %w", err)
+	}
+	if err := s.save(cfg.StateDir); err != nil {
+		return nil, fmt.Errorf("enrolled as %s but could not save the state (decommission the device and enrol again): %w", s.DeviceName, err)
+	}
+	return s, nil
+}
+
+// checkBrokerURL allows plain http only to a loopback broker: the enrolment
+// token and the broker's key must not cross a network in clear.
+func checkBrokerURL(raw string) (*url.URL, error) {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
+		return nil, fieldpass.Errorf(fieldpass.EINVALID, "invalid broker URL %q: want https://host[:port]", raw)
+	}
+	if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return nil, fieldpass.Errorf(fieldpass.EINVALID, "invalid broker URL %q: no credentials, query or fragment", u.Redacted())
+	}
+	if u.Scheme == "http" && !isLoopbackHost(u.Hostname()) {
+		return nil, fieldpass.Errorf(fieldpass.EINVALID, "refusing plain http to %s: use https (http is accepted only for a loopback broker)", u.Host)
+	}
+	u.Path = strings.TrimSuffix(u.Path, "/")
+	return u, nil
+}
+
+func isLoopbackHost(h string) bool {
+	if h == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
+}
+
+func checkWritable(dir string) error {
+	parent := dir
+	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+		parent = filepath.Dir(dir)
+	}
+	f, err := os.CreateTemp(parent, ".fieldpass-write-check-*")
+	if err != nil {
+		return fieldpass.Errorf(fieldpass.EINVALID, "state dir %s is not writable: %v", dir, err)
+	}
+	f.Close()
+	os.Remove(f.Name())
+	return nil
+}
+
+func unwrapURLError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
+}

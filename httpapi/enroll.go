@@ -1,0 +1,52 @@
+package httpapi
+
+import (
+	"net/http"
+	"net/netip"
+
+	"github.com/fieldpass/fieldpass"
+	"github.com/fieldpass/fieldpass/tunnel"
+)
+
+// handleEnroll registers a device's public key in exchange for a single-use
+// token. The token is never logged.
+func (s *Server) handleEnroll() http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var req tunnel.EnrollRequest
+		if err := decodeJSON(w, r, 4<<10, &req); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		if err := fieldpass.CheckEnrollmentToken(req.Token); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		ti := s.cfg.Tunnel
+		d, err := s.cfg.DB.Enroll(r.Context(), req.Token, req.PublicKey, req.ConnectorVersion, func(seq int64) (netip.Addr, error) {
+			return fieldpass.TunnelAddress(ti.Prefix, seq)
+		})
+		if err != nil {
+			s.log.Warn("enrolment refused", "client", clientAddr(r), "code", fieldpass.ErrorCode(err), "reason", fieldpass.ErrorMessage(err))
+			s.writeError(w, r, err)
+			return
+		}
+		s.log.Info("device enrolled", "device", d.Name, "id", d.ID, "address", d.TunnelAddr, "client", clientAddr(r))
+		writeJSON(w, http.StatusOK, tunnel.EnrollResponse{
+			DeviceID:      d.ID,
+			DeviceName:    d.Name,
+			TunnelAddress: d.TunnelAddr.String(),
+			BrokerAddress: ti.BrokerAddress.String(),
+			BrokerPort:    tunnel.BrokerPort,
+			BrokerKey:     ti.BrokerKey,
+			Endpoints:     ti.Endpoints,
+			MTU:           ti.MTU,
+		})
+	}
+}
+
+func (s *Server) handleHealthz() http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		w.Write([]byte("ok\n"))
+	}
+}

@@ -1,0 +1,160 @@
+// Package postgres is the Fieldpass store on Postgres, through pgx: devices,
+// enrolment tokens and presence, and the notifications that keep running
+// brokers in step with the device table.
+//
+// Methods return a *fieldpass.Error (invalid, not_found, conflict, expired)
+// where a person can act on the failure, and wrap everything else with short
+// context. Input is validated before anything is written; a failed call
+// changes nothing.
+package postgres
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/fieldpass/fieldpass/migrations"
+)
+
+// DB is a pool of connections to one Fieldpass database. Set its fields, if
+// at all, before first use.
+type DB struct {
+	pool *pgxpool.Pool
+
+	// Now is the clock used for token expiry and every timestamp the store
+	// writes. Default time.Now; tests move it to expire tokens without sleeping.
+	Now func() time.Time
+
+	// Rand is the source of enrolment token secrets. Default crypto/rand.
+	Rand io.Reader
+
+	// Logger receives migration progress and listener reconnects. Default:
+	// discard. Tokens, keys and passwords are never logged.
+	Logger *slog.Logger
+}
+
+// Open connects to the database at url (a postgres:// URL or a key=value
+// connection string) and checks that it answers. Errors name the host and
+// never include the password.
+func Open(ctx context.Context, url string) (*DB, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("invalid database URL: %s", redactPassword(err.Error(), url))
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("connect to postgres at %s: %s", serverName(cfg.ConnConfig.Config), redactPassword(err.Error(), url))
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("connect to postgres at %s: %s", serverName(cfg.ConnConfig.Config), redactPassword(err.Error(), url))
+	}
+	return &DB{
+		pool:   pool,
+		Now:    time.Now,
+		Rand:   rand.Reader,
+		Logger: slog.New(slog.DiscardHandler),
+	}, nil
+}
+
+// Close closes every connection in the pool. Listeners started with
+// ListenDevices hold their own connection and end with their context.
+func (db *DB) Close() {
+	db.pool.Close()
+}
+
+// Migrate brings the schema up to date (see package migrations).
+func (db *DB) Migrate(ctx context.Context) error {
+	sqlDB := stdlib.OpenDBFromPool(db.pool)
+	defer sqlDB.Close() // does not close the pool
+	return migrations.Up(ctx, sqlDB, db.logger())
+}
+
+// now returns the store's clock reading at Postgres' precision
+// (microseconds), so that a time handed back equals the one stored.
+func (db *DB) now() time.Time {
+	now := time.Now
+	if db.Now != nil {
+		now = db.Now
+	}
+	return now().UTC().Truncate(time.Microsecond)
+}
+
+func (db *DB) rand() io.Reader {
+	if db.Rand == nil {
+		return rand.Reader
+	}
+	return db.Rand
+}
+
+func (db *DB) logger() *slog.Logger {
+	if db.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return db.Logger
+}
+
+// serverName names the server of cfg for error messages: host:port, or the
+// socket directory.
+func serverName(cfg pgconn.Config) string {
+	if strings.HasPrefix(cfg.Host, "/") {
+		return fmt.Sprintf("%s (port %d)", cfg.Host, cfg.Port)
+	}
+	return net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port)))
+}
+
+var passwordParamRE = regexp.MustCompile(`(?i)(password\s*=\s*)('[^']*'|[^\s&]+)`)
+
+// redactPassword removes the password of connString from msg. pgx redacts
+// its own messages on a best-effort basis; this makes sure of it for the
+// password we were given, whatever form the connection string took.
+func redactPassword(msg, connString string) string {
+	var passwords []string
+	if u, err := url.Parse(connString); err == nil {
+		if u.User != nil {
+			if pw, ok := u.User.Password(); ok {
+				passwords = append(passwords, pw, url.QueryEscape(pw), url.PathEscape(pw))
+			}
+		}
+		passwords = append(passwords, u.Query().Get("password"))
+	}
+	for _, m := range passwordParamRE.FindAllStringSubmatch(connString, -1) {
+		passwords = append(passwords, m[2], strings.Trim(m[2], "'"))
+	}
+	for _, pw := range passwords {
+		if pw != "" {
+			msg = strings.ReplaceAll(msg, pw, "xxxxx")
+		}
+	}
+	return passwordParamRE.ReplaceAllString(msg, "${1}xxxxx")
+}
+
+// Constraint names from the migrations, mapped to conflicts by the callers.
+const (
+	constraintLiveName   = "devices_live_name"
+	constraintPublicKey  = "devices_public_key_unique"
+	constraintTunnelAddr = "devices_tunnel_addr_unique"
+)
+
+// uniqueViolation returns the name of the unique constraint err violated, or
+// "" if err is not a unique violation.
+func uniqueViolation(err error) string {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "23505" {
+		return pgErr.ConstraintName
+	}
+	return ""
+}

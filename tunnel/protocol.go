@@ -1,0 +1,339 @@
+package tunnel
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"unicode/utf8"
+)
+
+// Magic values open each message so that a peer speaking something else is
+// rejected at the first bytes rather than misparsed.
+var (
+	helloMagic      = [2]byte{'F', 'H'}
+	helloReplyMagic = [2]byte{'F', 'R'}
+	headerMagic     = [2]byte{'F', 'S'}
+	statusMagic     = [2]byte{'F', 'A'}
+)
+
+// Limits on variable-length fields. They are part of the protocol.
+const (
+	MaxServiceName = 63
+	MaxReason      = 255
+	MaxVersion     = 64
+)
+
+// ErrProtocol is wrapped by every decoding error.
+var ErrProtocol = errors.New("tunnel protocol error")
+
+func protoErr(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrProtocol, fmt.Sprintf(format, args...))
+}
+
+// ID is a 16-byte identifier (a UUID) of a device or a session.
+type ID [16]byte
+
+// ParseID parses the canonical 36-character UUID form.
+func ParseID(s string) (ID, error) {
+	var id ID
+	if len(s) != 36 || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-' {
+		return id, protoErr("invalid id %q", s)
+	}
+	h := s[0:8] + s[9:13] + s[14:18] + s[19:23] + s[24:]
+	if _, err := hex.Decode(id[:], []byte(h)); err != nil {
+		return id, protoErr("invalid id %q", s)
+	}
+	return id, nil
+}
+
+func (id ID) String() string {
+	var b [36]byte
+	hex.Encode(b[0:8], id[0:4])
+	b[8] = '-'
+	hex.Encode(b[9:13], id[4:6])
+	b[13] = '-'
+	hex.Encode(b[14:18], id[6:8])
+	b[18] = '-'
+	hex.Encode(b[19:23], id[8:10])
+	b[23] = '-'
+	hex.Encode(b[24:], id[10:])
+	return string(b[:])
+}
+
+// Hello is the connector's first message on its tunnel TCP connection.
+type Hello struct {
+	DeviceID ID
+	// ConnectorVersion is the connector's release, for presence.
+	ConnectorVersion string
+	// Keepalive is the connector's WireGuard persistent keepalive, so the
+	// broker knows how long silence may last before the device is offline.
+	KeepaliveSeconds uint16
+}
+
+// HelloCode is the broker's answer to a Hello.
+type HelloCode byte
+
+const (
+	HelloOK       HelloCode = 0
+	HelloRejected HelloCode = 1 // identity does not match the tunnel address
+	HelloDisabled HelloCode = 2 // device is disabled or decommissioned
+	HelloVersion  HelloCode = 3 // unsupported protocol version
+)
+
+func (c HelloCode) String() string {
+	switch c {
+	case HelloOK:
+		return "ok"
+	case HelloRejected:
+		return "rejected"
+	case HelloDisabled:
+		return "disabled"
+	case HelloVersion:
+		return "unsupported version"
+	}
+	return fmt.Sprintf("code %d", byte(c))
+}
+
+// HelloReply is the broker's answer; yamux starts after an OK.
+type HelloReply struct {
+	Code   HelloCode
+	Reason string
+}
+
+// StreamHeader opens every stream the broker opens.
+type StreamHeader struct {
+	SessionID ID
+	Service   string
+}
+
+// StatusCode is the connector's answer to a StreamHeader.
+type StatusCode byte
+
+const (
+	StatusOK             StatusCode = 0
+	StatusUnknownService StatusCode = 1
+	StatusDialFailed     StatusCode = 2
+	StatusBadHeader      StatusCode = 3
+)
+
+func (c StatusCode) String() string {
+	switch c {
+	case StatusOK:
+		return "ok"
+	case StatusUnknownService:
+		return "unknown service"
+	case StatusDialFailed:
+		return "dial failed"
+	case StatusBadHeader:
+		return "bad header"
+	}
+	return fmt.Sprintf("code %d", byte(c))
+}
+
+// StreamStatus is the connector's answer; bytes flow only after StatusOK.
+type StreamStatus struct {
+	Code   StatusCode
+	Reason string
+}
+
+// Wire layouts (all integers big endian):
+//
+//	Hello:        "FH" ver(1) device_id(16) keepalive_s(2) vlen(1) version(vlen)
+//	HelloReply:   "FR" ver(1) code(1) rlen(1) reason(rlen)
+//	StreamHeader: "FS" ver(1) session_id(16) slen(1) service(slen)
+//	StreamStatus: "FA" ver(1) code(1) rlen(1) reason(rlen)
+
+// WriteHello encodes h to w in one write.
+func WriteHello(w io.Writer, h Hello) error {
+	if len(h.ConnectorVersion) > MaxVersion || !printable(h.ConnectorVersion) {
+		return protoErr("connector version %q: at most %d printable ASCII characters", h.ConnectorVersion, MaxVersion)
+	}
+	b := make([]byte, 0, 22+len(h.ConnectorVersion))
+	b = append(b, helloMagic[:]...)
+	b = append(b, Version)
+	b = append(b, h.DeviceID[:]...)
+	b = binary.BigEndian.AppendUint16(b, h.KeepaliveSeconds)
+	b = append(b, byte(len(h.ConnectorVersion)))
+	b = append(b, h.ConnectorVersion...)
+	_, err := w.Write(b)
+	return err
+}
+
+// ReadHello decodes a Hello. A version mismatch returns an error wrapping
+// ErrVersion so the broker can answer HelloVersion.
+func ReadHello(r io.Reader) (Hello, error) {
+	var h Hello
+	var fixed [22]byte
+	if err := readFull(r, fixed[:]); err != nil {
+		return h, err
+	}
+	if err := checkPrefix(fixed[:3], helloMagic); err != nil {
+		return h, err
+	}
+	copy(h.DeviceID[:], fixed[3:19])
+	h.KeepaliveSeconds = binary.BigEndian.Uint16(fixed[19:21])
+	n := int(fixed[21])
+	if n > MaxVersion {
+		return h, protoErr("connector version length %d exceeds %d", n, MaxVersion)
+	}
+	v := make([]byte, n)
+	if err := readFull(r, v); err != nil {
+		return h, err
+	}
+	if !printable(string(v)) {
+		return h, protoErr("connector version is not printable ASCII")
+	}
+	h.ConnectorVersion = string(v)
+	return h, nil
+}
+
+// WriteHelloReply encodes r to w in one write.
+func WriteHelloReply(w io.Writer, r HelloReply) error {
+	return writeCoded(w, helloReplyMagic, byte(r.Code), r.Reason)
+}
+
+// ReadHelloReply decodes a HelloReply.
+func ReadHelloReply(r io.Reader) (HelloReply, error) {
+	code, reason, err := readCoded(r, helloReplyMagic)
+	return HelloReply{Code: HelloCode(code), Reason: reason}, err
+}
+
+// WriteStreamHeader encodes h to w in one write.
+func WriteStreamHeader(w io.Writer, h StreamHeader) error {
+	if err := checkService(h.Service); err != nil {
+		return err
+	}
+	b := make([]byte, 0, 20+len(h.Service))
+	b = append(b, headerMagic[:]...)
+	b = append(b, Version)
+	b = append(b, h.SessionID[:]...)
+	b = append(b, byte(len(h.Service)))
+	b = append(b, h.Service...)
+	_, err := w.Write(b)
+	return err
+}
+
+// ReadStreamHeader decodes a StreamHeader, reading exactly its bytes so that
+// what follows on the stream is left for the service.
+func ReadStreamHeader(r io.Reader) (StreamHeader, error) {
+	var h StreamHeader
+	var fixed [20]byte
+	if err := readFull(r, fixed[:]); err != nil {
+		return h, err
+	}
+	if err := checkPrefix(fixed[:3], headerMagic); err != nil {
+		return h, err
+	}
+	copy(h.SessionID[:], fixed[3:19])
+	n := int(fixed[19])
+	if n == 0 || n > MaxServiceName {
+		return h, protoErr("service name length %d: want 1-%d", n, MaxServiceName)
+	}
+	s := make([]byte, n)
+	if err := readFull(r, s); err != nil {
+		return h, err
+	}
+	h.Service = string(s)
+	if err := checkService(h.Service); err != nil {
+		return h, err
+	}
+	return h, nil
+}
+
+// WriteStreamStatus encodes s to w in one write.
+func WriteStreamStatus(w io.Writer, s StreamStatus) error {
+	return writeCoded(w, statusMagic, byte(s.Code), s.Reason)
+}
+
+// ReadStreamStatus decodes a StreamStatus.
+func ReadStreamStatus(r io.Reader) (StreamStatus, error) {
+	code, reason, err := readCoded(r, statusMagic)
+	return StreamStatus{Code: StatusCode(code), Reason: reason}, err
+}
+
+// ErrVersion is wrapped when a peer speaks another protocol version.
+var ErrVersion = errors.New("unsupported tunnel protocol version")
+
+func checkPrefix(b []byte, magic [2]byte) error {
+	if !bytes.Equal(b[:2], magic[:]) {
+		return protoErr("bad magic %q", b[:2])
+	}
+	if b[2] != Version {
+		return fmt.Errorf("%w %d (this end speaks %d)", ErrVersion, b[2], Version)
+	}
+	return nil
+}
+
+func writeCoded(w io.Writer, magic [2]byte, code byte, reason string) error {
+	reason = truncateUTF8(reason, MaxReason)
+	b := make([]byte, 0, 5+len(reason))
+	b = append(b, magic[:]...)
+	b = append(b, Version, code, byte(len(reason)))
+	b = append(b, reason...)
+	_, err := w.Write(b)
+	return err
+}
+
+func readCoded(r io.Reader, magic [2]byte) (code byte, reason string, err error) {
+	var fixed [5]byte
+	if err := readFull(r, fixed[:]); err != nil {
+		return 0, "", err
+	}
+	if err := checkPrefix(fixed[:3], magic); err != nil {
+		return 0, "", err
+	}
+	b := make([]byte, fixed[4])
+	if err := readFull(r, b); err != nil {
+		return 0, "", err
+	}
+	if !utf8.Valid(b) {
+		return 0, "", protoErr("reason is not UTF-8")
+	}
+	return fixed[3], string(b), nil
+}
+
+func readFull(r io.Reader, b []byte) error {
+	if _, err := io.ReadFull(r, b); err != nil {
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			return protoErr("truncated message")
+		}
+		return err
+	}
+	return nil
+}
+
+func checkService(s string) error {
+	if len(s) == 0 || len(s) > MaxServiceName {
+		return protoErr("service name length %d: want 1-%d", len(s), MaxServiceName)
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return protoErr("invalid service name %q", s)
+		}
+	}
+	return nil
+}
+
+func printable(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// truncateUTF8 cuts s to at most n bytes without splitting a rune.
+func truncateUTF8(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}

@@ -1,0 +1,294 @@
+package wgnet
+
+// The tun.Device here started from wireguard-go's tun/netstack/tun.go
+// (golang.zx2c4.com/wireguard, MIT, Copyright (C) 2017-2025 WireGuard LLC).
+// What changed and why:
+//   - Read drains up to tunBatchSize packets straight from the channel
+//     endpoint's queue instead of one packet at a time through an unbuffered
+//     Go channel fed by WriteNotify: that hand-off capped the spike at
+//     ~100 MB/s (PERFORMANCE.md, pitfall 1).
+//   - The queue holds tunQueueLen packets, because channel.Endpoint drops
+//     (rather than blocks) when its queue is full, and a TCP sender with a
+//     few MiB of window easily bursts past netstack's 1024.
+//   - The *stack.Stack stays ours, so TCP buffers can be sized.
+//   - Write can recognise the broker's nudge (see Config.NudgePort).
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.zx2c4.com/wireguard/tun"
+	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/icmp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+)
+
+const (
+	// tunQueueLen is the channel endpoint's outbound queue, in packets:
+	// 4096 x MTU 1280 is ~5 MB, above one connection's default send window.
+	tunQueueLen = 4096
+	// tunBatchSize is the most packets one Read returns; it matches
+	// conn.IdealBatchSize so a read fills one encryption batch.
+	tunBatchSize = 128
+	// nicID is the only NIC of the stack.
+	nicID tcpip.NICID = 1
+	// nudgeInterval is the least time between two OnNudge calls.
+	nudgeInterval = time.Second
+)
+
+// stackConfig is what netTun needs to build its gVisor stack.
+type stackConfig struct {
+	addr           netip.Addr
+	mtu            int
+	sendBuffer     int // maximum TCP send buffer, bytes
+	receiveBuffer  int // maximum TCP receive buffer, bytes
+	nudgePort      uint16
+	nudge          chan<- struct{} // nil: no nudge detection
+	defaultTCPSize int             // initial TCP buffer size, bytes
+}
+
+// netTun is a tun.Device whose "kernel" is a gVisor network stack.
+// wireguard-go calls Read from one goroutine and Write from one goroutine per
+// peer, concurrently; both are safe for that.
+type netTun struct {
+	ep     *channel.Endpoint
+	stack  *stack.Stack
+	events chan tun.Event
+	mtu    int
+	ctx    context.Context // done once Close has begun; unblocks Read
+	cancel context.CancelFunc
+
+	// Nudge detection; nudge is nil when it is off.
+	nudge     chan<- struct{}
+	nudgePort uint16
+	addr      netip.Addr
+	lastNudge atomic.Int64 // unix nanoseconds of the last nudge let through
+
+	closeOnce sync.Once
+}
+
+func newNetTun(cfg stackConfig) (*netTun, error) {
+	s := stack.New(stack.Options{
+		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
+		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6},
+		HandleLocal:        true,
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	t := &netTun{
+		ep:        channel.New(tunQueueLen, uint32(cfg.mtu), ""),
+		stack:     s,
+		events:    make(chan tun.Event, 1),
+		mtu:       cfg.mtu,
+		ctx:       ctx,
+		cancel:    cancel,
+		nudge:     cfg.nudge,
+		nudgePort: cfg.nudgePort,
+		addr:      cfg.addr,
+	}
+	// Every packet Write hands to the stack was authenticated by WireGuard's
+	// AEAD, which is a far stronger check than the TCP checksum, so gVisor
+	// need not verify it again. (Checksums are still computed on send: the
+	// other end may be a kernel stack that checks them.)
+	t.ep.LinkEPCapabilities = stack.CapabilityRXChecksumOffload
+
+	if err := t.configure(cfg); err != nil {
+		t.Close()
+		return nil, err
+	}
+	return t, nil
+}
+
+func (t *netTun) configure(cfg stackConfig) error {
+	sack := tcpip.TCPSACKEnabled(true) // off by default in gVisor; it matters on lossy radio links
+	if err := t.stack.SetTransportProtocolOption(tcp.ProtocolNumber, &sack); err != nil {
+		return fmt.Errorf("enable TCP SACK: %s", err)
+	}
+	moderate := tcpip.TCPModerateReceiveBufferOption(true)
+	if err := t.stack.SetTransportProtocolOption(tcp.ProtocolNumber, &moderate); err != nil {
+		return fmt.Errorf("enable TCP receive buffer moderation: %s", err)
+	}
+	send := tcpip.TCPSendBufferSizeRangeOption{Min: tcp.MinBufferSize, Default: min(cfg.defaultTCPSize, cfg.sendBuffer), Max: cfg.sendBuffer}
+	if err := t.stack.SetTransportProtocolOption(tcp.ProtocolNumber, &send); err != nil {
+		return fmt.Errorf("set TCP send buffer %d: %s", cfg.sendBuffer, err)
+	}
+	recv := tcpip.TCPReceiveBufferSizeRangeOption{Min: tcp.MinBufferSize, Default: min(cfg.defaultTCPSize, cfg.receiveBuffer), Max: cfg.receiveBuffer}
+	if err := t.stack.SetTransportProtocolOption(tcp.ProtocolNumber, &recv); err != nil {
+		return fmt.Errorf("set TCP receive buffer %d: %s", cfg.receiveBuffer, err)
+	}
+
+	if err := t.stack.CreateNIC(nicID, t.ep); err != nil {
+		return fmt.Errorf("create NIC: %s", err)
+	}
+	proto, subnet := ipv4.ProtocolNumber, header.IPv4EmptySubnet
+	if cfg.addr.Is6() {
+		proto, subnet = ipv6.ProtocolNumber, header.IPv6EmptySubnet
+	}
+	pa := tcpip.ProtocolAddress{
+		Protocol:          proto,
+		AddressWithPrefix: tcpip.AddrFromSlice(cfg.addr.AsSlice()).WithPrefix(),
+	}
+	if err := t.stack.AddProtocolAddress(nicID, pa, stack.AddressProperties{}); err != nil {
+		return fmt.Errorf("add address %s: %s", cfg.addr, err)
+	}
+	// Everything leaves through WireGuard, whose allowed IPs do the routing.
+	t.stack.AddRoute(tcpip.Route{Destination: subnet, NIC: nicID})
+	return nil
+}
+
+func (t *netTun) Name() (string, error)    { return "wgnet", nil }
+func (t *netTun) File() *os.File           { return nil }
+func (t *netTun) Events() <-chan tun.Event { return t.events }
+func (t *netTun) MTU() (int, error)        { return t.mtu, nil }
+func (t *netTun) BatchSize() int           { return tunBatchSize }
+
+// Read blocks for the first packet the stack sends, then takes whatever else
+// is already queued, up to len(bufs), so that wireguard-go encrypts and sends
+// in batches.
+func (t *netTun) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	pkt := t.ep.ReadContext(t.ctx)
+	if pkt == nil {
+		return 0, os.ErrClosed
+	}
+	n := 0
+	for {
+		sizes[n] = copyPacket(bufs[n][offset:], pkt)
+		pkt.DecRef()
+		n++
+		if n == len(bufs) {
+			return n, nil
+		}
+		if pkt = t.ep.Read(); pkt == nil {
+			return n, nil
+		}
+	}
+}
+
+// copyPacket copies pkt into dst without the intermediate allocations of
+// PacketBuffer.ToView or AsSlices, and returns the bytes copied.
+func copyPacket(dst []byte, pkt *stack.PacketBuffer) int {
+	views, skip := pkt.AsViewList()
+	n := 0
+	for v := views.Front(); v != nil && n < len(dst); v = v.Next() {
+		b := v.AsSlice()
+		if skip >= len(b) {
+			skip -= len(b)
+			continue
+		}
+		n += copy(dst[n:], b[skip:])
+		skip = 0
+	}
+	return n
+}
+
+// Write delivers packets that WireGuard decrypted to the stack.
+func (t *netTun) Write(bufs [][]byte, offset int) (int, error) {
+	for _, b := range bufs {
+		packet := b[offset:]
+		if len(packet) == 0 {
+			continue
+		}
+		var proto tcpip.NetworkProtocolNumber
+		switch packet[0] >> 4 {
+		case 4:
+			proto = header.IPv4ProtocolNumber
+		case 6:
+			proto = header.IPv6ProtocolNumber
+		default:
+			continue // wireguard-go has already dropped anything but IPv4/IPv6
+		}
+		if t.nudge != nil && isSYNTo(packet, t.addr, t.nudgePort) {
+			t.fireNudge()
+		}
+		// MakeWithData copies: wireguard-go reuses b once Write returns.
+		pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(packet)})
+		t.ep.InjectInbound(proto, pkt)
+		pkt.DecRef()
+	}
+	return len(bufs), nil
+}
+
+// fireNudge signals the nudge goroutine at most once per nudgeInterval and
+// never blocks: a nudge that finds one already pending is merged into it.
+func (t *netTun) fireNudge() {
+	now := time.Now().UnixNano()
+	last := t.lastNudge.Load()
+	if last != 0 && now-last < int64(nudgeInterval) {
+		return
+	}
+	if !t.lastNudge.CompareAndSwap(last, now) {
+		return // another peer's goroutine fired it just now
+	}
+	select {
+	case t.nudge <- struct{}{}:
+	default:
+	}
+}
+
+// isSYNTo reports whether packet is a TCP SYN (without ACK) to addr:port.
+// It looks only at fixed offsets: IPv6 extension headers and IPv4 fragments
+// other than the first are not nudges (the broker's SYN has neither).
+func isSYNTo(packet []byte, addr netip.Addr, port uint16) bool {
+	if len(packet) == 0 {
+		return false
+	}
+	var seg []byte
+	switch packet[0] >> 4 {
+	case 4:
+		if len(packet) < header.IPv4MinimumSize || !addr.Is4() {
+			return false
+		}
+		ihl := int(packet[0]&0x0f) * 4
+		if ihl < header.IPv4MinimumSize || len(packet) < ihl+header.TCPMinimumSize {
+			return false
+		}
+		if packet[9] != byte(header.TCPProtocolNumber) {
+			return false
+		}
+		if binary.BigEndian.Uint16(packet[6:8])&0x1fff != 0 { // fragment offset
+			return false
+		}
+		if a := addr.As4(); string(packet[16:20]) != string(a[:]) {
+			return false
+		}
+		seg = packet[ihl:]
+	case 6:
+		if len(packet) < header.IPv6MinimumSize+header.TCPMinimumSize || !addr.Is6() {
+			return false
+		}
+		if packet[6] != byte(header.TCPProtocolNumber) {
+			return false
+		}
+		if a := addr.As16(); string(packet[24:40]) != string(a[:]) {
+			return false
+		}
+		seg = packet[header.IPv6MinimumSize:]
+	default:
+		return false
+	}
+	const syn, ack = 0x02, 0x10
+	return binary.BigEndian.Uint16(seg[2:4]) == port && seg[13]&(syn|ack) == syn
+}
+
+// Close tears the stack down and makes Read return os.ErrClosed. It waits for
+// gVisor's worker goroutines to stop.
+func (t *netTun) Close() error {
+	t.closeOnce.Do(func() {
+		t.cancel()
+		t.stack.Destroy()
+		t.ep.Close()
+		close(t.events)
+	})
+	return nil
+}
