@@ -66,6 +66,7 @@ type Connector struct {
 	dev    *wgnet.Device
 	broker netip.AddrPort
 	nudge  chan struct{}
+	retry  bool // a session was attempted before; used by Run's goroutine only
 
 	mu        sync.Mutex
 	session   *yamux.Session
@@ -270,6 +271,16 @@ func (c *Connector) session1(ctx context.Context) error {
 	case <-c.nudge:
 	default:
 	}
+	if c.retry {
+		// Start from a fresh WireGuard handshake: if the broker restarted,
+		// it no longer knows our session keys and would drop everything we
+		// send until WireGuard's own 15 s no-reply timer fired.
+		key, _ := wgnet.ParseKey(c.cfg.State.BrokerKey)
+		if err := c.dev.ResetPeer(key, true); err != nil {
+			c.log.Warn("reset broker peer", "err", err)
+		}
+	}
+	c.retry = true
 	dctx, cancel := context.WithTimeout(ctx, c.cfg.DialTimeout)
 	conn, err := c.dev.DialTCP(dctx, c.broker)
 	cancel()

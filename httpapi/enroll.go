@@ -23,7 +23,7 @@ func (s *Server) handleEnroll() http.HandlerFunc {
 		}
 		ti := s.cfg.Tunnel
 		d, err := s.cfg.DB.Enroll(r.Context(), req.Token, req.PublicKey, req.ConnectorVersion, func(seq int64) (netip.Addr, error) {
-			return fieldpass.TunnelAddress(ti.Prefix, seq)
+			return fieldpass.TunnelAddress(ti.Prefix, seq-1) // the sequence starts at 1
 		})
 		if err != nil {
 			s.log.Warn("enrolment refused", "client", clientAddr(r), "code", fieldpass.ErrorCode(err), "reason", fieldpass.ErrorMessage(err))
