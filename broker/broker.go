@@ -60,6 +60,9 @@ type Config struct {
 	NudgeRate int
 	Logger    *slog.Logger
 	Now       func() time.Time
+	// NewNetwork builds the WireGuard side (default: a userspace wgnet
+	// device). It exists for a TUN mode and for tests.
+	NewNetwork func(wgnet.Config) (Network, error)
 }
 
 func (c *Config) setDefaults() error {
@@ -103,6 +106,9 @@ func (c *Config) setDefaults() error {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	if c.NewNetwork == nil {
+		c.NewNetwork = func(wc wgnet.Config) (Network, error) { return wgnet.New(wc) }
+	}
 	return nil
 }
 
@@ -111,7 +117,7 @@ type Broker struct {
 	cfg     Config
 	db      *postgres.DB
 	log     *slog.Logger
-	dev     *wgnet.Device
+	dev     Network
 	addr    netip.Addr
 	ln      net.Listener
 	nudgeCh chan *peer
@@ -163,7 +169,7 @@ func New(ctx context.Context, cfg Config, db *postgres.DB) (*Broker, error) {
 	if listen.Addr().IsUnspecified() {
 		listen = netip.AddrPortFrom(netip.Addr{}, listen.Port())
 	}
-	dev, err := wgnet.New(wgnet.Config{
+	dev, err := cfg.NewNetwork(wgnet.Config{
 		PrivateKey: cfg.PrivateKey,
 		Address:    b.addr,
 		MTU:        cfg.MTU,

@@ -16,6 +16,7 @@ import (
 	"github.com/fieldpass/fieldpass/broker"
 	"github.com/fieldpass/fieldpass/connector"
 	"github.com/fieldpass/fieldpass/tunnel"
+	"github.com/fieldpass/fieldpass/wgnet"
 	"github.com/fieldpass/fieldpass/wgnet/wgtest"
 )
 
@@ -289,5 +290,52 @@ func TestHelloMustMatchTunnelIdentity(t *testing.T) {
 	time.Sleep(3 * time.Second)
 	if e.b.Connected("dev-a") || e.b.Connected("dev-b") {
 		t.Fatal("a connector with a mismatched hello got a session")
+	}
+}
+
+// TestStalledHelloIsCut: a peer that opens the tunnel connection and never
+// says hello is disconnected after HelloTimeout; garbage gets an answer.
+func TestStalledHelloIsCut(t *testing.T) {
+	e := newEnv(t, func(c *broker.Config) { c.HelloTimeout = time.Second })
+	s := e.enroll("slow-1")
+	dev, err := wgnet.New(wgnet.Config{PrivateKey: s.PrivateKey, Address: s.TunnelAddress, ListenAddr: netip.MustParseAddrPort("127.0.0.1:0")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close()
+	bk, _ := wgnet.ParseKey(s.BrokerKey)
+	if err := dev.SetPeer(wgnet.Peer{PublicKey: bk, AllowedIPs: []netip.Prefix{netip.PrefixFrom(s.BrokerAddress, 32)},
+		Endpoint: netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), e.port)}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	broker := netip.AddrPortFrom(s.BrokerAddress, s.BrokerPort)
+	c, err := dev.DialTCP(ctx, broker)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	c.SetReadDeadline(time.Now().Add(8 * time.Second))
+	if _, err := io.ReadAll(c); err != nil {
+		t.Fatalf("silent peer not disconnected: %v", err)
+	}
+	if d := time.Since(start); d < 900*time.Millisecond || d > 5*time.Second {
+		t.Fatalf("disconnected after %s, want about the 1s hello timeout", d)
+	}
+	c.Close()
+
+	c, err = dev.DialTCP(ctx, broker)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: broker\r\n\r\n")
+	reply, err := tunnel.ReadHelloReply(c)
+	if err != nil || reply.Code != tunnel.HelloRejected {
+		t.Fatalf("garbage hello: reply %+v, %v; want rejected", reply, err)
+	}
+	if e.b.Connected("slow-1") {
+		t.Fatal("garbage got a session")
 	}
 }
