@@ -39,7 +39,7 @@ bench-idle: ## idle bytes per device per day on the wire
 	FIELDPASS_BENCH=1 $(GO) test ./bench -run 'Idle' -count 1 -v -timeout 20m
 
 demo: build ## bring up Postgres, a broker and a demo connector on loopback
-	./deploy/demo/demo.sh
+	FIELDPASS_BIN=bin ./deploy/demo/demo.sh
 
 dist: ## cross-compile the connector for field hardware (arm, arm64, mipsle, amd64)
 	@mkdir -p dist

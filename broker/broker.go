@@ -121,6 +121,7 @@ type Broker struct {
 	addr    netip.Addr
 	ln      net.Listener
 	nudgeCh chan *peer
+	kick    chan struct{} // asks presenceLoop for a pass now
 
 	mu     sync.Mutex // guards the maps and every peer's mutable fields
 	byAddr map[netip.Addr]*peer
@@ -141,12 +142,14 @@ type peer struct {
 	keepalive time.Duration
 	version   string
 
-	rxBytes   uint64
-	lastRx    time.Time // last time rx bytes grew (or the hello)
-	endpoint  netip.AddrPort
-	resetAt   time.Time // handshake state last reset
-	nudgedAt  time.Time
-	lastTouch time.Time // last_seen last written
+	rxBytes  uint64
+	lastRx   time.Time // last time rx bytes grew (or the hello)
+	endpoint netip.AddrPort
+	// endpointSaved: the current session's presence row has the endpoint.
+	endpointSaved bool
+	resetAt       time.Time // handshake state last reset
+	nudgedAt      time.Time
+	lastTouch     time.Time // last_seen last written
 }
 
 // New brings up the WireGuard device and loads the active devices as peers.
@@ -161,6 +164,7 @@ func New(ctx context.Context, cfg Config, db *postgres.DB) (*Broker, error) {
 		log:     cfg.Logger,
 		addr:    fieldpass.BrokerTunnelAddress(cfg.Prefix),
 		nudgeCh: make(chan *peer, 4096),
+		kick:    make(chan struct{}, 1),
 		byAddr:  map[netip.Addr]*peer{},
 		byID:    map[string]*peer{},
 		byName:  map[string]*peer{},
@@ -400,7 +404,11 @@ func (b *Broker) remove(p *peer, reason string) {
 	b.log.Info("device removed from tunnel", "device", p.dev.Name, "reason", reason)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := b.db.UpdatePresence(ctx, p.dev.ID, fieldpass.Presence{Online: false, LastSeen: p.lastRx, Endpoint: p.endpoint.String(), ConnectorVersion: p.version, BrokerID: b.cfg.ID}); err != nil {
+	pr := fieldpass.Presence{Online: false, LastSeen: p.lastRx, ConnectorVersion: p.version, BrokerID: b.cfg.ID}
+	if p.endpoint.IsValid() {
+		pr.Endpoint = p.endpoint.String()
+	}
+	if err := b.db.UpdatePresence(ctx, p.dev.ID, pr); err != nil {
 		b.log.Warn("write presence", "device", p.dev.Name, "err", err)
 	}
 }

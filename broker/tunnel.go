@@ -101,6 +101,12 @@ func (b *Broker) handshake(c net.Conn) {
 	}
 	log.Info("device connected", "version", h.ConnectorVersion, "keepalive", p.keepalive)
 	b.writePresence(p, true)
+	// Record the endpoint now, not at the next tick: after a crash the
+	// broker can nudge only devices whose endpoint it knows.
+	select {
+	case b.kick <- struct{}{}:
+	default:
+	}
 	go func() {
 		<-sess.CloseChan()
 		b.mu.Lock()
@@ -121,6 +127,7 @@ func (b *Broker) writePresence(p *peer, online bool) {
 	pr := fieldpass.Presence{Online: online, LastSeen: p.lastRx, ConnectorVersion: p.version, BrokerID: b.cfg.ID}
 	if p.endpoint.IsValid() {
 		pr.Endpoint = p.endpoint.String()
+		p.endpointSaved = online
 	}
 	id, name := p.dev.ID, p.dev.Name
 	b.mu.Unlock()
@@ -143,6 +150,7 @@ func (b *Broker) presenceLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-b.kick:
 		}
 		if err := b.presence(ctx); err != nil {
 			b.log.Warn("read presence", "err", err)
@@ -184,6 +192,8 @@ func (b *Broker) presence(ctx context.Context) error {
 		if st.Endpoint.IsValid() && st.Endpoint != p.endpoint {
 			p.endpoint = st.Endpoint
 			a.endpoint = p.sess != nil
+		} else if p.sess != nil && !p.endpointSaved {
+			a.endpoint = true
 		}
 		silence := now.Sub(p.lastRx)
 		if p.sess != nil {
@@ -232,7 +242,7 @@ func (b *Broker) presence(ctx context.Context) error {
 			b.queueNudge(a.p)
 		}
 		if a.endpoint {
-			b.log.Info("device endpoint changed", "device", a.p.dev.Name, "endpoint", a.p.endpoint)
+			b.log.Info("device endpoint", "device", a.p.dev.Name, "endpoint", a.p.endpoint)
 			b.writePresence(a.p, true)
 		}
 	}

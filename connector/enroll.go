@@ -142,14 +142,27 @@ func isLoopbackHost(h string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
+// checkWritable makes sure the state can be saved before the token is spent:
+// it probes the nearest existing directory on the way to dir.
 func checkWritable(dir string) error {
-	parent := dir
-	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
-		parent = filepath.Dir(dir)
+	probe := dir
+	for {
+		fi, err := os.Stat(probe)
+		if err == nil {
+			if !fi.IsDir() {
+				return fieldpass.Errorf(fieldpass.EINVALID, "state dir %s: %s is not a directory", dir, probe)
+			}
+			break
+		}
+		parent := filepath.Dir(probe)
+		if parent == probe {
+			break
+		}
+		probe = parent
 	}
-	f, err := os.CreateTemp(parent, ".fieldpass-write-check-*")
+	f, err := os.CreateTemp(probe, ".fieldpass-write-check-*")
 	if err != nil {
-		return fieldpass.Errorf(fieldpass.EINVALID, "state dir %s is not writable: %v", dir, err)
+		return fieldpass.Errorf(fieldpass.EINVALID, "cannot create state dir %s: %s is not writable", dir, probe)
 	}
 	f.Close()
 	os.Remove(f.Name())

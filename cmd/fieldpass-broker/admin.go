@@ -52,12 +52,16 @@ func (l labelFlag) Set(v string) error {
 }
 
 func (e env) token(ctx context.Context, args []string) error {
+	if len(args) > 0 && isHelp(args[0]) {
+		fmt.Fprintln(e.stdout, "Usage: fieldpass-broker token create --device NAME [--label k=v ...] [--ttl 24h]")
+		return nil
+	}
 	if len(args) == 0 || args[0] != "create" {
 		fmt.Fprintln(e.stderr, "Usage: fieldpass-broker token create --device NAME [--label k=v ...] [--ttl 24h]")
 		if len(args) == 0 {
-			return usageError{"missing subcommand"}
+			return usageError{msg: "missing subcommand"}
 		}
-		return usageError{fmt.Sprintf("unknown token subcommand %q", args[0])}
+		return usageError{msg: fmt.Sprintf("unknown token subcommand %q", args[0])}
 	}
 	fs := e.flagSet("token create", "token create --device NAME [--label k=v ...] [--ttl 24h]\n\nPrints a single-use enrolment token (one line). It is stored only as a hash.")
 	dbURL := e.databaseFlag(fs)
@@ -70,7 +74,7 @@ func (e env) token(ctx context.Context, args []string) error {
 	}
 	if *device == "" {
 		fs.Usage()
-		return usageError{"--device is required"}
+		return usageError{msg: "--device is required"}
 	}
 	db, err := e.openDB(ctx, *dbURL)
 	if err != nil {
@@ -89,16 +93,19 @@ func (e env) device(ctx context.Context, args []string) error {
 	const sub = "Usage: fieldpass-broker device list [--json]\n       fieldpass-broker device disable|enable|decommission NAME"
 	if len(args) == 0 {
 		fmt.Fprintln(e.stderr, sub)
-		return usageError{"missing subcommand"}
+		return usageError{msg: "missing subcommand"}
 	}
 	switch args[0] {
+	case "-h", "--help", "help":
+		fmt.Fprintln(e.stdout, sub)
+		return nil
 	case "list", "ls":
 		return e.deviceList(ctx, args[1:])
 	case "disable", "enable", "decommission":
 		return e.deviceState(ctx, args[0], args[1:])
 	}
 	fmt.Fprintln(e.stderr, sub)
-	return usageError{fmt.Sprintf("unknown device subcommand %q", args[0])}
+	return usageError{msg: fmt.Sprintf("unknown device subcommand %q", args[0])}
 }
 
 func (e env) deviceList(ctx context.Context, args []string) error {
@@ -161,6 +168,8 @@ func (e env) deviceState(ctx context.Context, verb string, args []string) error 
 	fmt.Fprintf(e.stdout, "device %s is now %s\n", d.Name, d.State)
 	return nil
 }
+
+func isHelp(s string) bool { return s == "-h" || s == "--help" || s == "help" }
 
 func ago(t time.Time) string {
 	if t.IsZero() {

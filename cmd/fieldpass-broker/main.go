@@ -44,6 +44,7 @@ Every command takes --database-url or FIELDPASS_DATABASE_URL.
 Run "fieldpass-broker COMMAND -h" for a command's flags.
 `
 
+// usageError is bad command-line input (exit 2).
 type usageError struct{ msg string }
 
 func (e usageError) Error() string { return e.msg }
@@ -73,7 +74,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	e := env{getenv: getenv, stdout: stdout, stderr: stderr}
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
-		return usageError{"no command given"}
+		return usageError{msg: "no command given"}
 	}
 	switch args[0] {
 	case "serve":
@@ -85,6 +86,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "device", "devices":
 		return e.device(ctx, args[1:])
 	case "version":
+		fs := e.flagSet("version", "version\n\nPrints the release of this binary.")
+		if err := parse(fs, args[1:], 0); err != nil {
+			return err
+		}
 		fmt.Fprintln(stdout, fieldpass.Version)
 		return nil
 	case "help", "-h", "--help":
@@ -92,15 +97,19 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return nil
 	}
 	fmt.Fprint(stderr, usage)
-	return usageError{fmt.Sprintf("unknown command %q", args[0])}
+	return usageError{msg: fmt.Sprintf("unknown command %q", args[0])}
 }
 
 func (e env) flagSet(name, synopsis string) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(e.stderr)
+	// The flag package's own error line is dropped: main prints the error
+	// once, with the program's name, after the usage.
+	fs.SetOutput(io.Discard)
 	fs.Usage = func() {
 		fmt.Fprintf(e.stderr, "Usage: fieldpass-broker %s\n\nFlags:\n", synopsis)
+		fs.SetOutput(e.stderr)
 		fs.PrintDefaults()
+		fs.SetOutput(io.Discard)
 	}
 	return fs
 }
@@ -111,14 +120,14 @@ func parse(fs *flag.FlagSet, args []string, want int) error {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}
-		return usageError{err.Error()}
+		return usageError{msg: err.Error()}
 	}
 	if fs.NArg() != want {
 		fs.Usage()
 		if fs.NArg() > want {
-			return usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(want))}
+			return usageError{msg: fmt.Sprintf("unexpected argument %q", fs.Arg(want))}
 		}
-		return usageError{"missing argument"}
+		return usageError{msg: "missing argument"}
 	}
 	return nil
 }
@@ -134,13 +143,13 @@ func (e env) databaseURL(flagValue string) (string, error) {
 	if v := e.getenv("FIELDPASS_DATABASE_URL"); v != "" {
 		return v, nil
 	}
-	return "", usageError{"no database: give --database-url or set FIELDPASS_DATABASE_URL"}
+	return "", usageError{msg: "no database: give --database-url or set FIELDPASS_DATABASE_URL"}
 }
 
 func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(level)); err != nil {
-		return nil, usageError{fmt.Sprintf("--log-level: %v", err)}
+		return nil, usageError{msg: fmt.Sprintf("--log-level: %v", err)}
 	}
 	opts := &slog.HandlerOptions{Level: l}
 	switch format {
@@ -149,5 +158,5 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	case "json":
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	}
-	return nil, usageError{fmt.Sprintf("--log-format %q: want text or json", format)}
+	return nil, usageError{msg: fmt.Sprintf("--log-format %q: want text or json", format)}
 }

@@ -59,18 +59,18 @@ func (e env) serve(ctx context.Context, args []string) error {
 	}
 	pu, err := url.Parse(*publicURL)
 	if *publicURL == "" || err != nil || pu.Host == "" || (pu.Scheme != "https" && pu.Scheme != "http") {
-		return usageError{"--public-url is required: the https:// URL devices and people reach this broker at"}
+		return usageError{msg: "--public-url is required: the https:// URL devices and people reach this broker at"}
 	}
 	pfx, err := netip.ParsePrefix(*prefix)
 	if err != nil || pfx.Bits() > 30 {
-		return usageError{fmt.Sprintf("--tunnel-prefix %q: want a CIDR prefix like 10.77.0.0/16", *prefix)}
+		return usageError{msg: fmt.Sprintf("--tunnel-prefix %q: want a CIDR prefix like 10.77.0.0/16", *prefix)}
 	}
 	wgAddr, err := parseUDPListen(*wgListen)
 	if err != nil {
-		return usageError{fmt.Sprintf("--wg-listen: %v", err)}
+		return usageError{msg: fmt.Sprintf("--wg-listen: %v", err)}
 	}
 	if (*tlsCert == "") != (*tlsKey == "") {
-		return usageError{"--tls-cert and --tls-key go together"}
+		return usageError{msg: "--tls-cert and --tls-key go together"}
 	}
 	key, err := loadOrCreateKey(*keyFile)
 	if err != nil {

@@ -44,6 +44,7 @@ Usage:
 Run "fieldpass-connector COMMAND -h" for a command's flags.
 `
 
+// usageError is bad command-line input (exit 2).
 type usageError struct{ msg string }
 
 func (e usageError) Error() string { return e.msg }
@@ -67,7 +68,7 @@ func exitCode(err error) int {
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
-		return usageError{"no command given"}
+		return usageError{msg: "no command given"}
 	}
 	switch args[0] {
 	case "enroll", "enrol":
@@ -75,6 +76,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "run":
 		return runRun(ctx, args[1:], getenv, stderr)
 	case "version":
+		fs := newFlagSet("version", "version\n\nPrints the release of this binary.", stderr)
+		if err := parse(fs, args[1:]); err != nil {
+			return err
+		}
 		fmt.Fprintln(stdout, fieldpass.Version)
 		return nil
 	case "help", "-h", "--help":
@@ -82,15 +87,19 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return nil
 	}
 	fmt.Fprint(stderr, usage)
-	return usageError{fmt.Sprintf("unknown command %q", args[0])}
+	return usageError{msg: fmt.Sprintf("unknown command %q", args[0])}
 }
 
 func newFlagSet(name, synopsis string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	// The flag package's own error line is dropped: main prints the error
+	// once, with the program's name, after the usage.
+	fs.SetOutput(io.Discard)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: fieldpass-connector %s\n\nFlags:\n", synopsis)
+		fs.SetOutput(stderr)
 		fs.PrintDefaults()
+		fs.SetOutput(io.Discard)
 	}
 	return fs
 }
@@ -100,11 +109,11 @@ func parse(fs *flag.FlagSet, args []string) error {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}
-		return usageError{err.Error()}
+		return usageError{msg: err.Error()}
 	}
 	if fs.NArg() > 0 {
 		fs.Usage()
-		return usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
+		return usageError{msg: fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
 	}
 	return nil
 }
@@ -112,14 +121,14 @@ func parse(fs *flag.FlagSet, args []string) error {
 func runEnroll(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("enroll", "enroll --broker URL --token TOKEN --state-dir DIR", stderr)
 	broker := fs.String("broker", "", "broker URL, https://host[:port] (http only for a loopback broker)")
-	token := fs.String("token", "", "single-use enrolment token from `fieldpass-broker token create`")
+	token := fs.String("token", "", "single-use enrolment token (from fieldpass-broker token create)")
 	stateDir := fs.String("state-dir", "", "directory for the device's key and state (created 0700)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if *broker == "" || *token == "" || *stateDir == "" {
 		fs.Usage()
-		return usageError{"--broker, --token and --state-dir are required"}
+		return usageError{msg: "--broker, --token and --state-dir are required"}
 	}
 	s, err := connector.Enroll(ctx, connector.EnrollConfig{BrokerURL: *broker, Token: strings.TrimSpace(*token), StateDir: *stateDir})
 	if err != nil {
@@ -169,7 +178,7 @@ func runRun(ctx context.Context, args []string, getenv func(string) string, stde
 	}
 	if *stateDir == "" {
 		fs.Usage()
-		return usageError{"--state-dir is required"}
+		return usageError{msg: "--state-dir is required"}
 	}
 	log, err := newLogger(stderr, *logLevel)
 	if err != nil {
@@ -182,7 +191,7 @@ func runRun(ctx context.Context, args []string, getenv func(string) string, stde
 	var la netip.AddrPort
 	if *listen != "" {
 		if la, err = netip.ParseAddrPort(*listen); err != nil {
-			return usageError{fmt.Sprintf("--listen: %v", err)}
+			return usageError{msg: fmt.Sprintf("--listen: %v", err)}
 		}
 	}
 	c, err := connector.New(connector.Config{
@@ -221,17 +230,17 @@ func applyConfigFile(fs *flag.FlagSet, path string) error {
 		}
 		k, v, ok := strings.Cut(line, "=")
 		if !ok {
-			return usageError{fmt.Sprintf("%s:%d: want name = value", path, n)}
+			return usageError{msg: fmt.Sprintf("%s:%d: want name = value", path, n)}
 		}
 		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
 		if k == "config" || fs.Lookup(k) == nil {
-			return usageError{fmt.Sprintf("%s:%d: unknown setting %q", path, n, k)}
+			return usageError{msg: fmt.Sprintf("%s:%d: unknown setting %q", path, n, k)}
 		}
 		if set[k] {
 			continue
 		}
 		if err := fs.Set(k, v); err != nil {
-			return usageError{fmt.Sprintf("%s:%d: %s: %v", path, n, k, err)}
+			return usageError{msg: fmt.Sprintf("%s:%d: %s: %v", path, n, k, err)}
 		}
 	}
 	return sc.Err()
@@ -240,7 +249,7 @@ func applyConfigFile(fs *flag.FlagSet, path string) error {
 func newLogger(w io.Writer, level string) (*slog.Logger, error) {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(level)); err != nil {
-		return nil, usageError{fmt.Sprintf("--log-level: %v", err)}
+		return nil, usageError{msg: fmt.Sprintf("--log-level: %v", err)}
 	}
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
 }

@@ -29,6 +29,10 @@ Sessions to devices (login, devices, ssh, forward) are not in this release.
 `
 
 func run(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 2 && args[0] == "version" && (args[1] == "-h" || args[1] == "--help") {
+		fmt.Fprint(stdout, "Usage: fieldpass version\n\nPrints the release of this binary.\n")
+		return nil
+	}
 	if len(args) == 1 && args[0] == "version" {
 		fmt.Fprintln(stdout, fieldpass.Version)
 		return nil

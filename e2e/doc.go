@@ -1,0 +1,24 @@
+// Package e2e runs the real Fieldpass binaries end to end: TestMain builds
+// fieldpass-broker, fieldpass-connector and fieldpass once per run, and each
+// test starts its own broker process on free loopback ports against its own
+// Postgres database (postgres/pgtest), enrols connector processes with the
+// CLI, and asserts what an operator would see: `device list --json`, exit
+// codes, one-line error messages, the sockets a connector holds.
+//
+// The tests read as the scenario they check:
+//
+//	start broker -> create token -> enrol -> run connector -> assert
+//
+// Everything listens and sends on 127.0.0.1 only. Every process is killed
+// when its test ends, passed or not, and its log (debug level) is printed
+// when the test failed, or always with FIELDPASS_E2E_LOGS=1 in go test's
+// environment. Under go test -race the binaries are built with -race too, and
+// a process that reports a data race fails its test.
+//
+// TestDeployFiles checks deploy/ offline: systemd units, Kubernetes
+// manifests, Dockerfiles, the example connector config, and every flag they
+// pass against the binaries' own -h. TestDemo runs deploy/demo/demo.sh and
+// stops it with SIGINT; -short skips it.
+//
+// The package holds tests only; this file is its documentation.
+package e2e
