@@ -9,7 +9,8 @@ import (
 )
 
 // handleEnroll registers a device's public key in exchange for a single-use
-// token. The token is never logged.
+// token, and records it in the audit log in the same transaction. The token
+// is never logged.
 func (s *Server) handleEnroll() http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		var req tunnel.EnrollRequest
@@ -22,7 +23,7 @@ func (s *Server) handleEnroll() http.HandlerFunc {
 			return
 		}
 		ti := s.cfg.Tunnel
-		d, err := s.cfg.DB.Enroll(r.Context(), req.Token, req.PublicKey, req.ConnectorVersion, func(seq int64) (netip.Addr, error) {
+		d, err := s.cfg.DB.EnrollAudited(r.Context(), clientAddr(r), req.Token, req.PublicKey, req.ConnectorVersion, func(seq int64) (netip.Addr, error) {
 			return fieldpass.TunnelAddress(ti.Prefix, seq-1) // the sequence starts at 1
 		})
 		if err != nil {

@@ -48,7 +48,7 @@ func TestUp(t *testing.T) {
 	if err := db.QueryRowContext(ctx, "SELECT max(version_id) FROM goose_db_version").Scan(&version); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := version, int64(1); got != want {
+	if got, want := version, int64(2); got != want {
 		t.Errorf("schema version: got %d, want %d", got, want)
 	}
 	var tables int

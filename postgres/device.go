@@ -122,6 +122,13 @@ func (db *DB) PeerDevices(ctx context.Context) ([]*fieldpass.Device, error) {
 // already in changes nothing and is not an error. Running brokers are told
 // of every change through ListenDevices.
 func (db *DB) SetDeviceState(ctx context.Context, name string, state fieldpass.DeviceState) (*fieldpass.Device, error) {
+	return db.setDeviceState(ctx, name, state, nil)
+}
+
+// setDeviceState is SetDeviceState; record, if not nil, runs last in the
+// transaction of an actual change (not of a no-op), and its error undoes the
+// change (see SetDeviceStateAudited).
+func (db *DB) setDeviceState(ctx context.Context, name string, state fieldpass.DeviceState, record func(tx pgx.Tx, from, to *fieldpass.Device) error) (*fieldpass.Device, error) {
 	if err := fieldpass.ValidateDeviceName(name); err != nil {
 		return nil, err
 	}
@@ -158,6 +165,9 @@ func (db *DB) SetDeviceState(ctx context.Context, name string, state fieldpass.D
 			cur.ID, string(state), now))
 		if err != nil {
 			return fmt.Errorf("update device: %w", err)
+		}
+		if record != nil {
+			return record(tx, cur, dev)
 		}
 		return nil
 	})

@@ -38,6 +38,13 @@ func hashToken(token string) []byte {
 // refuses a name that a live (not decommissioned) device already has. The
 // token is returned once and stored only as a hash.
 func (db *DB) CreateEnrollmentToken(ctx context.Context, deviceName string, labels map[string]string, ttl time.Duration) (token string, expiresAt time.Time, err error) {
+	return db.createEnrollmentToken(ctx, deviceName, labels, ttl, nil)
+}
+
+// createEnrollmentToken is CreateEnrollmentToken; record, if not nil, runs
+// in the same transaction once the token is inserted, and its error undoes
+// the insert (see CreateEnrollmentTokenAudited).
+func (db *DB) createEnrollmentToken(ctx context.Context, deviceName string, labels map[string]string, ttl time.Duration, record func(tx pgx.Tx, expiresAt time.Time) error) (token string, expiresAt time.Time, err error) {
 	if err := fieldpass.ValidateDeviceName(deviceName); err != nil {
 		return "", time.Time{}, err
 	}
@@ -58,17 +65,26 @@ func (db *DB) CreateEnrollmentToken(ctx context.Context, deviceName string, labe
 	now := db.now()
 	expiresAt = now.Add(ttl).Truncate(time.Microsecond)
 
-	// One statement, so the name check and the insert see the same devices.
-	tag, err := db.pool.Exec(ctx, `
-		INSERT INTO enrollment_tokens (token_hash, device_name, labels, created_at, expires_at)
-		SELECT $1, $2, $3, $4, $5
-		WHERE NOT EXISTS (SELECT 1 FROM devices WHERE name = $2 AND state <> 'decommissioned')`,
-		hashToken(token), deviceName, labelsOrEmpty(labels), now, expiresAt)
+	err = pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+		// One statement, so the name check and the insert see the same devices.
+		tag, err := tx.Exec(ctx, `
+			INSERT INTO enrollment_tokens (token_hash, device_name, labels, created_at, expires_at)
+			SELECT $1, $2, $3, $4, $5
+			WHERE NOT EXISTS (SELECT 1 FROM devices WHERE name = $2 AND state <> 'decommissioned')`,
+			hashToken(token), deviceName, labelsOrEmpty(labels), now, expiresAt)
+		if err != nil {
+			return fmt.Errorf("create enrolment token for %s: %w", deviceName, err)
+		}
+		if tag.RowsAffected() == 0 {
+			return nameTaken(deviceName)
+		}
+		if record != nil {
+			return record(tx, expiresAt)
+		}
+		return nil
+	})
 	if err != nil {
-		return "", time.Time{}, fmt.Errorf("create enrolment token for %s: %w", deviceName, err)
-	}
-	if tag.RowsAffected() == 0 {
-		return "", time.Time{}, nameTaken(deviceName)
+		return "", time.Time{}, err
 	}
 	return token, expiresAt, nil
 }
@@ -91,6 +107,12 @@ func nameTaken(name string) error {
 // Errors: invalid (malformed token, key or version), not_found (unknown
 // token), conflict (token already used; name enrolled; key in use), expired.
 func (db *DB) Enroll(ctx context.Context, token, publicKey, connectorVersion string, allocate func(seq int64) (netip.Addr, error)) (*fieldpass.Device, error) {
+	return db.enroll(ctx, token, publicKey, connectorVersion, allocate, nil)
+}
+
+// enroll is Enroll; record, if not nil, runs last in the enrolment's
+// transaction, and its error undoes the enrolment (see EnrollAudited).
+func (db *DB) enroll(ctx context.Context, token, publicKey, connectorVersion string, allocate func(seq int64) (netip.Addr, error), record func(tx pgx.Tx, dev *fieldpass.Device) error) (*fieldpass.Device, error) {
 	if err := ParseEnrollmentToken(token); err != nil {
 		return nil, err
 	}
@@ -176,6 +198,9 @@ func (db *DB) Enroll(ctx context.Context, token, publicKey, connectorVersion str
 		_, err = tx.Exec(ctx, `UPDATE enrollment_tokens SET device_id = $2 WHERE id = $1`, tokenID, dev.ID)
 		if err != nil {
 			return fmt.Errorf("record token use: %w", err)
+		}
+		if record != nil {
+			return record(tx, dev)
 		}
 		return nil
 	})

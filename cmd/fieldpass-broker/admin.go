@@ -81,7 +81,7 @@ func (e env) token(ctx context.Context, args []string) error {
 		return err
 	}
 	defer db.Close()
-	tok, _, err := db.CreateEnrollmentToken(ctx, *device, labels, *ttl)
+	tok, _, err := db.CreateEnrollmentTokenAudited(ctx, e.operatorActor(), *device, labels, *ttl)
 	if err != nil {
 		return err
 	}
@@ -161,7 +161,7 @@ func (e env) deviceState(ctx context.Context, verb string, args []string) error 
 		return err
 	}
 	defer db.Close()
-	d, err := db.SetDeviceState(ctx, fs.Arg(0), state)
+	d, err := db.SetDeviceStateAudited(ctx, e.operatorActor(), fs.Arg(0), state)
 	if err != nil {
 		return err
 	}

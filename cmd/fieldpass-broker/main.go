@@ -1,7 +1,7 @@
 // Command fieldpass-broker is the central daemon (serve) and the operator's
-// admin tool on the server host: migrate, token, device. The admin commands
-// act directly on the database; a running broker picks their effect up
-// through LISTEN/NOTIFY.
+// admin tool on the server host: migrate, token, device, audit. The admin
+// commands act directly on the database; a running broker picks their effect
+// up through LISTEN/NOTIFY.
 package main
 
 import (
@@ -38,9 +38,14 @@ Usage:
   fieldpass-broker token create --device NAME [--label k=v ...] [--ttl 24h]
   fieldpass-broker device list [--json]
   fieldpass-broker device disable|enable|decommission NAME
+  fieldpass-broker audit checkpoint --checkpoint-key FILE
+  fieldpass-broker audit export [--since-seq N] > export.jsonl
+  fieldpass-broker audit verify [--public-key KEY]
+  fieldpass-broker audit verify --file export.jsonl --public-key KEY [--checkpoints older.jsonl ...]
   fieldpass-broker version
 
-Every command takes --database-url or FIELDPASS_DATABASE_URL.
+Every command but "audit verify --file" takes --database-url or FIELDPASS_DATABASE_URL.
+Token and device commands are recorded in the audit log as operator:USER@HOST.
 Run "fieldpass-broker COMMAND -h" for a command's flags.
 `
 
@@ -85,6 +90,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return e.token(ctx, args[1:])
 	case "device", "devices":
 		return e.device(ctx, args[1:])
+	case "audit":
+		return e.audit(ctx, args[1:])
 	case "version":
 		fs := e.flagSet("version", "version\n\nPrints the release of this binary.")
 		if err := parse(fs, args[1:], 0); err != nil {
