@@ -12,6 +12,10 @@ package wgnet
 //     few MiB of window easily bursts past netstack's 1024.
 //   - The *stack.Stack stays ours, so TCP buffers can be sized.
 //   - Write can recognise the broker's nudge (see Config.NudgePort).
+//   - Segmentation offload both ways: gVisor's TCP sends segments of up to
+//     64 KiB that Read cuts to the MTU (gso.go), and Write coalesces a
+//     batch's consecutive TCP segments before the stack sees them (gVisor's
+//     GRO). gVisor's per-segment cost was most of the CPU a stream took.
 
 import (
 	"context"
@@ -31,6 +35,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/stack/gro"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/icmp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 )
@@ -38,6 +43,8 @@ import (
 const (
 	// tunQueueLen is the channel endpoint's outbound queue, in packets:
 	// 4096 x MTU 1280 is ~5 MB, above one connection's default send window.
+	// (A queued TCP segment may be up to 64 KiB, see gso.go, but its data is
+	// a reference to the connection's send buffer, not a copy.)
 	tunQueueLen = 4096
 	// tunBatchSize is the most packets one Read returns; it matches
 	// conn.IdealBatchSize so a read fills one encryption batch.
@@ -76,8 +83,25 @@ type netTun struct {
 	addr      netip.Addr
 	lastNudge atomic.Int64 // unix nanoseconds of the last nudge let through
 
+	// gro holds *gro.GRO, one per concurrent Write: wireguard-go writes
+	// from one goroutine per peer, and a GRO engine is not safe for
+	// concurrent use. After Flush one holds no packets.
+	gro sync.Pool
+
+	// seg is the large segment Read is cutting up; only Read uses it.
+	seg segmenter
+
 	closeOnce sync.Once
 }
+
+// injector hands packets that GRO let through to the stack.
+type injector struct{ ep *channel.Endpoint }
+
+func (i injector) DeliverNetworkPacket(proto tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) {
+	i.ep.InjectInbound(proto, pkt)
+}
+
+func (injector) DeliverLinkPacket(tcpip.NetworkProtocolNumber, *stack.PacketBuffer) {}
 
 func newNetTun(cfg stackConfig) (*netTun, error) {
 	s := stack.New(stack.Options{
@@ -102,6 +126,11 @@ func newNetTun(cfg stackConfig) (*netTun, error) {
 	// need not verify it again. (Checksums are still computed on send: the
 	// other end may be a kernel stack that checks them.)
 	t.ep.LinkEPCapabilities = stack.CapabilityRXChecksumOffload
+	t.gro.New = func() any {
+		g := &gro.GRO{Dispatcher: injector{t.ep}}
+		g.Init(true)
+		return g
+	}
 
 	if err := t.configure(cfg); err != nil {
 		t.Close()
@@ -128,7 +157,7 @@ func (t *netTun) configure(cfg stackConfig) error {
 		return fmt.Errorf("set TCP receive buffer %d: %s", cfg.receiveBuffer, err)
 	}
 
-	if err := t.stack.CreateNIC(nicID, t.ep); err != nil {
+	if err := t.stack.CreateNIC(nicID, gsoEndpoint{t.ep}); err != nil {
 		return fmt.Errorf("create NIC: %s", err)
 	}
 	proto, subnet := ipv4.ProtocolNumber, header.IPv4EmptySubnet
@@ -155,17 +184,37 @@ func (t *netTun) BatchSize() int           { return tunBatchSize }
 
 // Read blocks for the first packet the stack sends, then takes whatever else
 // is already queued, up to len(bufs), so that wireguard-go encrypts and sends
-// in batches.
+// in batches. It cuts gVisor's large TCP segments into MTU-sized packets
+// (gso.go), carrying the rest of one over to the next call when bufs is full.
 func (t *netTun) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
-	pkt := t.ep.ReadContext(t.ctx)
-	if pkt == nil {
-		return 0, os.ErrClosed
-	}
 	n := 0
+	if t.seg.active() {
+		n = t.seg.next(bufs, sizes, offset)
+		if n == len(bufs) {
+			return n, nil
+		}
+	}
+	var pkt *stack.PacketBuffer
+	if n == 0 {
+		if pkt = t.ep.ReadContext(t.ctx); pkt == nil {
+			return 0, os.ErrClosed
+		}
+	} else if pkt = t.ep.Read(); pkt == nil {
+		return n, nil
+	}
 	for {
-		sizes[n] = copyPacket(bufs[n][offset:], pkt)
-		pkt.DecRef()
-		n++
+		if needsSplit(pkt) {
+			if t.seg.start(pkt) {
+				n += t.seg.next(bufs[n:], sizes[n:], offset)
+			}
+		} else {
+			sizes[n] = copyPacket(bufs[n][offset:], pkt)
+			if pkt.GSOOptions.NeedsCsum {
+				finishChecksum(bufs[n][offset:offset+sizes[n]], len(pkt.NetworkHeader().Slice()))
+			}
+			pkt.DecRef()
+			n++
+		}
 		if n == len(bufs) {
 			return n, nil
 		}
@@ -192,8 +241,18 @@ func copyPacket(dst []byte, pkt *stack.PacketBuffer) int {
 	return n
 }
 
-// Write delivers packets that WireGuard decrypted to the stack.
+// Write delivers packets that WireGuard decrypted to the stack. It coalesces
+// consecutive segments of a TCP stream in bufs into one (gVisor's GRO engine,
+// as its fdbased link endpoint uses), so that the stack processes, and
+// acknowledges, one large segment instead of dozens: that is most of what a
+// receiving gVisor TCP costs. GRO may skip its own header checks (we mark
+// packets RXChecksumValidated): wireguard-go has already cut each packet to
+// its IP length and checked its source against the peer's allowed IPs, and
+// one Write call carries one peer's packets only.
 func (t *netTun) Write(bufs [][]byte, offset int) (int, error) {
+	g := t.gro.Get().(*gro.GRO)
+	defer t.gro.Put(g)
+	defer g.Flush()
 	for _, b := range bufs {
 		packet := b[offset:]
 		if len(packet) == 0 {
@@ -213,7 +272,9 @@ func (t *netTun) Write(bufs [][]byte, offset int) (int, error) {
 		}
 		// MakeWithData copies: wireguard-go reuses b once Write returns.
 		pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(packet)})
-		t.ep.InjectInbound(proto, pkt)
+		pkt.NetworkProtocolNumber = proto
+		pkt.RXChecksumValidated = true // see CapabilityRXChecksumOffload in newNetTun
+		g.Enqueue(pkt)
 		pkt.DecRef()
 	}
 	return len(bufs), nil
