@@ -38,6 +38,9 @@ Usage:
   fieldpass-broker token create --device NAME [--label k=v ...] [--ttl 24h]
   fieldpass-broker device list [--json]
   fieldpass-broker device disable|enable|decommission NAME
+  fieldpass-broker user token --email EMAIL [--role ROLE ...] --ttl DURATION
+  fieldpass-broker user list [--json]
+  fieldpass-broker user disable|enable EMAIL
   fieldpass-broker audit checkpoint --checkpoint-key FILE
   fieldpass-broker audit export [--since-seq N] > export.jsonl
   fieldpass-broker audit verify [--public-key KEY]
@@ -45,7 +48,7 @@ Usage:
   fieldpass-broker version
 
 Every command but "audit verify --file" takes --database-url or FIELDPASS_DATABASE_URL.
-Token and device commands are recorded in the audit log as operator:USER@HOST.
+Token, device and user commands are recorded in the audit log as operator:USER@HOST.
 Run "fieldpass-broker COMMAND -h" for a command's flags.
 `
 
@@ -92,6 +95,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return e.device(ctx, args[1:])
 	case "audit":
 		return e.audit(ctx, args[1:])
+	case "user", "users":
+		return e.user(ctx, args[1:])
 	case "version":
 		fs := e.flagSet("version", "version\n\nPrints the release of this binary.")
 		if err := parse(fs, args[1:], 0); err != nil {

@@ -1,0 +1,313 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/fieldpass/fieldpass"
+)
+
+// SessionTarget is the audit target naming a session.
+func SessionTarget(id string) string { return "session:" + id }
+
+// BrokerActor is the audit actor naming a broker: "broker:ID".
+func BrokerActor(brokerID string) string {
+	if brokerID == "" {
+		return "broker"
+	}
+	return "broker:" + brokerID
+}
+
+const maxClientAddrLen = 255
+
+const sessionColumns = `id::text, user_email, device_name, device_id::text, service, grant_id::text,
+	client_addr, broker_id, started_at, ended_at, bytes_in, bytes_out, end_reason`
+
+func scanSession(row pgx.Row) (*fieldpass.Session, error) {
+	var (
+		s       fieldpass.Session
+		endedAt *time.Time
+		reason  *string
+	)
+	err := row.Scan(&s.ID, &s.User, &s.Device, &s.DeviceID, &s.Service, &s.GrantID,
+		&s.ClientAddr, &s.BrokerID, &s.Start, &endedAt, &s.BytesIn, &s.BytesOut, &reason)
+	if err != nil {
+		return nil, err
+	}
+	s.Start = s.Start.UTC()
+	if endedAt != nil {
+		s.End = endedAt.UTC()
+	}
+	s.EndReason = fieldpass.EndReason(deref(reason))
+	return &s, nil
+}
+
+// OpenSession records the start of a session and commits it before
+// returning: the broker opens the stream only after this returns without
+// error (fail closed). It takes s.User (email), s.Device (name), s.Service,
+// s.GrantID, s.ClientAddr and s.BrokerID; the store sets ID and Start (now).
+//
+// In its transaction it checks, under a share lock on the grant (so a
+// revocation waits for this commit, and its notification follows it), that
+// the user exists and is enabled, the device is live and active, and the
+// grant covers them now. It records session.start by the user. Refused:
+// invalid input; not_found for an unknown user, device or grant;
+// forbidden for a disabled user or device, or a grant that does not cover
+// the session.
+func (db *DB) OpenSession(ctx context.Context, s fieldpass.Session) (*fieldpass.Session, error) {
+	email, err := fieldpass.NormalizeEmail(s.User)
+	if err != nil {
+		return nil, err
+	}
+	if err := fieldpass.ValidateDeviceName(s.Device); err != nil {
+		return nil, err
+	}
+	if err := fieldpass.ValidateServiceName(s.Service); err != nil {
+		return nil, err
+	}
+	if !uuidRE.MatchString(s.GrantID) {
+		return nil, fieldpass.Errorf(fieldpass.EINVALID, "invalid grant id %q", s.GrantID)
+	}
+	if err := validateText("client address", s.ClientAddr, maxClientAddrLen); err != nil {
+		return nil, err
+	}
+	if err := validateText("broker id", s.BrokerID, maxBrokerIDLen); err != nil {
+		return nil, err
+	}
+	now := db.now()
+	var out *fieldpass.Session
+	err = pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+		var userID string
+		var disabled bool
+		err := tx.QueryRow(ctx, `SELECT id::text, disabled FROM users WHERE email = $1 FOR SHARE`, email).Scan(&userID, &disabled)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fieldpass.Errorf(fieldpass.ENOTFOUND, "user %s not found", email)
+		}
+		if err != nil {
+			return fmt.Errorf("get user: %w", err)
+		}
+		if disabled {
+			return fieldpass.Errorf(fieldpass.EFORBIDDEN, "user %s is disabled", email)
+		}
+		dev, err := scanDevice(tx.QueryRow(ctx,
+			`SELECT `+deviceColumns+` FROM devices WHERE name = $1 AND state <> 'decommissioned' FOR SHARE`, s.Device))
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fieldpass.Errorf(fieldpass.ENOTFOUND, "device %q not found", s.Device)
+		}
+		if err != nil {
+			return fmt.Errorf("get device: %w", err)
+		}
+		if dev.State != fieldpass.DeviceActive {
+			return fieldpass.Errorf(fieldpass.EFORBIDDEN, "device %s is %s", dev.Name, dev.State)
+		}
+		g, err := scanGrant(tx.QueryRow(ctx, `SELECT `+grantColumns+` FROM grants g WHERE g.id = $1::uuid FOR SHARE`, s.GrantID))
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fieldpass.Errorf(fieldpass.ENOTFOUND, "grant %s not found", s.GrantID)
+		}
+		if err != nil {
+			return fmt.Errorf("get grant: %w", err)
+		}
+		if g.Subject != email || !g.Covers(dev, s.Service, now) {
+			return fieldpass.Errorf(fieldpass.EFORBIDDEN, "grant %s does not give %s access to %s on %s now", g.ID, email, s.Service, dev.Name)
+		}
+		out, err = scanSession(tx.QueryRow(ctx, `
+			INSERT INTO sessions (user_id, user_email, device_id, device_name, service, grant_id, client_addr, broker_id, started_at)
+			VALUES ($1::uuid, $2, $3::uuid, $4, $5, $6::uuid, $7, $8, $9)
+			RETURNING `+sessionColumns,
+			userID, email, dev.ID, dev.Name, s.Service, g.ID, s.ClientAddr, s.BrokerID, now))
+		if err != nil {
+			return fmt.Errorf("insert session: %w", err)
+		}
+		return db.audit(ctx, tx, fieldpass.UserActor(email), fieldpass.AuditSessionStart, SessionTarget(out.ID), map[string]any{
+			"device": dev.Name, "device_id": dev.ID, "service": s.Service, "grant_id": g.ID,
+			"client": s.ClientAddr, "broker_id": s.BrokerID,
+		})
+	})
+	if err != nil {
+		return nil, wrap(err, "open session")
+	}
+	return out, nil
+}
+
+// EndSession records the end of session id: at end (zero for now; never
+// before its start), the bytes each way, and why. It is idempotent: the
+// first end recorded wins, and a later call returns the session as that
+// first end left it, changing and recording nothing. The end is recorded as
+// session.end by the broker that carries the session.
+func (db *DB) EndSession(ctx context.Context, id string, end time.Time, bytesIn, bytesOut int64, reason fieldpass.EndReason) (*fieldpass.Session, error) {
+	if !uuidRE.MatchString(id) {
+		return nil, fieldpass.Errorf(fieldpass.EINVALID, "invalid session id %q", id)
+	}
+	if err := fieldpass.ValidateEndReason(reason); err != nil {
+		return nil, err
+	}
+	if bytesIn < 0 || bytesOut < 0 {
+		return nil, fieldpass.Errorf(fieldpass.EINVALID, "negative byte count")
+	}
+	if end.IsZero() {
+		end = db.now()
+	}
+	end = end.UTC().Truncate(time.Microsecond)
+	var out *fieldpass.Session
+	err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+		var err error
+		out, err = scanSession(tx.QueryRow(ctx, `
+			UPDATE sessions SET ended_at = GREATEST($2, started_at), bytes_in = $3, bytes_out = $4, end_reason = $5
+			WHERE id = $1::uuid AND ended_at IS NULL
+			RETURNING `+sessionColumns,
+			id, end, bytesIn, bytesOut, string(reason)))
+		if errors.Is(err, pgx.ErrNoRows) {
+			// Ended already (the row lock made us wait for that end to
+			// commit), or never opened.
+			out, err = scanSession(tx.QueryRow(ctx, `SELECT `+sessionColumns+` FROM sessions WHERE id = $1::uuid`, id))
+			if errors.Is(err, pgx.ErrNoRows) {
+				return fieldpass.Errorf(fieldpass.ENOTFOUND, "session %s not found", id)
+			}
+			return err
+		}
+		if err != nil {
+			return fmt.Errorf("end session: %w", err)
+		}
+		return db.auditSessionEnd(ctx, tx, out)
+	})
+	if err != nil {
+		return nil, wrap(err, "end session "+id)
+	}
+	return out, nil
+}
+
+func (db *DB) auditSessionEnd(ctx context.Context, tx pgx.Tx, s *fieldpass.Session) error {
+	return db.audit(ctx, tx, BrokerActor(s.BrokerID), fieldpass.AuditSessionEnd, SessionTarget(s.ID), map[string]any{
+		"user": s.User, "device": s.Device, "service": s.Service, "grant_id": s.GrantID,
+		"reason": string(s.EndReason), "bytes_in": s.BytesIn, "bytes_out": s.BytesOut,
+		"duration": s.End.Sub(s.Start).String(),
+	})
+}
+
+// AllBrokers makes CloseOpenSessions close the open sessions of every
+// broker: for a single-broker install, or an operator's clean-up.
+const AllBrokers = "*"
+
+// CloseOpenSessions ends, now and with reason, every open session of
+// brokerID (AllBrokers for every broker), and returns how many it ended. A
+// broker calls it at start-up with its own id and fieldpass.EndBrokerRestart:
+// sessions it carried died with its previous run. Byte counts stay as last
+// recorded. Each end is recorded as session.end.
+func (db *DB) CloseOpenSessions(ctx context.Context, brokerID string, reason fieldpass.EndReason) (int, error) {
+	if brokerID == "" {
+		return 0, fieldpass.Errorf(fieldpass.EINVALID, "empty broker id: give the broker's id, or AllBrokers")
+	}
+	if err := fieldpass.ValidateEndReason(reason); err != nil {
+		return 0, err
+	}
+	if brokerID != AllBrokers {
+		if err := validateText("broker id", brokerID, maxBrokerIDLen); err != nil {
+			return 0, err
+		}
+	}
+	now := db.now()
+	var n int
+	err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `
+			UPDATE sessions SET ended_at = GREATEST($2, started_at), end_reason = $3
+			WHERE ended_at IS NULL AND ($1 = '*' OR broker_id = $1)
+			RETURNING `+sessionColumns, brokerID, now, string(reason))
+		if err != nil {
+			return fmt.Errorf("close sessions: %w", err)
+		}
+		closed, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*fieldpass.Session, error) { return scanSession(row) })
+		if err != nil {
+			return fmt.Errorf("close sessions: %w", err)
+		}
+		for _, s := range closed {
+			if err := db.auditSessionEnd(ctx, tx, s); err != nil {
+				return err
+			}
+		}
+		n = len(closed)
+		return nil
+	})
+	if err != nil {
+		return 0, wrap(err, "close open sessions")
+	}
+	return n, nil
+}
+
+// Session returns the session with id.
+func (db *DB) Session(ctx context.Context, id string) (*fieldpass.Session, error) {
+	if !uuidRE.MatchString(id) {
+		return nil, fieldpass.Errorf(fieldpass.EINVALID, "invalid session id %q", id)
+	}
+	s, err := scanSession(db.pool.QueryRow(ctx, `SELECT `+sessionColumns+` FROM sessions WHERE id = $1::uuid`, id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fieldpass.Errorf(fieldpass.ENOTFOUND, "session %s not found", id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get session %s: %w", id, err)
+	}
+	return s, nil
+}
+
+// SessionFilter selects sessions. Zero fields select everything.
+type SessionFilter struct {
+	Device string    // by the device's name when the session opened
+	User   string    // by email
+	Since  time.Time // started at or after
+	Open   bool      // only sessions not ended
+	// Limit is the most sessions returned, newest first. Default and
+	// maximum 1000.
+	Limit int
+}
+
+const maxSessionPage = 1000
+
+// Sessions returns the sessions f selects, newest first.
+func (db *DB) Sessions(ctx context.Context, f SessionFilter) ([]*fieldpass.Session, error) {
+	if f.Limit < 0 {
+		return nil, fieldpass.Errorf(fieldpass.EINVALID, "invalid limit %d", f.Limit)
+	}
+	if f.Limit == 0 || f.Limit > maxSessionPage {
+		f.Limit = maxSessionPage
+	}
+	where := []string{"true"}
+	var args []any
+	add := func(cond string, v any) {
+		args = append(args, v)
+		where = append(where, fmt.Sprintf(cond, len(args)))
+	}
+	if f.Device != "" {
+		if err := fieldpass.ValidateDeviceName(f.Device); err != nil {
+			return nil, err
+		}
+		add("device_name = $%d", f.Device)
+	}
+	if f.User != "" {
+		email, err := fieldpass.NormalizeEmail(f.User)
+		if err != nil {
+			return nil, err
+		}
+		add("user_email = $%d", email)
+	}
+	if !f.Since.IsZero() {
+		add("started_at >= $%d", f.Since)
+	}
+	if f.Open {
+		where = append(where, "ended_at IS NULL")
+	}
+	args = append(args, f.Limit)
+	rows, err := db.pool.Query(ctx, `SELECT `+sessionColumns+` FROM sessions WHERE `+strings.Join(where, " AND ")+
+		fmt.Sprintf(` ORDER BY started_at DESC, id LIMIT $%d`, len(args)), args...)
+	if err != nil {
+		return nil, fmt.Errorf("list sessions: %w", err)
+	}
+	ss, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*fieldpass.Session, error) { return scanSession(row) })
+	if err != nil {
+		return nil, fmt.Errorf("list sessions: %w", err)
+	}
+	return ss, nil
+}

@@ -1,0 +1,66 @@
+package fieldpass
+
+import "time"
+
+// EndReason says why a session ended.
+type EndReason string
+
+// End reasons. The schema's sessions_end_reason_check lists the same.
+const (
+	EndClientClosed     EndReason = "client_closed"     // the person's side closed
+	EndDeviceClosed     EndReason = "device_closed"     // the device's service or tunnel closed
+	EndGrantExpired     EndReason = "grant_expired"     // the grant's End passed
+	EndGrantRevoked     EndReason = "grant_revoked"     // the grant was revoked
+	EndDeviceDisabled   EndReason = "device_disabled"   // the device was disabled or decommissioned
+	EndUserDisabled     EndReason = "user_disabled"     // the user was disabled
+	EndByAdmin          EndReason = "ended_by_admin"    // an admin cut it
+	EndIdleTimeout      EndReason = "idle_timeout"      // no bytes for too long
+	EndAuditUnavailable EndReason = "audit_unavailable" // the store could not be written
+	EndBrokerRestart    EndReason = "broker_restart"    // left open by a broker that stopped
+	EndError            EndReason = "error"             // anything else
+)
+
+// EndReasons lists every end reason.
+var EndReasons = []EndReason{
+	EndClientClosed, EndDeviceClosed, EndGrantExpired, EndGrantRevoked, EndDeviceDisabled,
+	EndUserDisabled, EndByAdmin, EndIdleTimeout, EndAuditUnavailable, EndBrokerRestart, EndError,
+}
+
+// ValidateEndReason checks r.
+func ValidateEndReason(r EndReason) error {
+	for _, ok := range EndReasons {
+		if r == ok {
+			return nil
+		}
+	}
+	return Errorf(EINVALID, "invalid session end reason %q", r)
+}
+
+// Session is one connection of a person to a device's service, within a
+// grant. Its row is committed before any byte flows (fail closed), and it
+// is ended once: the first end recorded wins.
+type Session struct {
+	ID         string    `json:"id"`
+	User       string    `json:"user"`      // the person's email
+	Device     string    `json:"device"`    // the device's name when the session opened
+	DeviceID   string    `json:"device_id"` // names the device for good
+	Service    string    `json:"service"`
+	GrantID    string    `json:"grant_id"`
+	ClientAddr string    `json:"client_address"`
+	BrokerID   string    `json:"broker_id"` // the broker that carries it
+	Start      time.Time `json:"start"`
+	End        time.Time `json:"end,omitzero"` // zero while open
+	BytesIn    int64     `json:"bytes_in"`     // from the person to the device
+	BytesOut   int64     `json:"bytes_out"`    // from the device to the person
+	EndReason  EndReason `json:"end_reason,omitempty"`
+}
+
+// Open reports whether the session has not ended.
+func (s *Session) Open() bool { return s.End.IsZero() }
+
+// Audit actions on sessions: the sessions table is the record, and these
+// events put each start and end in the hash chain too.
+const (
+	AuditSessionStart = "session.start"
+	AuditSessionEnd   = "session.end"
+)
