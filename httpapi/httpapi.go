@@ -37,15 +37,33 @@ type Config struct {
 	// still costs database round trips.
 	EnrollRate  float64
 	EnrollBurst int
-	Logger      *slog.Logger
+	// AuthRate and AuthBurst limit authenticated API requests per client
+	// address (default 50/s, burst 200).
+	AuthRate  float64
+	AuthBurst int
+	// OIDC configures people's login; nil disables it (tokens issued with
+	// fieldpass-broker user token still work).
+	OIDC *OIDCConfig
+	// PublicURL is the broker's own origin (https://broker.example.com):
+	// login return addresses must be on it, and cookies are scoped to it.
+	PublicURL string
+	// GrantLimits caps grant durations per role (zero: the defaults).
+	GrantLimits fieldpass.GrantLimits
+	// Sessions opens and ends recorded sessions to devices (the broker).
+	Sessions Sessions
+	Logger   *slog.Logger
+	// Now is the clock (default time.Now).
+	Now func() time.Time
 }
 
 // Server serves the API.
 type Server struct {
-	cfg     Config
-	log     *slog.Logger
-	limiter *limiter
-	handler http.Handler
+	cfg       Config
+	log       *slog.Logger
+	limiter   *limiter // enrolment and login: per client address
+	authLimit *limiter // authenticated API calls: per client address
+	login     *loginState
+	handler   http.Handler
 }
 
 // New returns a Server; its Handler goes into an http.Server built by
@@ -57,10 +75,21 @@ func New(cfg Config) *Server {
 	if cfg.EnrollBurst == 0 {
 		cfg.EnrollBurst = 10
 	}
+	if cfg.AuthRate == 0 {
+		cfg.AuthRate = 50
+	}
+	if cfg.AuthBurst == 0 {
+		cfg.AuthBurst = 200
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, limiter: newLimiter(cfg.EnrollRate, cfg.EnrollBurst)}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, limiter: newLimiter(cfg.EnrollRate, cfg.EnrollBurst),
+		authLimit: newLimiter(cfg.AuthRate, cfg.AuthBurst)}
+	s.login = newLoginState(cfg)
 	s.handler = s.routes()
 	return s
 }
@@ -124,6 +153,10 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		status = http.StatusInternalServerError
 	}
 	writeJSON(w, status, tunnel.ErrorResponse{Code: code, Message: fieldpass.ErrorMessage(err)})
+}
+
+func errorBody(code, message string) tunnel.ErrorResponse {
+	return tunnel.ErrorResponse{Code: code, Message: message}
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

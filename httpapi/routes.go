@@ -2,19 +2,39 @@ package httpapi
 
 import (
 	"net/http"
+	"strings"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
 
+	"github.com/fieldpass/fieldpass"
 	"github.com/fieldpass/fieldpass/tunnel"
 )
 
-// routes is the whole API surface in one place.
+// routes is the whole API surface in one place. Every /api/v1 route but
+// enrolment and the device-login endpoints needs a caller (authenticate);
+// role checks sit here too, so the matrix of who may do what is readable in
+// one screen. Handlers narrow further (a vendor sees only their own grants).
 func (s *Server) routes() http.Handler {
 	r := chi.NewRouter()
 	r.Use(middleware.Recoverer)
 	r.Get("/healthz", s.handleHealthz())
-	r.Post(tunnel.EnrollPath, s.limit(s.handleEnroll()))
+
+	// People log in through the IdP (portal) or the device flow (CLI).
+	r.Get("/auth/login", s.limit(s.handleLogin()))
+	r.Get("/auth/callback", s.limit(s.handleCallback()))
+	r.With(s.authenticate).Post("/auth/logout", s.handleLogout())
+	r.Get("/login/device", s.handleDeviceLoginPage())
+	r.With(s.authenticate).Post("/login/device", s.handleDeviceLoginApprove())
+
+	r.Route("/api/v1", func(r chi.Router) {
+		// Devices enrol with a single-use token; no person is involved.
+		r.Post(strings.TrimPrefix(tunnel.EnrollPath, "/api/v1"), s.limit(s.handleEnroll()))
+		r.Post("/login/device", s.limit(s.handleDeviceLoginStart()))
+		r.Post("/login/device/token", s.limit(s.handleDeviceLoginToken()))
+		r.Group(func(r chi.Router) { s.personRoutes(r) })
+	})
+
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, tunnel.ErrorResponse{Code: "not_found", Message: "no such endpoint"})
 	})
@@ -22,4 +42,36 @@ func (s *Server) routes() http.Handler {
 		writeJSON(w, http.StatusMethodNotAllowed, tunnel.ErrorResponse{Code: "invalid", Message: "method not allowed"})
 	})
 	return r
+}
+
+// personRoutes are the /api/v1 routes for logged-in people.
+func (s *Server) personRoutes(r chi.Router) {
+	const (
+		admin    = fieldpass.RoleAdmin
+		approver = fieldpass.RoleApprover
+		auditor  = fieldpass.RoleAuditor
+	)
+	{
+		r.Use(s.authenticate)
+		r.Get("/me", s.handleMe())
+		r.Get("/devices", s.handleDevices())
+
+		r.With(s.requireRole(admin)).Post("/grants", s.handleGrantCreate())
+		r.Get("/grants", s.handleGrantList())
+		r.With(s.requireRole(admin)).Post("/grants/{id}/revoke", s.handleGrantRevoke())
+
+		r.Post("/requests", s.handleRequestCreate())
+		r.Get("/requests", s.handleRequestList())
+		r.Get("/requests/{id}", s.handleRequestGet())
+		r.With(s.requireRole(approver, admin)).Post("/requests/{id}/approve", s.handleRequestDecide(true))
+		r.With(s.requireRole(approver, admin)).Post("/requests/{id}/deny", s.handleRequestDecide(false))
+
+		r.Get("/sessions", s.handleSessionList())
+		r.With(s.requireRole(admin)).Post("/sessions/{id}/end", s.handleSessionEnd())
+		r.With(s.requireRole(auditor, admin)).Get("/audit", s.handleAuditList())
+
+		// A WebSocket carrying a yamux session: each stream the client
+		// opens is one connection to the device's service.
+		r.Get("/connect", s.handleConnect())
+	}
 }

@@ -1,0 +1,113 @@
+package httpapi
+
+import (
+	"context"
+	"time"
+
+	"github.com/fieldpass/fieldpass"
+	"github.com/fieldpass/fieldpass/tunnel"
+)
+
+// The JSON bodies of the API, shared by the handlers and the Go client.
+
+// Me is GET /api/v1/me.
+type Me struct {
+	Email     string           `json:"email"`
+	Roles     []fieldpass.Role `json:"roles"`
+	TokenKind string           `json:"token_kind"`
+	ExpiresAt time.Time        `json:"expires_at"`
+}
+
+// DeviceView is one row of GET /api/v1/devices: a device the caller may
+// reach now (admins and auditors see all), with the end of the grant that
+// lets them.
+type DeviceView struct {
+	Name      string            `json:"name"`
+	Labels    map[string]string `json:"labels,omitempty"`
+	State     string            `json:"state"`
+	Online    bool              `json:"online"`
+	LastSeen  time.Time         `json:"last_seen,omitzero"`
+	Services  []string          `json:"services,omitempty"` // granted services; "*" none listed
+	GrantEnds time.Time         `json:"grant_ends,omitzero"`
+}
+
+// GrantCreate is POST /api/v1/grants. Either Duration or End; Start
+// defaults to now.
+type GrantCreate struct {
+	Subject  string            `json:"subject"`
+	Devices  []string          `json:"devices,omitempty"`
+	Selector map[string]string `json:"selector,omitempty"`
+	Services []string          `json:"services"`
+	Start    time.Time         `json:"start,omitzero"`
+	End      time.Time         `json:"end,omitzero"`
+	Duration string            `json:"duration,omitempty"` // Go duration, e.g. "4h"
+	Reason   string            `json:"reason"`
+	Ticket   string            `json:"ticket,omitempty"`
+}
+
+// RequestCreate is POST /api/v1/requests.
+type RequestCreate struct {
+	Device   string `json:"device"`
+	Service  string `json:"service"`
+	Duration string `json:"duration"` // Go duration
+	Reason   string `json:"reason"`
+	Ticket   string `json:"ticket,omitempty"`
+}
+
+// DeviceLoginStart is the answer to POST /api/v1/login/device (RFC 8628
+// shaped): the CLI shows UserCode and VerificationURI, then polls with
+// DeviceCode every Interval seconds.
+type DeviceLoginStart struct {
+	DeviceCode      string `json:"device_code"`
+	UserCode        string `json:"user_code"`
+	VerificationURI string `json:"verification_uri"`
+	ExpiresIn       int    `json:"expires_in"`
+	Interval        int    `json:"interval"`
+}
+
+// DeviceLoginPoll is the body of POST /api/v1/login/device/token.
+type DeviceLoginPoll struct {
+	DeviceCode string `json:"device_code"`
+}
+
+// DeviceLoginToken is a successful poll. Until then the poll answers 400
+// with code "authorization_pending", "slow_down", "expired" or "denied".
+type DeviceLoginToken struct {
+	Token     string           `json:"token"`
+	Email     string           `json:"email"`
+	Roles     []fieldpass.Role `json:"roles"`
+	ExpiresAt time.Time        `json:"expires_at"`
+}
+
+// ConnectPath is the WebSocket endpoint; query: device, service. The token
+// travels in the Authorization header, never in the URL.
+const ConnectPath = "/api/v1/connect"
+
+// ConnectSubprotocol is negotiated on the WebSocket; the bytes inside are a
+// yamux session (tunnel.YamuxConfig) whose streams the client opens.
+const ConnectSubprotocol = "fieldpass.connect.v1"
+
+// Sessions is what the connect endpoint needs from the broker: it checks
+// the grant, commits the session row, and carries streams, ending the
+// session with the right reason when the grant, user or device goes away.
+type Sessions interface {
+	// Open authorises caller for device/service now and records the
+	// session; nothing flows before it returns.
+	Open(ctx context.Context, user *fieldpass.User, device, service, clientAddr string) (LiveSession, error)
+}
+
+// LiveSession is one recorded session; it may carry many streams.
+type LiveSession interface {
+	ID() string
+	// Stream opens one connection to the device's service, counted on
+	// this session.
+	Stream(ctx context.Context) (tunnel.HalfCloser, error)
+	// Done is closed when the broker ends the session (grant expired or
+	// revoked, user or device disabled, ended by an admin, ...).
+	Done() <-chan struct{}
+	// Reason says why Done closed.
+	Reason() fieldpass.EndReason
+	// End ends the session from the client side (reason client_closed,
+	// unless the broker ended it first).
+	End(reason fieldpass.EndReason)
+}
