@@ -111,3 +111,36 @@ type LiveSession interface {
 	// unless the broker ended it first).
 	End(reason fieldpass.EndReason)
 }
+
+// Query parameters of the list endpoints, as the Go client sends them.
+
+// GrantQuery: GET /api/v1/grants?subject=&device=&active=true
+type GrantQuery struct {
+	Subject string
+	Device  string
+	Active  bool // only grants active now
+}
+
+// RequestQuery: GET /api/v1/requests?status=&mine=true
+type RequestQuery struct {
+	Status string // pending, approved, denied; "" for all
+	Mine   bool   // only the caller's own requests
+}
+
+// SessionQuery: GET /api/v1/sessions?device=&user=&since=RFC3339&open=true&limit=
+type SessionQuery struct {
+	Device string
+	User   string
+	Since  time.Time
+	Open   bool
+	Limit  int
+}
+
+// AuditQuery: GET /api/v1/audit?since=RFC3339&actor=&action=&target=&limit=
+type AuditQuery struct {
+	Since  time.Time
+	Actor  string
+	Action string
+	Target string
+	Limit  int
+}
