@@ -1,43 +1,122 @@
 package httpapi
 
-// PLACEHOLDER owned by the API work in progress. Every handler answers 501
-// until it lands.
+// The people's API: who am I, which devices may I reach, grants, access
+// requests, sessions and the audit log. routes.go holds the role gates that
+// apply to a whole route; the handlers here narrow further by caller (a
+// vendor sees only what is made out to them).
+//
+// Visibility, by role (DESIGN.md's roles table):
+//
+//	what       admin  auditor  approver  engineer/vendor
+//	devices    all    all      granted   granted
+//	grants     all    all      own       own
+//	requests   all    all      all       own
+//	sessions   all    all      own       own
+//	audit      all    all      -         -
+//
+// "own" means made out to, requested by, or opened by the caller's email.
+// Someone else's request or session asked for by id answers not_found, as
+// one that does not exist would.
 
-import "net/http"
+import (
+	"cmp"
+	"net/http"
+	"slices"
 
+	"github.com/fieldpass/fieldpass"
+	"github.com/fieldpass/fieldpass/postgres"
+)
+
+// Body size limits: generous for what each body may hold (a grant names at
+// most 256 devices), small enough that nobody can make us buffer much.
+const (
+	maxGrantBody   = 64 << 10
+	maxRequestBody = 8 << 10
+)
+
+// caller returns the authenticated caller, answering 401 and returning nil
+// when there is none (a route wired without authenticate).
+func (s *Server) caller(w http.ResponseWriter, r *http.Request) *Caller {
+	c := CallerFrom(r.Context())
+	if c == nil || c.User == nil {
+		s.writeUnauthorized(w, r, fieldpass.Errorf(fieldpass.EINVALID, "not logged in"))
+		return nil
+	}
+	return c
+}
+
+// seesAll reports whether c reads every grant, session and device: admins
+// and auditors.
+func seesAll(c *Caller) bool {
+	return c.User.HasRole(fieldpass.RoleAdmin) || c.User.HasRole(fieldpass.RoleAuditor)
+}
+
+// handleMe answers who the caller is, as the broker sees them.
 func (s *Server) handleMe() http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) { notYet(w) }
+	return func(w http.ResponseWriter, r *http.Request) {
+		c := s.caller(w, r)
+		if c == nil {
+			return
+		}
+		me := Me{Email: c.User.Email, Roles: c.User.Roles}
+		if me.Roles == nil {
+			me.Roles = []fieldpass.Role{}
+		}
+		if c.Token != nil {
+			me.TokenKind, me.ExpiresAt = string(c.Token.Kind), c.Token.ExpiresAt
+		}
+		writeJSON(w, http.StatusOK, me)
+	}
 }
+
+// handleDevices lists the devices the caller may see: every live device for
+// admins and auditors; for everyone else the devices that a grant in force
+// now, made out to them, covers. Each row carries the services the caller's
+// grants give on it and when the last of those grants ends.
 func (s *Server) handleDevices() http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) { notYet(w) }
-}
-func (s *Server) handleGrantCreate() http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) { notYet(w) }
-}
-func (s *Server) handleGrantList() http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) { notYet(w) }
-}
-func (s *Server) handleGrantRevoke() http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) { notYet(w) }
-}
-func (s *Server) handleRequestCreate() http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) { notYet(w) }
-}
-func (s *Server) handleRequestList() http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) { notYet(w) }
-}
-func (s *Server) handleRequestGet() http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) { notYet(w) }
-}
-func (s *Server) handleRequestDecide(approve bool) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) { notYet(w) }
-}
-func (s *Server) handleSessionList() http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) { notYet(w) }
-}
-func (s *Server) handleSessionEnd() http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) { notYet(w) }
-}
-func (s *Server) handleAuditList() http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) { notYet(w) }
+	return func(w http.ResponseWriter, r *http.Request) {
+		c := s.caller(w, r)
+		if c == nil {
+			return
+		}
+		ctx := r.Context()
+		devs, err := s.cfg.DB.Devices(ctx)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		grants, err := s.cfg.DB.Grants(ctx, postgres.GrantFilter{Subject: c.User.Email, ActiveAt: s.cfg.Now(), Limit: maxPage})
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		all := seesAll(c)
+		out := []DeviceView{}
+		for _, d := range devs {
+			v := DeviceView{
+				Name:     d.Name,
+				Labels:   d.Labels,
+				State:    string(d.State),
+				Online:   d.Presence.Online,
+				LastSeen: d.Presence.LastSeen,
+			}
+			for _, g := range grants {
+				if !g.Matches(d) {
+					continue
+				}
+				v.Services = append(v.Services, g.Services...)
+				if g.End.After(v.GrantEnds) {
+					v.GrantEnds = g.End
+				}
+			}
+			if len(v.Services) == 0 && !all {
+				continue
+			}
+			slices.Sort(v.Services)
+			v.Services = slices.Compact(v.Services)
+			out = append(out, v)
+		}
+		slices.SortFunc(out, func(a, b DeviceView) int { return cmp.Compare(a.Name, b.Name) })
+		writeJSON(w, http.StatusOK, out)
+	}
 }

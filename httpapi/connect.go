@@ -1,10 +1,231 @@
 package httpapi
 
-// PLACEHOLDER owned by the connect work in progress. Answers 501 until it
-// lands.
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
 
-import "net/http"
+	"github.com/coder/websocket"
+	"github.com/hashicorp/yamux"
+
+	"github.com/fieldpass/fieldpass"
+	"github.com/fieldpass/fieldpass/tunnel"
+)
+
+// The connect endpoint (ConnectPath) carries one recorded session over a
+// WebSocket:
+//
+//  1. GET ConnectPath?device=D&service=S with the token in the Authorization
+//     header and the subprotocol ConnectSubprotocol. The broker checks the
+//     caller, a live grant and the device, and commits the session row
+//     (Sessions.Open) before it upgrades: a refusal is an ordinary JSON
+//     error (403 no grant or disabled, 410 grant expired, 404 no such
+//     device, 503 device offline or audit store down) and opens nothing.
+//  2. The WebSocket's binary messages carry a yamux session
+//     (tunnel.YamuxConfig); the client opens one stream per connection to
+//     the service. The broker answers each with a tunnel.StreamStatus (ok,
+//     or why it could not reach the service) before any other byte, as the
+//     connector does to the broker.
+//  3. When the broker ends the session (grant expired or revoked, user or
+//     device disabled, an admin, idle), it closes the WebSocket with
+//     ConnectCloseCode and the end reason ("grant_expired") as the close
+//     text. A client that closes the WebSocket ends it as client_closed.
+const (
+	// ConnectCloseCode is the WebSocket close code of a session the broker
+	// ended; the close reason is the fieldpass.EndReason.
+	ConnectCloseCode = websocket.StatusCode(4000)
+	// connectReadLimit bounds one WebSocket message. yamux sends a frame
+	// header and its body as two writes, and a body never exceeds the
+	// receiver's window (tunnel.DefaultWindow, the same on both ends).
+	connectReadLimit = tunnel.DefaultWindow + 64<<10
+	// connectPing is how often the broker pings the client, so a client
+	// that vanished without a word is noticed; it is not session traffic.
+	connectPing        = 30 * time.Second
+	connectPingTimeout = 20 * time.Second
+	// connectStreamOpen bounds opening one stream to the device.
+	connectStreamOpen = 20 * time.Second
+)
 
 func (s *Server) handleConnect() http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) { notYet(w) }
+	return func(w http.ResponseWriter, r *http.Request) {
+		c := CallerFrom(r.Context())
+		if c == nil {
+			s.writeError(w, r, fieldpass.Errorf(fieldpass.EFORBIDDEN, "not logged in"))
+			return
+		}
+		if s.cfg.Sessions == nil {
+			s.writeError(w, r, fieldpass.Errorf(fieldpass.EUNAVAILABLE, "this broker does not carry sessions"))
+			return
+		}
+		q := r.URL.Query()
+		device, service := q.Get("device"), q.Get("service")
+		if device == "" || service == "" {
+			s.writeError(w, r, fieldpass.Errorf(fieldpass.EINVALID, "want ?device=NAME&service=NAME"))
+			return
+		}
+		// Everything that would make the upgrade fail is checked before
+		// the session is opened, so a refused upgrade records nothing.
+		if !headerHasToken(r.Header, "Upgrade", "websocket") || !headerHasToken(r.Header, "Sec-WebSocket-Protocol", ConnectSubprotocol) {
+			s.writeError(w, r, fieldpass.Errorf(fieldpass.EINVALID, "want a WebSocket upgrade with subprotocol %s", ConnectSubprotocol))
+			return
+		}
+		originPatterns, ok := s.connectOrigin(r)
+		if !ok {
+			s.writeError(w, r, fieldpass.Errorf(fieldpass.EFORBIDDEN, "cross-origin connect refused"))
+			return
+		}
+
+		sess, err := s.cfg.Sessions.Open(r.Context(), c.User, device, service, clientAddr(r))
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		// The server's read and write timeouts would cut a session that
+		// outlives them: the connection outlives the request.
+		rc := http.NewResponseController(w)
+		rc.SetReadDeadline(time.Time{})
+		rc.SetWriteDeadline(time.Time{})
+		ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+			Subprotocols:   []string{ConnectSubprotocol},
+			OriginPatterns: originPatterns,
+		})
+		if err != nil {
+			sess.End(fieldpass.EndError)
+			return
+		}
+		if ws.Subprotocol() != ConnectSubprotocol {
+			ws.Close(websocket.StatusPolicyViolation, "subprotocol "+ConnectSubprotocol+" required")
+			sess.End(fieldpass.EndError)
+			return
+		}
+		s.carry(ws, sess)
+	}
+}
+
+// connectOrigin checks a browser's Origin: only the broker's own origin
+// (PublicURL, or the request's host when none is configured) may open a
+// session with the portal's cookie. No Origin (the CLI) is fine. It returns
+// the patterns the WebSocket library should accept too.
+func (s *Server) connectOrigin(r *http.Request) ([]string, bool) {
+	var patterns []string
+	var pu *url.URL
+	if s.cfg.PublicURL != "" {
+		if u, err := url.Parse(s.cfg.PublicURL); err == nil && u.Host != "" {
+			pu = u
+			patterns = []string{u.Host}
+		}
+	}
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return patterns, true
+	}
+	o, err := url.Parse(origin)
+	if err != nil || o.Host == "" {
+		return nil, false
+	}
+	if pu != nil {
+		return patterns, strings.EqualFold(o.Scheme, pu.Scheme) && strings.EqualFold(o.Host, pu.Host)
+	}
+	return patterns, strings.EqualFold(o.Host, r.Host)
+}
+
+func headerHasToken(h http.Header, key, token string) bool {
+	for _, v := range h.Values(key) {
+		for _, t := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// carry runs the yamux session over ws until the client goes away or the
+// broker ends the session, then records the end.
+func (s *Server) carry(ws *websocket.Conn, sess LiveSession) {
+	// The request's context is not to be used past the upgrade.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	nc := websocket.NetConn(ctx, ws, websocket.MessageBinary)
+	ws.SetReadLimit(connectReadLimit) // NetConn lifts the limit; put one back
+	ys, err := yamux.Server(nc, tunnel.YamuxConfig(0))
+	if err != nil {
+		ws.CloseNow()
+		sess.End(fieldpass.EndError)
+		return
+	}
+	log := s.log.With("session", sess.ID())
+
+	ended := make(chan struct{})
+	go func() {
+		t := time.NewTicker(connectPing)
+		defer t.Stop()
+		for {
+			select {
+			case <-sess.Done():
+				// The reason goes first, so the client can say it.
+				ws.Close(ConnectCloseCode, string(sess.Reason()))
+				ys.Close()
+				return
+			case <-ended:
+				return
+			case <-t.C:
+				pctx, cancel := context.WithTimeout(ctx, connectPingTimeout)
+				err := ws.Ping(pctx)
+				cancel()
+				if err != nil {
+					log.Info("connect client stopped answering pings", "err", err)
+					ys.Close()
+					ws.CloseNow()
+					return
+				}
+			}
+		}
+	}()
+
+	var wg sync.WaitGroup
+	for {
+		st, err := ys.AcceptStream()
+		if err != nil {
+			break
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.carryStream(ctx, sess, st)
+		}()
+	}
+	close(ended)
+	ys.Close()
+	// Every stream's bytes are counted once its copies are done.
+	wg.Wait()
+	sess.End(fieldpass.EndClientClosed)
+	ws.Close(websocket.StatusNormalClosure, "")
+}
+
+// carryStream joins one client stream to a new stream to the device,
+// answering the client first with a status.
+func (s *Server) carryStream(ctx context.Context, sess LiveSession, st *yamux.Stream) {
+	octx, cancel := context.WithTimeout(ctx, connectStreamOpen)
+	ds, err := sess.Stream(octx)
+	cancel()
+	if err != nil {
+		code := tunnel.StatusDialFailed
+		if fieldpass.ErrorCode(err) == fieldpass.ENOTFOUND {
+			code = tunnel.StatusUnknownService
+		}
+		st.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		tunnel.WriteStreamStatus(st, tunnel.StreamStatus{Code: code, Reason: fieldpass.ErrorMessage(err)})
+		st.Close()
+		return
+	}
+	if err := tunnel.WriteStreamStatus(st, tunnel.StreamStatus{Code: tunnel.StatusOK}); err != nil {
+		ds.Close()
+		st.Close()
+		return
+	}
+	tunnel.Join(tunnel.YamuxStream{Stream: st}, ds)
 }

@@ -94,6 +94,9 @@ type Sessions interface {
 	// Open authorises caller for device/service now and records the
 	// session; nothing flows before it returns.
 	Open(ctx context.Context, user *fieldpass.User, device, service, clientAddr string) (LiveSession, error)
+	// EndSession ends a session live on this broker, recording its end
+	// with the real byte counts; false if it is not live here.
+	EndSession(id string, reason fieldpass.EndReason) bool
 }
 
 // LiveSession is one recorded session; it may carry many streams.

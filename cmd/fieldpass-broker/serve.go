@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/fieldpass/fieldpass"
 	"github.com/fieldpass/fieldpass/broker"
@@ -50,6 +51,9 @@ func (e env) serve(ctx context.Context, args []string) error {
 	tlsKey := fset.String("tls-key", "", "TLS key file")
 	logLevel := fset.String("log-level", "info", "debug, info, warn or error")
 	logFormat := fset.String("log-format", "text", "text or json")
+	idleTimeout := fset.Duration("session-idle-timeout", 0, "end sessions that carried no byte either way for this long (0: off)")
+	auditGrace := fset.Duration("audit-grace", 60*time.Second, "how long live sessions go on while Postgres is unreachable before they end (audit_unavailable)")
+	oidcf := addOIDCFlags(fset)
 	if err := parse(fset, args, 0); err != nil {
 		return err
 	}
@@ -61,6 +65,10 @@ func (e env) serve(ctx context.Context, args []string) error {
 	if *publicURL == "" || err != nil || pu.Host == "" || (pu.Scheme != "https" && pu.Scheme != "http") {
 		return usageError{msg: "--public-url is required: the https:// URL devices and people reach this broker at"}
 	}
+	oidc, err := oidcf.config(ctx, pu, log)
+	if err != nil {
+		return err
+	}
 	pfx, err := netip.ParsePrefix(*prefix)
 	if err != nil || pfx.Bits() > 30 {
 		return usageError{msg: fmt.Sprintf("--tunnel-prefix %q: want a CIDR prefix like 10.77.0.0/16", *prefix)}
@@ -68,6 +76,9 @@ func (e env) serve(ctx context.Context, args []string) error {
 	wgAddr, err := parseUDPListen(*wgListen)
 	if err != nil {
 		return usageError{msg: fmt.Sprintf("--wg-listen: %v", err)}
+	}
+	if *idleTimeout < 0 || *auditGrace <= 0 {
+		return usageError{msg: "--session-idle-timeout and --audit-grace: want positive durations like 30m or 60s"}
 	}
 	if (*tlsCert == "") != (*tlsKey == "") {
 		return usageError{msg: "--tls-cert and --tls-key go together"}
@@ -99,6 +110,10 @@ func (e env) serve(ctx context.Context, args []string) error {
 		return err
 	}
 	defer b.Close()
+	sessions, err := broker.NewSessions(ctx, b, db, broker.SessionsConfig{IdleTimeout: *idleTimeout, AuditGrace: *auditGrace, Logger: log})
+	if err != nil {
+		return err
+	}
 	if len(endpoints) == 0 {
 		endpoints = listFlag{net.JoinHostPort(pu.Hostname(), strconv.Itoa(int(b.ListenPort())))}
 	}
@@ -111,7 +126,10 @@ func (e env) serve(ctx context.Context, args []string) error {
 			Endpoints:     endpoints,
 			MTU:           *mtu,
 		},
-		Logger: log,
+		OIDC:      oidc,
+		PublicURL: pu.Scheme + "://" + pu.Host,
+		Sessions:  sessions,
+		Logger:    log,
 	})
 	ln, err := net.Listen("tcp", *httpListen)
 	if err != nil {
@@ -129,13 +147,14 @@ func (e env) serve(ctx context.Context, args []string) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errc := make(chan error, 2)
-	wg.Add(2)
+	errc := make(chan error, 3)
+	wg.Add(3)
 	go func() {
 		defer wg.Done()
 		errc <- httpapi.Serve(ctx, ln, srv)
 	}()
 	go func() { defer wg.Done(); errc <- b.Serve(ctx) }()
+	go func() { defer wg.Done(); errc <- sessions.Run(ctx) }()
 	err = <-errc
 	cancel()
 	wg.Wait()

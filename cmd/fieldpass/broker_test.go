@@ -1,0 +1,502 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/csv"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/fieldpass/fieldpass"
+	"github.com/fieldpass/fieldpass/httpapi"
+	"github.com/fieldpass/fieldpass/postgres"
+	"github.com/fieldpass/fieldpass/postgres/pgtest"
+	"github.com/fieldpass/fieldpass/tunnel"
+	"github.com/fieldpass/fieldpass/wgnet"
+)
+
+// The CLI against a real API server (httpapi.New) on a real Postgres, as
+// its users run it: tokens come from FIELDPASS_TOKEN.
+
+type broker struct {
+	db       *postgres.DB
+	url      string
+	tokens   map[string]string // email -> token
+	sessions *liveSessions
+}
+
+const (
+	admin    = "admin@example.com"
+	alice    = "alice@example.com" // engineer
+	approver = "approver@example.com"
+	auditor  = "auditor@example.com"
+)
+
+func newBroker(t *testing.T) *broker {
+	t.Helper()
+	ctx := context.Background()
+	db, err := postgres.Open(ctx, pgtest.NewDatabase(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(db.Close)
+	b := &broker{db: db, tokens: map[string]string{}}
+	b.sessions = &liveSessions{db: db, t: t}
+	api := httpapi.New(httpapi.Config{
+		DB:       db,
+		Sessions: b.sessions,
+		AuthRate: 1e6, AuthBurst: 1e6,
+	})
+	srv := httptest.NewServer(api.Handler())
+	t.Cleanup(srv.Close)
+	b.url = srv.URL
+
+	for name, labels := range map[string]map[string]string{"pump-7": {"site": "north"}, "gw-1": {"site": "south"}} {
+		tok, _, err := db.CreateEnrollmentToken(ctx, name, labels, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		key, err := wgnet.GenerateKey(rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.Enroll(ctx, tok, key.Public().String(), "v1", func(seq int64) (netip.Addr, error) {
+			return fieldpass.TunnelAddress(netip.MustParsePrefix("10.77.0.0/16"), seq)
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for email, role := range map[string]fieldpass.Role{admin: fieldpass.RoleAdmin, alice: fieldpass.RoleEngineer, approver: fieldpass.RoleApprover, auditor: fieldpass.RoleAuditor} {
+		if _, err := db.EnsureUser(ctx, "operator:test", email, []fieldpass.Role{role}); err != nil {
+			t.Fatal(err)
+		}
+		tok, _, err := db.IssueToken(ctx, "operator:test", email, fieldpass.TokenCLI, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.tokens[email] = tok
+	}
+	return b
+}
+
+// as runs the CLI as email and checks that no output holds a token.
+func (b *broker) as(t *testing.T, email string, args ...string) result {
+	t.Helper()
+	e, stdout, stderr := b.env(t, email)
+	r := runEnv(t, e, stdout, stderr, args...)
+	out := r.stdout + r.stderr
+	if r.err != nil {
+		out += r.err.Error()
+	}
+	b.checkNoToken(t, out)
+	return r
+}
+
+// env is the CLI's environment as email, polling quickly.
+func (b *broker) env(t *testing.T, email string) (*env, *bytes.Buffer, *bytes.Buffer) {
+	t.Helper()
+	e, stdout, stderr := testEnv(t, map[string]string{envBroker: b.url, envToken: b.tokens[email]})
+	e.sleep = func(ctx context.Context, d time.Duration) error { return sleepCtx(ctx, 20*time.Millisecond) }
+	return e, stdout, stderr
+}
+
+func (b *broker) checkNoToken(t *testing.T, out string) {
+	t.Helper()
+	for _, tok := range b.tokens {
+		if strings.Contains(out, tok) {
+			t.Fatalf("output holds a token:\n%s", out)
+		}
+	}
+}
+
+func mustOK(t *testing.T, r result) result {
+	t.Helper()
+	if r.err != nil {
+		t.Fatalf("exit %d: %s\nstderr:\n%s", r.code, message(r.err), r.stderr)
+	}
+	return r
+}
+
+func mustFail(t *testing.T, r result, want string) {
+	t.Helper()
+	if r.code != 1 {
+		t.Fatalf("exit %d (%v), want 1", r.code, r.err)
+	}
+	if !strings.Contains(message(r.err), want) {
+		t.Fatalf("error %q, want it to contain %q", message(r.err), want)
+	}
+}
+
+func TestBrokerGrantsAndDevices(t *testing.T) {
+	b := newBroker(t)
+
+	r := mustOK(t, b.as(t, alice, "devices"))
+	if strings.TrimSpace(r.stdout) != "NAME  ONLINE  GRANT-ENDS  SERVICES" {
+		t.Errorf("alice without grants sees:\n%s", r.stdout)
+	}
+
+	before := time.Now()
+	r = mustOK(t, b.as(t, admin, "grant", "create", "--user", "Alice@Example.com", "--device", "pump-7",
+		"--service", "ssh", "--service", "web", "--duration", "4h", "--reason", "fix the pump", "--ticket", "OPS-1", "--json"))
+	var g fieldpass.Grant
+	if err := json.Unmarshal([]byte(r.stdout), &g); err != nil {
+		t.Fatalf("grant create --json: %v\n%s", err, r.stdout)
+	}
+	if g.Subject != alice || strings.Join(g.Services, ",") != "ssh,web" || g.Ticket != "OPS-1" ||
+		g.End.Before(before.Add(4*time.Hour-time.Second)) || g.End.After(time.Now().Add(4*time.Hour+time.Second)) {
+		t.Errorf("created grant: %+v", g)
+	}
+
+	until := time.Now().Add(2 * time.Hour).UTC().Truncate(time.Second)
+	r = mustOK(t, b.as(t, admin, "grant", "create", "--user", "vendor@acme.example", "--label", "site=south",
+		"--service", "ssh", "--until", until.Format(time.RFC3339), "--reason", "vendor visit"))
+	if !strings.Contains(r.stdout, "vendor@acme.example may reach site=south (ssh) until "+until.Format(time.RFC3339)) {
+		t.Errorf("grant create says:\n%s", r.stdout)
+	}
+
+	r = mustOK(t, b.as(t, alice, "devices"))
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	if len(lines) != 2 || !strings.HasPrefix(lines[1], "pump-7") || !strings.HasSuffix(lines[1], "ssh,web") || !strings.Contains(lines[1], ts(g.End)) {
+		t.Errorf("alice's devices:\n%s", r.stdout)
+	}
+	r = mustOK(t, b.as(t, alice, "devices", "--json"))
+	var devs []httpapi.DeviceView
+	if err := json.Unmarshal([]byte(r.stdout), &devs); err != nil || len(devs) != 1 || devs[0].Name != "pump-7" {
+		t.Errorf("devices --json: %v\n%s", err, r.stdout)
+	}
+
+	// Only admins create grants: the broker's message, exit 1.
+	r = b.as(t, alice, "grant", "create", "--user", alice, "--device", "gw-1", "--service", "ssh", "--duration", "1h", "--reason", "me")
+	if r.code != 1 || message(r.err) == "" || strings.Contains(message(r.err), "internal") {
+		t.Errorf("alice creating a grant: exit %d, %v", r.code, r.err)
+	}
+	// The broker's own validation comes through as its message.
+	mustFail(t, b.as(t, admin, "grant", "create", "--user", "not-an-email", "--device", "gw-1", "--service", "ssh", "--duration", "1h", "--reason", "x"), "email")
+
+	r = mustOK(t, b.as(t, admin, "grant", "list"))
+	if !strings.Contains(r.stdout, g.ID) || !strings.Contains(r.stdout, "site=south") || !strings.Contains(r.stdout, "[OPS-1] fix the pump") {
+		t.Errorf("grant list:\n%s", r.stdout)
+	}
+	r = mustOK(t, b.as(t, alice, "grant", "list", "--json"))
+	var gs []fieldpass.Grant
+	if err := json.Unmarshal([]byte(r.stdout), &gs); err != nil || len(gs) != 1 || gs[0].ID != g.ID {
+		t.Errorf("alice's grant list --json: %v\n%s", err, r.stdout)
+	}
+
+	mustOK(t, b.as(t, admin, "grant", "revoke", g.ID))
+	r = mustOK(t, b.as(t, admin, "grant", "list", "--user", alice))
+	if !strings.Contains(r.stdout, "revoked") {
+		t.Errorf("after revoke:\n%s", r.stdout)
+	}
+	mustFail(t, b.as(t, admin, "grant", "revoke", "no-such-grant"), "")
+	r = mustOK(t, b.as(t, alice, "devices"))
+	if strings.Contains(r.stdout, "pump-7") {
+		t.Errorf("alice still sees pump-7 after the revoke:\n%s", r.stdout)
+	}
+}
+
+func TestBrokerRequests(t *testing.T) {
+	b := newBroker(t)
+
+	// --wait, approved by someone else: says who and when.
+	e, _, _ := b.env(t, alice)
+	outR, outW := io.Pipe()
+	errR, errW := io.Pipe()
+	e.stdout, e.stderr = outW, errW
+	done := make(chan error, 1)
+	var stdout strings.Builder
+	go func() {
+		err := e.run(context.Background(), []string{"request", "create", "--device", "gw-1", "--service", "web",
+			"--duration", "90m", "--reason", "check the config", "--ticket", "OPS-7", "--wait"})
+		outW.Close()
+		errW.Close()
+		done <- err
+	}()
+	line, err := bufio.NewReader(errR).ReadString('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	go io.Copy(io.Discard, errR)
+	fields := strings.Fields(line) // Created request ID for ...
+	if len(fields) < 3 || fields[0] != "Created" {
+		t.Fatalf("request create --wait says %q", line)
+	}
+	id := fields[2]
+	stdoutDone := make(chan struct{})
+	go func() { io.Copy(&stdout, outR); close(stdoutDone) }()
+
+	r := mustOK(t, b.as(t, approver, "request", "list", "--status", "pending"))
+	if !strings.Contains(r.stdout, id) || !strings.Contains(r.stdout, "[OPS-7] check the config") || !strings.Contains(r.stdout, "1h30m") {
+		t.Errorf("approver's request list:\n%s", r.stdout)
+	}
+	mustFail(t, b.as(t, alice, "request", "approve", id), "")
+	r = mustOK(t, b.as(t, approver, "request", "approve", id))
+	if !strings.Contains(r.stdout, "Approved request "+id) {
+		t.Errorf("approve says %q", r.stdout)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("request create --wait: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("request create --wait did not see the approval")
+	}
+	<-stdoutDone
+	if !strings.Contains(stdout.String(), "approved by "+approver+" at ") {
+		t.Errorf("--wait says %q", stdout.String())
+	}
+	r = mustOK(t, b.as(t, alice, "devices"))
+	if !strings.Contains(r.stdout, "gw-1") {
+		t.Errorf("approved request gave no access:\n%s", r.stdout)
+	}
+	mustFail(t, b.as(t, approver, "request", "approve", id), "")
+
+	// Denied: --wait exits 1 naming who denied it.
+	e, _, _ = b.env(t, alice)
+	var out, errb syncBuffer
+	e.stdout, e.stderr = &out, &errb
+	done2 := make(chan error, 1)
+	go func() {
+		done2 <- e.run(context.Background(), []string{"request", "create", "--device", "pump-7", "--service", "ssh",
+			"--duration", "1h", "--reason", "again", "--wait"})
+	}()
+	var id2 string
+	for i := 0; id2 == "" && i < 500; i++ {
+		if f := strings.Fields(errb.String()); len(f) > 2 {
+			id2 = f[2]
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	mustOK(t, b.as(t, approver, "request", "deny", id2))
+	select {
+	case err := <-done2:
+		if exitCode(err) != 1 || !strings.Contains(message(err), "denied by "+approver) {
+			t.Fatalf("denied --wait: %v (exit %d)", err, exitCode(err))
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("request create --wait did not see the denial")
+	}
+
+	r = mustOK(t, b.as(t, alice, "request", "list", "--json"))
+	var rs []fieldpass.AccessRequest
+	if err := json.Unmarshal([]byte(r.stdout), &rs); err != nil || len(rs) != 2 {
+		t.Fatalf("request list --json: %v\n%s", err, r.stdout)
+	}
+}
+
+func TestBrokerSessionsAndAudit(t *testing.T) {
+	b := newBroker(t)
+	ctx := context.Background()
+	g, err := b.db.CreateGrant(ctx, "operator:test", fieldpass.Grant{Subject: alice, Devices: []string{"pump-7"}, Services: []string{"ssh"},
+		Start: time.Now().Add(-time.Minute), End: time.Now().Add(time.Hour), Reason: "work"}, fieldpass.HardMaxGrantDuration)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := b.db.OpenSession(ctx, fieldpass.Session{User: alice, Device: "pump-7", Service: "ssh", GrantID: g.ID, ClientAddr: "127.0.0.1:5555", BrokerID: "b1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.db.EndSession(ctx, s.ID, time.Time{}, 123, 4567, fieldpass.EndGrantRevoked); err != nil {
+		t.Fatal(err)
+	}
+
+	r := mustOK(t, b.as(t, auditor, "sessions", "--csv", "--device", "pump-7", "--since", "1h"))
+	recs, err := csv.NewReader(strings.NewReader(r.stdout)).ReadAll()
+	if err != nil || len(recs) != 2 {
+		t.Fatalf("sessions --csv: %v\n%s", err, r.stdout)
+	}
+	row := recs[1]
+	if strings.Join(recs[0], ",") != strings.Join(sessionHeader, ",") || row[0] != s.ID || row[1] != alice || row[4] != g.ID ||
+		row[8] != "123" || row[9] != "4567" || row[10] != "grant_revoked" {
+		t.Errorf("sessions --csv row %q", row)
+	}
+	for _, col := range []int{6, 7} {
+		if _, err := time.Parse(time.RFC3339, row[col]); err != nil {
+			t.Errorf("column %s %q is not RFC 3339", recs[0][col], row[col])
+		}
+	}
+	r = mustOK(t, b.as(t, alice, "sessions", "--json"))
+	var ss []fieldpass.Session
+	if err := json.Unmarshal([]byte(r.stdout), &ss); err != nil || len(ss) != 1 || ss[0].BytesOut != 4567 {
+		t.Errorf("alice's sessions --json: %v\n%s", err, r.stdout)
+	}
+	r = mustOK(t, b.as(t, auditor, "sessions", "--since", time.Now().Add(time.Minute).UTC().Format(time.RFC3339)))
+	if strings.Contains(r.stdout, s.ID) {
+		t.Errorf("--since in the future still lists the session:\n%s", r.stdout)
+	}
+
+	r = mustOK(t, b.as(t, auditor, "audit", "--action", "session.end", "--csv"))
+	recs, err = csv.NewReader(strings.NewReader(r.stdout)).ReadAll()
+	if err != nil || len(recs) != 2 || recs[1][3] != "session.end" || recs[1][4] != "session:"+s.ID || !strings.Contains(recs[1][5], "grant_revoked") {
+		t.Fatalf("audit --csv: %v\n%s", err, r.stdout)
+	}
+	r = mustOK(t, b.as(t, auditor, "audit", "--since", "1h", "--json"))
+	var evs []auditView
+	if err := json.Unmarshal([]byte(r.stdout), &evs); err != nil || len(evs) < 4 {
+		t.Fatalf("audit --json: %v\n%s", err, r.stdout)
+	}
+	for i := 1; i < len(evs); i++ {
+		if evs[i].Seq <= evs[i-1].Seq || evs[i].PrevHash != evs[i-1].Hash {
+			t.Errorf("audit --json: events %d and %d do not chain", evs[i-1].Seq, evs[i].Seq)
+		}
+	}
+	r = mustOK(t, b.as(t, auditor, "audit", "--actor", "user:"+alice))
+	if !strings.Contains(r.stdout, "session.start") {
+		t.Errorf("audit --actor:\n%s", r.stdout)
+	}
+	mustFail(t, b.as(t, alice, "audit"), "")
+}
+
+// TestBrokerConnect: proxy and forward through the real connect endpoint
+// and client, with a stand-in for the broker's session layer.
+func TestBrokerConnect(t *testing.T) {
+	b := newBroker(t)
+	ctx := context.Background()
+	b.sessions.service = service(t, upper)
+	if _, err := b.db.CreateGrant(ctx, "operator:test", fieldpass.Grant{Subject: alice, Devices: []string{"pump-7"}, Services: []string{"ssh"},
+		Start: time.Now().Add(-time.Minute), End: time.Now().Add(time.Hour), Reason: "work"}, fieldpass.HardMaxGrantDuration); err != nil {
+		t.Fatal(err)
+	}
+
+	// Refused: the broker's reason, nothing opened.
+	mustFail(t, b.as(t, alice, "proxy", "gw-1", "ssh"), "no active grant gives "+alice+" access to ssh on gw-1")
+	if b.sessions.count() != 0 {
+		t.Fatal("a refused connect opened a session")
+	}
+
+	e, _, _ := b.env(t, alice)
+	var out syncBuffer
+	e.stdin, e.stdout = strings.NewReader("hello"), &out
+	if err := e.run(ctx, []string{"proxy", "pump-7", "ssh"}); err != nil {
+		t.Fatalf("proxy: %v", err)
+	}
+	if out.String() != "HELLO" {
+		t.Errorf("proxy carried %q, want HELLO", out.String())
+	}
+
+	// forward: one session, a stream per connection, the cut reported.
+	e, _, _ = b.env(t, alice)
+	outR, outW := io.Pipe()
+	e.stdout = outW
+	done := make(chan error, 1)
+	go func() { done <- e.run(ctx, []string{"forward", "pump-7", "ssh"}); outW.Close() }()
+	line, err := bufio.NewReader(outR).ReadString('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	go io.Copy(io.Discard, outR)
+	addr := strings.Fields(line)[1]
+	for _, msg := range []string{"a", "b"} {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Write([]byte(msg))
+		c.(*net.TCPConn).CloseWrite()
+		got, _ := io.ReadAll(c)
+		c.Close()
+		if string(got) != strings.ToUpper(msg) {
+			t.Fatalf("forward carried %q, want %q", got, strings.ToUpper(msg))
+		}
+	}
+	if n := b.sessions.count(); n != 2 { // the proxy's and the forward's
+		t.Errorf("%d sessions opened, want 2 (one for all forwarded connections)", n)
+	}
+	b.sessions.last().End(fieldpass.EndGrantExpired)
+	select {
+	case err := <-done:
+		if err == nil || message(err) != "session ended: grant_expired" {
+			t.Fatalf("forward after the cut: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("forward did not stop when the session was cut")
+	}
+}
+
+// liveSessions is a stand-in for the broker's session layer: it checks
+// grants and records sessions in the real store, and carries streams to a
+// local service instead of a device.
+type liveSessions struct {
+	db      *postgres.DB
+	t       *testing.T
+	service string
+
+	mu   sync.Mutex
+	open []*liveSession
+}
+
+func (l *liveSessions) Open(ctx context.Context, u *fieldpass.User, device, service, clientAddr string) (httpapi.LiveSession, error) {
+	g, err := l.db.ActiveGrantFor(ctx, u.Email, device, service, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	s, err := l.db.OpenSession(ctx, fieldpass.Session{User: u.Email, Device: device, Service: service, GrantID: g.ID, ClientAddr: clientAddr, BrokerID: "test"})
+	if err != nil {
+		return nil, err
+	}
+	ls := &liveSession{l: l, id: s.ID, done: make(chan struct{})}
+	l.mu.Lock()
+	l.open = append(l.open, ls)
+	l.mu.Unlock()
+	return ls, nil
+}
+
+// EndSession: this stand-in never ends sessions on an admin's word.
+func (l *liveSessions) EndSession(string, fieldpass.EndReason) bool { return false }
+
+func (l *liveSessions) count() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.open)
+}
+
+func (l *liveSessions) last() *liveSession {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.open[len(l.open)-1]
+}
+
+type liveSession struct {
+	l    *liveSessions
+	id   string
+	once sync.Once
+	done chan struct{}
+
+	mu     sync.Mutex
+	reason fieldpass.EndReason
+}
+
+func (s *liveSession) ID() string { return s.id }
+func (s *liveSession) Stream(ctx context.Context) (tunnel.HalfCloser, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", s.l.service)
+	if err != nil {
+		return nil, err
+	}
+	return c.(*net.TCPConn), nil
+}
+func (s *liveSession) Done() <-chan struct{} { return s.done }
+func (s *liveSession) Reason() fieldpass.EndReason {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.reason
+}
+func (s *liveSession) End(reason fieldpass.EndReason) {
+	s.once.Do(func() {
+		s.mu.Lock()
+		s.reason = reason
+		s.mu.Unlock()
+		s.l.db.EndSession(context.Background(), s.id, time.Time{}, 0, 0, reason)
+		close(s.done)
+	})
+}

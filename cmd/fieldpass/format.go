@@ -1,0 +1,214 @@
+package main
+
+import (
+	"encoding/csv"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/fieldpass/fieldpass"
+	"github.com/fieldpass/fieldpass/httpapi"
+)
+
+// Output: tables for people (times in UTC, RFC 3339), --json for programs
+// (the API's own objects, indented), --csv for spreadsheets (a header row,
+// RFC 3339 times, encoding/csv quoting).
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false)
+	return enc.Encode(v)
+}
+
+func newTable(w io.Writer) *tabwriter.Writer {
+	return tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+}
+
+// ts renders a time for tables and CSV; "" for the zero time.
+func ts(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+// or returns s, or dash when s is empty: tables keep their columns.
+func or(s, dash string) string {
+	if s == "" {
+		return dash
+	}
+	return s
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+// left renders how long until t from now, for a person: "3h59m left".
+func left(t, now time.Time) string {
+	d := t.Sub(now)
+	if d <= 0 {
+		return "ended"
+	}
+	return formatDuration(d.Truncate(time.Minute)+time.Minute) + " left"
+}
+
+func writeDevices(w io.Writer, devs []httpapi.DeviceView, now time.Time) error {
+	tw := newTable(w)
+	fmt.Fprintln(tw, "NAME\tONLINE\tGRANT-ENDS\tSERVICES")
+	for _, d := range devs {
+		ends := "-"
+		if !d.GrantEnds.IsZero() {
+			ends = ts(d.GrantEnds) + " (" + left(d.GrantEnds, now) + ")"
+		}
+		online := yesNo(d.Online)
+		if d.State != "" && d.State != string(fieldpass.DeviceActive) {
+			online += " (" + d.State + ")"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", d.Name, online, ends, or(strings.Join(d.Services, ","), "-"))
+	}
+	return tw.Flush()
+}
+
+// grantState says where a grant stands at now.
+func grantState(g *fieldpass.Grant, now time.Time) string {
+	switch {
+	case g.Revoked():
+		return "revoked"
+	case !now.Before(g.End):
+		return "expired"
+	case now.Before(g.Start):
+		return "scheduled"
+	}
+	return "active"
+}
+
+// grantDevices renders what a grant covers: its devices or its selector.
+func grantDevices(g *fieldpass.Grant) string {
+	if len(g.Selector) > 0 {
+		return fieldpass.FormatLabels(g.Selector)
+	}
+	return strings.Join(g.Devices, ",")
+}
+
+func writeGrants(w io.Writer, gs []*fieldpass.Grant, now time.Time) error {
+	tw := newTable(w)
+	fmt.Fprintln(tw, "ID\tSUBJECT\tDEVICES\tSERVICES\tSTART\tEND\tSTATE\tREASON")
+	for _, g := range gs {
+		reason := g.Reason
+		if g.Ticket != "" {
+			reason = "[" + g.Ticket + "] " + reason
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", g.ID, g.Subject, grantDevices(g),
+			strings.Join(g.Services, ","), ts(g.Start), ts(g.End), grantState(g, now), reason)
+	}
+	return tw.Flush()
+}
+
+func writeRequests(w io.Writer, rs []*fieldpass.AccessRequest) error {
+	tw := newTable(w)
+	fmt.Fprintln(tw, "ID\tREQUESTER\tDEVICE\tSERVICE\tDURATION\tCREATED\tSTATUS\tDECIDED-BY\tREASON")
+	for _, r := range rs {
+		reason := r.Reason
+		if r.Ticket != "" {
+			reason = "[" + r.Ticket + "] " + reason
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.Requester, r.Device, r.Service,
+			formatDuration(r.Duration), ts(r.CreatedAt), r.Status, or(r.DecidedBy, "-"), reason)
+	}
+	return tw.Flush()
+}
+
+// sessionHeader is the CSV header of sessions; the table uses the same
+// columns but for the grant and client address.
+var sessionHeader = []string{"id", "user", "device", "service", "grant_id", "client_address", "start", "end", "bytes_in", "bytes_out", "end_reason"}
+
+func writeSessions(w io.Writer, ss []*fieldpass.Session) error {
+	tw := newTable(w)
+	fmt.Fprintln(tw, "ID\tUSER\tDEVICE\tSERVICE\tSTART\tEND\tBYTES-IN\tBYTES-OUT\tEND-REASON")
+	for _, s := range ss {
+		end, reason := ts(s.End), string(s.EndReason)
+		if s.Open() {
+			end, reason = "-", "(open)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", s.ID, s.User, s.Device, s.Service,
+			ts(s.Start), end, s.BytesIn, s.BytesOut, or(reason, "-"))
+	}
+	return tw.Flush()
+}
+
+func writeSessionsCSV(w io.Writer, ss []*fieldpass.Session) error {
+	cw := csv.NewWriter(w)
+	cw.Write(sessionHeader)
+	for _, s := range ss {
+		cw.Write([]string{s.ID, s.User, s.Device, s.Service, s.GrantID, s.ClientAddr, ts(s.Start), ts(s.End),
+			strconv.FormatInt(s.BytesIn, 10), strconv.FormatInt(s.BytesOut, 10), string(s.EndReason)})
+	}
+	cw.Flush()
+	return cw.Error()
+}
+
+// auditView is an audit event as the CLI prints it in JSON: snake_case
+// keys like the rest of the API, hashes in hex as verifiers show them.
+type auditView struct {
+	Seq      int64          `json:"seq"`
+	At       time.Time      `json:"at"`
+	Actor    string         `json:"actor"`
+	Action   string         `json:"action"`
+	Target   string         `json:"target"`
+	Details  map[string]any `json:"details"`
+	PrevHash string         `json:"prev_hash"`
+	Hash     string         `json:"hash"`
+}
+
+func auditViews(evs []fieldpass.AuditEvent) []auditView {
+	out := make([]auditView, 0, len(evs))
+	for _, e := range evs {
+		d := e.Details
+		if d == nil {
+			d = map[string]any{}
+		}
+		out = append(out, auditView{Seq: e.Seq, At: e.At.UTC(), Actor: e.Actor, Action: e.Action, Target: e.Target,
+			Details: d, PrevHash: hex.EncodeToString(e.PrevHash), Hash: hex.EncodeToString(e.Hash)})
+	}
+	return out
+}
+
+// details renders an event's details as canonical JSON, one line.
+func details(e fieldpass.AuditEvent) string {
+	b, err := fieldpass.CanonicalAuditDetails(e.Details)
+	if err != nil {
+		return "{}"
+	}
+	return strings.TrimSpace(string(b))
+}
+
+func writeAudit(w io.Writer, evs []fieldpass.AuditEvent) error {
+	tw := newTable(w)
+	fmt.Fprintln(tw, "SEQ\tAT\tACTOR\tACTION\tTARGET\tDETAILS")
+	for _, e := range evs {
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", e.Seq, ts(e.At), e.Actor, e.Action, or(e.Target, "-"), details(e))
+	}
+	return tw.Flush()
+}
+
+var auditHeader = []string{"seq", "at", "actor", "action", "target", "details", "hash"}
+
+func writeAuditCSV(w io.Writer, evs []fieldpass.AuditEvent) error {
+	cw := csv.NewWriter(w)
+	cw.Write(auditHeader)
+	for _, e := range evs {
+		cw.Write([]string{strconv.FormatInt(e.Seq, 10), ts(e.At), e.Actor, e.Action, e.Target, details(e), hex.EncodeToString(e.Hash)})
+	}
+	cw.Flush()
+	return cw.Error()
+}

@@ -1,0 +1,77 @@
+package main
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// parseDuration reads a Go duration ("90m", "4h30m") or a whole number of
+// days ("7d"), which grants and requests are often counted in. It must be
+// positive.
+func parseDuration(s string) (time.Duration, error) {
+	s = strings.TrimSpace(s)
+	var d time.Duration
+	if n, ok := strings.CutSuffix(s, "d"); ok && n != "" && !strings.ContainsAny(n, "hms.") {
+		days, err := strconv.Atoi(n)
+		if err != nil || days < 0 || days > 1000 {
+			return 0, fmt.Errorf("invalid duration %q: want e.g. 30m, 4h or 7d", s)
+		}
+		d = time.Duration(days) * 24 * time.Hour
+	} else {
+		var err error
+		if d, err = time.ParseDuration(s); err != nil {
+			return 0, fmt.Errorf("invalid duration %q: want e.g. 30m, 4h or 7d", s)
+		}
+	}
+	if d <= 0 {
+		return 0, fmt.Errorf("invalid duration %q: must be positive", s)
+	}
+	return d, nil
+}
+
+// parseUntil reads the end of a grant: an RFC 3339 time, which must be
+// after now.
+func parseUntil(s string, now time.Time) (time.Time, error) {
+	t, err := time.Parse(time.RFC3339, strings.TrimSpace(s))
+	if err != nil {
+		return time.Time{}, fmt.Errorf("invalid time %q: want RFC 3339, e.g. %s", s, now.Add(4*time.Hour).UTC().Truncate(time.Hour).Format(time.RFC3339))
+	}
+	if !t.After(now) {
+		return time.Time{}, fmt.Errorf("--until %s is in the past", t.UTC().Format(time.RFC3339))
+	}
+	return t, nil
+}
+
+// parseSince reads the start of a query window: an RFC 3339 time, or a
+// duration ago ("24h", "7d").
+func parseSince(s string, now time.Time) (time.Time, error) {
+	s = strings.TrimSpace(s)
+	if t, err := time.Parse(time.RFC3339, s); err == nil {
+		return t, nil
+	}
+	d, err := parseDuration(s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("invalid time %q: want RFC 3339 (2030-01-02T15:04:05Z) or a duration ago (24h, 7d)", s)
+	}
+	return now.Add(-d), nil
+}
+
+// formatDuration renders d compactly for tables: "4h", "1h30m", "7d".
+func formatDuration(d time.Duration) string {
+	if d <= 0 {
+		return "0s"
+	}
+	if d%(24*time.Hour) == 0 {
+		return fmt.Sprintf("%dd", d/(24*time.Hour))
+	}
+	s := d.Round(time.Second).String()
+	if strings.HasSuffix(s, "m0s") {
+		s = s[:len(s)-2]
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = s[:len(s)-2]
+	}
+	return s
+}

@@ -1,0 +1,173 @@
+package httpapi
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/fieldpass/fieldpass"
+	"github.com/fieldpass/fieldpass/postgres"
+)
+
+// maxDurationLen bounds a duration string ("720h", "1h30m").
+const maxDurationLen = 32
+
+// parseDuration parses a positive Go duration given for what.
+func parseDuration(what, s string) (time.Duration, error) {
+	if len(s) > maxDurationLen {
+		return 0, fieldpass.Errorf(fieldpass.EINVALID, "invalid %s: longer than %d bytes", what, maxDurationLen)
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fieldpass.Errorf(fieldpass.EINVALID, "invalid %s %q: want a duration such as 4h or 90m", what, s)
+	}
+	if d <= 0 {
+		return 0, fieldpass.Errorf(fieldpass.EINVALID, "invalid %s %q: want a positive duration", what, s)
+	}
+	return d, nil
+}
+
+// maxGrantFor is the longest grant the subject email may hold: the limit
+// for their roles, or a vendor's if no such user exists yet.
+func (s *Server) maxGrantFor(ctx context.Context, email string) (time.Duration, error) {
+	u, err := s.cfg.DB.User(ctx, email)
+	switch {
+	case fieldpass.ErrorCode(err) == fieldpass.ENOTFOUND:
+		return s.cfg.GrantLimits.Max(nil), nil
+	case err != nil:
+		return 0, err
+	}
+	return s.cfg.GrantLimits.Max(u.Roles), nil
+}
+
+// grantFromBody turns a GrantCreate into a grant starting at its Start (now
+// if zero) and ending at End, or Duration after the start: exactly one of
+// them. Everything else is checked by Grant.Validate in the store.
+func grantFromBody(b GrantCreate, now time.Time) (fieldpass.Grant, error) {
+	g := fieldpass.Grant{
+		Subject:  b.Subject,
+		Devices:  b.Devices,
+		Selector: b.Selector,
+		Services: b.Services,
+		Start:    b.Start,
+		End:      b.End,
+		Reason:   b.Reason,
+		Ticket:   b.Ticket,
+	}
+	if g.Start.IsZero() {
+		g.Start = now
+	}
+	switch {
+	case b.Duration != "" && !b.End.IsZero():
+		return g, fieldpass.Errorf(fieldpass.EINVALID, "give a duration or an end time, not both")
+	case b.Duration == "" && b.End.IsZero():
+		return g, fieldpass.Errorf(fieldpass.EINVALID, "a grant needs a duration or an end time: every grant ends")
+	case b.Duration != "":
+		d, err := parseDuration("duration", b.Duration)
+		if err != nil {
+			return g, err
+		}
+		g.End = g.Start.Add(d)
+	}
+	return g, nil
+}
+
+// handleGrantCreate creates a grant (admins: routes.go), no longer than the
+// limit for its subject's roles.
+func (s *Server) handleGrantCreate() http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		c := s.caller(w, r)
+		if c == nil {
+			return
+		}
+		var body GrantCreate
+		if err := decodeJSON(w, r, maxGrantBody, &body); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		g, err := grantFromBody(body, s.cfg.Now())
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		// Validate first: it normalises the subject the limit is looked up by.
+		if err := g.Validate(); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		max, err := s.maxGrantFor(r.Context(), g.Subject)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		out, err := s.cfg.DB.CreateGrant(r.Context(), fieldpass.UserActor(c.User.Email), g, max)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		s.log.Info("grant created", "grant", out.ID, "subject", out.Subject, "by", c.User.Email)
+		writeJSON(w, http.StatusCreated, out)
+	}
+}
+
+// handleGrantList lists grants, newest first: all of them for admins and
+// auditors, the caller's own for everyone else. Query: subject, device,
+// active=true, limit.
+func (s *Server) handleGrantList() http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		c := s.caller(w, r)
+		if c == nil {
+			return
+		}
+		q := newQuery(r)
+		f := postgres.GrantFilter{
+			Subject: q.email("subject"),
+			Device:  q.device("device"),
+			Limit:   q.limit(),
+		}
+		active := q.boolean("active")
+		if q.err != nil {
+			s.writeError(w, r, q.err)
+			return
+		}
+		if active {
+			f.ActiveAt = s.cfg.Now()
+		}
+		if !seesAll(c) {
+			if f.Subject != "" && f.Subject != c.User.Email {
+				s.writeError(w, r, fieldpass.Errorf(fieldpass.EFORBIDDEN, "you may list only grants made out to you"))
+				return
+			}
+			f.Subject = c.User.Email
+		}
+		gs, err := s.cfg.DB.Grants(r.Context(), f)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		if gs == nil {
+			gs = []*fieldpass.Grant{}
+		}
+		writeJSON(w, http.StatusOK, gs)
+	}
+}
+
+// handleGrantRevoke revokes a grant now (admins: routes.go). Running
+// brokers hear of it from the database and cut its sessions.
+func (s *Server) handleGrantRevoke() http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		c := s.caller(w, r)
+		if c == nil {
+			return
+		}
+		g, err := s.cfg.DB.RevokeGrant(r.Context(), fieldpass.UserActor(c.User.Email), chi.URLParam(r, "id"))
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		s.log.Info("grant revoked", "grant", g.ID, "subject", g.Subject, "by", c.User.Email)
+		writeJSON(w, http.StatusOK, g)
+	}
+}

@@ -1,0 +1,275 @@
+package httpapi_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/fieldpass/fieldpass"
+	"github.com/fieldpass/fieldpass/httpapi"
+	"github.com/fieldpass/fieldpass/tunnel"
+)
+
+// The authorization matrix: every route of routes.go x every kind of
+// caller, with the answer each must get. TestAuthzMatrixCoversEveryRoute
+// keeps the table in step with the router.
+
+// Expectations that are not one status.
+const (
+	notOK    = -1 // anything but 2xx
+	public   = -2 // a route that takes no token: anything but 500 (503: not configured here)
+	admitted = -3 // past authentication and role checks: not 401 or 403, nor 500
+)
+
+var allKinds = []string{kAdmin, kApprover, kEngineer, kAuditor, kVendor,
+	kNone, kMalformed, kExpired, kRevoked, kForged, kDisabled}
+
+var personKinds = []string{kAdmin, kApprover, kEngineer, kAuditor, kVendor}
+
+// authFailure is what authenticate answers each kind of non-person.
+var authFailure = map[string]int{
+	kNone: 401, kMalformed: 401, kExpired: 401, kForged: 401,
+	kRevoked: 403, kDisabled: 403,
+}
+
+type authzRoute struct {
+	method, pattern string
+	owner           string // who builds the handler: api (here), enroll, login, connect
+	public          bool   // no authenticate in front of it
+	// path returns a concrete path, making whatever the request acts on
+	// afresh, so that every cell starts from the same state.
+	path func(t *testing.T, f *fixture) string
+	// body returns the request body (JSON), or "".
+	body func(f *fixture) string
+	// want is the expectation for each person kind; callers that are not
+	// people get authFailure (or public for public routes).
+	want map[string]int
+}
+
+// only: status for the kinds listed, 403 for the other people.
+func only(status int, kinds ...string) map[string]int {
+	m := map[string]int{}
+	for _, k := range personKinds {
+		m[k] = http.StatusForbidden
+	}
+	for _, k := range kinds {
+		m[k] = status
+	}
+	return m
+}
+
+// everyone: status for every person.
+func everyone(status int) map[string]int { return only(status, personKinds...) }
+
+func fixed(p string) func(*testing.T, *fixture) string {
+	return func(*testing.T, *fixture) string { return p }
+}
+
+func authzRoutes() []authzRoute {
+	return []authzRoute{
+		{method: "GET", pattern: "/healthz", owner: "api", public: true, path: fixed("/healthz"), want: everyone(200)},
+
+		// Login (OIDC, portal cookie, device flow): owned elsewhere.
+		{method: "GET", pattern: "/auth/login", owner: "login", public: true, path: fixed("/auth/login"), want: everyone(public)},
+		{method: "GET", pattern: "/auth/callback", owner: "login", public: true, path: fixed("/auth/callback"), want: everyone(public)},
+		{method: "POST", pattern: "/auth/logout", owner: "login", path: fixed("/auth/logout"), want: everyone(admitted)},
+		{method: "GET", pattern: "/login/device", owner: "login", public: true, path: fixed("/login/device"), want: everyone(public)},
+		{method: "POST", pattern: "/login/device", owner: "login", path: fixed("/login/device"), want: everyone(notOK)},
+		{method: "POST", pattern: "/api/v1/login/device", owner: "login", public: true, path: fixed("/api/v1/login/device"),
+			body: func(*fixture) string { return `{}` }, want: everyone(public)},
+		{method: "POST", pattern: "/api/v1/login/device/token", owner: "login", public: true, path: fixed("/api/v1/login/device/token"),
+			body: func(*fixture) string { return `{"device_code":"nope"}` }, want: everyone(public)},
+
+		// Enrolment takes an enrolment token, not a person's: a person's
+		// token changes nothing, an empty body is invalid for everyone.
+		{method: "POST", pattern: tunnel.EnrollPath, owner: "enroll", public: true, path: fixed(tunnel.EnrollPath),
+			body: func(*fixture) string { return `{}` }, want: everyone(400)},
+
+		{method: "GET", pattern: "/api/v1/me", owner: "api", path: fixed("/api/v1/me"), want: everyone(200)},
+		{method: "GET", pattern: "/api/v1/devices", owner: "api", path: fixed("/api/v1/devices"), want: everyone(200)},
+
+		{method: "POST", pattern: "/api/v1/grants", owner: "api", path: fixed("/api/v1/grants"),
+			body: func(f *fixture) string {
+				return fmt.Sprintf(`{"subject":"cell-%d@partner.example","devices":["alpha"],"services":["ssh"],"duration":"1h","reason":"matrix"}`, f.seq.Add(1))
+			},
+			want: only(201, kAdmin)},
+		{method: "GET", pattern: "/api/v1/grants", owner: "api", path: fixed("/api/v1/grants"), want: everyone(200)},
+		{method: "POST", pattern: "/api/v1/grants/{id}/revoke", owner: "api",
+			path: func(t *testing.T, f *fixture) string {
+				g := f.mustGrant(t, fieldpass.Grant{Subject: people[kVendor], Devices: []string{"beta"}, Services: []string{"ssh"},
+					End: f.start.Add(time.Hour), Reason: "to revoke"})
+				return "/api/v1/grants/" + g.ID + "/revoke"
+			},
+			want: only(200, kAdmin)},
+
+		{method: "POST", pattern: "/api/v1/requests", owner: "api", path: fixed("/api/v1/requests"),
+			body: func(f *fixture) string {
+				return fmt.Sprintf(`{"device":"alpha","service":"svc-%d","duration":"1h","reason":"matrix"}`, f.seq.Add(1))
+			},
+			want: everyone(201)},
+		{method: "GET", pattern: "/api/v1/requests", owner: "api", path: fixed("/api/v1/requests"), want: everyone(200)},
+		// The engineer's request: theirs to read, and the deciders' and
+		// auditors'; to the vendor it does not exist.
+		{method: "GET", pattern: "/api/v1/requests/{id}", owner: "api",
+			path: func(t *testing.T, f *fixture) string {
+				return "/api/v1/requests/" + f.mustRequest(t, people[kEngineer]).ID
+			},
+			want: map[string]int{kAdmin: 200, kApprover: 200, kEngineer: 200, kAuditor: 200, kVendor: 404}},
+		{method: "POST", pattern: "/api/v1/requests/{id}/approve", owner: "api",
+			path: func(t *testing.T, f *fixture) string {
+				return "/api/v1/requests/" + f.mustRequest(t, people[kEngineer]).ID + "/approve"
+			},
+			want: only(200, kAdmin, kApprover)},
+		{method: "POST", pattern: "/api/v1/requests/{id}/deny", owner: "api",
+			path: func(t *testing.T, f *fixture) string {
+				return "/api/v1/requests/" + f.mustRequest(t, people[kEngineer]).ID + "/deny"
+			},
+			want: only(200, kAdmin, kApprover)},
+
+		{method: "GET", pattern: "/api/v1/sessions", owner: "api", path: fixed("/api/v1/sessions"), want: everyone(200)},
+		{method: "POST", pattern: "/api/v1/sessions/{id}/end", owner: "api",
+			path: func(t *testing.T, f *fixture) string { return "/api/v1/sessions/" + f.mustSession(t).ID + "/end" },
+			want: only(200, kAdmin)},
+		{method: "GET", pattern: "/api/v1/audit", owner: "api", path: fixed("/api/v1/audit"), want: only(200, kAdmin, kAuditor)},
+
+		// Connect: a plain GET without a WebSocket upgrade, device or
+		// service never connects, whoever asks.
+		{method: "GET", pattern: httpapi.ConnectPath, owner: "connect", path: fixed(httpapi.ConnectPath), want: everyone(notOK)},
+	}
+}
+
+func expectFor(r authzRoute, kind string) int {
+	if w, ok := r.want[kind]; ok {
+		return w
+	}
+	if r.public {
+		if r.want[kAdmin] == public {
+			return public
+		}
+		return r.want[kAdmin] // a public route answers everyone alike
+	}
+	return authFailure[kind]
+}
+
+func meets(want, got int) bool {
+	switch want {
+	case notOK:
+		return got < 200 || got > 299
+	case public:
+		return got != http.StatusInternalServerError
+	case admitted:
+		return got != 401 && got != 403 && got != http.StatusInternalServerError
+	}
+	return got == want
+}
+
+func describe(want int) string {
+	switch want {
+	case notOK:
+		return "not 2xx"
+	case public:
+		return "public"
+	case admitted:
+		return "admitted"
+	}
+	return fmt.Sprint(want)
+}
+
+func TestAuthzMatrix(t *testing.T) {
+	f := newFixture(t)
+	var grid strings.Builder
+	fmt.Fprintf(&grid, "%-38s", "route")
+	for _, k := range allKinds {
+		fmt.Fprintf(&grid, " %9.9s", k)
+	}
+	grid.WriteString("\n")
+	for _, r := range authzRoutes() {
+		fmt.Fprintf(&grid, "%-38s", r.method+" "+r.pattern)
+		for _, kind := range allKinds {
+			want := expectFor(r, kind)
+			var got int
+			t.Run(r.method+" "+r.pattern+"/"+kind, func(t *testing.T) {
+				path := r.path(t, f)
+				tok := f.tokens[kind]
+				if slices.Contains(personKinds, kind) {
+					// A fresh token each time: logout may revoke it.
+					tok = f.mustToken(t, people[kind], time.Hour)
+				}
+				var body string
+				if r.body != nil {
+					body = r.body(f)
+				}
+				req, err := http.NewRequest(r.method, f.srv.URL+path, strings.NewReader(body))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if body != "" {
+					req.Header.Set("Content-Type", "application/json")
+				}
+				if tok != "" {
+					req.Header.Set("Authorization", "Bearer "+tok)
+				}
+				client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+				resp, err := client.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer resp.Body.Close()
+				got = resp.StatusCode
+				if !meets(want, got) {
+					t.Errorf("got %d, want %s", got, describe(want))
+				}
+				// Every refusal of ours says why, in the error vocabulary.
+				if r.owner != "login" && r.owner != "connect" && got >= 400 {
+					var e tunnel.ErrorResponse
+					if err := json.NewDecoder(resp.Body).Decode(&e); err != nil || e.Code == "" || e.Message == "" {
+						t.Errorf("error body: got %+v, %v; want a code and a message", e, err)
+					}
+				}
+			})
+			fmt.Fprintf(&grid, " %9s", fmt.Sprintf("%d", got))
+		}
+		grid.WriteString("\n")
+	}
+	t.Logf("status by route and caller:\n%s", grid.String())
+}
+
+// TestAuthzMatrixCoversEveryRoute: a route added to routes.go without a row
+// in the matrix fails here.
+func TestAuthzMatrixCoversEveryRoute(t *testing.T) {
+	api := httpapi.New(httpapi.Config{})
+	routes, ok := api.Handler().(chi.Routes)
+	if !ok {
+		t.Fatalf("Handler is a %T, not a chi router: walk it some other way", api.Handler())
+	}
+	var inRouter []string
+	err := chi.Walk(routes, func(method, route string, _ http.Handler, _ ...func(http.Handler) http.Handler) error {
+		inRouter = append(inRouter, method+" "+route)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var inTable []string
+	for _, r := range authzRoutes() {
+		inTable = append(inTable, r.method+" "+r.pattern)
+	}
+	slices.Sort(inRouter)
+	slices.Sort(inTable)
+	for _, r := range inRouter {
+		if !slices.Contains(inTable, r) {
+			t.Errorf("route %s is not in the authorization matrix", r)
+		}
+	}
+	for _, r := range inTable {
+		if !slices.Contains(inRouter, r) {
+			t.Errorf("matrix row %s names no route", r)
+		}
+	}
+}

@@ -1,0 +1,394 @@
+package httpapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/fieldpass/fieldpass"
+	"github.com/fieldpass/fieldpass/tunnel"
+)
+
+// Client speaks the broker's API for the fieldpass CLI and the end-to-end
+// tests. Set its fields, if at all, before first use; a Client is safe for
+// concurrent use.
+//
+// Every method returns a *fieldpass.Error on failure: the broker's own code
+// and message when it answered with one, unavailable when it could not be
+// reached, internal when it answered something that is not the API. The
+// token travels only in the Authorization header, never in a URL, and no
+// error repeats it.
+type Client struct {
+	// BaseURL is the broker's origin, https://broker.example.com (a path
+	// prefix is kept). Plain http is refused unless the host is loopback.
+	BaseURL string
+	// Token is a broker-issued token (fpt_...); empty sends none.
+	Token string
+	// HTTP is the client used; nil means one with a 60 s timeout that does
+	// not follow redirects.
+	HTTP *http.Client
+	// UserAgent is sent with every request; default "fieldpass/VERSION".
+	UserAgent string
+}
+
+// NewClient returns a Client for the broker at baseURL, authenticating with
+// token.
+func NewClient(baseURL, token string) *Client {
+	return &Client{BaseURL: baseURL, Token: token}
+}
+
+// defaultHTTP refuses redirects: the API never redirects, and a redirect
+// answered by something in between should fail loudly, not be followed
+// with our credentials.
+var defaultHTTP = &http.Client{
+	Timeout: 60 * time.Second,
+	CheckRedirect: func(*http.Request, []*http.Request) error {
+		return http.ErrUseLastResponse
+	},
+}
+
+// maxResponseBody bounds what the client reads of one answer: a page of
+// 1000 audit events with large details stays well below it.
+const maxResponseBody = 64 << 20
+
+// Me returns who the token belongs to.
+func (c *Client) Me(ctx context.Context) (*Me, error) {
+	var me Me
+	if err := c.do(ctx, http.MethodGet, "/api/v1/me", nil, nil, &me, true); err != nil {
+		return nil, err
+	}
+	return &me, nil
+}
+
+// Devices lists the devices the caller may reach (admins and auditors: all).
+func (c *Client) Devices(ctx context.Context) ([]DeviceView, error) {
+	var out []DeviceView
+	if err := c.do(ctx, http.MethodGet, "/api/v1/devices", nil, nil, &out, true); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// CreateGrant creates a grant (admins).
+func (c *Client) CreateGrant(ctx context.Context, g GrantCreate) (*fieldpass.Grant, error) {
+	var out fieldpass.Grant
+	if err := c.do(ctx, http.MethodPost, "/api/v1/grants", nil, g, &out, true); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Grants lists grants, newest first: all for admins and auditors, the
+// caller's own for everyone else.
+func (c *Client) Grants(ctx context.Context, q GrantQuery) ([]*fieldpass.Grant, error) {
+	v := url.Values{}
+	setNonEmpty(v, "subject", q.Subject)
+	setNonEmpty(v, "device", q.Device)
+	if q.Active {
+		v.Set("active", "true")
+	}
+	var out []*fieldpass.Grant
+	if err := c.do(ctx, http.MethodGet, "/api/v1/grants", v, nil, &out, true); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// RevokeGrant revokes the grant id now (admins) and returns it revoked.
+func (c *Client) RevokeGrant(ctx context.Context, id string) (*fieldpass.Grant, error) {
+	var out fieldpass.Grant
+	if err := c.do(ctx, http.MethodPost, "/api/v1/grants/"+idSegment(id)+"/revoke", nil, nil, &out, true); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// CreateRequest asks for access for the caller.
+func (c *Client) CreateRequest(ctx context.Context, r RequestCreate) (*fieldpass.AccessRequest, error) {
+	var out fieldpass.AccessRequest
+	if err := c.do(ctx, http.MethodPost, "/api/v1/requests", nil, r, &out, true); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Requests lists access requests, newest first: all for approvers, admins
+// and auditors (unless q.Mine), the caller's own for everyone else.
+func (c *Client) Requests(ctx context.Context, q RequestQuery) ([]*fieldpass.AccessRequest, error) {
+	v := url.Values{}
+	setNonEmpty(v, "status", q.Status)
+	if q.Mine {
+		v.Set("mine", "true")
+	}
+	var out []*fieldpass.AccessRequest
+	if err := c.do(ctx, http.MethodGet, "/api/v1/requests", v, nil, &out, true); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// Request returns the access request id (the caller's own, or any for
+// approvers, admins and auditors).
+func (c *Client) Request(ctx context.Context, id string) (*fieldpass.AccessRequest, error) {
+	var out fieldpass.AccessRequest
+	if err := c.do(ctx, http.MethodGet, "/api/v1/requests/"+idSegment(id), nil, nil, &out, true); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// DecideRequest approves or denies the pending request id (approvers and
+// admins; never one's own). An approved request carries its GrantID.
+func (c *Client) DecideRequest(ctx context.Context, id string, approve bool) (*fieldpass.AccessRequest, error) {
+	verb := "deny"
+	if approve {
+		verb = "approve"
+	}
+	var out fieldpass.AccessRequest
+	if err := c.do(ctx, http.MethodPost, "/api/v1/requests/"+idSegment(id)+"/"+verb, nil, nil, &out, true); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Sessions lists sessions, newest first: all for admins and auditors, the
+// caller's own for everyone else.
+func (c *Client) Sessions(ctx context.Context, q SessionQuery) ([]*fieldpass.Session, error) {
+	v := url.Values{}
+	setNonEmpty(v, "device", q.Device)
+	setNonEmpty(v, "user", q.User)
+	setTime(v, "since", q.Since)
+	if q.Open {
+		v.Set("open", "true")
+	}
+	setLimit(v, q.Limit)
+	var out []*fieldpass.Session
+	if err := c.do(ctx, http.MethodGet, "/api/v1/sessions", v, nil, &out, true); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// EndSession ends the open session id (admins), recorded as ended_by_admin.
+func (c *Client) EndSession(ctx context.Context, id string) (*fieldpass.Session, error) {
+	var out fieldpass.Session
+	if err := c.do(ctx, http.MethodPost, "/api/v1/sessions/"+idSegment(id)+"/end", nil, nil, &out, true); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Audit lists audit events in seq order (auditors and admins).
+func (c *Client) Audit(ctx context.Context, q AuditQuery) ([]fieldpass.AuditEvent, error) {
+	v := url.Values{}
+	setTime(v, "since", q.Since)
+	setNonEmpty(v, "actor", q.Actor)
+	setNonEmpty(v, "action", q.Action)
+	setNonEmpty(v, "target", q.Target)
+	setLimit(v, q.Limit)
+	var out []fieldpass.AuditEvent
+	if err := c.do(ctx, http.MethodGet, "/api/v1/audit", v, nil, &out, true); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// StartDeviceLogin starts a device-style login: show the person UserCode
+// and VerificationURI, then PollDeviceLogin every Interval seconds. It
+// sends no token.
+func (c *Client) StartDeviceLogin(ctx context.Context) (*DeviceLoginStart, error) {
+	var out DeviceLoginStart
+	if err := c.do(ctx, http.MethodPost, "/api/v1/login/device", nil, struct{}{}, &out, false); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// PollDeviceLogin asks whether the login deviceCode started was approved.
+// Until it is, the error is a *fieldpass.Error whose Code is the broker's:
+// "authorization_pending" (poll again), "slow_down" (poll less often),
+// "expired" or "denied" (stop). It sends no token.
+func (c *Client) PollDeviceLogin(ctx context.Context, deviceCode string) (*DeviceLoginToken, error) {
+	var out DeviceLoginToken
+	if err := c.do(ctx, http.MethodPost, "/api/v1/login/device/token", nil, DeviceLoginPoll{DeviceCode: deviceCode}, &out, false); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// idSegment is id as one escaped path segment. An id that would change the
+// path's meaning ("", ".", "..") becomes one the broker refuses as invalid.
+func idSegment(id string) string {
+	if id == "" || id == "." || id == ".." {
+		id = "-"
+	}
+	return url.PathEscape(id)
+}
+
+func setNonEmpty(v url.Values, k, s string) {
+	if s != "" {
+		v.Set(k, s)
+	}
+}
+
+func setTime(v url.Values, k string, t time.Time) {
+	if !t.IsZero() {
+		v.Set(k, t.UTC().Format(time.RFC3339Nano))
+	}
+}
+
+func setLimit(v url.Values, n int) {
+	if n != 0 {
+		v.Set("limit", strconv.Itoa(n))
+	}
+}
+
+// do sends one request and decodes a 2xx answer's JSON into out. body, if
+// not nil, is sent as JSON. auth says whether to send the token.
+func (c *Client) do(ctx context.Context, method, path string, query url.Values, body, out any, auth bool) error {
+	base, err := brokerURL(c.BaseURL)
+	if err != nil {
+		return err
+	}
+	u := base.JoinPath(path)
+	if len(query) > 0 {
+		u.RawQuery = query.Encode()
+	}
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return fieldpass.Errorf(fieldpass.EINVALID, "encode request: %v", err)
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), rd)
+	if err != nil {
+		return fieldpass.Errorf(fieldpass.EINVALID, "build request: %v", err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Accept", "application/json")
+	ua := c.UserAgent
+	if ua == "" {
+		ua = "fieldpass/" + fieldpass.Version
+	}
+	req.Header.Set("User-Agent", ua)
+	if auth && c.Token != "" {
+		// A malformed token is refused here, before it travels; the
+		// message does not repeat it.
+		if err := fieldpass.CheckToken(c.Token); err != nil {
+			return err
+		}
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+	}
+	hc := c.HTTP
+	if hc == nil {
+		hc = defaultHTTP
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return unreachable(ctx, base.Host, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return answerError(base.Host, resp)
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, maxResponseBody)).Decode(out); err != nil {
+		if ctx.Err() != nil {
+			return unreachable(ctx, base.Host, err)
+		}
+		return fieldpass.Errorf(fieldpass.EINTERNAL, "unexpected answer from the broker at %s to %s %s: %v", base.Host, method, path, err)
+	}
+	return nil
+}
+
+// unreachable describes a request that got no answer.
+func unreachable(ctx context.Context, host string, err error) error {
+	if ctx.Err() != nil {
+		return fieldpass.Errorf(fieldpass.EUNAVAILABLE, "request to the broker at %s stopped: %v", host, ctx.Err())
+	}
+	// url.Error repeats method and URL; the cause is what helps. The URL
+	// holds no secret, but the message reads better without it.
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	return fieldpass.Errorf(fieldpass.EUNAVAILABLE, "cannot reach the broker at %s: %v", host, err)
+}
+
+// statusCodes maps HTTP statuses to error codes for answers that carry no
+// error body of ours (a proxy's error page, say): the inverse of statusOf.
+var statusCodes = map[int]string{
+	http.StatusBadRequest:          fieldpass.EINVALID,
+	http.StatusUnauthorized:        fieldpass.EINVALID,
+	http.StatusForbidden:           fieldpass.EFORBIDDEN,
+	http.StatusNotFound:            fieldpass.ENOTFOUND,
+	http.StatusConflict:            fieldpass.ECONFLICT,
+	http.StatusGone:                fieldpass.EEXPIRED,
+	http.StatusTooManyRequests:     fieldpass.EUNAVAILABLE,
+	http.StatusBadGateway:          fieldpass.EUNAVAILABLE,
+	http.StatusServiceUnavailable:  fieldpass.EUNAVAILABLE,
+	http.StatusGatewayTimeout:      fieldpass.EUNAVAILABLE,
+	http.StatusNotImplemented:      fieldpass.EUNAVAILABLE,
+	http.StatusInternalServerError: fieldpass.EINTERNAL,
+}
+
+// answerError turns a non-2xx answer into a *fieldpass.Error: the broker's
+// code and message if the body is our ErrorResponse, else one derived from
+// the status.
+func answerError(host string, resp *http.Response) error {
+	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	var e tunnel.ErrorResponse
+	if json.Unmarshal(raw, &e) == nil && e.Code != "" {
+		return &fieldpass.Error{Code: e.Code, Message: e.Message}
+	}
+	code, ok := statusCodes[resp.StatusCode]
+	if !ok {
+		code = fieldpass.EINTERNAL
+	}
+	return fieldpass.Errorf(code, "the broker at %s answered %s", host, resp.Status)
+}
+
+// brokerURL checks a broker's base URL: http or https with a host, no
+// credentials, query or fragment; plain http only to a loopback host, so
+// that tokens never cross a network in clear.
+func brokerURL(raw string) (*url.URL, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		// The text may hold a password; say nothing of it.
+		return nil, fieldpass.Errorf(fieldpass.EINVALID, "invalid broker URL: want https://host[:port]")
+	}
+	if u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
+		return nil, fieldpass.Errorf(fieldpass.EINVALID, "invalid broker URL %q: want https://host[:port]", u.Redacted())
+	}
+	if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return nil, fieldpass.Errorf(fieldpass.EINVALID, "invalid broker URL %q: no credentials, query or fragment", u.Redacted())
+	}
+	if u.Scheme == "http" && !loopbackHost(u.Hostname()) {
+		return nil, fieldpass.Errorf(fieldpass.EINVALID, "refusing plain http to %s: use https (http is accepted only for a loopback broker)", u.Host)
+	}
+	u.Path = strings.TrimSuffix(u.Path, "/")
+	u.RawPath = ""
+	return u, nil
+}
+
+func loopbackHost(h string) bool {
+	if h == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
+}
