@@ -43,7 +43,9 @@ type Config struct {
 	MTU int
 	// Window is the yamux stream window (default tunnel.DefaultWindow).
 	Window uint32
-	// PresenceInterval is how often tunnel stats are read (default 5 s).
+	// PresenceInterval is how often tunnel stats are read (default 10 s:
+	// liveness is judged on the scale of SilentAfter keepalives, and each
+	// read walks every peer).
 	PresenceInterval time.Duration
 	// SilentAfter is how many keepalive intervals without a received byte
 	// mark a device offline (default 3).
@@ -86,7 +88,7 @@ func (c *Config) setDefaults() error {
 		c.MTU = tunnel.DefaultMTU
 	}
 	if c.PresenceInterval == 0 {
-		c.PresenceInterval = 5 * time.Second
+		c.PresenceInterval = 10 * time.Second
 	}
 	if c.SilentAfter == 0 {
 		c.SilentAfter = 3
@@ -127,6 +129,7 @@ type Broker struct {
 	byAddr map[netip.Addr]*peer
 	byID   map[string]*peer
 	byName map[string]*peer
+	byKey  map[wgnet.Key]*peer
 	closed bool
 }
 
@@ -168,6 +171,7 @@ func New(ctx context.Context, cfg Config, db *postgres.DB) (*Broker, error) {
 		byAddr:  map[netip.Addr]*peer{},
 		byID:    map[string]*peer{},
 		byName:  map[string]*peer{},
+		byKey:   map[wgnet.Key]*peer{},
 	}
 	listen := cfg.WGListen
 	if listen.Addr().IsUnspecified() {
@@ -370,7 +374,7 @@ func (b *Broker) upsert(d *fieldpass.Device) error {
 	// A peer just added has fresh handshake state: counts as reset.
 	p := &peer{dev: *d, key: key, keepalive: tunnel.DefaultKeepalive, endpoint: wp.Endpoint, resetAt: b.cfg.Now()}
 	b.mu.Lock()
-	b.byID[d.ID], b.byAddr[d.TunnelAddr], b.byName[d.Name] = p, p, p
+	b.byID[d.ID], b.byAddr[d.TunnelAddr], b.byName[d.Name], b.byKey[key] = p, p, p, p
 	b.mu.Unlock()
 	if d.Presence.Online && wp.Endpoint.IsValid() {
 		b.queueNudge(p)
@@ -389,6 +393,9 @@ func (b *Broker) remove(p *peer, reason string) {
 	}
 	if b.byName[p.dev.Name] == p {
 		delete(b.byName, p.dev.Name)
+	}
+	if b.byKey[p.key] == p {
+		delete(b.byKey, p.key)
 	}
 	b.mu.Unlock()
 	if sess != nil {

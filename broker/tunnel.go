@@ -174,12 +174,8 @@ func (b *Broker) presence(ctx context.Context) error {
 	var acts []action
 	var touched []string
 	b.mu.Lock()
-	byKey := make(map[[32]byte]*peer, len(b.byID))
-	for _, p := range b.byID {
-		byKey[p.key] = p
-	}
 	for _, st := range stats {
-		p := byKey[st.PublicKey]
+		p := b.byKey[st.PublicKey]
 		if p == nil {
 			continue
 		}

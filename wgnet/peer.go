@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unsafe"
 
 	"golang.zx2c4.com/wireguard/device"
 )
@@ -165,13 +166,19 @@ func (d *Device) ResetPeer(k Key, kick bool) error {
 
 // Peers returns the state of every peer, in no particular order.
 func (d *Device) Peers() ([]PeerStats, error) {
-	uapi, err := d.wg.IpcGet()
-	if err != nil {
+	d.dumpMu.Lock()
+	defer d.dumpMu.Unlock()
+	d.dump.Reset()
+	if err := d.wg.IpcGetOperation(&d.dump); err != nil {
 		return nil, fmt.Errorf("list peers: %w", err)
 	}
+	// The parse below copies what it keeps and finishes before the buffer
+	// is reused, so the dump need not be copied into a string first.
+	b := d.dump.Bytes()
+	uapi := unsafe.String(unsafe.SliceData(b), len(b))
 	// One peer is about 300 bytes of UAPI text.
 	stats := make([]PeerStats, 0, len(uapi)/300+1)
-	err = scanUAPI(uapi, func(s *peerState) { stats = append(stats, s.PeerStats) })
+	err := scanUAPI(uapi, func(s *peerState) { stats = append(stats, s.PeerStats) })
 	if err != nil {
 		return nil, fmt.Errorf("list peers: %w", err)
 	}

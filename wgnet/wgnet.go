@@ -33,6 +33,7 @@
 package wgnet
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -126,6 +127,12 @@ type Device struct {
 	// mu serialises configuration changes, so that ResetPeer's read of a
 	// peer and its rewrite see no SetPeer in between.
 	mu sync.Mutex
+
+	// dumpMu guards dump, the buffer UAPI dumps are read into: a broker
+	// reads every peer's counters every few seconds, and a fresh string
+	// per dump was most of its garbage at a thousand peers.
+	dumpMu sync.Mutex
+	dump   bytes.Buffer
 
 	nudgeDone chan struct{} // nil when nudges are off
 	nudgeWG   sync.WaitGroup
