@@ -51,6 +51,8 @@ func (e env) serve(ctx context.Context, args []string) error {
 	tlsKey := fset.String("tls-key", "", "TLS key file")
 	logLevel := fset.String("log-level", "info", "debug, info, warn or error")
 	logFormat := fset.String("log-format", "text", "text or json")
+	enrollRate := fset.Float64("enroll-rate", 1, "enrolment attempts per second per client address (a factory line behind one NAT may need more)")
+	enrollBurst := fset.Int("enroll-burst", 10, "enrolment attempts a client address may make at once")
 	idleTimeout := fset.Duration("session-idle-timeout", 0, "end sessions that carried no byte either way for this long (0: off)")
 	auditGrace := fset.Duration("audit-grace", 60*time.Second, "how long live sessions go on while Postgres is unreachable before they end (audit_unavailable)")
 	oidcf := addOIDCFlags(fset)
@@ -79,6 +81,9 @@ func (e env) serve(ctx context.Context, args []string) error {
 	}
 	if *idleTimeout < 0 || *auditGrace <= 0 {
 		return usageError{msg: "--session-idle-timeout and --audit-grace: want positive durations like 30m or 60s"}
+	}
+	if *enrollRate <= 0 || *enrollBurst < 1 {
+		return usageError{msg: "--enroll-rate must be positive and --enroll-burst at least 1"}
 	}
 	if (*tlsCert == "") != (*tlsKey == "") {
 		return usageError{msg: "--tls-cert and --tls-key go together"}
@@ -126,10 +131,12 @@ func (e env) serve(ctx context.Context, args []string) error {
 			Endpoints:     endpoints,
 			MTU:           *mtu,
 		},
-		OIDC:      oidc,
-		PublicURL: pu.Scheme + "://" + pu.Host,
-		Sessions:  sessions,
-		Logger:    log,
+		OIDC:        oidc,
+		PublicURL:   pu.Scheme + "://" + pu.Host,
+		Sessions:    sessions,
+		EnrollRate:  *enrollRate,
+		EnrollBurst: *enrollBurst,
+		Logger:      log,
 	})
 	ln, err := net.Listen("tcp", *httpListen)
 	if err != nil {
