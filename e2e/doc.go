@@ -15,6 +15,17 @@
 // environment. Under go test -race the binaries are built with -race too, and
 // a process that reports a data race fails its test.
 //
+// TestAccess is the product's promise with real parts: an OpenID provider
+// (mockoidc) in the test process that the broker logs people in through, a
+// vendor logging in with `fieldpass login` and a browser of the test's own,
+// OpenSSH's sshd on a loopback port with its own host key and config behind
+// the connector, and the ssh client through `fieldpass ssh` and `fieldpass
+// forward`. It checks deny without a grant, a command within one, the cut at
+// expiry and at revocation (within a second, timings logged), the session
+// rows and audit events an auditor reads (byte counts held against a
+// counting relay in front of sshd), and `audit verify` before and after a
+// superuser rewrites an event. It is skipped where OpenSSH is not installed.
+//
 // TestDeployFiles checks deploy/ offline: systemd units, Kubernetes
 // manifests, Dockerfiles, the example connector config, and every flag they
 // pass against the binaries' own -h. TestDemo runs deploy/demo/demo.sh and

@@ -182,6 +182,7 @@ type broker struct {
 	httpAddr string // 127.0.0.1:port of the API
 	wgAddr   string // 127.0.0.1:port of WireGuard (UDP)
 	keyFile  string
+	args     []string // serve flags beyond the harness's own (startBrokerWith)
 	runs     int
 	p        *proc // the current process
 }
@@ -192,7 +193,14 @@ const brokerID = "e2e-broker"
 // answers /healthz.
 func startBroker(t *testing.T) *broker {
 	t.Helper()
-	b := &broker{t: t, dir: t.TempDir(), dbURL: pgtest.NewDatabase(t), id: brokerID}
+	return startBrokerWith(t)
+}
+
+// startBrokerWith is startBroker with more serve flags, such as an
+// identity provider's; restarts keep them.
+func startBrokerWith(t *testing.T, args ...string) *broker {
+	t.Helper()
+	b := &broker{t: t, dir: t.TempDir(), dbURL: pgtest.NewDatabase(t), id: brokerID, args: args}
 	b.keyFile = filepath.Join(b.dir, "broker.key")
 	for attempt := 1; ; attempt++ {
 		b.httpAddr, b.wgAddr = freeAddr(t, "tcp"), freeAddr(t, "udp")
@@ -226,13 +234,15 @@ func (b *broker) restart() time.Time {
 func (b *broker) start() error {
 	b.runs++
 	logPath := filepath.Join(b.dir, fmt.Sprintf("broker-%d.log", b.runs))
-	b.p = startProc(b.t, fmt.Sprintf("broker (run %d)", b.runs), logPath, b.env(), bins.broker, "serve",
+	args := append([]string{"serve",
 		"--http-listen", b.httpAddr,
 		"--wg-listen", b.wgAddr,
 		"--public-url", b.URL(),
 		"--key-file", b.keyFile,
 		"--broker-id", b.id,
-		"--log-level", "debug") // shown only when the test fails
+		"--log-level", "debug"}, // shown only when the test fails
+		b.args...)
+	b.p = startProc(b.t, fmt.Sprintf("broker (run %d)", b.runs), logPath, b.env(), bins.broker, args...)
 	return b.waitHealthy(20 * time.Second)
 }
 
