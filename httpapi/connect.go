@@ -78,6 +78,10 @@ func (s *Server) handleConnect() http.HandlerFunc {
 			return
 		}
 
+		if err := s.checkDeviceMFA(r.Context(), c, device); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
 		sess, err := s.cfg.Sessions.Open(r.Context(), c.User, device, service, clientAddr(r))
 		if err != nil {
 			s.writeError(w, r, err)
@@ -228,4 +232,23 @@ func (s *Server) carryStream(ctx context.Context, sess LiveSession, st *yamux.St
 		return
 	}
 	tunnel.Join(tunnel.YamuxStream{Stream: st}, ds)
+}
+
+// checkDeviceMFA refuses a caller whose login carried no multi-factor
+// assertion when the device has a label that policy marks as needing it.
+func (s *Server) checkDeviceMFA(ctx context.Context, c *Caller, device string) error {
+	if len(s.cfg.MFALabels) == 0 {
+		return nil
+	}
+	d, err := s.cfg.DB.Device(ctx, device)
+	if err != nil {
+		return err
+	}
+	for k, v := range s.cfg.MFALabels {
+		if d.Labels[k] == v && !s.MFAAsserted(ctx, c.Token) {
+			return fieldpass.Errorf(fieldpass.EFORBIDDEN,
+				"device %s (label %s=%s) needs a multi-factor login: log in again with MFA (the IdP must assert it in the amr or acr claim)", device, k, v)
+		}
+	}
+	return nil
 }

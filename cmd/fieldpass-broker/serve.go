@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"net"
 	"net/netip"
 	"net/url"
@@ -51,6 +53,10 @@ func (e env) serve(ctx context.Context, args []string) error {
 	tlsKey := fset.String("tls-key", "", "TLS key file")
 	logLevel := fset.String("log-level", "info", "debug, info, warn or error")
 	logFormat := fset.String("log-format", "text", "text or json")
+	mfaLabels := labelFlag{}
+	fset.Var(mfaLabels, "require-mfa-label", "connecting to devices with label `k=v` needs a multi-factor login (repeatable)")
+	checkpointKey := fset.String("checkpoint-key", "", "ed25519 key (created 0600 if missing) with which the broker signs audit chain checkpoints")
+	checkpointEvery := fset.Duration("checkpoint-every", time.Hour, "how often to sign a checkpoint of the audit chain (with --checkpoint-key)")
 	enrollRate := fset.Float64("enroll-rate", 1, "enrolment attempts per second per client address (a factory line behind one NAT may need more)")
 	enrollBurst := fset.Int("enroll-burst", 10, "enrolment attempts a client address may make at once")
 	idleTimeout := fset.Duration("session-idle-timeout", 0, "end sessions that carried no byte either way for this long (0: off)")
@@ -81,6 +87,9 @@ func (e env) serve(ctx context.Context, args []string) error {
 	}
 	if *idleTimeout < 0 || *auditGrace <= 0 {
 		return usageError{msg: "--session-idle-timeout and --audit-grace: want positive durations like 30m or 60s"}
+	}
+	if *checkpointKey != "" && *checkpointEvery < time.Minute {
+		return usageError{msg: "--checkpoint-every must be at least 1m"}
 	}
 	if *enrollRate <= 0 || *enrollBurst < 1 {
 		return usageError{msg: "--enroll-rate must be positive and --enroll-burst at least 1"}
@@ -134,6 +143,7 @@ func (e env) serve(ctx context.Context, args []string) error {
 		OIDC:        oidc,
 		PublicURL:   pu.Scheme + "://" + pu.Host,
 		Sessions:    sessions,
+		MFALabels:   mfaLabels,
 		EnrollRate:  *enrollRate,
 		EnrollBurst: *enrollBurst,
 		Logger:      log,
@@ -154,6 +164,14 @@ func (e env) serve(ctx context.Context, args []string) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
+	if *checkpointKey != "" {
+		key, err := loadOrCreateCheckpointKey(*checkpointKey)
+		if err != nil {
+			return err
+		}
+		wg.Add(1)
+		go func() { defer wg.Done(); checkpointLoop(ctx, db, key, *checkpointEvery, log) }()
+	}
 	errc := make(chan error, 3)
 	wg.Add(3)
 	go func() {
@@ -224,4 +242,30 @@ func loadOrCreateKey(path string) (wgnet.Key, error) {
 		return k, fmt.Errorf("write key file: %w", err)
 	}
 	return k, f.Close()
+}
+
+// checkpointLoop signs the newest audit event now and then: a chain kept
+// only in the database could be rewritten whole, but not under signatures
+// that were exported before (fieldpass-broker audit export).
+func checkpointLoop(ctx context.Context, db *postgres.DB, key ed25519.PrivateKey, every time.Duration, log *slog.Logger) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		cp, err := db.CheckpointAudit(ctx, key)
+		switch {
+		case err == nil:
+			log.Info("audit checkpoint signed", "seq", cp.Seq)
+		case ctx.Err() != nil:
+			return
+		case fieldpass.ErrorCode(err) == fieldpass.ENOTFOUND || fieldpass.ErrorCode(err) == fieldpass.ECONFLICT:
+			log.Debug("audit checkpoint skipped", "reason", fieldpass.ErrorMessage(err))
+		default:
+			log.Error("audit checkpoint", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
