@@ -121,8 +121,13 @@ func TestDeployFiles(t *testing.T) {
 		broker := yamlGet(dep, "spec", "template", "spec", "containers", 0)
 		checkPodSecurity(t, "Deployment", yamlGet(dep, "spec", "template", "spec"), broker)
 		checkPodSecurity(t, "Job", yamlGet(job, "spec", "template", "spec"), yamlGet(job, "spec", "template", "spec", "containers", 0))
-		checkDatabaseSecret(t, "Deployment", broker, secret)
-		checkDatabaseSecret(t, "Job", yamlGet(job, "spec", "template", "spec", "containers", 0), secret)
+		// The broker and the migrate Job connect as different roles: only
+		// the Job gets the schema owner's URL.
+		brokerKey := checkDatabaseSecret(t, "Deployment", broker, "FIELDPASS_DATABASE_URL", secret)
+		ownerKey := checkDatabaseSecret(t, "Job", yamlGet(job, "spec", "template", "spec", "containers", 0), "FIELDPASS_MIGRATE_DATABASE_URL", secret)
+		if brokerKey == ownerKey {
+			t.Errorf("the broker and the migrate Job take the same Secret key %q: want the broker's role and the owner's", brokerKey)
+		}
 
 		// Probes on /healthz, on a port the container declares.
 		containerPorts := map[string]string{} // name -> number/protocol
@@ -267,7 +272,7 @@ func TestDeployFiles(t *testing.T) {
 
 	t.Run("broker.env", func(t *testing.T) {
 		src := readFile(t, filepath.Join(deploy, "examples", "broker.env"))
-		for _, v := range []string{"FIELDPASS_DATABASE_URL", "FIELDPASS_PUBLIC_URL"} {
+		for _, v := range []string{"FIELDPASS_MIGRATE_DATABASE_URL", "FIELDPASS_DATABASE_URL", "FIELDPASS_PUBLIC_URL"} {
 			if !regexp.MustCompile(`(?m)^` + v + `=\S+`).MatchString(src) {
 				t.Errorf("broker.env does not set %s", v)
 			}
@@ -402,17 +407,21 @@ func checkPodSecurity(t *testing.T, what string, pod, container any) {
 	}
 }
 
-func checkDatabaseSecret(t *testing.T, what string, container any, secret string) {
+// checkDatabaseSecret checks that the container takes variable from the
+// Secret, and returns the key.
+func checkDatabaseSecret(t *testing.T, what string, container any, variable, secret string) string {
 	t.Helper()
 	for _, e := range yamlList(container, "env") {
-		if yamlString(e, "name") == "FIELDPASS_DATABASE_URL" {
-			if yamlString(e, "valueFrom", "secretKeyRef", "name") != secret || yamlString(e, "valueFrom", "secretKeyRef", "key") == "" {
-				t.Errorf("%s: FIELDPASS_DATABASE_URL does not come from the %s Secret", what, secret)
+		if yamlString(e, "name") == variable {
+			key := yamlString(e, "valueFrom", "secretKeyRef", "key")
+			if yamlString(e, "valueFrom", "secretKeyRef", "name") != secret || key == "" {
+				t.Errorf("%s: %s does not come from the %s Secret", what, variable, secret)
 			}
-			return
+			return key
 		}
 	}
-	t.Errorf("%s: no FIELDPASS_DATABASE_URL", what)
+	t.Errorf("%s: no %s", what, variable)
+	return ""
 }
 
 // dockerInstructions joins a Dockerfile's continued lines and drops its

@@ -21,10 +21,20 @@ func (e env) openDB(ctx context.Context, flagValue string) (*postgres.DB, error)
 }
 
 func (e env) migrate(ctx context.Context, args []string) error {
-	fs := e.flagSet("migrate", "migrate --database-url URL")
-	dbURL := e.databaseFlag(fs)
+	fs := e.flagSet("migrate", "migrate --database-url OWNER_URL [--grant-to ROLE]\n\n"+
+		"Applies the migrations as the role that owns the schema. With --grant-to, then grants ROLE,\n"+
+		"the role serve connects as, exactly the privileges the broker needs: it can append to the\n"+
+		"audit log but not alter it. Run it on every upgrade; it is safe to repeat.")
+	dbURL := fs.String("database-url", "", "Postgres URL of the schema's owner (default $FIELDPASS_MIGRATE_DATABASE_URL, else $FIELDPASS_DATABASE_URL)")
+	grantTo := fs.String("grant-to", "", "database `role` serve runs as, granted the broker's privileges (default $FIELDPASS_BROKER_ROLE)")
 	if err := parse(fs, args, 0); err != nil {
 		return err
+	}
+	if *dbURL == "" {
+		*dbURL = e.getenv("FIELDPASS_MIGRATE_DATABASE_URL")
+	}
+	if *grantTo == "" {
+		*grantTo = e.getenv("FIELDPASS_BROKER_ROLE")
 	}
 	db, err := e.openDB(ctx, *dbURL)
 	if err != nil {
@@ -35,6 +45,12 @@ func (e env) migrate(ctx context.Context, args []string) error {
 		return err
 	}
 	fmt.Fprintln(e.stdout, "database is up to date")
+	if *grantTo != "" {
+		if err := db.GrantBrokerRole(ctx, *grantTo); err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "role %s has the broker's privileges\n", *grantTo)
+	}
 	return nil
 }
 

@@ -34,7 +34,7 @@ const usage = `fieldpass-broker: the Fieldpass broker and its admin commands.
 
 Usage:
   fieldpass-broker serve --database-url URL --http-listen ADDR --wg-listen UDPADDR --public-url URL [flags]
-  fieldpass-broker migrate --database-url URL
+  fieldpass-broker migrate --database-url OWNER_URL [--grant-to ROLE]
   fieldpass-broker token create --device NAME [--label k=v ...] [--ttl 24h]
   fieldpass-broker device list [--json]
   fieldpass-broker device disable|enable|decommission NAME
@@ -47,7 +47,8 @@ Usage:
   fieldpass-broker audit verify --file export.jsonl --public-key KEY [--checkpoints older.jsonl ...]
   fieldpass-broker version
 
-Every command but "audit verify --file" takes --database-url or FIELDPASS_DATABASE_URL.
+Every command but "audit verify --file" takes --database-url or FIELDPASS_DATABASE_URL;
+migrate prefers FIELDPASS_MIGRATE_DATABASE_URL, the schema owner's (serve runs as a role of its own).
 Token, device and user commands are recorded in the audit log as operator:USER@HOST.
 Run "fieldpass-broker COMMAND -h" for a command's flags.
 `

@@ -61,6 +61,7 @@ func (e env) serve(ctx context.Context, args []string) error {
 	enrollBurst := fset.Int("enroll-burst", 10, "enrolment attempts a client address may make at once")
 	idleTimeout := fset.Duration("session-idle-timeout", 0, "end sessions that carried no byte either way for this long (0: off)")
 	auditGrace := fset.Duration("audit-grace", 60*time.Second, "how long live sessions go on while Postgres is unreachable before they end (audit_unavailable)")
+	requireSeparateRole := fset.Bool("require-separate-role", false, "refuse to start if the database role is a superuser or owns the audit tables (see migrate --grant-to)")
 	oidcf := addOIDCFlags(fset)
 	if err := parse(fset, args, 0); err != nil {
 		return err
@@ -111,6 +112,9 @@ func (e env) serve(ctx context.Context, args []string) error {
 		return err
 	}
 	defer db.Close()
+	if err := checkRole(ctx, db, *requireSeparateRole, log); err != nil {
+		return err
+	}
 
 	b, err := broker.New(ctx, broker.Config{
 		ID:         *brokerID,
@@ -187,6 +191,28 @@ func (e env) serve(ctx context.Context, args []string) error {
 		log.Info("broker stopped")
 	}
 	return err
+}
+
+// checkRole warns, or with require refuses, when the broker's database role
+// could alter the audit tables. It only warns by default: the demo and the
+// tests run everything as one role.
+func checkRole(ctx context.Context, db *postgres.DB, require bool, log *slog.Logger) error {
+	can, err := db.CanAlterAudit(ctx)
+	if err != nil {
+		return err
+	}
+	if !can {
+		return nil
+	}
+	const risk = "the database role serve connects as is a superuser or owns the audit tables: " +
+		"whoever holds its credentials can disable the audit triggers and rewrite the audit log"
+	const fix = "run serve as a role of its own: CREATE ROLE fieldpass_broker LOGIN PASSWORD '...', " +
+		"then, as the owner, fieldpass-broker migrate --grant-to fieldpass_broker, and give serve that role's URL"
+	if require {
+		return fmt.Errorf("--require-separate-role: %s; %s", risk, fix)
+	}
+	log.Warn(risk, "fix", fix)
+	return nil
 }
 
 func parseUDPListen(s string) (netip.AddrPort, error) {

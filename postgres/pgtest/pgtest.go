@@ -152,6 +152,68 @@ func ClusterURL(tb testing.TB) string {
 	return mustCluster(tb).url("postgres")
 }
 
+// NewRole creates a LOGIN role with no privileges and a name unique in the
+// cluster (prefix, then a number), drops it when tb ends, and returns its
+// name. Roles are cluster-wide: create a role before any database it gets
+// privileges in, so that the database, cleaned up first, no longer holds it.
+func NewRole(tb testing.TB, prefix string) string {
+	tb.Helper()
+	c := mustCluster(tb)
+	name := fmt.Sprintf("%s_%d", prefix, c.seq.Add(1))
+	ident := pgx.Identifier{name}.Sanitize()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := c.admin.Exec(ctx, "CREATE ROLE "+ident+" LOGIN"); err != nil {
+		tb.Fatalf("pgtest: create role %s: %v", name, err)
+	}
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if _, err := c.admin.Exec(ctx, "DROP ROLE IF EXISTS "+ident); err != nil {
+			tb.Errorf("pgtest: drop role %s: %v", name, err)
+		}
+	})
+	return name
+}
+
+// NewEmptyDatabase creates a database owned by role owner with nothing
+// migrated, drops it (WITH (FORCE)) when tb ends, and returns its URL as the
+// superuser. The first call starts the cluster.
+func NewEmptyDatabase(tb testing.TB, owner string) string {
+	tb.Helper()
+	c := mustCluster(tb)
+	name := fmt.Sprintf("t%d_%s", c.seq.Add(1), dbNameRunes(tb.Name()))
+	if len(name) > 63 {
+		name = name[:63]
+	}
+	ident := pgx.Identifier{name}.Sanitize()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := c.admin.Exec(ctx, "CREATE DATABASE "+ident+" OWNER "+pgx.Identifier{owner}.Sanitize()+" TEMPLATE template0"); err != nil {
+		tb.Fatalf("pgtest: create database %s: %v", name, err)
+	}
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if _, err := c.admin.Exec(ctx, "DROP DATABASE IF EXISTS "+ident+" WITH (FORCE)"); err != nil {
+			tb.Errorf("pgtest: drop database %s: %v", name, err)
+		}
+	})
+	return c.url(name)
+}
+
+// URLAs returns dbURL, a URL handed out by this package, with its user
+// replaced by role. The cluster trusts its own connections: no password.
+func URLAs(tb testing.TB, dbURL, role string) string {
+	tb.Helper()
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		tb.Fatalf("pgtest: %v", err)
+	}
+	u.User = url.User(role)
+	return u.String()
+}
+
 func mustCluster(tb testing.TB) *cluster {
 	tb.Helper()
 	h := current.Load()
