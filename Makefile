@@ -29,14 +29,15 @@ fuzz: ## fuzz the tunnel protocol decoders for 30 s each
 	for f in FuzzReadStreamHeader FuzzReadStreamStatus FuzzReadHello; do \
 	  $(GO) test ./tunnel -run '^$$' -fuzz "^$$f$$" -fuzztime 30s || exit 1; done
 
-bench: ## throughput and stream-open latency vs plain TCP (see bench/README.md)
-	$(GO) test ./bench -run '^$$' -bench . -benchtime 3x -count 1
+bench: ## throughput, stream-open and session-open latency vs their baselines (see bench/README.md)
+	$(GO) test ./bench -run '^$$' -bench 'Throughput|StreamOpen' -benchtime 3x -count 1
+	$(GO) test ./broker -run '^$$' -bench SessionOpen -benchtime 200x -count 1
 
 bench-fleet: ## broker RSS and CPU per idle device at 1000 devices
-	FIELDPASS_BENCH=1 $(GO) test ./bench -run 'Fleet' -count 1 -v -timeout 20m
+	FIELDPASS_BENCH=1 $(GO) test ./bench -run '^$$' -bench Fleet -benchtime 1x -count 1 -timeout 30m
 
 bench-idle: ## idle bytes per device per day on the wire
-	FIELDPASS_BENCH=1 $(GO) test ./bench -run 'Idle' -count 1 -v -timeout 20m
+	FIELDPASS_BENCH=1 $(GO) test ./bench -run '^$$' -bench IdleWire -benchtime 1x -count 1 -timeout 30m
 
 demo: build ## bring up Postgres, a broker and a demo connector on loopback
 	FIELDPASS_BIN=bin ./deploy/demo/demo.sh

@@ -305,7 +305,9 @@ func scanPeers(uapi string, only *Key, fn func(*peerState)) error {
 			}
 		}
 		if err != nil {
-			return fmt.Errorf("parse UAPI: %s: %w", key, err)
+			// Formatted now, not wrapped: the parse errors keep slices of
+			// the input, which Peers reuses once this returns.
+			return fmt.Errorf("parse UAPI: %s: %v", key, err)
 		}
 	}
 	flush()
