@@ -2,11 +2,6 @@ package postgres
 
 import (
 	"context"
-	"fmt"
-	"time"
-
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // GrantsChannel is the channel on which the database announces a grant's
@@ -40,75 +35,4 @@ func (db *DB) ListenGrants(ctx context.Context, fn func(grantID string)) error {
 // ListenGrants does for grants.
 func (db *DB) ListenUsers(ctx context.Context, fn func(email string)) error {
 	return db.listen(ctx, UsersChannel, ListenUsersApplicationName, fn)
-}
-
-// listen is ListenDevices for any channel.
-func (db *DB) listen(ctx context.Context, channel, appName string, fn func(string)) error {
-	if fn == nil {
-		return fmt.Errorf("listen %s: nil callback", channel)
-	}
-	cfg := db.pool.Config().ConnConfig // a copy; changing it leaves the pool alone
-	cfg.RuntimeParams["application_name"] = appName
-
-	failures := 0
-	for {
-		start := time.Now()
-		listened, err := listenChannelOnce(ctx, cfg, channel, fn)
-		if ctx.Err() != nil {
-			return nil
-		}
-		if listened && time.Since(start) > listenStable {
-			failures = 0
-		}
-		delay := backoff(failures)
-		failures++
-		db.logger().WarnContext(ctx, "listener disconnected; reconnecting", "channel", channel, "err", err, "delay", delay)
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil
-		case <-t.C:
-		}
-	}
-}
-
-// listenChannelOnce is listenOnce for any channel.
-func listenChannelOnce(ctx context.Context, cfg *pgx.ConnConfig, channel string, fn func(string)) (listened bool, err error) {
-	connectCtx, cancel := context.WithTimeout(ctx, listenTimeout)
-	conn, err := pgx.ConnectConfig(connectCtx, cfg)
-	cancel()
-	if err != nil {
-		return false, err
-	}
-	defer func() {
-		closeCtx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		conn.Close(closeCtx)
-	}()
-	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{channel}.Sanitize()); err != nil {
-		return false, err
-	}
-	fn("")
-
-	for {
-		waitCtx, cancel := context.WithTimeout(ctx, listenIdleCheck)
-		n, err := conn.WaitForNotification(waitCtx)
-		cancel()
-		switch {
-		case err == nil:
-			fn(n.Payload)
-			continue
-		case ctx.Err() != nil:
-			return true, nil
-		case pgconn.Timeout(err) && !conn.IsClosed():
-			pingCtx, cancel := context.WithTimeout(ctx, listenTimeout)
-			err = conn.Ping(pingCtx)
-			cancel()
-			if err == nil {
-				continue
-			}
-		}
-		return true, err
-	}
 }

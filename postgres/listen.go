@@ -2,7 +2,7 @@ package postgres
 
 import (
 	"context"
-	"errors"
+	"fmt"
 	"math/rand/v2"
 	"time"
 
@@ -50,33 +50,7 @@ const (
 //
 // ListenDevices returns nil once ctx is done, and an error only for a nil fn.
 func (db *DB) ListenDevices(ctx context.Context, fn func(deviceID string)) error {
-	if fn == nil {
-		return errors.New("listen devices: nil callback")
-	}
-	cfg := db.pool.Config().ConnConfig // a copy; changing it leaves the pool alone
-	cfg.RuntimeParams["application_name"] = ListenApplicationName
-
-	failures := 0
-	for {
-		start := time.Now()
-		listened, err := listenOnce(ctx, cfg, fn)
-		if ctx.Err() != nil {
-			return nil
-		}
-		if listened && time.Since(start) > listenStable {
-			failures = 0
-		}
-		delay := backoff(failures)
-		failures++
-		db.logger().WarnContext(ctx, "device listener disconnected; reconnecting", "err", err, "delay", delay)
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil
-		case <-t.C:
-		}
-	}
+	return db.listen(ctx, DevicesChannel, ListenApplicationName, fn)
 }
 
 // backoff returns the wait before reconnect attempt n (0-based): none for the
@@ -93,10 +67,41 @@ func backoff(n int) time.Duration {
 	return d/2 + rand.N(d/2+1)
 }
 
-// listenOnce connects, listens and delivers notifications until the
-// connection fails or ctx is done. listened reports whether the LISTEN was in
-// place (and fn("") called).
-func listenOnce(ctx context.Context, cfg *pgx.ConnConfig, fn func(string)) (listened bool, err error) {
+// listen is ListenDevices for any channel.
+func (db *DB) listen(ctx context.Context, channel, appName string, fn func(string)) error {
+	if fn == nil {
+		return fmt.Errorf("listen %s: nil callback", channel)
+	}
+	cfg := db.pool.Config().ConnConfig // a copy; changing it leaves the pool alone
+	cfg.RuntimeParams["application_name"] = appName
+
+	failures := 0
+	for {
+		start := time.Now()
+		listened, err := listenOnce(ctx, cfg, channel, fn)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if listened && time.Since(start) > listenStable {
+			failures = 0
+		}
+		delay := backoff(failures)
+		failures++
+		db.logger().WarnContext(ctx, "listener disconnected; reconnecting", "channel", channel, "err", err, "delay", delay)
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// listenOnce connects, listens on channel and delivers notifications until
+// the connection fails or ctx is done. listened reports whether the LISTEN
+// was in place (and fn("") called).
+func listenOnce(ctx context.Context, cfg *pgx.ConnConfig, channel string, fn func(string)) (listened bool, err error) {
 	connectCtx, cancel := context.WithTimeout(ctx, listenTimeout)
 	conn, err := pgx.ConnectConfig(connectCtx, cfg)
 	cancel()
@@ -108,7 +113,7 @@ func listenOnce(ctx context.Context, cfg *pgx.ConnConfig, fn func(string)) (list
 		defer cancel()
 		conn.Close(closeCtx)
 	}()
-	if _, err := conn.Exec(ctx, "LISTEN "+DevicesChannel); err != nil {
+	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{channel}.Sanitize()); err != nil {
 		return false, err
 	}
 	fn("")
@@ -124,7 +129,6 @@ func listenOnce(ctx context.Context, cfg *pgx.ConnConfig, fn func(string)) (list
 		case ctx.Err() != nil:
 			return true, nil
 		case pgconn.Timeout(err) && !conn.IsClosed():
-			// Idle: a timed-out wait leaves the connection usable.
 			pingCtx, cancel := context.WithTimeout(ctx, listenTimeout)
 			err = conn.Ping(pingCtx)
 			cancel()
