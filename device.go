@@ -162,3 +162,28 @@ func lastAddr(prefix netip.Prefix) netip.Addr {
 	r, _ := netip.AddrFromSlice(b)
 	return r
 }
+
+// DeviceEventKind says what a broker saw happen to a device's tunnel.
+type DeviceEventKind string
+
+// The kinds of device history.
+const (
+	DeviceOnline          DeviceEventKind = "online"           // a connector said hello
+	DeviceOffline         DeviceEventKind = "offline"          // its session ended or went silent
+	DeviceEndpointChanged DeviceEventKind = "endpoint_changed" // roaming: a new public address mid-session
+	DeviceVersionChanged  DeviceEventKind = "version_changed"  // connected with another connector version
+	DeviceCloneSuspected  DeviceEventKind = "clone_suspected"  // one key flapping between two addresses
+)
+
+// DeviceEvent is one row of a device's connectivity history.
+type DeviceEvent struct {
+	ID               int64           `json:"id"`
+	DeviceID         string          `json:"device_id"`
+	At               time.Time       `json:"at"`
+	Kind             DeviceEventKind `json:"kind"`
+	BrokerID         string          `json:"broker_id,omitempty"`
+	Endpoint         string          `json:"endpoint,omitempty"`
+	PreviousEndpoint string          `json:"previous_endpoint,omitempty"`
+	ConnectorVersion string          `json:"connector_version,omitempty"`
+	Details          map[string]any  `json:"details,omitempty"`
+}

@@ -23,6 +23,7 @@ import (
 	"github.com/hashicorp/yamux"
 
 	"github.com/fieldpass/fieldpass"
+	"github.com/fieldpass/fieldpass/metrics"
 	"github.com/fieldpass/fieldpass/postgres"
 	"github.com/fieldpass/fieldpass/tunnel"
 	"github.com/fieldpass/fieldpass/wgnet"
@@ -60,8 +61,11 @@ type Config struct {
 	// NudgeRate caps broker-initiated nudges per second (default 50), so a
 	// restarted broker does not call its whole fleet back at once.
 	NudgeRate int
-	Logger    *slog.Logger
-	Now       func() time.Time
+	// Metrics receives devices online, handshakes and Postgres errors
+	// (default nil: none recorded).
+	Metrics *metrics.Broker
+	Logger  *slog.Logger
+	Now     func() time.Time
 	// NewNetwork builds the WireGuard side (default: a userspace wgnet
 	// device). It exists for a TUN mode and for tests.
 	NewNetwork func(wgnet.Config) (Network, error)
@@ -124,6 +128,7 @@ type Broker struct {
 	ln      net.Listener
 	nudgeCh chan *peer
 	kick    chan struct{} // asks presenceLoop for a pass now
+	history *historyWriter
 
 	mu     sync.Mutex // guards the maps and every peer's mutable fields
 	byAddr map[netip.Addr]*peer
@@ -144,6 +149,7 @@ type peer struct {
 	sess      *yamux.Session
 	keepalive time.Duration
 	version   string
+	connected bool // had a session in this broker process (a next hello is a reconnect)
 
 	rxBytes  uint64
 	lastRx   time.Time // last time rx bytes grew (or the hello)
@@ -153,6 +159,7 @@ type peer struct {
 	resetAt       time.Time // handshake state last reset
 	nudgedAt      time.Time
 	lastTouch     time.Time // last_seen last written
+	hist          peerHistory
 }
 
 // New brings up the WireGuard device and loads the active devices as peers.
@@ -194,6 +201,7 @@ func New(ctx context.Context, cfg Config, db *postgres.DB) (*Broker, error) {
 		return nil, fmt.Errorf("listen in tunnel: %w", err)
 	}
 	b.ln = ln
+	b.startHistory()
 	// Load first: devices shown online were held by our previous run and
 	// are nudged to come back; then clear that stale presence.
 	if err := b.reload(ctx); err != nil {
@@ -221,6 +229,26 @@ func (b *Broker) MTU() int { return b.cfg.MTU }
 
 // Prefix is the tunnel address space.
 func (b *Broker) Prefix() netip.Prefix { return b.cfg.Prefix }
+
+// Ready reports why the broker cannot serve, as a short reason fit to show
+// a prober, or nil: Postgres must answer within ctx and the WireGuard device
+// must be open. It is cheap enough for a probe every few seconds: one round
+// trip to Postgres.
+func (b *Broker) Ready(ctx context.Context) error {
+	b.mu.Lock()
+	closed := b.closed
+	b.mu.Unlock()
+	if closed || b.dev.ListenPort() == 0 {
+		return errors.New("wireguard is down")
+	}
+	if err := b.db.Ping(ctx); err != nil {
+		// The reason goes to whoever probes, maybe on the public
+		// listener: the detail (host, role, database) stays in the log.
+		b.log.Debug("readiness: postgres unreachable", "err", err)
+		return errors.New("postgres unreachable")
+	}
+	return nil
+}
 
 // Serve runs the broker until ctx ends: it accepts connectors, follows
 // device changes in Postgres and reads presence from the tunnel.
@@ -262,6 +290,7 @@ func (b *Broker) Close() error {
 	for _, p := range b.byID {
 		if p.sess != nil {
 			sessions = append(sessions, p.sess)
+			p.hist.offlineReason = "broker shutdown"
 		}
 	}
 	b.mu.Unlock()
@@ -271,6 +300,7 @@ func (b *Broker) Close() error {
 	if len(sessions) > 0 {
 		time.Sleep(flushDelay) // FINs out before WireGuard stops
 	}
+	b.stopHistory()
 	b.ln.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -409,6 +439,9 @@ func (b *Broker) remove(p *peer, reason string) {
 		b.log.Warn("remove peer", "device", p.dev.Name, "err", err)
 	}
 	b.log.Info("device removed from tunnel", "device", p.dev.Name, "reason", reason)
+	if sess != nil {
+		b.recordOffline(p, reason)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	pr := fieldpass.Presence{Online: false, LastSeen: p.lastRx, ConnectorVersion: p.version, BrokerID: b.cfg.ID}
@@ -416,6 +449,7 @@ func (b *Broker) remove(p *peer, reason string) {
 		pr.Endpoint = p.endpoint.String()
 	}
 	if err := b.db.UpdatePresence(ctx, p.dev.ID, pr); err != nil {
+		b.cfg.Metrics.PostgresError()
 		b.log.Warn("write presence", "device", p.dev.Name, "err", err)
 	}
 }

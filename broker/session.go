@@ -17,6 +17,7 @@ import (
 
 	"github.com/fieldpass/fieldpass"
 	"github.com/fieldpass/fieldpass/httpapi"
+	"github.com/fieldpass/fieldpass/metrics"
 	"github.com/fieldpass/fieldpass/postgres"
 	"github.com/fieldpass/fieldpass/tunnel"
 )
@@ -38,8 +39,12 @@ type SessionsConfig struct {
 	// StoreTimeout bounds each database call of Open and of recording an
 	// end (default 5 s).
 	StoreTimeout time.Duration
-	Logger       *slog.Logger
-	Now          func() time.Time
+	// Metrics receives sessions opened, denied, ended and active, their
+	// bytes, the latency of writing their records, and store errors
+	// (default nil: none recorded).
+	Metrics *metrics.Broker
+	Logger  *slog.Logger
+	Now     func() time.Time
 }
 
 func (c *SessionsConfig) setDefaults() {
@@ -103,8 +108,11 @@ func NewSessions(ctx context.Context, b *Broker, db *postgres.DB, cfg SessionsCo
 		dirtyG:  map[string]bool{},
 		dirtyU:  map[string]bool{},
 	}
+	start := time.Now()
 	n, err := db.CloseOpenSessions(ctx, b.cfg.ID, fieldpass.EndBrokerRestart)
+	cfg.Metrics.AuditWrite("close_open_sessions", start)
 	if err != nil {
+		cfg.Metrics.PostgresError()
 		return nil, fmt.Errorf("close sessions left open: %w", err)
 	}
 	if n > 0 {
@@ -169,8 +177,10 @@ func (m *Sessions) shutdown() {
 func (m *Sessions) Open(ctx context.Context, user *fieldpass.User, device, service, clientAddr string) (httpapi.LiveSession, error) {
 	s, err := m.open(ctx, user, device, service, clientAddr)
 	if err != nil {
+		m.cfg.Metrics.SessionDenied(fieldpass.ErrorCode(err))
 		return nil, err // an untyped nil, not a nil *Session
 	}
+	m.cfg.Metrics.SessionOpened()
 	return s, nil
 }
 
@@ -219,10 +229,12 @@ func (m *Sessions) open(ctx context.Context, user *fieldpass.User, device, servi
 		return nil, fieldpass.Errorf(fieldpass.EUNAVAILABLE, "broker is shutting down")
 	}
 	gen := m.gen.Load()
+	start := time.Now()
 	rec, err := m.db.OpenSession(ctx, fieldpass.Session{
 		User: user.Email, Device: device, Service: service, GrantID: g.ID,
 		ClientAddr: clientAddr, BrokerID: m.b.cfg.ID,
 	})
+	m.cfg.Metrics.AuditWrite("open_session", start)
 	if err != nil {
 		if m.storeErr(err) {
 			return nil, errAuditDown
@@ -251,6 +263,7 @@ func (m *Sessions) open(ctx context.Context, user *fieldpass.User, device, servi
 
 	m.mu.Lock()
 	m.live[s.rec.ID] = s
+	m.cfg.Metrics.SessionsActive(len(m.live))
 	m.mu.Unlock()
 	s.mu.Lock()
 	s.timer = time.AfterFunc(g.End.Sub(m.cfg.Now()), func() { m.end(s, fieldpass.EndGrantExpired, true) })
@@ -559,6 +572,7 @@ func (m *Sessions) storeErr(err error) bool {
 	if !storeUnavailable(err) {
 		return false
 	}
+	m.cfg.Metrics.PostgresError()
 	m.mu.Lock()
 	if m.downSince.IsZero() {
 		m.downSince = m.cfg.Now()
@@ -613,7 +627,9 @@ func (m *Sessions) end(s *Session, reason fieldpass.EndReason, write bool) {
 	m.mu.Lock()
 	delete(m.live, s.rec.ID)
 	m.pending[s.rec.ID] = s
+	m.cfg.Metrics.SessionsActive(len(m.live))
 	m.mu.Unlock()
+	m.cfg.Metrics.SessionEnded(string(reason))
 	s.stop()
 	m.log.Info("session ended", "session", s.rec.ID, "user", s.rec.User, "device", s.rec.Device,
 		"reason", reason, "bytes_in", s.in.Load(), "bytes_out", s.out.Load())
@@ -629,7 +645,9 @@ func (m *Sessions) endRecorded(s *Session, reason fieldpass.EndReason) {
 	}
 	m.mu.Lock()
 	delete(m.live, s.rec.ID)
+	m.cfg.Metrics.SessionsActive(len(m.live))
 	m.mu.Unlock()
+	m.cfg.Metrics.SessionEnded(string(reason))
 	s.stop()
 	m.log.Info("session ended elsewhere", "session", s.rec.ID, "reason", reason)
 }
@@ -653,7 +671,9 @@ func (m *Sessions) writeOne(ctx context.Context, s *Session) bool {
 	s.mu.Lock()
 	at, reason := s.ended, s.reason
 	s.mu.Unlock()
+	start := time.Now()
 	_, err := m.db.EndSession(ctx, s.rec.ID, at, s.in.Load(), s.out.Load(), reason)
+	m.cfg.Metrics.AuditWrite("end_session", start)
 	if err != nil {
 		if !m.storeErr(err) {
 			m.log.Error("record session end", "session", s.rec.ID, "err", err)
@@ -844,12 +864,14 @@ type countedStream struct {
 func (c *countedStream) Read(p []byte) (int, error) {
 	n, err := c.HalfCloser.Read(p)
 	c.s.out.Add(int64(n))
+	c.s.m.cfg.Metrics.BytesOut(n)
 	return n, err
 }
 
 func (c *countedStream) Write(p []byte) (int, error) {
 	n, err := c.HalfCloser.Write(p)
 	c.s.in.Add(int64(n))
+	c.s.m.cfg.Metrics.BytesIn(n)
 	return n, err
 }
 

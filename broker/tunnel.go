@@ -56,17 +56,19 @@ func (b *Broker) handshake(c net.Conn) {
 	c.SetDeadline(time.Now().Add(b.cfg.HelloTimeout))
 	h, err := tunnel.ReadHello(c)
 	if err != nil {
-		code := tunnel.HelloRejected
+		code, result := tunnel.HelloRejected, "rejected"
 		if errors.Is(err, tunnel.ErrVersion) {
-			code = tunnel.HelloVersion
+			code, result = tunnel.HelloVersion, "version"
 		}
 		log.Warn("bad hello", "err", err)
+		b.cfg.Metrics.Handshake(result, false)
 		tunnel.WriteHelloReply(c, tunnel.HelloReply{Code: code, Reason: err.Error()})
 		c.Close()
 		return
 	}
 	if h.DeviceID.String() != p.dev.ID {
 		log.Warn("hello names another device", "claimed", h.DeviceID.String())
+		b.cfg.Metrics.Handshake("rejected", false)
 		tunnel.WriteHelloReply(c, tunnel.HelloReply{Code: tunnel.HelloRejected, Reason: "device id does not match the tunnel identity"})
 		c.Close()
 		return
@@ -90,7 +92,14 @@ func (b *Broker) handshake(c net.Conn) {
 	}
 	old := p.sess
 	p.sess = sess
+	reconnect := p.connected
+	p.connected = true
+	prevVersion := p.version
+	if prevVersion == "" {
+		prevVersion = p.dev.Presence.ConnectorVersion
+	}
 	p.version = h.ConnectorVersion
+	p.hist.offlineReason = ""
 	if h.KeepaliveSeconds > 0 {
 		p.keepalive = time.Duration(h.KeepaliveSeconds) * time.Second
 	}
@@ -100,25 +109,28 @@ func (b *Broker) handshake(c net.Conn) {
 		old.Close()
 	}
 	log.Info("device connected", "version", h.ConnectorVersion, "keepalive", p.keepalive)
+	b.cfg.Metrics.Handshake("ok", reconnect)
 	b.writePresence(p, true)
+	b.recordOnline(p, prevVersion, h.ConnectorVersion)
 	// Record the endpoint now, not at the next tick: after a crash the
 	// broker can nudge only devices whose endpoint it knows.
-	select {
-	case b.kick <- struct{}{}:
-	default:
-	}
+	b.kickPresence()
 	go func() {
 		<-sess.CloseChan()
 		b.mu.Lock()
 		current := p.sess == sess
+		reason := p.hist.offlineReason
 		if current {
 			p.sess = nil
+			p.hist.offlineReason = ""
 		}
 		b.mu.Unlock()
 		if current {
 			log.Info("device disconnected")
 			b.writePresence(p, false)
+			b.recordOffline(p, reason)
 		}
+		b.kickPresence() // recount devices online
 	}()
 }
 
@@ -134,7 +146,16 @@ func (b *Broker) writePresence(p *peer, online bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := b.db.UpdatePresence(ctx, id, pr); err != nil {
+		b.cfg.Metrics.PostgresError()
 		b.log.Warn("write presence", "device", name, "err", err)
+	}
+}
+
+// kickPresence asks presenceLoop for a pass now.
+func (b *Broker) kickPresence() {
+	select {
+	case b.kick <- struct{}{}:
+	default:
 	}
 }
 
@@ -170,10 +191,23 @@ func (b *Broker) presence(ctx context.Context) error {
 		reset    bool
 		nudge    bool
 		endpoint bool
+		// roamed: the endpoint changed during a session, from prev.
+		roamed bool
+		prev   netip.AddrPort
+		// clone: the endpoint flaps between pair (flaps changes).
+		clone bool
+		pair  [2]netip.AddrPort
+		flaps int
 	}
 	var acts []action
 	var touched []string
 	b.mu.Lock()
+	online := 0
+	for _, p := range b.byID {
+		if p.sess != nil {
+			online++
+		}
+	}
 	for _, st := range stats {
 		p := b.byKey[st.PublicKey]
 		if p == nil {
@@ -186,8 +220,11 @@ func (b *Broker) presence(ctx context.Context) error {
 			p.lastRx = now
 		}
 		if st.Endpoint.IsValid() && st.Endpoint != p.endpoint {
+			a.prev = p.endpoint
 			p.endpoint = st.Endpoint
 			a.endpoint = p.sess != nil
+			a.roamed = a.endpoint && a.prev.IsValid()
+			a.pair, a.flaps, a.clone = p.hist.noteMove(st.Endpoint, now)
 		} else if p.sess != nil && !p.endpointSaved {
 			a.endpoint = true
 		}
@@ -210,15 +247,19 @@ func (b *Broker) presence(ctx context.Context) error {
 			p.resetAt = now
 			a.reset = true
 		}
-		if a.silent || a.reset || a.nudge || a.endpoint {
+		if a.silent || a.reset || a.nudge || a.endpoint || a.clone {
 			acts = append(acts, a)
 		}
 	}
 	b.mu.Unlock()
+	b.cfg.Metrics.DevicesOnline(online)
 	for _, a := range acts {
 		if a.silent {
 			b.mu.Lock()
 			sess := a.p.sess
+			if sess != nil {
+				a.p.hist.offlineReason = "silent"
+			}
 			b.mu.Unlock()
 			b.log.Info("device silent; closing its session", "device", a.p.dev.Name)
 			if sess != nil {
@@ -241,9 +282,17 @@ func (b *Broker) presence(ctx context.Context) error {
 			b.log.Info("device endpoint", "device", a.p.dev.Name, "endpoint", a.p.endpoint)
 			b.writePresence(a.p, true)
 		}
+		if a.roamed {
+			prev := a.prev.String()
+			b.recordEvent(a.p, fieldpass.DeviceEndpointChanged, func(e *fieldpass.DeviceEvent) { e.PreviousEndpoint = prev })
+		}
+		if a.clone {
+			b.recordClone(a.p, a.pair, a.flaps)
+		}
 	}
 	if len(touched) > 0 {
 		if err := b.db.TouchDevices(ctx, touched, now); err != nil {
+			b.cfg.Metrics.PostgresError()
 			return fmt.Errorf("write last seen: %w", err)
 		}
 	}

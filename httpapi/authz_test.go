@@ -74,6 +74,7 @@ func fixed(p string) func(*testing.T, *fixture) string {
 func authzRoutes() []authzRoute {
 	return []authzRoute{
 		{method: "GET", pattern: "/healthz", owner: "api", public: true, path: fixed("/healthz"), want: everyone(200)},
+		{method: "GET", pattern: "/readyz", owner: "api", public: true, path: fixed("/readyz"), want: everyone(200)},
 
 		// Login (OIDC, portal cookie, device flow): owned elsewhere.
 		{method: "GET", pattern: "/auth/login", owner: "login", public: true, path: fixed("/auth/login"), want: everyone(public)},
@@ -137,6 +138,8 @@ func authzRoutes() []authzRoute {
 			path: func(t *testing.T, f *fixture) string { return "/api/v1/sessions/" + f.mustSession(t).ID + "/end" },
 			want: only(200, kAdmin)},
 		{method: "GET", pattern: "/api/v1/audit", owner: "api", path: fixed("/api/v1/audit"), want: only(200, kAdmin, kAuditor)},
+		{method: "GET", pattern: "/api/v1/devices/{name}/history", owner: "api", path: fixed("/api/v1/devices/alpha/history"), want: only(200, kAdmin, kAuditor)},
+		{method: "GET", pattern: "/api/v1/reports/stale", owner: "api", path: fixed("/api/v1/reports/stale"), want: only(200, kAdmin, kAuditor)},
 
 		// Connect: a plain GET without a WebSocket upgrade, device or
 		// service never connects, whoever asks.

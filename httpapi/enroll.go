@@ -44,10 +44,3 @@ func (s *Server) handleEnroll() http.HandlerFunc {
 		})
 	}
 }
-
-func (s *Server) handleHealthz() http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain")
-		w.Write([]byte("ok\n"))
-	}
-}

@@ -55,7 +55,10 @@ type Config struct {
 	GrantLimits fieldpass.GrantLimits
 	// Sessions opens and ends recorded sessions to devices (the broker).
 	Sessions Sessions
-	Logger   *slog.Logger
+	// Ready reports why the broker cannot serve, or nil; /readyz answers
+	// with it (default nil: ready whenever the process answers).
+	Ready  func(context.Context) error
+	Logger *slog.Logger
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 }

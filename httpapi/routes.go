@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"net/http"
 	"strings"
 
@@ -18,7 +19,8 @@ import (
 func (s *Server) routes() http.Handler {
 	r := chi.NewRouter()
 	r.Use(middleware.Recoverer)
-	r.Get("/healthz", s.handleHealthz())
+	r.Method(http.MethodGet, "/healthz", handleHealthz())
+	r.Method(http.MethodGet, "/readyz", handleReadyz(s.cfg.Ready))
 
 	// People log in through the IdP (portal) or the device flow (CLI).
 	r.Get("/auth/login", s.limit(s.handleLogin()))
@@ -69,9 +71,22 @@ func (s *Server) personRoutes(r chi.Router) {
 		r.Get("/sessions", s.handleSessionList())
 		r.With(s.requireRole(admin)).Post("/sessions/{id}/end", s.handleSessionEnd())
 		r.With(s.requireRole(auditor, admin)).Get("/audit", s.handleAuditList())
+		r.With(s.requireRole(auditor, admin)).Get("/devices/{name}/history", s.handleDeviceHistory())
+		r.With(s.requireRole(auditor, admin)).Get("/reports/stale", s.handleStaleReport())
 
 		// A WebSocket carrying a yamux session: each stream the client
 		// opens is one connection to the device's service.
 		r.Get("/connect", s.handleConnect())
 	}
+}
+
+// OpsRoutes is the operations listener, apart from the API so that it can
+// stay on a private address: the Prometheus scrape endpoint and the same
+// health and readiness probes as the API's.
+func OpsRoutes(metrics http.Handler, ready func(context.Context) error) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", metrics)
+	mux.Handle("GET /healthz", handleHealthz())
+	mux.Handle("GET /readyz", handleReadyz(ready))
+	return mux
 }

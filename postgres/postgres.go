@@ -76,6 +76,14 @@ func (db *DB) Close() {
 	db.pool.Close()
 }
 
+// Ping checks that the database answers, over a pooled connection.
+func (db *DB) Ping(ctx context.Context) error {
+	if err := db.pool.Ping(ctx); err != nil {
+		return fmt.Errorf("ping postgres: %w", err)
+	}
+	return nil
+}
+
 // Migrate brings the schema up to date (see package migrations).
 func (db *DB) Migrate(ctx context.Context) error {
 	sqlDB := stdlib.OpenDBFromPool(db.pool)

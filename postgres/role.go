@@ -26,14 +26,15 @@ var (
 	brokerTables = []string{"devices", "enrollment_tokens", "users", "tokens", "grants", "access_requests", "sessions"}
 
 	// appendOnlyTables are only ever read and appended to.
-	appendOnlyTables = []string{"audit_events", "audit_checkpoints"}
+	appendOnlyTables = []string{"audit_events", "audit_checkpoints", "device_events"}
 
 	// readOnlyTables are read, never written, by the broker.
 	readOnlyTables = []string{"goose_db_version"}
 
 	// brokerSequences are drawn from directly (nextval). Identity columns
-	// (audit_checkpoints.id) need no grant of their own.
-	brokerSequences = []string{"device_tunnel_seq"}
+	// (audit_checkpoints.id) need no grant of their own; bigserial columns
+	// (device_events.id) draw from their sequence on every insert.
+	brokerSequences = []string{"device_tunnel_seq", "device_events_id_seq"}
 )
 
 // grantLockKey is the pg_advisory_xact_lock key that serialises

@@ -106,7 +106,7 @@ func (e env) token(ctx context.Context, args []string) error {
 }
 
 func (e env) device(ctx context.Context, args []string) error {
-	const sub = "Usage: fieldpass-broker device list [--json]\n       fieldpass-broker device disable|enable|decommission NAME"
+	const sub = "Usage: fieldpass-broker device list [--json]\n       fieldpass-broker device disable|enable|decommission NAME\n       fieldpass-broker device history NAME [--since 24h] [--json]"
 	if len(args) == 0 {
 		fmt.Fprintln(e.stderr, sub)
 		return usageError{msg: "missing subcommand"}
@@ -119,6 +119,8 @@ func (e env) device(ctx context.Context, args []string) error {
 		return e.deviceList(ctx, args[1:])
 	case "disable", "enable", "decommission":
 		return e.deviceState(ctx, args[0], args[1:])
+	case "history":
+		return e.deviceHistory(ctx, args[1:])
 	}
 	fmt.Fprintln(e.stderr, sub)
 	return usageError{msg: fmt.Sprintf("unknown device subcommand %q", args[0])}

@@ -1,5 +1,5 @@
 // Command fieldpass-broker is the central daemon (serve) and the operator's
-// admin tool on the server host: migrate, token, device, audit. The admin
+// admin tool on the server host: migrate, token, device, user, audit, report. The admin
 // commands act directly on the database; a running broker picks their effect
 // up through LISTEN/NOTIFY.
 package main
@@ -38,9 +38,11 @@ Usage:
   fieldpass-broker token create --device NAME [--label k=v ...] [--ttl 24h]
   fieldpass-broker device list [--json]
   fieldpass-broker device disable|enable|decommission NAME
+  fieldpass-broker device history NAME [--since 24h] [--json]
   fieldpass-broker user token --email EMAIL [--role ROLE ...] --ttl DURATION
   fieldpass-broker user list [--json]
   fieldpass-broker user disable|enable EMAIL
+  fieldpass-broker report stale [--not-seen 30d] [--no-session 90d] [--json]
   fieldpass-broker audit checkpoint --checkpoint-key FILE
   fieldpass-broker audit export [--since-seq N] > export.jsonl
   fieldpass-broker audit verify [--public-key KEY]
@@ -96,6 +98,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return e.device(ctx, args[1:])
 	case "audit":
 		return e.audit(ctx, args[1:])
+	case "report":
+		return e.report(ctx, args[1:])
 	case "user", "users":
 		return e.user(ctx, args[1:])
 	case "version":

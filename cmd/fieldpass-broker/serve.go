@@ -18,9 +18,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
 	"github.com/fieldpass/fieldpass"
 	"github.com/fieldpass/fieldpass/broker"
 	"github.com/fieldpass/fieldpass/httpapi"
+	"github.com/fieldpass/fieldpass/metrics"
 	"github.com/fieldpass/fieldpass/postgres"
 	"github.com/fieldpass/fieldpass/wgnet"
 )
@@ -41,6 +45,7 @@ func (e env) serve(ctx context.Context, args []string) error {
 	fset := e.flagSet("serve", "serve --database-url URL --http-listen ADDR --wg-listen UDPADDR --public-url URL [flags]")
 	dbURL := e.databaseFlag(fset)
 	httpListen := fset.String("http-listen", "127.0.0.1:8080", "TCP address of the API and enrolment endpoint")
+	metricsListen := fset.String("metrics-listen", "", "TCP `address` of Prometheus /metrics, /healthz and /readyz, kept off the API listener (default: off)")
 	wgListen := fset.String("wg-listen", ":51820", "UDP address of WireGuard (a specific IP binds only that address)")
 	publicURL := fset.String("public-url", "", "URL people and connectors use to reach this broker (https://...)")
 	var endpoints listFlag
@@ -116,19 +121,28 @@ func (e env) serve(ctx context.Context, args []string) error {
 		return err
 	}
 
+	// Metrics are recorded only when someone can scrape them.
+	var reg *prometheus.Registry
+	var bm *metrics.Broker
+	if *metricsListen != "" {
+		reg = prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		bm = metrics.NewBroker(reg)
+	}
 	b, err := broker.New(ctx, broker.Config{
 		ID:         *brokerID,
 		PrivateKey: key,
 		Prefix:     pfx,
 		WGListen:   wgAddr,
 		MTU:        *mtu,
+		Metrics:    bm,
 		Logger:     log,
 	}, db)
 	if err != nil {
 		return err
 	}
 	defer b.Close()
-	sessions, err := broker.NewSessions(ctx, b, db, broker.SessionsConfig{IdleTimeout: *idleTimeout, AuditGrace: *auditGrace, Logger: log})
+	sessions, err := broker.NewSessions(ctx, b, db, broker.SessionsConfig{IdleTimeout: *idleTimeout, AuditGrace: *auditGrace, Metrics: bm, Logger: log})
 	if err != nil {
 		return err
 	}
@@ -147,6 +161,7 @@ func (e env) serve(ctx context.Context, args []string) error {
 		OIDC:        oidc,
 		PublicURL:   pu.Scheme + "://" + pu.Host,
 		Sessions:    sessions,
+		Ready:       b.Ready,
 		MFALabels:   mfaLabels,
 		EnrollRate:  *enrollRate,
 		EnrollBurst: *enrollBurst,
@@ -162,6 +177,14 @@ func (e env) serve(ctx context.Context, args []string) error {
 			return fmt.Errorf("tls: %w", err)
 		}
 	}
+	var opsLn net.Listener
+	if *metricsListen != "" {
+		if opsLn, err = net.Listen("tcp", *metricsListen); err != nil {
+			return fmt.Errorf("listen on %s: %w", *metricsListen, err)
+		}
+		defer opsLn.Close()
+		log.Info("metrics serving", "addr", opsLn.Addr().String())
+	}
 	log.Info("broker serving", "version", fieldpass.Version, "http", ln.Addr().String(), "wireguard_port", b.ListenPort(),
 		"public_url", pu.String(), "endpoints", strings.Join(endpoints, ","), "tunnel_address", b.Address(), "public_key", b.PublicKey().String())
 
@@ -176,12 +199,17 @@ func (e env) serve(ctx context.Context, args []string) error {
 		wg.Add(1)
 		go func() { defer wg.Done(); checkpointLoop(ctx, db, key, *checkpointEvery, log) }()
 	}
-	errc := make(chan error, 3)
+	errc := make(chan error, 4)
 	wg.Add(3)
 	go func() {
 		defer wg.Done()
 		errc <- httpapi.Serve(ctx, ln, srv)
 	}()
+	if opsLn != nil {
+		ops := httpapi.NewHTTPServer(httpapi.OpsRoutes(metrics.Handler(reg), b.Ready), log)
+		wg.Add(1)
+		go func() { defer wg.Done(); errc <- httpapi.Serve(ctx, opsLn, ops) }()
+	}
 	go func() { defer wg.Done(); errc <- b.Serve(ctx) }()
 	go func() { defer wg.Done(); errc <- sessions.Run(ctx) }()
 	err = <-errc

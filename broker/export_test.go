@@ -1,0 +1,18 @@
+package broker
+
+import (
+	"net/netip"
+	"time"
+)
+
+// CloneDetector exposes a peer's endpoint-flap detector to the external
+// tests, which feed it moves without a network.
+type CloneDetector struct{ h peerHistory }
+
+func NewCloneDetector() *CloneDetector { return &CloneDetector{} }
+
+// Move records a move to ep at now and reports whether a clone is suspected.
+func (d *CloneDetector) Move(ep netip.AddrPort, now time.Time) bool {
+	_, _, suspect := d.h.noteMove(ep, now)
+	return suspect
+}

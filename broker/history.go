@@ -1,0 +1,193 @@
+package broker
+
+import (
+	"context"
+	"net/netip"
+	"time"
+
+	"github.com/fieldpass/fieldpass"
+)
+
+// Device history (online, offline, roaming, version changes, suspected
+// clones) is written by one goroutine from a bounded queue, never on the
+// paths that carry streams or hellos: when the queue is full (Postgres down
+// or slow) events are dropped and logged. History is an operator aid; the
+// presence row and the audit log are the records that must not be lost.
+const (
+	historyQueue   = 1024
+	historyTimeout = 2 * time.Second
+
+	// One key alternating between the same two endpoints cloneFlaps times
+	// within cloneWindow is two devices holding one identity (a cloned SD
+	// card): roaming moves on to new addresses, it does not swing back and
+	// forth. Endpoints, not just IPs, are compared so that two clones behind
+	// one carrier NAT are caught too.
+	cloneWindow = 10 * time.Minute
+	cloneFlaps  = 4
+)
+
+// historyWriter is the queue and the goroutine draining it into Postgres.
+type historyWriter struct {
+	ch   chan fieldpass.DeviceEvent
+	stop chan struct{}
+	done chan struct{}
+}
+
+// peerHistory is a peer's history state; b.mu guards it.
+type peerHistory struct {
+	offlineReason string         // why its session is being closed, for the offline event
+	moves         []endpointMove // endpoint changes within cloneWindow, oldest first
+	cloneAt       time.Time      // last clone_suspected recorded
+}
+
+type endpointMove struct {
+	at time.Time
+	to netip.AddrPort
+}
+
+func (b *Broker) startHistory() {
+	h := &historyWriter{
+		ch:   make(chan fieldpass.DeviceEvent, historyQueue),
+		stop: make(chan struct{}),
+		done: make(chan struct{}),
+	}
+	b.history = h
+	go func() {
+		defer close(h.done)
+		for {
+			select {
+			case e := <-h.ch:
+				b.writeEvent(e)
+			case <-h.stop:
+				// Drain what is queued, within a bound: Close must not hang
+				// on a dead database.
+				deadline := time.After(historyTimeout)
+				for {
+					select {
+					case e := <-h.ch:
+						b.writeEvent(e)
+					case <-deadline:
+						return
+					default:
+						return
+					}
+				}
+			}
+		}
+	}()
+}
+
+// stopHistory writes what is queued (within historyTimeout) and stops the
+// writer. Events recorded afterwards are not written.
+func (b *Broker) stopHistory() {
+	if b.history == nil {
+		return
+	}
+	close(b.history.stop)
+	<-b.history.done
+}
+
+func (b *Broker) writeEvent(e fieldpass.DeviceEvent) {
+	ctx, cancel := context.WithTimeout(context.Background(), historyTimeout)
+	defer cancel()
+	if err := b.db.RecordDeviceEvent(ctx, e); err != nil {
+		b.cfg.Metrics.PostgresError()
+		b.log.Warn("device history dropped", "device_id", e.DeviceID, "kind", e.Kind, "err", err)
+	}
+}
+
+// recordEvent queues an event of p's history without blocking. Call it
+// without b.mu held.
+func (b *Broker) recordEvent(p *peer, kind fieldpass.DeviceEventKind, fill func(*fieldpass.DeviceEvent)) {
+	b.mu.Lock()
+	e := fieldpass.DeviceEvent{
+		DeviceID:         p.dev.ID,
+		At:               b.cfg.Now(),
+		Kind:             kind,
+		BrokerID:         b.cfg.ID,
+		ConnectorVersion: p.version,
+	}
+	if p.endpoint.IsValid() {
+		e.Endpoint = p.endpoint.String()
+	}
+	name := p.dev.Name
+	b.mu.Unlock()
+	if fill != nil {
+		fill(&e)
+	}
+	select {
+	case b.history.ch <- e:
+	default:
+		b.log.Warn("device history queue full; event dropped", "device", name, "kind", kind)
+	}
+}
+
+// recordOnline records a hello: online, and version_changed first when the
+// connector's version differs from the one last known (presence row or an
+// earlier session in this process).
+func (b *Broker) recordOnline(p *peer, prevVersion, version string) {
+	if prevVersion != "" && prevVersion != version {
+		b.log.Info("connector version changed", "device", p.dev.Name, "from", prevVersion, "to", version)
+		b.recordEvent(p, fieldpass.DeviceVersionChanged, func(e *fieldpass.DeviceEvent) {
+			e.Details = map[string]any{"previous_version": prevVersion}
+		})
+	}
+	b.recordEvent(p, fieldpass.DeviceOnline, nil)
+}
+
+// recordOffline records the end of p's session; reason is empty when the
+// connector (or its network) closed it.
+func (b *Broker) recordOffline(p *peer, reason string) {
+	b.recordEvent(p, fieldpass.DeviceOffline, func(e *fieldpass.DeviceEvent) {
+		if reason != "" {
+			e.Details = map[string]any{"reason": reason}
+		}
+	})
+}
+
+// noteMove records that p's endpoint changed to to, and reports whether the
+// recent changes flap between two endpoints (a suspected clone, reported at
+// most once per cloneWindow). b.mu must be held.
+func (h *peerHistory) noteMove(to netip.AddrPort, now time.Time) (pair [2]netip.AddrPort, flaps int, suspect bool) {
+	h.moves = append(h.moves, endpointMove{at: now, to: to})
+	i := 0
+	for i < len(h.moves) && now.Sub(h.moves[i].at) > cloneWindow {
+		i++
+	}
+	h.moves = h.moves[i:]
+	if len(h.moves) > 4*cloneFlaps {
+		h.moves = h.moves[len(h.moves)-4*cloneFlaps:]
+	}
+	// The longest tail alternating x, y, x, y, ... between two endpoints.
+	n := len(h.moves)
+	if n < 2 || h.moves[n-1].to == h.moves[n-2].to {
+		return pair, 0, false
+	}
+	x, y := h.moves[n-1].to, h.moves[n-2].to
+	flaps = 2
+	for j := n - 3; j >= 0; j-- {
+		want := x
+		if (n-1-j)%2 == 1 {
+			want = y
+		}
+		if h.moves[j].to != want {
+			break
+		}
+		flaps++
+	}
+	if flaps < cloneFlaps || (!h.cloneAt.IsZero() && now.Sub(h.cloneAt) < cloneWindow) {
+		return pair, flaps, false
+	}
+	h.cloneAt = now
+	return [2]netip.AddrPort{y, x}, flaps, true
+}
+
+// recordClone records and alerts on a suspected clone of p.
+func (b *Broker) recordClone(p *peer, pair [2]netip.AddrPort, flaps int) {
+	b.log.Warn("device identity flapping between two endpoints: suspected clone; disable it with fieldpass-broker device disable "+p.dev.Name,
+		"device", p.dev.Name, "endpoint_a", pair[0], "endpoint_b", pair[1], "flaps", flaps, "window", cloneWindow)
+	b.recordEvent(p, fieldpass.DeviceCloneSuspected, func(e *fieldpass.DeviceEvent) {
+		e.Endpoint, e.PreviousEndpoint = pair[1].String(), pair[0].String()
+		e.Details = map[string]any{"flaps": flaps, "window_seconds": int(cloneWindow / time.Second)}
+	})
+}

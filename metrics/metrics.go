@@ -1,0 +1,167 @@
+// Package metrics defines the broker's Prometheus collectors. They are
+// registered on a registry the caller passes in (never the global default
+// one) and handed to the broker through its config, so a test can run many
+// brokers in one process, each with its own numbers, and a broker started
+// without metrics pays nothing: every method is a no-op on a nil *Broker.
+package metrics
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Broker holds the broker's collectors. A nil *Broker records nothing.
+type Broker struct {
+	devicesOnline  prometheus.Gauge
+	handshakes     *prometheus.CounterVec // result: ok, rejected, version
+	reconnects     prometheus.Counter
+	sessionsActive prometheus.Gauge
+	sessionsOpened prometheus.Counter
+	sessionsDenied *prometheus.CounterVec // reason: a fieldpass error code
+	sessionsEnded  *prometheus.CounterVec // reason: a fieldpass end reason
+	bytesIn        prometheus.Counter
+	bytesOut       prometheus.Counter
+	auditLatency   *prometheus.HistogramVec // op: the store call
+	postgresErrors prometheus.Counter
+}
+
+// NewBroker creates the broker's collectors and registers them on reg.
+// It panics if they are registered there already (a wiring bug).
+func NewBroker(reg prometheus.Registerer) *Broker {
+	m := &Broker{
+		devicesOnline: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "fieldpass_devices_online",
+			Help: "Devices with a live tunnel session to this broker.",
+		}),
+		handshakes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fieldpass_handshakes_total",
+			Help: "Connector hellos, by result (ok: the device connected).",
+		}, []string{"result"}),
+		reconnects: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "fieldpass_reconnects_total",
+			Help: "Devices that connected again after an earlier session with this broker process.",
+		}),
+		sessionsActive: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "fieldpass_sessions_active",
+			Help: "People's sessions to devices now live on this broker.",
+		}),
+		sessionsOpened: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "fieldpass_sessions_opened_total",
+			Help: "Sessions authorised and recorded.",
+		}),
+		sessionsDenied: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fieldpass_sessions_denied_total",
+			Help: "Session requests refused, by error code (forbidden, expired, not_found, unavailable, invalid, internal).",
+		}, []string{"reason"}),
+		sessionsEnded: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fieldpass_sessions_ended_total",
+			Help: "Sessions ended, by end reason.",
+		}, []string{"reason"}),
+		bytesIn: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "fieldpass_session_bytes_in_total",
+			Help: "Bytes carried from people to devices in sessions.",
+		}),
+		bytesOut: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "fieldpass_session_bytes_out_total",
+			Help: "Bytes carried from devices to people in sessions.",
+		}),
+		auditLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "fieldpass_audit_write_seconds",
+			Help: "Latency of the session manager's writes of the audit record, by call.",
+			// 1 ms to 10 s: a healthy store answers in milliseconds; the
+			// store timeout (5 s by default) bounds the tail.
+			Buckets: prometheus.ExponentialBucketsRange(0.001, 10, 14),
+		}, []string{"op"}),
+		postgresErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "fieldpass_postgres_errors_total",
+			Help: "Broker calls to Postgres that failed.",
+		}),
+	}
+	reg.MustRegister(m.devicesOnline, m.handshakes, m.reconnects, m.sessionsActive, m.sessionsOpened,
+		m.sessionsDenied, m.sessionsEnded, m.bytesIn, m.bytesOut, m.auditLatency, m.postgresErrors)
+	return m
+}
+
+// Handler serves the collectors of g in the Prometheus text format.
+func Handler(g prometheus.Gatherer) http.Handler {
+	return promhttp.HandlerFor(g, promhttp.HandlerOpts{})
+}
+
+// DevicesOnline sets the number of devices with a live tunnel session.
+func (m *Broker) DevicesOnline(n int) {
+	if m != nil {
+		m.devicesOnline.Set(float64(n))
+	}
+}
+
+// Handshake counts one connector hello with its result; reconnect says the
+// device had connected to this broker process before.
+func (m *Broker) Handshake(result string, reconnect bool) {
+	if m == nil {
+		return
+	}
+	m.handshakes.WithLabelValues(result).Inc()
+	if reconnect {
+		m.reconnects.Inc()
+	}
+}
+
+// SessionsActive sets the number of live sessions.
+func (m *Broker) SessionsActive(n int) {
+	if m != nil {
+		m.sessionsActive.Set(float64(n))
+	}
+}
+
+// SessionOpened counts a session authorised and recorded.
+func (m *Broker) SessionOpened() {
+	if m != nil {
+		m.sessionsOpened.Inc()
+	}
+}
+
+// SessionDenied counts a refused session request; code is its fieldpass
+// error code.
+func (m *Broker) SessionDenied(code string) {
+	if m != nil {
+		m.sessionsDenied.WithLabelValues(code).Inc()
+	}
+}
+
+// SessionEnded counts a session ended with reason.
+func (m *Broker) SessionEnded(reason string) {
+	if m != nil {
+		m.sessionsEnded.WithLabelValues(reason).Inc()
+	}
+}
+
+// BytesIn counts n bytes carried from a person to a device.
+func (m *Broker) BytesIn(n int) {
+	if m != nil && n > 0 {
+		m.bytesIn.Add(float64(n))
+	}
+}
+
+// BytesOut counts n bytes carried from a device to a person.
+func (m *Broker) BytesOut(n int) {
+	if m != nil && n > 0 {
+		m.bytesOut.Add(float64(n))
+	}
+}
+
+// AuditWrite records how long the store call op took since start.
+func (m *Broker) AuditWrite(op string, start time.Time) {
+	if m != nil {
+		m.auditLatency.WithLabelValues(op).Observe(time.Since(start).Seconds())
+	}
+}
+
+// PostgresError counts a failed call to Postgres.
+func (m *Broker) PostgresError() {
+	if m != nil {
+		m.postgresErrors.Inc()
+	}
+}
