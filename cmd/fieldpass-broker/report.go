@@ -97,6 +97,15 @@ func writeJSON(e env, v any) error {
 	return enc.Encode(v)
 }
 
+// writeJSONList prints list as one indented JSON array; an empty list is
+// [] rather than null, so scripts can always iterate.
+func writeJSONList[T any](e env, list []T) error {
+	if list == nil {
+		list = []T{}
+	}
+	return writeJSON(e, list)
+}
+
 const reportUsage = "Usage: fieldpass-broker report stale [--not-seen 30d] [--no-session 90d] [--json]"
 
 func (e env) report(ctx context.Context, args []string) error {
