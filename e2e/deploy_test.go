@@ -129,14 +129,15 @@ func TestDeployFiles(t *testing.T) {
 			t.Errorf("the broker and the migrate Job take the same Secret key %q: want the broker's role and the owner's", brokerKey)
 		}
 
-		// Probes on /healthz, on a port the container declares.
+		// Liveness on /healthz (the process), readiness on /readyz (Postgres
+		// reachable and WireGuard up), on a port the container declares.
 		containerPorts := map[string]string{} // name -> number/protocol
 		for _, p := range yamlList(broker, "ports") {
 			containerPorts[yamlString(p, "name")] = yamlString(p, "containerPort") + "/" + yamlString(p, "protocol")
 		}
-		for _, probe := range []string{"readinessProbe", "livenessProbe"} {
-			if path := yamlString(broker, probe, "httpGet", "path"); path != "/healthz" {
-				t.Errorf("Deployment %s path = %q, want /healthz", probe, path)
+		for probe, want := range map[string]string{"readinessProbe": "/readyz", "livenessProbe": "/healthz"} {
+			if path := yamlString(broker, probe, "httpGet", "path"); path != want {
+				t.Errorf("Deployment %s path = %q, want %s", probe, path, want)
 			}
 			if port := yamlString(broker, probe, "httpGet", "port"); containerPorts[port] == "" {
 				t.Errorf("Deployment %s port %q is not a named container port", probe, port)
