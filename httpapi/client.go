@@ -392,3 +392,8 @@ func loopbackHost(h string) bool {
 	ip := net.ParseIP(h)
 	return ip != nil && ip.IsLoopback()
 }
+
+// Logout revokes the client's own token at the broker.
+func (c *Client) Logout(ctx context.Context) error {
+	return c.do(ctx, http.MethodPost, "/auth/logout", nil, nil, nil, true)
+}

@@ -500,3 +500,26 @@ func (s *liveSession) End(reason fieldpass.EndReason) {
 		close(s.done)
 	})
 }
+
+// TestBrokerLogoutRevokes: logout revokes the saved token at the broker,
+// not only on this machine.
+func TestBrokerLogoutRevokes(t *testing.T) {
+	b := newBroker(t)
+	tok := b.tokens[alice]
+	e, stdout, stderr := testEnv(t, nil)
+	if _, err := e.saveConfig(savedConfig{Broker: b.url, Token: tok, Email: alice, ExpiresAt: time.Now().Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	r := runEnv(t, e, stdout, stderr, "logout")
+	mustOK(t, r)
+	if r.stderr != "" {
+		t.Fatalf("logout warned: %s", r.stderr)
+	}
+	if _, _, err := b.db.Authenticate(context.Background(), tok); fieldpass.ErrorCode(err) != fieldpass.EFORBIDDEN {
+		t.Fatalf("token after logout: err %v, want forbidden (revoked)", err)
+	}
+	saved, err := e.loadConfig()
+	if err != nil || saved.Token != "" || saved.Broker != b.url {
+		t.Fatalf("config after logout: %+v, %v; want the broker kept and no token", saved, err)
+	}
+}
