@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/fieldpass/fieldpass"
+	"github.com/fieldpass/fieldpass/broker/brokertest"
 	"github.com/fieldpass/fieldpass/connector"
 	"github.com/fieldpass/fieldpass/postgres"
 	"github.com/fieldpass/fieldpass/postgres/pgtest"
@@ -99,7 +100,7 @@ func BenchmarkFleet(b *testing.B) {
 	br := startBrokerProcess(b, bin, filepath.Join(dir, "broker.log"),
 		"serve", "--database-url", dbURL, "--wg-listen", wgEP.String(), "--http-listen", httpAddr.String(),
 		"--public-url", publicURL, "--key-file", keyFile, "--broker-id", "bench-fleet")
-	waitFor(b, 30*time.Second, "broker answering /healthz", func() bool {
+	brokertest.WaitFor(b, 30*time.Second, "broker answering /healthz", func() bool {
 		resp, err := http.Get(publicURL + "/healthz")
 		if err != nil {
 			return false

@@ -8,11 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"math"
 	"net"
-	"net/http/httptest"
-	"net/netip"
 	"os"
 	"slices"
 	"strconv"
@@ -21,12 +18,10 @@ import (
 	"time"
 
 	"github.com/fieldpass/fieldpass/broker"
+	"github.com/fieldpass/fieldpass/broker/brokertest"
 	"github.com/fieldpass/fieldpass/connector"
-	"github.com/fieldpass/fieldpass/httpapi"
-	"github.com/fieldpass/fieldpass/postgres"
 	"github.com/fieldpass/fieldpass/postgres/pgtest"
 	"github.com/fieldpass/fieldpass/tunnel"
-	"github.com/fieldpass/fieldpass/wgnet"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -38,13 +33,6 @@ func gate(tb testing.TB) {
 	if os.Getenv("FIELDPASS_BENCH") == "" {
 		tb.Skip("a measurement taking minutes: set FIELDPASS_BENCH=1 to run it")
 	}
-}
-
-func testLogger() *slog.Logger {
-	if os.Getenv("FIELDPASS_TEST_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.DiscardHandler)
 }
 
 // envInt reads a positive integer from the environment, or def.
@@ -75,125 +63,26 @@ func envDuration(tb testing.TB, name string, def time.Duration) time.Duration {
 	return d
 }
 
-// env is one broker in the test process with its database and enrolment
-// API, WireGuard on 127.0.0.1 (so our single-address bind, never the stock
-// one, which listens on every address). Broker settings are the defaults a
-// deployment gets.
-type env struct {
-	tb  testing.TB
-	db  *postgres.DB
-	b   *broker.Broker
-	api *httptest.Server
-}
-
-func newEnv(tb testing.TB) *env {
+// newEnv is one broker in the test process with its database and
+// enrolment API, WireGuard on 127.0.0.1 (so our single-address bind, never
+// the stock one, which listens on every address). Broker settings are the
+// defaults a deployment gets.
+func newEnv(tb testing.TB) *brokertest.Env {
 	tb.Helper()
-	ctx := context.Background()
-	db, err := postgres.Open(ctx, pgtest.NewDatabase(tb))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(db.Close)
-	key, err := wgnet.GenerateKey(rand.Reader)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	b, err := broker.New(ctx, broker.Config{
-		ID:         "bench-broker",
-		PrivateKey: key,
-		WGListen:   netip.MustParseAddrPort("127.0.0.1:0"),
-		Logger:     testLogger(),
-	}, db)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	sctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- b.Serve(sctx) }()
-	api := httpapi.New(httpapi.Config{
-		DB: db,
-		Tunnel: httpapi.TunnelInfo{
-			BrokerKey:     b.PublicKey().String(),
-			BrokerAddress: b.Address(),
-			Prefix:        b.Prefix(),
-			Endpoints:     []string{netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), b.ListenPort()).String()},
-			MTU:           b.MTU(),
-		},
-		EnrollRate:  1000,
-		EnrollBurst: 1000,
-		Logger:      testLogger(),
-	})
-	srv := httptest.NewServer(api.Handler())
-	tb.Cleanup(func() {
-		srv.Close()
-		cancel()
-		<-done
-		b.Close()
-	})
-	return &env{tb: tb, db: db, b: b, api: srv}
-}
-
-// brokerEndpoint is the broker's WireGuard UDP address.
-func (e *env) brokerEndpoint() netip.AddrPort {
-	return netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), e.b.ListenPort())
-}
-
-// enroll enrols a device through the HTTP API, as fieldpass-connector
-// enroll does, into a temp state directory.
-func (e *env) enroll(name string) *connector.State {
-	e.tb.Helper()
-	ctx := context.Background()
-	tok, _, err := e.db.CreateEnrollmentToken(ctx, name, nil, time.Hour)
-	if err != nil {
-		e.tb.Fatal(err)
-	}
-	s, err := connector.Enroll(ctx, connector.EnrollConfig{BrokerURL: e.api.URL, Token: tok, StateDir: e.tb.TempDir() + "/state"})
-	if err != nil {
-		e.tb.Fatal(err)
-	}
-	return s
+	return brokertest.New(tb, brokertest.WithBrokerConfig(func(c *broker.Config) {
+		c.ID = "bench-broker"
+		c.PresenceInterval = 0 // the default, not the tests' 200ms
+	}))
 }
 
 // startConnector runs a connector with default settings but for a UDP
 // socket on 127.0.0.1 and no polling of local addresses (which sends
 // nothing, and would only add load).
-func startConnector(tb testing.TB, s *connector.State, services map[string]string) *connector.Connector {
-	tb.Helper()
-	c, err := connector.New(connector.Config{
-		State:       s,
-		Services:    services,
-		ListenAddr:  netip.MustParseAddrPort("127.0.0.1:0"),
-		MinBackoff:  100 * time.Millisecond,
-		MaxBackoff:  2 * time.Second,
-		NetworkPoll: -1,
-		Logger:      testLogger(),
+func startConnector(e *brokertest.Env, s *connector.State, services map[string]string) *brokertest.Connector {
+	return e.StartConnector(s, services, func(c *connector.Config) {
+		c.MaxBackoff = 2 * time.Second
+		c.DialTimeout = 0
 	})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	tb.Cleanup(func() {
-		cancel()
-		<-done
-		c.Close()
-	})
-	return c
-}
-
-// waitFor polls cond until it holds or timeout passes.
-func waitFor(tb testing.TB, timeout time.Duration, what string, cond func() bool) time.Duration {
-	tb.Helper()
-	start := time.Now()
-	for time.Since(start) < timeout {
-		if cond() {
-			return time.Since(start)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	tb.Fatalf("timed out after %s waiting for %s", timeout, what)
-	return 0
 }
 
 // newSessionID returns a random session id, as the broker's session records
@@ -204,37 +93,13 @@ func newSessionID() tunnel.ID {
 	return id
 }
 
-// listen starts a loopback TCP server calling serve for each connection and
-// returns its address.
-func listen(tb testing.TB, serve func(*net.TCPConn)) string {
-	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				serve(c.(*net.TCPConn))
-			}()
-		}
-	}()
-	return ln.Addr().String()
-}
-
 // chunk is the read and write size of the transfer ends.
 const chunk = 128 << 10
 
 // sinkServer reads until EOF and answers with the byte count (8 bytes, big
 // endian): the sender's clock stops when every byte has reached the target.
 func sinkServer(tb testing.TB) string {
-	return listen(tb, func(c *net.TCPConn) {
+	return brokertest.Service(tb, func(c *net.TCPConn) {
 		buf := make([]byte, chunk)
 		var n int64
 		for {
@@ -257,7 +122,7 @@ func sinkServer(tb testing.TB) string {
 func sourceServer(tb testing.TB) string {
 	buf := make([]byte, chunk)
 	rand.Read(buf)
-	return listen(tb, func(c *net.TCPConn) {
+	return brokertest.Service(tb, func(c *net.TCPConn) {
 		var n int64
 		if err := binary.Read(c, binary.BigEndian, &n); err != nil {
 			return
@@ -271,14 +136,6 @@ func sourceServer(tb testing.TB) string {
 		}
 		c.CloseWrite()
 		io.Copy(io.Discard, c)
-	})
-}
-
-// echoServer echoes what it reads until EOF.
-func echoServer(tb testing.TB) string {
-	return listen(tb, func(c *net.TCPConn) {
-		io.Copy(c, c)
-		c.CloseWrite()
 	})
 }
 
@@ -331,7 +188,7 @@ func download(c tunnel.HalfCloser, n int64, buf []byte) error {
 // own connection reaches it: each connection gets a stream to service on
 // device, joined to it.
 func hop(tb testing.TB, b *broker.Broker, device, service string) string {
-	return listen(tb, func(c *net.TCPConn) {
+	return brokertest.Service(tb, func(c *net.TCPConn) {
 		st, err := b.OpenStream(context.Background(), device, service, newSessionID())
 		if err != nil {
 			return

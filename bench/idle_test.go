@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/fieldpass/fieldpass/broker/brokertest"
 )
 
 // udpIPv4Overhead is what each datagram adds on the wire above its payload:
@@ -30,12 +32,12 @@ func BenchmarkIdleWire(b *testing.B) {
 	gate(b)
 	window := envDuration(b, "FIELDPASS_BENCH_IDLE", 6*time.Minute)
 	e := newEnv(b)
-	r := startRelay(b, e.brokerEndpoint())
+	r := startRelay(b, e.Endpoint())
 	const device = "idle-1"
-	s := e.enroll(device)
+	s := e.Enroll(device)
 	s.Endpoints = []string{r.front.LocalAddr().String()}
-	c := startConnector(b, s, map[string]string{"ssh": "127.0.0.1:22"})
-	took := waitFor(b, 30*time.Second, "connector online", func() bool { return e.b.Connected(device) && c.Connected() })
+	c := startConnector(e, s, map[string]string{"ssh": "127.0.0.1:22"})
+	took := brokertest.WaitFor(b, 30*time.Second, "connector online", func() bool { return e.Broker.Connected(device) && c.Connected() })
 	// The broker answers the hello's last data with a keepalive 10 s later
 	// (WireGuard's passive keepalive): part of connecting, not of idling.
 	time.Sleep(15 * time.Second)
@@ -48,7 +50,7 @@ func BenchmarkIdleWire(b *testing.B) {
 	up1, down1 := r.snapshot()
 	elapsed := time.Since(start)
 	marks := r.rekeys(start)
-	if !c.Connected() || !e.b.Connected(device) {
+	if !c.Connected() || !e.Broker.Connected(device) {
 		b.Fatal("the device lost its session during the idle window")
 	}
 	up, down := up1.minus(up0), down1.minus(down0)

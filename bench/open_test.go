@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fieldpass/fieldpass/broker/brokertest"
 	"github.com/fieldpass/fieldpass/tunnel"
 )
 
@@ -29,18 +30,18 @@ func BenchmarkStreamOpen(b *testing.B) {
 	n := envInt(b, "FIELDPASS_BENCH_STREAMS", 1000)
 	e := newEnv(b)
 	const device = "bench-open"
-	echo := echoServer(b)
-	s := e.enroll(device)
-	c := startConnector(b, s, map[string]string{"echo": echo})
-	waitFor(b, 30*time.Second, "connector online", func() bool { return e.b.Connected(device) && c.Connected() })
-	proxy := hop(b, e.b, device, "echo")
+	echo := brokertest.EchoServer(b)
+	s := e.Enroll(device)
+	c := startConnector(e, s, map[string]string{"echo": echo})
+	brokertest.WaitFor(b, 30*time.Second, "connector online", func() bool { return e.Broker.Connected(device) && c.Connected() })
+	proxy := hop(b, e.Broker, device, "echo")
 
 	kinds := []struct {
 		name string
 		open func() (tunnel.HalfCloser, error)
 	}{
 		{"fieldpass", func() (tunnel.HalfCloser, error) {
-			return e.b.OpenStream(context.Background(), device, "echo", newSessionID())
+			return e.Broker.OpenStream(context.Background(), device, "echo", newSessionID())
 		}},
 		{"tcp-hop", func() (tunnel.HalfCloser, error) { return dialTCP(proxy) }},
 		{"loopback", func() (tunnel.HalfCloser, error) { return dialTCP(echo) }},

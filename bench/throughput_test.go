@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fieldpass/fieldpass/broker/brokertest"
 	"github.com/fieldpass/fieldpass/tunnel"
 )
 
@@ -33,10 +34,10 @@ func BenchmarkThroughput(b *testing.B) {
 	e := newEnv(b)
 	const device = "bench-throughput"
 	sink, source := sinkServer(b), sourceServer(b)
-	s := e.enroll(device)
-	c := startConnector(b, s, map[string]string{"sink": sink, "source": source})
-	waitFor(b, 30*time.Second, "connector online", func() bool { return e.b.Connected(device) && c.Connected() })
-	hops := map[string]string{"sink": hop(b, e.b, device, "sink"), "source": hop(b, e.b, device, "source")}
+	s := e.Enroll(device)
+	c := startConnector(e, s, map[string]string{"sink": sink, "source": source})
+	brokertest.WaitFor(b, 30*time.Second, "connector online", func() bool { return e.Broker.Connected(device) && c.Connected() })
+	hops := map[string]string{"sink": hop(b, e.Broker, device, "sink"), "source": hop(b, e.Broker, device, "source")}
 	targets := map[string]string{"sink": sink, "source": source}
 
 	type direction struct {
@@ -48,7 +49,7 @@ func BenchmarkThroughput(b *testing.B) {
 			b.Run(dir.name+"/"+via, func(b *testing.B) {
 				open := func() (tunnel.HalfCloser, error) {
 					if via == "direct" {
-						return e.b.OpenStream(context.Background(), device, dir.service, newSessionID())
+						return e.Broker.OpenStream(context.Background(), device, dir.service, newSessionID())
 					}
 					return dialTCP(hops[dir.service])
 				}

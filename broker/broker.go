@@ -23,6 +23,7 @@ import (
 	"github.com/hashicorp/yamux"
 
 	"github.com/fieldpass/fieldpass"
+	"github.com/fieldpass/fieldpass/alerts"
 	"github.com/fieldpass/fieldpass/metrics"
 	"github.com/fieldpass/fieldpass/postgres"
 	"github.com/fieldpass/fieldpass/tunnel"
@@ -64,8 +65,15 @@ type Config struct {
 	// Metrics receives devices online, handshakes and Postgres errors
 	// (default nil: none recorded).
 	Metrics *metrics.Broker
-	Logger  *slog.Logger
-	Now     func() time.Time
+	// Alerts receives device_offline, endpoint_changed and
+	// clone_suspected alerts (default nil: alerts off).
+	Alerts *alerts.Notifier
+	// OfflineAlertAfter is how long a device that had a session here must
+	// stay offline before a device_offline alert, once per offline episode
+	// (default 10 min).
+	OfflineAlertAfter time.Duration
+	Logger            *slog.Logger
+	Now               func() time.Time
 	// NewNetwork builds the WireGuard side (default: a userspace wgnet
 	// device). It exists for a TUN mode and for tests.
 	NewNetwork func(wgnet.Config) (Network, error)
@@ -105,6 +113,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.NudgeRate == 0 {
 		c.NudgeRate = 50
+	}
+	if c.OfflineAlertAfter == 0 {
+		c.OfflineAlertAfter = 10 * time.Minute
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -291,6 +302,10 @@ func (b *Broker) Close() error {
 		if p.sess != nil {
 			sessions = append(sessions, p.sess)
 			p.hist.offlineReason = "broker shutdown"
+		}
+		if p.hist.offlineTimer != nil {
+			p.hist.offlineTimer.Stop()
+			p.hist.offlineTimer = nil
 		}
 	}
 	b.mu.Unlock()

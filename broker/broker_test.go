@@ -14,6 +14,7 @@ import (
 
 	"github.com/fieldpass/fieldpass"
 	"github.com/fieldpass/fieldpass/broker"
+	"github.com/fieldpass/fieldpass/broker/brokertest"
 	"github.com/fieldpass/fieldpass/connector"
 	"github.com/fieldpass/fieldpass/tunnel"
 	"github.com/fieldpass/fieldpass/wgnet"
@@ -53,38 +54,38 @@ func roundTrip(tb testing.TB, st tunnel.HalfCloser, n int) {
 }
 
 func TestStreamToAllowlistedService(t *testing.T) {
-	e := newEnv(t, nil)
-	s := e.enroll("pump-7")
-	c := e.startConnector(s, map[string]string{"echo": echoServer(t), "down": closedPort(t)}, nil)
-	waitFor(t, 20*time.Second, "connector online", func() bool { return e.b.Connected("pump-7") && c.Connected() })
+	e := brokertest.New(t)
+	s := e.Enroll("pump-7")
+	c := e.StartConnector(s, map[string]string{"echo": brokertest.EchoServer(t), "down": brokertest.ClosedPort(t)}, nil)
+	brokertest.WaitFor(t, 20*time.Second, "connector online", func() bool { return e.Broker.Connected("pump-7") && c.Connected() })
 
 	ctx := context.Background()
-	st, err := e.b.OpenStream(ctx, "pump-7", "echo", newSessionID(t))
+	st, err := e.Broker.OpenStream(ctx, "pump-7", "echo", newSessionID(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	roundTrip(t, st, 4<<20)
 
 	t.Run("unknown service", func(t *testing.T) {
-		_, err := e.b.OpenStream(ctx, "pump-7", "telnet", newSessionID(t))
+		_, err := e.Broker.OpenStream(ctx, "pump-7", "telnet", newSessionID(t))
 		if fieldpass.ErrorCode(err) != fieldpass.ENOTFOUND || !strings.Contains(err.Error(), "not exposed") {
 			t.Fatalf("err = %v, want not_found naming the service", err)
 		}
 	})
 	t.Run("dial failed", func(t *testing.T) {
-		_, err := e.b.OpenStream(ctx, "pump-7", "down", newSessionID(t))
+		_, err := e.Broker.OpenStream(ctx, "pump-7", "down", newSessionID(t))
 		if fieldpass.ErrorCode(err) != fieldpass.EUNAVAILABLE || !strings.Contains(err.Error(), "refused") {
 			t.Fatalf("err = %v, want unavailable with the dial error", err)
 		}
 	})
 	t.Run("unknown device", func(t *testing.T) {
-		_, err := e.b.OpenStream(ctx, "nope", "echo", newSessionID(t))
+		_, err := e.Broker.OpenStream(ctx, "nope", "echo", newSessionID(t))
 		if fieldpass.ErrorCode(err) != fieldpass.ENOTFOUND {
 			t.Fatalf("err = %v, want not_found", err)
 		}
 	})
 	t.Run("presence recorded", func(t *testing.T) {
-		d, err := e.db.Device(ctx, "pump-7")
+		d, err := e.DB.Device(ctx, "pump-7")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -96,7 +97,7 @@ func TestStreamToAllowlistedService(t *testing.T) {
 		errc := make(chan error, 20)
 		for i := 0; i < 20; i++ {
 			go func() {
-				st, err := e.b.OpenStream(ctx, "pump-7", "echo", newSessionID(t))
+				st, err := e.Broker.OpenStream(ctx, "pump-7", "echo", newSessionID(t))
 				if err != nil {
 					errc <- err
 					return
@@ -120,16 +121,16 @@ func TestStreamToAllowlistedService(t *testing.T) {
 }
 
 func TestDisableEnable(t *testing.T) {
-	e := newEnv(t, nil)
-	s := e.enroll("gw-1")
-	c := e.startConnector(s, map[string]string{"echo": echoServer(t)}, nil)
-	waitFor(t, 20*time.Second, "connector online", func() bool { return e.b.Connected("gw-1") })
+	e := brokertest.New(t)
+	s := e.Enroll("gw-1")
+	c := e.StartConnector(s, map[string]string{"echo": brokertest.EchoServer(t)}, nil)
+	brokertest.WaitFor(t, 20*time.Second, "connector online", func() bool { return e.Broker.Connected("gw-1") })
 	ctx := context.Background()
-	st, err := e.b.OpenStream(ctx, "gw-1", "echo", newSessionID(t))
+	st, err := e.Broker.OpenStream(ctx, "gw-1", "echo", newSessionID(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.db.SetDeviceState(ctx, "gw-1", fieldpass.DeviceDisabled); err != nil {
+	if _, err := e.DB.SetDeviceState(ctx, "gw-1", fieldpass.DeviceDisabled); err != nil {
 		t.Fatal(err)
 	}
 	// The live stream ends within a second of the database change.
@@ -140,44 +141,44 @@ func TestDisableEnable(t *testing.T) {
 	case <-time.After(2 * time.Second):
 		t.Fatal("stream still open 2s after disable")
 	}
-	waitFor(t, 2*time.Second, "broker drops session", func() bool { return !e.b.Connected("gw-1") })
-	if _, err := e.b.OpenStream(ctx, "gw-1", "echo", newSessionID(t)); fieldpass.ErrorCode(err) != fieldpass.EFORBIDDEN {
+	brokertest.WaitFor(t, 2*time.Second, "broker drops session", func() bool { return !e.Broker.Connected("gw-1") })
+	if _, err := e.Broker.OpenStream(ctx, "gw-1", "echo", newSessionID(t)); fieldpass.ErrorCode(err) != fieldpass.EFORBIDDEN {
 		t.Fatalf("open on disabled device: err %v, want forbidden", err)
 	}
 	// The connector keeps trying but cannot get in while disabled.
 	time.Sleep(2 * time.Second)
-	if c.Connected() || e.b.Connected("gw-1") {
+	if c.Connected() || e.Broker.Connected("gw-1") {
 		t.Fatal("disabled device reconnected")
 	}
-	if _, err := e.db.SetDeviceState(ctx, "gw-1", fieldpass.DeviceActive); err != nil {
+	if _, err := e.DB.SetDeviceState(ctx, "gw-1", fieldpass.DeviceActive); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 30*time.Second, "re-enabled device back", func() bool { return e.b.Connected("gw-1") })
-	st, err = e.b.OpenStream(ctx, "gw-1", "echo", newSessionID(t))
+	brokertest.WaitFor(t, 30*time.Second, "re-enabled device back", func() bool { return e.Broker.Connected("gw-1") })
+	st, err = e.Broker.OpenStream(ctx, "gw-1", "echo", newSessionID(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	roundTrip(t, st, 1000)
 
-	if _, err := e.db.SetDeviceState(ctx, "gw-1", fieldpass.DeviceDecommissioned); err != nil {
+	if _, err := e.DB.SetDeviceState(ctx, "gw-1", fieldpass.DeviceDecommissioned); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 2*time.Second, "decommissioned device dropped", func() bool { return !e.b.Connected("gw-1") })
-	if _, err := e.b.OpenStream(ctx, "gw-1", "echo", newSessionID(t)); fieldpass.ErrorCode(err) != fieldpass.ENOTFOUND {
+	brokertest.WaitFor(t, 2*time.Second, "decommissioned device dropped", func() bool { return !e.Broker.Connected("gw-1") })
+	if _, err := e.Broker.OpenStream(ctx, "gw-1", "echo", newSessionID(t)); fieldpass.ErrorCode(err) != fieldpass.ENOTFOUND {
 		t.Fatalf("open on decommissioned device: err %v, want not_found", err)
 	}
 }
 
 func TestBrokerRestartReconnects(t *testing.T) {
-	e := newEnv(t, nil)
-	s := e.enroll("rtu-3")
-	e.startConnector(s, map[string]string{"echo": echoServer(t)}, nil)
-	waitFor(t, 20*time.Second, "connector online", func() bool { return e.b.Connected("rtu-3") })
-	e.stop()
-	e.start()
-	took := waitFor(t, 30*time.Second, "connector back after restart", func() bool { return e.b.Connected("rtu-3") })
+	e := brokertest.New(t)
+	s := e.Enroll("rtu-3")
+	e.StartConnector(s, map[string]string{"echo": brokertest.EchoServer(t)}, nil)
+	brokertest.WaitFor(t, 20*time.Second, "connector online", func() bool { return e.Broker.Connected("rtu-3") })
+	e.Stop()
+	e.Start()
+	took := brokertest.WaitFor(t, 30*time.Second, "connector back after restart", func() bool { return e.Broker.Connected("rtu-3") })
 	t.Logf("back %s after broker restart", took)
-	st, err := e.b.OpenStream(context.Background(), "rtu-3", "echo", newSessionID(t))
+	st, err := e.Broker.OpenStream(context.Background(), "rtu-3", "echo", newSessionID(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,13 +188,13 @@ func TestBrokerRestartReconnects(t *testing.T) {
 // TestRoaming moves the connector to a new UDP source port in the middle of
 // a transfer: WireGuard roaming must carry the stream over.
 func TestRoaming(t *testing.T) {
-	e := newEnv(t, nil)
-	s := e.enroll("cam-9")
-	c := e.startConnector(s, map[string]string{"echo": echoServer(t)}, nil)
-	waitFor(t, 20*time.Second, "connector online", func() bool { return e.b.Connected("cam-9") })
+	e := brokertest.New(t)
+	s := e.Enroll("cam-9")
+	c := e.StartConnector(s, map[string]string{"echo": brokertest.EchoServer(t)}, nil)
+	brokertest.WaitFor(t, 20*time.Second, "connector online", func() bool { return e.Broker.Connected("cam-9") })
 	ctx := context.Background()
 	oldPort := c.Device().ListenPort()
-	st, err := e.b.OpenStream(ctx, "cam-9", "echo", newSessionID(t))
+	st, err := e.Broker.OpenStream(ctx, "cam-9", "echo", newSessionID(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -231,8 +232,8 @@ func TestRoaming(t *testing.T) {
 	if newPort == oldPort {
 		t.Fatalf("rebind kept port %d", oldPort)
 	}
-	waitFor(t, 5*time.Second, "broker records the new endpoint", func() bool {
-		d, err := e.db.Device(ctx, "cam-9")
+	brokertest.WaitFor(t, 5*time.Second, "broker records the new endpoint", func() bool {
+		d, err := e.DB.Device(ctx, "cam-9")
 		return err == nil && strings.HasSuffix(d.Presence.Endpoint, fmt.Sprintf(":%d", newPort))
 	})
 }
@@ -242,14 +243,14 @@ func TestRoaming(t *testing.T) {
 // make the broker accept one from the device's key dated a year ahead; the
 // device's real handshakes then look exactly like a clock gone backwards.
 func TestClockWentBackwards(t *testing.T) {
-	e := newEnv(t, func(c *broker.Config) { c.ResetAfter = 20 * time.Second })
-	s := e.enroll("meter-5")
-	svc := map[string]string{"echo": echoServer(t)}
+	e := brokertest.New(t, brokertest.WithBrokerConfig(func(c *broker.Config) { c.ResetAfter = 20 * time.Second }))
+	s := e.Enroll("meter-5")
+	svc := map[string]string{"echo": brokertest.EchoServer(t)}
 	fast := func(c *connector.Config) { c.Keepalive = 2 * time.Second }
-	c := e.startConnector(s, svc, fast)
-	waitFor(t, 20*time.Second, "connector online", func() bool { return e.b.Connected("meter-5") })
-	c.stop()
-	waitFor(t, 15*time.Second, "broker notices the device went silent", func() bool { return !e.b.Connected("meter-5") })
+	c := e.StartConnector(s, svc, fast)
+	brokertest.WaitFor(t, 20*time.Second, "connector online", func() bool { return e.Broker.Connected("meter-5") })
+	c.Stop()
+	brokertest.WaitFor(t, 15*time.Second, "broker notices the device went silent", func() bool { return !e.Broker.Connected("meter-5") })
 
 	// The device "reboots": the broker receives a handshake from its key
 	// dated a year ahead (as if the clock had been wrong before the reboot).
@@ -258,20 +259,20 @@ func TestClockWentBackwards(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer uc.Close()
-	brokerEP := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), e.port)
-	if err := wgtest.SendInitiation(uc, brokerEP, s.PrivateKey, e.b.PublicKey(), time.Now().AddDate(1, 0, 0)); err != nil {
+	brokerEP := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), e.Port)
+	if err := wgtest.SendInitiation(uc, brokerEP, s.PrivateKey, e.Broker.PublicKey(), time.Now().AddDate(1, 0, 0)); err != nil {
 		t.Fatalf("forged future handshake: %v", err)
 	}
 	start := time.Now()
-	e.startConnector(s, svc, fast)
+	e.StartConnector(s, svc, fast)
 	time.Sleep(3 * time.Second)
-	if e.b.Connected("meter-5") {
-		d, _ := e.db.Device(context.Background(), "meter-5")
+	if e.Broker.Connected("meter-5") {
+		d, _ := e.DB.Device(context.Background(), "meter-5")
 		t.Fatalf("device connected despite an older handshake timestamp (presence %+v): the test did not reproduce the lock-out", d.Presence)
 	}
-	waitFor(t, 60*time.Second, "device back after its clock went backwards", func() bool { return e.b.Connected("meter-5") })
+	brokertest.WaitFor(t, 60*time.Second, "device back after its clock went backwards", func() bool { return e.Broker.Connected("meter-5") })
 	t.Logf("back %s after reboot with clock behind", time.Since(start).Round(100*time.Millisecond))
-	st, err := e.b.OpenStream(context.Background(), "meter-5", "echo", newSessionID(t))
+	st, err := e.Broker.OpenStream(context.Background(), "meter-5", "echo", newSessionID(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -281,14 +282,14 @@ func TestClockWentBackwards(t *testing.T) {
 // TestHelloMustMatchTunnelIdentity: a connector claiming another device's id
 // is refused; WireGuard's cryptokey routing decides who it is.
 func TestHelloMustMatchTunnelIdentity(t *testing.T) {
-	e := newEnv(t, nil)
-	a := e.enroll("dev-a")
-	b := e.enroll("dev-b")
+	e := brokertest.New(t)
+	a := e.Enroll("dev-a")
+	b := e.Enroll("dev-b")
 	liar := *a
 	liar.DeviceID = b.DeviceID
-	e.startConnector(&liar, map[string]string{"echo": echoServer(t)}, nil)
+	e.StartConnector(&liar, map[string]string{"echo": brokertest.EchoServer(t)}, nil)
 	time.Sleep(3 * time.Second)
-	if e.b.Connected("dev-a") || e.b.Connected("dev-b") {
+	if e.Broker.Connected("dev-a") || e.Broker.Connected("dev-b") {
 		t.Fatal("a connector with a mismatched hello got a session")
 	}
 }
@@ -296,8 +297,8 @@ func TestHelloMustMatchTunnelIdentity(t *testing.T) {
 // TestStalledHelloIsCut: a peer that opens the tunnel connection and never
 // says hello is disconnected after HelloTimeout; garbage gets an answer.
 func TestStalledHelloIsCut(t *testing.T) {
-	e := newEnv(t, func(c *broker.Config) { c.HelloTimeout = time.Second })
-	s := e.enroll("slow-1")
+	e := brokertest.New(t, brokertest.WithBrokerConfig(func(c *broker.Config) { c.HelloTimeout = time.Second }))
+	s := e.Enroll("slow-1")
 	dev, err := wgnet.New(wgnet.Config{PrivateKey: s.PrivateKey, Address: s.TunnelAddress, ListenAddr: netip.MustParseAddrPort("127.0.0.1:0")})
 	if err != nil {
 		t.Fatal(err)
@@ -305,7 +306,7 @@ func TestStalledHelloIsCut(t *testing.T) {
 	defer dev.Close()
 	bk, _ := wgnet.ParseKey(s.BrokerKey)
 	if err := dev.SetPeer(wgnet.Peer{PublicKey: bk, AllowedIPs: []netip.Prefix{netip.PrefixFrom(s.BrokerAddress, 32)},
-		Endpoint: netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), e.port)}); err != nil {
+		Endpoint: netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), e.Port)}); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -335,7 +336,7 @@ func TestStalledHelloIsCut(t *testing.T) {
 	if err != nil || reply.Code != tunnel.HelloRejected {
 		t.Fatalf("garbage hello: reply %+v, %v; want rejected", reply, err)
 	}
-	if e.b.Connected("slow-1") {
+	if e.Broker.Connected("slow-1") {
 		t.Fatal("garbage got a session")
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/fieldpass/fieldpass"
+	"github.com/fieldpass/fieldpass/alerts"
 )
 
 // Device history (online, offline, roaming, version changes, suspected
@@ -38,6 +39,11 @@ type peerHistory struct {
 	offlineReason string         // why its session is being closed, for the offline event
 	moves         []endpointMove // endpoint changes within cloneWindow, oldest first
 	cloneAt       time.Time      // last clone_suspected recorded
+
+	// offlineEpisode counts hellos: a device_offline alert armed in one
+	// offline episode fires only if no hello came since.
+	offlineEpisode uint64
+	offlineTimer   *time.Timer
 }
 
 type endpointMove struct {
@@ -133,6 +139,13 @@ func (b *Broker) recordOnline(p *peer, prevVersion, version string) {
 		})
 	}
 	b.recordEvent(p, fieldpass.DeviceOnline, nil)
+	b.mu.Lock()
+	p.hist.offlineEpisode++
+	if p.hist.offlineTimer != nil {
+		p.hist.offlineTimer.Stop()
+		p.hist.offlineTimer = nil
+	}
+	b.mu.Unlock()
 }
 
 // recordOffline records the end of p's session; reason is empty when the
@@ -143,6 +156,67 @@ func (b *Broker) recordOffline(p *peer, reason string) {
 			e.Details = map[string]any{"reason": reason}
 		}
 	})
+	// Only a device that dropped off by itself is worth an alert: one
+	// removed by an operator (disabled, decommissioned, rekeyed) or by
+	// this broker's shutdown is not missing.
+	if b.cfg.Alerts != nil && (reason == "" || reason == "silent") {
+		b.armOfflineAlert(p, reason)
+	}
+}
+
+// armOfflineAlert raises device_offline if p is still offline, with no
+// hello in between, OfflineAlertAfter from now: once per offline episode.
+func (b *Broker) armOfflineAlert(p *peer, reason string) {
+	since := b.cfg.Now()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed || p.sess != nil {
+		return
+	}
+	if p.hist.offlineTimer != nil {
+		p.hist.offlineTimer.Stop()
+	}
+	episode := p.hist.offlineEpisode
+	p.hist.offlineTimer = time.AfterFunc(b.cfg.OfflineAlertAfter, func() {
+		b.mu.Lock()
+		fire := !b.closed && b.byID[p.dev.ID] == p && p.sess == nil && p.hist.offlineEpisode == episode
+		if fire {
+			p.hist.offlineTimer = nil
+		}
+		name, version := p.dev.Name, p.version
+		var endpoint string
+		if p.endpoint.IsValid() {
+			endpoint = p.endpoint.String()
+		}
+		b.mu.Unlock()
+		if !fire {
+			return
+		}
+		d := map[string]any{
+			"offline_since":     since.UTC().Format(time.RFC3339),
+			"threshold":         b.cfg.OfflineAlertAfter.String(),
+			"last_endpoint":     endpoint,
+			"connector_version": version,
+			"broker_id":         b.cfg.ID,
+		}
+		if reason != "" {
+			d["reason"] = reason
+		}
+		b.log.Info("device offline past the alert threshold", "device", name, "since", since)
+		b.cfg.Alerts.Notify(alerts.Alert{Kind: alerts.DeviceOffline, At: b.cfg.Now(), Device: name, Details: d})
+	})
+}
+
+// alert raises an alert about p; a no-op when alerts are off. Call it
+// without b.mu held.
+func (b *Broker) alert(p *peer, kind alerts.Kind, details map[string]any) {
+	if b.cfg.Alerts == nil {
+		return
+	}
+	b.mu.Lock()
+	name := p.dev.Name
+	b.mu.Unlock()
+	b.cfg.Alerts.Notify(alerts.Alert{Kind: kind, At: b.cfg.Now(), Device: name, Details: details})
 }
 
 // noteMove records that p's endpoint changed to to, and reports whether the
@@ -189,5 +263,10 @@ func (b *Broker) recordClone(p *peer, pair [2]netip.AddrPort, flaps int) {
 	b.recordEvent(p, fieldpass.DeviceCloneSuspected, func(e *fieldpass.DeviceEvent) {
 		e.Endpoint, e.PreviousEndpoint = pair[1].String(), pair[0].String()
 		e.Details = map[string]any{"flaps": flaps, "window_seconds": int(cloneWindow / time.Second)}
+	})
+	b.alert(p, alerts.CloneSuspected, map[string]any{
+		"endpoint_a": pair[0].String(), "endpoint_b": pair[1].String(), "flaps": flaps,
+		"window_seconds": int(cloneWindow / time.Second),
+		"action":         "fieldpass-broker device disable " + p.dev.Name,
 	})
 }

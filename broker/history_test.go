@@ -10,13 +10,14 @@ import (
 
 	"github.com/fieldpass/fieldpass"
 	"github.com/fieldpass/fieldpass/broker"
+	"github.com/fieldpass/fieldpass/broker/brokertest"
 	"github.com/fieldpass/fieldpass/connector"
 )
 
-// kinds returns the device's history kinds, oldest first.
-func (e *env) kinds(tb testing.TB, name string) ([]string, []*fieldpass.DeviceEvent) {
+// kinds returns the device's history kinds in e, oldest first.
+func kinds(tb testing.TB, e *brokertest.Env, name string) ([]string, []*fieldpass.DeviceEvent) {
 	tb.Helper()
-	evs, err := e.db.DeviceHistory(context.Background(), name, time.Time{}, 0)
+	evs, err := e.DB.DeviceHistory(context.Background(), name, time.Time{}, 0)
 	if err != nil {
 		tb.Fatalf("DeviceHistory(%s): %v", name, err)
 	}
@@ -31,33 +32,33 @@ func (e *env) kinds(tb testing.TB, name string) ([]string, []*fieldpass.DeviceEv
 // online (version_changed, online), roams (endpoint_changed) and goes away
 // (offline), and each shows in the device's history.
 func TestDeviceHistory(t *testing.T) {
-	e := newEnv(t, nil)
+	e := brokertest.New(t)
 	ctx := context.Background()
-	s := e.enroll("pump-3")
-	dev, err := e.db.Device(ctx, "pump-3")
+	s := e.Enroll("pump-3")
+	dev, err := e.DB.Device(ctx, "pump-3")
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.stop()
-	if err := e.db.UpdatePresence(ctx, dev.ID, fieldpass.Presence{ConnectorVersion: "v0.0.1-old"}); err != nil {
+	e.Stop()
+	if err := e.DB.UpdatePresence(ctx, dev.ID, fieldpass.Presence{ConnectorVersion: "v0.0.1-old"}); err != nil {
 		t.Fatal(err)
 	}
-	e.start()
+	e.Start()
 	fast := func(c *connector.Config) { c.Keepalive = 2 * time.Second }
-	c := e.startConnector(s, map[string]string{"echo": echoServer(t)}, fast)
-	waitFor(t, 20*time.Second, "connector online", func() bool { return e.b.Connected("pump-3") })
-	waitFor(t, 5*time.Second, "online in history", func() bool {
-		ks, _ := e.kinds(t, "pump-3")
+	c := e.StartConnector(s, map[string]string{"echo": brokertest.EchoServer(t)}, fast)
+	brokertest.WaitFor(t, 20*time.Second, "connector online", func() bool { return e.Broker.Connected("pump-3") })
+	brokertest.WaitFor(t, 5*time.Second, "online in history", func() bool {
+		ks, _ := kinds(t, e, "pump-3")
 		return strings.Join(ks, ",") == "version_changed,online"
 	})
-	_, evs := e.kinds(t, "pump-3")
+	_, evs := kinds(t, e, "pump-3")
 	if v := evs[1]; v.Details["previous_version"] != "v0.0.1-old" || v.ConnectorVersion != fieldpass.Version || v.BrokerID != "test-broker" {
 		t.Errorf("version_changed: got %+v", v)
 	}
 
 	// Roaming: wait for the first endpoint to be known, then move.
-	waitFor(t, 5*time.Second, "endpoint known", func() bool {
-		d, err := e.db.Device(ctx, "pump-3")
+	brokertest.WaitFor(t, 5*time.Second, "endpoint known", func() bool {
+		d, err := e.DB.Device(ctx, "pump-3")
 		return err == nil && d.Presence.Endpoint != ""
 	})
 	oldPort := c.Device().ListenPort()
@@ -65,19 +66,19 @@ func TestDeviceHistory(t *testing.T) {
 		t.Fatal(err)
 	}
 	newPort := c.Device().ListenPort()
-	waitFor(t, 10*time.Second, "endpoint_changed in history", func() bool {
-		ks, _ := e.kinds(t, "pump-3")
+	brokertest.WaitFor(t, 10*time.Second, "endpoint_changed in history", func() bool {
+		ks, _ := kinds(t, e, "pump-3")
 		return len(ks) > 0 && ks[len(ks)-1] == "endpoint_changed"
 	})
-	_, evs = e.kinds(t, "pump-3")
+	_, evs = kinds(t, e, "pump-3")
 	if r := evs[0]; !strings.HasSuffix(r.Endpoint, fmt.Sprintf(":%d", newPort)) || !strings.HasSuffix(r.PreviousEndpoint, fmt.Sprintf(":%d", oldPort)) {
 		t.Errorf("endpoint_changed: got %s from %s, want ports %d from %d", r.Endpoint, r.PreviousEndpoint, newPort, oldPort)
 	}
 
 	// The connector goes away (its session closes, or falls silent).
-	c.stop()
-	waitFor(t, 20*time.Second, "offline in history", func() bool {
-		ks, _ := e.kinds(t, "pump-3")
+	c.Stop()
+	brokertest.WaitFor(t, 20*time.Second, "offline in history", func() bool {
+		ks, _ := kinds(t, e, "pump-3")
 		return strings.Join(ks, ",") == "version_changed,online,endpoint_changed,offline"
 	})
 

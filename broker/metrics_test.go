@@ -13,15 +13,16 @@ import (
 
 	"github.com/fieldpass/fieldpass"
 	"github.com/fieldpass/fieldpass/broker"
+	"github.com/fieldpass/fieldpass/broker/brokertest"
 	"github.com/fieldpass/fieldpass/httpapi"
 	"github.com/fieldpass/fieldpass/metrics"
 )
 
 // opsServer serves the operations routes of e's broker with the metrics of
 // reg, as fieldpass-broker serve --metrics-listen does.
-func opsServer(tb testing.TB, e *env, reg *prometheus.Registry) *httptest.Server {
+func opsServer(tb testing.TB, e *brokertest.Env, reg *prometheus.Registry) *httptest.Server {
 	tb.Helper()
-	srv := httptest.NewServer(httpapi.OpsRoutes(metrics.Handler(reg), e.b.Ready))
+	srv := httptest.NewServer(httpapi.OpsRoutes(metrics.Handler(reg), e.Broker.Ready))
 	tb.Cleanup(srv.Close)
 	return srv
 }
@@ -43,22 +44,22 @@ func get(tb testing.TB, url string) (int, string) {
 func TestMetricsScrape(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	bm := metrics.NewBroker(reg)
-	e := newEnv(t, func(c *broker.Config) { c.Metrics = bm })
+	e := brokertest.New(t, brokertest.WithBrokerConfig(func(c *broker.Config) { c.Metrics = bm }))
 	ops := opsServer(t, e, reg)
-	echo := newCountingEcho(t)
-	e.startConnector(e.enroll("pump-1"), map[string]string{"echo": echo.addr}, nil)
-	waitFor(t, 20*time.Second, "connector online", func() bool { return e.b.Connected("pump-1") })
+	echo := brokertest.NewEcho(t)
+	e.StartConnector(e.Enroll("pump-1"), map[string]string{"echo": echo.Addr}, nil)
+	brokertest.WaitFor(t, 20*time.Second, "connector online", func() bool { return e.Broker.Connected("pump-1") })
 
 	ctx := context.Background()
-	u, err := e.db.EnsureUser(ctx, testOperator, engineer, []fieldpass.Role{fieldpass.RoleEngineer})
+	u, err := e.DB.EnsureUser(ctx, testOperator, engineer, []fieldpass.Role{fieldpass.RoleEngineer})
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := broker.NewSessions(ctx, e.b, e.db, broker.SessionsConfig{Metrics: bm, Logger: testLogger(t)})
+	m, err := broker.NewSessions(ctx, e.Broker, e.DB, broker.SessionsConfig{Metrics: bm, Logger: brokertest.Logger()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.db.CreateGrant(ctx, testOperator, fieldpass.Grant{
+	if _, err := e.DB.CreateGrant(ctx, testOperator, fieldpass.Grant{
 		Subject: engineer, Devices: []string{"pump-1"}, Services: []string{"echo"}, End: time.Now().Add(time.Hour), Reason: "test",
 	}, 24*time.Hour); err != nil {
 		t.Fatal(err)
@@ -94,7 +95,7 @@ func TestMetricsScrape(t *testing.T) {
 		`fieldpass_postgres_errors_total 0`,
 	}
 	var body string
-	waitFor(t, 5*time.Second, "devices online in the scrape", func() bool {
+	brokertest.WaitFor(t, 5*time.Second, "devices online in the scrape", func() bool {
 		_, body = get(t, ops.URL+"/metrics")
 		return strings.Contains(body, want[0]+"\n")
 	})
@@ -105,7 +106,7 @@ func TestMetricsScrape(t *testing.T) {
 	}
 
 	s.End(fieldpass.EndClientClosed)
-	waitFor(t, 5*time.Second, "session end recorded", func() bool {
+	brokertest.WaitFor(t, 5*time.Second, "session end recorded", func() bool {
 		_, body = get(t, ops.URL+"/metrics")
 		return strings.Contains(body, `fieldpass_audit_write_seconds_count{op="end_session"} 1`+"\n")
 	})
@@ -117,7 +118,7 @@ func TestMetricsScrape(t *testing.T) {
 }
 
 func TestReadyz(t *testing.T) {
-	e := newEnv(t, nil)
+	e := brokertest.New(t)
 	ops := opsServer(t, e, prometheus.NewRegistry())
 	for _, path := range []string{"/healthz", "/readyz"} {
 		if code, body := get(t, ops.URL+path); code != http.StatusOK {
@@ -128,7 +129,7 @@ func TestReadyz(t *testing.T) {
 		t.Errorf("GET /readyz: got %d %q, want 200 \"ready\"", code, body)
 	}
 
-	e.db.Close() // Postgres out of reach
+	e.DB.Close() // Postgres out of reach
 	code, body := get(t, ops.URL+"/readyz")
 	if code != http.StatusServiceUnavailable || !strings.Contains(body, "postgres unreachable") {
 		t.Errorf("GET /readyz with the store closed: got %d %q, want 503 naming postgres", code, body)
@@ -137,7 +138,7 @@ func TestReadyz(t *testing.T) {
 		t.Errorf("GET /healthz with the store closed: got %d, want 200 (the process is alive)", code)
 	}
 
-	e.stop() // closes WireGuard
+	e.Stop() // closes WireGuard
 	if code, body := get(t, ops.URL+"/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "wireguard") {
 		t.Errorf("GET /readyz after Close: got %d %q, want 503 naming wireguard", code, body)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/fieldpass/fieldpass"
+	"github.com/fieldpass/fieldpass/alerts"
 	"github.com/fieldpass/fieldpass/httpapi"
 	"github.com/fieldpass/fieldpass/metrics"
 	"github.com/fieldpass/fieldpass/postgres"
@@ -43,8 +44,13 @@ type SessionsConfig struct {
 	// bytes, the latency of writing their records, and store errors
 	// (default nil: none recorded).
 	Metrics *metrics.Broker
-	Logger  *slog.Logger
-	Now     func() time.Time
+	// Alerts receives sensitive_session_started (default nil: alerts off).
+	Alerts *alerts.Notifier
+	// SensitiveLabels marks devices whose sessions raise an alert: a
+	// device carrying any of these key=value labels (default none).
+	SensitiveLabels map[string]string
+	Logger          *slog.Logger
+	Now             func() time.Time
 }
 
 func (c *SessionsConfig) setDefaults() {
@@ -256,8 +262,17 @@ func (m *Sessions) open(ctx context.Context, user *fieldpass.User, device, servi
 	// The device's tunnel now: the session lives no longer than it.
 	m.b.mu.Lock()
 	var ysess *yamux.Session
+	var sensitive map[string]string // the device's sensitive labels
 	if p := m.b.byName[device]; p != nil && p.dev.ID == rec.DeviceID {
 		ysess = p.sess
+		for k, v := range m.cfg.SensitiveLabels {
+			if p.dev.Labels[k] == v {
+				if sensitive == nil {
+					sensitive = map[string]string{}
+				}
+				sensitive[k] = v
+			}
+		}
 	}
 	m.b.mu.Unlock()
 
@@ -286,6 +301,12 @@ func (m *Sessions) open(ctx context.Context, user *fieldpass.User, device, servi
 	default:
 	}
 	m.log.Info("session opened", "session", rec.ID, "user", rec.User, "device", device, "service", service, "grant", g.ID)
+	if len(sensitive) > 0 {
+		m.cfg.Alerts.Notify(alerts.Alert{Kind: alerts.SensitiveSessionStarted, At: now, Device: device, Details: map[string]any{
+			"session": rec.ID, "user": rec.User, "service": service, "grant": g.ID,
+			"client": clientAddr, "labels": sensitive,
+		}})
+	}
 	return s, nil
 }
 

@@ -40,7 +40,7 @@ func BenchmarkSessionOpen(b *testing.B) {
 
 	b.Run("bare", func(b *testing.B) {
 		for b.Loop() {
-			st, err := se.b.OpenStream(ctx, "pump-1", "echo", newSessionID(b))
+			st, err := se.Broker.OpenStream(ctx, "pump-1", "echo", newSessionID(b))
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -2,14 +2,10 @@ package broker_test
 
 import (
 	"context"
-	"crypto/rand"
 	"io"
-	"net"
-	"net/netip"
 	"net/url"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,11 +13,11 @@ import (
 
 	"github.com/fieldpass/fieldpass"
 	"github.com/fieldpass/fieldpass/broker"
+	"github.com/fieldpass/fieldpass/broker/brokertest"
 	"github.com/fieldpass/fieldpass/httpapi"
 	"github.com/fieldpass/fieldpass/postgres"
 	"github.com/fieldpass/fieldpass/postgres/pgtest"
 	"github.com/fieldpass/fieldpass/tunnel"
-	"github.com/fieldpass/fieldpass/wgnet"
 )
 
 const (
@@ -29,44 +25,12 @@ const (
 	engineer     = "eng@example.com"
 )
 
-// countingEcho is an echo service that counts the connections it accepts:
-// proof, for refusals, that nothing reached the device's service.
-type countingEcho struct {
-	addr     string
-	accepted atomic.Int64
-}
-
-func newCountingEcho(tb testing.TB) *countingEcho {
-	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { ln.Close() })
-	ce := &countingEcho{addr: ln.Addr().String()}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			ce.accepted.Add(1)
-			go func() {
-				io.Copy(c, c)
-				c.(*net.TCPConn).CloseWrite()
-				c.Close()
-			}()
-		}
-	}()
-	return ce
-}
-
 // sessionEnv is a broker with one connected device "pump-1" exposing an
 // echo service, a user eng@example.com, and the session manager running.
 type sessionEnv struct {
-	*env
-	dbURL string
-	echo  *countingEcho
+	*brokertest.Env
+	tb    testing.TB
+	echo  *brokertest.Echo
 	m     *broker.Sessions
 	user  *fieldpass.User
 	stopM func()
@@ -74,14 +38,13 @@ type sessionEnv struct {
 
 func newSessionEnv(tb testing.TB, mod func(*broker.SessionsConfig)) *sessionEnv {
 	tb.Helper()
-	url := pgtest.NewDatabase(tb)
-	e := newEnvAt(tb, url)
-	se := &sessionEnv{env: e, dbURL: url, echo: newCountingEcho(tb)}
-	s := e.enroll("pump-1")
-	e.startConnector(s, map[string]string{"echo": se.echo.addr}, nil)
-	waitFor(tb, 20*time.Second, "connector online", func() bool { return e.b.Connected("pump-1") })
+	e := brokertest.New(tb)
+	se := &sessionEnv{Env: e, tb: tb, echo: brokertest.NewEcho(tb)}
+	s := e.Enroll("pump-1")
+	e.StartConnector(s, map[string]string{"echo": se.echo.Addr}, nil)
+	brokertest.WaitFor(tb, 20*time.Second, "connector online", func() bool { return e.Broker.Connected("pump-1") })
 	ctx := context.Background()
-	u, err := e.db.EnsureUser(ctx, testOperator, engineer, []fieldpass.Role{fieldpass.RoleEngineer})
+	u, err := e.DB.EnsureUser(ctx, testOperator, engineer, []fieldpass.Role{fieldpass.RoleEngineer})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -90,40 +53,13 @@ func newSessionEnv(tb testing.TB, mod func(*broker.SessionsConfig)) *sessionEnv 
 	return se
 }
 
-// newEnvAt is newEnv on the database at url, which the test keeps so that
-// it can act on the database itself.
-func newEnvAt(tb testing.TB, url string) *env {
-	tb.Helper()
-	db, err := postgres.Open(context.Background(), url)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(db.Close)
-	key, err := wgnet.GenerateKey(rand.Reader)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	e := &env{tb: tb, db: db, key: key}
-	e.cfg = broker.Config{
-		ID:               "test-broker",
-		PrivateKey:       key,
-		WGListen:         netip.MustParseAddrPort("127.0.0.1:0"),
-		PresenceInterval: 200 * time.Millisecond,
-		Logger:           testLogger(tb),
-	}
-	e.start()
-	tb.Cleanup(func() { e.api.Close() })
-	tb.Cleanup(e.stop)
-	return e
-}
-
 func (se *sessionEnv) startSessions(mod func(*broker.SessionsConfig)) {
 	se.tb.Helper()
-	cfg := broker.SessionsConfig{Logger: testLogger(se.tb)}
+	cfg := broker.SessionsConfig{Logger: brokertest.Logger()}
 	if mod != nil {
 		mod(&cfg)
 	}
-	m, err := broker.NewSessions(context.Background(), se.b, se.db, cfg)
+	m, err := broker.NewSessions(context.Background(), se.Broker, se.DB, cfg)
 	if err != nil {
 		se.tb.Fatal(err)
 	}
@@ -143,7 +79,7 @@ func (se *sessionEnv) grant(end time.Time, services ...string) *fieldpass.Grant 
 	if end.IsZero() {
 		end = time.Now().Add(time.Hour)
 	}
-	g, err := se.db.CreateGrant(context.Background(), testOperator, fieldpass.Grant{
+	g, err := se.DB.CreateGrant(context.Background(), testOperator, fieldpass.Grant{
 		Subject: engineer, Devices: []string{"pump-1"}, Services: services, End: end, Reason: "test",
 	}, 24*time.Hour)
 	if err != nil {
@@ -167,7 +103,7 @@ func (se *sessionEnv) mustOpen() httpapi.LiveSession {
 
 func (se *sessionEnv) row(id string) *fieldpass.Session {
 	se.tb.Helper()
-	r, err := se.db.Session(context.Background(), id)
+	r, err := se.DB.Session(context.Background(), id)
 	if err != nil {
 		se.tb.Fatal(err)
 	}
@@ -176,7 +112,7 @@ func (se *sessionEnv) row(id string) *fieldpass.Session {
 
 func (se *sessionEnv) rows() []*fieldpass.Session {
 	se.tb.Helper()
-	rs, err := se.db.Sessions(context.Background(), postgres.SessionFilter{})
+	rs, err := se.DB.Sessions(context.Background(), postgres.SessionFilter{})
 	if err != nil {
 		se.tb.Fatal(err)
 	}
@@ -187,9 +123,9 @@ func (se *sessionEnv) rows() []*fieldpass.Session {
 func (se *sessionEnv) waitEnded(id string, timeout time.Duration) *fieldpass.Session {
 	se.tb.Helper()
 	var r *fieldpass.Session
-	waitFor(se.tb, timeout, "session row ended", func() bool {
+	brokertest.WaitFor(se.tb, timeout, "session row ended", func() bool {
 		var err error
-		r, err = se.db.Session(context.Background(), id)
+		r, err = se.DB.Session(context.Background(), id)
 		return err == nil && !r.Open()
 	})
 	return r
@@ -271,7 +207,7 @@ func TestSessionStreamsAreCounted(t *testing.T) {
 		}
 	}
 	total += 20 * 5000
-	if n := se.echo.accepted.Load(); n != 23 {
+	if n := se.echo.Accepted(); n != 23 {
 		t.Errorf("service saw %d connections, want 23", n)
 	}
 	s.End(fieldpass.EndClientClosed)
@@ -292,13 +228,13 @@ func TestSessionStreamsAreCounted(t *testing.T) {
 func TestSessionRefusalsOpenNothing(t *testing.T) {
 	se := newSessionEnv(t, nil)
 	ctx := context.Background()
-	se.enroll("pump-2") // enrolled, never connected: offline
-	se.enroll("pump-3")
-	if _, err := se.db.SetDeviceState(ctx, "pump-3", fieldpass.DeviceDisabled); err != nil {
+	se.Enroll("pump-2") // enrolled, never connected: offline
+	se.Enroll("pump-3")
+	if _, err := se.DB.SetDeviceState(ctx, "pump-3", fieldpass.DeviceDisabled); err != nil {
 		t.Fatal(err)
 	}
 	grantOn := func(device string, end time.Time, services ...string) *fieldpass.Grant {
-		g, err := se.db.CreateGrant(ctx, testOperator, fieldpass.Grant{Subject: engineer, Devices: []string{device}, Services: services, End: end, Reason: "test"}, 24*time.Hour)
+		g, err := se.DB.CreateGrant(ctx, testOperator, fieldpass.Grant{Subject: engineer, Devices: []string{device}, Services: services, End: end, Reason: "test"}, 24*time.Hour)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -342,7 +278,7 @@ func TestSessionRefusalsOpenNothing(t *testing.T) {
 	}
 	t.Run("revoked", func(t *testing.T) {
 		g := se.grant(time.Time{}, "echo")
-		if _, err := se.db.RevokeGrant(ctx, testOperator, g.ID); err != nil {
+		if _, err := se.DB.RevokeGrant(ctx, testOperator, g.ID); err != nil {
 			t.Fatal(err)
 		}
 		_, err := se.open("pump-1", "echo")
@@ -351,10 +287,10 @@ func TestSessionRefusalsOpenNothing(t *testing.T) {
 		}
 	})
 	t.Run("user disabled in the store", func(t *testing.T) {
-		if _, err := se.db.SetUserDisabled(ctx, testOperator, engineer, true); err != nil {
+		if _, err := se.DB.SetUserDisabled(ctx, testOperator, engineer, true); err != nil {
 			t.Fatal(err)
 		}
-		defer se.db.SetUserDisabled(ctx, testOperator, engineer, false)
+		defer se.DB.SetUserDisabled(ctx, testOperator, engineer, false)
 		_, err := se.open("pump-1", "web")
 		if fieldpass.ErrorCode(err) != fieldpass.EFORBIDDEN || !strings.Contains(err.Error(), "disabled") {
 			t.Fatalf("err = %v, want forbidden: disabled", err)
@@ -363,7 +299,7 @@ func TestSessionRefusalsOpenNothing(t *testing.T) {
 	if rs := se.rows(); len(rs) != 0 {
 		t.Fatalf("refusals left %d session rows: %+v", len(rs), rs[0])
 	}
-	if n := se.echo.accepted.Load(); n != 0 {
+	if n := se.echo.Accepted(); n != 0 {
 		t.Fatalf("refusals reached the service %d times", n)
 	}
 	if se.m.Live() != 0 {
@@ -405,7 +341,7 @@ func TestSessionCutOnRevoke(t *testing.T) {
 	se.endsWithin(t, fieldpass.EndGrantRevoked, func(httpapi.LiveSession) time.Time {
 		time.Sleep(50 * time.Millisecond) // the echo comes back first
 		at := time.Now()
-		if _, err := se.db.RevokeGrant(context.Background(), testOperator, g.ID); err != nil {
+		if _, err := se.DB.RevokeGrant(context.Background(), testOperator, g.ID); err != nil {
 			t.Fatal(err)
 		}
 		return at
@@ -427,7 +363,7 @@ func TestSessionCutOnUserDisabled(t *testing.T) {
 	se.endsWithin(t, fieldpass.EndUserDisabled, func(httpapi.LiveSession) time.Time {
 		time.Sleep(50 * time.Millisecond)
 		at := time.Now()
-		if _, err := se.db.SetUserDisabled(context.Background(), testOperator, engineer, true); err != nil {
+		if _, err := se.DB.SetUserDisabled(context.Background(), testOperator, engineer, true); err != nil {
 			t.Fatal(err)
 		}
 		return at
@@ -440,7 +376,7 @@ func TestSessionCutOnDeviceDisabled(t *testing.T) {
 	se.endsWithin(t, fieldpass.EndDeviceDisabled, func(httpapi.LiveSession) time.Time {
 		time.Sleep(50 * time.Millisecond)
 		at := time.Now()
-		if _, err := se.db.SetDeviceState(context.Background(), "pump-1", fieldpass.DeviceDisabled); err != nil {
+		if _, err := se.DB.SetDeviceState(context.Background(), "pump-1", fieldpass.DeviceDisabled); err != nil {
 			t.Fatal(err)
 		}
 		return at
@@ -455,7 +391,7 @@ func TestSessionCutByAdmin(t *testing.T) {
 	time.Sleep(50 * time.Millisecond)
 	// What the API's end handler does: end the row, nothing else.
 	at := time.Now()
-	if _, err := se.db.EndSession(context.Background(), s.ID(), time.Time{}, 0, 0, fieldpass.EndByAdmin); err != nil {
+	if _, err := se.DB.EndSession(context.Background(), s.ID(), time.Time{}, 0, 0, fieldpass.EndByAdmin); err != nil {
 		t.Fatal(err)
 	}
 	waitDone(t, s, 3*time.Second)
@@ -508,7 +444,7 @@ func TestSessionDeviceTunnelLost(t *testing.T) {
 	se.grant(time.Time{}, "echo")
 	s := se.mustOpen()
 	_, closed := holdStream(t, s)
-	se.stop() // the broker goes away with the device's tunnel
+	se.Stop() // the broker goes away with the device's tunnel
 	waitDone(t, s, 5*time.Second)
 	<-closed
 	if s.Reason() != fieldpass.EndDeviceClosed {
@@ -523,13 +459,13 @@ func TestSessionsClosedAtRestart(t *testing.T) {
 	// Rows a crashed run of this broker left open, and one of another broker.
 	var mine []string
 	for i := 0; i < 3; i++ {
-		r, err := se.db.OpenSession(ctx, fieldpass.Session{User: engineer, Device: "pump-1", Service: "echo", GrantID: g.ID, BrokerID: "test-broker"})
+		r, err := se.DB.OpenSession(ctx, fieldpass.Session{User: engineer, Device: "pump-1", Service: "echo", GrantID: g.ID, BrokerID: "test-broker"})
 		if err != nil {
 			t.Fatal(err)
 		}
 		mine = append(mine, r.ID)
 	}
-	other, err := se.db.OpenSession(ctx, fieldpass.Session{User: engineer, Device: "pump-1", Service: "echo", GrantID: g.ID, BrokerID: "other-broker"})
+	other, err := se.DB.OpenSession(ctx, fieldpass.Session{User: engineer, Device: "pump-1", Service: "echo", GrantID: g.ID, BrokerID: "other-broker"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -553,7 +489,7 @@ func TestSessionsClosedAtRestart(t *testing.T) {
 func (se *sessionEnv) blockDatabase(t *testing.T) (restore func()) {
 	t.Helper()
 	ctx := context.Background()
-	u, err := url.Parse(se.dbURL)
+	u, err := url.Parse(se.DBURL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -629,9 +565,9 @@ func TestSessionAuditOutage(t *testing.T) {
 	if r.EndReason != fieldpass.EndAuditUnavailable || r.BytesIn != 8 || r.BytesOut != 8 {
 		t.Fatalf("row once the store is back: %s in %d out %d; want audit_unavailable, 8 each way", r.EndReason, r.BytesIn, r.BytesOut)
 	}
-	waitFor(t, 5*time.Second, "no ends held", func() bool { return se.m.Pending() == 0 })
+	brokertest.WaitFor(t, 5*time.Second, "no ends held", func() bool { return se.m.Pending() == 0 })
 	// And new sessions open again.
-	waitFor(t, 10*time.Second, "sessions open again", func() bool {
+	brokertest.WaitFor(t, 10*time.Second, "sessions open again", func() bool {
 		s, err := se.open("pump-1", "echo")
 		if err == nil {
 			s.End("")

@@ -12,6 +12,7 @@ import (
 	"github.com/hashicorp/yamux"
 
 	"github.com/fieldpass/fieldpass"
+	"github.com/fieldpass/fieldpass/alerts"
 	"github.com/fieldpass/fieldpass/tunnel"
 )
 
@@ -194,6 +195,7 @@ func (b *Broker) presence(ctx context.Context) error {
 		// roamed: the endpoint changed during a session, from prev.
 		roamed bool
 		prev   netip.AddrPort
+		to     netip.AddrPort
 		// clone: the endpoint flaps between pair (flaps changes).
 		clone bool
 		pair  [2]netip.AddrPort
@@ -221,6 +223,7 @@ func (b *Broker) presence(ctx context.Context) error {
 		}
 		if st.Endpoint.IsValid() && st.Endpoint != p.endpoint {
 			a.prev = p.endpoint
+			a.to = st.Endpoint
 			p.endpoint = st.Endpoint
 			a.endpoint = p.sess != nil
 			a.roamed = a.endpoint && a.prev.IsValid()
@@ -285,6 +288,7 @@ func (b *Broker) presence(ctx context.Context) error {
 		if a.roamed {
 			prev := a.prev.String()
 			b.recordEvent(a.p, fieldpass.DeviceEndpointChanged, func(e *fieldpass.DeviceEvent) { e.PreviousEndpoint = prev })
+			b.alert(a.p, alerts.EndpointChanged, map[string]any{"endpoint": a.to.String(), "previous_endpoint": prev})
 		}
 		if a.clone {
 			b.recordClone(a.p, a.pair, a.flaps)

@@ -8,6 +8,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/fieldpass/fieldpass"
+	"github.com/fieldpass/fieldpass/alerts"
 	"github.com/fieldpass/fieldpass/postgres"
 )
 
@@ -40,6 +41,17 @@ func (s *Server) maxGrantFor(ctx context.Context, email string) (time.Duration, 
 		return 0, err
 	}
 	return s.cfg.GrantLimits.Max(u.Roles), nil
+}
+
+// isVendor reports whether email has no role (or no account yet): an
+// outside vendor, whose grants operators want to hear about. When the user
+// cannot be read it says yes: a spurious alert beats a missed one.
+func (s *Server) isVendor(ctx context.Context, email string) bool {
+	u, err := s.cfg.DB.User(ctx, email)
+	if err != nil {
+		return true
+	}
+	return len(u.Roles) == 0
 }
 
 // grantFromBody turns a GrantCreate into a grant starting at its Start (now
@@ -108,6 +120,13 @@ func (s *Server) handleGrantCreate() http.HandlerFunc {
 			return
 		}
 		s.log.Info("grant created", "grant", out.ID, "subject", out.Subject, "by", c.User.Email)
+		if s.cfg.Alerts != nil && s.isVendor(r.Context(), out.Subject) {
+			s.cfg.Alerts.Notify(alerts.Alert{Kind: alerts.VendorGrantCreated, At: s.cfg.Now(), Details: map[string]any{
+				"grant": out.ID, "subject": out.Subject, "by": c.User.Email,
+				"devices": out.Devices, "selector": out.Selector, "services": out.Services,
+				"start": out.Start, "end": out.End, "reason": out.Reason, "ticket": out.Ticket,
+			}})
+		}
 		writeJSON(w, http.StatusCreated, out)
 	}
 }

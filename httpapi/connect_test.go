@@ -6,24 +6,17 @@ import (
 	"crypto/rand"
 	"errors"
 	"io"
-	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
-	"net/netip"
-	"os"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/fieldpass/fieldpass"
 	"github.com/fieldpass/fieldpass/broker"
-	"github.com/fieldpass/fieldpass/connector"
+	"github.com/fieldpass/fieldpass/broker/brokertest"
 	"github.com/fieldpass/fieldpass/httpapi"
 	"github.com/fieldpass/fieldpass/postgres"
-	"github.com/fieldpass/fieldpass/postgres/pgtest"
-	"github.com/fieldpass/fieldpass/wgnet"
 )
 
 const (
@@ -31,80 +24,45 @@ const (
 	connectEngineer = "eng@example.com"
 )
 
-func connectLogger() *slog.Logger {
-	if os.Getenv("FIELDPASS_TEST_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.DiscardHandler)
-}
-
 // connectEnv is the whole path in one process: Postgres, a broker with its
 // session manager, the API on an httptest server, and a real connector over
 // WireGuard on loopback exposing an echo service as device "pump-1".
 type connectEnv struct {
+	env      *brokertest.Env
 	db       *postgres.DB
 	b        *broker.Broker
 	sessions *broker.Sessions
 	srv      *httptest.Server
 	token    string
-	accepted atomic.Int64 // connections the echo service accepted
+	echo     *brokertest.Echo // counts the connections the echo service accepted
 }
 
 func newConnectEnv(t *testing.T) *connectEnv {
 	t.Helper()
 	ctx := context.Background()
-	db, err := postgres.Open(ctx, pgtest.NewDatabase(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(db.Close)
-	key, err := wgnet.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := broker.New(ctx, broker.Config{
-		ID: "test-broker", PrivateKey: key, WGListen: netip.MustParseAddrPort("127.0.0.1:0"),
-		PresenceInterval: 200 * time.Millisecond, Logger: connectLogger(),
-	}, db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bctx, bcancel := context.WithCancel(ctx)
-	bdone := make(chan struct{})
-	go func() { b.Serve(bctx); close(bdone) }()
-	t.Cleanup(func() { bcancel(); <-bdone; b.Close() })
+	e := &connectEnv{}
+	e.env = brokertest.New(t, brokertest.WithAPIConfig(func(env *brokertest.Env, cfg *httpapi.Config) {
+		m, err := broker.NewSessions(ctx, env.Broker, env.DB, broker.SessionsConfig{Logger: brokertest.Logger()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		mctx, mcancel := context.WithCancel(ctx)
+		mdone := make(chan struct{})
+		go func() { m.Run(mctx); close(mdone) }()
+		t.Cleanup(func() { mcancel(); <-mdone })
+		e.sessions, cfg.Sessions = m, m
+	}))
+	e.db, e.b, e.srv = e.env.DB, e.env.Broker, e.env.API
 
-	m, err := broker.NewSessions(ctx, b, db, broker.SessionsConfig{Logger: connectLogger()})
-	if err != nil {
+	e.echo = brokertest.NewEcho(t)
+	e.startDevice("pump-1", map[string]string{"echo": e.echo.Addr})
+	brokertest.WaitFor(t, 20*time.Second, "pump-1 online", func() bool { return e.b.Connected("pump-1") })
+
+	if _, err := e.db.EnsureUser(ctx, connectOperator, connectEngineer, []fieldpass.Role{fieldpass.RoleEngineer}); err != nil {
 		t.Fatal(err)
 	}
-	mctx, mcancel := context.WithCancel(ctx)
-	mdone := make(chan struct{})
-	go func() { m.Run(mctx); close(mdone) }()
-	t.Cleanup(func() { mcancel(); <-mdone })
-
-	e := &connectEnv{db: db, b: b, sessions: m}
-	api := httpapi.New(httpapi.Config{
-		DB: db,
-		Tunnel: httpapi.TunnelInfo{
-			BrokerKey: b.PublicKey().String(), BrokerAddress: b.Address(), Prefix: b.Prefix(),
-			Endpoints: []string{netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), b.ListenPort()).String()},
-			MTU:       b.MTU(),
-		},
-		EnrollRate: 1000, EnrollBurst: 1000,
-		Sessions: m,
-		Logger:   connectLogger(),
-	})
-	e.srv = httptest.NewServer(api.Handler())
-	t.Cleanup(e.srv.Close)
-
-	e.startDevice(t, "pump-1", map[string]string{"echo": e.echoServer(t)})
-	waitUntil(t, 20*time.Second, "pump-1 online", func() bool { return b.Connected("pump-1") })
-
-	if _, err := db.EnsureUser(ctx, connectOperator, connectEngineer, []fieldpass.Role{fieldpass.RoleEngineer}); err != nil {
-		t.Fatal(err)
-	}
-	e.token, _, err = db.IssueToken(ctx, connectOperator, connectEngineer, fieldpass.TokenCLI, time.Hour)
+	var err error
+	e.token, _, err = e.db.IssueToken(ctx, connectOperator, connectEngineer, fieldpass.TokenCLI, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,55 +70,11 @@ func newConnectEnv(t *testing.T) *connectEnv {
 }
 
 // startDevice enrols name and runs its connector; services nil enrols only.
-func (e *connectEnv) startDevice(t *testing.T, name string, services map[string]string) {
-	t.Helper()
-	ctx := context.Background()
-	tok, _, err := e.db.CreateEnrollmentToken(ctx, name, nil, time.Hour)
-	if err != nil {
-		t.Fatal(err)
+func (e *connectEnv) startDevice(name string, services map[string]string) {
+	st := e.env.Enroll(name)
+	if services != nil {
+		e.env.StartConnector(st, services, nil)
 	}
-	st, err := connector.Enroll(ctx, connector.EnrollConfig{BrokerURL: e.srv.URL, Token: tok, StateDir: t.TempDir() + "/state"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if services == nil {
-		return
-	}
-	c, err := connector.New(connector.Config{
-		State: st, Services: services, ListenAddr: netip.MustParseAddrPort("127.0.0.1:0"),
-		MinBackoff: 100 * time.Millisecond, MaxBackoff: time.Second, DialTimeout: 5 * time.Second,
-		NetworkPoll: -1, Logger: connectLogger(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { c.Run(cctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done; c.Close() })
-}
-
-func (e *connectEnv) echoServer(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			e.accepted.Add(1)
-			go func() {
-				io.Copy(c, c)
-				c.(*net.TCPConn).CloseWrite()
-				c.Close()
-			}()
-		}
-	}()
-	return ln.Addr().String()
 }
 
 func (e *connectEnv) grant(t *testing.T, device string, end time.Time, services ...string) *fieldpass.Grant {
@@ -188,21 +102,10 @@ func (e *connectEnv) rows(t *testing.T) []*fieldpass.Session {
 	return rs
 }
 
-func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func (e *connectEnv) waitEnded(t *testing.T) *fieldpass.Session {
 	t.Helper()
 	var r *fieldpass.Session
-	waitUntil(t, 5*time.Second, "session row ended", func() bool {
+	brokertest.WaitFor(t, 5*time.Second, "session row ended", func() bool {
 		rs := e.rows(t)
 		if len(rs) != 1 {
 			t.Fatalf("%d session rows, want 1", len(rs))
@@ -298,8 +201,8 @@ func TestConnectCarriesStreamsOnOneSession(t *testing.T) {
 func TestConnectRefusals(t *testing.T) {
 	e := newConnectEnv(t)
 	ctx := context.Background()
-	e.startDevice(t, "pump-2", nil) // enrolled, offline
-	e.startDevice(t, "pump-3", nil)
+	e.startDevice("pump-2", nil) // enrolled, offline
+	e.startDevice("pump-3", nil)
 	if _, err := e.db.SetDeviceState(ctx, "pump-3", fieldpass.DeviceDisabled); err != nil {
 		t.Fatal(err)
 	}
@@ -387,7 +290,7 @@ func TestConnectRefusals(t *testing.T) {
 	if rs := e.rows(t); len(rs) != 0 {
 		t.Fatalf("refusals left %d session rows", len(rs))
 	}
-	if n := e.accepted.Load(); n != 0 {
+	if n := e.echo.Accepted(); n != 0 {
 		t.Fatalf("refusals reached the service %d times", n)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 
 	"github.com/fieldpass/fieldpass"
+	"github.com/fieldpass/fieldpass/alerts"
 	"github.com/fieldpass/fieldpass/tunnel"
 )
 
@@ -32,6 +33,10 @@ func (s *Server) handleEnroll() http.HandlerFunc {
 			return
 		}
 		s.log.Info("device enrolled", "device", d.Name, "id", d.ID, "address", d.TunnelAddr, "client", clientAddr(r))
+		s.cfg.Alerts.Notify(alerts.Alert{Kind: alerts.DeviceEnrolled, At: s.cfg.Now(), Device: d.Name, Details: map[string]any{
+			"device_id": d.ID, "tunnel_address": d.TunnelAddr.String(), "client": clientAddr(r),
+			"connector_version": req.ConnectorVersion, "labels": d.Labels,
+		}})
 		writeJSON(w, http.StatusOK, tunnel.EnrollResponse{
 			DeviceID:      d.ID,
 			DeviceName:    d.Name,

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/fieldpass/fieldpass"
+	"github.com/fieldpass/fieldpass/alerts"
 	"github.com/fieldpass/fieldpass/postgres"
 	"github.com/fieldpass/fieldpass/tunnel"
 )
@@ -55,6 +56,9 @@ type Config struct {
 	GrantLimits fieldpass.GrantLimits
 	// Sessions opens and ends recorded sessions to devices (the broker).
 	Sessions Sessions
+	// Alerts receives device_enrolled and vendor_grant_created (default
+	// nil: alerts off).
+	Alerts *alerts.Notifier
 	// Ready reports why the broker cannot serve, or nil; /readyz answers
 	// with it (default nil: ready whenever the process answers).
 	Ready  func(context.Context) error

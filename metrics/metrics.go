@@ -26,6 +26,7 @@ type Broker struct {
 	bytesOut       prometheus.Counter
 	auditLatency   *prometheus.HistogramVec // op: the store call
 	postgresErrors prometheus.Counter
+	alerts         *prometheus.CounterVec // result: delivered, dropped, dead_lettered
 }
 
 // NewBroker creates the broker's collectors and registers them on reg.
@@ -79,9 +80,13 @@ func NewBroker(reg prometheus.Registerer) *Broker {
 			Name: "fieldpass_postgres_errors_total",
 			Help: "Broker calls to Postgres that failed.",
 		}),
+		alerts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fieldpass_alerts_total",
+			Help: "Webhook alerts by outcome: delivered, dropped (queue full) or dead_lettered (given up).",
+		}, []string{"result"}),
 	}
 	reg.MustRegister(m.devicesOnline, m.handshakes, m.reconnects, m.sessionsActive, m.sessionsOpened,
-		m.sessionsDenied, m.sessionsEnded, m.bytesIn, m.bytesOut, m.auditLatency, m.postgresErrors)
+		m.sessionsDenied, m.sessionsEnded, m.bytesIn, m.bytesOut, m.auditLatency, m.postgresErrors, m.alerts)
 	return m
 }
 
@@ -163,5 +168,13 @@ func (m *Broker) AuditWrite(op string, start time.Time) {
 func (m *Broker) PostgresError() {
 	if m != nil {
 		m.postgresErrors.Inc()
+	}
+}
+
+// Alert counts a webhook alert's outcome: delivered, dropped or
+// dead_lettered.
+func (m *Broker) Alert(result string) {
+	if m != nil {
+		m.alerts.WithLabelValues(result).Inc()
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/fieldpass/fieldpass"
+	"github.com/fieldpass/fieldpass/alerts"
 	"github.com/fieldpass/fieldpass/postgres"
 	"github.com/fieldpass/fieldpass/postgres/pgtest"
 )
@@ -238,6 +239,9 @@ func TestBrokerRoleFlows(t *testing.T) {
 	_, err = db.SetUserDisabled(ctx, "operator:root@host", "eng@example.com", true)
 	must("SetUserDisabled", err)
 	must("MarkBrokerOffline", db.MarkBrokerOffline(ctx, "broker-1"))
+	must("RecordAlertDeadLetter", db.RecordAlertDeadLetter(ctx, alerts.DeadLetter{
+		ID: "0123abcd", Kind: alerts.DeviceEnrolled, Payload: []byte(`{"id":"0123abcd"}`), Attempts: 3, LastError: "webhook answered 500",
+	}))
 
 	_, err = db.CheckpointAudit(ctx, testKey())
 	must("CheckpointAudit", err)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -22,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/fieldpass/fieldpass"
+	"github.com/fieldpass/fieldpass/alerts"
 	"github.com/fieldpass/fieldpass/broker"
 	"github.com/fieldpass/fieldpass/httpapi"
 	"github.com/fieldpass/fieldpass/metrics"
@@ -67,6 +69,11 @@ func (e env) serve(ctx context.Context, args []string) error {
 	idleTimeout := fset.Duration("session-idle-timeout", 0, "end sessions that carried no byte either way for this long (0: off)")
 	auditGrace := fset.Duration("audit-grace", 60*time.Second, "how long live sessions go on while Postgres is unreachable before they end (audit_unavailable)")
 	requireSeparateRole := fset.Bool("require-separate-role", false, "refuse to start if the database role is a superuser or owns the audit tables (see migrate --grant-to)")
+	alertWebhook := fset.String("alert-webhook", "", "`URL` to POST signed JSON alerts to: https, or http to loopback only (default: alerts off)")
+	alertSecretFile := fset.String("alert-secret-file", "", "`file` holding the shared secret that signs alerts (HMAC-SHA256; at least 16 bytes)")
+	alertOfflineAfter := fset.Duration("alert-offline-after", 10*time.Minute, "alert when a device stays offline this long (once per offline episode)")
+	sensitiveLabels := labelFlag{}
+	fset.Var(sensitiveLabels, "alert-sensitive-label", "alert when a session starts on a device with label `k=v` (repeatable)")
 	oidcf := addOIDCFlags(fset)
 	if err := parse(fset, args, 0); err != nil {
 		return err
@@ -103,6 +110,10 @@ func (e env) serve(ctx context.Context, args []string) error {
 	if (*tlsCert == "") != (*tlsKey == "") {
 		return usageError{msg: "--tls-cert and --tls-key go together"}
 	}
+	alertCfg, err := alertConfig(*alertWebhook, *alertSecretFile, *alertOfflineAfter, len(sensitiveLabels) > 0, log)
+	if err != nil {
+		return err
+	}
 	key, err := loadOrCreateKey(*keyFile)
 	if err != nil {
 		return err
@@ -129,20 +140,41 @@ func (e env) serve(ctx context.Context, args []string) error {
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 		bm = metrics.NewBroker(reg)
 	}
+	// Alerts outlive the broker's other loops (alertsDone below), so that
+	// those raised while stopping are queued and then dead-lettered.
+	var notifier *alerts.Notifier // nil: alerts off
+	if alertCfg != nil {
+		alertCfg.DeadLetters = db
+		alertCfg.Metrics = bm
+		alertCfg.Logger = log.With("component", "alerts")
+		if notifier, err = alerts.New(*alertCfg); err != nil {
+			return err
+		}
+		alertCtx, stopAlerts := context.WithCancel(context.WithoutCancel(ctx))
+		alertsDone := make(chan struct{})
+		go func() { defer close(alertsDone); notifier.Run(alertCtx) }()
+		defer func() { stopAlerts(); <-alertsDone }()
+		log.Info("alerts on", "webhook", alerts.Redact(alertCfg.URL), "offline_after", *alertOfflineAfter)
+	}
 	b, err := broker.New(ctx, broker.Config{
-		ID:         *brokerID,
-		PrivateKey: key,
-		Prefix:     pfx,
-		WGListen:   wgAddr,
-		MTU:        *mtu,
-		Metrics:    bm,
-		Logger:     log,
+		ID:                *brokerID,
+		PrivateKey:        key,
+		Prefix:            pfx,
+		WGListen:          wgAddr,
+		MTU:               *mtu,
+		Metrics:           bm,
+		Alerts:            notifier,
+		OfflineAlertAfter: *alertOfflineAfter,
+		Logger:            log,
 	}, db)
 	if err != nil {
 		return err
 	}
 	defer b.Close()
-	sessions, err := broker.NewSessions(ctx, b, db, broker.SessionsConfig{IdleTimeout: *idleTimeout, AuditGrace: *auditGrace, Metrics: bm, Logger: log})
+	sessions, err := broker.NewSessions(ctx, b, db, broker.SessionsConfig{
+		IdleTimeout: *idleTimeout, AuditGrace: *auditGrace, Metrics: bm,
+		Alerts: notifier, SensitiveLabels: sensitiveLabels, Logger: log,
+	})
 	if err != nil {
 		return err
 	}
@@ -161,6 +193,7 @@ func (e env) serve(ctx context.Context, args []string) error {
 		OIDC:        oidc,
 		PublicURL:   pu.Scheme + "://" + pu.Host,
 		Sessions:    sessions,
+		Alerts:      notifier,
 		Ready:       b.Ready,
 		MFALabels:   mfaLabels,
 		EnrollRate:  *enrollRate,
@@ -322,4 +355,41 @@ func checkpointLoop(ctx context.Context, db *postgres.DB, key ed25519.PrivateKey
 		case <-t.C:
 		}
 	}
+}
+
+// alertConfig checks the alert flags and reads the secret; nil means alerts
+// are off (no --alert-webhook). The secret comes from a file, never the
+// command line, where any local user could read it in the process list.
+func alertConfig(webhook, secretFile string, offlineAfter time.Duration, sensitive bool, log *slog.Logger) (*alerts.Config, error) {
+	if webhook == "" {
+		if secretFile != "" || sensitive {
+			return nil, usageError{msg: "--alert-secret-file and --alert-sensitive-label need --alert-webhook"}
+		}
+		return nil, nil
+	}
+	if err := alerts.CheckURL(webhook); err != nil {
+		return nil, usageError{msg: "--alert-webhook: " + err.Error()}
+	}
+	if secretFile == "" {
+		return nil, usageError{msg: "--alert-webhook needs --alert-secret-file: the file holding the secret that signs alerts"}
+	}
+	if offlineAfter < time.Minute {
+		return nil, usageError{msg: "--alert-offline-after must be at least 1m"}
+	}
+	fi, err := os.Stat(secretFile)
+	if err != nil {
+		return nil, fmt.Errorf("alert secret: %w", err)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		log.Warn("alert secret file is readable by group or others; chmod 600 it", "file", secretFile)
+	}
+	raw, err := os.ReadFile(secretFile)
+	if err != nil {
+		return nil, fmt.Errorf("alert secret: %w", err)
+	}
+	secret := bytes.TrimSpace(raw)
+	if len(secret) < 16 {
+		return nil, fmt.Errorf("alert secret in %s: want at least 16 bytes (openssl rand -hex 32)", secretFile)
+	}
+	return &alerts.Config{URL: webhook, Secret: secret}, nil
 }

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/fieldpass/fieldpass"
+	"github.com/fieldpass/fieldpass/broker/brokertest"
 	"github.com/fieldpass/fieldpass/httpapi"
 	"github.com/fieldpass/fieldpass/postgres"
 	"github.com/fieldpass/fieldpass/postgres/pgtest"
@@ -362,7 +363,7 @@ func TestBrokerSessionsAndAudit(t *testing.T) {
 func TestBrokerConnect(t *testing.T) {
 	b := newBroker(t)
 	ctx := context.Background()
-	b.sessions.service = service(t, upper)
+	b.sessions.service = brokertest.Service(t, upper)
 	if _, err := b.db.CreateGrant(ctx, "operator:test", fieldpass.Grant{Subject: alice, Devices: []string{"pump-7"}, Services: []string{"ssh"},
 		Start: time.Now().Add(-time.Minute), End: time.Now().Add(time.Hour), Reason: "work"}, fieldpass.HardMaxGrantDuration); err != nil {
 		t.Fatal(err)

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fieldpass/fieldpass/broker/brokertest"
 	"github.com/fieldpass/fieldpass/tunnel"
 )
 
@@ -80,30 +81,6 @@ func (s *fakeSession) streamCount() int {
 	return s.streams
 }
 
-// service is a local TCP service that answers each connection with
-// handle, on loopback.
-func service(t *testing.T, handle func(c *net.TCPConn)) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				handle(c.(*net.TCPConn))
-			}()
-		}
-	}()
-	return ln.Addr().String()
-}
-
 // upper answers with its input in upper case once the input has ended,
 // then closes: it proves the half-close got through.
 func upper(c *net.TCPConn) {
@@ -113,7 +90,7 @@ func upper(c *net.TCPConn) {
 }
 
 func TestProxyHalfClose(t *testing.T) {
-	s := newFakeSession(t, service(t, upper))
+	s := newFakeSession(t, brokertest.Service(t, upper))
 	var out bytes.Buffer
 	err := pipeStdio(context.Background(), s, strings.NewReader("hello device"), &out)
 	if err != nil {
@@ -129,7 +106,7 @@ func TestProxyHalfClose(t *testing.T) {
 
 func TestProxySessionCut(t *testing.T) {
 	// The service never answers; the broker cuts the session.
-	s := newFakeSession(t, service(t, func(c *net.TCPConn) { io.Copy(io.Discard, c) }))
+	s := newFakeSession(t, brokertest.Service(t, func(c *net.TCPConn) { io.Copy(io.Discard, c) }))
 	stdin, w := io.Pipe()
 	defer w.Close()
 	errc := make(chan error, 1)
@@ -158,7 +135,7 @@ func TestProxyRefusedStream(t *testing.T) {
 // TestProxyCommand runs "fieldpass proxy" through run with a fake broker
 // session.
 func TestProxyCommand(t *testing.T) {
-	s := newFakeSession(t, service(t, upper))
+	s := newFakeSession(t, brokertest.Service(t, upper))
 	e, stdout, stderr := testEnv(t, nil)
 	e.stdin = strings.NewReader("ping")
 	var gotDevice, gotService string
@@ -194,7 +171,7 @@ func TestForwardAddr(t *testing.T) {
 // local connection as its own stream of ONE session, and stops with the
 // broker's reason when the session is cut.
 func TestForwardCommand(t *testing.T) {
-	s := newFakeSession(t, service(t, upper))
+	s := newFakeSession(t, brokertest.Service(t, upper))
 	connects := 0
 	e, _, stderr := testEnv(t, nil)
 	outR, outW := io.Pipe()
@@ -257,7 +234,7 @@ func TestForwardCommand(t *testing.T) {
 // TestForwardInterrupted: Ctrl-C ends the session from our side and is no
 // error; open local connections are closed.
 func TestForwardInterrupted(t *testing.T) {
-	s := newFakeSession(t, service(t, func(c *net.TCPConn) { io.Copy(io.Discard, c) }))
+	s := newFakeSession(t, brokertest.Service(t, func(c *net.TCPConn) { io.Copy(io.Discard, c) }))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
