@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/fieldpass/fieldpass"
+	"github.com/fieldpass/fieldpass/postgres"
 	"github.com/fieldpass/fieldpass/tunnel"
 )
 
@@ -201,6 +202,34 @@ func (c *Client) Audit(ctx context.Context, q AuditQuery) ([]fieldpass.AuditEven
 	return out, nil
 }
 
+// DeviceHistory returns the connectivity history of the device name since
+// since (zero: all of it), newest first, at most limit rows (0: the
+// broker's default). Admins and auditors.
+func (c *Client) DeviceHistory(ctx context.Context, name string, since time.Time, limit int) ([]*fieldpass.DeviceEvent, error) {
+	v := url.Values{}
+	setTime(v, "since", since)
+	setLimit(v, limit)
+	var out []*fieldpass.DeviceEvent
+	if err := c.do(ctx, http.MethodGet, "/api/v1/devices/"+idSegment(name)+"/history", v, nil, &out, true); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// StaleReport reports forgotten devices, grants and vendor accounts:
+// devices not seen for notSeen, devices with no session for noSession (0:
+// the broker's defaults, 30 and 90 days). Admins and auditors.
+func (c *Client) StaleReport(ctx context.Context, notSeen, noSession time.Duration) (*postgres.StaleReport, error) {
+	v := url.Values{}
+	setDuration(v, "not_seen", notSeen)
+	setDuration(v, "no_session", noSession)
+	var out postgres.StaleReport
+	if err := c.do(ctx, http.MethodGet, "/api/v1/reports/stale", v, nil, &out, true); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
 // StartDeviceLogin starts a device-style login: show the person UserCode
 // and VerificationURI, then PollDeviceLogin every Interval seconds. It
 // sends no token.
@@ -242,6 +271,18 @@ func setNonEmpty(v url.Values, k, s string) {
 func setTime(v url.Values, k string, t time.Time) {
 	if !t.IsZero() {
 		v.Set(k, t.UTC().Format(time.RFC3339Nano))
+	}
+}
+
+// setDuration sends a positive d as whole days (30d) when it is, else as
+// a Go duration (36h0m0s).
+func setDuration(v url.Values, k string, d time.Duration) {
+	switch {
+	case d <= 0:
+	case d%(24*time.Hour) == 0:
+		v.Set(k, strconv.FormatInt(int64(d/(24*time.Hour)), 10)+"d")
+	default:
+		v.Set(k, d.String())
 	}
 }
 

@@ -162,9 +162,14 @@ affected.`)
 }
 
 func (e *env) devices(ctx context.Context, args []string) error {
+	if len(args) > 0 && args[0] == "history" {
+		return e.deviceHistory(ctx, args[1:])
+	}
 	fs := e.flagSet("devices [--json]", `Lists the devices you may reach now, whether they are online, when your
 grant on each ends, and the services it gives. Admins and auditors see
-every device.`)
+every device.
+
+"fieldpass devices history NAME" shows a device's connectivity history.`)
 	asJSON := fs.Bool("json", false, "print JSON")
 	if _, err := fs.parse(args, 0, 0); err != nil {
 		return err

@@ -524,3 +524,96 @@ func TestBrokerLogoutRevokes(t *testing.T) {
 		t.Fatalf("config after logout: %+v, %v; want the broker kept and no token", saved, err)
 	}
 }
+
+func TestBrokerHistoryAndStaleReport(t *testing.T) {
+	b := newBroker(t)
+	ctx := context.Background()
+	dev, err := b.db.Device(ctx, "pump-7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC().Truncate(time.Second)
+	for _, ev := range []fieldpass.DeviceEvent{
+		{DeviceID: dev.ID, At: now.Add(-48 * time.Hour), Kind: fieldpass.DeviceOnline, Endpoint: "192.0.2.1:51820", ConnectorVersion: "v0.9", BrokerID: "b1"},
+		{DeviceID: dev.ID, At: now.Add(-2 * time.Hour), Kind: fieldpass.DeviceOnline, Endpoint: "192.0.2.1:51820", ConnectorVersion: "v1", BrokerID: "b1"},
+		{DeviceID: dev.ID, At: now.Add(-time.Hour), Kind: fieldpass.DeviceEndpointChanged, Endpoint: "198.51.100.7:4242", PreviousEndpoint: "192.0.2.1:51820", BrokerID: "b1"},
+	} {
+		if err := b.db.RecordDeviceEvent(ctx, ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// The default window is 24h: the oldest event is left out.
+	r := mustOK(t, b.as(t, auditor, "devices", "history", "pump-7"))
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	if len(lines) != 3 || strings.Join(strings.Fields(lines[0]), " ") != "TIME KIND ENDPOINT VERSION BROKER" {
+		t.Fatalf("devices history:\n%s", r.stdout)
+	}
+	if got := strings.Join(strings.Fields(lines[1]), " "); got != ts(now.Add(-time.Hour))+" endpoint_changed 192.0.2.1:51820 -> 198.51.100.7:4242 - b1" {
+		t.Errorf("newest row: %q", got)
+	}
+	if got := strings.Join(strings.Fields(lines[2]), " "); got != ts(now.Add(-2*time.Hour))+" online 192.0.2.1:51820 v1 b1" {
+		t.Errorf("second row: %q", got)
+	}
+	r = mustOK(t, b.as(t, auditor, "devices", "history", "pump-7", "--since", "7d", "--json"))
+	var evs []fieldpass.DeviceEvent
+	if err := json.Unmarshal([]byte(r.stdout), &evs); err != nil || len(evs) != 3 || evs[2].ConnectorVersion != "v0.9" {
+		t.Errorf("history --since 7d --json: %v\n%s", err, r.stdout)
+	}
+	r = mustOK(t, b.as(t, auditor, "devices", "history", "--limit", "1", "pump-7", "--json"))
+	if err := json.Unmarshal([]byte(r.stdout), &evs); err != nil || len(evs) != 1 || evs[0].Kind != fieldpass.DeviceEndpointChanged {
+		t.Errorf("history --limit 1: %v\n%s", err, r.stdout)
+	}
+	r = mustOK(t, b.as(t, auditor, "devices", "history", "gw-1", "--json"))
+	if strings.TrimSpace(r.stdout) != "[]" {
+		t.Errorf("history of a device without events: %q", r.stdout)
+	}
+	mustFail(t, b.as(t, auditor, "devices", "history", "no-such-device"), "no-such-device")
+	mustFail(t, b.as(t, alice, "devices", "history", "pump-7"), "needs the auditor or admin role")
+
+	// An unused grant shows up with the command that revokes it.
+	r = mustOK(t, b.as(t, admin, "grant", "create", "--user", alice, "--device", "gw-1", "--service", "ssh",
+		"--duration", "1h", "--reason", "never used", "--json"))
+	var g fieldpass.Grant
+	if err := json.Unmarshal([]byte(r.stdout), &g); err != nil {
+		t.Fatal(err)
+	}
+	r = mustOK(t, b.as(t, auditor, "report", "stale"))
+	for _, want := range []string{
+		"Devices not seen for 30d: 0",
+		"Devices with no session for 90d: 0",
+		"Grants never used: 1",
+		"fieldpass grant revoke " + g.ID,
+		"Vendor accounts with no live grant:",
+	} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("report stale lacks %q:\n%s", want, r.stdout)
+		}
+	}
+	r = mustOK(t, b.as(t, auditor, "report", "stale", "--not-seen", "36h", "--no-session", "7d", "--json"))
+	var rep postgres.StaleReport
+	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
+		t.Fatalf("report stale --json: %v\n%s", err, r.stdout)
+	}
+	if rep.Options.NotSeenSeconds != 36*3600 || rep.Options.NoSessionSeconds != 7*24*3600 ||
+		len(rep.UnusedGrants) != 1 || rep.UnusedGrants[0].Command != "fieldpass grant revoke "+g.ID {
+		t.Errorf("report stale --json: %+v", rep)
+	}
+	mustFail(t, b.as(t, alice, "report", "stale"), "needs the auditor or admin role")
+
+	// Help and bad flags.
+	r = b.as(t, alice, "devices", "history", "-h")
+	if r.code != 0 || !strings.Contains(r.stdout, "connectivity history") || !strings.Contains(r.stdout, "-limit") {
+		t.Errorf("devices history -h: exit %d\n%s", r.code, r.stdout)
+	}
+	r = b.as(t, alice, "report", "stale", "-h")
+	if r.code != 0 || !strings.Contains(r.stdout, "-not-seen") {
+		t.Errorf("report stale -h: exit %d\n%s", r.code, r.stdout)
+	}
+	if r = b.as(t, auditor, "report", "stale", "--not-seen", "soon"); r.code != 2 {
+		t.Errorf("report stale --not-seen soon: exit %d, want 2", r.code)
+	}
+	if r = b.as(t, auditor, "devices", "history"); r.code != 2 {
+		t.Errorf("devices history without NAME: exit %d, want 2", r.code)
+	}
+}

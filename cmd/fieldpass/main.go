@@ -44,6 +44,7 @@ Usage:
   fieldpass login --broker URL
   fieldpass logout
   fieldpass devices [--json]
+  fieldpass devices history NAME [--since 24h] [--limit N] [--json]
   fieldpass ssh [user@]DEVICE [-- ssh args]
   fieldpass proxy DEVICE SERVICE
   fieldpass forward DEVICE SERVICE [LOCAL_ADDR]
@@ -56,6 +57,7 @@ Usage:
   fieldpass request approve|deny ID
   fieldpass sessions [--device D] [--user U] [--since T] [--json|--csv]
   fieldpass audit [--since T] [--actor A] [--action X] [--target T] [--json|--csv]
+  fieldpass report stale [--not-seen 30d] [--no-session 90d] [--json]
   fieldpass version
 
 The broker and token come from FIELDPASS_BROKER and FIELDPASS_TOKEN when set,
@@ -181,6 +183,8 @@ func (e *env) run(ctx context.Context, args []string) error {
 		return e.sessions(ctx, rest)
 	case "audit":
 		return e.audit(ctx, rest)
+	case "report", "reports":
+		return e.report(ctx, rest)
 	case "version":
 		fs := e.flagSet("version", "Prints the release of this binary.")
 		if _, err := fs.parse(rest, 0, 0); err != nil {
