@@ -9,7 +9,6 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/fieldpass/fieldpass"
-	"github.com/fieldpass/fieldpass/postgres"
 )
 
 // handleDeviceHistory lists a device's connectivity history, newest first
@@ -46,7 +45,7 @@ func (s *Server) handleStaleReport() http.HandlerFunc {
 			return
 		}
 		q := newQuery(r)
-		opts := postgres.StaleOptions{NotSeen: q.days("not_seen"), NoSession: q.days("no_session")}
+		opts := fieldpass.StaleOptions{NotSeen: q.days("not_seen"), NoSession: q.days("no_session")}
 		if q.err != nil {
 			s.writeError(w, r, q.err)
 			return

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/fieldpass/fieldpass"
-	"github.com/fieldpass/fieldpass/postgres"
 	"github.com/fieldpass/fieldpass/tunnel"
 )
 
@@ -219,11 +218,11 @@ func (c *Client) DeviceHistory(ctx context.Context, name string, since time.Time
 // StaleReport reports forgotten devices, grants and vendor accounts:
 // devices not seen for notSeen, devices with no session for noSession (0:
 // the broker's defaults, 30 and 90 days). Admins and auditors.
-func (c *Client) StaleReport(ctx context.Context, notSeen, noSession time.Duration) (*postgres.StaleReport, error) {
+func (c *Client) StaleReport(ctx context.Context, notSeen, noSession time.Duration) (*fieldpass.StaleReport, error) {
 	v := url.Values{}
 	setDuration(v, "not_seen", notSeen)
 	setDuration(v, "no_session", noSession)
-	var out postgres.StaleReport
+	var out fieldpass.StaleReport
 	if err := c.do(ctx, http.MethodGet, "/api/v1/reports/stale", v, nil, &out, true); err != nil {
 		return nil, err
 	}

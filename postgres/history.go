@@ -98,47 +98,10 @@ func (db *DB) DeviceHistory(ctx context.Context, name string, since time.Time, l
 	return evs, nil
 }
 
-// StaleOptions selects what StaleReport calls forgotten. Zero values mean
-// the defaults.
-type StaleOptions struct {
-	// NotSeen: live devices last seen longer ago than this (default 30 days).
-	NotSeen time.Duration
-	// NoSession: live devices, enrolled before this long ago, with no
-	// session started since (default 90 days).
-	NoSession time.Duration
-}
-
-// StaleReport lists what looks forgotten, each item with the command that
-// acts on it.
-type StaleReport struct {
-	At           time.Time       `json:"at"`
-	NotSeen      []StaleItem     `json:"devices_not_seen"`
-	NoSession    []StaleItem     `json:"devices_no_session"`
-	UnusedGrants []StaleItem     `json:"grants_never_used"`
-	IdleVendors  []StaleItem     `json:"vendors_without_live_grant"`
-	Options      StaleOptionsOut `json:"options"`
-}
-
-// StaleOptionsOut echoes the thresholds a report was made with.
-type StaleOptionsOut struct {
-	NotSeenSeconds   int64 `json:"not_seen_seconds"`
-	NoSessionSeconds int64 `json:"no_session_seconds"`
-}
-
-// StaleItem is one forgotten thing: a device name, grant id or email; why;
-// and the command that acts on it (empty when nothing is left to do, such as
-// a grant that ended unused).
-type StaleItem struct {
-	Target  string    `json:"target"`
-	Detail  string    `json:"detail"`
-	Since   time.Time `json:"since,omitzero"` // last seen, last session, grant creation, ...
-	Command string    `json:"command,omitempty"`
-}
-
 // StaleReport finds devices not seen for opts.NotSeen, devices with no
 // session for opts.NoSession, grants no session ever used, and vendor
 // accounts (enabled users with no role) holding no live grant.
-func (db *DB) StaleReport(ctx context.Context, opts StaleOptions) (*StaleReport, error) {
+func (db *DB) StaleReport(ctx context.Context, opts fieldpass.StaleOptions) (*fieldpass.StaleReport, error) {
 	if opts.NotSeen < 0 || opts.NoSession < 0 {
 		return nil, fieldpass.Errorf(fieldpass.EINVALID, "negative stale threshold")
 	}
@@ -149,20 +112,20 @@ func (db *DB) StaleReport(ctx context.Context, opts StaleOptions) (*StaleReport,
 		opts.NoSession = 90 * 24 * time.Hour
 	}
 	now := db.now()
-	rep := &StaleReport{
+	rep := &fieldpass.StaleReport{
 		At: now.UTC(),
-		Options: StaleOptionsOut{
+		Options: fieldpass.StaleOptionsOut{
 			NotSeenSeconds:   int64(opts.NotSeen / time.Second),
 			NoSessionSeconds: int64(opts.NoSession / time.Second),
 		},
-		NotSeen: []StaleItem{}, NoSession: []StaleItem{}, UnusedGrants: []StaleItem{}, IdleVendors: []StaleItem{},
+		NotSeen: []fieldpass.StaleItem{}, NoSession: []fieldpass.StaleItem{}, UnusedGrants: []fieldpass.StaleItem{}, IdleVendors: []fieldpass.StaleItem{},
 	}
-	collect := func(what string, dst *[]StaleItem, query string, scan func(pgx.Row) (StaleItem, error), args ...any) error {
+	collect := func(what string, dst *[]fieldpass.StaleItem, query string, scan func(pgx.Row) (fieldpass.StaleItem, error), args ...any) error {
 		rows, err := db.pool.Query(ctx, query, args...)
 		if err != nil {
 			return fmt.Errorf("stale report: %s: %w", what, err)
 		}
-		items, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (StaleItem, error) { return scan(row) })
+		items, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (fieldpass.StaleItem, error) { return scan(row) })
 		if err != nil {
 			return fmt.Errorf("stale report: %s: %w", what, err)
 		}
@@ -182,8 +145,8 @@ func (db *DB) StaleReport(ctx context.Context, opts StaleOptions) (*StaleReport,
 		WHERE state <> 'decommissioned' AND NOT online
 		  AND coalesce(last_seen, enrolled_at) < $1
 		ORDER BY coalesce(last_seen, enrolled_at), name`,
-		func(row pgx.Row) (StaleItem, error) {
-			var it StaleItem
+		func(row pgx.Row) (fieldpass.StaleItem, error) {
+			var it fieldpass.StaleItem
 			var state string
 			var never bool
 			if err := row.Scan(&it.Target, &state, &it.Since, &never); err != nil {
@@ -207,8 +170,8 @@ func (db *DB) StaleReport(ctx context.Context, opts StaleOptions) (*StaleReport,
 		WHERE d.state <> 'decommissioned' AND d.enrolled_at < $1
 		  AND (s.last IS NULL OR s.last < $1)
 		ORDER BY coalesce(s.last, d.enrolled_at), d.name`,
-		func(row pgx.Row) (StaleItem, error) {
-			var it StaleItem
+		func(row pgx.Row) (fieldpass.StaleItem, error) {
+			var it fieldpass.StaleItem
 			var state string
 			var enrolled time.Time
 			var last *time.Time
@@ -233,8 +196,8 @@ func (db *DB) StaleReport(ctx context.Context, opts StaleOptions) (*StaleReport,
 		FROM grants g
 		WHERE NOT EXISTS (SELECT 1 FROM sessions s WHERE s.grant_id = g.id)
 		ORDER BY g.created_at, g.id`,
-		func(row pgx.Row) (StaleItem, error) {
-			var it StaleItem
+		func(row pgx.Row) (fieldpass.StaleItem, error) {
+			var it fieldpass.StaleItem
 			var subject string
 			var ends time.Time
 			var revoked bool
@@ -264,8 +227,8 @@ func (db *DB) StaleReport(ctx context.Context, opts StaleOptions) (*StaleReport,
 		  AND NOT EXISTS (SELECT 1 FROM grants g
 		                  WHERE g.subject = u.email AND g.revoked_at IS NULL AND g.ends_at > $1)
 		ORDER BY u.email`,
-		func(row pgx.Row) (StaleItem, error) {
-			var it StaleItem
+		func(row pgx.Row) (fieldpass.StaleItem, error) {
+			var it fieldpass.StaleItem
 			var created time.Time
 			var lastGrant *time.Time
 			if err := row.Scan(&it.Target, &created, &lastGrant); err != nil {

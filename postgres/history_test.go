@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/fieldpass/fieldpass"
-	"github.com/fieldpass/fieldpass/postgres"
 )
 
 func TestDeviceHistory(t *testing.T) {
@@ -117,18 +116,18 @@ func TestStaleReport(t *testing.T) {
 	}
 	s.mustSetState(t, "pump-2", fieldpass.DeviceDisabled)
 
-	rep, err := s.StaleReport(ctx, postgres.StaleOptions{})
+	rep, err := s.StaleReport(ctx, fieldpass.StaleOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	targets := func(items []postgres.StaleItem) (names, cmds []string) {
+	targets := func(items []fieldpass.StaleItem) (names, cmds []string) {
 		for _, it := range items {
 			names = append(names, it.Target)
 			cmds = append(cmds, it.Command)
 		}
 		return names, cmds
 	}
-	check := func(what string, items []postgres.StaleItem, wantNames, wantCmds []string) {
+	check := func(what string, items []fieldpass.StaleItem, wantNames, wantCmds []string) {
 		t.Helper()
 		names, cmds := targets(items)
 		if !equal(names, wantNames) || !equal(cmds, wantCmds) {
@@ -146,14 +145,14 @@ func TestStaleReport(t *testing.T) {
 		[]string{"fieldpass-broker user disable vendor@example.com"})
 
 	t.Run("thresholds", func(t *testing.T) {
-		rep, err := s.StaleReport(ctx, postgres.StaleOptions{NotSeen: 200 * day, NoSession: 200 * day})
+		rep, err := s.StaleReport(ctx, fieldpass.StaleOptions{NotSeen: 200 * day, NoSession: 200 * day})
 		if err != nil {
 			t.Fatal(err)
 		}
 		if len(rep.NotSeen) != 0 || len(rep.NoSession) != 0 {
 			t.Errorf("200-day thresholds: got %+v %+v, want none", rep.NotSeen, rep.NoSession)
 		}
-		_, err = s.StaleReport(ctx, postgres.StaleOptions{NotSeen: -day})
+		_, err = s.StaleReport(ctx, fieldpass.StaleOptions{NotSeen: -day})
 		wantError(t, err, fieldpass.EINVALID, "negative")
 	})
 }

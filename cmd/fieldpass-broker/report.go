@@ -127,7 +127,7 @@ func (e env) report(ctx context.Context, args []string) error {
 func (e env) reportStale(ctx context.Context, args []string) error {
 	fs := e.flagSet("report stale", "report stale [--not-seen 30d] [--no-session 90d] [--json]\n\nLists what looks forgotten: devices not seen, devices nobody has opened a\nsession to, grants never used, vendor accounts with no live grant; each\nwith the command that acts on it.")
 	dbURL := e.databaseFlag(fs)
-	var opts postgres.StaleOptions
+	var opts fieldpass.StaleOptions
 	opts.NotSeen, opts.NoSession = 30*24*time.Hour, 90*24*time.Hour
 	fs.Var(daysFlag{&opts.NotSeen}, "not-seen", "devices last seen longer ago than this (default 30d)")
 	fs.Var(daysFlag{&opts.NoSession}, "no-session", "devices with no session for this long (default 90d)")
@@ -149,7 +149,7 @@ func (e env) reportStale(ctx context.Context, args []string) error {
 	}
 	sections := []struct {
 		title string
-		items []postgres.StaleItem
+		items []fieldpass.StaleItem
 	}{
 		{fmt.Sprintf("Devices not seen for %s", days(opts.NotSeen)), rep.NotSeen},
 		{fmt.Sprintf("Devices with no session for %s", days(opts.NoSession)), rep.NoSession},

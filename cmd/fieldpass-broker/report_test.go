@@ -66,7 +66,7 @@ func TestDeviceHistoryAndStaleReport(t *testing.T) {
 		if !strings.Contains(out, "fieldpass-broker device disable pump-7") || !strings.Contains(out, "fieldpass-broker device decommission pump-7") {
 			t.Errorf("report stale at 1ns:\n%s", out)
 		}
-		var rep postgres.StaleReport
+		var rep fieldpass.StaleReport
 		if err := json.Unmarshal([]byte(mustRun(t, dbURL, "report", "stale", "--no-session", "1ns", "--json")), &rep); err != nil || len(rep.NoSession) != 1 || rep.NoSession[0].Target != "pump-7" {
 			t.Errorf("report stale --json: got %+v, %v", rep, err)
 		}

@@ -591,7 +591,7 @@ func TestBrokerHistoryAndStaleReport(t *testing.T) {
 		}
 	}
 	r = mustOK(t, b.as(t, auditor, "report", "stale", "--not-seen", "36h", "--no-session", "7d", "--json"))
-	var rep postgres.StaleReport
+	var rep fieldpass.StaleReport
 	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
 		t.Fatalf("report stale --json: %v\n%s", err, r.stdout)
 	}

@@ -115,12 +115,12 @@ with the command that acts on it. Auditors and admins only.`)
 	return writeStale(e.stdout, rep)
 }
 
-func writeStale(w io.Writer, rep *postgres.StaleReport) error {
+func writeStale(w io.Writer, rep *fieldpass.StaleReport) error {
 	notSeen := time.Duration(rep.Options.NotSeenSeconds) * time.Second
 	noSession := time.Duration(rep.Options.NoSessionSeconds) * time.Second
 	sections := []struct {
 		title string
-		items []postgres.StaleItem
+		items []fieldpass.StaleItem
 	}{
 		{"Devices not seen for " + formatDuration(notSeen), rep.NotSeen},
 		{"Devices with no session for " + formatDuration(noSession), rep.NoSession},
