@@ -1,6 +1,8 @@
 package fieldpass_test
 
 import (
+	"context"
+	"errors"
 	"net/netip"
 	"testing"
 
@@ -52,5 +54,18 @@ func TestValidation(t *testing.T) {
 	}
 	if err := fieldpass.CheckEnrollmentToken(fieldpass.FormatEnrollmentToken([32]byte{1})); err != nil {
 		t.Error(err)
+	}
+}
+
+func TestErrorfKeepsCause(t *testing.T) {
+	err := fieldpass.Errorf(fieldpass.EUNAVAILABLE, "cannot reach the broker: %w", context.DeadlineExceeded)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatal("the %w cause is lost")
+	}
+	if got := fieldpass.ErrorMessage(err); got != "cannot reach the broker: context deadline exceeded" {
+		t.Fatalf("message %q", got)
+	}
+	if errors.Unwrap(fieldpass.Errorf(fieldpass.EINVALID, "no cause %v", 1)) != nil {
+		t.Fatal("an error without %w has a cause")
 	}
 }

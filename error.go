@@ -3,6 +3,7 @@ package fieldpass
 import (
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // Error codes: a small, closed vocabulary. The edges (HTTP API, CLI) map each
@@ -22,15 +23,33 @@ const (
 type Error struct {
 	Code    string
 	Message string
+	// cause is what a %w in Errorf's format named: kept for errors.Is and
+	// errors.As, never shown (Message already says what a person needs).
+	cause error
 }
 
 func (e *Error) Error() string {
 	return fmt.Sprintf("%s: %s", e.Code, e.Message)
 }
 
-// Errorf returns an *Error with the given code and formatted message.
+// Errorf returns an *Error with the given code and formatted message. As
+// with fmt.Errorf, a %w verb keeps its operand as the cause, so a caller can
+// still ask errors.Is(err, context.Canceled) of an error a person reads.
 func Errorf(code, format string, args ...any) *Error {
-	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+	w := fmt.Errorf(format, args...)
+	e := &Error{Code: code, Message: w.Error()}
+	if strings.Contains(format, "%w") {
+		e.cause = w
+	}
+	return e
+}
+
+// Unwrap returns the cause named with %w, if any.
+func (e *Error) Unwrap() error {
+	if e.cause == nil {
+		return nil
+	}
+	return errors.Unwrap(e.cause)
 }
 
 // ErrorCode returns the code of the first *Error in err's chain, EINTERNAL for

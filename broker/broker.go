@@ -160,7 +160,6 @@ type peer struct {
 	sess      *yamux.Session
 	keepalive time.Duration
 	version   string
-	connected bool // had a session in this broker process (a next hello is a reconnect)
 
 	rxBytes  uint64
 	lastRx   time.Time // last time rx bytes grew (or the hello)
@@ -399,6 +398,12 @@ func (b *Broker) upsert(d *fieldpass.Device) error {
 	}
 	b.mu.Lock()
 	if p, ok := b.byID[d.ID]; ok {
+		if p.dev.Name != d.Name { // renamed: keep byName in step
+			if b.byName[p.dev.Name] == p {
+				delete(b.byName, p.dev.Name)
+			}
+			b.byName[d.Name] = p
+		}
 		p.dev.Labels, p.dev.Name = d.Labels, d.Name
 		b.mu.Unlock()
 		return nil

@@ -40,10 +40,10 @@ type peerHistory struct {
 	moves         []endpointMove // endpoint changes within cloneWindow, oldest first
 	cloneAt       time.Time      // last clone_suspected recorded
 
-	// offlineEpisode counts hellos: a device_offline alert armed in one
-	// offline episode fires only if no hello came since.
-	offlineEpisode uint64
-	offlineTimer   *time.Timer
+	// hellos counts accepted hellos in this process: a device_offline
+	// alert fires only if no hello came since it was armed.
+	hellos       uint64
+	offlineTimer *time.Timer
 }
 
 type endpointMove struct {
@@ -63,21 +63,21 @@ func (b *Broker) startHistory() {
 		for {
 			select {
 			case e := <-h.ch:
-				b.writeEvent(e)
+				b.writeEvent(context.Background(), e)
 			case <-h.stop:
-				// Drain what is queued, within a bound: Close must not hang
-				// on a dead database.
-				deadline := time.After(historyTimeout)
-				for {
+				// Drain what is queued, within a bound on the whole drain:
+				// Close must not hang on a dead database.
+				ctx, cancel := context.WithTimeout(context.Background(), historyTimeout)
+				defer cancel()
+				for ctx.Err() == nil {
 					select {
 					case e := <-h.ch:
-						b.writeEvent(e)
-					case <-deadline:
-						return
+						b.writeEvent(ctx, e)
 					default:
 						return
 					}
 				}
+				return
 			}
 		}
 	}()
@@ -93,8 +93,8 @@ func (b *Broker) stopHistory() {
 	<-b.history.done
 }
 
-func (b *Broker) writeEvent(e fieldpass.DeviceEvent) {
-	ctx, cancel := context.WithTimeout(context.Background(), historyTimeout)
+func (b *Broker) writeEvent(ctx context.Context, e fieldpass.DeviceEvent) {
+	ctx, cancel := context.WithTimeout(ctx, historyTimeout)
 	defer cancel()
 	if err := b.db.RecordDeviceEvent(ctx, e); err != nil {
 		b.cfg.Metrics.PostgresError()
@@ -140,7 +140,6 @@ func (b *Broker) recordOnline(p *peer, prevVersion, version string) {
 	}
 	b.recordEvent(p, fieldpass.DeviceOnline, nil)
 	b.mu.Lock()
-	p.hist.offlineEpisode++
 	if p.hist.offlineTimer != nil {
 		p.hist.offlineTimer.Stop()
 		p.hist.offlineTimer = nil
@@ -176,10 +175,10 @@ func (b *Broker) armOfflineAlert(p *peer, reason string) {
 	if p.hist.offlineTimer != nil {
 		p.hist.offlineTimer.Stop()
 	}
-	episode := p.hist.offlineEpisode
+	hellos := p.hist.hellos
 	p.hist.offlineTimer = time.AfterFunc(b.cfg.OfflineAlertAfter, func() {
 		b.mu.Lock()
-		fire := !b.closed && b.byID[p.dev.ID] == p && p.sess == nil && p.hist.offlineEpisode == episode
+		fire := !b.closed && b.byID[p.dev.ID] == p && p.sess == nil && p.hist.hellos == hellos
 		if fire {
 			p.hist.offlineTimer = nil
 		}

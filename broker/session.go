@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -320,7 +321,7 @@ func (m *Sessions) whyNoGrant(ctx context.Context, email, device, service string
 	}
 	var last *fieldpass.Grant // of the grants for this service, the one ending last
 	for _, g := range gs {
-		if !containsString(g.Services, service) {
+		if !slices.Contains(g.Services, service) {
 			continue
 		}
 		if now.Before(g.Start) && !g.Revoked() {
@@ -338,15 +339,6 @@ func (m *Sessions) whyNoGrant(ctx context.Context, email, device, service string
 	default:
 		return fieldpass.Errorf(fieldpass.EEXPIRED, "your grant for %s/%s expired at %s", device, service, last.End.Format(time.RFC3339))
 	}
-}
-
-func containsString(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 // watchDevice ends s when the device's tunnel session closes: device_disabled
@@ -510,12 +502,15 @@ func (m *Sessions) checkLoop(ctx context.Context) {
 func (m *Sessions) check(ctx context.Context) {
 	now := m.cfg.Now()
 	m.mu.Lock()
-	var live []*Session
+	var live, idle []*Session
 	var oldest time.Time
 	for _, s := range m.live {
 		live = append(live, s)
 		if total := s.in.Load() + s.out.Load(); total != s.lastTotal {
 			s.lastTotal, s.lastActive = total, now
+		}
+		if m.cfg.IdleTimeout > 0 && now.Sub(s.lastActive) >= m.cfg.IdleTimeout {
+			idle = append(idle, s)
 		}
 		if oldest.IsZero() || s.rec.Start.Before(oldest) {
 			oldest = s.rec.Start
@@ -525,15 +520,8 @@ func (m *Sessions) check(ctx context.Context) {
 	down := m.downSince
 	m.mu.Unlock()
 
-	if m.cfg.IdleTimeout > 0 {
-		for _, s := range live {
-			m.mu.Lock()
-			idle := now.Sub(s.lastActive) >= m.cfg.IdleTimeout
-			m.mu.Unlock()
-			if idle {
-				m.end(s, fieldpass.EndIdleTimeout, true)
-			}
-		}
+	for _, s := range idle {
+		m.end(s, fieldpass.EndIdleTimeout, true)
 	}
 	if len(live) == 0 && npending == 0 && down.IsZero() {
 		return

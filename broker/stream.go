@@ -34,7 +34,7 @@ func (b *Broker) OpenStream(ctx context.Context, device, service string, session
 	}
 	st, err := sess.OpenStream()
 	if err != nil {
-		return nil, fieldpass.Errorf(fieldpass.EUNAVAILABLE, "device %s is offline (open stream: %v)", device, err)
+		return nil, fieldpass.Errorf(fieldpass.EUNAVAILABLE, "device %s is offline (open stream: %w)", device, err)
 	}
 	deadline := time.Now().Add(15 * time.Second)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
@@ -48,7 +48,7 @@ func (b *Broker) OpenStream(ctx context.Context, device, service string, session
 	status, err := tunnel.ReadStreamStatus(st)
 	if err != nil {
 		st.Close()
-		return nil, fieldpass.Errorf(fieldpass.EUNAVAILABLE, "device %s did not answer: %v", device, err)
+		return nil, fieldpass.Errorf(fieldpass.EUNAVAILABLE, "device %s did not answer: %w", device, err)
 	}
 	switch status.Code {
 	case tunnel.StatusOK:

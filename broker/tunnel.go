@@ -81,6 +81,7 @@ func (b *Broker) handshake(c net.Conn) {
 	c.SetDeadline(time.Time{})
 	sess, err := yamux.Client(c, tunnel.YamuxConfig(b.cfg.Window))
 	if err != nil {
+		log.Warn("start session", "err", err)
 		c.Close()
 		return
 	}
@@ -93,8 +94,9 @@ func (b *Broker) handshake(c net.Conn) {
 	}
 	old := p.sess
 	p.sess = sess
-	reconnect := p.connected
-	p.connected = true
+	// A device that said hello before in this process is reconnecting.
+	reconnect := p.hist.hellos > 0
+	p.hist.hellos++ // a new offline episode: alerts armed before it lapse
 	prevVersion := p.version
 	if prevVersion == "" {
 		prevVersion = p.dev.Presence.ConnectorVersion

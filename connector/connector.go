@@ -65,8 +65,10 @@ type Connector struct {
 	log    *slog.Logger
 	dev    *wgnet.Device
 	broker netip.AddrPort
-	nudge  chan struct{}
-	retry  bool // a session was attempted before; used by Run's goroutine only
+	// brokerKey is State.BrokerKey parsed once (LoadState validated it).
+	brokerKey wgnet.Key
+	nudge     chan struct{}
+	retry     bool // a session was attempted before; used by Run's goroutine only
 
 	mu        sync.Mutex
 	session   *yamux.Session
@@ -118,11 +120,16 @@ func New(cfg Config) (*Connector, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	brokerKey, err := wgnet.ParseKey(cfg.State.BrokerKey)
+	if err != nil {
+		return nil, fmt.Errorf("broker key: %w", err)
+	}
 	c := &Connector{
-		cfg:    cfg,
-		log:    cfg.Logger,
-		broker: netip.AddrPortFrom(cfg.State.BrokerAddress, cfg.State.BrokerPort),
-		nudge:  make(chan struct{}, 1),
+		brokerKey: brokerKey,
+		cfg:       cfg,
+		log:       cfg.Logger,
+		broker:    netip.AddrPortFrom(cfg.State.BrokerAddress, cfg.State.BrokerPort),
+		nudge:     make(chan struct{}, 1),
 	}
 	dev, err := wgnet.New(wgnet.Config{
 		PrivateKey: cfg.State.PrivateKey,
@@ -158,15 +165,11 @@ func (c *Connector) setBrokerPeer(i int) error {
 	if err != nil {
 		return err
 	}
-	key, err := wgnet.ParseKey(c.cfg.State.BrokerKey)
-	if err != nil {
-		return fmt.Errorf("broker key: %w", err)
-	}
 	c.mu.Lock()
 	c.endpoint = i
 	c.mu.Unlock()
 	return c.dev.SetPeer(wgnet.Peer{
-		PublicKey:           key,
+		PublicKey:           c.brokerKey,
 		AllowedIPs:          []netip.Prefix{netip.PrefixFrom(c.cfg.State.BrokerAddress, c.cfg.State.BrokerAddress.BitLen())},
 		Endpoint:            ep,
 		PersistentKeepalive: c.cfg.Keepalive,
@@ -275,8 +278,7 @@ func (c *Connector) session1(ctx context.Context) error {
 		// Start from a fresh WireGuard handshake: if the broker restarted,
 		// it no longer knows our session keys and would drop everything we
 		// send until WireGuard's own 15 s no-reply timer fired.
-		key, _ := wgnet.ParseKey(c.cfg.State.BrokerKey)
-		if err := c.dev.ResetPeer(key, true); err != nil {
+		if err := c.dev.ResetPeer(c.brokerKey, true); err != nil {
 			c.log.Warn("reset broker peer", "err", err)
 		}
 	}
@@ -348,10 +350,12 @@ func (c *Connector) session1(ctx context.Context) error {
 // a last handshake older than WireGuard's reject-after time (180 s) plus
 // slack means nothing can pass and the TCP connection inside is dead.
 func (c *Connector) checkTunnel() error {
-	key, _ := wgnet.ParseKey(c.cfg.State.BrokerKey)
-	st, ok, err := c.dev.Peer(key)
-	if err != nil || !ok {
-		return fmt.Errorf("broker peer missing: %v", err)
+	st, ok, err := c.dev.Peer(c.brokerKey)
+	if err != nil {
+		return fmt.Errorf("read broker peer: %w", err)
+	}
+	if !ok {
+		return errors.New("broker peer missing")
 	}
 	if !st.LastHandshake.IsZero() && time.Since(st.LastHandshake) > 200*time.Second+c.cfg.Keepalive {
 		return fmt.Errorf("tunnel silent: last handshake %s ago", time.Since(st.LastHandshake).Round(time.Second))

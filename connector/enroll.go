@@ -9,13 +9,11 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/fieldpass/fieldpass"
@@ -42,7 +40,7 @@ func Enroll(ctx context.Context, cfg EnrollConfig) (*State, error) {
 	if err := fieldpass.CheckEnrollmentToken(cfg.Token); err != nil {
 		return nil, err
 	}
-	base, err := checkBrokerURL(cfg.BrokerURL)
+	base, err := fieldpass.ParseBrokerURL(cfg.BrokerURL)
 	if err != nil {
 		return nil, err
 	}
@@ -77,12 +75,12 @@ func Enroll(ctx context.Context, cfg EnrollConfig) (*State, error) {
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := client.Do(req)
 	if err != nil {
-		return nil, fieldpass.Errorf(fieldpass.EUNAVAILABLE, "cannot reach broker at %s: %v", base.Redacted(), unwrapURLError(err))
+		return nil, fieldpass.Errorf(fieldpass.EUNAVAILABLE, "cannot reach broker at %s: %w", base.Redacted(), unwrapURLError(err))
 	}
 	defer resp.Body.Close()
 	rb, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	if err != nil {
-		return nil, fieldpass.Errorf(fieldpass.EUNAVAILABLE, "read broker answer: %v", err)
+		return nil, fieldpass.Errorf(fieldpass.EUNAVAILABLE, "read broker answer: %w", err)
 	}
 	if resp.StatusCode != http.StatusOK {
 		var e tunnel.ErrorResponse
@@ -115,31 +113,6 @@ func Enroll(ctx context.Context, cfg EnrollConfig) (*State, error) {
 		return nil, fmt.Errorf("enrolled as %s but could not save the state (decommission the device and enrol again): %w", s.DeviceName, err)
 	}
 	return s, nil
-}
-
-// checkBrokerURL allows plain http only to a loopback broker: the enrolment
-// token and the broker's key must not cross a network in clear.
-func checkBrokerURL(raw string) (*url.URL, error) {
-	u, err := url.Parse(raw)
-	if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
-		return nil, fieldpass.Errorf(fieldpass.EINVALID, "invalid broker URL %q: want https://host[:port]", raw)
-	}
-	if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
-		return nil, fieldpass.Errorf(fieldpass.EINVALID, "invalid broker URL %q: no credentials, query or fragment", u.Redacted())
-	}
-	if u.Scheme == "http" && !isLoopbackHost(u.Hostname()) {
-		return nil, fieldpass.Errorf(fieldpass.EINVALID, "refusing plain http to %s: use https (http is accepted only for a loopback broker)", u.Host)
-	}
-	u.Path = strings.TrimSuffix(u.Path, "/")
-	return u, nil
-}
-
-func isLoopbackHost(h string) bool {
-	if h == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(h)
-	return ip != nil && ip.IsLoopback()
 }
 
 // checkWritable makes sure the state can be saved before the token is spent:

@@ -70,6 +70,15 @@ func parseYAML(src string) ([]any, error) {
 // stripYAMLComment removes a comment: # at the start or after a space,
 // outside quotes.
 func stripYAMLComment(s string) string {
+	if i := indexUnquoted(s, func(i int) bool { return s[i] == '#' && (i == 0 || s[i-1] == ' ') }); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
+
+// indexUnquoted returns the first index i of s outside single or double
+// quotes at which at(i) holds, or -1.
+func indexUnquoted(s string, at func(i int) bool) int {
 	var quote byte
 	for i := 0; i < len(s); i++ {
 		c := s[i]
@@ -80,11 +89,11 @@ func stripYAMLComment(s string) string {
 			}
 		case c == '"' || c == '\'':
 			quote = c
-		case c == '#' && (i == 0 || s[i-1] == ' '):
-			return s[:i]
+		case at(i):
+			return i
 		}
 	}
-	return s
+	return -1
 }
 
 type yamlParser struct {
@@ -181,25 +190,17 @@ func (p *yamlParser) mapping(indent int) (any, error) {
 	return m, nil
 }
 
-// mappingKey returns the key part of "key: value" or "key:", or "".
+// mappingKey returns the key part of "key: value" or "key:", or "" (also
+// for a flow collection, whose [ or { comes first).
 func mappingKey(text string) string {
-	var quote byte
-	for i := 0; i < len(text); i++ {
+	i := indexUnquoted(text, func(i int) bool {
 		c := text[i]
-		switch {
-		case quote != 0:
-			if c == quote {
-				quote = 0
-			}
-		case c == '"' || c == '\'':
-			quote = c
-		case c == '[' || c == '{':
-			return ""
-		case c == ':' && (i == len(text)-1 || text[i+1] == ' '):
-			return text[:i]
-		}
+		return c == '[' || c == '{' || c == ':' && (i == len(text)-1 || text[i+1] == ' ')
+	})
+	if i < 0 || text[i] != ':' {
+		return ""
 	}
-	return ""
+	return text[:i]
 }
 
 func yamlScalar(s string, line int) (any, error) {

@@ -51,6 +51,20 @@ func seesAll(c *Caller) bool {
 	return c.User.HasRole(fieldpass.RoleAdmin) || c.User.HasRole(fieldpass.RoleAuditor)
 }
 
+// ownOnly narrows a list filter's user field to the caller unless c sees
+// all: an empty *who becomes the caller, and anyone else's is refused with
+// refusal (EFORBIDDEN).
+func ownOnly(c *Caller, who *string, refusal string) error {
+	if seesAll(c) {
+		return nil
+	}
+	if *who != "" && *who != c.User.Email {
+		return fieldpass.Errorf(fieldpass.EFORBIDDEN, "%s", refusal)
+	}
+	*who = c.User.Email
+	return nil
+}
+
 // handleMe answers who the caller is, as the broker sees them.
 func (s *Server) handleMe() http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {

@@ -154,12 +154,9 @@ func (s *Server) handleGrantList() http.HandlerFunc {
 		if active {
 			f.ActiveAt = s.cfg.Now()
 		}
-		if !seesAll(c) {
-			if f.Subject != "" && f.Subject != c.User.Email {
-				s.writeError(w, r, fieldpass.Errorf(fieldpass.EFORBIDDEN, "you may list only grants made out to you"))
-				return
-			}
-			f.Subject = c.User.Email
+		if err := ownOnly(c, &f.Subject, "you may list only grants made out to you"); err != nil {
+			s.writeError(w, r, err)
+			return
 		}
 		gs, err := s.cfg.DB.Grants(r.Context(), f)
 		if err != nil {

@@ -32,12 +32,9 @@ func (s *Server) handleSessionList() http.HandlerFunc {
 			s.writeError(w, r, q.err)
 			return
 		}
-		if !seesAll(c) {
-			if f.User != "" && f.User != c.User.Email {
-				s.writeError(w, r, fieldpass.Errorf(fieldpass.EFORBIDDEN, "you may list only your own sessions"))
-				return
-			}
-			f.User = c.User.Email
+		if err := ownOnly(c, &f.User, "you may list only your own sessions"); err != nil {
+			s.writeError(w, r, err)
+			return
 		}
 		ss, err := s.cfg.DB.Sessions(r.Context(), f)
 		if err != nil {

@@ -6,11 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/fieldpass/fieldpass"
@@ -294,7 +292,7 @@ func setLimit(v url.Values, n int) {
 // do sends one request and decodes a 2xx answer's JSON into out. body, if
 // not nil, is sent as JSON. auth says whether to send the token.
 func (c *Client) do(ctx context.Context, method, path string, query url.Values, body, out any, auth bool) error {
-	base, err := brokerURL(c.BaseURL)
+	base, err := fieldpass.ParseBrokerURL(c.BaseURL)
 	if err != nil {
 		return err
 	}
@@ -306,13 +304,13 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 	if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
-			return fieldpass.Errorf(fieldpass.EINVALID, "encode request: %v", err)
+			return fieldpass.Errorf(fieldpass.EINVALID, "encode request: %w", err)
 		}
 		rd = bytes.NewReader(b)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, u.String(), rd)
 	if err != nil {
-		return fieldpass.Errorf(fieldpass.EINVALID, "build request: %v", err)
+		return fieldpass.Errorf(fieldpass.EINVALID, "build request: %w", err)
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
@@ -350,7 +348,7 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 		if ctx.Err() != nil {
 			return unreachable(ctx, base.Host, err)
 		}
-		return fieldpass.Errorf(fieldpass.EINTERNAL, "unexpected answer from the broker at %s to %s %s: %v", base.Host, method, path, err)
+		return fieldpass.Errorf(fieldpass.EINTERNAL, "unexpected answer from the broker at %s to %s %s: %w", base.Host, method, path, err)
 	}
 	return nil
 }
@@ -358,7 +356,7 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 // unreachable describes a request that got no answer.
 func unreachable(ctx context.Context, host string, err error) error {
 	if ctx.Err() != nil {
-		return fieldpass.Errorf(fieldpass.EUNAVAILABLE, "request to the broker at %s stopped: %v", host, ctx.Err())
+		return fieldpass.Errorf(fieldpass.EUNAVAILABLE, "request to the broker at %s stopped: %w", host, ctx.Err())
 	}
 	// url.Error repeats method and URL; the cause is what helps. The URL
 	// holds no secret, but the message reads better without it.
@@ -366,7 +364,7 @@ func unreachable(ctx context.Context, host string, err error) error {
 	if errors.As(err, &ue) {
 		err = ue.Err
 	}
-	return fieldpass.Errorf(fieldpass.EUNAVAILABLE, "cannot reach the broker at %s: %v", host, err)
+	return fieldpass.Errorf(fieldpass.EUNAVAILABLE, "cannot reach the broker at %s: %w", host, err)
 }
 
 // statusCodes maps HTTP statuses to error codes for answers that carry no
@@ -400,37 +398,6 @@ func answerError(host string, resp *http.Response) error {
 		code = fieldpass.EINTERNAL
 	}
 	return fieldpass.Errorf(code, "the broker at %s answered %s", host, resp.Status)
-}
-
-// brokerURL checks a broker's base URL: http or https with a host, no
-// credentials, query or fragment; plain http only to a loopback host, so
-// that tokens never cross a network in clear.
-func brokerURL(raw string) (*url.URL, error) {
-	u, err := url.Parse(raw)
-	if err != nil {
-		// The text may hold a password; say nothing of it.
-		return nil, fieldpass.Errorf(fieldpass.EINVALID, "invalid broker URL: want https://host[:port]")
-	}
-	if u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
-		return nil, fieldpass.Errorf(fieldpass.EINVALID, "invalid broker URL %q: want https://host[:port]", u.Redacted())
-	}
-	if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
-		return nil, fieldpass.Errorf(fieldpass.EINVALID, "invalid broker URL %q: no credentials, query or fragment", u.Redacted())
-	}
-	if u.Scheme == "http" && !loopbackHost(u.Hostname()) {
-		return nil, fieldpass.Errorf(fieldpass.EINVALID, "refusing plain http to %s: use https (http is accepted only for a loopback broker)", u.Host)
-	}
-	u.Path = strings.TrimSuffix(u.Path, "/")
-	u.RawPath = ""
-	return u, nil
-}
-
-func loopbackHost(h string) bool {
-	if h == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(h)
-	return ip != nil && ip.IsLoopback()
 }
 
 // Logout revokes the client's own token at the broker.

@@ -37,7 +37,7 @@ const connectStatusTimeout = 30 * time.Second
 // *fieldpass.Error with the broker's reason (no grant, grant expired,
 // device offline or disabled, audit store down); nothing is opened then.
 func (c *Client) Connect(ctx context.Context, device, service string) (*Conn, error) {
-	base, err := brokerURL(c.BaseURL)
+	base, err := fieldpass.ParseBrokerURL(c.BaseURL)
 	if err != nil {
 		return nil, err
 	}
@@ -80,7 +80,7 @@ func (c *Client) Connect(ctx context.Context, device, service string) (*Conn, er
 	if err != nil {
 		cancel()
 		ws.CloseNow()
-		return nil, fieldpass.Errorf(fieldpass.EINTERNAL, "start session: %v", err)
+		return nil, fieldpass.Errorf(fieldpass.EINTERNAL, "start session: %w", err)
 	}
 	conn.ys = ys
 	go func() {
@@ -128,7 +128,7 @@ func (c *Conn) closedError(err error) error {
 		return fieldpass.Errorf(fieldpass.EUNAVAILABLE, "session closed")
 	default:
 	}
-	return fieldpass.Errorf(fieldpass.EUNAVAILABLE, "open stream: %v", err)
+	return fieldpass.Errorf(fieldpass.EUNAVAILABLE, "open stream: %w", err)
 }
 
 // Close ends the session (client_closed) and every stream in it.

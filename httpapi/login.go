@@ -111,7 +111,7 @@ func newLoginState(cfg Config) *loginState {
 	}
 	if u, err := url.Parse(cfg.PublicURL); err == nil && u.Host != "" && (u.Scheme == "https" || u.Scheme == "http") {
 		ls.origin = &url.URL{Scheme: u.Scheme, Host: u.Host}
-		ls.secure = !(u.Scheme == "http" && identity.IsLoopback(u.Hostname()))
+		ls.secure = !(u.Scheme == "http" && fieldpass.IsLoopbackHost(u.Hostname()))
 	}
 	if cfg.OIDC == nil || cfg.OIDC.Provider == nil {
 		return ls

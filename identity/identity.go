@@ -17,7 +17,6 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -106,13 +105,13 @@ func New(cfg Config) (*Provider, error) {
 	if cfg.Issuer == "" {
 		return nil, fieldpass.Errorf(fieldpass.EINVALID, "OIDC issuer URL is required")
 	}
-	if u, err := url.Parse(cfg.Issuer); err != nil || u.Host == "" || (u.Scheme != "https" && !(u.Scheme == "http" && IsLoopback(u.Hostname()))) {
+	if u, err := url.Parse(cfg.Issuer); err != nil || u.Host == "" || (u.Scheme != "https" && !(u.Scheme == "http" && fieldpass.IsLoopbackHost(u.Hostname()))) {
 		return nil, fieldpass.Errorf(fieldpass.EINVALID, "OIDC issuer %q: want an https:// URL (http:// only on a loopback host)", cfg.Issuer)
 	}
 	if cfg.ClientID == "" {
 		return nil, fieldpass.Errorf(fieldpass.EINVALID, "OIDC client ID is required")
 	}
-	if u, err := url.Parse(cfg.RedirectURL); err != nil || u.Host == "" || (u.Scheme != "https" && !(u.Scheme == "http" && IsLoopback(u.Hostname()))) {
+	if u, err := url.Parse(cfg.RedirectURL); err != nil || u.Host == "" || (u.Scheme != "https" && !(u.Scheme == "http" && fieldpass.IsLoopbackHost(u.Hostname()))) {
 		return nil, fieldpass.Errorf(fieldpass.EINVALID, "OIDC redirect URL %q: want an https:// URL (http:// only on a loopback host)", cfg.RedirectURL)
 	}
 	if cfg.EmailClaim == "" {
@@ -143,16 +142,6 @@ func New(cfg Config) (*Provider, error) {
 		}
 	}
 	return &Provider{cfg: cfg, scopes: slices.Clone(scopes)}, nil
-}
-
-// IsLoopback reports whether host (a name or an IP, without port) is this
-// machine: localhost or a loopback address.
-func IsLoopback(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(strings.Trim(host, "[]"))
-	return ip != nil && ip.IsLoopback()
 }
 
 // MFA returns the provider's MFA policy.

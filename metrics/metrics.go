@@ -32,62 +32,58 @@ type Broker struct {
 // NewBroker creates the broker's collectors and registers them on reg.
 // It panics if they are registered there already (a wiring bug).
 func NewBroker(reg prometheus.Registerer) *Broker {
-	m := &Broker{
-		devicesOnline: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "fieldpass_devices_online",
-			Help: "Devices with a live tunnel session to this broker.",
-		}),
-		handshakes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "fieldpass_handshakes_total",
-			Help: "Connector hellos, by result (ok: the device connected).",
-		}, []string{"result"}),
-		reconnects: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "fieldpass_reconnects_total",
-			Help: "Devices that connected again after an earlier session with this broker process.",
-		}),
-		sessionsActive: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "fieldpass_sessions_active",
-			Help: "People's sessions to devices now live on this broker.",
-		}),
-		sessionsOpened: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "fieldpass_sessions_opened_total",
-			Help: "Sessions authorised and recorded.",
-		}),
-		sessionsDenied: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "fieldpass_sessions_denied_total",
-			Help: "Session requests refused, by error code (forbidden, expired, not_found, unavailable, invalid, internal).",
-		}, []string{"reason"}),
-		sessionsEnded: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "fieldpass_sessions_ended_total",
-			Help: "Sessions ended, by end reason.",
-		}, []string{"reason"}),
-		bytesIn: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "fieldpass_session_bytes_in_total",
-			Help: "Bytes carried from people to devices in sessions.",
-		}),
-		bytesOut: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "fieldpass_session_bytes_out_total",
-			Help: "Bytes carried from devices to people in sessions.",
-		}),
-		auditLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+	r := registrar{reg}
+	return &Broker{
+		devicesOnline: r.gauge("fieldpass_devices_online",
+			"Devices with a live tunnel session to this broker."),
+		handshakes: r.counterVec("fieldpass_handshakes_total",
+			"Connector hellos, by result (ok: the device connected).", "result"),
+		reconnects: r.counter("fieldpass_reconnects_total",
+			"Devices that connected again after an earlier session with this broker process."),
+		sessionsActive: r.gauge("fieldpass_sessions_active",
+			"People's sessions to devices now live on this broker."),
+		sessionsOpened: r.counter("fieldpass_sessions_opened_total",
+			"Sessions authorised and recorded."),
+		sessionsDenied: r.counterVec("fieldpass_sessions_denied_total",
+			"Session requests refused, by error code (forbidden, expired, not_found, unavailable, invalid, internal).", "reason"),
+		sessionsEnded: r.counterVec("fieldpass_sessions_ended_total",
+			"Sessions ended, by end reason.", "reason"),
+		bytesIn: r.counter("fieldpass_session_bytes_in_total",
+			"Bytes carried from people to devices in sessions."),
+		bytesOut: r.counter("fieldpass_session_bytes_out_total",
+			"Bytes carried from devices to people in sessions."),
+		auditLatency: register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "fieldpass_audit_write_seconds",
 			Help: "Latency of the session manager's writes of the audit record, by call.",
 			// 1 ms to 10 s: a healthy store answers in milliseconds; the
 			// store timeout (5 s by default) bounds the tail.
 			Buckets: prometheus.ExponentialBucketsRange(0.001, 10, 14),
-		}, []string{"op"}),
-		postgresErrors: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "fieldpass_postgres_errors_total",
-			Help: "Broker calls to Postgres that failed.",
-		}),
-		alerts: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "fieldpass_alerts_total",
-			Help: "Webhook alerts by outcome: delivered, dropped (queue full) or dead_lettered (given up).",
-		}, []string{"result"}),
+		}, []string{"op"})),
+		postgresErrors: r.counter("fieldpass_postgres_errors_total",
+			"Broker calls to Postgres that failed."),
+		alerts: r.counterVec("fieldpass_alerts_total",
+			"Webhook alerts by outcome: delivered, dropped (queue full) or dead_lettered (given up).", "result"),
 	}
-	reg.MustRegister(m.devicesOnline, m.handshakes, m.reconnects, m.sessionsActive, m.sessionsOpened,
-		m.sessionsDenied, m.sessionsEnded, m.bytesIn, m.bytesOut, m.auditLatency, m.postgresErrors, m.alerts)
-	return m
+}
+
+// registrar creates collectors already registered on its Registerer.
+type registrar struct{ reg prometheus.Registerer }
+
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
+	reg.MustRegister(c)
+	return c
+}
+
+func (r registrar) counter(name, help string) prometheus.Counter {
+	return register(r.reg, prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help}))
+}
+
+func (r registrar) gauge(name, help string) prometheus.Gauge {
+	return register(r.reg, prometheus.NewGauge(prometheus.GaugeOpts{Name: name, Help: help}))
+}
+
+func (r registrar) counterVec(name, help string, labels ...string) *prometheus.CounterVec {
+	return register(r.reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels))
 }
 
 // Handler serves the collectors of g in the Prometheus text format.

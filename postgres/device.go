@@ -53,16 +53,7 @@ func deref(s *string) string {
 
 func (db *DB) queryDevices(ctx context.Context, what, query string, args ...any) ([]*fieldpass.Device, error) {
 	rows, err := db.pool.Query(ctx, query, args...)
-	if err != nil {
-		return nil, fmt.Errorf("list %s: %w", what, err)
-	}
-	devs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*fieldpass.Device, error) {
-		return scanDevice(row)
-	})
-	if err != nil {
-		return nil, fmt.Errorf("list %s: %w", what, err)
-	}
-	return devs, nil
+	return collectRows(rows, err, "list "+what, scanDevice)
 }
 
 // Device returns the live (not decommissioned) device named name.
@@ -172,11 +163,7 @@ func (db *DB) setDeviceState(ctx context.Context, name string, state fieldpass.D
 		return nil
 	})
 	if err != nil {
-		var fe *fieldpass.Error
-		if errors.As(err, &fe) {
-			return nil, err
-		}
-		return nil, fmt.Errorf("set device %s %s: %w", name, state, err)
+		return nil, wrap(err, fmt.Sprintf("set device %s %s", name, state))
 	}
 	return dev, nil
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -149,51 +148,35 @@ const maxGrantPage = 1000
 
 // Grants returns the grants f selects, newest first.
 func (db *DB) Grants(ctx context.Context, f GrantFilter) ([]*fieldpass.Grant, error) {
-	if f.Limit < 0 {
-		return nil, fieldpass.Errorf(fieldpass.EINVALID, "invalid limit %d", f.Limit)
+	limit, err := pageLimit(f.Limit, maxGrantPage)
+	if err != nil {
+		return nil, err
 	}
-	if f.Limit == 0 || f.Limit > maxGrantPage {
-		f.Limit = maxGrantPage
-	}
-	where := []string{"true"}
-	var args []any
-	add := func(cond string, v any) {
-		args = append(args, v)
-		where = append(where, strings.ReplaceAll(cond, "$?", fmt.Sprintf("$%d", len(args))))
-	}
+	var w filter
 	if f.Subject != "" {
 		email, err := fieldpass.NormalizeEmail(f.Subject)
 		if err != nil {
 			return nil, err
 		}
-		add("g.subject = $?", email)
+		w.add("g.subject = $?", email)
 	}
 	if f.Device != "" {
 		if err := fieldpass.ValidateDeviceName(f.Device); err != nil {
 			return nil, err
 		}
-		add(`(g.devices @> ARRAY[$?::text] OR EXISTS (
+		w.add(`(g.devices @> ARRAY[$?::text] OR EXISTS (
 			SELECT 1 FROM devices d WHERE d.name = $? AND d.state <> 'decommissioned' AND d.labels @> g.selector))`, f.Device)
 	}
 	if !f.ActiveAt.IsZero() {
-		add("g.starts_at <= $? AND g.ends_at > $? AND (g.revoked_at IS NULL OR g.revoked_at > $?)", f.ActiveAt)
+		w.add("g.starts_at <= $? AND g.ends_at > $? AND (g.revoked_at IS NULL OR g.revoked_at > $?)", f.ActiveAt)
 	}
-	args = append(args, f.Limit)
-	q := `SELECT ` + grantColumns + ` FROM grants g WHERE ` + strings.Join(where, " AND ") +
-		fmt.Sprintf(` ORDER BY g.created_at DESC, g.id LIMIT $%d`, len(args))
-	return db.queryGrants(ctx, q, args...)
+	q := `SELECT ` + grantColumns + ` FROM grants g WHERE ` + w.where() + ` ORDER BY g.created_at DESC, g.id` + w.limit(limit)
+	return db.queryGrants(ctx, q, w.args...)
 }
 
 func (db *DB) queryGrants(ctx context.Context, q string, args ...any) ([]*fieldpass.Grant, error) {
 	rows, err := db.pool.Query(ctx, q, args...)
-	if err != nil {
-		return nil, fmt.Errorf("list grants: %w", err)
-	}
-	gs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*fieldpass.Grant, error) { return scanGrant(row) })
-	if err != nil {
-		return nil, fmt.Errorf("list grants: %w", err)
-	}
-	return gs, nil
+	return collectRows(rows, err, "list grants", scanGrant)
 }
 
 // RevokeGrant revokes the grant with id now, recorded by actor as

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -111,41 +110,28 @@ type RequestFilter struct {
 
 // Requests returns the access requests f selects, newest first.
 func (db *DB) Requests(ctx context.Context, f RequestFilter) ([]*fieldpass.AccessRequest, error) {
-	if f.Limit < 0 {
-		return nil, fieldpass.Errorf(fieldpass.EINVALID, "invalid limit %d", f.Limit)
+	limit, err := pageLimit(f.Limit, maxGrantPage)
+	if err != nil {
+		return nil, err
 	}
-	if f.Limit == 0 || f.Limit > maxGrantPage {
-		f.Limit = maxGrantPage
-	}
-	where := []string{"true"}
-	var args []any
+	var w filter
 	if f.Requester != "" {
 		email, err := fieldpass.NormalizeEmail(f.Requester)
 		if err != nil {
 			return nil, err
 		}
-		args = append(args, email)
-		where = append(where, fmt.Sprintf("requester = $%d", len(args)))
+		w.add("requester = $?", email)
 	}
 	switch f.Status {
 	case "":
 	case fieldpass.RequestPending, fieldpass.RequestApproved, fieldpass.RequestDenied:
-		args = append(args, string(f.Status))
-		where = append(where, fmt.Sprintf("status = $%d", len(args)))
+		w.add("status = $?", string(f.Status))
 	default:
 		return nil, fieldpass.Errorf(fieldpass.EINVALID, "invalid request status %q: want pending, approved or denied", f.Status)
 	}
-	args = append(args, f.Limit)
-	rows, err := db.pool.Query(ctx, `SELECT `+requestColumns+` FROM access_requests WHERE `+strings.Join(where, " AND ")+
-		fmt.Sprintf(` ORDER BY created_at DESC, id LIMIT $%d`, len(args)), args...)
-	if err != nil {
-		return nil, fmt.Errorf("list requests: %w", err)
-	}
-	rs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*fieldpass.AccessRequest, error) { return scanRequest(row) })
-	if err != nil {
-		return nil, fmt.Errorf("list requests: %w", err)
-	}
-	return rs, nil
+	q := `SELECT ` + requestColumns + ` FROM access_requests WHERE ` + w.where() + ` ORDER BY created_at DESC, id` + w.limit(limit)
+	rows, err := db.pool.Query(ctx, q, w.args...)
+	return collectRows(rows, err, "list requests", scanRequest)
 }
 
 // DecideRequest approves or denies the pending request id for approver (an

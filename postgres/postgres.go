@@ -22,10 +22,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
 
+	"github.com/fieldpass/fieldpass"
 	"github.com/fieldpass/fieldpass/migrations"
 )
 
@@ -165,4 +167,54 @@ func uniqueViolation(err error) string {
 		return pgErr.ConstraintName
 	}
 	return ""
+}
+
+// collectRows scans every row of a Query result with scan; what is the
+// context for errors ("list users"). Pass Query's two results straight in.
+func collectRows[T any](rows pgx.Rows, err error, what string, scan func(pgx.Row) (T, error)) ([]T, error) {
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (T, error) { return scan(row) })
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	return out, nil
+}
+
+// pageLimit checks a filter's Limit and applies the default and maximum max.
+func pageLimit(limit, max int) (int, error) {
+	if limit < 0 {
+		return 0, fieldpass.Errorf(fieldpass.EINVALID, "invalid limit %d", limit)
+	}
+	if limit == 0 || limit > max {
+		return max, nil
+	}
+	return limit, nil
+}
+
+// filter builds the WHERE clause and arguments of a listing query.
+type filter struct {
+	conds []string
+	args  []any
+}
+
+// add adds cond, in which every $? stands for v.
+func (f *filter) add(cond string, v any) {
+	f.args = append(f.args, v)
+	f.conds = append(f.conds, strings.ReplaceAll(cond, "$?", fmt.Sprintf("$%d", len(f.args))))
+}
+
+// where returns the conditions joined by AND ("true" if none).
+func (f *filter) where() string {
+	if len(f.conds) == 0 {
+		return "true"
+	}
+	return strings.Join(f.conds, " AND ")
+}
+
+// limit adds n as the last argument and returns the LIMIT clause for it.
+func (f *filter) limit(n int) string {
+	f.args = append(f.args, n)
+	return fmt.Sprintf(" LIMIT $%d", len(f.args))
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -217,12 +216,9 @@ func (db *DB) CloseOpenSessions(ctx context.Context, brokerID string, reason fie
 			UPDATE sessions SET ended_at = GREATEST($2, started_at), end_reason = $3
 			WHERE ended_at IS NULL AND ($1 = '*' OR broker_id = $1)
 			RETURNING `+sessionColumns, brokerID, now, string(reason))
+		closed, err := collectRows(rows, err, "close sessions", scanSession)
 		if err != nil {
-			return fmt.Errorf("close sessions: %w", err)
-		}
-		closed, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*fieldpass.Session, error) { return scanSession(row) })
-		if err != nil {
-			return fmt.Errorf("close sessions: %w", err)
+			return err
 		}
 		for _, s := range closed {
 			if err := db.auditSessionEnd(ctx, tx, s); err != nil {
@@ -268,46 +264,31 @@ const maxSessionPage = 1000
 
 // Sessions returns the sessions f selects, newest first.
 func (db *DB) Sessions(ctx context.Context, f SessionFilter) ([]*fieldpass.Session, error) {
-	if f.Limit < 0 {
-		return nil, fieldpass.Errorf(fieldpass.EINVALID, "invalid limit %d", f.Limit)
+	limit, err := pageLimit(f.Limit, maxSessionPage)
+	if err != nil {
+		return nil, err
 	}
-	if f.Limit == 0 || f.Limit > maxSessionPage {
-		f.Limit = maxSessionPage
-	}
-	where := []string{"true"}
-	var args []any
-	add := func(cond string, v any) {
-		args = append(args, v)
-		where = append(where, fmt.Sprintf(cond, len(args)))
-	}
+	var w filter
 	if f.Device != "" {
 		if err := fieldpass.ValidateDeviceName(f.Device); err != nil {
 			return nil, err
 		}
-		add("device_name = $%d", f.Device)
+		w.add("device_name = $?", f.Device)
 	}
 	if f.User != "" {
 		email, err := fieldpass.NormalizeEmail(f.User)
 		if err != nil {
 			return nil, err
 		}
-		add("user_email = $%d", email)
+		w.add("user_email = $?", email)
 	}
 	if !f.Since.IsZero() {
-		add("started_at >= $%d", f.Since)
+		w.add("started_at >= $?", f.Since)
 	}
 	if f.Open {
-		where = append(where, "ended_at IS NULL")
+		w.conds = append(w.conds, "ended_at IS NULL")
 	}
-	args = append(args, f.Limit)
-	rows, err := db.pool.Query(ctx, `SELECT `+sessionColumns+` FROM sessions WHERE `+strings.Join(where, " AND ")+
-		fmt.Sprintf(` ORDER BY started_at DESC, id LIMIT $%d`, len(args)), args...)
-	if err != nil {
-		return nil, fmt.Errorf("list sessions: %w", err)
-	}
-	ss, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*fieldpass.Session, error) { return scanSession(row) })
-	if err != nil {
-		return nil, fmt.Errorf("list sessions: %w", err)
-	}
-	return ss, nil
+	q := `SELECT ` + sessionColumns + ` FROM sessions WHERE ` + w.where() + ` ORDER BY started_at DESC, id` + w.limit(limit)
+	rows, err := db.pool.Query(ctx, q, w.args...)
+	return collectRows(rows, err, "list sessions", scanSession)
 }

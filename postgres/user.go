@@ -131,14 +131,7 @@ func (db *DB) User(ctx context.Context, email string) (*fieldpass.User, error) {
 // Users returns every user, sorted by email.
 func (db *DB) Users(ctx context.Context) ([]*fieldpass.User, error) {
 	rows, err := db.pool.Query(ctx, `SELECT `+userColumns+` FROM users ORDER BY email`)
-	if err != nil {
-		return nil, fmt.Errorf("list users: %w", err)
-	}
-	users, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*fieldpass.User, error) { return scanUser(row) })
-	if err != nil {
-		return nil, fmt.Errorf("list users: %w", err)
-	}
-	return users, nil
+	return collectRows(rows, err, "list users", scanUser)
 }
 
 // SetUserDisabled disables or enables the user email, recorded by actor as
@@ -377,14 +370,7 @@ func (db *DB) Tokens(ctx context.Context, email string) ([]*fieldpass.Token, err
 	}
 	rows, err := db.pool.Query(ctx, `SELECT `+tokenColumns+` FROM tokens t JOIN users u ON u.id = t.user_id
 		WHERE u.email = $1 ORDER BY t.created_at DESC, t.id`, email)
-	if err != nil {
-		return nil, fmt.Errorf("list tokens: %w", err)
-	}
-	toks, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*fieldpass.Token, error) { return scanToken(row) })
-	if err != nil {
-		return nil, fmt.Errorf("list tokens: %w", err)
-	}
-	return toks, nil
+	return collectRows(rows, err, "list tokens", scanToken)
 }
 
 // audit appends an event inside tx (see AppendAuditTx): call it last.

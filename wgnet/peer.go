@@ -125,15 +125,11 @@ func (d *Device) RemovePeer(k Key) error {
 func (d *Device) ResetPeer(k Key, kick bool) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	uapi, err := d.wg.IpcGet()
-	if err != nil {
-		return fmt.Errorf("reset peer %s: %w", k, err)
-	}
 	var (
 		cur   peerState
 		found bool
 	)
-	err = scanUAPIPeer(uapi, k, func(s *peerState) { cur, found = *s, true })
+	err := d.scanPeers(&k, func(s *peerState) { cur, found = *s, true })
 	if err != nil {
 		return fmt.Errorf("reset peer %s: %w", k, err)
 	}
@@ -166,20 +162,8 @@ func (d *Device) ResetPeer(k Key, kick bool) error {
 
 // Peers returns the state of every peer, in no particular order.
 func (d *Device) Peers() ([]PeerStats, error) {
-	d.dumpMu.Lock()
-	defer d.dumpMu.Unlock()
-	d.dump.Reset()
-	if err := d.wg.IpcGetOperation(&d.dump); err != nil {
-		return nil, fmt.Errorf("list peers: %w", err)
-	}
-	// The parse below copies what it keeps and finishes before the buffer
-	// is reused, so the dump need not be copied into a string first.
-	b := d.dump.Bytes()
-	uapi := unsafe.String(unsafe.SliceData(b), len(b))
-	// One peer is about 300 bytes of UAPI text.
-	stats := make([]PeerStats, 0, len(uapi)/300+1)
-	err := scanUAPI(uapi, func(s *peerState) { stats = append(stats, s.PeerStats) })
-	if err != nil {
+	var stats []PeerStats
+	if err := d.scanPeers(nil, func(s *peerState) { stats = append(stats, s.PeerStats) }); err != nil {
 		return nil, fmt.Errorf("list peers: %w", err)
 	}
 	return stats, nil
@@ -187,19 +171,30 @@ func (d *Device) Peers() ([]PeerStats, error) {
 
 // Peer returns the state of one peer, and whether it exists.
 func (d *Device) Peer(k Key) (PeerStats, bool, error) {
-	uapi, err := d.wg.IpcGet()
-	if err != nil {
-		return PeerStats{}, false, fmt.Errorf("peer %s: %w", k, err)
-	}
 	var (
 		stats PeerStats
 		found bool
 	)
-	err = scanUAPIPeer(uapi, k, func(s *peerState) { stats, found = s.PeerStats, true })
-	if err != nil {
+	if err := d.scanPeers(&k, func(s *peerState) { stats, found = s.PeerStats, true }); err != nil {
 		return PeerStats{}, false, fmt.Errorf("peer %s: %w", k, err)
 	}
 	return stats, found, nil
+}
+
+// scanPeers dumps the device's state into the reused buffer and calls fn
+// for each peer (only the one asked for, if only is set). A broker reads
+// every peer's counters every few seconds; a fresh string per dump was most
+// of its garbage at a thousand peers. fn must copy what it keeps: the
+// buffer is reused once scanPeers returns.
+func (d *Device) scanPeers(only *Key, fn func(*peerState)) error {
+	d.dumpMu.Lock()
+	defer d.dumpMu.Unlock()
+	d.dump.Reset()
+	if err := d.wg.IpcGetOperation(&d.dump); err != nil {
+		return err
+	}
+	b := d.dump.Bytes()
+	return scanPeers(unsafe.String(unsafe.SliceData(b), len(b)), only, fn)
 }
 
 // uapiListenPort returns the listen_port of a UAPI dump, which precedes
@@ -218,18 +213,6 @@ func uapiListenPort(uapi string) (uint16, bool) {
 		}
 	}
 	return 0, false
-}
-
-// scanUAPI calls fn for each peer in a UAPI "get" dump, without allowed IPs.
-// fn must not keep the *peerState, which is reused.
-func scanUAPI(uapi string, fn func(*peerState)) error {
-	return scanPeers(uapi, nil, fn)
-}
-
-// scanUAPIPeer calls fn, at most once, for the peer k, with allowed IPs.
-// fn must not keep the *peerState, but may keep a copy.
-func scanUAPIPeer(uapi string, k Key, fn func(*peerState)) error {
-	return scanPeers(uapi, &k, fn)
 }
 
 // scanPeers parses a UAPI dump (see wireguard-go device/uapi.go); with only

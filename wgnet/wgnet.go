@@ -349,11 +349,7 @@ func (d *Device) SendKeepalive() error {
 }
 
 func (d *Device) sendKeepalives() error {
-	uapi, err := d.wg.IpcGet()
-	if err != nil {
-		return err
-	}
-	return scanUAPI(uapi, func(s *peerState) {
+	return d.scanPeers(nil, func(s *peerState) {
 		if p := d.wg.LookupPeer(device.NoisePublicKey(s.PublicKey)); p != nil {
 			p.SendKeepalive()
 		}

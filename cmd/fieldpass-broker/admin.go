@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/fieldpass/fieldpass"
@@ -106,23 +105,17 @@ func (e env) token(ctx context.Context, args []string) error {
 
 func (e env) device(ctx context.Context, args []string) error {
 	const sub = "Usage: fieldpass-broker device list [--json]\n       fieldpass-broker device disable|enable|decommission NAME\n       fieldpass-broker device history NAME [--since 24h] [--json]"
-	if len(args) == 0 {
-		fmt.Fprintln(e.stderr, sub)
-		return usageError{msg: "missing subcommand"}
+	state := func(verb string) subcommand {
+		return func(ctx context.Context, args []string) error { return e.deviceState(ctx, verb, args) }
 	}
-	switch args[0] {
-	case "-h", "--help", "help":
-		fmt.Fprintln(e.stdout, sub)
-		return nil
-	case "list", "ls":
-		return e.deviceList(ctx, args[1:])
-	case "disable", "enable", "decommission":
-		return e.deviceState(ctx, args[0], args[1:])
-	case "history":
-		return e.deviceHistory(ctx, args[1:])
-	}
-	fmt.Fprintln(e.stderr, sub)
-	return usageError{msg: fmt.Sprintf("unknown device subcommand %q", args[0])}
+	return e.dispatch(ctx, args, sub, "device subcommand", map[string]subcommand{
+		"list":         e.deviceList,
+		"ls":           e.deviceList,
+		"disable":      state("disable"),
+		"enable":       state("enable"),
+		"decommission": state("decommission"),
+		"history":      e.deviceHistory,
+	})
 }
 
 func (e env) deviceList(ctx context.Context, args []string) error {
@@ -141,20 +134,14 @@ func (e env) deviceList(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if *asJSON {
-		return writeJSONList(e, devs)
-	}
-	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tSTATE\tPRESENCE\tLAST SEEN\tENDPOINT\tVERSION\tADDRESS\tLABELS")
-	for _, d := range devs {
+	return printList(e, *asJSON, devs, "NAME\tSTATE\tPRESENCE\tLAST SEEN\tENDPOINT\tVERSION\tADDRESS\tLABELS", func(d *fieldpass.Device) []string {
 		presence := "offline"
 		if d.Presence.Online {
 			presence = "online"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.Name, d.State, presence, ago(d.Presence.LastSeen),
-			dash(d.Presence.Endpoint), dash(d.Presence.ConnectorVersion), d.TunnelAddr, dash(fieldpass.FormatLabels(d.Labels)))
-	}
-	return tw.Flush()
+		return []string{d.Name, string(d.State), presence, ago(d.Presence.LastSeen),
+			dash(d.Presence.Endpoint), dash(d.Presence.ConnectorVersion), d.TunnelAddr.String(), dash(fieldpass.FormatLabels(d.Labels))}
+	})
 }
 
 func (e env) deviceState(ctx context.Context, verb string, args []string) error {
@@ -182,6 +169,28 @@ func (e env) deviceState(ctx context.Context, verb string, args []string) error 
 }
 
 func isHelp(s string) bool { return s == "-h" || s == "--help" || s == "help" }
+
+// subcommand runs one verb of a command that has several.
+type subcommand func(ctx context.Context, args []string) error
+
+// dispatch runs the subcommand named by args[0] with the remaining args.
+// Help prints usage to stdout; a missing or unknown name prints it to stderr
+// and fails with a usage error naming what, e.g. "unknown user subcommand".
+func (e env) dispatch(ctx context.Context, args []string, usage, what string, subs map[string]subcommand) error {
+	if len(args) == 0 {
+		fmt.Fprintln(e.stderr, usage)
+		return usageError{msg: "missing subcommand"}
+	}
+	if isHelp(args[0]) {
+		fmt.Fprintln(e.stdout, usage)
+		return nil
+	}
+	if run, ok := subs[args[0]]; ok {
+		return run(ctx, args[1:])
+	}
+	fmt.Fprintln(e.stderr, usage)
+	return usageError{msg: fmt.Sprintf("unknown %s %q", what, args[0])}
+}
 
 func ago(t time.Time) string {
 	if t.IsZero() {

@@ -33,23 +33,11 @@ checkpoint from an older export catches a log that was cut short or
 rewritten whole since.`
 
 func (e env) audit(ctx context.Context, args []string) error {
-	if len(args) == 0 {
-		fmt.Fprintln(e.stderr, auditUsage)
-		return usageError{msg: "missing subcommand"}
-	}
-	switch args[0] {
-	case "-h", "--help", "help":
-		fmt.Fprintln(e.stdout, auditUsage)
-		return nil
-	case "checkpoint":
-		return e.auditCheckpoint(ctx, args[1:])
-	case "export":
-		return e.auditExport(ctx, args[1:])
-	case "verify":
-		return e.auditVerify(ctx, args[1:])
-	}
-	fmt.Fprintln(e.stderr, auditUsage)
-	return usageError{msg: fmt.Sprintf("unknown audit subcommand %q", args[0])}
+	return e.dispatch(ctx, args, auditUsage, "audit subcommand", map[string]subcommand{
+		"checkpoint": e.auditCheckpoint,
+		"export":     e.auditExport,
+		"verify":     e.auditVerify,
+	})
 }
 
 // operatorActor names the person running an admin command on the server
@@ -353,14 +341,14 @@ func (l exportLine) event() (fieldpass.AuditEvent, error) {
 	ev := fieldpass.AuditEvent{Seq: l.Seq, At: l.At.UTC(), Actor: l.Actor, Action: l.Action, Target: l.Target}
 	var err error
 	if ev.PrevHash, err = hex.DecodeString(l.PrevHash); err != nil {
-		return ev, fmt.Errorf("event %d: prev_hash: %v", l.Seq, err)
+		return ev, fmt.Errorf("event %d: prev_hash: %w", l.Seq, err)
 	}
 	if ev.Hash, err = hex.DecodeString(l.Hash); err != nil {
-		return ev, fmt.Errorf("event %d: hash: %v", l.Seq, err)
+		return ev, fmt.Errorf("event %d: hash: %w", l.Seq, err)
 	}
 	if len(l.Details) > 0 {
 		if err := json.Unmarshal(l.Details, &ev.Details); err != nil {
-			return ev, fmt.Errorf("event %d: details: %v", l.Seq, err)
+			return ev, fmt.Errorf("event %d: details: %w", l.Seq, err)
 		}
 	}
 	return ev, nil
@@ -370,13 +358,13 @@ func (l exportLine) checkpoint() (fieldpass.AuditCheckpoint, error) {
 	cp := fieldpass.AuditCheckpoint{Seq: l.Seq, At: l.At.UTC()}
 	var err error
 	if cp.Hash, err = hex.DecodeString(l.Hash); err != nil {
-		return cp, fmt.Errorf("checkpoint at seq %d: hash: %v", l.Seq, err)
+		return cp, fmt.Errorf("checkpoint at seq %d: hash: %w", l.Seq, err)
 	}
 	if cp.PublicKey, err = base64.StdEncoding.DecodeString(l.PublicKey); err != nil {
-		return cp, fmt.Errorf("checkpoint at seq %d: public_key: %v", l.Seq, err)
+		return cp, fmt.Errorf("checkpoint at seq %d: public_key: %w", l.Seq, err)
 	}
 	if cp.Signature, err = base64.StdEncoding.DecodeString(l.Signature); err != nil {
-		return cp, fmt.Errorf("checkpoint at seq %d: signature: %v", l.Seq, err)
+		return cp, fmt.Errorf("checkpoint at seq %d: signature: %w", l.Seq, err)
 	}
 	return cp, nil
 }
@@ -398,7 +386,7 @@ func readExport(path string, fn func(exportLine) error) error {
 		dec := json.NewDecoder(strings.NewReader(sc.Text()))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&l); err != nil {
-			return fmt.Errorf("%s:%d: %v", path, n, err)
+			return fmt.Errorf("%s:%d: %w", path, n, err)
 		}
 		switch l.Type {
 		case "header":

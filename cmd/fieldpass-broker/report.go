@@ -106,22 +106,26 @@ func writeJSONList[T any](e env, list []T) error {
 	return writeJSON(e, list)
 }
 
+// printList prints list as a JSON array with asJSON, otherwise as a table:
+// header (tab-separated column names), then one row of cells per item.
+func printList[T any](e env, asJSON bool, list []T, header string, row func(T) []string) error {
+	if asJSON {
+		return writeJSONList(e, list)
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, header)
+	for _, item := range list {
+		fmt.Fprintln(tw, strings.Join(row(item), "\t"))
+	}
+	return tw.Flush()
+}
+
 const reportUsage = "Usage: fieldpass-broker report stale [--not-seen 30d] [--no-session 90d] [--json]"
 
 func (e env) report(ctx context.Context, args []string) error {
-	if len(args) == 0 {
-		fmt.Fprintln(e.stderr, reportUsage)
-		return usageError{msg: "missing subcommand"}
-	}
-	switch args[0] {
-	case "-h", "--help", "help":
-		fmt.Fprintln(e.stdout, reportUsage)
-		return nil
-	case "stale":
-		return e.reportStale(ctx, args[1:])
-	}
-	fmt.Fprintln(e.stderr, reportUsage)
-	return usageError{msg: fmt.Sprintf("unknown report %q", args[0])}
+	return e.dispatch(ctx, args, reportUsage, "report", map[string]subcommand{
+		"stale": e.reportStale,
+	})
 }
 
 func (e env) reportStale(ctx context.Context, args []string) error {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/fieldpass/fieldpass"
@@ -16,23 +15,17 @@ const userUsage = `Usage: fieldpass-broker user token --email EMAIL [--role ROLE
        fieldpass-broker user disable|enable EMAIL`
 
 func (e env) user(ctx context.Context, args []string) error {
-	if len(args) == 0 {
-		fmt.Fprintln(e.stderr, userUsage)
-		return usageError{msg: "missing subcommand"}
-	}
-	switch args[0] {
-	case "-h", "--help", "help":
-		fmt.Fprintln(e.stdout, userUsage)
-		return nil
-	case "token":
-		return e.userToken(ctx, args[1:])
-	case "list", "ls":
-		return e.userList(ctx, args[1:])
-	case "disable", "enable":
-		return e.userState(ctx, args[0], args[1:])
-	}
-	fmt.Fprintln(e.stderr, userUsage)
-	return usageError{msg: fmt.Sprintf("unknown user subcommand %q", args[0])}
+	return e.dispatch(ctx, args, userUsage, "user subcommand", map[string]subcommand{
+		"token": e.userToken,
+		"list":  e.userList,
+		"ls":    e.userList,
+		"disable": func(ctx context.Context, args []string) error {
+			return e.userState(ctx, "disable", args)
+		},
+		"enable": func(ctx context.Context, args []string) error {
+			return e.userState(ctx, "enable", args)
+		},
+	})
 }
 
 // roleFlag collects repeated --role.
@@ -117,12 +110,7 @@ func (e env) userList(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if *asJSON {
-		return writeJSONList(e, users)
-	}
-	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "EMAIL\tROLES\tSTATE\tCREATED")
-	for _, u := range users {
+	return printList(e, *asJSON, users, "EMAIL\tROLES\tSTATE\tCREATED", func(u *fieldpass.User) []string {
 		roles := make([]string, len(u.Roles))
 		for i, r := range u.Roles {
 			roles[i] = string(r)
@@ -135,9 +123,8 @@ func (e env) userList(ctx context.Context, args []string) error {
 		if u.Disabled {
 			state = "disabled"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", u.Email, r, state, u.CreatedAt.Format(time.RFC3339))
-	}
-	return tw.Flush()
+		return []string{u.Email, r, state, u.CreatedAt.Format(time.RFC3339)}
+	})
 }
 
 func (e env) userState(ctx context.Context, verb string, args []string) error {

@@ -262,13 +262,13 @@ func (f *grantCreateFlags) body(now time.Time) (httpapi.GrantCreate, error) {
 	case f.duration != "":
 		d, err := parseDuration(f.duration)
 		if err != nil {
-			return g, fmt.Errorf("--duration: %v", err)
+			return g, fmt.Errorf("--duration: %w", err)
 		}
 		g.Duration = d.String()
 	case f.until != "":
 		t, err := parseUntil(f.until, now)
 		if err != nil {
-			return g, fmt.Errorf("--until: %v", err)
+			return g, fmt.Errorf("--until: %w", err)
 		}
 		g.End = t
 	default:

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"net"
-	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -70,7 +68,7 @@ func (e *env) loadConfig() (savedConfig, error) {
 		return c, fmt.Errorf("read config: %w", err)
 	}
 	if err := json.Unmarshal(b, &c); err != nil {
-		return c, fmt.Errorf("config %s is not valid JSON (remove it and log in again): %v", path, err)
+		return c, fmt.Errorf("config %s is not valid JSON (remove it and log in again): %w", path, err)
 	}
 	return c, nil
 }
@@ -162,31 +160,12 @@ func (e *env) credentials() (credentials, error) {
 	return c, nil
 }
 
-// checkBrokerURL returns the broker's base URL. Plain http is allowed only
-// to a loopback broker: the token must not cross a network in clear.
+// checkBrokerURL returns the broker's base URL under the shared rule
+// (fieldpass.ParseBrokerURL: plain http only to a loopback broker).
 func checkBrokerURL(raw string) (string, error) {
-	u, err := url.Parse(strings.TrimSpace(raw))
+	u, err := fieldpass.ParseBrokerURL(strings.TrimSpace(raw))
 	if err != nil {
-		// The text may hold a password; say nothing of it.
-		return "", fieldpass.Errorf(fieldpass.EINVALID, "invalid broker URL: want https://host[:port]")
+		return "", err
 	}
-	if u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
-		return "", fieldpass.Errorf(fieldpass.EINVALID, "invalid broker URL %q: want https://host[:port]", u.Redacted())
-	}
-	if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
-		return "", fieldpass.Errorf(fieldpass.EINVALID, "invalid broker URL %q: no credentials, query or fragment", u.Redacted())
-	}
-	if u.Scheme == "http" && !isLoopbackHost(u.Hostname()) {
-		return "", fieldpass.Errorf(fieldpass.EINVALID, "refusing plain http to %s: use https (http is accepted only for a loopback broker)", u.Host)
-	}
-	u.Path = strings.TrimSuffix(u.Path, "/")
 	return u.String(), nil
-}
-
-func isLoopbackHost(h string) bool {
-	if h == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(h)
-	return ip != nil && ip.IsLoopback()
 }

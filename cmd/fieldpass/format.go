@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"reflect"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -19,7 +20,12 @@ import (
 // (the API's own objects, indented), --csv for spreadsheets (a header row,
 // RFC 3339 times, encoding/csv quoting).
 
+// writeJSON prints v indented; an empty list prints as [] (never null), so
+// scripts can always iterate.
 func writeJSON(w io.Writer, v any) error {
+	if rv := reflect.ValueOf(v); rv.Kind() == reflect.Slice && rv.IsNil() {
+		v = []struct{}{}
+	}
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	enc.SetEscapeHTML(false)
