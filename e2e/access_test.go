@@ -339,6 +339,7 @@ func TestAccess(t *testing.T) {
 type person struct {
 	name string
 	env  []string
+	ns   netns // where the CLI runs: "" for the test's own namespace
 }
 
 // tokenPerson issues an automation token for a new user with role and
@@ -354,6 +355,9 @@ func (b *broker) tokenPerson(email string, role fieldpass.Role) person {
 
 func (p person) run(t *testing.T, args ...string) result {
 	t.Helper()
+	if p.ns != "" {
+		return runCmd(t, p.env, "ip", p.ns.argv(bins.cli, args...)...)
+	}
 	return runCmd(t, p.env, bins.cli, args...)
 }
 

@@ -185,6 +185,14 @@ type broker struct {
 	args     []string // serve flags beyond the harness's own (startBrokerWith)
 	runs     int
 	p        *proc // the current process
+
+	// In a field network (startFieldBroker) the broker runs in a namespace
+	// of its own, serves HTTPS on a public address, and reaches Postgres
+	// through a link the test can cut; zero values mean loopback.
+	ns         netns
+	publicURL  string
+	serveDBURL string       // the database URL serve uses, if not dbURL
+	client     *http.Client // reaches the public URL
 }
 
 const brokerID = "e2e-broker"
@@ -242,13 +250,22 @@ func (b *broker) start() error {
 		"--broker-id", b.id,
 		"--log-level", "debug"}, // shown only when the test fails
 		b.args...)
-	b.p = startProc(b.t, fmt.Sprintf("broker (run %d)", b.runs), logPath, b.env(), bins.broker, args...)
+	name := fmt.Sprintf("broker (run %d)", b.runs)
+	if b.ns != "" {
+		serveEnv := env("FIELDPASS_DATABASE_URL=" + b.serveDBURL)
+		b.p = startProc(b.t, name, logPath, serveEnv, "ip", b.ns.argv(bins.broker, args...)...)
+	} else {
+		b.p = startProc(b.t, name, logPath, b.env(), bins.broker, args...)
+	}
 	return b.waitHealthy(20 * time.Second)
 }
 
 func (b *broker) waitHealthy(timeout time.Duration) error {
-	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{Proxy: nil}}
-	defer client.CloseIdleConnections()
+	client := b.client
+	if client == nil {
+		client = &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{Proxy: nil}}
+		defer client.CloseIdleConnections()
+	}
 	deadline := time.Now().Add(timeout)
 	for {
 		if b.p.exited() {
@@ -271,7 +288,12 @@ func (b *broker) waitHealthy(timeout time.Duration) error {
 }
 
 // URL is the broker's public URL, which connectors enrol at.
-func (b *broker) URL() string { return "http://" + b.httpAddr }
+func (b *broker) URL() string {
+	if b.publicURL != "" {
+		return b.publicURL
+	}
+	return "http://" + b.httpAddr
+}
 
 func (b *broker) env() []string { return env("FIELDPASS_DATABASE_URL=" + b.dbURL) }
 

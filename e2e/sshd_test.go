@@ -74,8 +74,8 @@ func sshKeygen(t *testing.T, path string) string {
 	return string(pub)
 }
 
-const sshdConfig = `# sshd for one e2e test: loopback only, this client key only.
-ListenAddress 127.0.0.1
+const sshdConfig = `# sshd for one e2e test: this client key only.
+ListenAddress %s
 Port %d
 HostKey %s
 PidFile %s
@@ -97,8 +97,16 @@ LogLevel VERBOSE
 `
 
 // startSSHD starts sshd in the foreground (-D), logging to its proc log
-// (-e), and waits until it listens.
+// (-e), and waits until it listens on a free loopback port.
 func startSSHD(t *testing.T) *sshd {
+	t.Helper()
+	return startSSHDIn(t, "")
+}
+
+// startSSHDIn starts sshd in namespace ns (a device's), listening on all of
+// its addresses at port 22 as a device's would; ns "" is loopback in the
+// test's own namespace, on a free port.
+func startSSHDIn(t *testing.T, ns netns) *sshd {
 	t.Helper()
 	path := sshdPath()
 	me, err := user.Current()
@@ -121,20 +129,30 @@ func startSSHD(t *testing.T) *sshd {
 		}
 	}
 	for attempt := 1; ; attempt++ {
-		s.addr = freeAddr(t, "tcp")
+		listenIP := "127.0.0.1"
+		if ns == "" {
+			s.addr = freeAddr(t, "tcp")
+		} else {
+			listenIP, s.addr = "0.0.0.0", "127.0.0.1:22"
+		}
 		_, port, _ := net.SplitHostPort(s.addr)
 		var portNum int
 		fmt.Sscan(port, &portNum)
 		config := filepath.Join(dir, fmt.Sprintf("sshd_config.%d", attempt))
-		text := fmt.Sprintf(sshdConfig, portNum, hostKey, filepath.Join(dir, "sshd.pid"), authorized, s.user)
+		text := fmt.Sprintf(sshdConfig, listenIP, portNum, hostKey, filepath.Join(dir, "sshd.pid"), authorized, s.user)
 		if err := os.WriteFile(config, []byte(text), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		if out, err := exec.Command(path, "-t", "-f", config).CombinedOutput(); err != nil {
 			t.Fatalf("sshd -t -f %s: %v\n%s", config, err, out)
 		}
-		s.p = startProc(t, fmt.Sprintf("sshd (attempt %d)", attempt), filepath.Join(dir, fmt.Sprintf("sshd.%d.log", attempt)), env(), path, "-D", "-e", "-f", config)
-		listening := regexp.MustCompile(`Server listening on 127\.0\.0\.1 port ` + port)
+		name, logPath, argv := fmt.Sprintf("sshd (attempt %d)", attempt), filepath.Join(dir, fmt.Sprintf("sshd.%d.log", attempt)), []string{"-D", "-e", "-f", config}
+		if ns == "" {
+			s.p = startProc(t, name, logPath, env(), path, argv...)
+		} else {
+			s.p = startProc(t, name+" in "+string(ns), logPath, env(), "ip", ns.argv(path, argv...)...)
+		}
+		listening := regexp.MustCompile(`Server listening on ` + regexp.QuoteMeta(listenIP) + ` port ` + port)
 		deadline := time.Now().Add(10 * time.Second)
 		for !listening.MatchString(s.p.log()) && !s.p.exited() && time.Now().Before(deadline) {
 			time.Sleep(20 * time.Millisecond)
