@@ -83,7 +83,17 @@ type DeadLetter struct {
 	LastError string
 	CreatedAt time.Time // when the alert was raised
 	FailedAt  time.Time // when it was given up
+
+	// Replays counts the times an operator re-delivered it (fieldpass-broker
+	// alerts replay), ReplayedAt is the last; read from the store, ignored
+	// when a dead letter is recorded.
+	Replays    int
+	ReplayedAt time.Time
 }
+
+// AuditReplay is the audit action of an operator re-delivering a dead
+// letter.
+const AuditReplay = "alert.replay"
 
 // DeadLetterStore keeps dead letters (postgres.DB).
 type DeadLetterStore interface {
@@ -377,6 +387,19 @@ func (n *Notifier) attempt(ctx context.Context, d *delivery) {
 	n.mu.Lock()
 	n.queue = append(n.queue, d)
 	n.mu.Unlock()
+}
+
+// Deliver makes one attempt to deliver body, an alert already encoded,
+// under its delivery id, with the headers and signature of Run's
+// deliveries: it is how a dead letter is replayed, so receivers that drop
+// duplicates by X-Fieldpass-Delivery drop a replay of an alert they did
+// get. It neither queues, retries, counts nor records a dead letter; Run
+// need not be running.
+func (n *Notifier) Deliver(ctx context.Context, id string, body []byte) error {
+	if n == nil {
+		return errors.New("alerts are off")
+	}
+	return n.send(ctx, &delivery{id: id, body: body})
 }
 
 // backoff is the wait after the attempts'th failed attempt: MinBackoff

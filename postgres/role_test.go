@@ -85,6 +85,8 @@ func TestGrantBrokerRole(t *testing.T) {
 			"DELETE FROM audit_checkpoints",
 			"DELETE FROM devices",
 			"TRUNCATE sessions",
+			"UPDATE alert_dead_letters SET attempts = 0",
+			"DELETE FROM alert_replays",
 			"CREATE TABLE public.mine (id int)",
 			"INSERT INTO goose_db_version (version_id, is_applied) VALUES (99999, true)",
 		} {
@@ -242,6 +244,14 @@ func TestBrokerRoleFlows(t *testing.T) {
 	must("RecordAlertDeadLetter", db.RecordAlertDeadLetter(ctx, alerts.DeadLetter{
 		ID: "0123abcd", Kind: alerts.DeviceEnrolled, Payload: []byte(`{"id":"0123abcd"}`), Attempts: 3, LastError: "webhook answered 500",
 	}))
+	must("RecordAlertReplay", db.RecordAlertReplay(ctx, "operator:root@host", "0123abcd", "https://hooks.example.com/..."))
+	letters, err := db.AlertDeadLetters(ctx, postgres.AlertDeadLetterFilter{Unreplayed: true})
+	must("AlertDeadLetters", err)
+	if len(letters) != 0 {
+		t.Errorf("unreplayed dead letters after a replay: got %d, want 0", len(letters))
+	}
+	_, err = db.LastPresenceEvents(ctx, []string{dev.ID})
+	must("LastPresenceEvents", err)
 
 	_, err = db.CheckpointAudit(ctx, testKey())
 	must("CheckpointAudit", err)
