@@ -1,5 +1,5 @@
 // Command fieldpass-broker is the central daemon (serve) and the operator's
-// admin tool on the server host: migrate, token, device, user, audit, report. The admin
+// admin tool on the server host: migrate, token, device, user, audit, report, alerts. The admin
 // commands act directly on the database; a running broker picks their effect
 // up through LISTEN/NOTIFY.
 package main
@@ -47,11 +47,13 @@ Usage:
   fieldpass-broker audit export [--since-seq N] > export.jsonl
   fieldpass-broker audit verify [--public-key KEY]
   fieldpass-broker audit verify --file export.jsonl --public-key KEY [--checkpoints older.jsonl ...]
+  fieldpass-broker alerts list [--since 7d|TIME] [--limit N] [--json]
+  fieldpass-broker alerts replay --alert-webhook URL --alert-secret-file FILE (ID ... | --all [--since 7d|TIME])
   fieldpass-broker version
 
 Every command but "audit verify --file" takes --database-url or FIELDPASS_DATABASE_URL;
 migrate prefers FIELDPASS_MIGRATE_DATABASE_URL, the schema owner's (serve runs as a role of its own).
-Token, device and user commands are recorded in the audit log as operator:USER@HOST.
+Token, device, user and alerts replay commands are recorded in the audit log as operator:USER@HOST.
 Run "fieldpass-broker COMMAND -h" for a command's flags.
 `
 
@@ -102,6 +104,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return e.report(ctx, args[1:])
 	case "user", "users":
 		return e.user(ctx, args[1:])
+	case "alerts", "alert":
+		return e.alertCommands(ctx, args[1:])
 	case "version":
 		fs := e.flagSet("version", "version\n\nPrints the release of this binary.")
 		if err := parse(fs, args[1:], 0); err != nil {

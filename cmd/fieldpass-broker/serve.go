@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
+	"flag"
 	"fmt"
 	"io/fs"
 	"log/slog"
@@ -69,8 +70,7 @@ func (e env) serve(ctx context.Context, args []string) error {
 	idleTimeout := fset.Duration("session-idle-timeout", 0, "end sessions that carried no byte either way for this long (0: off)")
 	auditGrace := fset.Duration("audit-grace", 60*time.Second, "how long live sessions go on while Postgres is unreachable before they end (audit_unavailable)")
 	requireSeparateRole := fset.Bool("require-separate-role", false, "refuse to start if the database role is a superuser or owns the audit tables (see migrate --grant-to)")
-	alertWebhook := fset.String("alert-webhook", "", "`URL` to POST signed JSON alerts to: https, or http to loopback only (default: alerts off)")
-	alertSecretFile := fset.String("alert-secret-file", "", "`file` holding the shared secret that signs alerts (HMAC-SHA256; at least 16 bytes)")
+	webhook := addAlertWebhookFlags(fset)
 	alertOfflineAfter := fset.Duration("alert-offline-after", 10*time.Minute, "alert when a device stays offline this long (once per offline episode)")
 	sensitiveLabels := labelFlag{}
 	fset.Var(sensitiveLabels, "alert-sensitive-label", "alert when a session starts on a device with label `k=v` (repeatable)")
@@ -110,7 +110,7 @@ func (e env) serve(ctx context.Context, args []string) error {
 	if (*tlsCert == "") != (*tlsKey == "") {
 		return usageError{msg: "--tls-cert and --tls-key go together"}
 	}
-	alertCfg, err := alertConfig(*alertWebhook, *alertSecretFile, *alertOfflineAfter, len(sensitiveLabels) > 0, log)
+	alertCfg, err := alertConfig(webhook, *alertOfflineAfter, len(sensitiveLabels) > 0, log)
 	if err != nil {
 		return err
 	}
@@ -357,39 +357,59 @@ func checkpointLoop(ctx context.Context, db *postgres.DB, key ed25519.PrivateKey
 	}
 }
 
-// alertConfig checks the alert flags and reads the secret; nil means alerts
-// are off (no --alert-webhook). The secret comes from a file, never the
-// command line, where any local user could read it in the process list.
-func alertConfig(webhook, secretFile string, offlineAfter time.Duration, sensitive bool, log *slog.Logger) (*alerts.Config, error) {
-	if webhook == "" {
-		if secretFile != "" || sensitive {
-			return nil, usageError{msg: "--alert-secret-file and --alert-sensitive-label need --alert-webhook"}
+// alertWebhookFlags name the webhook and the file of its secret: serve
+// delivers alerts to it, alerts replay re-delivers dead letters.
+type alertWebhookFlags struct{ url, secretFile *string }
+
+func addAlertWebhookFlags(fs *flag.FlagSet) alertWebhookFlags {
+	return alertWebhookFlags{
+		url:        fs.String("alert-webhook", "", "`URL` to POST signed JSON alerts to: https, or http to loopback only (serve: none turns alerts off)"),
+		secretFile: fs.String("alert-secret-file", "", "`file` holding the shared secret that signs alerts (HMAC-SHA256; at least 16 bytes)"),
+	}
+}
+
+// config checks the webhook flags and reads the secret; nil means no
+// --alert-webhook. The secret comes from a file, never the command line,
+// where any local user could read it in the process list.
+func (f alertWebhookFlags) config(log *slog.Logger) (*alerts.Config, error) {
+	if *f.url == "" {
+		if *f.secretFile != "" {
+			return nil, usageError{msg: "--alert-secret-file needs --alert-webhook"}
 		}
 		return nil, nil
 	}
-	if err := alerts.CheckURL(webhook); err != nil {
+	if err := alerts.CheckURL(*f.url); err != nil {
 		return nil, usageError{msg: "--alert-webhook: " + err.Error()}
 	}
-	if secretFile == "" {
+	if *f.secretFile == "" {
 		return nil, usageError{msg: "--alert-webhook needs --alert-secret-file: the file holding the secret that signs alerts"}
 	}
-	if offlineAfter < time.Minute {
-		return nil, usageError{msg: "--alert-offline-after must be at least 1m"}
-	}
-	fi, err := os.Stat(secretFile)
+	fi, err := os.Stat(*f.secretFile)
 	if err != nil {
 		return nil, fmt.Errorf("alert secret: %w", err)
 	}
 	if fi.Mode().Perm()&0o077 != 0 {
-		log.Warn("alert secret file is readable by group or others; chmod 600 it", "file", secretFile)
+		log.Warn("alert secret file is readable by group or others; chmod 600 it", "file", *f.secretFile)
 	}
-	raw, err := os.ReadFile(secretFile)
+	raw, err := os.ReadFile(*f.secretFile)
 	if err != nil {
 		return nil, fmt.Errorf("alert secret: %w", err)
 	}
 	secret := bytes.TrimSpace(raw)
 	if len(secret) < 16 {
-		return nil, fmt.Errorf("alert secret in %s: want at least 16 bytes (openssl rand -hex 32)", secretFile)
+		return nil, fmt.Errorf("alert secret in %s: want at least 16 bytes (openssl rand -hex 32)", *f.secretFile)
 	}
-	return &alerts.Config{URL: webhook, Secret: secret}, nil
+	return &alerts.Config{URL: *f.url, Secret: secret}, nil
+}
+
+// alertConfig checks serve's alert flags and reads the secret; nil means
+// alerts are off (no --alert-webhook).
+func alertConfig(webhook alertWebhookFlags, offlineAfter time.Duration, sensitive bool, log *slog.Logger) (*alerts.Config, error) {
+	if *webhook.url == "" && (*webhook.secretFile != "" || sensitive) {
+		return nil, usageError{msg: "--alert-secret-file and --alert-sensitive-label need --alert-webhook"}
+	}
+	if *webhook.url != "" && offlineAfter < time.Minute {
+		return nil, usageError{msg: "--alert-offline-after must be at least 1m"}
+	}
+	return webhook.config(log)
 }
