@@ -180,3 +180,65 @@ func TestAlertSensitiveSession(t *testing.T) {
 		t.Errorf("sensitive_session_started: got %+v", a)
 	}
 }
+
+// TestAlertOfflineAtStart: a device last seen long ago and not back when
+// the broker starts is alerted once, a threshold after the start; a
+// disabled one and one never seen are not. A restart does not alert again
+// an episode that the broker which saw it begin outlived by the threshold.
+func TestAlertOfflineAtStart(t *testing.T) {
+	n, sink := newAlerts(t)
+	e := brokertest.New(t, brokertest.WithBrokerConfig(func(c *broker.Config) { c.Alerts, c.OfflineAlertAfter = n, 300*time.Millisecond }))
+	ctx := context.Background()
+	ids := map[string]string{}
+	for _, name := range []string{"pump-1", "valve-2", "new-3", "tank-4"} {
+		ids[name] = e.Enroll(name).DeviceID
+	}
+	seen := func(name string, at time.Time) {
+		t.Helper()
+		if err := e.DB.UpdatePresence(ctx, ids[name], fieldpass.Presence{LastSeen: at, BrokerID: "test-broker"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	long := time.Now().Add(-2 * time.Hour).UTC().Truncate(time.Second)
+	seen("pump-1", long)
+	seen("valve-2", long)
+	if _, err := e.DB.SetDeviceState(ctx, "valve-2", fieldpass.DeviceDisabled); err != nil {
+		t.Fatal(err)
+	}
+	offlineAlerts := func() map[string]int {
+		got := map[string]int{}
+		for _, a := range sink.of(alerts.DeviceOffline) {
+			got[a.Device]++
+		}
+		return got
+	}
+
+	e.Stop()
+	e.Start()
+	brokertest.WaitFor(t, 5*time.Second, "device_offline alert", func() bool { return len(sink.of(alerts.DeviceOffline)) > 0 })
+	time.Sleep(time.Second) // several thresholds: still one alert, and none for the others
+	if got := offlineAlerts(); len(got) != 1 || got["pump-1"] != 1 {
+		t.Fatalf("device_offline after start: got %v, want one for pump-1", got)
+	}
+	a := sink.of(alerts.DeviceOffline)[0]
+	if a.Details["offline_since"] != long.Format(time.RFC3339) || a.Details["reason"] != "offline when the broker started" {
+		t.Errorf("device_offline details: got %v, want offline_since %s", a.Details, long.Format(time.RFC3339))
+	}
+
+	// pump-1's episode began with an offline event (silent) recorded by
+	// test-broker, which went on seeing tank-4 for an hour after: that
+	// broker alerted it. tank-4, gone since, is alerted now.
+	if err := e.DB.RecordDeviceEvent(ctx, fieldpass.DeviceEvent{
+		DeviceID: ids["pump-1"], At: long, Kind: fieldpass.DeviceOffline, BrokerID: "test-broker", Details: map[string]any{"reason": "silent"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	seen("tank-4", long.Add(time.Hour))
+	e.Stop()
+	e.Start()
+	brokertest.WaitFor(t, 5*time.Second, "device_offline alert for tank-4", func() bool { return offlineAlerts()["tank-4"] > 0 })
+	time.Sleep(time.Second)
+	if got := offlineAlerts(); len(got) != 2 || got["pump-1"] != 1 || got["tank-4"] != 1 {
+		t.Errorf("device_offline after a second start: got %v, want pump-1 once (before) and tank-4 once", got)
+	}
+}

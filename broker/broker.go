@@ -70,7 +70,8 @@ type Config struct {
 	Alerts *alerts.Notifier
 	// OfflineAlertAfter is how long a device that had a session here must
 	// stay offline before a device_offline alert, once per offline episode
-	// (default 10 min).
+	// (default 10 min). A device already offline when the broker starts is
+	// alerted this long after the start (armOfflineAtStart).
 	OfflineAlertAfter time.Duration
 	Logger            *slog.Logger
 	Now               func() time.Time
@@ -217,6 +218,9 @@ func New(ctx context.Context, cfg Config, db *postgres.DB) (*Broker, error) {
 	if err := b.reload(ctx); err != nil {
 		b.Close()
 		return nil, err
+	}
+	if cfg.Alerts != nil {
+		b.armOfflineAtStart(ctx)
 	}
 	if err := b.db.MarkBrokerOffline(ctx, cfg.ID); err != nil {
 		b.Close()

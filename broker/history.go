@@ -158,15 +158,19 @@ func (b *Broker) recordOffline(p *peer, reason string) {
 	// Only a device that dropped off by itself is worth an alert: one
 	// removed by an operator (disabled, decommissioned, rekeyed) or by
 	// this broker's shutdown is not missing.
-	if b.cfg.Alerts != nil && (reason == "" || reason == "silent") {
-		b.armOfflineAlert(p, reason)
+	if b.cfg.Alerts != nil && alertableOffline(reason) {
+		b.armOfflineAlert(p, reason, b.cfg.Now())
 	}
 }
 
-// armOfflineAlert raises device_offline if p is still offline, with no
-// hello in between, OfflineAlertAfter from now: once per offline episode.
-func (b *Broker) armOfflineAlert(p *peer, reason string) {
-	since := b.cfg.Now()
+// alertableOffline reports whether an offline event's reason is one that
+// arms a device_offline alert.
+func alertableOffline(reason string) bool { return reason == "" || reason == "silent" }
+
+// armOfflineAlert raises device_offline, saying p has been offline since
+// since, if p is still offline, with no hello in between, OfflineAlertAfter
+// from now: once per offline episode.
+func (b *Broker) armOfflineAlert(p *peer, reason string, since time.Time) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed || p.sess != nil {
@@ -204,6 +208,74 @@ func (b *Broker) armOfflineAlert(p *peer, reason string) {
 		b.log.Info("device offline past the alert threshold", "device", name, "since", since)
 		b.cfg.Alerts.Notify(alerts.Alert{Kind: alerts.DeviceOffline, At: b.cfg.Now(), Device: name, Details: d})
 	})
+}
+
+// reasonAtStart is the reason of a device_offline alert for a device that
+// was already offline when this broker started.
+const reasonAtStart = "offline when the broker started"
+
+// armOfflineAtStart arms device_offline for the devices that are offline
+// as the broker starts (seen at some time, not online at another broker):
+// the timers armed by recordOffline died with the previous process, and a
+// device that never comes back has no offline event here to arm one.
+//
+// The alert waits OfflineAlertAfter from start, not from the device's
+// last_seen: every connector was cut off while the broker was down, and
+// alerting at once for each device last seen more than the threshold ago
+// would page about the whole fleet after every outage longer than the
+// threshold, minutes before nearly all of it reconnects. A device has the
+// threshold to come back; the alert still says offline_since = last_seen.
+// Devices that are disabled, decommissioned or never enrolled are not
+// peers, and a device never seen was never online to go offline.
+//
+// A restart does not repeat the alert of an episode the previous process
+// (same broker id or another) had alerted, when that is knowable from the
+// database: the device's newest online/offline event is an offline that
+// armed an alert, and the broker that recorded it was still seeing some
+// device (its presence rows' last_seen) OfflineAlertAfter after it. Where
+// it is not knowable (a device that was offline when a broker started,
+// history lost, the old threshold was longer) the alert is raised again:
+// a duplicate is cheaper than a silence. One alert per device; a fleet
+// larger than the Notifier's queue offline at once is dropped and counted
+// past it (fieldpass_alerts_total{result="dropped"}).
+func (b *Broker) armOfflineAtStart(ctx context.Context) {
+	b.mu.Lock()
+	var offline []*peer
+	var ids []string
+	alive := map[string]time.Time{} // broker id -> newest last_seen of a device it held
+	for _, p := range b.byID {
+		pr := p.dev.Presence
+		if pr.BrokerID != "" && pr.LastSeen.After(alive[pr.BrokerID]) {
+			alive[pr.BrokerID] = pr.LastSeen
+		}
+		if pr.LastSeen.IsZero() || p.sess != nil || (pr.Online && pr.BrokerID != b.cfg.ID) {
+			continue
+		}
+		offline = append(offline, p)
+		ids = append(ids, p.dev.ID)
+	}
+	b.mu.Unlock()
+	if len(offline) == 0 {
+		return
+	}
+	last, err := b.db.LastPresenceEvents(ctx, ids)
+	if err != nil {
+		b.cfg.Metrics.PostgresError()
+		b.log.Warn("device history unreadable: offline devices may be alerted again", "err", err)
+	}
+	armed := 0
+	for _, p := range offline {
+		if e := last[p.dev.ID]; e != nil && e.Kind == fieldpass.DeviceOffline {
+			reason, _ := e.Details["reason"].(string)
+			if alertableOffline(reason) && !alive[e.BrokerID].Before(e.At.Add(b.cfg.OfflineAlertAfter)) {
+				b.log.Debug("offline episode alerted before this start", "device", p.dev.Name, "since", e.At, "broker_id", e.BrokerID)
+				continue
+			}
+		}
+		b.armOfflineAlert(p, reasonAtStart, p.dev.Presence.LastSeen)
+		armed++
+	}
+	b.log.Info("devices offline at start", "devices", len(offline), "alerts_armed", armed, "after", b.cfg.OfflineAlertAfter)
 }
 
 // alert raises an alert about p; a no-op when alerts are off. Call it
