@@ -72,3 +72,66 @@ func FuzzReadHello(f *testing.F) {
 		}
 	})
 }
+
+func FuzzReadHelloReply(f *testing.F) {
+	for _, r := range []tunnel.HelloReply{
+		{Code: tunnel.HelloOK},
+		{Code: tunnel.HelloOK, KeepaliveSeconds: 120},
+		{Code: tunnel.HelloDisabled, Reason: "device is disabled"},
+	} {
+		var b bytes.Buffer
+		tunnel.WriteHelloReply(&b, r)
+		f.Add(b.Bytes())
+	}
+	f.Add([]byte("FR\x01\x00\x1dfuture=1 keepalive=30 mtu=1280"))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		r := bytes.NewReader(in)
+		reply, err := tunnel.ReadHelloReply(r)
+		if err != nil {
+			return
+		}
+		if consumed := len(in) - r.Len(); consumed < 5 || consumed != 5+int(in[4]) {
+			t.Fatalf("consumed %d bytes of a %d-byte reply", consumed, 5+int(in[4]))
+		}
+		// Unknown settings are skipped, so re-encoding need not give the
+		// same bytes; it must give the same reply.
+		var out bytes.Buffer
+		if err := tunnel.WriteHelloReply(&out, reply); err != nil {
+			t.Fatalf("accepted reply %+v does not encode: %v", reply, err)
+		}
+		again, err := tunnel.ReadHelloReply(&out)
+		if err != nil || again != reply {
+			t.Fatalf("re-encoding %+v decodes to %+v, %v", reply, again, err)
+		}
+	})
+}
+
+func FuzzReadStreamOpen(f *testing.F) {
+	var b bytes.Buffer
+	tunnel.WriteControl(&b, tunnel.Control{KeepaliveSeconds: 120})
+	f.Add(b.Bytes())
+	b.Reset()
+	tunnel.WriteStreamHeader(&b, tunnel.StreamHeader{Service: "ssh"})
+	f.Add(b.Bytes())
+	f.Add([]byte("FC\x01"))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		r := bytes.NewReader(in)
+		open, err := tunnel.ReadStreamOpen(r)
+		if err != nil {
+			return
+		}
+		consumed := len(in) - r.Len()
+		var out bytes.Buffer
+		if open.Control != nil {
+			err = tunnel.WriteControl(&out, *open.Control)
+		} else {
+			err = tunnel.WriteStreamHeader(&out, open.Header)
+		}
+		if err != nil {
+			t.Fatalf("accepted %+v does not encode: %v", open, err)
+		}
+		if !bytes.Equal(out.Bytes(), in[:consumed]) {
+			t.Fatalf("re-encoding differs: %x vs %x", out.Bytes(), in[:consumed])
+		}
+	})
+}

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -17,6 +19,7 @@ var (
 	helloReplyMagic = [2]byte{'F', 'R'}
 	headerMagic     = [2]byte{'F', 'S'}
 	statusMagic     = [2]byte{'F', 'A'}
+	controlMagic    = [2]byte{'F', 'C'}
 )
 
 // Limits on variable-length fields. They are part of the protocol.
@@ -99,11 +102,26 @@ func (c HelloCode) String() string {
 
 // HelloReply is the broker's answer; yamux starts after an OK.
 type HelloReply struct {
-	Code   HelloCode
+	Code HelloCode
+	// Reason says why a hello was refused; an OK has none.
 	Reason string
+	// KeepaliveSeconds, in an OK only, is the WireGuard persistent
+	// keepalive operators set for this device; it overrides the
+	// connector's own. 0: none set, the connector's own applies.
+	KeepaliveSeconds uint16
 }
 
-// StreamHeader opens every stream the broker opens.
+// Control is a setting the broker sends on a stream of its own while the
+// session is up (a StreamOpen with Control set), so that a change reaches a
+// connected device without ending its session. The connector answers with
+// a Control holding what it now uses.
+type Control struct {
+	// KeepaliveSeconds is the WireGuard persistent keepalive to use; 0
+	// means the connector's own setting.
+	KeepaliveSeconds uint16
+}
+
+// StreamHeader opens every session stream the broker opens.
 type StreamHeader struct {
 	SessionID ID
 	Service   string
@@ -145,6 +163,11 @@ type StreamStatus struct {
 //	HelloReply:   "FR" ver(1) code(1) rlen(1) reason(rlen)
 //	StreamHeader: "FS" ver(1) session_id(16) slen(1) service(slen)
 //	StreamStatus: "FA" ver(1) code(1) rlen(1) reason(rlen)
+//	Control:      "FC" ver(1) keepalive_s(2)
+//
+// The body of an OK HelloReply (its "reason") holds settings instead:
+// space-separated name=value items, today only keepalive=SECONDS. Connectors
+// before the settings ignored the body of an OK, so they still parse it.
 
 // WriteHello encodes h to w in one write.
 func WriteHello(w io.Writer, h Hello) error {
@@ -190,15 +213,106 @@ func ReadHello(r io.Reader) (Hello, error) {
 	return h, nil
 }
 
-// WriteHelloReply encodes r to w in one write.
+// keepaliveSetting names the keepalive in an OK HelloReply's settings.
+const keepaliveSetting = "keepalive"
+
+// WriteHelloReply encodes r to w in one write. An OK carries the settings
+// and no reason; a refusal carries the reason and no settings.
 func WriteHelloReply(w io.Writer, r HelloReply) error {
-	return writeCoded(w, helloReplyMagic, byte(r.Code), r.Reason)
+	if r.Code != HelloOK {
+		return writeCoded(w, helloReplyMagic, byte(r.Code), r.Reason)
+	}
+	if r.Reason != "" {
+		return protoErr("an ok hello reply has no reason")
+	}
+	var body string
+	if r.KeepaliveSeconds != 0 {
+		body = keepaliveSetting + "=" + strconv.Itoa(int(r.KeepaliveSeconds))
+	}
+	return writeCoded(w, helloReplyMagic, byte(r.Code), body)
 }
 
-// ReadHelloReply decodes a HelloReply.
+// ReadHelloReply decodes a HelloReply. Settings it does not know in an OK
+// are skipped, so that a newer broker can add some.
 func ReadHelloReply(r io.Reader) (HelloReply, error) {
-	code, reason, err := readCoded(r, helloReplyMagic)
-	return HelloReply{Code: HelloCode(code), Reason: reason}, err
+	code, body, err := readCoded(r, helloReplyMagic)
+	if err != nil {
+		return HelloReply{}, err
+	}
+	reply := HelloReply{Code: HelloCode(code)}
+	if reply.Code != HelloOK {
+		reply.Reason = body
+		return reply, nil
+	}
+	seen := false
+	for _, item := range strings.Fields(body) {
+		name, value, ok := strings.Cut(item, "=")
+		if !ok || name == "" {
+			return HelloReply{}, protoErr("hello reply setting %q: want name=value", item)
+		}
+		if name != keepaliveSetting {
+			continue
+		}
+		if seen {
+			return HelloReply{}, protoErr("hello reply sets keepalive twice")
+		}
+		seen = true
+		n, err := strconv.ParseUint(value, 10, 16)
+		if err != nil || n == 0 || value[0] == '0' {
+			return HelloReply{}, protoErr("hello reply keepalive %q: want 1-65535 seconds", value)
+		}
+		reply.KeepaliveSeconds = uint16(n)
+	}
+	return reply, nil
+}
+
+// WriteControl encodes c to w in one write.
+func WriteControl(w io.Writer, c Control) error {
+	b := make([]byte, 0, 5)
+	b = append(b, controlMagic[:]...)
+	b = append(b, Version)
+	b = binary.BigEndian.AppendUint16(b, c.KeepaliveSeconds)
+	_, err := w.Write(b)
+	return err
+}
+
+// ReadControl decodes a Control, reading exactly its bytes.
+func ReadControl(r io.Reader) (Control, error) {
+	var b [5]byte
+	if err := readFull(r, b[:]); err != nil {
+		return Control{}, err
+	}
+	if err := checkPrefix(b[:3], controlMagic); err != nil {
+		return Control{}, err
+	}
+	return Control{KeepaliveSeconds: binary.BigEndian.Uint16(b[3:5])}, nil
+}
+
+// StreamOpen is the first message of a stream the broker opened: a
+// session's StreamHeader, or a Control when Control is not nil.
+type StreamOpen struct {
+	Header  StreamHeader
+	Control *Control
+}
+
+// ReadStreamOpen decodes the first message of a stream the broker opened,
+// telling a Control from a StreamHeader by its magic. It reads exactly the
+// message's bytes.
+func ReadStreamOpen(r io.Reader) (StreamOpen, error) {
+	var magic [2]byte
+	if err := readFull(r, magic[:]); err != nil {
+		return StreamOpen{}, err
+	}
+	mr := io.MultiReader(bytes.NewReader(magic[:]), r)
+	if magic == controlMagic {
+		c, err := ReadControl(mr)
+		if err != nil {
+			return StreamOpen{}, err
+		}
+		return StreamOpen{Control: &c}, nil
+	}
+	h, err := ReadStreamHeader(mr)
+	return StreamOpen{Header: h}, err
 }
 
 // WriteStreamHeader encodes h to w in one write.
