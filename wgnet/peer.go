@@ -160,6 +160,32 @@ func (d *Device) ResetPeer(k Key, kick bool) error {
 	return nil
 }
 
+// SetPersistentKeepalive changes only the persistent keepalive of an
+// existing peer (rounded up to whole seconds; 0 turns it off), keeping its
+// session, endpoint and allowed IPs: a connector takes a new interval from
+// its broker without a new handshake.
+func (d *Device) SetPersistentKeepalive(k Key, keepalive time.Duration) error {
+	if keepalive < 0 {
+		return fmt.Errorf("set keepalive of peer %s: negative persistent keepalive %s", k, keepalive)
+	}
+	secs := (keepalive + time.Second - 1) / time.Second
+	if secs > 65535 {
+		return fmt.Errorf("set keepalive of peer %s: persistent keepalive %s above 65535s", k, keepalive)
+	}
+	cfg := "public_key=" + hex.EncodeToString(k[:]) + "\nupdate_only=true\npersistent_keepalive_interval=" + strconv.Itoa(int(secs)) + "\n"
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, ok, err := d.Peer(k); err != nil {
+		return fmt.Errorf("set keepalive of peer %s: %w", k, err)
+	} else if !ok {
+		return fmt.Errorf("set keepalive of peer %s: %w", k, ErrUnknownPeer)
+	}
+	if err := d.wg.IpcSet(cfg); err != nil {
+		return fmt.Errorf("set keepalive of peer %s: %w", k, err)
+	}
+	return nil
+}
+
 // Peers returns the state of every peer, in no particular order.
 func (d *Device) Peers() ([]PeerStats, error) {
 	var stats []PeerStats
