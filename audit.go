@@ -36,6 +36,7 @@ const (
 	AuditDeviceDisable      = "device.disable"
 	AuditDeviceEnable       = "device.enable"
 	AuditDeviceDecommission = "device.decommission"
+	AuditDeviceKeepalive    = "device.keepalive"
 )
 
 const (

@@ -34,6 +34,33 @@ type Device struct {
 	CreatedAt  time.Time         `json:"created_at"`
 	EnrolledAt time.Time         `json:"enrolled_at"`
 	Presence   Presence          `json:"presence"`
+	// KeepaliveSeconds is the WireGuard persistent keepalive operators set
+	// for this device (MinKeepalive to MaxKeepalive, in whole seconds). It
+	// overrides the connector's own --keepalive; 0 (omitted in JSON) means
+	// the connector's own setting applies.
+	KeepaliveSeconds int `json:"keepalive_seconds,omitempty"`
+}
+
+// The range of a per-device keepalive. Carrier NAT UDP timeouts are commonly
+// 30 s to 5 min: below 10 s no NAT needs the traffic; past an hour the
+// device is unreachable nearly all the time and offline detection takes
+// hours. The connector's own flag allows 1 s to 18 h for tests and odd
+// networks; a fleet-wide setting is held to the sane range.
+const (
+	MinKeepalive = 10 * time.Second
+	MaxKeepalive = time.Hour
+)
+
+// ValidateKeepalive checks a per-device keepalive: 0 (the connector's own
+// setting) or whole seconds from MinKeepalive to MaxKeepalive.
+func ValidateKeepalive(d time.Duration) error {
+	if d == 0 {
+		return nil
+	}
+	if d%time.Second != 0 || d < MinKeepalive || d > MaxKeepalive {
+		return Errorf(EINVALID, "keepalive %s: want whole seconds from %s to %s, or default", d, MinKeepalive, MaxKeepalive)
+	}
+	return nil
 }
 
 // Presence is what the broker last saw of a device's tunnel.

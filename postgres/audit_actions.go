@@ -101,6 +101,32 @@ func (db *DB) SetDeviceStateAudited(ctx context.Context, actor, name string, sta
 	})
 }
 
+// SetDeviceKeepaliveAudited is SetDeviceKeepalive, recorded by actor as
+// device.keepalive with the device id and the keepalive before and after,
+// in seconds (0: the connector's own setting). Setting the value a device
+// already has records nothing.
+func (db *DB) SetDeviceKeepaliveAudited(ctx context.Context, actor, name string, keepalive time.Duration) (*fieldpass.Device, error) {
+	if err := checkActor(actor); err != nil {
+		return nil, err
+	}
+	return db.setDeviceKeepalive(ctx, name, keepalive, func(tx pgx.Tx, from, to *fieldpass.Device) error {
+		_, err := db.AppendAuditTx(ctx, tx, fieldpass.AuditEvent{
+			Actor:  actor,
+			Action: fieldpass.AuditDeviceKeepalive,
+			Target: DeviceTarget(to.Name),
+			Details: map[string]any{
+				"device_id":              to.ID,
+				"from_keepalive_seconds": from.KeepaliveSeconds,
+				"to_keepalive_seconds":   to.KeepaliveSeconds,
+			},
+		})
+		if err != nil {
+			return fmt.Errorf("audit: %w", err)
+		}
+		return nil
+	})
+}
+
 // checkActor refuses an action nobody can be held to account for.
 func checkActor(actor string) error {
 	if actor == "" {

@@ -14,7 +14,8 @@ import (
 
 // deviceColumns are read by scanDevice, in this order.
 const deviceColumns = `id::text, name, labels, state, public_key, tunnel_addr,
-	created_at, enrolled_at, online, last_seen, endpoint, connector_version, broker_id`
+	created_at, enrolled_at, online, last_seen, endpoint, connector_version, broker_id,
+	keepalive_seconds`
 
 func scanDevice(row pgx.Row) (*fieldpass.Device, error) {
 	var (
@@ -22,9 +23,11 @@ func scanDevice(row pgx.Row) (*fieldpass.Device, error) {
 		state                                  string
 		publicKey, endpoint, version, brokerID *string
 		lastSeen                               *time.Time
+		keepalive                              *int32
 	)
 	err := row.Scan(&d.ID, &d.Name, &d.Labels, &state, &publicKey, &d.TunnelAddr,
-		&d.CreatedAt, &d.EnrolledAt, &d.Presence.Online, &lastSeen, &endpoint, &version, &brokerID)
+		&d.CreatedAt, &d.EnrolledAt, &d.Presence.Online, &lastSeen, &endpoint, &version, &brokerID,
+		&keepalive)
 	if err != nil {
 		return nil, err
 	}
@@ -41,6 +44,9 @@ func scanDevice(row pgx.Row) (*fieldpass.Device, error) {
 	d.Presence.Endpoint = deref(endpoint)
 	d.Presence.ConnectorVersion = deref(version)
 	d.Presence.BrokerID = deref(brokerID)
+	if keepalive != nil {
+		d.KeepaliveSeconds = int(*keepalive)
+	}
 	return &d, nil
 }
 
@@ -164,6 +170,60 @@ func (db *DB) setDeviceState(ctx context.Context, name string, state fieldpass.D
 	})
 	if err != nil {
 		return nil, wrap(err, fmt.Sprintf("set device %s %s", name, state))
+	}
+	return dev, nil
+}
+
+// SetDeviceKeepalive sets the WireGuard keepalive of the live device named
+// name; 0 clears it (the connector's own setting applies again). Setting the
+// value a device already has changes nothing and is not an error. Running
+// brokers are told through ListenDevices and pass it on to the connected
+// device.
+func (db *DB) SetDeviceKeepalive(ctx context.Context, name string, keepalive time.Duration) (*fieldpass.Device, error) {
+	return db.setDeviceKeepalive(ctx, name, keepalive, nil)
+}
+
+// setDeviceKeepalive is SetDeviceKeepalive; record, if not nil, runs last in
+// the transaction of an actual change, and its error undoes the change.
+func (db *DB) setDeviceKeepalive(ctx context.Context, name string, keepalive time.Duration, record func(tx pgx.Tx, from, to *fieldpass.Device) error) (*fieldpass.Device, error) {
+	if err := fieldpass.ValidateDeviceName(name); err != nil {
+		return nil, err
+	}
+	if err := fieldpass.ValidateKeepalive(keepalive); err != nil {
+		return nil, err
+	}
+	var secs *int32
+	if keepalive != 0 {
+		v := int32(keepalive / time.Second)
+		secs = &v
+	}
+	var dev *fieldpass.Device
+	err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+		cur, err := scanDevice(tx.QueryRow(ctx,
+			`SELECT `+deviceColumns+` FROM devices WHERE name = $1 AND state <> 'decommissioned' FOR UPDATE`, name))
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fieldpass.Errorf(fieldpass.ENOTFOUND, "device %q not found", name)
+		}
+		if err != nil {
+			return fmt.Errorf("get device: %w", err)
+		}
+		if time.Duration(cur.KeepaliveSeconds)*time.Second == keepalive {
+			dev = cur
+			return nil
+		}
+		dev, err = scanDevice(tx.QueryRow(ctx,
+			`UPDATE devices SET keepalive_seconds = $2 WHERE id = $1::uuid RETURNING `+deviceColumns,
+			cur.ID, secs))
+		if err != nil {
+			return fmt.Errorf("update device: %w", err)
+		}
+		if record != nil {
+			return record(tx, cur, dev)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, wrap(err, fmt.Sprintf("set keepalive of device %s", name))
 	}
 	return dev, nil
 }
