@@ -158,9 +158,19 @@ const flushDelay = 200 * time.Millisecond
 type peer struct {
 	dev       fieldpass.Device
 	key       wgnet.Key
-	sess      *yamux.Session
+	sess *yamux.Session
+	// keepalive is the device's WireGuard keepalive as far as liveness is
+	// judged: what the connector acknowledged, else the longer of its
+	// hello's and the operators' setting (dev.KeepaliveSeconds), since a
+	// connector too old for settings keeps its own.
 	keepalive time.Duration
-	version   string
+	// helloKeepalive is the connector's own keepalive, from its hello.
+	helloKeepalive time.Duration
+	// ctlMu serialises control streams to the device, so settings reach it
+	// in order; ctlSeq numbers them, so only the newest answer counts.
+	ctlMu   sync.Mutex
+	ctlSeq  uint64
+	version string
 
 	rxBytes  uint64
 	lastRx   time.Time // last time rx bytes grew (or the hello)
@@ -409,7 +419,13 @@ func (b *Broker) upsert(d *fieldpass.Device) error {
 			b.byName[d.Name] = p
 		}
 		p.dev.Labels, p.dev.Name = d.Labels, d.Name
+		changed := p.dev.KeepaliveSeconds != d.KeepaliveSeconds
+		p.dev.KeepaliveSeconds = d.KeepaliveSeconds
+		live := p.sess != nil
 		b.mu.Unlock()
+		if changed && live {
+			go b.sendKeepalive(p)
+		}
 		return nil
 	}
 	b.mu.Unlock()

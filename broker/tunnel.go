@@ -74,7 +74,13 @@ func (b *Broker) handshake(c net.Conn) {
 		c.Close()
 		return
 	}
-	if err := tunnel.WriteHelloReply(c, tunnel.HelloReply{Code: tunnel.HelloOK}); err != nil {
+	// The device's keepalive setting rides in the reply, so a connector
+	// uses it from its first idle second. A reply's body is read (and, if
+	// ok, ignored) by connectors before settings: no version to negotiate.
+	b.mu.Lock()
+	setting := p.dev.KeepaliveSeconds
+	b.mu.Unlock()
+	if err := tunnel.WriteHelloReply(c, tunnel.HelloReply{Code: tunnel.HelloOK, KeepaliveSeconds: uint16(setting)}); err != nil {
 		c.Close()
 		return
 	}
@@ -103,15 +109,25 @@ func (b *Broker) handshake(c net.Conn) {
 	}
 	p.version = h.ConnectorVersion
 	p.hist.offlineReason = ""
+	p.helloKeepalive = tunnel.DefaultKeepalive
 	if h.KeepaliveSeconds > 0 {
-		p.keepalive = time.Duration(h.KeepaliveSeconds) * time.Second
+		p.helloKeepalive = time.Duration(h.KeepaliveSeconds) * time.Second
+	}
+	// A hello carries no sign that the connector understands settings:
+	// judge by the longer interval, so neither kind is declared offline
+	// between two of its keepalives.
+	p.keepalive = max(p.helloKeepalive, time.Duration(p.dev.KeepaliveSeconds)*time.Second)
+	if p.dev.KeepaliveSeconds != setting {
+		// Changed between the reply and here: upsert saw no session.
+		go b.sendKeepalive(p)
 	}
 	p.lastRx = now
+	keepalive := p.keepalive
 	b.mu.Unlock()
 	if old != nil {
 		old.Close()
 	}
-	log.Info("device connected", "version", h.ConnectorVersion, "keepalive", p.keepalive)
+	log.Info("device connected", "version", h.ConnectorVersion, "keepalive", keepalive, "keepalive_setting", time.Duration(setting)*time.Second)
 	b.cfg.Metrics.Handshake("ok", reconnect)
 	b.writePresence(p, true)
 	b.recordOnline(p, prevVersion, h.ConnectorVersion)
@@ -135,6 +151,66 @@ func (b *Broker) handshake(c net.Conn) {
 		}
 		b.kickPresence() // recount devices online
 	}()
+}
+
+// sendKeepalive tells a connected device its keepalive setting now, on a
+// control stream of the live session: a change made while a device is
+// connected (months, for some) takes effect at once, and neither its
+// session nor its open streams end. It costs one stream's few packets per
+// change, and nothing while nothing changes: no periodic traffic.
+//
+// The connector answers with the keepalive it now uses, which becomes the
+// one liveness is judged by. A connector before control streams answers
+// with a bad-header status; it keeps its own interval, and liveness is
+// judged by the longer of that and the setting.
+func (b *Broker) sendKeepalive(p *peer) {
+	p.ctlMu.Lock()
+	defer p.ctlMu.Unlock()
+	b.mu.Lock()
+	sess, setting, name := p.sess, p.dev.KeepaliveSeconds, p.dev.Name
+	p.ctlSeq++
+	seq := p.ctlSeq
+	b.mu.Unlock()
+	if sess == nil {
+		return // the next hello carries it
+	}
+	log := b.log.With("device", name)
+	applied, err := b.control(sess, tunnel.Control{KeepaliveSeconds: uint16(setting)})
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if p.sess != sess || p.ctlSeq != seq {
+		return
+	}
+	if err != nil {
+		p.keepalive = max(p.helloKeepalive, time.Duration(setting)*time.Second)
+		log.Warn("device did not take its keepalive setting (connector older than control streams?)", "err", err, "judged_by", p.keepalive)
+		return
+	}
+	if applied > 0 {
+		p.keepalive = applied
+	}
+	log.Info("device keepalive changed live", "setting", time.Duration(setting)*time.Second, "in_effect", applied)
+}
+
+// control sends one Control on a stream of its own and reads the answer.
+func (b *Broker) control(sess *yamux.Session, c tunnel.Control) (time.Duration, error) {
+	st, err := sess.OpenStream()
+	if err != nil {
+		return 0, fmt.Errorf("open control stream: %w", err)
+	}
+	defer st.Close()
+	st.SetDeadline(time.Now().Add(15 * time.Second))
+	if err := tunnel.WriteControl(st, c); err != nil {
+		return 0, fmt.Errorf("write control: %w", err)
+	}
+	// Half-close: a connector that reads a stream header (20 bytes) from
+	// these 5 finds it truncated at once instead of at its deadline.
+	st.Close()
+	ans, err := tunnel.ReadControl(st)
+	if err != nil {
+		return 0, fmt.Errorf("read control answer: %w", err)
+	}
+	return time.Duration(ans.KeepaliveSeconds) * time.Second, nil
 }
 
 func (b *Broker) writePresence(p *peer, online bool) {

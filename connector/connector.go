@@ -37,7 +37,9 @@ type Config struct {
 	Services map[string]string
 	// Keepalive is WireGuard's persistent keepalive (default 25 s): the
 	// only periodic traffic of an idle device. Longer saves data on metered
-	// SIMs but risks carrier NAT mappings timing out.
+	// SIMs but risks carrier NAT mappings timing out. A keepalive operators
+	// set for the device on the broker (fieldpass-broker device keepalive)
+	// overrides it from the hello on, and follows their changes live.
 	Keepalive time.Duration
 	// MTU of the tunnel; default is the broker's, else 1280.
 	MTU int
@@ -74,6 +76,9 @@ type Connector struct {
 	session   *yamux.Session
 	connected bool
 	endpoint  int // index into State.Endpoints in use
+	// keepalive is the broker peer's persistent keepalive in effect: the
+	// broker's setting for this device if it sent one, else cfg.Keepalive.
+	keepalive time.Duration
 }
 
 // New validates cfg and brings up the WireGuard device. Nothing is sent
@@ -130,6 +135,7 @@ func New(cfg Config) (*Connector, error) {
 		log:       cfg.Logger,
 		broker:    netip.AddrPortFrom(cfg.State.BrokerAddress, cfg.State.BrokerPort),
 		nudge:     make(chan struct{}, 1),
+		keepalive: cfg.Keepalive,
 	}
 	dev, err := wgnet.New(wgnet.Config{
 		PrivateKey: cfg.State.PrivateKey,
@@ -167,13 +173,43 @@ func (c *Connector) setBrokerPeer(i int) error {
 	}
 	c.mu.Lock()
 	c.endpoint = i
+	keepalive := c.keepalive
 	c.mu.Unlock()
 	return c.dev.SetPeer(wgnet.Peer{
 		PublicKey:           c.brokerKey,
 		AllowedIPs:          []netip.Prefix{netip.PrefixFrom(c.cfg.State.BrokerAddress, c.cfg.State.BrokerAddress.BitLen())},
 		Endpoint:            ep,
-		PersistentKeepalive: c.cfg.Keepalive,
+		PersistentKeepalive: keepalive,
 	})
+}
+
+// Keepalive is the broker peer's persistent keepalive in effect.
+func (c *Connector) Keepalive() time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.keepalive
+}
+
+// applyKeepalive puts the broker's setting for this device into effect (0:
+// none, the connector's own applies) and returns what is now in effect.
+// The setting comes from the broker's own hello reply or control stream,
+// inside the tunnel, and is range-checked here too: whatever the broker
+// says, a device never goes below 1 s.
+func (c *Connector) applyKeepalive(seconds uint16, how string) (time.Duration, error) {
+	want, source := c.cfg.Keepalive, "connector"
+	if seconds > 0 {
+		want, source = time.Duration(seconds)*time.Second, "broker"
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if want != c.keepalive {
+		if err := c.dev.SetPersistentKeepalive(c.brokerKey, want); err != nil {
+			return c.keepalive, err
+		}
+		c.keepalive = want
+	}
+	c.log.Info("wireguard keepalive", "keepalive", want, "source", source, "from", how)
+	return want, nil
 }
 
 func resolveEndpoint(s string) (netip.AddrPort, error) {
@@ -308,6 +344,11 @@ func (c *Connector) session1(ctx context.Context) error {
 		conn.Close()
 		return fmt.Errorf("broker refused hello: %s: %s", reply.Code, reply.Reason)
 	}
+	// Every session starts from what the broker says now: a setting
+	// cleared while this device was away reverts to the flag.
+	if _, err := c.applyKeepalive(reply.KeepaliveSeconds, "hello"); err != nil {
+		c.log.Warn("apply keepalive", "err", err)
+	}
 	conn.SetDeadline(time.Time{})
 	sess, err := yamux.Server(conn, tunnel.YamuxConfig(c.cfg.Window))
 	if err != nil {
@@ -357,7 +398,7 @@ func (c *Connector) checkTunnel() error {
 	if !ok {
 		return errors.New("broker peer missing")
 	}
-	if !st.LastHandshake.IsZero() && time.Since(st.LastHandshake) > 200*time.Second+c.cfg.Keepalive {
+	if !st.LastHandshake.IsZero() && time.Since(st.LastHandshake) > 200*time.Second+c.Keepalive() {
 		return fmt.Errorf("tunnel silent: last handshake %s ago", time.Since(st.LastHandshake).Round(time.Second))
 	}
 	return nil
@@ -377,7 +418,12 @@ func (c *Connector) accept(sess *yamux.Session) error {
 // then bytes both ways.
 func (c *Connector) serveStream(st *yamux.Stream) {
 	st.SetDeadline(time.Now().Add(10 * time.Second))
-	h, err := tunnel.ReadStreamHeader(st)
+	open, err := tunnel.ReadStreamOpen(st)
+	if err == nil && open.Control != nil {
+		c.control(st, *open.Control)
+		return
+	}
+	h := open.Header
 	if err != nil {
 		c.log.Warn("bad stream header", "err", err)
 		tunnel.WriteStreamStatus(st, tunnel.StreamStatus{Code: tunnel.StatusBadHeader, Reason: err.Error()})
@@ -410,6 +456,17 @@ func (c *Connector) serveStream(st *yamux.Stream) {
 	log.Info("stream open", "target", target)
 	in, out := tunnel.Join(tunnel.YamuxStream{Stream: st}, tc.(*net.TCPConn))
 	log.Info("stream closed", "bytes_in", in, "bytes_out", out)
+}
+
+// control applies a setting the broker sent over the live session and
+// answers with what is now in effect.
+func (c *Connector) control(st *yamux.Stream, ctl tunnel.Control) {
+	defer st.Close()
+	now, err := c.applyKeepalive(ctl.KeepaliveSeconds, "control stream")
+	if err != nil {
+		c.log.Warn("apply keepalive", "err", err)
+	}
+	tunnel.WriteControl(st, tunnel.Control{KeepaliveSeconds: uint16(now / time.Second)})
 }
 
 func (c *Connector) serviceNames() []string {

@@ -163,7 +163,7 @@ func runRun(ctx context.Context, args []string, getenv func(string) string, stde
 	stateDir := fs.String("state-dir", "", "directory written by enroll")
 	services := serviceFlag{}
 	fs.Var(services, "service", "expose a local service as `NAME=HOST:PORT` (repeatable); only these are ever dialled")
-	keepalive := fs.Duration("keepalive", 25*time.Second, "WireGuard persistent keepalive: the only idle traffic; longer saves data but risks carrier NAT timeouts")
+	keepalive := fs.Duration("keepalive", 25*time.Second, "WireGuard persistent keepalive: the only idle traffic; longer saves data but risks carrier NAT timeouts. A keepalive set for this device on the broker (fieldpass-broker device keepalive) overrides it, also while connected")
 	mtu := fs.Int("mtu", 0, "tunnel MTU (default: the broker's, 1280)")
 	listen := fs.String("listen", "", "local UDP address for WireGuard (default: all addresses, random port)")
 	maxBackoff := fs.Duration("max-backoff", 5*time.Minute, "longest wait between reconnect attempts")
