@@ -104,7 +104,7 @@ func (e env) token(ctx context.Context, args []string) error {
 }
 
 func (e env) device(ctx context.Context, args []string) error {
-	const sub = "Usage: fieldpass-broker device list [--json]\n       fieldpass-broker device disable|enable|decommission NAME\n       fieldpass-broker device history NAME [--since 24h] [--json]"
+	const sub = "Usage: fieldpass-broker device list [--json]\n       fieldpass-broker device disable|enable|decommission NAME\n       fieldpass-broker device keepalive NAME DURATION|default\n       fieldpass-broker device history NAME [--since 24h] [--json]"
 	state := func(verb string) subcommand {
 		return func(ctx context.Context, args []string) error { return e.deviceState(ctx, verb, args) }
 	}
@@ -115,6 +115,7 @@ func (e env) device(ctx context.Context, args []string) error {
 		"enable":       state("enable"),
 		"decommission": state("decommission"),
 		"history":      e.deviceHistory,
+		"keepalive":    e.deviceKeepalive,
 	})
 }
 
@@ -134,14 +135,67 @@ func (e env) deviceList(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	return printList(e, *asJSON, devs, "NAME\tSTATE\tPRESENCE\tLAST SEEN\tENDPOINT\tVERSION\tADDRESS\tLABELS", func(d *fieldpass.Device) []string {
+	return printList(e, *asJSON, devs, "NAME\tSTATE\tPRESENCE\tLAST SEEN\tENDPOINT\tVERSION\tADDRESS\tKEEPALIVE\tLABELS", func(d *fieldpass.Device) []string {
 		presence := "offline"
 		if d.Presence.Online {
 			presence = "online"
 		}
 		return []string{d.Name, string(d.State), presence, ago(d.Presence.LastSeen),
-			dash(d.Presence.Endpoint), dash(d.Presence.ConnectorVersion), d.TunnelAddr.String(), dash(fieldpass.FormatLabels(d.Labels))}
+			dash(d.Presence.Endpoint), dash(d.Presence.ConnectorVersion), d.TunnelAddr.String(),
+			keepaliveText(d.KeepaliveSeconds), dash(fieldpass.FormatLabels(d.Labels))}
 	})
+}
+
+// keepaliveText shows a device's keepalive setting; "default" is the
+// connector's own --keepalive.
+func keepaliveText(seconds int) string {
+	if seconds == 0 {
+		return "default"
+	}
+	return (time.Duration(seconds) * time.Second).String()
+}
+
+func (e env) deviceKeepalive(ctx context.Context, args []string) error {
+	fs := e.flagSet("device keepalive", "device keepalive NAME DURATION|default\n\n"+
+		"Sets the device's WireGuard persistent keepalive, the only traffic of an idle device: it\n"+
+		"holds the carrier's NAT mapping open so the broker can reach the device. Longer saves data\n"+
+		"on metered SIMs; past the carrier's NAT UDP timeout (commonly 30s to 5m) the device is\n"+
+		"reachable only shortly after it last sent. DURATION is whole seconds from "+fieldpass.MinKeepalive.String()+" to "+fieldpass.MaxKeepalive.String()+",\n"+
+		"e.g. 120s or 2m; \"default\" or 0 clears it, and the connector's own --keepalive applies.\n"+
+		"The setting overrides the connector's flag. A running broker passes it to the device at once\n"+
+		"if it is connected (its sessions stay up), else when it next connects; liveness is judged\n"+
+		"by it, so a device at 2m is not called offline after a minute. Recorded in the audit log.")
+	dbURL := e.databaseFlag(fs)
+	if err := parse(fs, args, 2); err != nil {
+		return err
+	}
+	var keepalive time.Duration
+	if v := fs.Arg(1); v != "default" && v != "0" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			fs.Usage()
+			return usageError{msg: fmt.Sprintf("keepalive %q: want a duration such as 120s or 2m, or default", v)}
+		}
+		keepalive = d
+	}
+	if err := fieldpass.ValidateKeepalive(keepalive); err != nil {
+		return usageError{msg: fieldpass.ErrorMessage(err)}
+	}
+	db, err := e.openDB(ctx, *dbURL)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	d, err := db.SetDeviceKeepaliveAudited(ctx, e.operatorActor(), fs.Arg(0), keepalive)
+	if err != nil {
+		return err
+	}
+	if d.KeepaliveSeconds == 0 {
+		fmt.Fprintf(e.stdout, "device %s keepalive is the connector's own (--keepalive)\n", d.Name)
+		return nil
+	}
+	fmt.Fprintf(e.stdout, "device %s keepalive is now %s\n", d.Name, keepaliveText(d.KeepaliveSeconds))
+	return nil
 }
 
 func (e env) deviceState(ctx context.Context, verb string, args []string) error {

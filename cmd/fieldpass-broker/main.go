@@ -38,6 +38,7 @@ Usage:
   fieldpass-broker token create --device NAME [--label k=v ...] [--ttl 24h]
   fieldpass-broker device list [--json]
   fieldpass-broker device disable|enable|decommission NAME
+  fieldpass-broker device keepalive NAME DURATION|default
   fieldpass-broker device history NAME [--since 24h] [--json]
   fieldpass-broker user token --email EMAIL [--role ROLE ...] --ttl DURATION
   fieldpass-broker user list [--json]
