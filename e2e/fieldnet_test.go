@@ -509,7 +509,8 @@ type pgLink struct {
 
 	mu    sync.Mutex
 	down  bool
-	conns map[net.Conn]struct{}
+	conns map[net.Conn]struct{} // relayed, both ends
+	held  []net.Conn            // accepted while down
 }
 
 // newPGLink listens on 127.0.0.1 inside ns and returns the database URL the
@@ -522,7 +523,13 @@ func newPGLink(t testing.TB, ns netns, dbURL string) (*pgLink, string) {
 	}
 	l := &pgLink{ln: ns.listen(t, "tcp", "127.0.0.1:0"), target: m[1], conns: map[net.Conn]struct{}{}}
 	go l.serve()
-	t.Cleanup(func() { l.setDown(true) })
+	t.Cleanup(func() {
+		l.ln.Close()
+		l.setDown(true)
+		for _, c := range l.held {
+			c.Close()
+		}
+	})
 	return l, strings.Replace(dbURL, m[1], l.ln.Addr().String(), 1)
 }
 
@@ -534,10 +541,11 @@ func (l *pgLink) serve() {
 		}
 		l.mu.Lock()
 		if l.down {
-			// A partition: the connection is accepted by nobody. Holding
-			// it open without a byte is what a dropped SYN looks like
-			// to a client with a connect timeout.
-			l.conns[c] = struct{}{}
+			// A partition: no byte gets through, as for a SYN the
+			// network drops, until the link is back (the client's
+			// retransmission would then get through) or the client
+			// gives up.
+			l.held = append(l.held, c)
 			l.mu.Unlock()
 			continue
 		}
@@ -562,8 +570,8 @@ func (l *pgLink) relay(c net.Conn) {
 }
 
 // setDown cuts (true) or restores (false) the link. Cutting closes every
-// connection, as the broker would see its Postgres host vanish; while down,
-// new connections hang.
+// connection, as the broker would see its Postgres host restart; while down,
+// new connections get no answer. Restoring relays those still waiting.
 func (l *pgLink) setDown(down bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -573,7 +581,13 @@ func (l *pgLink) setDown(down bool) {
 			c.Close()
 		}
 		clear(l.conns)
+		return
 	}
+	for _, c := range l.held {
+		l.conns[c] = struct{}{}
+		go l.relay(c)
+	}
+	l.held = nil
 }
 
 // env is the environment of a process in the field network: it trusts the

@@ -156,6 +156,12 @@ var statusOf = map[string]int{
 // logged and shown as a generic message.
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	code := fieldpass.ErrorCode(err)
+	if code == fieldpass.EINTERNAL && postgres.Unavailable(err) {
+		// An outage, not a bug: say so, and that it is worth retrying.
+		s.log.Warn("request failed: database unavailable", "method", r.Method, "path", r.URL.Path, "err", err)
+		err = fieldpass.Errorf(fieldpass.EUNAVAILABLE, "the broker's database is unavailable: no new sessions or changes until it is back; try again shortly")
+		code = fieldpass.EUNAVAILABLE
+	}
 	if code == fieldpass.EINTERNAL {
 		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 	}

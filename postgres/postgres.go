@@ -20,6 +20,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -56,6 +57,13 @@ func Open(ctx context.Context, url string) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("invalid database URL: %s", redactPassword(err.Error(), url))
 	}
+	if cfg.ConnConfig.ConnectTimeout == 0 {
+		// Without a bound, a connection attempt into a network partition
+		// waits for the kernel's SYN retries (minutes), and every request
+		// needing a new connection hangs with it instead of failing as
+		// unavailable. connect_timeout in the URL overrides this.
+		cfg.ConnConfig.ConnectTimeout = DefaultConnectTimeout
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("connect to postgres at %s: %s", serverName(cfg.ConnConfig.Config), redactPassword(err.Error(), url))
@@ -70,6 +78,32 @@ func Open(ctx context.Context, url string) (*DB, error) {
 		Rand:   rand.Reader,
 		Logger: slog.New(slog.DiscardHandler),
 	}, nil
+}
+
+// DefaultConnectTimeout bounds a new connection to Postgres unless the URL
+// sets connect_timeout.
+const DefaultConnectTimeout = 5 * time.Second
+
+// Unavailable reports whether err says Postgres could not be reached or the
+// connection to it broke (as opposed to a query it refused): a reason to
+// answer "try again later", not a bug.
+func Unavailable(err error) bool {
+	if err == nil {
+		return false
+	}
+	var ce *pgconn.ConnectError
+	var ne net.Error
+	var pe *pgconn.PgError
+	switch {
+	case errors.As(err, &ce), errors.As(err, &ne), pgconn.Timeout(err),
+		errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF), errors.Is(err, syscall.ECONNRESET):
+		return true
+	case errors.As(err, &pe):
+		// Class 08: connection exception; 57P01-57P03: the server is
+		// shutting down or not accepting connections yet.
+		return strings.HasPrefix(pe.Code, "08") || pe.Code == "57P01" || pe.Code == "57P02" || pe.Code == "57P03"
+	}
+	return strings.Contains(err.Error(), "conn closed")
 }
 
 // Close closes every connection in the pool. Listeners started with
