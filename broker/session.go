@@ -2,11 +2,8 @@ package broker
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -14,7 +11,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/yamux"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/fieldpass/fieldpass"
 	"github.com/fieldpass/fieldpass/alerts"
@@ -604,26 +600,7 @@ func (m *Sessions) storeOK() {
 // storeUnavailable reports whether err is Postgres (or the way to it) not
 // answering, as opposed to a refusal or a bug.
 func storeUnavailable(err error) bool {
-	if err == nil || fieldpass.ErrorCode(err) != fieldpass.EINTERNAL {
-		return false
-	}
-	var ce *pgconn.ConnectError
-	var ne net.Error
-	var pe *pgconn.PgError
-	switch {
-	case errors.As(err, &ce), errors.As(err, &ne), pgconn.Timeout(err), pgconn.SafeToRetry(err),
-		errors.Is(err, context.DeadlineExceeded), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF),
-		errors.Is(err, net.ErrClosed):
-		return true
-	case errors.As(err, &pe):
-		// connection exceptions, operator intervention (shutdown,
-		// terminated backends), insufficient resources
-		return strings.HasPrefix(pe.Code, "08") || strings.HasPrefix(pe.Code, "57P") || strings.HasPrefix(pe.Code, "53")
-	}
-	// pgx reports a connection killed mid-query in several shapes.
-	msg := err.Error()
-	return strings.Contains(msg, "conn closed") || strings.Contains(msg, "connection reset") ||
-		strings.Contains(msg, "broken pipe") || strings.Contains(msg, "closed pool")
+	return fieldpass.ErrorCode(err) == fieldpass.EINTERNAL && postgres.Unavailable(err)
 }
 
 // end ends s with reason, once: later calls do nothing. It cuts s's

@@ -84,9 +84,9 @@ func Open(ctx context.Context, url string) (*DB, error) {
 // sets connect_timeout.
 const DefaultConnectTimeout = 5 * time.Second
 
-// Unavailable reports whether err says Postgres could not be reached or the
-// connection to it broke (as opposed to a query it refused): a reason to
-// answer "try again later", not a bug.
+// Unavailable reports whether err says Postgres (or the way to it) did not
+// answer or the connection broke, as opposed to a query it refused or a bug:
+// a reason to answer "try again later".
 func Unavailable(err error) bool {
 	if err == nil {
 		return false
@@ -95,15 +95,19 @@ func Unavailable(err error) bool {
 	var ne net.Error
 	var pe *pgconn.PgError
 	switch {
-	case errors.As(err, &ce), errors.As(err, &ne), pgconn.Timeout(err),
-		errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF), errors.Is(err, syscall.ECONNRESET):
+	case errors.As(err, &ce), errors.As(err, &ne), pgconn.Timeout(err), pgconn.SafeToRetry(err),
+		errors.Is(err, context.DeadlineExceeded), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF),
+		errors.Is(err, net.ErrClosed), errors.Is(err, syscall.ECONNRESET):
 		return true
 	case errors.As(err, &pe):
-		// Class 08: connection exception; 57P01-57P03: the server is
-		// shutting down or not accepting connections yet.
-		return strings.HasPrefix(pe.Code, "08") || pe.Code == "57P01" || pe.Code == "57P02" || pe.Code == "57P03"
+		// Connection exceptions, operator intervention (shutdown,
+		// terminated backends), insufficient resources.
+		return strings.HasPrefix(pe.Code, "08") || strings.HasPrefix(pe.Code, "57P") || strings.HasPrefix(pe.Code, "53")
 	}
-	return strings.Contains(err.Error(), "conn closed")
+	// pgx reports a connection killed mid-query in several shapes.
+	msg := err.Error()
+	return strings.Contains(msg, "conn closed") || strings.Contains(msg, "connection reset") ||
+		strings.Contains(msg, "broken pipe") || strings.Contains(msg, "closed pool")
 }
 
 // Close closes every connection in the pool. Listeners started with
