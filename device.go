@@ -200,6 +200,10 @@ const (
 	DeviceEndpointChanged DeviceEventKind = "endpoint_changed" // roaming: a new public address mid-session
 	DeviceVersionChanged  DeviceEventKind = "version_changed"  // connected with another connector version
 	DeviceCloneSuspected  DeviceEventKind = "clone_suspected"  // one key flapping between two addresses
+	// DeviceHandshakeReset: the broker forgot the WireGuard handshake
+	// state of a peer silent past its reset threshold, so that a device
+	// whose clock went backwards (reboot without RTC) can handshake again.
+	DeviceHandshakeReset DeviceEventKind = "handshake_reset"
 )
 
 // DeviceEvent is one row of a device's connectivity history.

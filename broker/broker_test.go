@@ -277,6 +277,30 @@ func TestClockWentBackwards(t *testing.T) {
 		t.Fatal(err)
 	}
 	roundTrip(t, st, 1000)
+
+	// The history says why it got back in: the reset between the offline
+	// and the next online, with how long the device had been silent. (An
+	// endpoint_changed may follow: the broker last saw the forged packet's
+	// port.)
+	want := "online,offline,handshake_reset,online"
+	var got string
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.HasPrefix(got, want) && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+		ks, _ := kinds(t, e, "meter-5")
+		got = strings.Join(ks, ",")
+	}
+	if !strings.HasPrefix(got, want) {
+		t.Fatalf("history: got %s, want %s first", got, want)
+	}
+	ks, evs := kinds(t, e, "meter-5")
+	r := evs[len(ks)-3] // newest first
+	if r.Kind != fieldpass.DeviceHandshakeReset || r.BrokerID != "test-broker" || r.Details["reset_after"] != "20s" {
+		t.Fatalf("handshake_reset: got %+v", r)
+	}
+	if secs, _ := r.Details["silent_for_seconds"].(float64); secs < 20 {
+		t.Errorf("handshake_reset: silent_for_seconds %v, want at least the 20s threshold (details %v)", r.Details["silent_for_seconds"], r.Details)
+	}
 }
 
 // TestHelloMustMatchTunnelIdentity: a connector claiming another device's id

@@ -268,6 +268,7 @@ func (b *Broker) presence(ctx context.Context) error {
 		p        *peer
 		silent   bool
 		reset    bool
+		silence  time.Duration // how long the peer had been silent, for a reset
 		nudge    bool
 		endpoint bool
 		// roamed: the endpoint changed during a session, from prev.
@@ -327,6 +328,7 @@ func (b *Broker) presence(ctx context.Context) error {
 		if !p.lastRx.IsZero() && silence > b.cfg.ResetAfter && p.resetAt.Before(p.lastRx) {
 			p.resetAt = now
 			a.reset = true
+			a.silence = silence
 		}
 		if a.silent || a.reset || a.nudge || a.endpoint || a.clone {
 			acts = append(acts, a)
@@ -354,6 +356,16 @@ func (b *Broker) presence(ctx context.Context) error {
 			// no valid session to lose.
 			if err := b.dev.ResetPeer(a.p.key, false); err != nil {
 				b.log.Warn("reset peer", "device", a.p.dev.Name, "err", err)
+			} else {
+				silentFor := a.silence.Round(time.Second)
+				b.log.Info("device silent; handshake state reset", "device", a.p.dev.Name, "silent_for", silentFor)
+				b.recordEvent(a.p, fieldpass.DeviceHandshakeReset, func(e *fieldpass.DeviceEvent) {
+					e.Details = map[string]any{
+						"silent_for":         silentFor.String(),
+						"silent_for_seconds": int(silentFor / time.Second),
+						"reset_after":        b.cfg.ResetAfter.String(),
+					}
+				})
 			}
 		}
 		if a.nudge {

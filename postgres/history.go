@@ -18,7 +18,7 @@ func (db *DB) RecordDeviceEvent(ctx context.Context, e fieldpass.DeviceEvent) er
 	}
 	switch e.Kind {
 	case fieldpass.DeviceOnline, fieldpass.DeviceOffline, fieldpass.DeviceEndpointChanged,
-		fieldpass.DeviceVersionChanged, fieldpass.DeviceCloneSuspected:
+		fieldpass.DeviceVersionChanged, fieldpass.DeviceCloneSuspected, fieldpass.DeviceHandshakeReset:
 	default:
 		return fieldpass.Errorf(fieldpass.EINVALID, "invalid device event kind %q", e.Kind)
 	}

@@ -69,6 +69,9 @@ func (e env) serve(ctx context.Context, args []string) error {
 	enrollBurst := fset.Int("enroll-burst", 10, "enrolment attempts a client address may make at once")
 	idleTimeout := fset.Duration("session-idle-timeout", 0, "end sessions that carried no byte either way for this long (0: off)")
 	auditGrace := fset.Duration("audit-grace", 60*time.Second, "how long live sessions go on while Postgres is unreachable before they end (audit_unavailable)")
+	handshakeResetAfter := fset.Duration("handshake-reset-after", 3*time.Minute, "forget a device's WireGuard handshake state once it has been silent this long (10s to 24h), "+
+		"so a device whose clock went backwards (reboot without RTC) is let in again: WireGuard refuses handshakes older than the last it accepted. "+
+		"The default is WireGuard's reject-after time, past which no session key is left to lose")
 	requireSeparateRole := fset.Bool("require-separate-role", false, "refuse to start if the database role is a superuser or owns the audit tables (see migrate --grant-to)")
 	webhook := addAlertWebhookFlags(fset)
 	alertOfflineAfter := fset.Duration("alert-offline-after", 10*time.Minute, "alert when a device stays offline this long (once per offline episode)")
@@ -100,6 +103,9 @@ func (e env) serve(ctx context.Context, args []string) error {
 	}
 	if *idleTimeout < 0 || *auditGrace <= 0 {
 		return usageError{msg: "--session-idle-timeout and --audit-grace: want positive durations like 30m or 60s"}
+	}
+	if *handshakeResetAfter < 10*time.Second || *handshakeResetAfter > 24*time.Hour {
+		return usageError{msg: fmt.Sprintf("--handshake-reset-after %s: want 10s to 24h (default 3m)", *handshakeResetAfter)}
 	}
 	if *checkpointKey != "" && *checkpointEvery < time.Minute {
 		return usageError{msg: "--checkpoint-every must be at least 1m"}
@@ -165,6 +171,7 @@ func (e env) serve(ctx context.Context, args []string) error {
 		Metrics:           bm,
 		Alerts:            notifier,
 		OfflineAlertAfter: *alertOfflineAfter,
+		ResetAfter:        *handshakeResetAfter,
 		Logger:            log,
 	}, db)
 	if err != nil {
