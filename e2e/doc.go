@@ -9,7 +9,8 @@
 //
 //	start broker -> create token -> enrol -> run connector -> assert
 //
-// Everything listens and sends on 127.0.0.1 only. Every process is killed
+// Outside the field network (below), everything listens and sends on
+// 127.0.0.1 only. Every process is killed
 // when its test ends, passed or not, and its log (debug level) is printed
 // when the test failed, or always with FIELDPASS_E2E_LOGS=1 in go test's
 // environment. Under go test -race the binaries are built with -race too, and
@@ -25,6 +26,23 @@
 // rows and audit events an auditor reads (byte counts held against a
 // counting relay in front of sshd), and `audit verify` before and after a
 // superuser rewrites an event. It is skipped where OpenSSH is not installed.
+//
+// The TestField* tests run in a field network of their own (fieldnet_test.go),
+// built with ip netns and veth as root: an "internet" namespace holding the
+// broker (HTTPS with a certificate from the test's own CA, which the CLI and
+// connectors trust through SSL_CERT_FILE; Postgres reached through a link
+// the test can cut), a carrier namespace doing NAT (nftables masquerade,
+// random ports) for a private APN bridge and forwarding nothing inbound,
+// device namespaces on the APN each running a connector, sshd, a web
+// interface and an echo service on all of their addresses, and an engineer
+// namespace where the CLI and ssh run. Network conditions are nftables rules
+// in the carrier (loss, blackout) and a UDP delay relay of the test's own
+// (this kernel has no netem); roaming is a new APN address plus a flush of
+// the carrier's conntrack table. Nothing is added to the root namespace, and
+// every namespace is deleted when its test ends; namespaces left by a killed
+// run are removed by the next. Where namespaces cannot be created (not root,
+// no iproute2) these tests skip, saying why; nftables and conntrack missing
+// is a failure (.ci/run installs them).
 //
 // TestDeployFiles checks deploy/ offline: systemd units, Kubernetes
 // manifests, Dockerfiles, the example connector config, and every flag they
