@@ -71,8 +71,10 @@ type Hello struct {
 	DeviceID ID
 	// ConnectorVersion is the connector's release, for presence.
 	ConnectorVersion string
-	// Keepalive is the connector's WireGuard persistent keepalive, so the
-	// broker knows how long silence may last before the device is offline.
+	// KeepaliveSeconds is the connector's own WireGuard persistent
+	// keepalive (its flag), so the broker knows how long silence may last
+	// before the device is offline. A setting in the HelloReply overrides
+	// it.
 	KeepaliveSeconds uint16
 }
 
