@@ -156,8 +156,8 @@ const flushDelay = 200 * time.Millisecond
 
 // peer is one active device: a WireGuard peer, maybe with a live session.
 type peer struct {
-	dev       fieldpass.Device
-	key       wgnet.Key
+	dev  fieldpass.Device
+	key  wgnet.Key
 	sess *yamux.Session
 	// keepalive is the device's WireGuard keepalive as far as liveness is
 	// judged: what the connector acknowledged, else the longer of its
