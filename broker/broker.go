@@ -181,6 +181,16 @@ type peer struct {
 	nudgedAt      time.Time
 	lastTouch     time.Time // last_seen last written
 	hist          peerHistory
+
+	// talkingSince: the first presence pass that saw the peer talk
+	// without a session (zero while it has one or is silent).
+	talkingSince time.Time
+
+	// presenceMu serialises writePresence for this peer, so that rows
+	// reach Postgres in the order they were read: a hello's row, read
+	// before the presence loop learned the endpoint, must not land after
+	// (and erase) the row that saved it.
+	presenceMu sync.Mutex
 }
 
 // New brings up the WireGuard device and loads the active devices as peers.

@@ -214,6 +214,8 @@ func (b *Broker) control(sess *yamux.Session, c tunnel.Control) (time.Duration, 
 }
 
 func (b *Broker) writePresence(p *peer, online bool) {
+	p.presenceMu.Lock()
+	defer p.presenceMu.Unlock()
 	b.mu.Lock()
 	pr := fieldpass.Presence{Online: online, LastSeen: p.lastRx, ConnectorVersion: p.version, BrokerID: b.cfg.ID}
 	if p.endpoint.IsValid() {
@@ -318,10 +320,19 @@ func (b *Broker) presence(ctx context.Context) error {
 				p.lastTouch = now
 				touched = append(touched, p.dev.ID)
 			}
-		} else if !p.lastRx.IsZero() && silence < 2*p.keepalive+b.cfg.PresenceInterval && now.Sub(p.nudgedAt) > 30*time.Second {
+		} else if !p.lastRx.IsZero() && silence < 2*p.keepalive+b.cfg.PresenceInterval {
 			// Talking to us but not connected: its TCP connection is
-			// from a previous life of this broker.
-			a.nudge = true
+			// from a previous life of this broker. Or it has just
+			// handshaken and its hello is on the way: a nudge then
+			// would end the session it is opening, so only talk
+			// without a session for longer than a hello may take counts.
+			if p.talkingSince.IsZero() {
+				p.talkingSince = now
+			}
+			a.nudge = now.Sub(p.talkingSince) > b.cfg.HelloTimeout && now.Sub(p.nudgedAt) > 30*time.Second
+		}
+		if p.sess != nil || silence >= 2*p.keepalive+b.cfg.PresenceInterval {
+			p.talkingSince = time.Time{}
 		}
 		// Once per silence episode: a peer never heard from still has the
 		// fresh state it was added with.
