@@ -192,9 +192,9 @@ func (c *Connector) Keepalive() time.Duration {
 
 // applyKeepalive puts the broker's setting for this device into effect (0:
 // none, the connector's own applies) and returns what is now in effect.
-// The setting comes from the broker's own hello reply or control stream,
-// inside the tunnel, and is range-checked here too: whatever the broker
-// says, a device never goes below 1 s.
+// The setting comes from the broker's hello reply or a control stream,
+// inside the tunnel; its encoding (1 to 65535 s) keeps it within the
+// flag's own range.
 func (c *Connector) applyKeepalive(seconds uint16, how string) (time.Duration, error) {
 	want, source := c.cfg.Keepalive, "connector"
 	if seconds > 0 {
