@@ -144,6 +144,16 @@ func (t *netTun) configure(cfg stackConfig) error {
 	if err := t.stack.SetTransportProtocolOption(tcp.ProtocolNumber, &sack); err != nil {
 		return fmt.Errorf("enable TCP SACK: %s", err)
 	}
+	// RACK loss detection off (classic SACK recovery and RTO stay): in this
+	// gVisor, with SACK on, a connection whose whole flight is lost (an
+	// outage of a second or more: a roam, a tunnel through a dead cell)
+	// sends one tail loss probe and then never arms its retransmission
+	// timer, so it stalls for good once the path is back. Without RACK the
+	// RTO fires and backs off as it should (TestOutageRecovers).
+	recovery := tcpip.TCPRecovery(0)
+	if err := t.stack.SetTransportProtocolOption(tcp.ProtocolNumber, &recovery); err != nil {
+		return fmt.Errorf("disable TCP RACK: %s", err)
+	}
 	moderate := tcpip.TCPModerateReceiveBufferOption(true)
 	if err := t.stack.SetTransportProtocolOption(tcp.ProtocolNumber, &moderate); err != nil {
 		return fmt.Errorf("enable TCP receive buffer moderation: %s", err)
