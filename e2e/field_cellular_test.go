@@ -380,7 +380,9 @@ type cellularFigures struct {
 // on a clean path, with a long jittery delay, with loss, and with both.
 // Then, during a 5 s blackout of the carrier, bytes written into an open
 // session arrive once it ends, on the same session, and the broker never
-// takes the device for offline.
+// takes the device for offline. Last, the connector restarts under the
+// delay, so that the tunnel's own TCP connection begins on the long path,
+// and throughput is measured again.
 //
 // There is no netem here: the delay is a relay of the test's own on the
 // device's WireGuard path (delayRelay, in the internet namespace), loss
@@ -416,9 +418,10 @@ func TestFieldCellular(t *testing.T) {
 	// sees nearer 175 ms each way; a lone packet sees 125 to 175 ms.
 	const delay, jitter = 150 * time.Millisecond, 25 * time.Millisecond
 	// Transfer sizes keep each transfer to a few seconds. The tunnel's TCP
-	// connection was set up on the clean path, and on the long one it moves
-	// only ~0.2 MiB/s (gVisor's RACK loss detection, on in wgnet, works from
-	// the round trip it measured then), so a few MiB would take a minute.
+	// connection (gVisor, in wgnet) was set up on the clean path, and once
+	// the path is long it moves only ~0.2 MiB/s, several times less than a
+	// connection set up on the long path (the latency* row below), so a
+	// few MiB would take a minute.
 	conditions := []cellularFigures{
 		{name: "clean", bulk: 8 << 20},
 		{name: "latency", delay: delay, jitter: jitter, bulk: 1 << 20},
@@ -449,8 +452,9 @@ func TestFieldCellular(t *testing.T) {
 			}
 			c.sessions = append(c.sessions, d)
 		}
-		// The bulk transfers last: what they leave queued in the tunnel
-		// delays every other stream of the device (see the report).
+		// The bulk transfers last: all of the device's streams share one
+		// TCP connection, and a transfer still draining would delay the
+		// opens. Each transfer ends only when its last byte has arrived.
 		step := time.Now()
 		c.up = s.upload(t, discardAddr, c.bulk)
 		t.Logf("%s: upload %s (%s)", c.name, c.up, time.Since(step).Round(time.Millisecond))
