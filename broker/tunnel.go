@@ -335,8 +335,9 @@ func (b *Broker) presence(ctx context.Context) error {
 			p.talkingSince = time.Time{}
 		}
 		// Once per silence episode: a peer never heard from still has the
-		// fresh state it was added with.
-		if !p.lastRx.IsZero() && silence > b.cfg.ResetAfter && p.resetAt.Before(p.lastRx) {
+		// fresh state it was added with. A session closed as silent in this
+		// pass is reset on the next, after its offline event.
+		if !a.silent && !p.lastRx.IsZero() && silence > b.cfg.ResetAfter && p.resetAt.Before(p.lastRx) {
 			p.resetAt = now
 			a.reset = true
 			a.silence = silence
