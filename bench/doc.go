@@ -41,7 +41,9 @@
 //     the broker and reports the idle bytes on the wire (IPv4+UDP headers
 //     included) per WireGuard message type, extrapolated to a day and a
 //     month. The window is FIELDPASS_BENCH_IDLE (default 6m, so that it
-//     holds WireGuard's rekeys every 120 s).
+//     holds WireGuard's rekeys every 120 s); the keepalive is
+//     FIELDPASS_BENCH_KEEPALIVE (default 25s; another value is set for the
+//     device on the broker, as fieldpass-broker device keepalive does).
 //
 // Run them with
 //

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/fieldpass/fieldpass/broker/brokertest"
+	"github.com/fieldpass/fieldpass/tunnel"
 )
 
 // udpIPv4Overhead is what each datagram adds on the wire above its payload:
@@ -19,7 +20,10 @@ import (
 const udpIPv4Overhead = 28
 
 // BenchmarkIdleWire measures what an idle connected device costs on the wire, at
-// the default WireGuard keepalive (25 s) and broker settings: a UDP relay of
+// a WireGuard keepalive of FIELDPASS_BENCH_KEEPALIVE (default 25 s, the
+// connector's own; any other value is set for the device on the broker, as
+// an operator would with fieldpass-broker device keepalive) and the default
+// broker settings: a UDP relay of
 // our own sits between the connector (whose State.Endpoints point at it) and
 // the broker, and counts datagrams and bytes each way by WireGuard message
 // type, headers included. The window (FIELDPASS_BENCH_IDLE, default 6m)
@@ -31,10 +35,16 @@ const udpIPv4Overhead = 28
 func BenchmarkIdleWire(b *testing.B) {
 	gate(b)
 	window := envDuration(b, "FIELDPASS_BENCH_IDLE", 6*time.Minute)
+	keepalive := envDuration(b, "FIELDPASS_BENCH_KEEPALIVE", tunnel.DefaultKeepalive)
 	e := newEnv(b)
 	r := startRelay(b, e.Endpoint())
 	const device = "idle-1"
 	s := e.Enroll(device)
+	if keepalive != tunnel.DefaultKeepalive {
+		if _, err := e.DB.SetDeviceKeepalive(b.Context(), device, keepalive); err != nil {
+			b.Fatal(err)
+		}
+	}
 	s.Endpoints = []string{r.front.LocalAddr().String()}
 	c := startConnector(e, s, map[string]string{"ssh": "127.0.0.1:22"})
 	took := brokertest.WaitFor(b, 30*time.Second, "connector online", func() bool { return e.Broker.Connected(device) && c.Connected() })
@@ -53,13 +63,16 @@ func BenchmarkIdleWire(b *testing.B) {
 	if !c.Connected() || !e.Broker.Connected(device) {
 		b.Fatal("the device lost its session during the idle window")
 	}
+	if got := c.Keepalive(); got != keepalive {
+		b.Fatalf("the connector's keepalive is %s, want %s", got, keepalive)
+	}
 	up, down := up1.minus(up0), down1.minus(down0)
 
 	// Benchmark output is cut after 10 lines: keep it short.
 	perDay := func(bytes int64) float64 { return float64(bytes) * float64(24*time.Hour) / float64(elapsed) }
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "idle wire over %s (%s), keepalive 25 s, IPv4+UDP headers included; connecting took %s and %d bytes up, %d down",
-		elapsed.Round(time.Second), time.Now().Format("2006-01-02"), took.Round(time.Millisecond), up0.total().bytes, down0.total().bytes)
+	fmt.Fprintf(&sb, "idle wire over %s (%s), keepalive %s, IPv4+UDP headers included; connecting took %s and %d bytes up, %d down",
+		elapsed.Round(time.Second), time.Now().Format("2006-01-02"), keepalive, took.Round(time.Millisecond), up0.total().bytes, down0.total().bytes)
 	for _, d := range []struct {
 		name string
 		st   wireStats
