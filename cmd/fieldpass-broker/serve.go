@@ -72,6 +72,8 @@ func (e env) serve(ctx context.Context, args []string) error {
 	handshakeResetAfter := fset.Duration("handshake-reset-after", 3*time.Minute, "forget a device's WireGuard handshake state once it has been silent this long (10s to 24h), "+
 		"so a device whose clock went backwards (reboot without RTC) is let in again: WireGuard refuses handshakes older than the last it accepted. "+
 		"The default is WireGuard's reject-after time, past which no session key is left to lose")
+	nudgeRate := fset.Int("nudge-rate", 50, "after a restart, call back at most this many devices a second (1 to 10000): a fleet of N is back in about N/rate seconds, "+
+		"without every device handshaking at once")
 	requireSeparateRole := fset.Bool("require-separate-role", false, "refuse to start if the database role is a superuser or owns the audit tables (see migrate --grant-to)")
 	webhook := addAlertWebhookFlags(fset)
 	alertOfflineAfter := fset.Duration("alert-offline-after", 10*time.Minute, "alert when a device stays offline this long (once per offline episode)")
@@ -103,6 +105,9 @@ func (e env) serve(ctx context.Context, args []string) error {
 	}
 	if *idleTimeout < 0 || *auditGrace <= 0 {
 		return usageError{msg: "--session-idle-timeout and --audit-grace: want positive durations like 30m or 60s"}
+	}
+	if *nudgeRate < 1 || *nudgeRate > 10000 {
+		return usageError{msg: fmt.Sprintf("--nudge-rate %d: want 1 to 10000 devices a second (default 50)", *nudgeRate)}
 	}
 	if *handshakeResetAfter < 10*time.Second || *handshakeResetAfter > 24*time.Hour {
 		return usageError{msg: fmt.Sprintf("--handshake-reset-after %s: want 10s to 24h (default 3m)", *handshakeResetAfter)}
@@ -172,6 +177,7 @@ func (e env) serve(ctx context.Context, args []string) error {
 		Alerts:            notifier,
 		OfflineAlertAfter: *alertOfflineAfter,
 		ResetAfter:        *handshakeResetAfter,
+		NudgeRate:         *nudgeRate,
 		Logger:            log,
 	}, db)
 	if err != nil {

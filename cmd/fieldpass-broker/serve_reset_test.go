@@ -31,3 +31,17 @@ func TestServeHandshakeResetAfter(t *testing.T) {
 		})
 	}
 }
+
+// TestServeNudgeRate: the restart call-back rate is bounded before anything
+// starts.
+func TestServeNudgeRate(t *testing.T) {
+	for _, v := range []string{"0", "-5", "10001", "x"} {
+		t.Run(v, func(t *testing.T) {
+			_, _, err := runCmd(t, "", "serve", "--public-url", "https://fieldpass.example.com",
+				"--key-file", filepath.Join(t.TempDir(), "broker.key"), "--nudge-rate", v)
+			if err == nil || !strings.Contains(err.Error(), "nudge-rate") {
+				t.Errorf("--nudge-rate %s: got %v, want an error naming the flag", v, err)
+			}
+		})
+	}
+}
