@@ -5,8 +5,9 @@
 //
 // It is small on purpose: its import graph holds no database, no HTTP server
 // and no OIDC, and it opens no TCP listener and no UDP socket but
-// WireGuard's own. It dials only the targets of its own service list, by
-// name; it never dials an address it was sent.
+// WireGuard's own (on Linux it also listens on an rtnetlink socket for the
+// kernel's news of address changes). It dials only the targets of its own
+// service list, by name; it never dials an address it was sent.
 package connector
 
 import (
@@ -54,7 +55,10 @@ type Config struct {
 	// (default 20 s: WireGuard retries its handshake every 5 s).
 	DialTimeout time.Duration
 	// NetworkPoll is how often local addresses are checked for a change
-	// that calls for an immediate rebind (default 5 s; negative disables).
+	// that calls for an immediate rebind. On Linux the kernel reports
+	// changes as they happen (rtnetlink) and the poll is only a safety net
+	// (default 30 s); where it cannot, the poll is how changes are seen
+	// (default 5 s). Negative disables both.
 	NetworkPoll time.Duration
 	// Window is the yamux stream window (default tunnel.DefaultWindow).
 	Window uint32
@@ -118,9 +122,6 @@ func New(cfg Config) (*Connector, error) {
 	}
 	if cfg.DialTimeout == 0 {
 		cfg.DialTimeout = 20 * time.Second
-	}
-	if cfg.NetworkPoll == 0 {
-		cfg.NetworkPoll = 5 * time.Second
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -248,8 +249,11 @@ func (c *Connector) Rebind() error { return c.dev.Rebind() }
 // capped exponential backoff and full jitter for as long as it takes: a
 // device nobody can visit must never give up.
 func (c *Connector) Run(ctx context.Context) error {
-	if c.cfg.NetworkPoll > 0 {
-		go c.watchNetwork(ctx)
+	if c.cfg.NetworkPoll >= 0 {
+		w := newNetWatcher(c.cfg.NetworkPoll, c.log)
+		var wg sync.WaitGroup
+		defer wg.Wait() // no rebind once Run has returned: Close may follow
+		wg.Go(func() { w.run(ctx, c.networkChanged) })
 	}
 	attempt := 0
 	for {
@@ -486,39 +490,10 @@ func unwrapOpError(err error) error {
 	return err
 }
 
-// watchNetwork polls the local addresses (no traffic, just a syscall) and
-// rebinds at once when they change: the broker keeps sending to the old
-// address until the device sends something, so the device must speak first.
-func (c *Connector) watchNetwork(ctx context.Context) {
-	last := localAddrs()
-	t := time.NewTicker(c.cfg.NetworkPoll)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		now := localAddrs()
-		if now != last {
-			c.log.Info("local network changed; rebinding", "addrs", now)
-			if err := c.dev.Rebind(); err != nil {
-				c.log.Warn("rebind", "err", err)
-			}
-			last = now
-		}
+// networkChanged rebinds, which sends a keepalive from the new address.
+func (c *Connector) networkChanged(addrs, reason string) {
+	c.log.Info("local network changed; rebinding", "addrs", addrs, "reason", reason)
+	if err := c.dev.Rebind(); err != nil {
+		c.log.Warn("rebind", "err", err)
 	}
-}
-
-func localAddrs() string {
-	addrs, err := net.InterfaceAddrs()
-	if err != nil {
-		return ""
-	}
-	s := make([]string, len(addrs))
-	for i, a := range addrs {
-		s[i] = a.String()
-	}
-	sort.Strings(s)
-	return strings.Join(s, ",")
 }
