@@ -96,46 +96,28 @@ func (s *cellularSetup) startConnector() {
 // it checks; it reports what it received on s.uploads and answers one byte.
 func (s *cellularSetup) serveDiscard(t *testing.T) {
 	ln := s.d.ns.listen(t, "tcp", fmt.Sprintf("127.0.0.1:%d", deviceDiscardPort))
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				var x xfer
-				n, err := readLength(c)
-				if err == nil {
-					x, err = receivePattern(c, n)
-				}
-				if err == nil {
-					_, err = c.Write([]byte{'k'})
-				}
-				s.uploads <- xferResult{x, err}
-			}()
+	go serveConns(ln, func(c net.Conn) {
+		var x xfer
+		n, err := readLength(c)
+		if err == nil {
+			x, err = receivePattern(c, n)
 		}
-	}()
+		if err == nil {
+			_, err = c.Write([]byte{'k'})
+		}
+		s.uploads <- xferResult{x, err}
+	})
 }
 
 // serveChargen is the source of downloads: on each connection it reads a
 // length, sends that many bytes of the pattern and closes.
 func (s *cellularSetup) serveChargen(t *testing.T) {
 	ln := s.d.ns.listen(t, "tcp", fmt.Sprintf("127.0.0.1:%d", deviceChargenPort))
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				if n, err := readLength(c); err == nil {
-					sendPattern(c, n)
-				}
-			}()
+	go serveConns(ln, func(c net.Conn) {
+		if n, err := readLength(c); err == nil {
+			sendPattern(c, n)
 		}
-	}()
+	})
 }
 
 func readLength(c net.Conn) (int64, error) {

@@ -641,19 +641,7 @@ func (d *fieldDevice) startConnector(stateDir string, args ...string) *proc {
 
 // serveEcho runs an echo service on all of the device's addresses at port.
 func (d *fieldDevice) serveEcho(port int) {
-	ln := d.ns.listen(d.f.t, "tcp", fmt.Sprintf("0.0.0.0:%d", port))
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				io.Copy(c, c)
-			}()
-		}
-	}()
+	go serveConns(d.ns.listen(d.f.t, "tcp", fmt.Sprintf("0.0.0.0:%d", port)), echo)
 }
 
 // serveWeb runs the device's web interface on all of its addresses at port:

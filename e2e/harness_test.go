@@ -484,20 +484,27 @@ func echoService(t testing.TB) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				io.Copy(c, c)
-			}()
-		}
-	}()
+	go serveConns(ln, echo)
 	return ln.Addr().String()
 }
+
+// serveConns handles each connection ln accepts in a goroutine of its own,
+// closing it afterwards, until ln is closed.
+func serveConns(ln net.Listener, handle func(net.Conn)) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			handle(c)
+		}()
+	}
+}
+
+// echo sends back what it reads until the peer closes.
+func echo(c net.Conn) { io.Copy(c, c) }
 
 // dirEntries lists dir's entries, or reports that it does not exist.
 func dirEntries(dir string) (names []string, exists bool) {
