@@ -41,8 +41,27 @@ func (w *netlinkWatch) run(ctx context.Context, out chan<- netChange) error {
 	stop := context.AfterFunc(ctx, func() { w.f.Close() })
 	defer stop()
 	buf := make([]byte, 32<<10) // notifications are at most a page each
+	rc, err := w.f.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("rtnetlink: %w", err)
+	}
 	for {
-		n, err := w.f.Read(buf)
+		var n int
+		var from unix.Sockaddr
+		var rerr error
+		err := rc.Read(func(fd uintptr) bool {
+			n, from, rerr = unix.Recvfrom(int(fd), buf, 0)
+			return rerr != unix.EAGAIN
+		})
+		if err == nil {
+			err = rerr
+		}
+		if nl, ok := from.(*unix.SockaddrNetlink); err == nil && (!ok || nl.Pid != 0) {
+			// Any local process may write to our port: only the
+			// kernel's word counts, or it could make a metered device
+			// rebind and send keepalives at will.
+			continue
+		}
 		var ch netChange
 		switch {
 		case ctx.Err() != nil:
