@@ -25,9 +25,14 @@ fmt: ## format the code
 test: lint ## run every test (real Postgres, WireGuard, binaries) with -race
 	$(GO) test $(TEST_FLAGS) ./...
 
-fuzz: ## fuzz the tunnel protocol decoders for 30 s each
-	for f in FuzzReadStreamHeader FuzzReadStreamStatus FuzzReadHello; do \
-	  $(GO) test ./tunnel -run '^$$' -fuzz "^$$f$$" -fuzztime 30s || exit 1; done
+FUZZTIME ?= 30s
+FUZZ_TARGETS = tunnel:FuzzReadStreamHeader tunnel:FuzzReadStreamStatus tunnel:FuzzReadHello \
+  tunnel:FuzzReadHelloReply tunnel:FuzzReadStreamOpen wgnet:FuzzIsSYNTo \
+  connector:FuzzParseNetlink httpapi:FuzzLocalReturn
+
+fuzz: ## fuzz every parser of outside input for FUZZTIME (30s) each
+	for t in $(FUZZ_TARGETS); do \
+	  $(GO) test ./$${t%%:*} -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) || exit 1; done
 
 bench: ## throughput, stream-open and session-open latency vs their baselines (see bench/README.md)
 	$(GO) test ./bench -run '^$$' -bench 'Throughput|StreamOpen' -benchtime 3x -count 1
