@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/fieldpass/fieldpass"
+	"github.com/fieldpass/fieldpass/wgnet/wgtest"
 )
 
 // Bulk services a cellular test device runs besides echo, on its loopback:
@@ -48,7 +49,7 @@ type cellularSetup struct {
 	f         *fieldNet
 	b         *broker
 	d         *fieldDevice
-	relay     *delayRelay
+	relay     *wgtest.Relay
 	connector *proc
 	stateDir  string
 	admin     person
@@ -71,8 +72,8 @@ func newCellularSetup(t *testing.T) *cellularSetup {
 	s.stateDir = s.d.enroll()
 	s.startConnector()
 	s.b.waitDevice("pump-7", 30*time.Second, "online", isOnlineWithEndpoint)
-	if s.relay.up.Load() == 0 || s.relay.down.Load() == 0 {
-		t.Fatalf("the device is online but the relay carried %d packets up and %d down: it is not on the path", s.relay.up.Load(), s.relay.down.Load())
+	if c := s.relay.Counters(); c.Up == 0 || c.Down == 0 {
+		t.Fatalf("the device is online but the relay carried %d packets up and %d down: it is not on the path", c.Up, c.Down)
 	}
 	s.admin = f.person("admin@example.com", fieldpass.RoleAdmin)
 	s.engineer = f.person("eng@example.com", fieldpass.RoleEngineer)
@@ -370,7 +371,7 @@ type cellularFigures struct {
 // and throughput is measured again.
 //
 // There is no netem here: the delay is a relay of the test's own on the
-// device's WireGuard path (delayRelay, in the internet namespace), loss
+// device's WireGuard path (wgtest.Relay, in the internet namespace), loss
 // and the blackout are nft drops in the carrier. Timings are logged, not
 // asserted, except that a delayed path cannot be faster than its delay.
 func TestFieldCellular(t *testing.T) {
@@ -417,7 +418,7 @@ func TestFieldCellular(t *testing.T) {
 	const opens, sessions = 12, 3
 	for i := range conditions {
 		c := &conditions[i]
-		s.relay.setDelay(c.delay, c.jitter)
+		s.relay.SetDelay(c.delay, c.jitter)
 		if c.loss > 0 {
 			s.f.conditions(t, lossRules(c.loss)...)
 		} else {
@@ -457,7 +458,7 @@ func TestFieldCellular(t *testing.T) {
 			t.Errorf("%s: a connection echoed in %s: want at least %s, the delay of the path", c.name, slices.Min(c.opens), floor)
 		}
 	}
-	s.relay.setDelay(0, 0)
+	s.relay.SetDelay(0, 0)
 	s.f.conditions(t)
 
 	// The blackout, on a clean path: a connection of the echo forward's
@@ -534,7 +535,7 @@ func TestFieldCellular(t *testing.T) {
 	if err := s.connector.signal(syscall.SIGTERM, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	s.relay.setDelay(delay, jitter)
+	s.relay.SetDelay(delay, jitter)
 	s.startConnector()
 	s.connector.waitLog(t, 30*time.Second, regexp.MustCompile(`connected to broker`))
 	s.b.waitDevice("pump-7", 30*time.Second, "online again", isOnline)
@@ -544,7 +545,7 @@ func TestFieldCellular(t *testing.T) {
 	fresh.up = s.upload(t, discardAddr, fresh.bulk)
 	fresh.down = s.download(t, chargenAddr, fresh.bulk)
 	t.Logf("%s: upload %s, download %s", fresh.name, fresh.up, fresh.down)
-	s.relay.setDelay(0, 0)
+	s.relay.SetDelay(0, 0)
 
 	var tab strings.Builder
 	fmt.Fprintf(&tab, "cellular conditions, pump-7 through the carrier (delay: relay each way; loss: carrier nft, each way); throughput: from the request to the last byte received (so a download includes the path's round trip, an upload one way)\n")
@@ -574,6 +575,6 @@ func TestFieldCellular(t *testing.T) {
 	fmt.Fprintf(&tab, "\nblackout %s (clean path otherwise): the echo of %d KiB written 1 s into it arrived %s ms (first byte) / %s ms (all) after it ended; same session, device online, a new session right after opened in %s ms\n",
 		blackout, len(payload)>>10, millis(stallFirst), millis(stallAll), millis(afterOpen))
 	fmt.Fprintf(&tab, "relay queue overflows: %d packets; UDP receive-buffer drops: %d in the internet (relay, broker), %d on the device; test wall time %s",
-		s.relay.dropped.Load(), udpReceiveDrops(t, s.f.inet), udpReceiveDrops(t, s.d.ns), time.Since(began).Round(100*time.Millisecond))
+		s.relay.Counters().Overflowed, udpReceiveDrops(t, s.f.inet), udpReceiveDrops(t, s.d.ns), time.Since(began).Round(100*time.Millisecond))
 	t.Logf("\n%s", tab.String())
 }

@@ -3,7 +3,6 @@ package wgnet_test
 import (
 	"bufio"
 	"fmt"
-	"net"
 	"net/netip"
 	"sync/atomic"
 	"testing"
@@ -11,55 +10,6 @@ import (
 
 	"github.com/fieldpass/fieldpass/wgnet"
 )
-
-// outageRelay passes UDP between a connector (which sends to its address)
-// and the broker, and drops everything both ways while down is set: a
-// roam, a dead cell, a carrier NAT that forgot the mapping.
-type outageRelay struct {
-	ln, up *net.UDPConn
-	down   atomic.Bool
-	client atomic.Pointer[net.UDPAddr]
-}
-
-func newOutageRelay(t *testing.T, broker netip.AddrPort) *outageRelay {
-	t.Helper()
-	ln, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(loopback))
-	if err != nil {
-		t.Fatal(err)
-	}
-	up, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(broker))
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &outageRelay{ln: ln, up: up}
-	t.Cleanup(func() { ln.Close(); up.Close() })
-	go func() {
-		b := make([]byte, 65536)
-		for {
-			n, a, err := ln.ReadFromUDP(b)
-			if err != nil {
-				return
-			}
-			r.client.Store(a)
-			if !r.down.Load() {
-				up.Write(b[:n])
-			}
-		}
-	}()
-	go func() {
-		b := make([]byte, 65536)
-		for {
-			n, err := up.Read(b)
-			if err != nil {
-				return
-			}
-			if a := r.client.Load(); a != nil && !r.down.Load() {
-				ln.WriteToUDP(b[:n], a)
-			}
-		}
-	}()
-	return r
-}
 
 // TestOutageRecovers: a stream through the tunnel carries on after every
 // packet of its flight was lost to a 2 s outage. gVisor's RACK (with SACK
@@ -70,10 +20,12 @@ func TestOutageRecovers(t *testing.T) {
 	p.broker = MustNew(t, wgnet.Config{PrivateKey: MustKey(t), Address: brokerAddr, ListenAddr: loopback})
 	p.connector = MustNew(t, wgnet.Config{PrivateKey: MustKey(t), Address: connectorAddr, ListenAddr: loopback})
 	defer p.Close()
-	r := newOutageRelay(t, netip.AddrPortFrom(loopback.Addr(), p.broker.ListenPort()))
+	// The connector reaches the broker through a relay, whose blackout is
+	// the outage: a roam, a dead cell, a carrier NAT that forgot the mapping.
+	r := MustRelay(t, netip.AddrPortFrom(loopback.Addr(), p.broker.ListenPort()))
 	MustSetPeer(t, p.broker, p.connectorPeer())
 	bp := p.brokerPeer()
-	bp.Endpoint = r.ln.LocalAddr().(*net.UDPAddr).AddrPort()
+	bp.Endpoint = r.Addr()
 	MustSetPeer(t, p.connector, bp)
 	p.MustHandshake(t)
 	MustListenEcho(t, p.connector, 7)
@@ -94,6 +46,7 @@ func TestOutageRecovers(t *testing.T) {
 	}()
 	const outage = 2 * time.Second
 	var sent int64
+	var down bool
 	var restored time.Time
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
@@ -107,9 +60,11 @@ func TestOutageRecovers(t *testing.T) {
 		el := time.Since(start)
 		switch {
 		case el > time.Second && el < time.Second+outage:
-			r.down.Store(true)
-		case r.down.Load():
-			r.down.Store(false)
+			down = true
+			r.SetBlackout(true)
+		case down:
+			down = false
+			r.SetBlackout(false)
 			restored = time.Now()
 		}
 		select {

@@ -4,120 +4,14 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
-	"math/rand/v2"
-	"net"
 	"net/netip"
 	"os"
 	"strconv"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/fieldpass/fieldpass/wgnet"
 )
-
-// delayRelay passes UDP between a connector (which sends to its address)
-// and the broker, holding each packet for a delay each way that can change
-// while traffic flows, and dropping a share of them: a cellular path, whose
-// round-trip time swings from tens to hundreds of milliseconds while one
-// TCP connection lives on. Packets never overtake each other. Its queues
-// and socket buffers are large enough that the relay itself loses nothing
-// (dropped counts what it could not queue).
-type delayRelay struct {
-	ln, up  *net.UDPConn
-	done    chan struct{} // closed at cleanup; stops the delay lines
-	delay   atomic.Int64  // nanoseconds each way
-	loss    atomic.Uint64 // packets dropped on purpose per 2^32
-	client  atomic.Pointer[net.UDPAddr]
-	dropped atomic.Int64
-}
-
-type delayed struct {
-	b   []byte
-	due time.Time
-}
-
-func newDelayRelay(tb testing.TB, broker netip.AddrPort) *delayRelay {
-	tb.Helper()
-	ln, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(loopback))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	up, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(broker))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	for _, c := range []*net.UDPConn{ln, up} {
-		c.SetReadBuffer(4 << 20)
-		c.SetWriteBuffer(4 << 20)
-	}
-	r := &delayRelay{ln: ln, up: up, done: make(chan struct{})}
-	tb.Cleanup(func() { close(r.done); ln.Close(); up.Close() })
-	toBroker := r.line(func(b []byte) { up.Write(b) })
-	toClient := r.line(func(b []byte) {
-		if a := r.client.Load(); a != nil {
-			ln.WriteToUDP(b, a)
-		}
-	})
-	go func() {
-		for {
-			b := make([]byte, 2048)
-			n, a, err := ln.ReadFromUDP(b)
-			if err != nil {
-				return
-			}
-			r.client.Store(a)
-			r.push(toBroker, b[:n])
-		}
-	}()
-	go func() {
-		for {
-			b := make([]byte, 2048)
-			n, err := up.Read(b)
-			if err != nil {
-				return
-			}
-			r.push(toClient, b[:n])
-		}
-	}()
-	return r
-}
-
-// setDelay sets the one-way delay of packets arriving from now on.
-func (r *delayRelay) setDelay(d time.Duration) { r.delay.Store(int64(d)) }
-
-// setLoss sets the share of packets dropped, each way.
-func (r *delayRelay) setLoss(p float64) { r.loss.Store(uint64(p * (1 << 32))) }
-
-func (r *delayRelay) push(line chan<- delayed, b []byte) {
-	if l := r.loss.Load(); l > 0 && uint64(rand.Uint32()) < l {
-		return
-	}
-	select {
-	case line <- delayed{b, time.Now().Add(time.Duration(r.delay.Load()))}:
-	default:
-		r.dropped.Add(1)
-	}
-}
-
-// line returns a queue whose packets send sends, each at its due time.
-func (r *delayRelay) line(send func([]byte)) chan<- delayed {
-	c := make(chan delayed, 1<<16)
-	go func() {
-		for {
-			select {
-			case p := <-c:
-				if d := time.Until(p.due); d > 0 {
-					time.Sleep(d)
-				}
-				send(p.b)
-			case <-r.done:
-				return
-			}
-		}
-	}()
-	return c
-}
 
 // BenchmarkPathChange shows what becomes of one long-lived TCP connection
 // through the tunnel (the broker->connector yamux carrier) when the path's
@@ -171,20 +65,23 @@ func pathChange(b *testing.B, size int, rtt time.Duration, loss float64, before 
 	p.broker = MustNew(b, wgnet.Config{PrivateKey: MustKey(b), Address: brokerAddr, ListenAddr: loopback})
 	p.connector = MustNew(b, wgnet.Config{PrivateKey: MustKey(b), Address: connectorAddr, ListenAddr: loopback})
 	defer p.Close()
-	r := newDelayRelay(b, netip.AddrPortFrom(loopback.Addr(), p.broker.ListenPort()))
+	// The connector reaches the broker through a relay: a cellular path,
+	// whose round-trip time swings from tens to hundreds of milliseconds
+	// while one TCP connection lives on.
+	r := MustRelay(b, netip.AddrPortFrom(loopback.Addr(), p.broker.ListenPort()))
 	MustSetPeer(b, p.broker, p.connectorPeer())
 	bp := p.brokerPeer()
-	bp.Endpoint = r.ln.LocalAddr().(*net.UDPAddr).AddrPort()
+	bp.Endpoint = r.Addr()
 	MustSetPeer(b, p.connector, bp)
 	slow := func() {
-		r.setDelay(rtt / 2)
-		r.setLoss(loss)
+		r.SetDelay(rtt/2, 0)
+		r.SetLoss(loss)
 	}
 	// Loss comes after WireGuard's handshake, whose retry takes 5 s.
 	if before {
-		r.setDelay(rtt / 2)
+		r.SetDelay(rtt/2, 0)
 	} else {
-		r.setDelay(time.Millisecond)
+		r.SetDelay(time.Millisecond, 0)
 	}
 	p.MustHandshake(b)
 	if before {
@@ -262,7 +159,7 @@ func pathChange(b *testing.B, size int, rtt time.Duration, loss float64, before 
 		rates = append(rates, rate)
 		b.Logf("transfer %d at %v RTT, loss %.0f%%: %.2f MiB/s; %s", i+1, rtt, loss*100, rate, counters())
 	}
-	if n := r.dropped.Load(); n > 0 {
+	if n := r.Counters().Overflowed; n > 0 {
 		b.Logf("the relay dropped %d packets for want of queue", n)
 	}
 	b.ReportMetric(rates[0], "MiB/s-1st")

@@ -51,6 +51,21 @@ func MustSetPeer(tb testing.TB, d *wgnet.Device, p wgnet.Peer) {
 	}
 }
 
+// MustRelay starts a wgtest.Relay on 127.0.0.1 in front of to, closed at
+// cleanup: a path whose delay, loss and blackouts the test sets.
+func MustRelay(tb testing.TB, to netip.AddrPort) *wgtest.Relay {
+	tb.Helper()
+	ln, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(loopback))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	r := wgtest.NewRelay(ln, func() (*net.UDPConn, error) {
+		return net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(to))
+	})
+	tb.Cleanup(func() { r.Close() })
+	return r
+}
+
 // pair is a broker and a connector device peered over UDP on 127.0.0.1, the
 // way Fieldpass uses them: the connector knows the broker's endpoint, the
 // broker learns the connector's.
