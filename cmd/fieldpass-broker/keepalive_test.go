@@ -2,32 +2,14 @@ package main
 
 import (
 	"encoding/json"
-	"net/netip"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/fieldpass/fieldpass"
-	"github.com/fieldpass/fieldpass/postgres"
-	"github.com/fieldpass/fieldpass/postgres/pgtest"
 )
 
 func TestDeviceKeepalive(t *testing.T) {
-	ctx := t.Context()
-	dbURL := pgtest.NewDatabase(t)
-	db, err := postgres.Open(ctx, dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	tok, _, err := db.CreateEnrollmentToken(ctx, "pump-7", nil, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := func(seq int64) (netip.Addr, error) { return netip.AddrFrom4([4]byte{10, 77, 0, byte(seq + 1)}), nil }
-	if _, err := db.Enroll(ctx, tok, "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=", "v1.2.3", addr); err != nil {
-		t.Fatal(err)
-	}
+	dbURL, _, _ := enrolledDevice(t, "pump-7")
 	listJSON := func() []fieldpass.Device {
 		t.Helper()
 		var devs []fieldpass.Device
@@ -80,7 +62,7 @@ func TestDeviceKeepalive(t *testing.T) {
 	}
 	// Each change is audited as the operator; set 2m, 45s, default, 45s, 0.
 	var n int
-	if err := superuser(t, dbURL).QueryRow(ctx, `SELECT count(*) FROM audit_events WHERE action = 'device.keepalive' AND actor LIKE 'operator:%'`).Scan(&n); err != nil || n != 5 {
+	if err := superuser(t, dbURL).QueryRow(t.Context(), `SELECT count(*) FROM audit_events WHERE action = 'device.keepalive' AND actor LIKE 'operator:%'`).Scan(&n); err != nil || n != 5 {
 		t.Errorf("device.keepalive audit events by an operator: got %d, %v; want 5", n, err)
 	}
 

@@ -14,21 +14,7 @@ import (
 
 func TestDeviceHistoryAndStaleReport(t *testing.T) {
 	ctx := t.Context()
-	dbURL := pgtest.NewDatabase(t)
-	db, err := postgres.Open(ctx, dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	tok, _, err := db.CreateEnrollmentToken(ctx, "pump-7", nil, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := func(seq int64) (netip.Addr, error) { return netip.AddrFrom4([4]byte{10, 77, 0, byte(seq + 1)}), nil }
-	dev, err := db.Enroll(ctx, tok, "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=", "v1.2.3", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
+	dbURL, db, dev := enrolledDevice(t, "pump-7")
 	now := time.Now()
 	for _, e := range []fieldpass.DeviceEvent{
 		{DeviceID: dev.ID, At: now.Add(-48 * time.Hour), Kind: fieldpass.DeviceOnline, Endpoint: "192.0.2.1:4000", BrokerID: "b1", ConnectorVersion: "v1.2.3"},
@@ -71,4 +57,28 @@ func TestDeviceHistoryAndStaleReport(t *testing.T) {
 			t.Errorf("report stale --json: got %+v, %v", rep, err)
 		}
 	})
+}
+
+// enrolledDevice gives a test a database of its own holding one enrolled
+// device, name, at connector version v1.2.3; the store is closed when the
+// test ends.
+func enrolledDevice(t *testing.T, name string) (dbURL string, db *postgres.DB, dev *fieldpass.Device) {
+	t.Helper()
+	ctx := t.Context()
+	dbURL = pgtest.NewDatabase(t)
+	db, err := postgres.Open(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(db.Close)
+	tok, _, err := db.CreateEnrollmentToken(ctx, name, nil, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := func(seq int64) (netip.Addr, error) { return netip.AddrFrom4([4]byte{10, 77, 0, byte(seq + 1)}), nil }
+	dev, err = db.Enroll(ctx, tok, "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=", "v1.2.3", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dbURL, db, dev
 }
