@@ -113,10 +113,8 @@ func (b *Broker) handshake(c net.Conn) {
 	if h.KeepaliveSeconds > 0 {
 		p.helloKeepalive = time.Duration(h.KeepaliveSeconds) * time.Second
 	}
-	// A hello carries no sign that the connector understands settings:
-	// judge by the longer interval, so neither kind is declared offline
-	// between two of its keepalives.
-	p.keepalive = max(p.helloKeepalive, time.Duration(p.dev.KeepaliveSeconds)*time.Second)
+	// A hello does not say whether the connector understands settings.
+	p.keepalive = p.assumedKeepalive(p.dev.KeepaliveSeconds)
 	if p.dev.KeepaliveSeconds != setting {
 		// Changed between the reply and here: upsert saw no session.
 		go b.sendKeepalive(p)
@@ -153,6 +151,15 @@ func (b *Broker) handshake(c net.Conn) {
 	}()
 }
 
+// assumedKeepalive is the interval liveness is judged by while the device
+// has not said which it uses: the longer of its own (from its hello) and
+// the operators' setting (seconds), so that neither a connector that took
+// the setting nor one too old to know of it is called offline between two
+// of its keepalives.
+func (p *peer) assumedKeepalive(setting int) time.Duration {
+	return max(p.helloKeepalive, time.Duration(setting)*time.Second)
+}
+
 // sendKeepalive tells a connected device its keepalive setting now, on a
 // control stream of the live session: a change made while a device is
 // connected (months, for some) takes effect at once, and neither its
@@ -182,7 +189,7 @@ func (b *Broker) sendKeepalive(p *peer) {
 		return
 	}
 	if err != nil {
-		p.keepalive = max(p.helloKeepalive, time.Duration(setting)*time.Second)
+		p.keepalive = p.assumedKeepalive(setting)
 		log.Warn("device did not take its keepalive setting (connector older than control streams?)", "err", err, "judged_by", p.keepalive)
 		return
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/fieldpass/fieldpass"
 	"github.com/fieldpass/fieldpass/alerts"
+	"github.com/fieldpass/fieldpass/broker/brokertest"
 )
 
 // alertSink is a webhook receiver in a namespace, keeping the alerts whose
@@ -99,10 +100,7 @@ func TestFieldClone(t *testing.T) {
 	var ev fieldpass.DeviceEvent
 	deadline := time.Now().Add(6 * time.Minute)
 	for {
-		var evs []fieldpass.DeviceEvent
-		if err := json.Unmarshal([]byte(b.mustCLI("device", "history", "meter-9", "--json")), &evs); err != nil {
-			t.Fatal(err)
-		}
+		evs := readDeviceHistory(t, b, "meter-9")
 		found := false
 		for _, e := range evs {
 			if e.Kind == fieldpass.DeviceCloneSuspected {
@@ -122,7 +120,7 @@ func TestFieldClone(t *testing.T) {
 		t.Errorf("clone_suspected names endpoints %q and %q: want the two clones' endpoints", ev.PreviousEndpoint, ev.Endpoint)
 	}
 	var a alerts.Alert
-	brokertestWait(t, 30*time.Second, "the clone alert delivered", func() bool {
+	brokertest.WaitFor(t, 30*time.Second, "the clone alert delivered", func() bool {
 		var ok bool
 		a, ok = sink.find(alerts.CloneSuspected, "meter-9")
 		return ok
@@ -143,16 +141,4 @@ func TestFieldClone(t *testing.T) {
 	}
 	t.Logf("clone suspected %s after both copies started (endpoints %s and %s); alert delivered and signed",
 		detected.Round(time.Second), ev.PreviousEndpoint, ev.Endpoint)
-}
-
-// brokertestWait polls cond every 100 ms until it holds or timeout passes.
-func brokertestWait(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not %s after %s", what, timeout)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }

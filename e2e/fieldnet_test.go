@@ -406,10 +406,7 @@ func (d *fieldDevice) roam(t testing.TB, generation int) netip.Addr {
 // does when it times one out or restarts.
 func (f *fieldNet) flushNAT(t testing.TB) {
 	t.Helper()
-	cmd := exec.Command("ip", f.carrier.argv("conntrack", "-F")...)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("conntrack -F in the carrier: %v\n%s", err, out)
-	}
+	f.carrier.exec(t, "conntrack", "-F")
 }
 
 // conditions replaces the carrier's network conditions with rules (nft
@@ -661,13 +658,11 @@ func (d *fieldDevice) serveWeb(port int) {
 // person is someone using the CLI from the engineer namespace with an
 // automation token.
 func (f *fieldNet) person(email string, role fieldpass.Role) person {
-	t := f.t
-	t.Helper()
-	tok := strings.TrimSpace(f.broker.mustCLI("user", "token", "--email", email, "--role", string(role), "--ttl", "1h"))
-	if fieldpass.CheckToken(tok) != nil {
-		t.Fatalf("user token printed %q: want a token", tok)
-	}
-	return person{name: string(role), ns: f.eng, env: f.env("FIELDPASS_BROKER="+f.broker.URL(), "FIELDPASS_TOKEN="+tok, "XDG_CONFIG_HOME="+t.TempDir())}
+	f.t.Helper()
+	p := f.broker.tokenPerson(email, role)
+	p.ns = f.eng
+	p.env = append(p.env, "SSL_CERT_FILE="+f.caFile, "XDG_CONFIG_HOME="+f.t.TempDir())
+	return p
 }
 
 // forward runs `fieldpass forward DEVICE SERVICE` as p in its namespace and
