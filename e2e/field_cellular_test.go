@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -335,14 +334,6 @@ func (s *cellularSetup) lossCounts(t *testing.T) (seen, dropped int64) {
 	seen, _ = strconv.ParseInt(m[0][1], 10, 64)
 	dropped, _ = strconv.ParseInt(m[1][1], 10, 64)
 	return seen, dropped
-}
-
-// quantile is the q-quantile of samples (nearest rank).
-func quantile(samples []time.Duration, q float64) time.Duration {
-	s := slices.Clone(samples)
-	slices.Sort(s)
-	i := int(math.Ceil(q*float64(len(s)))) - 1
-	return s[max(i, 0)]
 }
 
 func millis(d time.Duration) string {

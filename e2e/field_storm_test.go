@@ -7,7 +7,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -294,8 +293,8 @@ func TestFieldReconnectStorm(t *testing.T) {
 		len(delays)-len(late), n, stormBound, nudged, n-len(missing)-nudged)
 	if len(delays) > 0 {
 		t.Logf("storm: reconnect after the restart: min %s, p50 %s, p90 %s, p99 %s, max %s",
-			delays[0].Round(time.Millisecond), percentile(delays, 50), percentile(delays, 90),
-			percentile(delays, 99), delays[len(delays)-1].Round(time.Millisecond))
+			delays[0].Round(time.Millisecond), roundMS(quantile(delays, 0.5)), roundMS(quantile(delays, 0.9)),
+			roundMS(quantile(delays, 0.99)), delays[len(delays)-1].Round(time.Millisecond))
 		busiest, busiestAt := busiestWindow(delays, 100*time.Millisecond)
 		t.Logf("storm: busiest 100 ms window (from %s): %d devices, %.1f%% of the fleet",
 			busiestAt.Round(time.Millisecond), busiest, 100*float64(busiest)/float64(n))
@@ -458,12 +457,6 @@ func connectorMemory(procs []*proc) (rss, anon, most int64) {
 		}
 	}
 	return rss, anon, most
-}
-
-// percentile is the nearest-rank percentile of sorted ds.
-func percentile(ds []time.Duration, p float64) time.Duration {
-	i := int(math.Ceil(p/100*float64(len(ds)))) - 1
-	return ds[max(0, min(i, len(ds)-1))].Round(time.Millisecond)
 }
 
 // busiestWindow is the most of sorted ds within any window of width w, and

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/big"
 	"net"
 	"net/http"
@@ -25,6 +26,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -687,4 +689,12 @@ func unreachable(t *testing.T, ns netns, addr string, timeout time.Duration) str
 		return ""
 	}
 	return err.Error()
+}
+
+// quantile is the q-quantile of samples (nearest rank).
+func quantile(samples []time.Duration, q float64) time.Duration {
+	s := slices.Clone(samples)
+	slices.Sort(s)
+	i := int(math.Ceil(q*float64(len(s)))) - 1
+	return s[max(i, 0)]
 }
