@@ -28,7 +28,7 @@ test: lint ## run every test (real Postgres, WireGuard, binaries) with -race
 FUZZTIME ?= 30s
 FUZZ_TARGETS = tunnel:FuzzReadStreamHeader tunnel:FuzzReadStreamStatus tunnel:FuzzReadHello \
   tunnel:FuzzReadHelloReply tunnel:FuzzReadStreamOpen wgnet:FuzzIsSYNTo \
-  connector:FuzzParseNetlink httpapi:FuzzLocalReturn
+  connector:FuzzParseNetlink portal:FuzzLocalReturn
 
 fuzz: ## fuzz every parser of outside input for FUZZTIME (30s) each
 	for t in $(FUZZ_TARGETS); do \

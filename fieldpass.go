@@ -2,8 +2,8 @@
 // package speaks (devices, enrolment tokens, presence) and the error
 // vocabulary the edges map to HTTP statuses and exit codes.
 //
-// The adapters (postgres, httpapi, broker, connector) meet in these types;
-// cmd/ wires them together.
+// The adapters (postgres, apiserver, portal, httpapi, broker, connector) meet in
+// these types; cmd/ wires them together.
 package fieldpass
 
 // Version is the release of this build, set with -ldflags "-X".

@@ -12,6 +12,7 @@ import (
 
 	"github.com/fieldpass/fieldpass"
 	"github.com/fieldpass/fieldpass/alerts"
+	"github.com/fieldpass/fieldpass/apiserver"
 	"github.com/fieldpass/fieldpass/broker"
 	"github.com/fieldpass/fieldpass/broker/brokertest"
 	"github.com/fieldpass/fieldpass/connector"
@@ -85,7 +86,7 @@ func TestAlertsEnrolGrantOffline(t *testing.T) {
 	n, sink := newAlerts(t)
 	e := brokertest.New(t,
 		brokertest.WithBrokerConfig(func(c *broker.Config) { c.Alerts, c.OfflineAlertAfter = n, 300*time.Millisecond }),
-		brokertest.WithAPIConfig(func(_ *brokertest.Env, c *httpapi.Config) { c.Alerts = n }),
+		brokertest.WithAPIConfig(func(_ *brokertest.Env, c *apiserver.Config) { c.Alerts = n }),
 	)
 	ctx := context.Background()
 

@@ -12,9 +12,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/fieldpass/fieldpass"
+	"github.com/fieldpass/fieldpass/apiserver"
 	"github.com/fieldpass/fieldpass/broker"
 	"github.com/fieldpass/fieldpass/broker/brokertest"
-	"github.com/fieldpass/fieldpass/httpapi"
 	"github.com/fieldpass/fieldpass/metrics"
 )
 
@@ -22,7 +22,7 @@ import (
 // reg, as fieldpass-broker serve --metrics-listen does.
 func opsServer(tb testing.TB, e *brokertest.Env, reg *prometheus.Registry) *httptest.Server {
 	tb.Helper()
-	srv := httptest.NewServer(httpapi.OpsRoutes(metrics.Handler(reg), e.Broker.Ready))
+	srv := httptest.NewServer(apiserver.OpsRoutes(metrics.Handler(reg), e.Broker.Ready))
 	tb.Cleanup(srv.Close)
 	return srv
 }

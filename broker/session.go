@@ -14,7 +14,6 @@ import (
 
 	"github.com/fieldpass/fieldpass"
 	"github.com/fieldpass/fieldpass/alerts"
-	"github.com/fieldpass/fieldpass/httpapi"
 	"github.com/fieldpass/fieldpass/metrics"
 	"github.com/fieldpass/fieldpass/postgres"
 	"github.com/fieldpass/fieldpass/tunnel"
@@ -73,7 +72,7 @@ func (c *SessionsConfig) setDefaults() {
 var errAuditDown = fieldpass.Errorf(fieldpass.EUNAVAILABLE, "audit store unavailable: new sessions are refused")
 
 // Sessions authorises, records and polices people's sessions to devices:
-// it implements httpapi.Sessions over a Broker. README.md ("Sessions")
+// the connect endpoint (apiserver) and the portal use it. README.md ("Sessions")
 // gives the rules it enforces.
 type Sessions struct {
 	b   *Broker
@@ -95,8 +94,6 @@ type Sessions struct {
 	downSince time.Time           // when the store stopped answering; zero while it answers
 	closed    bool
 }
-
-var _ httpapi.Sessions = (*Sessions)(nil)
 
 // NewSessions returns the session manager of b. It first ends, with reason
 // broker_restart, every session the store shows open on this broker: they
@@ -177,11 +174,11 @@ func (m *Sessions) shutdown() {
 //	expired      the grant that covered it has ended
 //	not_found    no such device
 //	unavailable  the device is offline, or the audit store does not answer
-func (m *Sessions) Open(ctx context.Context, user *fieldpass.User, device, service, clientAddr string) (httpapi.LiveSession, error) {
+func (m *Sessions) Open(ctx context.Context, user *fieldpass.User, device, service, clientAddr string) (*Session, error) {
 	s, err := m.open(ctx, user, device, service, clientAddr)
 	if err != nil {
 		m.cfg.Metrics.SessionDenied(fieldpass.ErrorCode(err))
-		return nil, err // an untyped nil, not a nil *Session
+		return nil, err
 	}
 	m.cfg.Metrics.SessionOpened()
 	return s, nil
@@ -732,7 +729,7 @@ func (m *Sessions) EndSession(id string, reason fieldpass.EndReason) bool {
 
 // Session is one live, recorded session: a person's connection to one
 // device's service within one grant, carrying any number of streams, each
-// counted on it. It implements httpapi.LiveSession.
+// counted on it. The connect endpoint carries its streams.
 type Session struct {
 	m        *Sessions
 	rec      fieldpass.Session
@@ -753,8 +750,6 @@ type Session struct {
 	lastTotal  int64
 	lastActive time.Time
 }
-
-var _ httpapi.LiveSession = (*Session)(nil)
 
 // ID is the session's id (its row's).
 func (s *Session) ID() string { return s.rec.ID }

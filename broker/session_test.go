@@ -14,7 +14,6 @@ import (
 	"github.com/fieldpass/fieldpass"
 	"github.com/fieldpass/fieldpass/broker"
 	"github.com/fieldpass/fieldpass/broker/brokertest"
-	"github.com/fieldpass/fieldpass/httpapi"
 	"github.com/fieldpass/fieldpass/postgres"
 	"github.com/fieldpass/fieldpass/postgres/pgtest"
 	"github.com/fieldpass/fieldpass/tunnel"
@@ -88,11 +87,11 @@ func (se *sessionEnv) grant(end time.Time, services ...string) *fieldpass.Grant 
 	return g
 }
 
-func (se *sessionEnv) open(device, service string) (httpapi.LiveSession, error) {
+func (se *sessionEnv) open(device, service string) (*broker.Session, error) {
 	return se.m.Open(context.Background(), se.user, device, service, "127.0.0.1")
 }
 
-func (se *sessionEnv) mustOpen() httpapi.LiveSession {
+func (se *sessionEnv) mustOpen() *broker.Session {
 	se.tb.Helper()
 	s, err := se.open("pump-1", "echo")
 	if err != nil {
@@ -132,7 +131,7 @@ func (se *sessionEnv) waitEnded(id string, timeout time.Duration) *fieldpass.Ses
 }
 
 // waitDone waits for s to end and returns how long that took.
-func waitDone(tb testing.TB, s httpapi.LiveSession, timeout time.Duration) time.Duration {
+func waitDone(tb testing.TB, s *broker.Session, timeout time.Duration) time.Duration {
 	tb.Helper()
 	start := time.Now()
 	select {
@@ -146,7 +145,7 @@ func waitDone(tb testing.TB, s httpapi.LiveSession, timeout time.Duration) time.
 
 // holdStream opens a stream on s and reads from it until it ends; the
 // returned channel is closed then.
-func holdStream(tb testing.TB, s httpapi.LiveSession) (tunnel.HalfCloser, chan struct{}) {
+func holdStream(tb testing.TB, s *broker.Session) (tunnel.HalfCloser, chan struct{}) {
 	tb.Helper()
 	st, err := s.Stream(context.Background())
 	if err != nil {
@@ -309,7 +308,7 @@ func TestSessionRefusalsOpenNothing(t *testing.T) {
 
 // endsWithin opens a session with a stream, runs cut, and checks that the
 // session and its stream end within a second with reason, recorded.
-func (se *sessionEnv) endsWithin(t *testing.T, reason fieldpass.EndReason, cut func(httpapi.LiveSession) time.Time) {
+func (se *sessionEnv) endsWithin(t *testing.T, reason fieldpass.EndReason, cut func(*broker.Session) time.Time) {
 	t.Helper()
 	s := se.mustOpen()
 	st, closed := holdStream(t, s)
@@ -338,7 +337,7 @@ func (se *sessionEnv) endsWithin(t *testing.T, reason fieldpass.EndReason, cut f
 func TestSessionCutOnRevoke(t *testing.T) {
 	se := newSessionEnv(t, nil)
 	g := se.grant(time.Time{}, "echo")
-	se.endsWithin(t, fieldpass.EndGrantRevoked, func(httpapi.LiveSession) time.Time {
+	se.endsWithin(t, fieldpass.EndGrantRevoked, func(*broker.Session) time.Time {
 		time.Sleep(50 * time.Millisecond) // the echo comes back first
 		at := time.Now()
 		if _, err := se.DB.RevokeGrant(context.Background(), testOperator, g.ID); err != nil {
@@ -351,7 +350,7 @@ func TestSessionCutOnRevoke(t *testing.T) {
 func TestSessionCutOnExpiry(t *testing.T) {
 	se := newSessionEnv(t, nil)
 	g := se.grant(time.Now().Add(2*time.Second), "echo")
-	se.endsWithin(t, fieldpass.EndGrantExpired, func(httpapi.LiveSession) time.Time {
+	se.endsWithin(t, fieldpass.EndGrantExpired, func(*broker.Session) time.Time {
 		time.Sleep(time.Until(g.End))
 		return g.End
 	})
@@ -360,7 +359,7 @@ func TestSessionCutOnExpiry(t *testing.T) {
 func TestSessionCutOnUserDisabled(t *testing.T) {
 	se := newSessionEnv(t, nil)
 	se.grant(time.Time{}, "echo")
-	se.endsWithin(t, fieldpass.EndUserDisabled, func(httpapi.LiveSession) time.Time {
+	se.endsWithin(t, fieldpass.EndUserDisabled, func(*broker.Session) time.Time {
 		time.Sleep(50 * time.Millisecond)
 		at := time.Now()
 		if _, err := se.DB.SetUserDisabled(context.Background(), testOperator, engineer, true); err != nil {
@@ -373,7 +372,7 @@ func TestSessionCutOnUserDisabled(t *testing.T) {
 func TestSessionCutOnDeviceDisabled(t *testing.T) {
 	se := newSessionEnv(t, nil)
 	se.grant(time.Time{}, "echo")
-	se.endsWithin(t, fieldpass.EndDeviceDisabled, func(httpapi.LiveSession) time.Time {
+	se.endsWithin(t, fieldpass.EndDeviceDisabled, func(*broker.Session) time.Time {
 		time.Sleep(50 * time.Millisecond)
 		at := time.Now()
 		if _, err := se.DB.SetDeviceState(context.Background(), "pump-1", fieldpass.DeviceDisabled); err != nil {

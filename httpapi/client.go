@@ -367,23 +367,6 @@ func unreachable(ctx context.Context, host string, err error) error {
 	return fieldpass.Errorf(fieldpass.EUNAVAILABLE, "cannot reach the broker at %s: %w", host, err)
 }
 
-// statusCodes maps HTTP statuses to error codes for answers that carry no
-// error body of ours (a proxy's error page, say): the inverse of statusOf.
-var statusCodes = map[int]string{
-	http.StatusBadRequest:          fieldpass.EINVALID,
-	http.StatusUnauthorized:        fieldpass.EINVALID,
-	http.StatusForbidden:           fieldpass.EFORBIDDEN,
-	http.StatusNotFound:            fieldpass.ENOTFOUND,
-	http.StatusConflict:            fieldpass.ECONFLICT,
-	http.StatusGone:                fieldpass.EEXPIRED,
-	http.StatusTooManyRequests:     fieldpass.EUNAVAILABLE,
-	http.StatusBadGateway:          fieldpass.EUNAVAILABLE,
-	http.StatusServiceUnavailable:  fieldpass.EUNAVAILABLE,
-	http.StatusGatewayTimeout:      fieldpass.EUNAVAILABLE,
-	http.StatusNotImplemented:      fieldpass.EUNAVAILABLE,
-	http.StatusInternalServerError: fieldpass.EINTERNAL,
-}
-
 // answerError turns a non-2xx answer into a *fieldpass.Error: the broker's
 // code and message if the body is our ErrorResponse, else one derived from
 // the status.
@@ -393,10 +376,7 @@ func answerError(host string, resp *http.Response) error {
 	if json.Unmarshal(raw, &e) == nil && e.Code != "" {
 		return &fieldpass.Error{Code: e.Code, Message: e.Message}
 	}
-	code, ok := statusCodes[resp.StatusCode]
-	if !ok {
-		code = fieldpass.EINTERNAL
-	}
+	code := codeOf(resp.StatusCode)
 	return fieldpass.Errorf(code, "the broker at %s answered %s", host, resp.Status)
 }
 

@@ -75,7 +75,7 @@ func (c *Client) Connect(ctx context.Context, device, service string) (*Conn, er
 	cctx, cancel := context.WithCancel(context.Background())
 	conn := &Conn{ws: ws, cancel: cancel}
 	nc := websocket.NetConn(cctx, ws, websocket.MessageBinary)
-	ws.SetReadLimit(connectReadLimit)
+	ws.SetReadLimit(ConnectReadLimit)
 	ys, err := yamux.Client(reasonConn{Conn: nc, c: conn}, tunnel.YamuxConfig(0))
 	if err != nil {
 		cancel()

@@ -1,11 +1,9 @@
 package httpapi
 
 import (
-	"context"
 	"time"
 
 	"github.com/fieldpass/fieldpass"
-	"github.com/fieldpass/fieldpass/tunnel"
 )
 
 // The JSON bodies of the API, shared by the handlers and the Go client.
@@ -77,42 +75,6 @@ type DeviceLoginToken struct {
 	Email     string           `json:"email"`
 	Roles     []fieldpass.Role `json:"roles"`
 	ExpiresAt time.Time        `json:"expires_at"`
-}
-
-// ConnectPath is the WebSocket endpoint; query: device, service. The token
-// travels in the Authorization header, never in the URL.
-const ConnectPath = "/api/v1/connect"
-
-// ConnectSubprotocol is negotiated on the WebSocket; the bytes inside are a
-// yamux session (tunnel.YamuxConfig) whose streams the client opens.
-const ConnectSubprotocol = "fieldpass.connect.v1"
-
-// Sessions is what the connect endpoint needs from the broker: it checks
-// the grant, commits the session row, and carries streams, ending the
-// session with the right reason when the grant, user or device goes away.
-type Sessions interface {
-	// Open authorises caller for device/service now and records the
-	// session; nothing flows before it returns.
-	Open(ctx context.Context, user *fieldpass.User, device, service, clientAddr string) (LiveSession, error)
-	// EndSession ends a session live on this broker, recording its end
-	// with the real byte counts; false if it is not live here.
-	EndSession(id string, reason fieldpass.EndReason) bool
-}
-
-// LiveSession is one recorded session; it may carry many streams.
-type LiveSession interface {
-	ID() string
-	// Stream opens one connection to the device's service, counted on
-	// this session.
-	Stream(ctx context.Context) (tunnel.HalfCloser, error)
-	// Done is closed when the broker ends the session (grant expired or
-	// revoked, user or device disabled, ended by an admin, ...).
-	Done() <-chan struct{}
-	// Reason says why Done closed.
-	Reason() fieldpass.EndReason
-	// End ends the session from the client side (reason client_closed,
-	// unless the broker ended it first).
-	End(reason fieldpass.EndReason)
 }
 
 // Query parameters of the list endpoints, as the Go client sends them.

@@ -256,3 +256,13 @@ func (f *filter) limit(n int) string {
 	f.args = append(f.args, n)
 	return fmt.Sprintf(" LIMIT $%d", len(f.args))
 }
+
+// Explain turns an error that says Postgres is unreachable into the one a
+// person reads ("the broker's database is unavailable ..."): an outage, not
+// a bug, and worth retrying. Other errors come back as they are.
+func Explain(err error) error {
+	if fieldpass.ErrorCode(err) != fieldpass.EINTERNAL || !Unavailable(err) {
+		return err
+	}
+	return fieldpass.Errorf(fieldpass.EUNAVAILABLE, "the broker's database is unavailable: no new sessions or changes until it is back; try again shortly")
+}

@@ -21,9 +21,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fieldpass/fieldpass/apiserver"
 	"github.com/fieldpass/fieldpass/broker"
 	"github.com/fieldpass/fieldpass/connector"
-	"github.com/fieldpass/fieldpass/httpapi"
 	"github.com/fieldpass/fieldpass/postgres"
 	"github.com/fieldpass/fieldpass/postgres/pgtest"
 	"github.com/fieldpass/fieldpass/wgnet"
@@ -45,7 +45,7 @@ type Option func(*options)
 
 type options struct {
 	broker func(*broker.Config)
-	api    func(*Env, *httpapi.Config)
+	api    func(*Env, *apiserver.Config)
 }
 
 // WithBrokerConfig lets mod change the broker's configuration before the
@@ -58,7 +58,7 @@ func WithBrokerConfig(mod func(*broker.Config)) Option {
 // once, after the first broker has started, so that it can use e.Broker and
 // e.DB (to give the API a session manager, say); cleanups it registers run
 // before the broker stops.
-func WithAPIConfig(mod func(e *Env, cfg *httpapi.Config)) Option {
+func WithAPIConfig(mod func(e *Env, cfg *apiserver.Config)) Option {
 	return func(o *options) { o.api = mod }
 }
 
@@ -83,7 +83,7 @@ type Env struct {
 	API *httptest.Server
 	URL string
 
-	api    func(*Env, *httpapi.Config)
+	api    func(*Env, *apiserver.Config)
 	cancel context.CancelFunc
 	done   chan error
 }
@@ -147,9 +147,9 @@ func (e *Env) Start() {
 	e.cancel, e.done = cancel, make(chan error, 1)
 	go func() { e.done <- b.Serve(ctx) }()
 	if e.API == nil {
-		acfg := httpapi.Config{
+		acfg := apiserver.Config{
 			DB: e.DB,
-			Tunnel: httpapi.TunnelInfo{
+			Tunnel: apiserver.TunnelInfo{
 				BrokerKey:     b.PublicKey().String(),
 				BrokerAddress: b.Address(),
 				Prefix:        b.Prefix(),
@@ -163,7 +163,7 @@ func (e *Env) Start() {
 		if e.api != nil {
 			e.api(e, &acfg)
 		}
-		e.API = httptest.NewServer(httpapi.New(acfg).Handler())
+		e.API = httptest.NewServer(apiserver.New(acfg).Handler())
 		e.URL = e.API.URL
 	}
 }

@@ -10,8 +10,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/fieldpass/fieldpass/httpapi"
 	"github.com/fieldpass/fieldpass/identity"
+	"github.com/fieldpass/fieldpass/portal"
 )
 
 // oidcFlags are serve's flags for people's login through an identity
@@ -46,7 +46,7 @@ func addOIDCFlags(fs *flag.FlagSet) *oidcFlags {
 // config builds the login configuration, or nil when --oidc-issuer is
 // unset. It reaches for the provider once to warn early of a mistake;
 // a provider that is down does not stop the broker.
-func (f *oidcFlags) config(ctx context.Context, publicURL *url.URL, log *slog.Logger) (*httpapi.OIDCConfig, error) {
+func (f *oidcFlags) config(ctx context.Context, publicURL *url.URL, log *slog.Logger) (*portal.OIDCConfig, error) {
 	if *f.issuer == "" {
 		if *f.clientID != "" || *f.secretFile != "" || len(f.roleMap) > 0 || *f.requireMFA {
 			return nil, usageError{msg: "the --oidc-* , --role-map and --require-mfa flags need --oidc-issuer"}
@@ -99,5 +99,5 @@ func (f *oidcFlags) config(ctx context.Context, publicURL *url.URL, log *slog.Lo
 		log.Warn("identity provider not reachable yet; login will retry", "issuer", *f.issuer, "err", message(err))
 	}
 	log.Info("login through identity provider", "issuer", *f.issuer, "client_id", *f.clientID, "require_mfa", *f.requireMFA, "role_mappings", len(f.roleMap))
-	return &httpapi.OIDCConfig{Provider: p, SessionTTL: *f.sessionTTL, CLITokenTTL: *f.cliTTL}, nil
+	return &portal.OIDCConfig{Provider: p, SessionTTL: *f.sessionTTL, CLITokenTTL: *f.cliTTL}, nil
 }

@@ -25,9 +25,10 @@ import (
 
 	"github.com/fieldpass/fieldpass"
 	"github.com/fieldpass/fieldpass/alerts"
+	"github.com/fieldpass/fieldpass/apiserver"
 	"github.com/fieldpass/fieldpass/broker"
-	"github.com/fieldpass/fieldpass/httpapi"
 	"github.com/fieldpass/fieldpass/metrics"
+	"github.com/fieldpass/fieldpass/portal"
 	"github.com/fieldpass/fieldpass/postgres"
 	"github.com/fieldpass/fieldpass/wgnet"
 )
@@ -194,17 +195,18 @@ func (e env) serve(ctx context.Context, args []string) error {
 	if len(endpoints) == 0 {
 		endpoints = listFlag{net.JoinHostPort(pu.Hostname(), strconv.Itoa(int(b.ListenPort())))}
 	}
-	api := httpapi.New(httpapi.Config{
+	publicOrigin := pu.Scheme + "://" + pu.Host
+	api := apiserver.New(apiserver.Config{
 		DB: db,
-		Tunnel: httpapi.TunnelInfo{
+		Tunnel: apiserver.TunnelInfo{
 			BrokerKey:     b.PublicKey().String(),
 			BrokerAddress: b.Address(),
 			Prefix:        pfx,
 			Endpoints:     endpoints,
 			MTU:           *mtu,
 		},
-		OIDC:        oidc,
-		PublicURL:   pu.Scheme + "://" + pu.Host,
+		Portal:      portal.New(portal.Config{DB: db, OIDC: oidc, PublicURL: publicOrigin, Logger: log}),
+		PublicURL:   publicOrigin,
 		Sessions:    sessions,
 		Alerts:      notifier,
 		Ready:       b.Ready,
@@ -217,7 +219,7 @@ func (e env) serve(ctx context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", *httpListen, err)
 	}
-	srv := httpapi.NewHTTPServer(api.Handler(), log)
+	srv := apiserver.NewHTTPServer(api.Handler(), log)
 	if *tlsCert != "" {
 		if ln, err = newTLSListener(ln, srv, *tlsCert, *tlsKey); err != nil {
 			return fmt.Errorf("tls: %w", err)
@@ -249,12 +251,12 @@ func (e env) serve(ctx context.Context, args []string) error {
 	wg.Add(3)
 	go func() {
 		defer wg.Done()
-		errc <- httpapi.Serve(ctx, ln, srv)
+		errc <- apiserver.Serve(ctx, ln, srv)
 	}()
 	if opsLn != nil {
-		ops := httpapi.NewHTTPServer(httpapi.OpsRoutes(metrics.Handler(reg), b.Ready), log)
+		ops := apiserver.NewHTTPServer(apiserver.OpsRoutes(metrics.Handler(reg), b.Ready), log)
 		wg.Add(1)
-		go func() { defer wg.Done(); errc <- httpapi.Serve(ctx, opsLn, ops) }()
+		go func() { defer wg.Done(); errc <- apiserver.Serve(ctx, opsLn, ops) }()
 	}
 	go func() { defer wg.Done(); errc <- b.Serve(ctx) }()
 	go func() { defer wg.Done(); errc <- sessions.Run(ctx) }()

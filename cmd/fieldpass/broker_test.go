@@ -12,27 +12,26 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/fieldpass/fieldpass"
+	"github.com/fieldpass/fieldpass/apiserver"
+	fpbroker "github.com/fieldpass/fieldpass/broker"
 	"github.com/fieldpass/fieldpass/broker/brokertest"
 	"github.com/fieldpass/fieldpass/httpapi"
 	"github.com/fieldpass/fieldpass/postgres"
 	"github.com/fieldpass/fieldpass/postgres/pgtest"
-	"github.com/fieldpass/fieldpass/tunnel"
 	"github.com/fieldpass/fieldpass/wgnet"
 )
 
-// The CLI against a real API server (httpapi.New) on a real Postgres, as
+// The CLI against a real API server (apiserver.New) on a real Postgres, as
 // its users run it: tokens come from FIELDPASS_TOKEN.
 
 type broker struct {
-	db       *postgres.DB
-	url      string
-	tokens   map[string]string // email -> token
-	sessions *liveSessions
+	db     *postgres.DB
+	url    string
+	tokens map[string]string // email -> token
 }
 
 const (
@@ -51,12 +50,7 @@ func newBroker(t *testing.T) *broker {
 	}
 	t.Cleanup(db.Close)
 	b := &broker{db: db, tokens: map[string]string{}}
-	b.sessions = &liveSessions{db: db, t: t}
-	api := httpapi.New(httpapi.Config{
-		DB:       db,
-		Sessions: b.sessions,
-		AuthRate: 1e6, AuthBurst: 1e6,
-	})
+	api := apiserver.New(apiserver.Config{DB: db, AuthRate: 1e6, AuthBurst: 1e6})
 	srv := httptest.NewServer(api.Handler())
 	t.Cleanup(srv.Close)
 	b.url = srv.URL
@@ -76,17 +70,62 @@ func newBroker(t *testing.T) *broker {
 			t.Fatal(err)
 		}
 	}
+	b.addPeople(t)
+	return b
+}
+
+// addPeople gives each test person their role and a CLI token.
+func (b *broker) addPeople(t *testing.T) {
+	t.Helper()
+	ctx := context.Background()
 	for email, role := range map[string]fieldpass.Role{admin: fieldpass.RoleAdmin, alice: fieldpass.RoleEngineer, approver: fieldpass.RoleApprover, auditor: fieldpass.RoleAuditor} {
-		if _, err := db.EnsureUser(ctx, "operator:test", email, []fieldpass.Role{role}); err != nil {
+		if _, err := b.db.EnsureUser(ctx, "operator:test", email, []fieldpass.Role{role}); err != nil {
 			t.Fatal(err)
 		}
-		tok, _, err := db.IssueToken(ctx, "operator:test", email, fieldpass.TokenCLI, time.Hour)
+		tok, _, err := b.db.IssueToken(ctx, "operator:test", email, fieldpass.TokenCLI, time.Hour)
 		if err != nil {
 			t.Fatal(err)
 		}
 		b.tokens[email] = tok
 	}
-	return b
+}
+
+// newConnectBroker is newBroker with the whole path a connect takes: a
+// broker with its session manager, WireGuard on loopback, and device pump-7
+// running a real connector whose service ssh answers in upper case; gw-1 is
+// enrolled but has no connector.
+func newConnectBroker(t *testing.T) (*broker, *fpbroker.Sessions) {
+	t.Helper()
+	var m *fpbroker.Sessions
+	env := brokertest.New(t, brokertest.WithAPIConfig(func(env *brokertest.Env, cfg *apiserver.Config) {
+		var err error
+		m, err = fpbroker.NewSessions(context.Background(), env.Broker, env.DB, fpbroker.SessionsConfig{Logger: brokertest.Logger()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { m.Run(ctx); close(done) }()
+		t.Cleanup(func() { cancel(); <-done })
+		cfg.Sessions = m
+		cfg.AuthRate, cfg.AuthBurst = 1e6, 1e6
+	}))
+	b := &broker{db: env.DB, url: env.URL, tokens: map[string]string{}}
+	env.StartConnector(env.Enroll("pump-7"), map[string]string{"ssh": brokertest.Service(t, upper)}, nil)
+	env.Enroll("gw-1")
+	brokertest.WaitFor(t, 20*time.Second, "pump-7 online", func() bool { return env.Broker.Connected("pump-7") })
+	b.addPeople(t)
+	return b, m
+}
+
+// sessions lists every session row, newest first.
+func (b *broker) sessions(t *testing.T) []*fieldpass.Session {
+	t.Helper()
+	ss, err := b.db.Sessions(context.Background(), postgres.SessionFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ss
 }
 
 // as runs the CLI as email and checks that no output holds a token.
@@ -361,17 +400,16 @@ func TestBrokerSessionsAndAudit(t *testing.T) {
 // TestBrokerConnect: proxy and forward through the real connect endpoint
 // and client, with a stand-in for the broker's session layer.
 func TestBrokerConnect(t *testing.T) {
-	b := newBroker(t)
+	b, m := newConnectBroker(t)
 	ctx := context.Background()
-	b.sessions.service = brokertest.Service(t, upper)
 	if _, err := b.db.CreateGrant(ctx, "operator:test", fieldpass.Grant{Subject: alice, Devices: []string{"pump-7"}, Services: []string{"ssh"},
 		Start: time.Now().Add(-time.Minute), End: time.Now().Add(time.Hour), Reason: "work"}, fieldpass.HardMaxGrantDuration); err != nil {
 		t.Fatal(err)
 	}
 
 	// Refused: the broker's reason, nothing opened.
-	mustFail(t, b.as(t, alice, "proxy", "gw-1", "ssh"), "no active grant gives "+alice+" access to ssh on gw-1")
-	if b.sessions.count() != 0 {
+	mustFail(t, b.as(t, alice, "proxy", "gw-1", "ssh"), "no grant covers gw-1/ssh for "+alice)
+	if len(b.sessions(t)) != 0 {
 		t.Fatal("a refused connect opened a session")
 	}
 
@@ -410,10 +448,13 @@ func TestBrokerConnect(t *testing.T) {
 			t.Fatalf("forward carried %q, want %q", got, strings.ToUpper(msg))
 		}
 	}
-	if n := b.sessions.count(); n != 2 { // the proxy's and the forward's
-		t.Errorf("%d sessions opened, want 2 (one for all forwarded connections)", n)
+	ss := b.sessions(t)
+	if len(ss) != 2 { // the proxy's and the forward's
+		t.Fatalf("%d sessions opened, want 2 (one for all forwarded connections)", len(ss))
 	}
-	b.sessions.last().End(fieldpass.EndGrantExpired)
+	if !m.EndSession(ss[0].ID, fieldpass.EndGrantExpired) {
+		t.Fatal("the forward's session is not live")
+	}
 	select {
 	case err := <-done:
 		if err == nil || message(err) != "session ended: grant_expired" {
@@ -422,84 +463,6 @@ func TestBrokerConnect(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("forward did not stop when the session was cut")
 	}
-}
-
-// liveSessions is a stand-in for the broker's session layer: it checks
-// grants and records sessions in the real store, and carries streams to a
-// local service instead of a device.
-type liveSessions struct {
-	db      *postgres.DB
-	t       *testing.T
-	service string
-
-	mu   sync.Mutex
-	open []*liveSession
-}
-
-func (l *liveSessions) Open(ctx context.Context, u *fieldpass.User, device, service, clientAddr string) (httpapi.LiveSession, error) {
-	g, err := l.db.ActiveGrantFor(ctx, u.Email, device, service, time.Now())
-	if err != nil {
-		return nil, err
-	}
-	s, err := l.db.OpenSession(ctx, fieldpass.Session{User: u.Email, Device: device, Service: service, GrantID: g.ID, ClientAddr: clientAddr, BrokerID: "test"})
-	if err != nil {
-		return nil, err
-	}
-	ls := &liveSession{l: l, id: s.ID, done: make(chan struct{})}
-	l.mu.Lock()
-	l.open = append(l.open, ls)
-	l.mu.Unlock()
-	return ls, nil
-}
-
-// EndSession: this stand-in never ends sessions on an admin's word.
-func (l *liveSessions) EndSession(string, fieldpass.EndReason) bool { return false }
-
-func (l *liveSessions) count() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return len(l.open)
-}
-
-func (l *liveSessions) last() *liveSession {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.open[len(l.open)-1]
-}
-
-type liveSession struct {
-	l    *liveSessions
-	id   string
-	once sync.Once
-	done chan struct{}
-
-	mu     sync.Mutex
-	reason fieldpass.EndReason
-}
-
-func (s *liveSession) ID() string { return s.id }
-func (s *liveSession) Stream(ctx context.Context) (tunnel.HalfCloser, error) {
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "tcp", s.l.service)
-	if err != nil {
-		return nil, err
-	}
-	return c.(*net.TCPConn), nil
-}
-func (s *liveSession) Done() <-chan struct{} { return s.done }
-func (s *liveSession) Reason() fieldpass.EndReason {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.reason
-}
-func (s *liveSession) End(reason fieldpass.EndReason) {
-	s.once.Do(func() {
-		s.mu.Lock()
-		s.reason = reason
-		s.mu.Unlock()
-		s.l.db.EndSession(context.Background(), s.id, time.Time{}, 0, 0, reason)
-		close(s.done)
-	})
 }
 
 // TestBrokerLogoutRevokes: logout revokes the saved token at the broker,

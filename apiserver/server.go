@@ -1,12 +1,13 @@
-// Package httpapi is the broker's JSON API over HTTP: its routes (all in
-// routes.go), the handlers, and the mapping of the fieldpass error
-// vocabulary to HTTP statuses. The connector's enrolment speaks it too, with
-// the wire types of package tunnel so the connector needs nothing from here.
-package httpapi
+// Package apiserver serves the broker's HTTP front: the JSON API of package
+// httpapi (its routes, all in routes.go, and handlers), the connect
+// WebSocket that carries people's sessions, enrolment, health probes, and
+// the portal's login routes mounted beside them. The connector's
+// enrolment speaks it too, with the wire types of package tunnel so the
+// connector needs nothing from here.
+package apiserver
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"net"
@@ -16,8 +17,11 @@ import (
 
 	"github.com/fieldpass/fieldpass"
 	"github.com/fieldpass/fieldpass/alerts"
+	"github.com/fieldpass/fieldpass/broker"
+	"github.com/fieldpass/fieldpass/httpapi"
+	"github.com/fieldpass/fieldpass/portal"
 	"github.com/fieldpass/fieldpass/postgres"
-	"github.com/fieldpass/fieldpass/tunnel"
+	"github.com/fieldpass/fieldpass/ratelimit"
 )
 
 // TunnelInfo is what enrolment tells a new device about the broker.
@@ -42,9 +46,10 @@ type Config struct {
 	// address (default 50/s, burst 200).
 	AuthRate  float64
 	AuthBurst int
-	// OIDC configures people's login; nil disables it (tokens issued with
-	// fieldpass-broker user token still work).
-	OIDC *OIDCConfig
+	// Portal serves people's logins (OIDC, the CLI's device login) and
+	// knows what each login asserted; nil: a portal with login off (tokens
+	// issued with fieldpass-broker user token still work).
+	Portal *portal.Portal
 	// PublicURL is the broker's own origin (https://broker.example.com):
 	// login return addresses must be on it, and cookies are scoped to it.
 	PublicURL string
@@ -55,7 +60,7 @@ type Config struct {
 	// GrantLimits caps grant durations per role (zero: the defaults).
 	GrantLimits fieldpass.GrantLimits
 	// Sessions opens and ends recorded sessions to devices (the broker).
-	Sessions Sessions
+	Sessions *broker.Sessions
 	// Alerts receives device_enrolled and vendor_grant_created (default
 	// nil: alerts off).
 	Alerts *alerts.Notifier
@@ -71,9 +76,9 @@ type Config struct {
 type Server struct {
 	cfg       Config
 	log       *slog.Logger
-	limiter   *limiter // enrolment and login: per client address
-	authLimit *limiter // authenticated API calls: per client address
-	login     *loginState
+	limiter   *ratelimit.Keyed // enrolment and login: per client address
+	authLimit *ratelimit.Keyed // authenticated API calls: per client address
+	portal    *portal.Portal
 	handler   http.Handler
 }
 
@@ -98,9 +103,11 @@ func New(cfg Config) *Server {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, limiter: newLimiter(cfg.EnrollRate, cfg.EnrollBurst),
-		authLimit: newLimiter(cfg.AuthRate, cfg.AuthBurst)}
-	s.login = newLoginState(cfg)
+	if cfg.Portal == nil {
+		cfg.Portal = portal.New(portal.Config{DB: cfg.DB, PublicURL: cfg.PublicURL, Logger: cfg.Logger, Now: cfg.Now})
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, limiter: ratelimit.New(cfg.EnrollRate, cfg.EnrollBurst),
+		authLimit: ratelimit.New(cfg.AuthRate, cfg.AuthBurst), portal: cfg.Portal}
 	s.handler = s.routes()
 	return s
 }
@@ -141,75 +148,26 @@ func Serve(ctx context.Context, ln net.Listener, srv *http.Server) error {
 	}
 }
 
-// statusOf is the one table from error codes to HTTP statuses.
-var statusOf = map[string]int{
-	fieldpass.ECONFLICT:    http.StatusConflict,
-	fieldpass.EFORBIDDEN:   http.StatusForbidden,
-	fieldpass.EINTERNAL:    http.StatusInternalServerError,
-	fieldpass.EINVALID:     http.StatusBadRequest,
-	fieldpass.ENOTFOUND:    http.StatusNotFound,
-	fieldpass.EUNAVAILABLE: http.StatusServiceUnavailable,
-	fieldpass.EEXPIRED:     http.StatusGone,
-}
-
-// writeError answers with the error's code and message; internal errors are
-// logged and shown as a generic message.
+// writeError answers err as an httpapi.ErrorResponse. An unreachable
+// database is said so; internal errors are logged and shown as a generic
+// message.
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
-	code := fieldpass.ErrorCode(err)
-	if code == fieldpass.EINTERNAL && postgres.Unavailable(err) {
-		// An outage, not a bug: say so, and that it is worth retrying.
+	if e := postgres.Explain(err); e != err {
 		s.log.Warn("request failed: database unavailable", "method", r.Method, "path", r.URL.Path, "err", err)
-		err = fieldpass.Errorf(fieldpass.EUNAVAILABLE, "the broker's database is unavailable: no new sessions or changes until it is back; try again shortly")
-		code = fieldpass.EUNAVAILABLE
+		err = e
 	}
-	if code == fieldpass.EINTERNAL {
+	if fieldpass.ErrorCode(err) == fieldpass.EINTERNAL {
 		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 	}
-	status, ok := statusOf[code]
-	if !ok {
-		status = http.StatusInternalServerError
-	}
-	writeJSON(w, status, tunnel.ErrorResponse{Code: code, Message: fieldpass.ErrorMessage(err)})
+	httpapi.WriteError(w, err)
 }
 
-func errorBody(code, message string) tunnel.ErrorResponse {
-	return tunnel.ErrorResponse{Code: code, Message: message}
+func errorBody(code, message string) httpapi.ErrorResponse {
+	return httpapi.ErrorResponse{Code: code, Message: message}
 }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(v)
-}
+func writeJSON(w http.ResponseWriter, status int, v any) { httpapi.WriteJSON(w, status, v) }
 
-// decodeJSON reads one JSON object of at most max bytes, refusing unknown
-// fields and trailing data.
 func decodeJSON(w http.ResponseWriter, r *http.Request, max int64, v any) error {
-	if ct := r.Header.Get("Content-Type"); ct != "application/json" {
-		return fieldpass.Errorf(fieldpass.EINVALID, "want Content-Type application/json")
-	}
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, max))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return fieldpass.Errorf(fieldpass.EINVALID, "request body larger than %d bytes", max)
-		}
-		return fieldpass.Errorf(fieldpass.EINVALID, "invalid JSON body: %v", err)
-	}
-	if dec.More() {
-		return fieldpass.Errorf(fieldpass.EINVALID, "invalid JSON body: trailing data")
-	}
-	return nil
-}
-
-// clientAddr is the peer address of the request (no proxy headers are
-// trusted: a reverse proxy in front should be configured to preserve it).
-func clientAddr(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
+	return httpapi.DecodeJSON(w, r, max, v)
 }

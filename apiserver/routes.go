@@ -1,4 +1,4 @@
-package httpapi
+package apiserver
 
 import (
 	"context"
@@ -23,17 +23,18 @@ func (s *Server) routes() http.Handler {
 	r.Method(http.MethodGet, "/readyz", handleReadyz(s.cfg.Ready))
 
 	// People log in through the IdP (portal) or the device flow (CLI).
-	r.Get("/auth/login", s.limit(s.handleLogin()))
-	r.Get("/auth/callback", s.limit(s.handleCallback()))
-	r.With(s.authenticate).Post("/auth/logout", s.handleLogout())
-	r.Get("/login/device", s.handleDeviceLoginPage())
-	r.With(s.authenticate).Post("/login/device", s.handleDeviceLoginApprove())
+	p := s.portal
+	r.Get("/auth/login", s.limit(p.HandleLogin()))
+	r.Get("/auth/callback", s.limit(p.HandleCallback()))
+	r.With(s.authenticate).Post("/auth/logout", p.HandleLogout())
+	r.Get("/login/device", p.HandleDeviceLoginPage())
+	r.With(s.authenticate).Post("/login/device", p.HandleDeviceLoginApprove())
 
 	r.Route("/api/v1", func(r chi.Router) {
 		// Devices enrol with a single-use token; no person is involved.
 		r.Post(strings.TrimPrefix(tunnel.EnrollPath, "/api/v1"), s.limit(s.handleEnroll()))
-		r.Post("/login/device", s.limit(s.handleDeviceLoginStart()))
-		r.Post("/login/device/token", s.limit(s.handleDeviceLoginToken()))
+		r.Post("/login/device", s.limit(p.HandleDeviceLoginStart()))
+		r.Post("/login/device/token", s.limit(p.HandleDeviceLoginToken()))
 		r.Group(func(r chi.Router) { s.personRoutes(r) })
 	})
 

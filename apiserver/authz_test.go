@@ -1,4 +1,4 @@
-package httpapi_test
+package apiserver_test
 
 import (
 	"encoding/json"
@@ -12,6 +12,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/fieldpass/fieldpass"
+	"github.com/fieldpass/fieldpass/apiserver"
 	"github.com/fieldpass/fieldpass/httpapi"
 	"github.com/fieldpass/fieldpass/tunnel"
 )
@@ -246,7 +247,7 @@ func TestAuthzMatrix(t *testing.T) {
 // TestAuthzMatrixCoversEveryRoute: a route added to routes.go without a row
 // in the matrix fails here.
 func TestAuthzMatrixCoversEveryRoute(t *testing.T) {
-	api := httpapi.New(httpapi.Config{})
+	api := apiserver.New(apiserver.Config{})
 	routes, ok := api.Handler().(chi.Routes)
 	if !ok {
 		t.Fatalf("Handler is a %T, not a chi router: walk it some other way", api.Handler())

@@ -1,4 +1,4 @@
-package httpapi
+package portal
 
 // The device-style login of the CLI (RFC 8628 in shape): the CLI starts a
 // login and gets a secret device code and a short user code; the person
@@ -17,7 +17,8 @@ import (
 	"time"
 
 	"github.com/fieldpass/fieldpass"
-	"github.com/fieldpass/fieldpass/tunnel"
+	"github.com/fieldpass/fieldpass/httpapi"
+	"github.com/fieldpass/fieldpass/ratelimit"
 )
 
 const (
@@ -116,17 +117,18 @@ func (ls *loginState) newUserCode() (string, error) {
 
 func hashDeviceCode(code string) [32]byte { return sha256.Sum256([]byte(code)) }
 
-func (s *Server) handleDeviceLoginStart() http.HandlerFunc {
+// HandleDeviceLoginStart starts a CLI login: POST /api/v1/login/device.
+func (p *Portal) HandleDeviceLoginStart() http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		ls := s.login
+		ls := p.login
 		if ls.oidc == nil || ls.origin == nil {
-			s.writeError(w, r, fieldpass.Errorf(fieldpass.EUNAVAILABLE,
+			p.writeError(w, r, fieldpass.Errorf(fieldpass.EUNAVAILABLE,
 				"this broker has no identity provider configured: ask an operator for a token (fieldpass-broker user token) and set FIELDPASS_TOKEN"))
 			return
 		}
 		raw, err := ls.randomString(32)
 		if err != nil {
-			s.writeError(w, r, err)
+			p.writeError(w, r, err)
 			return
 		}
 		deviceCode := deviceCodePrefix + raw
@@ -135,7 +137,7 @@ func (s *Server) handleDeviceLoginStart() http.HandlerFunc {
 		ls.sweepLocked(now)
 		if len(ls.devices) >= maxDeviceLogins {
 			ls.mu.Unlock()
-			s.writeError(w, r, fieldpass.Errorf(fieldpass.EUNAVAILABLE, "too many logins in progress: try again in a few minutes"))
+			p.writeError(w, r, fieldpass.Errorf(fieldpass.EUNAVAILABLE, "too many logins in progress: try again in a few minutes"))
 			return
 		}
 		var userCode string
@@ -146,16 +148,16 @@ func (s *Server) handleDeviceLoginStart() http.HandlerFunc {
 		}
 		if err != nil {
 			ls.mu.Unlock()
-			s.writeError(w, r, err)
+			p.writeError(w, r, err)
 			return
 		}
 		d := &deviceLogin{hash: hashDeviceCode(deviceCode), userCode: userCode, started: now, expires: now.Add(deviceLoginTTL),
-			interval: deviceLoginInterval, client: clientAddr(r)}
+			interval: deviceLoginInterval, client: ratelimit.ClientAddr(r)}
 		ls.devices[d.hash] = d
 		ls.byUser[userCode] = d
 		ls.mu.Unlock()
-		s.log.Info("device login started", "client", d.client)
-		writeJSON(w, http.StatusOK, DeviceLoginStart{
+		p.log.Info("device login started", "client", d.client)
+		httpapi.WriteJSON(w, http.StatusOK, httpapi.DeviceLoginStart{
 			DeviceCode:      deviceCode,
 			UserCode:        formatUserCode(userCode),
 			VerificationURI: ls.origin.String() + "/login/device",
@@ -167,15 +169,16 @@ func (s *Server) handleDeviceLoginStart() http.HandlerFunc {
 
 // pollError is a poll's answer before success: 400 with an RFC 8628 code.
 func pollError(w http.ResponseWriter, code, message string) {
-	writeJSON(w, http.StatusBadRequest, tunnel.ErrorResponse{Code: code, Message: message})
+	httpapi.WriteJSON(w, http.StatusBadRequest, httpapi.ErrorResponse{Code: code, Message: message})
 }
 
-func (s *Server) handleDeviceLoginToken() http.HandlerFunc {
+// HandleDeviceLoginToken answers the CLI's polls: POST /api/v1/login/device/token.
+func (p *Portal) HandleDeviceLoginToken() http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		ls := s.login
-		var req DeviceLoginPoll
-		if err := decodeJSON(w, r, 4<<10, &req); err != nil {
-			s.writeError(w, r, err)
+		ls := p.login
+		var req httpapi.DeviceLoginPoll
+		if err := httpapi.DecodeJSON(w, r, 4<<10, &req); err != nil {
+			p.writeError(w, r, err)
 			return
 		}
 		h := hashDeviceCode(req.DeviceCode)
@@ -220,7 +223,7 @@ func (s *Server) handleDeviceLoginToken() http.HandlerFunc {
 		token, t, err := ls.db.IssueToken(ctx, fieldpass.UserActor(user.Email), user.Email, fieldpass.TokenCLI, ls.oidc.CLITokenTTL)
 		if err == nil {
 			rec.Expires = t.ExpiresAt
-			err = s.recordLogin(ctx, t, rec, map[string]any{"method": "device", "client": clientAddr(r), "approved_by": session})
+			err = p.recordLogin(ctx, t, rec, map[string]any{"method": "device", "client": ratelimit.ClientAddr(r), "approved_by": session})
 		}
 		ls.mu.Lock()
 		if err != nil && fieldpass.ErrorCode(err) != fieldpass.EFORBIDDEN {
@@ -231,22 +234,22 @@ func (s *Server) handleDeviceLoginToken() http.HandlerFunc {
 		}
 		ls.mu.Unlock()
 		if err != nil {
-			s.writeError(w, r, err)
+			p.writeError(w, r, err)
 			return
 		}
-		s.log.Info("login", "email", user.Email, "method", "device", "token_id", t.ID, "mfa", rec.MFA, "client", clientAddr(r))
-		writeJSON(w, http.StatusOK, DeviceLoginToken{Token: token, Email: user.Email, Roles: user.Roles, ExpiresAt: t.ExpiresAt})
+		p.log.Info("login", "email", user.Email, "method", "device", "token_id", t.ID, "mfa", rec.MFA, "client", ratelimit.ClientAddr(r))
+		httpapi.WriteJSON(w, http.StatusOK, httpapi.DeviceLoginToken{Token: token, Email: user.Email, Roles: user.Roles, ExpiresAt: t.ExpiresAt})
 	}
 }
 
 // sessionFromCookie authenticates the portal cookie of a page request;
 // nil if there is no usable session.
-func (s *Server) sessionFromCookie(r *http.Request) (*Caller, error) {
+func (p *Portal) sessionFromCookie(r *http.Request) (*fieldpass.Caller, error) {
 	ck, err := r.Cookie(SessionCookie)
 	if err != nil || ck.Value == "" {
 		return nil, nil
 	}
-	u, t, err := s.login.db.Authenticate(r.Context(), ck.Value)
+	u, t, err := p.login.db.Authenticate(r.Context(), ck.Value)
 	if err != nil {
 		if c := fieldpass.ErrorCode(err); c == fieldpass.EINTERNAL || c == fieldpass.EUNAVAILABLE {
 			return nil, err
@@ -256,7 +259,7 @@ func (s *Server) sessionFromCookie(r *http.Request) (*Caller, error) {
 	if t.Kind != fieldpass.TokenSession {
 		return nil, nil
 	}
-	return &Caller{User: u, Token: t, ByCookie: true}, nil
+	return &fieldpass.Caller{User: u, Token: t, ByCookie: true}, nil
 }
 
 // deviceForm is the approval form of the verification page.
@@ -264,17 +267,18 @@ type deviceForm struct {
 	CSRF, UserCode, Email, Roles, TTL string
 }
 
-func (s *Server) handleDeviceLoginPage() http.HandlerFunc {
+// HandleDeviceLoginPage is the approval page of CLI logins: GET /login/device.
+func (p *Portal) HandleDeviceLoginPage() http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		ls := s.login
+		ls := p.login
 		if ls.oidc == nil {
 			writePage(w, http.StatusNotFound, notConfiguredPage)
 			return
 		}
 		code := r.URL.Query().Get("user_code")
-		c, err := s.sessionFromCookie(r)
+		c, err := p.sessionFromCookie(r)
 		if err != nil {
-			s.loginFailed(w, r, err)
+			p.loginFailed(w, r, err)
 			return
 		}
 		if c == nil {
@@ -318,14 +322,15 @@ func minutes(d time.Duration) string {
 	}
 }
 
-func (s *Server) handleDeviceLoginApprove() http.HandlerFunc {
+// HandleDeviceLoginApprove approves or denies a CLI login: POST /login/device.
+func (p *Portal) HandleDeviceLoginApprove() http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		ls := s.login
+		ls := p.login
 		if ls.oidc == nil {
 			writePage(w, http.StatusNotFound, notConfiguredPage)
 			return
 		}
-		c := CallerFrom(r.Context())
+		c := fieldpass.CallerFromContext(r.Context())
 		// Only a browser session approves: a CLI token minting itself a
 		// successor would outlive its login and skip the identity provider.
 		if !c.ByCookie || c.Token.Kind != fieldpass.TokenSession {
@@ -333,7 +338,7 @@ func (s *Server) handleDeviceLoginApprove() http.HandlerFunc {
 				Paras: []string{"A command-line login is approved from a browser logged in to the portal, not with a token."}})
 			return
 		}
-		if !ls.approves.allow(c.User.Email) {
+		if !ls.approves.Allow(c.User.Email) {
 			w.Header().Set("Retry-After", "10")
 			writePage(w, http.StatusTooManyRequests, page{Title: "Too many attempts", Paras: []string{"Too many approvals from your account: wait a minute and try again."}, Retry: "/login/device"})
 			return
@@ -352,7 +357,7 @@ func (s *Server) handleDeviceLoginApprove() http.HandlerFunc {
 		}
 		var rec loginRecord
 		if action == "approve" {
-			rec = s.sessionRecord(r, c)
+			rec = p.sessionRecord(r, c)
 			if p := ls.oidc.Provider.MFA(); p.Require && !rec.MFA {
 				writePage(w, http.StatusForbidden, page{Title: "Multi-factor login required",
 					Paras: []string{p.Missing(rec.AMR, rec.ACR)}, Retry: "/auth/login?return=%2Flogin%2Fdevice"})
@@ -372,30 +377,30 @@ func (s *Server) handleDeviceLoginApprove() http.HandlerFunc {
 		if action == "deny" {
 			d.status = deviceDenied
 			ls.mu.Unlock()
-			s.log.Info("device login denied", "email", c.User.Email, "user_code", formatUserCode(uc))
+			p.log.Info("device login denied", "email", c.User.Email, "user_code", formatUserCode(uc))
 			writePage(w, http.StatusOK, page{Title: "Login denied", Paras: []string{"The command line that showed " + formatUserCode(uc) + " gets no token."}})
 			return
 		}
 		d.status, d.user, d.session, d.rec = deviceApproved, c.User, c.Token.ID, rec
 		ls.mu.Unlock()
-		s.log.Info("device login approved", "email", c.User.Email, "user_code", formatUserCode(uc), "session_token_id", c.Token.ID)
+		p.log.Info("device login approved", "email", c.User.Email, "user_code", formatUserCode(uc), "session_token_id", c.Token.ID)
 		writePage(w, http.StatusOK, page{Title: "Login approved",
 			Paras: []string{"The command line is logged in as " + c.User.Email + ". You can close this page and return to your terminal."}})
 	}
 }
 
 // sessionRecord is what the login of the caller's session asserted.
-func (s *Server) sessionRecord(r *http.Request, c *Caller) loginRecord {
-	ls := s.login
+func (p *Portal) sessionRecord(r *http.Request, c *fieldpass.Caller) loginRecord {
+	ls := p.login
 	ls.mu.Lock()
 	rec, ok := ls.mfa[c.Token.ID]
 	ls.mu.Unlock()
 	if ok {
 		return rec
 	}
-	rec, err := s.lookupLogin(r.Context(), c.Token)
+	rec, err := p.lookupLogin(r.Context(), c.Token)
 	if err != nil {
-		s.log.Error("look up login of token", "token_id", c.Token.ID, "err", err)
+		p.log.Error("look up login of token", "token_id", c.Token.ID, "err", err)
 		return loginRecord{}
 	}
 	ls.remember(c.Token.ID, rec)

@@ -1,4 +1,4 @@
-package httpapi
+package apiserver
 
 import (
 	"net/http"
@@ -6,12 +6,13 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/fieldpass/fieldpass"
+	"github.com/fieldpass/fieldpass/httpapi"
 	"github.com/fieldpass/fieldpass/postgres"
 )
 
 // seesAllRequests reports whether c reads every access request: those who
 // decide them, and auditors.
-func seesAllRequests(c *Caller) bool {
+func seesAllRequests(c *fieldpass.Caller) bool {
 	return c.User.HasRole(fieldpass.RoleApprover) || c.User.HasRole(fieldpass.RoleAdmin) ||
 		c.User.HasRole(fieldpass.RoleAuditor)
 }
@@ -26,7 +27,7 @@ func (s *Server) handleRequestCreate() http.HandlerFunc {
 		if c == nil {
 			return
 		}
-		var body RequestCreate
+		var body httpapi.RequestCreate
 		if err := decodeJSON(w, r, maxRequestBody, &body); err != nil {
 			s.writeError(w, r, err)
 			return

@@ -1,4 +1,4 @@
-package httpapi_test
+package apiserver_test
 
 import (
 	"context"
@@ -8,12 +8,12 @@ import (
 	"net/http/httptest"
 	"testing"
 
-	"github.com/fieldpass/fieldpass/httpapi"
+	"github.com/fieldpass/fieldpass/apiserver"
 )
 
 func TestReadyzOnAPI(t *testing.T) {
 	var notReady error
-	api := httpapi.New(httpapi.Config{Ready: func(ctx context.Context) error {
+	api := apiserver.New(apiserver.Config{Ready: func(ctx context.Context) error {
 		if _, ok := ctx.Deadline(); !ok {
 			t.Error("readiness check has no deadline")
 		}

@@ -1,4 +1,4 @@
-package httpapi
+package portal
 
 import (
 	"context"
@@ -41,20 +41,20 @@ func (ls *loginState) forget(tokenID string) {
 //
 // The assertion is kept in memory, and durably in the token's user.login
 // audit event (details.mfa), read back after a restart or on another broker.
-func (s *Server) MFAAsserted(ctx context.Context, t *fieldpass.Token) bool {
+func (p *Portal) MFAAsserted(ctx context.Context, t *fieldpass.Token) bool {
 	if t == nil || t.Kind == fieldpass.TokenAutomation {
 		return false
 	}
-	ls := s.login
+	ls := p.login
 	ls.mu.Lock()
 	rec, ok := ls.mfa[t.ID]
 	ls.mu.Unlock()
 	if ok {
 		return rec.MFA
 	}
-	rec, err := s.lookupLogin(ctx, t)
+	rec, err := p.lookupLogin(ctx, t)
 	if err != nil {
-		s.log.Error("look up login of token", "token_id", t.ID, "err", err)
+		p.log.Error("look up login of token", "token_id", t.ID, "err", err)
 		return false
 	}
 	ls.remember(t.ID, rec)
@@ -63,11 +63,11 @@ func (s *Server) MFAAsserted(ctx context.Context, t *fieldpass.Token) bool {
 
 // lookupLogin finds the user.login event of token t, appended right after
 // it was issued.
-func (s *Server) lookupLogin(ctx context.Context, t *fieldpass.Token) (loginRecord, error) {
+func (p *Portal) lookupLogin(ctx context.Context, t *fieldpass.Token) (loginRecord, error) {
 	f := postgres.AuditFilter{Action: AuditUserLogin, Target: postgres.UserTarget(t.Email),
 		Since: t.CreatedAt.Add(-time.Second), Until: t.CreatedAt.Add(time.Hour), Limit: 100}
 	for range 10 {
-		evs, err := s.login.db.AuditEvents(ctx, f)
+		evs, err := p.login.db.AuditEvents(ctx, f)
 		if err != nil {
 			return loginRecord{}, err
 		}

@@ -1,4 +1,4 @@
-package httpapi
+package apiserver
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 
 	"github.com/fieldpass/fieldpass"
 	"github.com/fieldpass/fieldpass/alerts"
+	"github.com/fieldpass/fieldpass/httpapi"
 	"github.com/fieldpass/fieldpass/postgres"
 )
 
@@ -54,10 +55,10 @@ func (s *Server) isVendor(ctx context.Context, email string) bool {
 	return len(u.Roles) == 0
 }
 
-// grantFromBody turns a GrantCreate into a grant starting at its Start (now
+// grantFromBody turns a httpapi.GrantCreate into a grant starting at its Start (now
 // if zero) and ending at End, or Duration after the start: exactly one of
 // them. Everything else is checked by Grant.Validate in the store.
-func grantFromBody(b GrantCreate, now time.Time) (fieldpass.Grant, error) {
+func grantFromBody(b httpapi.GrantCreate, now time.Time) (fieldpass.Grant, error) {
 	g := fieldpass.Grant{
 		Subject:  b.Subject,
 		Devices:  b.Devices,
@@ -94,7 +95,7 @@ func (s *Server) handleGrantCreate() http.HandlerFunc {
 		if c == nil {
 			return
 		}
-		var body GrantCreate
+		var body httpapi.GrantCreate
 		if err := decodeJSON(w, r, maxGrantBody, &body); err != nil {
 			s.writeError(w, r, err)
 			return

@@ -1,4 +1,4 @@
-package httpapi_test
+package apiserver_test
 
 import (
 	"bufio"
@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fieldpass/fieldpass/httpapi"
+	"github.com/fieldpass/fieldpass/apiserver"
 )
 
 // TestStalledClientsDoNotBlockOthers: a client that stalls mid-header, or
@@ -23,10 +23,10 @@ func TestStalledClientsDoNotBlockOthers(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Reuse the test server's handler behind our production settings.
-	srv := httpapi.NewHTTPServer(api.Config.Handler, slog.New(slog.DiscardHandler))
+	srv := apiserver.NewHTTPServer(api.Config.Handler, slog.New(slog.DiscardHandler))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- httpapi.Serve(ctx, ln, srv) }()
+	go func() { done <- apiserver.Serve(ctx, ln, srv) }()
 	defer func() { cancel(); <-done }()
 	addr := ln.Addr().String()
 

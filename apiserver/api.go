@@ -1,4 +1,4 @@
-package httpapi
+package apiserver
 
 // The people's API: who am I, which devices may I reach, grants, access
 // requests, sessions and the audit log. routes.go holds the role gates that
@@ -24,6 +24,7 @@ import (
 	"slices"
 
 	"github.com/fieldpass/fieldpass"
+	"github.com/fieldpass/fieldpass/httpapi"
 	"github.com/fieldpass/fieldpass/postgres"
 )
 
@@ -36,8 +37,8 @@ const (
 
 // caller returns the authenticated caller, answering 401 and returning nil
 // when there is none (a route wired without authenticate).
-func (s *Server) caller(w http.ResponseWriter, r *http.Request) *Caller {
-	c := CallerFrom(r.Context())
+func (s *Server) caller(w http.ResponseWriter, r *http.Request) *fieldpass.Caller {
+	c := fieldpass.CallerFromContext(r.Context())
 	if c == nil || c.User == nil {
 		s.writeUnauthorized(w, r, fieldpass.Errorf(fieldpass.EINVALID, "not logged in"))
 		return nil
@@ -47,14 +48,14 @@ func (s *Server) caller(w http.ResponseWriter, r *http.Request) *Caller {
 
 // seesAll reports whether c reads every grant, session and device: admins
 // and auditors.
-func seesAll(c *Caller) bool {
+func seesAll(c *fieldpass.Caller) bool {
 	return c.User.HasRole(fieldpass.RoleAdmin) || c.User.HasRole(fieldpass.RoleAuditor)
 }
 
 // ownOnly narrows a list filter's user field to the caller unless c sees
 // all: an empty *who becomes the caller, and anyone else's is refused with
 // refusal (EFORBIDDEN).
-func ownOnly(c *Caller, who *string, refusal string) error {
+func ownOnly(c *fieldpass.Caller, who *string, refusal string) error {
 	if seesAll(c) {
 		return nil
 	}
@@ -72,7 +73,7 @@ func (s *Server) handleMe() http.HandlerFunc {
 		if c == nil {
 			return
 		}
-		me := Me{Email: c.User.Email, Roles: c.User.Roles}
+		me := httpapi.Me{Email: c.User.Email, Roles: c.User.Roles}
 		if me.Roles == nil {
 			me.Roles = []fieldpass.Role{}
 		}
@@ -105,9 +106,9 @@ func (s *Server) handleDevices() http.HandlerFunc {
 			return
 		}
 		all := seesAll(c)
-		out := []DeviceView{}
+		out := []httpapi.DeviceView{}
 		for _, d := range devs {
-			v := DeviceView{
+			v := httpapi.DeviceView{
 				Name:     d.Name,
 				Labels:   d.Labels,
 				State:    string(d.State),
@@ -130,7 +131,7 @@ func (s *Server) handleDevices() http.HandlerFunc {
 			v.Services = slices.Compact(v.Services)
 			out = append(out, v)
 		}
-		slices.SortFunc(out, func(a, b DeviceView) int { return cmp.Compare(a.Name, b.Name) })
+		slices.SortFunc(out, func(a, b httpapi.DeviceView) int { return cmp.Compare(a.Name, b.Name) })
 		writeJSON(w, http.StatusOK, out)
 	}
 }

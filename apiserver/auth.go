@@ -1,32 +1,13 @@
-package httpapi
+package apiserver
 
 import (
-	"context"
 	"net/http"
 	"strings"
 
 	"github.com/fieldpass/fieldpass"
+	"github.com/fieldpass/fieldpass/portal"
+	"github.com/fieldpass/fieldpass/ratelimit"
 )
-
-// SessionCookie carries a portal login: Secure, HttpOnly, SameSite=Lax.
-const SessionCookie = "fieldpass_session"
-
-// Caller is the authenticated person behind a request.
-type Caller struct {
-	User  *fieldpass.User
-	Token *fieldpass.Token
-	// ByCookie is true when the token came from the portal cookie: then
-	// state-changing requests must also carry a valid CSRF token.
-	ByCookie bool
-}
-
-type callerKey struct{}
-
-// CallerFrom returns the caller authenticate put in ctx, or nil.
-func CallerFrom(ctx context.Context) *Caller {
-	c, _ := ctx.Value(callerKey{}).(*Caller)
-	return c
-}
 
 // authenticate admits requests with a valid broker token, from the
 // Authorization header ("Bearer fpt_...") or the portal cookie. Tokens never
@@ -41,16 +22,15 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 				return
 			}
 			tok = strings.TrimSpace(rest)
-		} else if c, err := r.Cookie(SessionCookie); err == nil {
+		} else if c, err := r.Cookie(portal.SessionCookie); err == nil {
 			tok, byCookie = c.Value, true
 		}
 		if tok == "" {
 			s.writeUnauthorized(w, r, fieldpass.Errorf(fieldpass.EINVALID, "not logged in: run fieldpass login, or log in to the portal"))
 			return
 		}
-		if !s.authLimit.allow(clientAddr(r)) {
-			w.Header().Set("Retry-After", "5")
-			writeJSON(w, http.StatusTooManyRequests, errorBody(fieldpass.EUNAVAILABLE, "too many requests; try again shortly"))
+		if !s.authLimit.Allow(ratelimit.ClientAddr(r)) {
+			tooMany(w)
 			return
 		}
 		u, t, err := s.cfg.DB.Authenticate(r.Context(), tok)
@@ -58,12 +38,12 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 			s.writeUnauthorized(w, r, err)
 			return
 		}
-		c := &Caller{User: u, Token: t, ByCookie: byCookie}
-		if byCookie && !safeMethod(r.Method) && !s.csrfOK(r, c) {
+		c := &fieldpass.Caller{User: u, Token: t, ByCookie: byCookie}
+		if byCookie && !safeMethod(r.Method) && !s.portal.CSRFOK(r) {
 			s.writeError(w, r, fieldpass.Errorf(fieldpass.EFORBIDDEN, "missing or invalid CSRF token"))
 			return
 		}
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callerKey{}, c)))
+		next.ServeHTTP(w, r.WithContext(fieldpass.NewContextWithCaller(r.Context(), c)))
 	})
 }
 
@@ -91,7 +71,7 @@ func (s *Server) writeUnauthorized(w http.ResponseWriter, r *http.Request, err e
 func (s *Server) requireRole(roles ...fieldpass.Role) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			c := CallerFrom(r.Context())
+			c := fieldpass.CallerFromContext(r.Context())
 			for _, role := range roles {
 				if c != nil && c.User.HasRole(role) {
 					next.ServeHTTP(w, r)

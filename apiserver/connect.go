@@ -1,4 +1,4 @@
-package httpapi
+package apiserver
 
 import (
 	"context"
@@ -12,14 +12,17 @@ import (
 	"github.com/hashicorp/yamux"
 
 	"github.com/fieldpass/fieldpass"
+	"github.com/fieldpass/fieldpass/broker"
+	"github.com/fieldpass/fieldpass/httpapi"
+	"github.com/fieldpass/fieldpass/ratelimit"
 	"github.com/fieldpass/fieldpass/tunnel"
 )
 
-// The connect endpoint (ConnectPath) carries one recorded session over a
+// The connect endpoint (httpapi.ConnectPath) carries one recorded session over a
 // WebSocket:
 //
 //  1. GET ConnectPath?device=D&service=S with the token in the Authorization
-//     header and the subprotocol ConnectSubprotocol. The broker checks the
+//     header and the subprotocol httpapi.ConnectSubprotocol. The broker checks the
 //     caller, a live grant and the device, and commits the session row
 //     (Sessions.Open) before it upgrades: a refusal is an ordinary JSON
 //     error (403 no grant or disabled, 410 grant expired, 404 no such
@@ -31,16 +34,9 @@ import (
 //     connector does to the broker.
 //  3. When the broker ends the session (grant expired or revoked, user or
 //     device disabled, an admin, idle), it closes the WebSocket with
-//     ConnectCloseCode and the end reason ("grant_expired") as the close
+//     httpapi.ConnectCloseCode and the end reason ("grant_expired") as the close
 //     text. A client that closes the WebSocket ends it as client_closed.
 const (
-	// ConnectCloseCode is the WebSocket close code of a session the broker
-	// ended; the close reason is the fieldpass.EndReason.
-	ConnectCloseCode = websocket.StatusCode(4000)
-	// connectReadLimit bounds one WebSocket message. yamux sends a frame
-	// header and its body as two writes, and a body never exceeds the
-	// receiver's window (tunnel.DefaultWindow, the same on both ends).
-	connectReadLimit = tunnel.DefaultWindow + 64<<10
 	// connectPing is how often the broker pings the client, so a client
 	// that vanished without a word is noticed; it is not session traffic.
 	connectPing        = 30 * time.Second
@@ -51,7 +47,7 @@ const (
 
 func (s *Server) handleConnect() http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		c := CallerFrom(r.Context())
+		c := fieldpass.CallerFromContext(r.Context())
 		if c == nil {
 			s.writeError(w, r, fieldpass.Errorf(fieldpass.EFORBIDDEN, "not logged in"))
 			return
@@ -68,8 +64,8 @@ func (s *Server) handleConnect() http.HandlerFunc {
 		}
 		// Everything that would make the upgrade fail is checked before
 		// the session is opened, so a refused upgrade records nothing.
-		if !headerHasToken(r.Header, "Upgrade", "websocket") || !headerHasToken(r.Header, "Sec-WebSocket-Protocol", ConnectSubprotocol) {
-			s.writeError(w, r, fieldpass.Errorf(fieldpass.EINVALID, "want a WebSocket upgrade with subprotocol %s", ConnectSubprotocol))
+		if !headerHasToken(r.Header, "Upgrade", "websocket") || !headerHasToken(r.Header, "Sec-WebSocket-Protocol", httpapi.ConnectSubprotocol) {
+			s.writeError(w, r, fieldpass.Errorf(fieldpass.EINVALID, "want a WebSocket upgrade with subprotocol %s", httpapi.ConnectSubprotocol))
 			return
 		}
 		originPatterns, ok := s.connectOrigin(r)
@@ -82,7 +78,7 @@ func (s *Server) handleConnect() http.HandlerFunc {
 			s.writeError(w, r, err)
 			return
 		}
-		sess, err := s.cfg.Sessions.Open(r.Context(), c.User, device, service, clientAddr(r))
+		sess, err := s.cfg.Sessions.Open(r.Context(), c.User, device, service, ratelimit.ClientAddr(r))
 		if err != nil {
 			s.writeError(w, r, err)
 			return
@@ -93,15 +89,15 @@ func (s *Server) handleConnect() http.HandlerFunc {
 		rc.SetReadDeadline(time.Time{})
 		rc.SetWriteDeadline(time.Time{})
 		ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
-			Subprotocols:   []string{ConnectSubprotocol},
+			Subprotocols:   []string{httpapi.ConnectSubprotocol},
 			OriginPatterns: originPatterns,
 		})
 		if err != nil {
 			sess.End(fieldpass.EndError)
 			return
 		}
-		if ws.Subprotocol() != ConnectSubprotocol {
-			ws.Close(websocket.StatusPolicyViolation, "subprotocol "+ConnectSubprotocol+" required")
+		if ws.Subprotocol() != httpapi.ConnectSubprotocol {
+			ws.Close(websocket.StatusPolicyViolation, "subprotocol "+httpapi.ConnectSubprotocol+" required")
 			sess.End(fieldpass.EndError)
 			return
 		}
@@ -149,12 +145,12 @@ func headerHasToken(h http.Header, key, token string) bool {
 
 // carry runs the yamux session over ws until the client goes away or the
 // broker ends the session, then records the end.
-func (s *Server) carry(ws *websocket.Conn, sess LiveSession) {
+func (s *Server) carry(ws *websocket.Conn, sess *broker.Session) {
 	// The request's context is not to be used past the upgrade.
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	nc := websocket.NetConn(ctx, ws, websocket.MessageBinary)
-	ws.SetReadLimit(connectReadLimit) // NetConn lifts the limit; put one back
+	ws.SetReadLimit(httpapi.ConnectReadLimit) // NetConn lifts the limit; put one back
 	ys, err := yamux.Server(nc, tunnel.YamuxConfig(0))
 	if err != nil {
 		ws.CloseNow()
@@ -171,7 +167,7 @@ func (s *Server) carry(ws *websocket.Conn, sess LiveSession) {
 			select {
 			case <-sess.Done():
 				// The reason goes first, so the client can say it.
-				ws.Close(ConnectCloseCode, string(sess.Reason()))
+				ws.Close(httpapi.ConnectCloseCode, string(sess.Reason()))
 				ys.Close()
 				return
 			case <-ended:
@@ -212,7 +208,7 @@ func (s *Server) carry(ws *websocket.Conn, sess LiveSession) {
 
 // carryStream joins one client stream to a new stream to the device,
 // answering the client first with a status.
-func (s *Server) carryStream(ctx context.Context, sess LiveSession, st *yamux.Stream) {
+func (s *Server) carryStream(ctx context.Context, sess *broker.Session, st *yamux.Stream) {
 	octx, cancel := context.WithTimeout(ctx, connectStreamOpen)
 	ds, err := sess.Stream(octx)
 	cancel()
@@ -236,7 +232,7 @@ func (s *Server) carryStream(ctx context.Context, sess LiveSession, st *yamux.St
 
 // checkDeviceMFA refuses a caller whose login carried no multi-factor
 // assertion when the device has a label that policy marks as needing it.
-func (s *Server) checkDeviceMFA(ctx context.Context, c *Caller, device string) error {
+func (s *Server) checkDeviceMFA(ctx context.Context, c *fieldpass.Caller, device string) error {
 	if len(s.cfg.MFALabels) == 0 {
 		return nil
 	}
@@ -245,7 +241,7 @@ func (s *Server) checkDeviceMFA(ctx context.Context, c *Caller, device string) e
 		return err
 	}
 	for k, v := range s.cfg.MFALabels {
-		if d.Labels[k] == v && !s.MFAAsserted(ctx, c.Token) {
+		if d.Labels[k] == v && !s.portal.MFAAsserted(ctx, c.Token) {
 			return fieldpass.Errorf(fieldpass.EFORBIDDEN,
 				"device %s (label %s=%s) needs a multi-factor login: log in again with MFA (the IdP must assert it in the amr or acr claim)", device, k, v)
 		}

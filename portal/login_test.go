@@ -1,4 +1,4 @@
-package httpapi_test
+package portal_test
 
 import (
 	"bytes"
@@ -22,8 +22,10 @@ import (
 	"github.com/oauth2-proxy/mockoidc"
 
 	"github.com/fieldpass/fieldpass"
+	"github.com/fieldpass/fieldpass/apiserver"
 	"github.com/fieldpass/fieldpass/httpapi"
 	"github.com/fieldpass/fieldpass/identity"
+	"github.com/fieldpass/fieldpass/portal"
 	"github.com/fieldpass/fieldpass/postgres"
 	"github.com/fieldpass/fieldpass/postgres/pgtest"
 	"github.com/fieldpass/fieldpass/tunnel"
@@ -104,10 +106,12 @@ type loginEnv struct {
 	dbURL string
 	idp   *mockoidc.MockOIDC
 	srv   *httptest.Server
-	api   *httpapi.Server
-	cfg   httpapi.Config
-	clock *clock
-	logs  *syncBuffer
+	api   *apiserver.Server
+	cfg   portal.Config
+	// portal is the API's portal: its login records are in memory.
+	portal *portal.Portal
+	clock  *clock
+	logs   *syncBuffer
 	// urls are every URL a browser of this test visited.
 	mu   sync.Mutex
 	urls []string
@@ -165,24 +169,27 @@ func newLoginEnv(t *testing.T, opts ...envOpt) *loginEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.cfg = httpapi.Config{
-		DB:          db,
-		EnrollRate:  1000,
-		EnrollBurst: 1000,
-		OIDC:        &httpapi.OIDCConfig{Provider: p},
-		PublicURL:   public,
-		Logger:      slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		Now:         e.clock.Now,
+	e.cfg = portal.Config{
+		DB:        db,
+		OIDC:      &portal.OIDCConfig{Provider: p},
+		PublicURL: public,
+		Logger:    slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Now:       e.clock.Now,
 	}
-	e.api = httpapi.New(e.cfg)
+	e.portal = portal.New(e.cfg)
+	e.api = apiserver.New(apiserver.Config{
+		DB: db, Portal: e.portal, PublicURL: public,
+		EnrollRate: 1000, EnrollBurst: 1000,
+		Logger: e.cfg.Logger, Now: e.clock.Now,
+	})
 	e.srv.Config.Handler = e.api.Handler()
 	e.srv.Start()
 	t.Cleanup(e.srv.Close)
 	return e
 }
 
-// restart gives a new Server on the same database (a broker restart).
-func (e *loginEnv) restart() *httpapi.Server { return httpapi.New(e.cfg) }
+// restart gives a new Portal on the same database (a broker restart).
+func (e *loginEnv) restart() *portal.Portal { return portal.New(e.cfg) }
 
 // browser is a cookie-keeping HTTP client that follows no redirect by
 // itself: the tests walk the login step by step.
@@ -290,7 +297,7 @@ func (b *browser) login(ret string, user *idpUser) *http.Response {
 func (b *browser) session() string {
 	u, _ := url.Parse(b.e.srv.URL)
 	for _, c := range b.jar.Cookies(u) {
-		if c.Name == httpapi.SessionCookie {
+		if c.Name == portal.SessionCookie {
 			return c.Value
 		}
 	}
@@ -299,8 +306,8 @@ func (b *browser) session() string {
 
 func (b *browser) csrf() string {
 	req, _ := http.NewRequest(http.MethodGet, b.e.srv.URL, nil)
-	req.AddCookie(&http.Cookie{Name: httpapi.SessionCookie, Value: b.session()})
-	return httpapi.CSRFToken(req)
+	req.AddCookie(&http.Cookie{Name: portal.SessionCookie, Value: b.session()})
+	return portal.CSRFToken(req)
 }
 
 func alice() *idpUser {
@@ -364,7 +371,7 @@ func TestOIDCLogin(t *testing.T) {
 	}
 	var sc *http.Cookie
 	for _, c := range resp.Cookies() {
-		if c.Name == httpapi.SessionCookie {
+		if c.Name == portal.SessionCookie {
 			sc = c
 		}
 	}
@@ -386,10 +393,10 @@ func TestOIDCLogin(t *testing.T) {
 	if err := json.Unmarshal([]byte(body(resp)), &me); err != nil || me.Email != "alice@example.com" || me.TokenKind != "session" {
 		t.Errorf("GET /me: %+v, %v", me, err)
 	}
-	if !slices.Contains(e.actions(t), httpapi.AuditUserLogin) {
-		t.Errorf("audit %v lacks %s", e.actions(t), httpapi.AuditUserLogin)
+	if !slices.Contains(e.actions(t), portal.AuditUserLogin) {
+		t.Errorf("audit %v lacks %s", e.actions(t), portal.AuditUserLogin)
 	}
-	if e.api.MFAAsserted(ctx, tok) {
+	if e.portal.MFAAsserted(ctx, tok) {
 		t.Errorf("MFAAsserted: true for a login without amr")
 	}
 
@@ -428,8 +435,8 @@ func TestOIDCLogin(t *testing.T) {
 	req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/auth/logout", nil)
 	req.Header.Set("X-CSRF-Token", b2.csrf())
 	wantStatus(t, b2.do(req), http.StatusNoContent)
-	if !slices.Contains(e.actions(t), httpapi.AuditUserLogout) {
-		t.Errorf("audit lacks %s", httpapi.AuditUserLogout)
+	if !slices.Contains(e.actions(t), portal.AuditUserLogout) {
+		t.Errorf("audit lacks %s", portal.AuditUserLogout)
 	}
 	e.noSecretsLeaked(t, session)
 }
@@ -606,7 +613,7 @@ func TestMFARequired(t *testing.T) {
 	if b.session() != "" {
 		t.Fatalf("a session without MFA")
 	}
-	if !slices.Contains(e.actions(t), httpapi.AuditUserLoginRefused) {
+	if !slices.Contains(e.actions(t), portal.AuditUserLoginRefused) {
 		t.Errorf("refusal not audited: %v", e.actions(t))
 	}
 
@@ -623,7 +630,7 @@ func TestMFARequired(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !e.api.MFAAsserted(ctx, tok) {
+			if !e.portal.MFAAsserted(ctx, tok) {
 				t.Errorf("MFAAsserted: false after an MFA login")
 			}
 			// After a restart, read back from the audit log.
@@ -640,7 +647,7 @@ func TestMFARequired(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if e.api.MFAAsserted(ctx, auto) {
+	if e.portal.MFAAsserted(ctx, auto) {
 		t.Errorf("automation token counted as MFA")
 	}
 }
@@ -659,7 +666,7 @@ func TestDisabledUserRefused(t *testing.T) {
 	if b.session() != "" {
 		t.Errorf("a disabled user got a session")
 	}
-	if acts := e.actions(t); !slices.Contains(acts, httpapi.AuditUserLoginRefused) || slices.Contains(acts, fieldpass.AuditTokenIssue) {
+	if acts := e.actions(t); !slices.Contains(acts, portal.AuditUserLoginRefused) || slices.Contains(acts, fieldpass.AuditTokenIssue) {
 		t.Errorf("audit %v: want a refused login and no token", acts)
 	}
 }
@@ -795,7 +802,7 @@ func TestDeviceLogin(t *testing.T) {
 	}
 	e.clock.Add(step)
 	wantPoll(t, c, s.DeviceCode, "expired") // consumed
-	if e.api.MFAAsserted(ctx, rec) {
+	if e.portal.MFAAsserted(ctx, rec) {
 		t.Errorf("CLI token claims MFA its session did not have")
 	}
 
@@ -830,7 +837,7 @@ func TestDeviceLogin(t *testing.T) {
 	wantPoll(t, c, "fpd_"+strings.Repeat("A", 43), "expired")
 
 	// Login through the device flow is recorded, with the approving session.
-	evs, err := e.db.AuditEvents(ctx, postgres.AuditFilter{Action: httpapi.AuditUserLogin})
+	evs, err := e.db.AuditEvents(ctx, postgres.AuditFilter{Action: portal.AuditUserLogin})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -866,14 +873,19 @@ func TestDeviceLoginMFAInherited(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !e.api.MFAAsserted(ctx, rec) || !e.restart().MFAAsserted(ctx, rec) {
+	if !e.portal.MFAAsserted(ctx, rec) || !e.restart().MFAAsserted(ctx, rec) {
 		t.Errorf("CLI token approved by an MFA session: MFAAsserted false")
 	}
 }
 
 func TestLoginNotConfigured(t *testing.T) {
-	db, srv := newServer(t, 100)
-	_ = db
+	db, err := postgres.Open(context.Background(), pgtest.NewDatabase(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(db.Close)
+	srv := httptest.NewServer(apiserver.New(apiserver.Config{DB: db}).Handler())
+	t.Cleanup(srv.Close)
 	for _, path := range []string{"/auth/login", "/auth/callback?state=x&code=y", "/login/device"} {
 		resp, err := http.Get(srv.URL + path)
 		if err != nil {

@@ -1,4 +1,4 @@
-package httpapi_test
+package apiserver_test
 
 import (
 	"bytes"
@@ -16,8 +16,8 @@ import (
 	"time"
 
 	"github.com/fieldpass/fieldpass"
+	"github.com/fieldpass/fieldpass/apiserver"
 	"github.com/fieldpass/fieldpass/connector"
-	"github.com/fieldpass/fieldpass/httpapi"
 	"github.com/fieldpass/fieldpass/postgres"
 	"github.com/fieldpass/fieldpass/postgres/pgtest"
 	"github.com/fieldpass/fieldpass/tunnel"
@@ -33,9 +33,9 @@ func newServer(t *testing.T, burst int) (*postgres.DB, *httptest.Server) {
 		t.Fatal(err)
 	}
 	t.Cleanup(db.Close)
-	api := httpapi.New(httpapi.Config{
+	api := apiserver.New(apiserver.Config{
 		DB: db,
-		Tunnel: httpapi.TunnelInfo{
+		Tunnel: apiserver.TunnelInfo{
 			BrokerKey:     mustKey(t).Public().String(),
 			BrokerAddress: netip.MustParseAddr("10.77.0.1"),
 			Prefix:        netip.MustParsePrefix("10.77.0.0/16"),

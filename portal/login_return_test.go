@@ -1,4 +1,4 @@
-package httpapi
+package portal
 
 // An internal test: the return-address check is a pure function of
 // untrusted input, fuzzed directly.

@@ -1,4 +1,4 @@
-package httpapi
+package apiserver
 
 import (
 	"net/http"
@@ -6,6 +6,7 @@ import (
 
 	"github.com/fieldpass/fieldpass"
 	"github.com/fieldpass/fieldpass/alerts"
+	"github.com/fieldpass/fieldpass/ratelimit"
 	"github.com/fieldpass/fieldpass/tunnel"
 )
 
@@ -24,17 +25,17 @@ func (s *Server) handleEnroll() http.HandlerFunc {
 			return
 		}
 		ti := s.cfg.Tunnel
-		d, err := s.cfg.DB.EnrollAudited(r.Context(), clientAddr(r), req.Token, req.PublicKey, req.ConnectorVersion, func(seq int64) (netip.Addr, error) {
+		d, err := s.cfg.DB.EnrollAudited(r.Context(), ratelimit.ClientAddr(r), req.Token, req.PublicKey, req.ConnectorVersion, func(seq int64) (netip.Addr, error) {
 			return fieldpass.TunnelAddress(ti.Prefix, seq-1) // the sequence starts at 1
 		})
 		if err != nil {
-			s.log.Warn("enrolment refused", "client", clientAddr(r), "code", fieldpass.ErrorCode(err), "reason", fieldpass.ErrorMessage(err))
+			s.log.Warn("enrolment refused", "client", ratelimit.ClientAddr(r), "code", fieldpass.ErrorCode(err), "reason", fieldpass.ErrorMessage(err))
 			s.writeError(w, r, err)
 			return
 		}
-		s.log.Info("device enrolled", "device", d.Name, "id", d.ID, "address", d.TunnelAddr, "client", clientAddr(r))
+		s.log.Info("device enrolled", "device", d.Name, "id", d.ID, "address", d.TunnelAddr, "client", ratelimit.ClientAddr(r))
 		s.cfg.Alerts.Notify(alerts.Alert{Kind: alerts.DeviceEnrolled, At: s.cfg.Now(), Device: d.Name, Details: map[string]any{
-			"device_id": d.ID, "tunnel_address": d.TunnelAddr.String(), "client": clientAddr(r),
+			"device_id": d.ID, "tunnel_address": d.TunnelAddr.String(), "client": ratelimit.ClientAddr(r),
 			"connector_version": req.ConnectorVersion, "labels": d.Labels,
 		}})
 		writeJSON(w, http.StatusOK, tunnel.EnrollResponse{

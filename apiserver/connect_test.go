@@ -1,4 +1,4 @@
-package httpapi_test
+package apiserver_test
 
 import (
 	"bytes"
@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/fieldpass/fieldpass"
+	"github.com/fieldpass/fieldpass/apiserver"
 	"github.com/fieldpass/fieldpass/broker"
 	"github.com/fieldpass/fieldpass/broker/brokertest"
 	"github.com/fieldpass/fieldpass/httpapi"
@@ -41,7 +42,7 @@ func newConnectEnv(t *testing.T) *connectEnv {
 	t.Helper()
 	ctx := context.Background()
 	e := &connectEnv{}
-	e.env = brokertest.New(t, brokertest.WithAPIConfig(func(env *brokertest.Env, cfg *httpapi.Config) {
+	e.env = brokertest.New(t, brokertest.WithAPIConfig(func(env *brokertest.Env, cfg *apiserver.Config) {
 		m, err := broker.NewSessions(ctx, env.Broker, env.DB, broker.SessionsConfig{Logger: brokertest.Logger()})
 		if err != nil {
 			t.Fatal(err)

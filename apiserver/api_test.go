@@ -1,4 +1,4 @@
-package httpapi_test
+package apiserver_test
 
 import (
 	"context"
@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/fieldpass/fieldpass"
+	"github.com/fieldpass/fieldpass/apiserver"
 	"github.com/fieldpass/fieldpass/httpapi"
 	"github.com/fieldpass/fieldpass/postgres"
 	"github.com/fieldpass/fieldpass/postgres/pgtest"
@@ -110,7 +111,7 @@ func newFixture(t *testing.T) *fixture {
 	start := time.Now().UTC().Truncate(time.Second)
 	clk := &testClock{now: start}
 	db.Now = clk.Now
-	api := httpapi.New(httpapi.Config{
+	api := apiserver.New(apiserver.Config{
 		DB:          db,
 		GrantLimits: testLimits,
 		Now:         clk.Now,

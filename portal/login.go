@@ -1,4 +1,4 @@
-package httpapi
+package portal
 
 // People's login: the OIDC authorization-code flow for the portal (session
 // cookie, CSRF), and the device-style flow for the CLI (login_device.go).
@@ -35,28 +35,10 @@ import (
 	"time"
 
 	"github.com/fieldpass/fieldpass"
-	"github.com/fieldpass/fieldpass/identity"
+	"github.com/fieldpass/fieldpass/httpapi"
 	"github.com/fieldpass/fieldpass/postgres"
+	"github.com/fieldpass/fieldpass/ratelimit"
 )
-
-// OIDCConfig configures people's login through an identity provider.
-type OIDCConfig struct {
-	// Provider is the relying party (identity.New). Required.
-	Provider *identity.Provider
-	// SessionTTL is how long a portal login lasts (default 12h).
-	SessionTTL time.Duration
-	// CLITokenTTL is how long a token from fieldpass login lasts (default
-	// 30 days).
-	CLITokenTTL time.Duration
-	// CookieKey (32 bytes) encrypts the login-in-progress cookie. Default:
-	// derived from the client secret (Provider.CookieKey), so that brokers
-	// sharing the client share it; a public client gets a random key per
-	// process, and a login must then finish at the broker that started it.
-	CookieKey []byte
-	// Rand is the source of states, nonces, PKCE verifiers and device
-	// codes (default crypto/rand).
-	Rand io.Reader
-}
 
 // Audit actions of people's logins, beside the data layer's token.issue
 // and token.revoke. Details hold the token id, never the token.
@@ -99,7 +81,7 @@ type loginState struct {
 	devices  map[[32]byte]*deviceLogin // SHA-256 of device code -> login
 	byUser   map[string]*deviceLogin   // user code -> login
 	swept    time.Time
-	approves *limiter // device approvals per account
+	approves *ratelimit.Keyed // device approvals per account
 }
 
 func newLoginState(cfg Config) *loginState {
@@ -107,7 +89,7 @@ func newLoginState(cfg Config) *loginState {
 		db: cfg.DB, now: cfg.Now, rand: rand.Reader, secure: true,
 		used: map[string]time.Time{}, mfa: map[string]loginRecord{},
 		devices: map[[32]byte]*deviceLogin{}, byUser: map[string]*deviceLogin{},
-		approves: newLimiter(0.2, 10),
+		approves: ratelimit.New(0.2, 10),
 	}
 	if u, err := url.Parse(cfg.PublicURL); err == nil && u.Host != "" && (u.Scheme == "https" || u.Scheme == "http") {
 		ls.origin = &url.URL{Scheme: u.Scheme, Host: u.Host}
@@ -171,16 +153,16 @@ func csrfFor(sessionToken string) string {
 	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
 }
 
-// csrfOK checks the CSRF token of a cookie-authenticated, state-changing
+// CSRFOK checks the CSRF token of a cookie-authenticated, state-changing
 // request: X-CSRF-Token, or the form field csrf of a urlencoded or
 // multipart body (never the query string), compared in constant time with
 // CSRFToken. A request whose Origin header names another origin fails too.
-func (s *Server) csrfOK(r *http.Request, c *Caller) bool {
+func (p *Portal) CSRFOK(r *http.Request) bool {
 	ck, err := r.Cookie(SessionCookie)
 	if err != nil || ck.Value == "" {
 		return false
 	}
-	if o := r.Header.Get("Origin"); o != "" && s.login.origin != nil && !strings.EqualFold(o, s.login.origin.String()) {
+	if o := r.Header.Get("Origin"); o != "" && p.login.origin != nil && !strings.EqualFold(o, p.login.origin.String()) {
 		return false
 	}
 	got := r.Header.Get("X-CSRF-Token")
@@ -313,9 +295,10 @@ func redirect(w http.ResponseWriter, path string) {
 	w.WriteHeader(http.StatusSeeOther)
 }
 
-func (s *Server) handleLogin() http.HandlerFunc {
+// HandleLogin starts an OIDC login: GET /auth/login?return=PATH.
+func (p *Portal) HandleLogin() http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		ls := s.login
+		ls := p.login
 		if ls.oidc == nil {
 			writePage(w, http.StatusNotFound, notConfiguredPage)
 			return
@@ -329,18 +312,18 @@ func (s *Server) handleLogin() http.HandlerFunc {
 		nonce, err2 := ls.randomString(32)
 		verifier, err3 := ls.randomString(32) // 43 characters: a valid RFC 7636 verifier
 		if err := errors.Join(err1, err2, err3); err != nil {
-			s.loginFailed(w, r, fmt.Errorf("random: %w", err))
+			p.loginFailed(w, r, fmt.Errorf("random: %w", err))
 			return
 		}
 		to, err := ls.oidc.Provider.AuthCodeURL(r.Context(), state, nonce, verifier)
 		if err != nil {
-			s.loginFailed(w, r, err)
+			p.loginFailed(w, r, err)
 			return
 		}
 		exp := ls.now().Add(loginCookieTTL)
 		v, err := ls.sealLoginCookie(loginCookie{State: state, Nonce: nonce, Verifier: verifier, Return: ret, Expires: exp.Unix()})
 		if err != nil {
-			s.loginFailed(w, r, err)
+			p.loginFailed(w, r, err)
 			return
 		}
 		http.SetCookie(w, ls.cookie(loginCookieName(state), v, callbackPath, loginCookieTTL))
@@ -381,9 +364,10 @@ func (ls *loginState) takeLoginCookie(w http.ResponseWriter, r *http.Request, st
 	return lc, true
 }
 
-func (s *Server) handleCallback() http.HandlerFunc {
+// HandleCallback finishes an OIDC login: GET /auth/callback from the IdP.
+func (p *Portal) HandleCallback() http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		ls := s.login
+		ls := p.login
 		w.Header().Set("Referrer-Policy", "no-referrer")
 		if ls.oidc == nil {
 			writePage(w, http.StatusNotFound, notConfiguredPage)
@@ -411,26 +395,26 @@ func (s *Server) handleCallback() http.HandlerFunc {
 			writePage(w, http.StatusBadRequest, page{Title: "Login failed", Paras: []string{"The identity provider's answer carried no code."}, Retry: retry})
 			return
 		}
-		p := ls.oidc.Provider
-		id, err := p.Exchange(r.Context(), code, lc.Verifier, lc.Nonce)
+		idp := ls.oidc.Provider
+		id, err := idp.Exchange(r.Context(), code, lc.Verifier, lc.Nonce)
 		if err != nil {
-			s.log.Warn("login refused", "reason", fieldpass.ErrorMessage(err), "client", clientAddr(r))
-			s.loginFailed(w, r, err, retry)
+			p.log.Warn("login refused", "reason", fieldpass.ErrorMessage(err), "client", ratelimit.ClientAddr(r))
+			p.loginFailed(w, r, err, retry)
 			return
 		}
-		if err := p.MFA().Check(id); err != nil {
-			s.refuseLogin(r, id.Email, "mfa_missing")
+		if err := idp.MFA().Check(id); err != nil {
+			p.refuseLogin(r, id.Email, "mfa_missing")
 			writePage(w, http.StatusForbidden, page{Title: "Multi-factor login required", Paras: []string{fieldpass.ErrorMessage(err)}, Retry: retry})
 			return
 		}
 		actor := fieldpass.UserActor(id.Email)
 		u, err := ls.db.EnsureUser(r.Context(), actor, id.Email, id.Roles)
 		if err != nil {
-			s.loginFailed(w, r, err, retry)
+			p.loginFailed(w, r, err, retry)
 			return
 		}
 		if u.Disabled {
-			s.refuseLogin(r, id.Email, "user_disabled")
+			p.refuseLogin(r, id.Email, "user_disabled")
 			writePage(w, http.StatusForbidden, disabledPage(u.Email))
 			return
 		}
@@ -440,17 +424,17 @@ func (s *Server) handleCallback() http.HandlerFunc {
 				writePage(w, http.StatusForbidden, disabledPage(u.Email))
 				return
 			}
-			s.loginFailed(w, r, err, retry)
+			p.loginFailed(w, r, err, retry)
 			return
 		}
 		rec := loginRecord{MFA: id.MFA, AMR: id.AMR, ACR: id.ACR, Expires: t.ExpiresAt}
-		if err := s.recordLogin(r.Context(), t, rec, map[string]any{
-			"method": "oidc", "client": clientAddr(r), "issuer": id.Issuer, "subject": id.Subject,
+		if err := p.recordLogin(r.Context(), t, rec, map[string]any{
+			"method": "oidc", "client": ratelimit.ClientAddr(r), "issuer": id.Issuer, "subject": id.Subject,
 		}); err != nil {
-			s.loginFailed(w, r, err, retry)
+			p.loginFailed(w, r, err, retry)
 			return
 		}
-		s.log.Info("login", "email", u.Email, "method", "oidc", "token_id", t.ID, "mfa", id.MFA, "roles", roleList(u.Roles), "client", clientAddr(r))
+		p.log.Info("login", "email", u.Email, "method", "oidc", "token_id", t.ID, "mfa", id.MFA, "roles", roleList(u.Roles), "client", ratelimit.ClientAddr(r))
 		http.SetCookie(w, ls.cookie(SessionCookie, token, "/", ls.oidc.SessionTTL))
 		redirect(w, lc.Return)
 	}
@@ -459,7 +443,7 @@ func (s *Server) handleCallback() http.HandlerFunc {
 // recordLogin appends the user.login event for a token just issued, and
 // remembers what the login asserted. Without the event there is no login:
 // the token is revoked (fail closed on audit).
-func (s *Server) recordLogin(ctx context.Context, t *fieldpass.Token, rec loginRecord, details map[string]any) error {
+func (p *Portal) recordLogin(ctx context.Context, t *fieldpass.Token, rec loginRecord, details map[string]any) error {
 	details["token_id"] = t.ID
 	details["kind"] = string(t.Kind)
 	details["mfa"] = rec.MFA
@@ -470,48 +454,49 @@ func (s *Server) recordLogin(ctx context.Context, t *fieldpass.Token, rec loginR
 		details["acr"] = rec.ACR
 	}
 	actor := fieldpass.UserActor(t.Email)
-	_, err := s.login.db.AppendAudit(ctx, fieldpass.AuditEvent{Actor: actor, Action: AuditUserLogin, Target: postgres.UserTarget(t.Email), Details: details})
+	_, err := p.login.db.AppendAudit(ctx, fieldpass.AuditEvent{Actor: actor, Action: AuditUserLogin, Target: postgres.UserTarget(t.Email), Details: details})
 	if err != nil {
 		// A fresh context: the request's may be what failed.
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
-		if _, rerr := s.login.db.RevokeToken(rctx, actor, t.ID); rerr != nil {
-			s.log.Error("login: revoke token after audit failure", "token_id", t.ID, "err", rerr)
+		if _, rerr := p.login.db.RevokeToken(rctx, actor, t.ID); rerr != nil {
+			p.log.Error("login: revoke token after audit failure", "token_id", t.ID, "err", rerr)
 		}
 		return fieldpass.Errorf(fieldpass.EUNAVAILABLE, "the audit log cannot be written, so no login is possible now: try again shortly")
 	}
-	s.login.remember(t.ID, rec)
+	p.login.remember(t.ID, rec)
 	return nil
 }
 
 // refuseLogin records a login the provider vouched for and the broker
 // refused. Failing to record it changes nothing for the person refused.
-func (s *Server) refuseLogin(r *http.Request, email, reason string) {
-	s.log.Warn("login refused", "email", email, "reason", reason, "client", clientAddr(r))
-	_, err := s.login.db.AppendAudit(r.Context(), fieldpass.AuditEvent{Actor: fieldpass.UserActor(email), Action: AuditUserLoginRefused,
-		Target: postgres.UserTarget(email), Details: map[string]any{"reason": reason, "client": clientAddr(r)}})
+func (p *Portal) refuseLogin(r *http.Request, email, reason string) {
+	p.log.Warn("login refused", "email", email, "reason", reason, "client", ratelimit.ClientAddr(r))
+	_, err := p.login.db.AppendAudit(r.Context(), fieldpass.AuditEvent{Actor: fieldpass.UserActor(email), Action: AuditUserLoginRefused,
+		Target: postgres.UserTarget(email), Details: map[string]any{"reason": reason, "client": ratelimit.ClientAddr(r)}})
 	if err != nil {
-		s.log.Error("audit refused login", "email", email, "err", err)
+		p.log.Error("audit refused login", "email", email, "err", err)
 	}
 }
 
-func (s *Server) handleLogout() http.HandlerFunc {
+// HandleLogout revokes the caller's own token: POST /auth/logout.
+func (p *Portal) HandleLogout() http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		c := CallerFrom(r.Context())
+		c := fieldpass.CallerFromContext(r.Context())
 		actor := fieldpass.UserActor(c.User.Email)
-		if _, err := s.login.db.RevokeToken(r.Context(), actor, c.Token.ID); err != nil && fieldpass.ErrorCode(err) != fieldpass.ECONFLICT {
-			s.writeError(w, r, err)
+		if _, err := p.login.db.RevokeToken(r.Context(), actor, c.Token.ID); err != nil && fieldpass.ErrorCode(err) != fieldpass.ECONFLICT {
+			p.writeError(w, r, err)
 			return
 		}
-		if _, err := s.login.db.AppendAudit(r.Context(), fieldpass.AuditEvent{Actor: actor, Action: AuditUserLogout,
+		if _, err := p.login.db.AppendAudit(r.Context(), fieldpass.AuditEvent{Actor: actor, Action: AuditUserLogout,
 			Target: postgres.UserTarget(c.User.Email), Details: map[string]any{"token_id": c.Token.ID, "kind": string(c.Token.Kind)}}); err != nil {
 			// The revocation, itself recorded, is what counts.
-			s.log.Error("audit logout", "email", c.User.Email, "err", err)
+			p.log.Error("audit logout", "email", c.User.Email, "err", err)
 		}
-		s.login.forget(c.Token.ID)
-		s.log.Info("logout", "email", c.User.Email, "token_id", c.Token.ID)
+		p.login.forget(c.Token.ID)
+		p.log.Info("logout", "email", c.User.Email, "token_id", c.Token.ID)
 		if c.ByCookie {
-			http.SetCookie(w, s.login.cookie(SessionCookie, "", "/", -1))
+			http.SetCookie(w, p.login.cookie(SessionCookie, "", "/", -1))
 			if strings.HasPrefix(r.Header.Get("Content-Type"), "application/x-www-form-urlencoded") {
 				redirect(w, "/")
 				return
@@ -524,15 +509,12 @@ func (s *Server) handleLogout() http.HandlerFunc {
 
 // loginFailed shows err on a page: its message if it is a fieldpass error,
 // a generic one (logged) otherwise.
-func (s *Server) loginFailed(w http.ResponseWriter, r *http.Request, err error, retry ...string) {
+func (p *Portal) loginFailed(w http.ResponseWriter, r *http.Request, err error, retry ...string) {
 	code := fieldpass.ErrorCode(err)
 	if code == fieldpass.EINTERNAL {
-		s.log.Error("login failed", "path", r.URL.Path, "err", err)
+		p.log.Error("login failed", "path", r.URL.Path, "err", err)
 	}
-	status, ok := statusOf[code]
-	if !ok {
-		status = http.StatusInternalServerError
-	}
+	status := httpapi.Status(code)
 	msg := fieldpass.ErrorMessage(err)
 	if msg != "" {
 		msg = strings.ToUpper(msg[:1]) + msg[1:]
@@ -540,11 +522,11 @@ func (s *Server) loginFailed(w http.ResponseWriter, r *http.Request, err error, 
 			msg += "."
 		}
 	}
-	p := page{Title: "Login failed", Paras: []string{msg}, Retry: "/auth/login"}
+	pg := page{Title: "Login failed", Paras: []string{msg}, Retry: "/auth/login"}
 	if len(retry) > 0 {
-		p.Retry = retry[0]
+		pg.Retry = retry[0]
 	}
-	writePage(w, status, p)
+	writePage(w, status, pg)
 }
 
 func clip(s string, n int) string {
