@@ -74,8 +74,10 @@ type Server struct {
 // New checks cfg and returns a Server.
 func New(cfg Config) (*Server, error) {
 	iss, err := url.Parse(cfg.Issuer)
-	if err != nil || (iss.Scheme != "http" && iss.Scheme != "https") || iss.Host == "" || strings.HasSuffix(cfg.Issuer, "/") || iss.RawQuery != "" {
-		return nil, fieldpass.Errorf(fieldpass.EINVALID, "issuer %q: want an http(s) URL without a trailing slash or query", cfg.Issuer)
+	// The routes sit at the root (discovery, the form's paths), so an
+	// issuer with a path would name documents nobody serves.
+	if err != nil || (iss.Scheme != "http" && iss.Scheme != "https") || iss.Host == "" || iss.Path != "" || iss.RawQuery != "" || iss.Fragment != "" || iss.User != nil {
+		return nil, fieldpass.Errorf(fieldpass.EINVALID, "issuer %q: want http(s)://HOST[:PORT], without a path or a trailing slash", cfg.Issuer)
 	}
 	if len(cfg.Users) == 0 {
 		return nil, fieldpass.Errorf(fieldpass.EINVALID, "no users")

@@ -526,3 +526,27 @@ func TestLoginPageUnknownRequest(t *testing.T) {
 		t.Errorf("login page for an unknown request: %s, want 400", resp.Status)
 	}
 }
+
+func TestNewRefuses(t *testing.T) {
+	users := []devidp.User{{Email: "a@example.com", Password: "x"}}
+	clients := []devidp.Client{{ID: "c", RedirectURIs: []string{"http://127.0.0.1:8080/auth/callback"}}}
+	for _, tc := range []struct {
+		name string
+		cfg  devidp.Config
+		want string
+	}{
+		{"issuer with a path", devidp.Config{Issuer: "http://127.0.0.1:9998/idp", Users: users, Clients: clients}, "without a path"},
+		{"issuer with a trailing slash", devidp.Config{Issuer: "http://127.0.0.1:9998/", Users: users, Clients: clients}, "without a path"},
+		{"no users", devidp.Config{Issuer: "http://127.0.0.1:9998", Clients: clients}, "no users"},
+		{"no clients", devidp.Config{Issuer: "http://127.0.0.1:9998", Users: users}, "no clients"},
+		{"client without redirect URI", devidp.Config{Issuer: "http://127.0.0.1:9998", Users: users, Clients: []devidp.Client{{ID: "c"}}}, "no redirect URI"},
+		{"relative redirect URI", devidp.Config{Issuer: "http://127.0.0.1:9998", Users: users, Clients: []devidp.Client{{ID: "c", RedirectURIs: []string{"/cb"}}}}, "absolute"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := devidp.New(tc.cfg)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("err = %v, want one mentioning %q", err, tc.want)
+			}
+		})
+	}
+}
