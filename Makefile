@@ -5,7 +5,7 @@ LDFLAGS   := -s -w -X github.com/fieldpass/fieldpass.Version=$(VERSION)
 BINARIES  := fieldpass-broker fieldpass-connector fieldpass
 TEST_FLAGS ?= -race -timeout 12m
 
-.PHONY: help build test lint fmt bench bench-fleet bench-idle demo dist fuzz clean
+.PHONY: help build test lint fmt bench bench-fleet bench-idle demo dist fuzz assets clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -55,6 +55,9 @@ dist: ## cross-compile the connector for field hardware (arm, arm64, mipsle, amd
 	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o dist/fieldpass-connector-linux-amd64 ./cmd/fieldpass-connector
 	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o dist/fieldpass-broker-linux-amd64 ./cmd/fieldpass-broker
 	@ls -l dist
+
+assets: ## re-vendor the portal's npm packages (pinned in portal/assets/package-lock.json); needs Node
+	./portal/assets/vendor.sh
 
 clean: ## remove build output
 	rm -rf bin dist
