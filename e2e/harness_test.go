@@ -208,10 +208,21 @@ func startBroker(t *testing.T) *broker {
 // identity provider's; restarts keep them.
 func startBrokerWith(t *testing.T, args ...string) *broker {
 	t.Helper()
+	return startBrokerAt(t, "", args...)
+}
+
+// startBrokerAt is startBrokerWith on a chosen HTTP address (free ports if
+// ""), for a test that must tell another party the broker's URL first, such
+// as an identity provider its redirect URI.
+func startBrokerAt(t *testing.T, httpAddr string, args ...string) *broker {
+	t.Helper()
 	b := &broker{t: t, dir: t.TempDir(), dbURL: pgtest.NewDatabase(t), id: brokerID, args: args}
 	b.keyFile = filepath.Join(b.dir, "broker.key")
 	for attempt := 1; ; attempt++ {
-		b.httpAddr, b.wgAddr = freeAddr(t, "tcp"), freeAddr(t, "udp")
+		b.httpAddr, b.wgAddr = httpAddr, freeAddr(t, "udp")
+		if httpAddr == "" {
+			b.httpAddr = freeAddr(t, "tcp")
+		}
 		err := b.start()
 		if err == nil {
 			return b

@@ -22,6 +22,7 @@ import (
 // before any test runs, and only read afterwards.
 var bins struct {
 	broker, connector, cli string
+	devidp                 string // the development OIDC provider
 	version                string // what every binary reports as its version
 	moduleRoot             string
 	// cleanup is the write end of the pipe that keeps the watchdog of the
@@ -30,7 +31,7 @@ var bins struct {
 	cleanup io.WriteCloser
 }
 
-// TestMain builds the three binaries once per run, then runs the tests with a
+// TestMain builds the binaries once per run, then runs the tests with a
 // Postgres cluster available (pgtest.Main, which does not return).
 func TestMain(m *testing.M) {
 	flag.Parse() // for testing.Verbose
@@ -82,7 +83,8 @@ func build() error {
 	bins.broker = filepath.Join(dir, "fieldpass-broker")
 	bins.connector = filepath.Join(dir, "fieldpass-connector")
 	bins.cli = filepath.Join(dir, "fieldpass")
-	for _, p := range []string{bins.broker, bins.connector, bins.cli} {
+	bins.devidp = filepath.Join(dir, "fieldpass-devidp")
+	for _, p := range []string{bins.broker, bins.connector, bins.cli, bins.devidp} {
 		if _, err := os.Stat(p); err != nil {
 			return fmt.Errorf("go build ./cmd/... did not produce %s", filepath.Base(p))
 		}
