@@ -186,7 +186,7 @@ func TestAlertsListReplay(t *testing.T) {
 		t.Errorf("deliveries with a bad signature or body: %v", recv.bad)
 	}
 
-	evs, err := db.AuditEvents(ctx, postgres.AuditFilter{})
+	evs, err := db.AuditEvents(ctx, fieldpass.AuditFilter{})
 	if err != nil {
 		t.Fatal(err)
 	}
