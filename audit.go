@@ -39,6 +39,21 @@ const (
 	AuditDeviceKeepalive    = "device.keepalive"
 )
 
+// AuditFilter selects audit events for a store's AuditEvents. Zero fields
+// select everything.
+type AuditFilter struct {
+	Since  time.Time // events at or after
+	Until  time.Time // events before
+	Actor  string    // exactly this actor
+	Action string    // exactly this action
+	Target string    // exactly this target
+	// AfterSeq skips events up to and including this seq, for paging.
+	AfterSeq int64
+	// Limit is the most events returned, oldest first. Default and maximum
+	// 1000.
+	Limit int
+}
+
 const (
 	auditHashDomain          = "fieldpass-audit-event-v1\n"
 	auditCheckpointDomain    = "fieldpass-audit-checkpoint-v1\n"

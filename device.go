@@ -218,3 +218,8 @@ type DeviceEvent struct {
 	ConnectorVersion string          `json:"connector_version,omitempty"`
 	Details          map[string]any  `json:"details,omitempty"`
 }
+
+// DefaultHistoryLimit is how many events of a device's history a store
+// returns when asked for no particular number (limit 0). The CLIs print it
+// in their help, so it lives here rather than in the store.
+const DefaultHistoryLimit = 1000

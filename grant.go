@@ -270,3 +270,29 @@ const (
 	AuditRequestApprove = "request.approve" // in the transaction that creates the grant
 	AuditRequestDeny    = "request.deny"
 )
+
+// GrantFilter selects grants for a store's Grants. Zero fields select
+// everything. It is domain vocabulary, not the store's, so that the API,
+// the broker and the CLI can ask for grants without importing the store.
+type GrantFilter struct {
+	Subject string // made out to this email
+	// Device selects grants that name the live device with this name, or
+	// whose selector matches its labels now.
+	Device string
+	// ActiveAt selects grants in force at this time: started, not ended,
+	// not revoked.
+	ActiveAt time.Time
+	// Limit is the most grants returned, newest first. Default and maximum
+	// 1000.
+	Limit int
+}
+
+// RequestFilter selects access requests for a store's Requests. Zero
+// fields select everything.
+type RequestFilter struct {
+	Requester string
+	Status    RequestStatus
+	// Limit is the most requests returned, newest first. Default and
+	// maximum 1000.
+	Limit int
+}

@@ -64,3 +64,15 @@ const (
 	AuditSessionStart = "session.start"
 	AuditSessionEnd   = "session.end"
 )
+
+// SessionFilter selects sessions for a store's Sessions. Zero fields
+// select everything.
+type SessionFilter struct {
+	Device string    // by the device's name when the session opened
+	User   string    // by email
+	Since  time.Time // started at or after
+	Open   bool      // only sessions not ended
+	// Limit is the most sessions returned, newest first. Default and
+	// maximum 1000.
+	Limit int
+}

@@ -77,6 +77,10 @@ func (u *User) Vendor() bool { return u != nil && len(u.Roles) == 0 }
 // UserActor is the audit actor naming a person: "user:EMAIL".
 func UserActor(email string) string { return "user:" + email }
 
+// UserTarget is the audit target naming a user: "user:EMAIL", the same
+// text as UserActor.
+func UserTarget(email string) string { return "user:" + email }
+
 // maxEmailLen is the longest address SMTP carries (RFC 5321's path limit).
 const maxEmailLen = 254
 

@@ -42,8 +42,10 @@ import (
 	"github.com/fieldpass/fieldpass/metrics"
 )
 
-// Kind is what happened.
-type Kind string
+// Kind is what happened. It is the domain's AlertKind under the name this
+// package's callers use, so that an Alert's kind and its dead letter's are
+// one type.
+type Kind = fieldpass.AlertKind
 
 // The kinds of alert.
 const (
@@ -74,30 +76,9 @@ type Alert struct {
 	Details map[string]any `json:"details,omitempty"`
 }
 
-// DeadLetter is an alert given up on.
-type DeadLetter struct {
-	ID        string
-	Kind      Kind
-	Payload   []byte // the JSON body that was (or would have been) sent
-	Attempts  int
-	LastError string
-	CreatedAt time.Time // when the alert was raised
-	FailedAt  time.Time // when it was given up
-
-	// Replays counts the times an operator re-delivered it (fieldpass-broker
-	// alerts replay), ReplayedAt is the last; read from the store, ignored
-	// when a dead letter is recorded.
-	Replays    int
-	ReplayedAt time.Time
-}
-
-// AuditReplay is the audit action of an operator re-delivering a dead
-// letter.
-const AuditReplay = "alert.replay"
-
 // DeadLetterStore keeps dead letters (postgres.DB).
 type DeadLetterStore interface {
-	RecordAlertDeadLetter(ctx context.Context, d DeadLetter) error
+	RecordAlertDeadLetter(ctx context.Context, d fieldpass.DeadLetter) error
 }
 
 // Config configures a Notifier. Zero values mean the defaults.
@@ -453,7 +434,7 @@ func (n *Notifier) giveUp(d *delivery) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), shutdownBound)
 	defer cancel()
-	err := n.cfg.DeadLetters.RecordAlertDeadLetter(ctx, DeadLetter{
+	err := n.cfg.DeadLetters.RecordAlertDeadLetter(ctx, fieldpass.DeadLetter{
 		ID: d.id, Kind: d.kind, Payload: d.body, Attempts: d.attempts,
 		LastError: d.lastErr, CreatedAt: d.createdAt, FailedAt: n.cfg.Now(),
 	})

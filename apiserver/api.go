@@ -25,7 +25,6 @@ import (
 
 	"github.com/fieldpass/fieldpass"
 	"github.com/fieldpass/fieldpass/httpapi"
-	"github.com/fieldpass/fieldpass/postgres"
 )
 
 // Body size limits: generous for what each body may hold (a grant names at
@@ -100,7 +99,7 @@ func (s *Server) handleDevices() http.HandlerFunc {
 			s.writeError(w, r, err)
 			return
 		}
-		grants, err := s.cfg.DB.Grants(ctx, postgres.GrantFilter{Subject: c.User.Email, ActiveAt: s.cfg.Now(), Limit: maxPage})
+		grants, err := s.cfg.DB.Grants(ctx, fieldpass.GrantFilter{Subject: c.User.Email, ActiveAt: s.cfg.Now(), Limit: maxPage})
 		if err != nil {
 			s.writeError(w, r, err)
 			return

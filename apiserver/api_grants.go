@@ -10,7 +10,6 @@ import (
 	"github.com/fieldpass/fieldpass"
 	"github.com/fieldpass/fieldpass/alerts"
 	"github.com/fieldpass/fieldpass/httpapi"
-	"github.com/fieldpass/fieldpass/postgres"
 )
 
 // maxDurationLen bounds a duration string ("720h", "1h30m").
@@ -142,7 +141,7 @@ func (s *Server) handleGrantList() http.HandlerFunc {
 			return
 		}
 		q := newQuery(r)
-		f := postgres.GrantFilter{
+		f := fieldpass.GrantFilter{
 			Subject: q.email("subject"),
 			Device:  q.device("device"),
 			Limit:   q.limit(),

@@ -7,7 +7,6 @@ import (
 
 	"github.com/fieldpass/fieldpass"
 	"github.com/fieldpass/fieldpass/httpapi"
-	"github.com/fieldpass/fieldpass/postgres"
 )
 
 // seesAllRequests reports whether c reads every access request: those who
@@ -68,7 +67,7 @@ func (s *Server) handleRequestList() http.HandlerFunc {
 			return
 		}
 		q := newQuery(r)
-		f := postgres.RequestFilter{
+		f := fieldpass.RequestFilter{
 			Status: fieldpass.RequestStatus(q.text("status", 16)),
 			Limit:  q.limit(),
 		}

@@ -8,7 +8,6 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/fieldpass/fieldpass"
-	"github.com/fieldpass/fieldpass/postgres"
 )
 
 // handleSessionList lists sessions, newest first: all of them for admins
@@ -21,7 +20,7 @@ func (s *Server) handleSessionList() http.HandlerFunc {
 			return
 		}
 		q := newQuery(r)
-		f := postgres.SessionFilter{
+		f := fieldpass.SessionFilter{
 			Device: q.device("device"),
 			User:   q.email("user"),
 			Since:  q.time("since"),
@@ -107,7 +106,7 @@ func (s *Server) handleAuditList() http.HandlerFunc {
 			return
 		}
 		q := newQuery(r)
-		f := postgres.AuditFilter{
+		f := fieldpass.AuditFilter{
 			Since:  q.time("since"),
 			Actor:  q.text("actor", maxParamLen),
 			Action: q.text("action", maxParamLen),

@@ -12,7 +12,6 @@ import (
 	"github.com/fieldpass/fieldpass/broker"
 	"github.com/fieldpass/fieldpass/broker/brokertest"
 	"github.com/fieldpass/fieldpass/httpapi"
-	"github.com/fieldpass/fieldpass/postgres"
 )
 
 // TestConnectNeedsMFAForLabelledDevices: a device labelled as sensitive is
@@ -66,7 +65,7 @@ func TestConnectNeedsMFAForLabelledDevices(t *testing.T) {
 	if fieldpass.ErrorCode(err) != fieldpass.EUNAVAILABLE || !strings.Contains(err.Error(), "offline") {
 		t.Fatalf("unlabelled device: err %v, want the broker reached (device offline)", err)
 	}
-	if ss, err := db.Sessions(ctx, postgres.SessionFilter{}); err != nil || len(ss) != 0 {
+	if ss, err := db.Sessions(ctx, fieldpass.SessionFilter{}); err != nil || len(ss) != 0 {
 		t.Fatalf("sessions %v, %v: want none opened", ss, err)
 	}
 }

@@ -96,7 +96,7 @@ func (e *connectEnv) client() *httpapi.Client { return httpapi.NewClient(e.srv.U
 
 func (e *connectEnv) rows(t *testing.T) []*fieldpass.Session {
 	t.Helper()
-	rs, err := e.db.Sessions(context.Background(), postgres.SessionFilter{})
+	rs, err := e.db.Sessions(context.Background(), fieldpass.SessionFilter{})
 	if err != nil {
 		t.Fatal(err)
 	}

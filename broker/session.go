@@ -308,7 +308,7 @@ func (m *Sessions) open(ctx context.Context, user *fieldpass.User, device, servi
 // revoked, not started, or none at all.
 func (m *Sessions) whyNoGrant(ctx context.Context, email, device, service string, now time.Time) error {
 	none := fieldpass.Errorf(fieldpass.EFORBIDDEN, "no grant covers %s/%s for %s", device, service, email)
-	gs, err := m.db.Grants(ctx, postgres.GrantFilter{Subject: email, Device: device, Limit: 100})
+	gs, err := m.db.Grants(ctx, fieldpass.GrantFilter{Subject: email, Device: device, Limit: 100})
 	if err != nil {
 		return none
 	}
@@ -522,7 +522,7 @@ func (m *Sessions) check(ctx context.Context) {
 	qctx, cancel := context.WithTimeout(ctx, m.cfg.StoreTimeout)
 	defer cancel()
 	if len(live) > 0 || !down.IsZero() {
-		f := postgres.SessionFilter{Open: true, Since: oldest}
+		f := fieldpass.SessionFilter{Open: true, Since: oldest}
 		if oldest.IsZero() {
 			f.Since = now // only a health check
 		}

@@ -14,7 +14,6 @@ import (
 	"github.com/fieldpass/fieldpass"
 	"github.com/fieldpass/fieldpass/broker"
 	"github.com/fieldpass/fieldpass/broker/brokertest"
-	"github.com/fieldpass/fieldpass/postgres"
 	"github.com/fieldpass/fieldpass/postgres/pgtest"
 	"github.com/fieldpass/fieldpass/tunnel"
 )
@@ -111,7 +110,7 @@ func (se *sessionEnv) row(id string) *fieldpass.Session {
 
 func (se *sessionEnv) rows() []*fieldpass.Session {
 	se.tb.Helper()
-	rs, err := se.DB.Sessions(context.Background(), postgres.SessionFilter{})
+	rs, err := se.DB.Sessions(context.Background(), fieldpass.SessionFilter{})
 	if err != nil {
 		se.tb.Fatal(err)
 	}

@@ -454,7 +454,7 @@ func (p *Portal) recordLogin(ctx context.Context, t *fieldpass.Token, rec loginR
 		details["acr"] = rec.ACR
 	}
 	actor := fieldpass.UserActor(t.Email)
-	_, err := p.login.db.AppendAudit(ctx, fieldpass.AuditEvent{Actor: actor, Action: AuditUserLogin, Target: postgres.UserTarget(t.Email), Details: details})
+	_, err := p.login.db.AppendAudit(ctx, fieldpass.AuditEvent{Actor: actor, Action: AuditUserLogin, Target: fieldpass.UserTarget(t.Email), Details: details})
 	if err != nil {
 		// A fresh context: the request's may be what failed.
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
@@ -473,7 +473,7 @@ func (p *Portal) recordLogin(ctx context.Context, t *fieldpass.Token, rec loginR
 func (p *Portal) refuseLogin(r *http.Request, email, reason string) {
 	p.log.Warn("login refused", "email", email, "reason", reason, "client", ratelimit.ClientAddr(r))
 	_, err := p.login.db.AppendAudit(r.Context(), fieldpass.AuditEvent{Actor: fieldpass.UserActor(email), Action: AuditUserLoginRefused,
-		Target: postgres.UserTarget(email), Details: map[string]any{"reason": reason, "client": ratelimit.ClientAddr(r)}})
+		Target: fieldpass.UserTarget(email), Details: map[string]any{"reason": reason, "client": ratelimit.ClientAddr(r)}})
 	if err != nil {
 		p.log.Error("audit refused login", "email", email, "err", err)
 	}
@@ -489,7 +489,7 @@ func (p *Portal) HandleLogout() http.HandlerFunc {
 			return
 		}
 		if _, err := p.login.db.AppendAudit(r.Context(), fieldpass.AuditEvent{Actor: actor, Action: AuditUserLogout,
-			Target: postgres.UserTarget(c.User.Email), Details: map[string]any{"token_id": c.Token.ID, "kind": string(c.Token.Kind)}}); err != nil {
+			Target: fieldpass.UserTarget(c.User.Email), Details: map[string]any{"token_id": c.Token.ID, "kind": string(c.Token.Kind)}}); err != nil {
 			// The revocation, itself recorded, is what counts.
 			p.log.Error("audit logout", "email", c.User.Email, "err", err)
 		}

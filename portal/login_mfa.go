@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/fieldpass/fieldpass"
-	"github.com/fieldpass/fieldpass/postgres"
 )
 
 // loginRecord is what a login asserted about how the person authenticated.
@@ -64,7 +63,7 @@ func (p *Portal) MFAAsserted(ctx context.Context, t *fieldpass.Token) bool {
 // lookupLogin finds the user.login event of token t, appended right after
 // it was issued.
 func (p *Portal) lookupLogin(ctx context.Context, t *fieldpass.Token) (loginRecord, error) {
-	f := postgres.AuditFilter{Action: AuditUserLogin, Target: postgres.UserTarget(t.Email),
+	f := fieldpass.AuditFilter{Action: AuditUserLogin, Target: fieldpass.UserTarget(t.Email),
 		Since: t.CreatedAt.Add(-time.Second), Until: t.CreatedAt.Add(time.Hour), Limit: 100}
 	for range 10 {
 		evs, err := p.login.db.AuditEvents(ctx, f)

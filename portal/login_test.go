@@ -316,7 +316,7 @@ func alice() *idpUser {
 
 func (e *loginEnv) actions(t *testing.T) []string {
 	t.Helper()
-	evs, err := e.db.AuditEvents(context.Background(), postgres.AuditFilter{})
+	evs, err := e.db.AuditEvents(context.Background(), fieldpass.AuditFilter{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -837,7 +837,7 @@ func TestDeviceLogin(t *testing.T) {
 	wantPoll(t, c, "fpd_"+strings.Repeat("A", 43), "expired")
 
 	// Login through the device flow is recorded, with the approving session.
-	evs, err := e.db.AuditEvents(ctx, postgres.AuditFilter{Action: portal.AuditUserLogin})
+	evs, err := e.db.AuditEvents(ctx, fieldpass.AuditFilter{Action: portal.AuditUserLogin})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,10 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/fieldpass/fieldpass"
-	"github.com/fieldpass/fieldpass/alerts"
 )
-
-var _ alerts.DeadLetterStore = (*DB)(nil)
 
 const (
 	maxAlertIDLen    = 64
@@ -23,7 +20,7 @@ const (
 
 // RecordAlertDeadLetter appends an alert the broker gave up delivering. A
 // second record of the same delivery id is ignored: the first one stands.
-func (db *DB) RecordAlertDeadLetter(ctx context.Context, d alerts.DeadLetter) error {
+func (db *DB) RecordAlertDeadLetter(ctx context.Context, d fieldpass.DeadLetter) error {
 	if d.ID == "" || len(d.ID) > maxAlertIDLen || d.Kind == "" || len(d.Kind) > maxAlertKindLen {
 		return fieldpass.Errorf(fieldpass.EINVALID, "invalid alert dead letter %q of kind %q", d.ID, d.Kind)
 	}
@@ -51,17 +48,9 @@ func (db *DB) RecordAlertDeadLetter(ctx context.Context, d alerts.DeadLetter) er
 	return nil
 }
 
-// AlertDeadLetterFilter selects dead letters. The zero value selects all.
-type AlertDeadLetterFilter struct {
-	IDs        []string  // only these delivery ids (none: any)
-	Since      time.Time // only those given up at or after Since (zero: any)
-	Unreplayed bool      // only those never replayed
-	Limit      int       // at most this many, the newest (0: no limit)
-}
-
 // AlertDeadLetters returns the dead letters f selects, newest failure
 // first, each with its replays.
-func (db *DB) AlertDeadLetters(ctx context.Context, f AlertDeadLetterFilter) ([]*alerts.DeadLetter, error) {
+func (db *DB) AlertDeadLetters(ctx context.Context, f fieldpass.DeadLetterFilter) ([]*fieldpass.DeadLetter, error) {
 	if f.Limit < 0 {
 		return nil, fieldpass.Errorf(fieldpass.EINVALID, "invalid limit %d", f.Limit)
 	}
@@ -87,14 +76,14 @@ func (db *DB) AlertDeadLetters(ctx context.Context, f AlertDeadLetterFilter) ([]
 	if err != nil {
 		return nil, fmt.Errorf("alert dead letters: %w", err)
 	}
-	letters, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*alerts.DeadLetter, error) {
-		var d alerts.DeadLetter
+	letters, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*fieldpass.DeadLetter, error) {
+		var d fieldpass.DeadLetter
 		var kind, payload string
 		var last *time.Time
 		if err := row.Scan(&d.ID, &kind, &payload, &d.Attempts, &d.LastError, &d.CreatedAt, &d.FailedAt, &d.Replays, &last); err != nil {
 			return nil, err
 		}
-		d.Kind, d.Payload = alerts.Kind(kind), []byte(payload)
+		d.Kind, d.Payload = fieldpass.AlertKind(kind), []byte(payload)
 		d.CreatedAt, d.FailedAt = d.CreatedAt.UTC(), d.FailedAt.UTC()
 		if last != nil {
 			d.ReplayedAt = last.UTC()
@@ -137,7 +126,7 @@ func (db *DB) RecordAlertReplay(ctx context.Context, actor, id, webhook string) 
 			details["device"] = device
 		}
 		if _, err := db.AppendAuditTx(ctx, tx, fieldpass.AuditEvent{
-			Actor: actor, Action: alerts.AuditReplay, Target: "alert:" + id, Details: details,
+			Actor: actor, Action: fieldpass.AuditAlertReplay, Target: "alert:" + id, Details: details,
 		}); err != nil {
 			return fmt.Errorf("audit: %w", err)
 		}

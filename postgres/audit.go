@@ -37,7 +37,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -114,24 +113,10 @@ func (db *DB) AppendAuditTx(ctx context.Context, tx pgx.Tx, e fieldpass.AuditEve
 	return e, nil
 }
 
-// AuditFilter selects audit events. Zero fields select everything.
-type AuditFilter struct {
-	Since  time.Time // events at or after
-	Until  time.Time // events before
-	Actor  string    // exactly this actor
-	Action string    // exactly this action
-	Target string    // exactly this target
-	// AfterSeq skips events up to and including this seq, for paging.
-	AfterSeq int64
-	// Limit is the most events returned, oldest first. Default and maximum
-	// 1000.
-	Limit int
-}
-
 const maxAuditPage = 1000
 
 // AuditEvents returns the events f selects, in seq order.
-func (db *DB) AuditEvents(ctx context.Context, f AuditFilter) ([]fieldpass.AuditEvent, error) {
+func (db *DB) AuditEvents(ctx context.Context, f fieldpass.AuditFilter) ([]fieldpass.AuditEvent, error) {
 	if f.Limit < 0 {
 		return nil, fieldpass.Errorf(fieldpass.EINVALID, "invalid limit %d", f.Limit)
 	}

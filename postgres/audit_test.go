@@ -15,7 +15,6 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/fieldpass/fieldpass"
-	"github.com/fieldpass/fieldpass/postgres"
 	"github.com/fieldpass/fieldpass/postgres/pgtest"
 )
 
@@ -120,7 +119,7 @@ func TestAppendAudit(t *testing.T) {
 	}
 
 	// What is read back is what was returned, and hashes the same.
-	got, err := s.AuditEvents(ctx, postgres.AuditFilter{})
+	got, err := s.AuditEvents(ctx, fieldpass.AuditFilter{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,17 +135,17 @@ func TestAppendAudit(t *testing.T) {
 	t.Run("filters", func(t *testing.T) {
 		tests := []struct {
 			name string
-			f    postgres.AuditFilter
+			f    fieldpass.AuditFilter
 			want []int64
 		}{
-			{"actor", postgres.AuditFilter{Actor: "operator:root@host"}, []int64{1, 3}},
-			{"action", postgres.AuditFilter{Action: fieldpass.AuditDeviceEnroll}, []int64{2}},
-			{"target", postgres.AuditFilter{Target: "device:pump-7"}, []int64{1, 2, 3}},
-			{"since", postgres.AuditFilter{Since: second.At}, []int64{2, 3}},
-			{"until", postgres.AuditFilter{Until: second.At}, []int64{1}},
-			{"limit", postgres.AuditFilter{Limit: 2}, []int64{1, 2}},
-			{"after seq", postgres.AuditFilter{AfterSeq: 2}, []int64{3}},
-			{"none", postgres.AuditFilter{Actor: "nobody"}, nil},
+			{"actor", fieldpass.AuditFilter{Actor: "operator:root@host"}, []int64{1, 3}},
+			{"action", fieldpass.AuditFilter{Action: fieldpass.AuditDeviceEnroll}, []int64{2}},
+			{"target", fieldpass.AuditFilter{Target: "device:pump-7"}, []int64{1, 2, 3}},
+			{"since", fieldpass.AuditFilter{Since: second.At}, []int64{2, 3}},
+			{"until", fieldpass.AuditFilter{Until: second.At}, []int64{1}},
+			{"limit", fieldpass.AuditFilter{Limit: 2}, []int64{1, 2}},
+			{"after seq", fieldpass.AuditFilter{AfterSeq: 2}, []int64{3}},
+			{"none", fieldpass.AuditFilter{Actor: "nobody"}, nil},
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
@@ -492,7 +491,7 @@ func TestAuditedActions(t *testing.T) {
 		}
 	}
 
-	evs, err := s.AuditEvents(ctx, postgres.AuditFilter{})
+	evs, err := s.AuditEvents(ctx, fieldpass.AuditFilter{})
 	if err != nil {
 		t.Fatal(err)
 	}

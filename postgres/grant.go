@@ -130,24 +130,10 @@ func (db *DB) Grant(ctx context.Context, id string) (*fieldpass.Grant, error) {
 	return g, nil
 }
 
-// GrantFilter selects grants. Zero fields select everything.
-type GrantFilter struct {
-	Subject string // made out to this email
-	// Device selects grants that name the live device with this name, or
-	// whose selector matches its labels now.
-	Device string
-	// ActiveAt selects grants in force at this time: started, not ended,
-	// not revoked.
-	ActiveAt time.Time
-	// Limit is the most grants returned, newest first. Default and maximum
-	// 1000.
-	Limit int
-}
-
 const maxGrantPage = 1000
 
 // Grants returns the grants f selects, newest first.
-func (db *DB) Grants(ctx context.Context, f GrantFilter) ([]*fieldpass.Grant, error) {
+func (db *DB) Grants(ctx context.Context, f fieldpass.GrantFilter) ([]*fieldpass.Grant, error) {
 	limit, err := pageLimit(f.Limit, maxGrantPage)
 	if err != nil {
 		return nil, err

@@ -99,17 +99,8 @@ func (db *DB) Request(ctx context.Context, id string) (*fieldpass.AccessRequest,
 	return r, nil
 }
 
-// RequestFilter selects access requests. Zero fields select everything.
-type RequestFilter struct {
-	Requester string
-	Status    fieldpass.RequestStatus
-	// Limit is the most requests returned, newest first. Default and
-	// maximum 1000.
-	Limit int
-}
-
 // Requests returns the access requests f selects, newest first.
-func (db *DB) Requests(ctx context.Context, f RequestFilter) ([]*fieldpass.AccessRequest, error) {
+func (db *DB) Requests(ctx context.Context, f fieldpass.RequestFilter) ([]*fieldpass.AccessRequest, error) {
 	limit, err := pageLimit(f.Limit, maxGrantPage)
 	if err != nil {
 		return nil, err

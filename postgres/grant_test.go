@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/fieldpass/fieldpass"
-	"github.com/fieldpass/fieldpass/postgres"
 )
 
 const week = 7 * 24 * time.Hour
@@ -196,17 +195,17 @@ func TestActiveGrantFor(t *testing.T) {
 	// Listing.
 	for _, tc := range []struct {
 		name string
-		f    postgres.GrantFilter
+		f    fieldpass.GrantFilter
 		want int
 	}{
-		{"all", postgres.GrantFilter{}, 3},
-		{"subject", postgres.GrantFilter{Subject: "ENG@example.com"}, 2},
-		{"device by name", postgres.GrantFilter{Device: "pump-2"}, 1},
-		{"device by selector", postgres.GrantFilter{Device: "cam-1"}, 1},
-		{"device by both kinds", postgres.GrantFilter{Device: "pump-1"}, 2},
-		{"active at start", postgres.GrantFilter{ActiveAt: now}, 2},
-		{"active after revocation", postgres.GrantFilter{ActiveAt: now.Add(90 * time.Minute)}, 1},
-		{"limit", postgres.GrantFilter{Limit: 1}, 1},
+		{"all", fieldpass.GrantFilter{}, 3},
+		{"subject", fieldpass.GrantFilter{Subject: "ENG@example.com"}, 2},
+		{"device by name", fieldpass.GrantFilter{Device: "pump-2"}, 1},
+		{"device by selector", fieldpass.GrantFilter{Device: "cam-1"}, 1},
+		{"device by both kinds", fieldpass.GrantFilter{Device: "pump-1"}, 2},
+		{"active at start", fieldpass.GrantFilter{ActiveAt: now}, 2},
+		{"active after revocation", fieldpass.GrantFilter{ActiveAt: now.Add(90 * time.Minute)}, 1},
+		{"limit", fieldpass.GrantFilter{Limit: 1}, 1},
 	} {
 		t.Run("list "+tc.name, func(t *testing.T) {
 			gs, err := s.Grants(ctx, tc.f)
@@ -282,14 +281,14 @@ func TestAccessRequests(t *testing.T) {
 		fieldpass.AuditGrantCreate, fieldpass.AuditRequestApprove, fieldpass.AuditRequestCreate, fieldpass.AuditRequestDeny)
 
 	for _, tc := range []struct {
-		f    postgres.RequestFilter
+		f    fieldpass.RequestFilter
 		want int
 	}{
-		{postgres.RequestFilter{}, 2},
-		{postgres.RequestFilter{Status: fieldpass.RequestPending}, 0},
-		{postgres.RequestFilter{Status: fieldpass.RequestDenied}, 1},
-		{postgres.RequestFilter{Requester: "eng@example.com"}, 2},
-		{postgres.RequestFilter{Requester: "boss@example.com"}, 0},
+		{fieldpass.RequestFilter{}, 2},
+		{fieldpass.RequestFilter{Status: fieldpass.RequestPending}, 0},
+		{fieldpass.RequestFilter{Status: fieldpass.RequestDenied}, 1},
+		{fieldpass.RequestFilter{Requester: "eng@example.com"}, 2},
+		{fieldpass.RequestFilter{Requester: "boss@example.com"}, 0},
 	} {
 		rs, err := s.Requests(ctx, tc.f)
 		if err != nil || len(rs) != tc.want {

@@ -52,18 +52,15 @@ func (db *DB) RecordDeviceEvent(ctx context.Context, e fieldpass.DeviceEvent) er
 	return nil
 }
 
-// DefaultHistoryLimit caps DeviceHistory when limit is 0.
-const DefaultHistoryLimit = 1000
-
 // DeviceHistory returns the connectivity history of the live device named
 // name since since (zero: all of it), newest first, at most limit rows
-// (0: DefaultHistoryLimit).
+// (0: fieldpass.DefaultHistoryLimit).
 func (db *DB) DeviceHistory(ctx context.Context, name string, since time.Time, limit int) ([]*fieldpass.DeviceEvent, error) {
 	if limit < 0 {
 		return nil, fieldpass.Errorf(fieldpass.EINVALID, "invalid limit %d", limit)
 	}
 	if limit == 0 {
-		limit = DefaultHistoryLimit
+		limit = fieldpass.DefaultHistoryLimit
 	}
 	dev, err := db.Device(ctx, name)
 	if err != nil {

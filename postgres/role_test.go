@@ -241,11 +241,11 @@ func TestBrokerRoleFlows(t *testing.T) {
 	_, err = db.SetUserDisabled(ctx, "operator:root@host", "eng@example.com", true)
 	must("SetUserDisabled", err)
 	must("MarkBrokerOffline", db.MarkBrokerOffline(ctx, "broker-1"))
-	must("RecordAlertDeadLetter", db.RecordAlertDeadLetter(ctx, alerts.DeadLetter{
+	must("RecordAlertDeadLetter", db.RecordAlertDeadLetter(ctx, fieldpass.DeadLetter{
 		ID: "0123abcd", Kind: alerts.DeviceEnrolled, Payload: []byte(`{"id":"0123abcd"}`), Attempts: 3, LastError: "webhook answered 500",
 	}))
 	must("RecordAlertReplay", db.RecordAlertReplay(ctx, "operator:root@host", "0123abcd", "https://hooks.example.com/..."))
-	letters, err := db.AlertDeadLetters(ctx, postgres.AlertDeadLetterFilter{Unreplayed: true})
+	letters, err := db.AlertDeadLetters(ctx, fieldpass.DeadLetterFilter{Unreplayed: true})
 	must("AlertDeadLetters", err)
 	if len(letters) != 0 {
 		t.Errorf("unreplayed dead letters after a replay: got %d, want 0", len(letters))

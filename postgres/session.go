@@ -249,21 +249,10 @@ func (db *DB) Session(ctx context.Context, id string) (*fieldpass.Session, error
 	return s, nil
 }
 
-// SessionFilter selects sessions. Zero fields select everything.
-type SessionFilter struct {
-	Device string    // by the device's name when the session opened
-	User   string    // by email
-	Since  time.Time // started at or after
-	Open   bool      // only sessions not ended
-	// Limit is the most sessions returned, newest first. Default and
-	// maximum 1000.
-	Limit int
-}
-
 const maxSessionPage = 1000
 
 // Sessions returns the sessions f selects, newest first.
-func (db *DB) Sessions(ctx context.Context, f SessionFilter) ([]*fieldpass.Session, error) {
+func (db *DB) Sessions(ctx context.Context, f fieldpass.SessionFilter) ([]*fieldpass.Session, error) {
 	limit, err := pageLimit(f.Limit, maxSessionPage)
 	if err != nil {
 		return nil, err

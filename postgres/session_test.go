@@ -189,7 +189,7 @@ func TestCloseOpenSessions(t *testing.T) {
 	if n, err := s.CloseOpenSessions(ctx, "broker-a", fieldpass.EndBrokerRestart); err != nil || n != 0 {
 		t.Errorf("again: got %d, %v; want 0", n, err)
 	}
-	open, err := s.Sessions(ctx, postgres.SessionFilter{Open: true})
+	open, err := s.Sessions(ctx, fieldpass.SessionFilter{Open: true})
 	if err != nil || len(open) != 2 {
 		t.Fatalf("open sessions: got %d, %v; want 2", len(open), err)
 	}
@@ -215,17 +215,17 @@ func TestCloseOpenSessions(t *testing.T) {
 	s.mustEnroll(t, "pump-2", 2)
 	for _, tc := range []struct {
 		name string
-		f    postgres.SessionFilter
+		f    fieldpass.SessionFilter
 		want int
 	}{
-		{"all", postgres.SessionFilter{}, 4},
-		{"device", postgres.SessionFilter{Device: "pump-1"}, 4},
-		{"other device", postgres.SessionFilter{Device: "pump-2"}, 0},
-		{"user", postgres.SessionFilter{User: "ENG@example.com"}, 4},
-		{"other user", postgres.SessionFilter{User: "x@example.com"}, 0},
-		{"since", postgres.SessionFilter{Since: s.clock.Now()}, 0},
-		{"limit", postgres.SessionFilter{Limit: 3}, 3},
-		{"open", postgres.SessionFilter{Open: true}, 0},
+		{"all", fieldpass.SessionFilter{}, 4},
+		{"device", fieldpass.SessionFilter{Device: "pump-1"}, 4},
+		{"other device", fieldpass.SessionFilter{Device: "pump-2"}, 0},
+		{"user", fieldpass.SessionFilter{User: "ENG@example.com"}, 4},
+		{"other user", fieldpass.SessionFilter{User: "x@example.com"}, 0},
+		{"since", fieldpass.SessionFilter{Since: s.clock.Now()}, 0},
+		{"limit", fieldpass.SessionFilter{Limit: 3}, 3},
+		{"open", fieldpass.SessionFilter{Open: true}, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ss, err := s.Sessions(ctx, tc.f)

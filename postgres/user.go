@@ -17,9 +17,6 @@ import (
 // change is recorded in the audit log in its own transaction, by the actor
 // the caller names.
 
-// UserTarget is the audit target naming a user.
-func UserTarget(email string) string { return "user:" + email }
-
 // MaxTokenTTL bounds how long any broker-issued token stays valid.
 const MaxTokenTTL = 90 * 24 * time.Hour
 
@@ -89,7 +86,7 @@ func (db *DB) EnsureUser(ctx context.Context, actor, email string, roles []field
 		}
 		if created {
 			u = cur
-			return db.audit(ctx, tx, actor, fieldpass.AuditUserCreate, UserTarget(email), map[string]any{
+			return db.audit(ctx, tx, actor, fieldpass.AuditUserCreate, fieldpass.UserTarget(email), map[string]any{
 				"user_id": cur.ID, "roles": roleStrings(roles),
 			})
 		}
@@ -102,7 +99,7 @@ func (db *DB) EnsureUser(ctx context.Context, actor, email string, roles []field
 		if err != nil {
 			return fmt.Errorf("update roles: %w", err)
 		}
-		return db.audit(ctx, tx, actor, fieldpass.AuditUserRoles, UserTarget(email), map[string]any{
+		return db.audit(ctx, tx, actor, fieldpass.AuditUserRoles, fieldpass.UserTarget(email), map[string]any{
 			"user_id": cur.ID, "from": roleStrings(cur.Roles), "to": roleStrings(roles),
 		})
 	})
@@ -168,7 +165,7 @@ func (db *DB) SetUserDisabled(ctx context.Context, actor, email string, disabled
 		if disabled {
 			action = fieldpass.AuditUserDisable
 		}
-		return db.audit(ctx, tx, actor, action, UserTarget(email), map[string]any{"user_id": cur.ID})
+		return db.audit(ctx, tx, actor, action, fieldpass.UserTarget(email), map[string]any{"user_id": cur.ID})
 	})
 	if err != nil {
 		return nil, wrap(err, "set user "+email)
@@ -247,7 +244,7 @@ func (db *DB) IssueToken(ctx context.Context, actor, email string, kind fieldpas
 		if err != nil {
 			return fmt.Errorf("insert token: %w", err)
 		}
-		return db.audit(ctx, tx, actor, fieldpass.AuditTokenIssue, UserTarget(email), map[string]any{
+		return db.audit(ctx, tx, actor, fieldpass.AuditTokenIssue, fieldpass.UserTarget(email), map[string]any{
 			"token_id": t.ID, "kind": string(kind), "expires_at": expires.Format(time.RFC3339Nano),
 		})
 	})
@@ -351,7 +348,7 @@ func (db *DB) RevokeToken(ctx context.Context, actor, id string) (*fieldpass.Tok
 		}
 		cur.RevokedAt, cur.RevokedBy = now, actor
 		t = cur
-		return db.audit(ctx, tx, actor, fieldpass.AuditTokenRevoke, UserTarget(cur.Email), map[string]any{
+		return db.audit(ctx, tx, actor, fieldpass.AuditTokenRevoke, fieldpass.UserTarget(cur.Email), map[string]any{
 			"token_id": id, "kind": string(cur.Kind),
 		})
 	})

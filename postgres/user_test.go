@@ -24,7 +24,7 @@ func (s *store) mustUser(tb testing.TB, email string, roles ...fieldpass.Role) *
 // actions returns the audit actions recorded so far, in order.
 func (s *store) actions(tb testing.TB) []string {
 	tb.Helper()
-	evs, err := s.AuditEvents(context.Background(), postgres.AuditFilter{})
+	evs, err := s.AuditEvents(context.Background(), fieldpass.AuditFilter{})
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -13,7 +13,6 @@ import (
 
 	"github.com/fieldpass/fieldpass"
 	"github.com/fieldpass/fieldpass/alerts"
-	"github.com/fieldpass/fieldpass/postgres"
 )
 
 const alertsUsage = `Usage:
@@ -121,7 +120,7 @@ func (e env) alertsList(ctx context.Context, args []string) error {
 		return err
 	}
 	defer db.Close()
-	letters, err := db.AlertDeadLetters(ctx, postgres.AlertDeadLetterFilter{Since: since, Limit: *limit})
+	letters, err := db.AlertDeadLetters(ctx, fieldpass.DeadLetterFilter{Since: since, Limit: *limit})
 	if err != nil {
 		return err
 	}
@@ -210,9 +209,9 @@ func (e env) alertsReplay(ctx context.Context, args []string) error {
 		return err
 	}
 	defer db.Close()
-	filter := postgres.AlertDeadLetterFilter{IDs: ids}
+	filter := fieldpass.DeadLetterFilter{IDs: ids}
 	if *all {
-		filter = postgres.AlertDeadLetterFilter{Since: since, Unreplayed: true}
+		filter = fieldpass.DeadLetterFilter{Since: since, Unreplayed: true}
 	}
 	letters, err := db.AlertDeadLetters(ctx, filter)
 	if err != nil {
@@ -220,7 +219,7 @@ func (e env) alertsReplay(ctx context.Context, args []string) error {
 	}
 	if !*all {
 		for _, id := range ids {
-			if !slices.ContainsFunc(letters, func(d *alerts.DeadLetter) bool { return d.ID == id }) {
+			if !slices.ContainsFunc(letters, func(d *fieldpass.DeadLetter) bool { return d.ID == id }) {
 				return fieldpass.Errorf(fieldpass.ENOTFOUND, "no dead letter %q (alerts list shows them); nothing replayed", id)
 			}
 		}

@@ -67,7 +67,7 @@ func mustDeadLetter(t *testing.T, db *postgres.DB, id string, kind alerts.Kind, 
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := db.RecordAlertDeadLetter(t.Context(), alerts.DeadLetter{ID: id, Kind: kind, Payload: body, Attempts: 20,
+	if err := db.RecordAlertDeadLetter(t.Context(), fieldpass.DeadLetter{ID: id, Kind: kind, Payload: body, Attempts: 20,
 		LastError: "webhook answered 502 Bad Gateway", CreatedAt: failedAt.Add(-time.Hour), FailedAt: failedAt}); err != nil {
 		t.Fatal(err)
 	}
@@ -186,13 +186,13 @@ func TestAlertsListReplay(t *testing.T) {
 		t.Errorf("deliveries with a bad signature or body: %v", recv.bad)
 	}
 
-	evs, err := db.AuditEvents(ctx, postgres.AuditFilter{})
+	evs, err := db.AuditEvents(ctx, fieldpass.AuditFilter{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	var replayed []string
 	for _, ev := range evs {
-		if ev.Action == alerts.AuditReplay {
+		if ev.Action == fieldpass.AuditAlertReplay {
 			replayed = append(replayed, ev.Target)
 			if !strings.HasPrefix(ev.Actor, "operator:") || strings.Contains(ev.Details["webhook"].(string), "t0ken") {
 				t.Errorf("audit event %+v: want an operator, and no webhook path", ev)

@@ -112,7 +112,7 @@ func TestAuditCommands(t *testing.T) {
 	mustRun(t, dbURL, "device", "enable", "pump-7")
 	mustRun(t, dbURL, "device", "decommission", "pump-7")
 
-	evs, err := db.AuditEvents(ctx, postgres.AuditFilter{})
+	evs, err := db.AuditEvents(ctx, fieldpass.AuditFilter{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -52,7 +52,7 @@ func TestUserCommands(t *testing.T) {
 		t.Errorf("enable: %q", out)
 	}
 
-	evs, err := db.AuditEvents(ctx, postgres.AuditFilter{})
+	evs, err := db.AuditEvents(ctx, fieldpass.AuditFilter{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -121,7 +121,7 @@ func newConnectBroker(t *testing.T) (*broker, *fpbroker.Sessions) {
 // sessions lists every session row, newest first.
 func (b *broker) sessions(t *testing.T) []*fieldpass.Session {
 	t.Helper()
-	ss, err := b.db.Sessions(context.Background(), postgres.SessionFilter{})
+	ss, err := b.db.Sessions(context.Background(), fieldpass.SessionFilter{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/fieldpass/fieldpass"
-	"github.com/fieldpass/fieldpass/postgres"
 )
 
 // Reports for admins and auditors: a device's connectivity history and
@@ -24,7 +23,7 @@ Auditors and admins only. --since is an RFC 3339 time, a duration ago
 Example:
   fieldpass devices history pump-7 --since 7d`)
 	since := fs.String("since", "24h", "only events since `T`")
-	limit := fs.Int("limit", 0, fmt.Sprintf("at most `N` events (default %d, at most 1000)", postgres.DefaultHistoryLimit))
+	limit := fs.Int("limit", 0, fmt.Sprintf("at most `N` events (default %d, at most 1000)", fieldpass.DefaultHistoryLimit))
 	asJSON := fs.Bool("json", false, "print JSON")
 	pos, err := fs.parse(args, 1, 1)
 	if err != nil {
