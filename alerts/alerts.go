@@ -16,6 +16,10 @@
 // Each request carries X-Fieldpass-Delivery (the alert's ID, the same on
 // every retry, so receivers can drop duplicates) and X-Fieldpass-Signature:
 // sha256=<hex HMAC-SHA256 of the body under the shared secret>.
+//
+// An operator can send dead letters again once the webhook is fixed
+// (fieldpass-broker alerts replay): each replay keeps the alert's delivery
+// id, is recorded beside its dead letter, and is audited (AuditReplay).
 package alerts
 
 import (

@@ -1,7 +1,7 @@
 // Package bench measures what the Fieldpass path costs, each figure beside
 // its baseline in the same run (these machines are shared and noisy: compare
-// ratios, never an absolute figure from another day; see
-// shared/PERFORMANCE.md). It has no code of its own: everything is in its
+// ratios, never an absolute figure from another day; see README.md beside
+// this file). It has no code of its own: everything is in its
 // tests, against a real Postgres (postgres/pgtest), a real broker and real
 // connectors on loopback. Every figure is a b.ReportMetric, and each
 // benchmark logs a summary line to copy into a note.

@@ -130,7 +130,7 @@ func processCPU() time.Duration {
 }
 
 // mbPerSec is n bytes over d in MB/s, MB being 10^6 bytes as in
-// PERFORMANCE.md.
+// README.md.
 func mbPerSec(n int64, d time.Duration) float64 {
 	if d <= 0 {
 		return 0

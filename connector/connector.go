@@ -3,8 +3,9 @@
 // loss, IP changes and broker restarts, and serves the broker's streams to
 // the device's allowlisted local services.
 //
-// It is small on purpose: its import graph holds no database, no HTTP server
-// and no OIDC, and it opens no TCP listener and no UDP socket but
+// It is small on purpose: its import graph holds no database, no HTTP server,
+// no API client and no OIDC (cmd/fieldpass-connector's TestDeps holds it to
+// that), and it opens no TCP listener and no UDP socket but
 // WireGuard's own (on Linux it also listens on an rtnetlink socket for the
 // kernel's news of address changes). It dials only the targets of its own
 // service list, by name; it never dials an address it was sent.

@@ -5,8 +5,8 @@
 // what Fieldpass needs: an email, roles from the groups claim through a
 // RoleMap, and whether the login was multi-factor (MFAPolicy).
 //
-// State, nonce and PKCE verifier are the caller's to generate and keep (the
-// HTTP layer keeps them in an encrypted cookie); this package only checks
+// State, nonce and PKCE verifier are the caller's to generate and keep
+// (package portal keeps them in an encrypted cookie); this package only checks
 // what the provider returns against them.
 package identity
 

@@ -1,6 +1,9 @@
 // Package postgres is the Fieldpass store on Postgres, through pgx: devices,
-// enrolment tokens and presence, and the notifications that keep running
-// brokers in step with the device table.
+// enrolment tokens, presence and history; users, tokens, grants, access
+// requests and sessions; the audit chain and its checkpoints; alert dead
+// letters and their replays; the database roles (role.go); and the
+// notifications that keep running brokers in step with the devices, grants
+// and users tables. It speaks the types of package fieldpass.
 //
 // Methods return a *fieldpass.Error (invalid, not_found, conflict, expired)
 // where a person can act on the failure, and wrap everything else with short

@@ -13,7 +13,7 @@ import (
 
 // BenchmarkTCPThroughput measures one TCP stream through two wgnet devices
 // on loopback, each way, beside plain loopback TCP in the same run: compare
-// the ratio, not the absolute figures (PERFORMANCE.md).
+// the ratio, not the absolute figures (bench/README.md says why).
 func BenchmarkTCPThroughput(b *testing.B) {
 	b.Run("loopback", func(b *testing.B) {
 		l, err := net.Listen("tcp", "127.0.0.1:0")

@@ -6,7 +6,7 @@ package wgnet
 //   - Read drains up to tunBatchSize packets straight from the channel
 //     endpoint's queue instead of one packet at a time through an unbuffered
 //     Go channel fed by WriteNotify: that hand-off capped the spike at
-//     ~100 MB/s (PERFORMANCE.md, pitfall 1).
+//     ~100 MB/s.
 //   - The queue holds tunQueueLen packets, because channel.Endpoint drops
 //     (rather than blocks) when its queue is full, and a TCP sender with a
 //     few MiB of window easily bursts past netstack's 1024.

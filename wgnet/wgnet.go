@@ -4,7 +4,7 @@
 // rootless: no TUN, no kernel module, no CAP_NET_ADMIN.
 //
 // It exists, rather than wireguard-go's tun/netstack used directly, because
-// of what a spike of exactly this path hit (shared/PERFORMANCE.md):
+// of what a spike of exactly this path hit:
 //
 //   - tun/netstack hands packets to WireGuard one at a time through an
 //     unbuffered channel and hides gVisor's *stack.Stack. Our own tun.Device
