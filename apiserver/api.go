@@ -19,9 +19,7 @@ package apiserver
 // one that does not exist would.
 
 import (
-	"cmp"
 	"net/http"
-	"slices"
 
 	"github.com/fieldpass/fieldpass"
 	"github.com/fieldpass/fieldpass/httpapi"
@@ -45,26 +43,6 @@ func (s *Server) caller(w http.ResponseWriter, r *http.Request) *fieldpass.Calle
 	return c
 }
 
-// seesAll reports whether c reads every grant, session and device: admins
-// and auditors.
-func seesAll(c *fieldpass.Caller) bool {
-	return c.User.HasRole(fieldpass.RoleAdmin) || c.User.HasRole(fieldpass.RoleAuditor)
-}
-
-// ownOnly narrows a list filter's user field to the caller unless c sees
-// all: an empty *who becomes the caller, and anyone else's is refused with
-// refusal (EFORBIDDEN).
-func ownOnly(c *fieldpass.Caller, who *string, refusal string) error {
-	if seesAll(c) {
-		return nil
-	}
-	if *who != "" && *who != c.User.Email {
-		return fieldpass.Errorf(fieldpass.EFORBIDDEN, "%s", refusal)
-	}
-	*who = c.User.Email
-	return nil
-}
-
 // handleMe answers who the caller is, as the broker sees them.
 func (s *Server) handleMe() http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
@@ -83,54 +61,32 @@ func (s *Server) handleMe() http.HandlerFunc {
 	}
 }
 
-// handleDevices lists the devices the caller may see: every live device for
-// admins and auditors; for everyone else the devices that a grant in force
-// now, made out to them, covers. Each row carries the services the caller's
-// grants give on it and when the last of those grants ends.
+// handleDevices lists the devices the caller may see (access.Devices), each
+// with the services the caller's grants give on it and when the last of
+// those grants ends.
 func (s *Server) handleDevices() http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		c := s.caller(w, r)
 		if c == nil {
 			return
 		}
-		ctx := r.Context()
-		devs, err := s.cfg.DB.Devices(ctx)
+		devs, err := s.access.Devices(r.Context(), c)
 		if err != nil {
 			s.writeError(w, r, err)
 			return
 		}
-		grants, err := s.cfg.DB.Grants(ctx, fieldpass.GrantFilter{Subject: c.User.Email, ActiveAt: s.cfg.Now(), Limit: maxPage})
-		if err != nil {
-			s.writeError(w, r, err)
-			return
+		out := make([]httpapi.DeviceView, len(devs))
+		for i, d := range devs {
+			out[i] = httpapi.DeviceView{
+				Name:      d.Name,
+				Labels:    d.Labels,
+				State:     string(d.State),
+				Online:    d.Presence.Online,
+				LastSeen:  d.Presence.LastSeen,
+				Services:  d.Services,
+				GrantEnds: d.GrantEnds,
+			}
 		}
-		all := seesAll(c)
-		out := []httpapi.DeviceView{}
-		for _, d := range devs {
-			v := httpapi.DeviceView{
-				Name:     d.Name,
-				Labels:   d.Labels,
-				State:    string(d.State),
-				Online:   d.Presence.Online,
-				LastSeen: d.Presence.LastSeen,
-			}
-			for _, g := range grants {
-				if !g.Matches(d) {
-					continue
-				}
-				v.Services = append(v.Services, g.Services...)
-				if g.End.After(v.GrantEnds) {
-					v.GrantEnds = g.End
-				}
-			}
-			if len(v.Services) == 0 && !all {
-				continue
-			}
-			slices.Sort(v.Services)
-			v.Services = slices.Compact(v.Services)
-			out = append(out, v)
-		}
-		slices.SortFunc(out, func(a, b httpapi.DeviceView) int { return cmp.Compare(a.Name, b.Name) })
 		writeJSON(w, http.StatusOK, out)
 	}
 }

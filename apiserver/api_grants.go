@@ -1,14 +1,12 @@
 package apiserver
 
 import (
-	"context"
 	"net/http"
 	"time"
 
 	"github.com/go-chi/chi/v5"
 
 	"github.com/fieldpass/fieldpass"
-	"github.com/fieldpass/fieldpass/alerts"
 	"github.com/fieldpass/fieldpass/httpapi"
 )
 
@@ -28,30 +26,6 @@ func parseDuration(what, s string) (time.Duration, error) {
 		return 0, fieldpass.Errorf(fieldpass.EINVALID, "invalid %s %q: want a positive duration", what, s)
 	}
 	return d, nil
-}
-
-// maxGrantFor is the longest grant the subject email may hold: the limit
-// for their roles, or a vendor's if no such user exists yet.
-func (s *Server) maxGrantFor(ctx context.Context, email string) (time.Duration, error) {
-	u, err := s.cfg.DB.User(ctx, email)
-	switch {
-	case fieldpass.ErrorCode(err) == fieldpass.ENOTFOUND:
-		return s.cfg.GrantLimits.Max(nil), nil
-	case err != nil:
-		return 0, err
-	}
-	return s.cfg.GrantLimits.Max(u.Roles), nil
-}
-
-// isVendor reports whether email has no role (or no account yet): an
-// outside vendor, whose grants operators want to hear about. When the user
-// cannot be read it says yes: a spurious alert beats a missed one.
-func (s *Server) isVendor(ctx context.Context, email string) bool {
-	u, err := s.cfg.DB.User(ctx, email)
-	if err != nil {
-		return true
-	}
-	return len(u.Roles) == 0
 }
 
 // grantFromBody turns a httpapi.GrantCreate into a grant starting at its Start (now
@@ -104,28 +78,10 @@ func (s *Server) handleGrantCreate() http.HandlerFunc {
 			s.writeError(w, r, err)
 			return
 		}
-		// Validate first: it normalises the subject the limit is looked up by.
-		if err := g.Validate(); err != nil {
-			s.writeError(w, r, err)
-			return
-		}
-		max, err := s.maxGrantFor(r.Context(), g.Subject)
+		out, err := s.access.CreateGrant(r.Context(), c, g)
 		if err != nil {
 			s.writeError(w, r, err)
 			return
-		}
-		out, err := s.cfg.DB.CreateGrant(r.Context(), fieldpass.UserActor(c.User.Email), g, max)
-		if err != nil {
-			s.writeError(w, r, err)
-			return
-		}
-		s.log.Info("grant created", "grant", out.ID, "subject", out.Subject, "by", c.User.Email)
-		if s.cfg.Alerts != nil && s.isVendor(r.Context(), out.Subject) {
-			s.cfg.Alerts.Notify(alerts.Alert{Kind: alerts.VendorGrantCreated, At: s.cfg.Now(), Details: map[string]any{
-				"grant": out.ID, "subject": out.Subject, "by": c.User.Email,
-				"devices": out.Devices, "selector": out.Selector, "services": out.Services,
-				"start": out.Start, "end": out.End, "reason": out.Reason, "ticket": out.Ticket,
-			}})
 		}
 		writeJSON(w, http.StatusCreated, out)
 	}
@@ -154,17 +110,10 @@ func (s *Server) handleGrantList() http.HandlerFunc {
 		if active {
 			f.ActiveAt = s.cfg.Now()
 		}
-		if err := ownOnly(c, &f.Subject, "you may list only grants made out to you"); err != nil {
-			s.writeError(w, r, err)
-			return
-		}
-		gs, err := s.cfg.DB.Grants(r.Context(), f)
+		gs, err := s.access.Grants(r.Context(), c, f)
 		if err != nil {
 			s.writeError(w, r, err)
 			return
-		}
-		if gs == nil {
-			gs = []*fieldpass.Grant{}
 		}
 		writeJSON(w, http.StatusOK, gs)
 	}
@@ -178,12 +127,11 @@ func (s *Server) handleGrantRevoke() http.HandlerFunc {
 		if c == nil {
 			return
 		}
-		g, err := s.cfg.DB.RevokeGrant(r.Context(), fieldpass.UserActor(c.User.Email), chi.URLParam(r, "id"))
+		g, err := s.access.RevokeGrant(r.Context(), c, chi.URLParam(r, "id"))
 		if err != nil {
 			s.writeError(w, r, err)
 			return
 		}
-		s.log.Info("grant revoked", "grant", g.ID, "subject", g.Subject, "by", c.User.Email)
 		writeJSON(w, http.StatusOK, g)
 	}
 }

@@ -15,7 +15,8 @@ import (
 // (admins and auditors: routes.go). Query: since (RFC 3339), limit.
 func (s *Server) handleDeviceHistory() http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if c := s.caller(w, r); c == nil {
+		c := s.caller(w, r)
+		if c == nil {
 			return
 		}
 		q := newQuery(r)
@@ -24,13 +25,10 @@ func (s *Server) handleDeviceHistory() http.HandlerFunc {
 			s.writeError(w, r, q.err)
 			return
 		}
-		evs, err := s.cfg.DB.DeviceHistory(r.Context(), chi.URLParam(r, "name"), since, limit)
+		evs, err := s.access.DeviceHistory(r.Context(), c, chi.URLParam(r, "name"), since, limit)
 		if err != nil {
 			s.writeError(w, r, err)
 			return
-		}
-		if evs == nil {
-			evs = []*fieldpass.DeviceEvent{}
 		}
 		writeJSON(w, http.StatusOK, evs)
 	}
@@ -41,7 +39,8 @@ func (s *Server) handleDeviceHistory() http.HandlerFunc {
 // duration such as 720h or a number of days such as 30d.
 func (s *Server) handleStaleReport() http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if c := s.caller(w, r); c == nil {
+		c := s.caller(w, r)
+		if c == nil {
 			return
 		}
 		q := newQuery(r)
@@ -50,7 +49,7 @@ func (s *Server) handleStaleReport() http.HandlerFunc {
 			s.writeError(w, r, q.err)
 			return
 		}
-		rep, err := s.cfg.DB.StaleReport(r.Context(), opts)
+		rep, err := s.access.StaleReport(r.Context(), c, opts)
 		if err != nil {
 			s.writeError(w, r, err)
 			return

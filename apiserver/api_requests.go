@@ -9,13 +9,6 @@ import (
 	"github.com/fieldpass/fieldpass/httpapi"
 )
 
-// seesAllRequests reports whether c reads every access request: those who
-// decide them, and auditors.
-func seesAllRequests(c *fieldpass.Caller) bool {
-	return c.User.HasRole(fieldpass.RoleApprover) || c.User.HasRole(fieldpass.RoleAdmin) ||
-		c.User.HasRole(fieldpass.RoleAuditor)
-}
-
 // handleRequestCreate files an access request by the caller, for
 // themselves. It is refused up front if it asks for longer than a grant to
 // the caller may last, so that no approver is asked to approve what cannot
@@ -36,23 +29,17 @@ func (s *Server) handleRequestCreate() http.HandlerFunc {
 			s.writeError(w, r, err)
 			return
 		}
-		if max := s.cfg.GrantLimits.Max(c.User.Roles); d > max {
-			s.writeError(w, r, fieldpass.Errorf(fieldpass.EINVALID, "requested duration %s is longer than the %s a grant to you may last", d, max))
-			return
-		}
-		req, err := s.cfg.DB.CreateRequest(r.Context(), fieldpass.AccessRequest{
-			Requester: c.User.Email,
-			Device:    body.Device,
-			Service:   body.Service,
-			Duration:  d,
-			Reason:    body.Reason,
-			Ticket:    body.Ticket,
+		req, err := s.access.CreateRequest(r.Context(), c, fieldpass.AccessRequest{
+			Device:   body.Device,
+			Service:  body.Service,
+			Duration: d,
+			Reason:   body.Reason,
+			Ticket:   body.Ticket,
 		})
 		if err != nil {
 			s.writeError(w, r, err)
 			return
 		}
-		s.log.Info("access request filed", "request", req.ID, "requester", req.Requester, "device", req.Device, "service", req.Service)
 		writeJSON(w, http.StatusCreated, req)
 	}
 }
@@ -76,16 +63,10 @@ func (s *Server) handleRequestList() http.HandlerFunc {
 			s.writeError(w, r, q.err)
 			return
 		}
-		if mine || !seesAllRequests(c) {
-			f.Requester = c.User.Email
-		}
-		rs, err := s.cfg.DB.Requests(r.Context(), f)
+		rs, err := s.access.Requests(r.Context(), c, f, mine)
 		if err != nil {
 			s.writeError(w, r, err)
 			return
-		}
-		if rs == nil {
-			rs = []*fieldpass.AccessRequest{}
 		}
 		writeJSON(w, http.StatusOK, rs)
 	}
@@ -99,11 +80,7 @@ func (s *Server) handleRequestGet() http.HandlerFunc {
 		if c == nil {
 			return
 		}
-		id := chi.URLParam(r, "id")
-		req, err := s.cfg.DB.Request(r.Context(), id)
-		if err == nil && req.Requester != c.User.Email && !seesAllRequests(c) {
-			err = fieldpass.Errorf(fieldpass.ENOTFOUND, "request %s not found", id)
-		}
+		req, err := s.access.Request(r.Context(), c, chi.URLParam(r, "id"))
 		if err != nil {
 			s.writeError(w, r, err)
 			return
@@ -122,26 +99,10 @@ func (s *Server) handleRequestDecide(approve bool) http.HandlerFunc {
 		if c == nil {
 			return
 		}
-		ctx := r.Context()
-		cur, err := s.cfg.DB.Request(ctx, chi.URLParam(r, "id"))
+		req, _, err := s.access.DecideRequest(r.Context(), c, chi.URLParam(r, "id"), approve)
 		if err != nil {
 			s.writeError(w, r, err)
 			return
-		}
-		max, err := s.maxGrantFor(ctx, cur.Requester)
-		if err != nil {
-			s.writeError(w, r, err)
-			return
-		}
-		req, g, err := s.cfg.DB.DecideRequest(ctx, c.User.Email, cur.ID, approve, max)
-		if err != nil {
-			s.writeError(w, r, err)
-			return
-		}
-		if g != nil {
-			s.log.Info("access request approved", "request", req.ID, "grant", g.ID, "requester", req.Requester, "by", c.User.Email)
-		} else {
-			s.log.Info("access request denied", "request", req.ID, "requester", req.Requester, "by", c.User.Email)
 		}
 		writeJSON(w, http.StatusOK, req)
 	}

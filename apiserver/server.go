@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/fieldpass/fieldpass"
+	"github.com/fieldpass/fieldpass/access"
 	"github.com/fieldpass/fieldpass/alerts"
 	"github.com/fieldpass/fieldpass/broker"
 	"github.com/fieldpass/fieldpass/httpapi"
@@ -59,6 +60,10 @@ type Config struct {
 	MFALabels map[string]string
 	// GrantLimits caps grant durations per role (zero: the defaults).
 	GrantLimits fieldpass.GrantLimits
+	// Access applies the rules of what people may see and do, shared with
+	// the portal. Default: one made from DB, Sessions, Alerts, GrantLimits,
+	// Logger and Now.
+	Access *access.Service
 	// Sessions opens and ends recorded sessions to devices (the broker).
 	Sessions *broker.Sessions
 	// Alerts receives device_enrolled and vendor_grant_created (default
@@ -79,6 +84,7 @@ type Server struct {
 	limiter   *ratelimit.Keyed // enrolment and login: per client address
 	authLimit *ratelimit.Keyed // authenticated API calls: per client address
 	portal    *portal.Portal
+	access    *access.Service
 	handler   http.Handler
 }
 
@@ -106,8 +112,12 @@ func New(cfg Config) *Server {
 	if cfg.Portal == nil {
 		cfg.Portal = portal.New(portal.Config{DB: cfg.DB, PublicURL: cfg.PublicURL, Logger: cfg.Logger, Now: cfg.Now})
 	}
+	if cfg.Access == nil {
+		cfg.Access = access.New(access.Config{DB: cfg.DB, Sessions: cfg.Sessions, Alerts: cfg.Alerts,
+			GrantLimits: cfg.GrantLimits, Logger: cfg.Logger, Now: cfg.Now})
+	}
 	s := &Server{cfg: cfg, log: cfg.Logger, limiter: ratelimit.New(cfg.EnrollRate, cfg.EnrollBurst),
-		authLimit: ratelimit.New(cfg.AuthRate, cfg.AuthBurst), portal: cfg.Portal}
+		authLimit: ratelimit.New(cfg.AuthRate, cfg.AuthBurst), portal: cfg.Portal, access: cfg.Access}
 	s.handler = s.routes()
 	return s
 }

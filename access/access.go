@@ -1,0 +1,197 @@
+// Package access is what people may see and do: every operation a person
+// asks for through the JSON API (apiserver) or the portal's pages (portal),
+// with its rules applied in one place — roles, who sees whose grants,
+// requests and sessions, grant limits, self-approval — so that the two
+// edges can never disagree. The edges parse and render; they decide nothing.
+//
+// Every method takes the caller (fieldpass.Caller) and answers refusals from
+// the error vocabulary: forbidden for a missing role, not_found for what the
+// caller may not know exists.
+package access
+
+import (
+	"cmp"
+	"context"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/fieldpass/fieldpass"
+	"github.com/fieldpass/fieldpass/alerts"
+	"github.com/fieldpass/fieldpass/broker"
+	"github.com/fieldpass/fieldpass/postgres"
+)
+
+// Config configures a Service. Zero values mean the defaults.
+type Config struct {
+	DB *postgres.DB
+	// Sessions is this broker's session manager: an admin's end of a
+	// session live here cuts it at once with the real byte counts. Nil: ends
+	// are written to the store, and the broker carrying the session follows
+	// within a second.
+	Sessions *broker.Sessions
+	// Alerts receives vendor_grant_created (default nil: alerts off).
+	Alerts *alerts.Notifier
+	// GrantLimits caps grant durations per role (zero: the defaults).
+	GrantLimits fieldpass.GrantLimits
+	Logger      *slog.Logger
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+}
+
+// Service applies the rules. It is safe for concurrent use.
+type Service struct {
+	cfg Config
+	log *slog.Logger
+}
+
+// New returns a Service.
+func New(cfg Config) *Service {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Service{cfg: cfg, log: cfg.Logger}
+}
+
+// Now is the service's clock, for edges that show times relative to it.
+func (s *Service) Now() time.Time { return s.cfg.Now() }
+
+// loggedIn refuses a request with no caller: an edge wired without
+// authentication.
+func loggedIn(c *fieldpass.Caller) error {
+	if c == nil || c.User == nil {
+		return fieldpass.Errorf(fieldpass.EFORBIDDEN, "not logged in")
+	}
+	return nil
+}
+
+// Require refuses a caller holding none of roles.
+func Require(c *fieldpass.Caller, roles ...fieldpass.Role) error {
+	if err := loggedIn(c); err != nil {
+		return err
+	}
+	for _, r := range roles {
+		if c.User.HasRole(r) {
+			return nil
+		}
+	}
+	names := make([]string, len(roles))
+	for i, r := range roles {
+		names[i] = string(r)
+	}
+	return fieldpass.Errorf(fieldpass.EFORBIDDEN, "this needs the %s role", strings.Join(names, " or "))
+}
+
+// SeesAll reports whether c reads every device, grant and session: admins
+// and auditors.
+func SeesAll(c *fieldpass.Caller) bool {
+	return c.User.HasRole(fieldpass.RoleAdmin) || c.User.HasRole(fieldpass.RoleAuditor)
+}
+
+// SeesAllRequests reports whether c reads every access request: those who
+// decide them, and auditors.
+func SeesAllRequests(c *fieldpass.Caller) bool {
+	return c.User.HasRole(fieldpass.RoleApprover) || c.User.HasRole(fieldpass.RoleAdmin) ||
+		c.User.HasRole(fieldpass.RoleAuditor)
+}
+
+// ownOnly narrows a list filter's person field to the caller unless c sees
+// all: an empty *who becomes the caller, and anyone else's is refused with
+// refusal.
+func ownOnly(c *fieldpass.Caller, who *string, refusal string) error {
+	if SeesAll(c) {
+		return nil
+	}
+	if *who != "" && *who != c.User.Email {
+		return fieldpass.Errorf(fieldpass.EFORBIDDEN, "%s", refusal)
+	}
+	*who = c.User.Email
+	return nil
+}
+
+// maxPage bounds the grants read to work out what a person may reach.
+const maxPage = 1000
+
+// DeviceAccess is a device as one caller sees it: the services their
+// grants in force give on it now, and when the last of those grants ends.
+type DeviceAccess struct {
+	*fieldpass.Device
+	Services  []string  // sorted; none for an admin or auditor without a grant
+	GrantEnds time.Time // zero without a grant
+}
+
+// Devices lists the devices c may see, by name: every live device for
+// admins and auditors; for everyone else those a grant in force now, made
+// out to them, covers.
+func (s *Service) Devices(ctx context.Context, c *fieldpass.Caller) ([]DeviceAccess, error) {
+	if err := loggedIn(c); err != nil {
+		return nil, err
+	}
+	devs, err := s.cfg.DB.Devices(ctx)
+	if err != nil {
+		return nil, err
+	}
+	grants, err := s.activeGrants(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	all := SeesAll(c)
+	out := []DeviceAccess{}
+	for _, d := range devs {
+		v := access(d, grants)
+		if len(v.Services) == 0 && !all {
+			continue
+		}
+		out = append(out, v)
+	}
+	slices.SortFunc(out, func(a, b DeviceAccess) int { return cmp.Compare(a.Name, b.Name) })
+	return out, nil
+}
+
+// Device is one device as c sees it. To a caller who may not see it, it
+// does not exist.
+func (s *Service) Device(ctx context.Context, c *fieldpass.Caller, name string) (DeviceAccess, error) {
+	if err := loggedIn(c); err != nil {
+		return DeviceAccess{}, err
+	}
+	if err := fieldpass.ValidateDeviceName(name); err != nil {
+		return DeviceAccess{}, err
+	}
+	d, err := s.cfg.DB.Device(ctx, name)
+	if err != nil {
+		return DeviceAccess{}, err
+	}
+	grants, err := s.activeGrants(ctx, c)
+	if err != nil {
+		return DeviceAccess{}, err
+	}
+	v := access(d, grants)
+	if len(v.Services) == 0 && !SeesAll(c) {
+		return DeviceAccess{}, fieldpass.Errorf(fieldpass.ENOTFOUND, "device %s not found", name)
+	}
+	return v, nil
+}
+
+func (s *Service) activeGrants(ctx context.Context, c *fieldpass.Caller) ([]*fieldpass.Grant, error) {
+	return s.cfg.DB.Grants(ctx, fieldpass.GrantFilter{Subject: c.User.Email, ActiveAt: s.cfg.Now(), Limit: maxPage})
+}
+
+func access(d *fieldpass.Device, grants []*fieldpass.Grant) DeviceAccess {
+	v := DeviceAccess{Device: d}
+	for _, g := range grants {
+		if !g.Matches(d) {
+			continue
+		}
+		v.Services = append(v.Services, g.Services...)
+		if g.End.After(v.GrantEnds) {
+			v.GrantEnds = g.End
+		}
+	}
+	slices.Sort(v.Services)
+	v.Services = slices.Compact(v.Services)
+	return v
+}

@@ -1,0 +1,177 @@
+package access
+
+import (
+	"context"
+	"time"
+
+	"github.com/fieldpass/fieldpass"
+	"github.com/fieldpass/fieldpass/alerts"
+)
+
+// CreateGrant creates g (admins only), no longer than the limit for its
+// subject's roles, and tells operators when it is made out to a vendor.
+func (s *Service) CreateGrant(ctx context.Context, c *fieldpass.Caller, g fieldpass.Grant) (*fieldpass.Grant, error) {
+	if err := Require(c, fieldpass.RoleAdmin); err != nil {
+		return nil, err
+	}
+	// Validate first: it normalises the subject the limit is looked up by.
+	if err := g.Validate(); err != nil {
+		return nil, err
+	}
+	max, err := s.maxGrantFor(ctx, g.Subject)
+	if err != nil {
+		return nil, err
+	}
+	out, err := s.cfg.DB.CreateGrant(ctx, fieldpass.UserActor(c.User.Email), g, max)
+	if err != nil {
+		return nil, err
+	}
+	s.log.Info("grant created", "grant", out.ID, "subject", out.Subject, "by", c.User.Email)
+	if s.cfg.Alerts != nil && s.isVendor(ctx, out.Subject) {
+		s.cfg.Alerts.Notify(alerts.Alert{Kind: alerts.VendorGrantCreated, At: s.cfg.Now(), Details: map[string]any{
+			"grant": out.ID, "subject": out.Subject, "by": c.User.Email,
+			"devices": out.Devices, "selector": out.Selector, "services": out.Services,
+			"start": out.Start, "end": out.End, "reason": out.Reason, "ticket": out.Ticket,
+		}})
+	}
+	return out, nil
+}
+
+// Grants lists grants, newest first: any for admins and auditors, the
+// caller's own for everyone else (f.Subject naming another is refused).
+func (s *Service) Grants(ctx context.Context, c *fieldpass.Caller, f fieldpass.GrantFilter) ([]*fieldpass.Grant, error) {
+	if err := loggedIn(c); err != nil {
+		return nil, err
+	}
+	if err := ownOnly(c, &f.Subject, "you may list only grants made out to you"); err != nil {
+		return nil, err
+	}
+	gs, err := s.cfg.DB.Grants(ctx, f)
+	if gs == nil && err == nil {
+		gs = []*fieldpass.Grant{}
+	}
+	return gs, err
+}
+
+// RevokeGrant revokes a grant now (admins only). Every broker hears of it
+// from the database and ends the sessions it covered within a second.
+func (s *Service) RevokeGrant(ctx context.Context, c *fieldpass.Caller, id string) (*fieldpass.Grant, error) {
+	if err := Require(c, fieldpass.RoleAdmin); err != nil {
+		return nil, err
+	}
+	g, err := s.cfg.DB.RevokeGrant(ctx, fieldpass.UserActor(c.User.Email), id)
+	if err != nil {
+		return nil, err
+	}
+	s.log.Info("grant revoked", "grant", g.ID, "subject", g.Subject, "by", c.User.Email)
+	return g, nil
+}
+
+// maxGrantFor is the longest grant the subject email may hold: the limit
+// for their roles, or a vendor's if no such user exists yet.
+func (s *Service) maxGrantFor(ctx context.Context, email string) (time.Duration, error) {
+	u, err := s.cfg.DB.User(ctx, email)
+	switch {
+	case fieldpass.ErrorCode(err) == fieldpass.ENOTFOUND:
+		return s.cfg.GrantLimits.Max(nil), nil
+	case err != nil:
+		return 0, err
+	}
+	return s.cfg.GrantLimits.Max(u.Roles), nil
+}
+
+// MaxGrant is the longest grant c may ask for or hold.
+func (s *Service) MaxGrant(c *fieldpass.Caller) time.Duration {
+	return s.cfg.GrantLimits.Max(c.User.Roles)
+}
+
+// isVendor reports whether email has no role (or no account yet): an
+// outside vendor, whose grants operators want to hear about. When the user
+// cannot be read it says yes: a spurious alert beats a missed one.
+func (s *Service) isVendor(ctx context.Context, email string) bool {
+	u, err := s.cfg.DB.User(ctx, email)
+	if err != nil {
+		return true
+	}
+	return len(u.Roles) == 0
+}
+
+// CreateRequest files an access request by the caller, for themselves. It
+// is refused up front if it asks for longer than a grant to the caller may
+// last, so that no approver is asked to approve what cannot be granted.
+func (s *Service) CreateRequest(ctx context.Context, c *fieldpass.Caller, r fieldpass.AccessRequest) (*fieldpass.AccessRequest, error) {
+	if err := loggedIn(c); err != nil {
+		return nil, err
+	}
+	if r.Duration <= 0 {
+		return nil, fieldpass.Errorf(fieldpass.EINVALID, "invalid duration: want a positive duration such as 4h")
+	}
+	if max := s.MaxGrant(c); r.Duration > max {
+		return nil, fieldpass.Errorf(fieldpass.EINVALID, "requested duration %s is longer than the %s a grant to you may last", r.Duration, max)
+	}
+	r.Requester = c.User.Email
+	out, err := s.cfg.DB.CreateRequest(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	s.log.Info("access request filed", "request", out.ID, "requester", out.Requester, "device", out.Device, "service", out.Service)
+	return out, nil
+}
+
+// Requests lists access requests, newest first: every request for
+// approvers, admins and auditors (only their own with mine), the caller's
+// own for everyone else.
+func (s *Service) Requests(ctx context.Context, c *fieldpass.Caller, f fieldpass.RequestFilter, mine bool) ([]*fieldpass.AccessRequest, error) {
+	if err := loggedIn(c); err != nil {
+		return nil, err
+	}
+	if mine || !SeesAllRequests(c) {
+		f.Requester = c.User.Email
+	}
+	rs, err := s.cfg.DB.Requests(ctx, f)
+	if rs == nil && err == nil {
+		rs = []*fieldpass.AccessRequest{}
+	}
+	return rs, err
+}
+
+// Request is one access request, to its requester or to an approver, admin
+// or auditor. To anyone else it does not exist.
+func (s *Service) Request(ctx context.Context, c *fieldpass.Caller, id string) (*fieldpass.AccessRequest, error) {
+	if err := loggedIn(c); err != nil {
+		return nil, err
+	}
+	req, err := s.cfg.DB.Request(ctx, id)
+	if err == nil && req.Requester != c.User.Email && !SeesAllRequests(c) {
+		err = fieldpass.Errorf(fieldpass.ENOTFOUND, "request %s not found", id)
+	}
+	return req, err
+}
+
+// DecideRequest approves or denies a pending request (approvers and
+// admins). Approval creates the grant, no longer than the limit for the
+// requester's roles. The store refuses a decision on one's own request
+// (forbidden) and a second decision (conflict).
+func (s *Service) DecideRequest(ctx context.Context, c *fieldpass.Caller, id string, approve bool) (*fieldpass.AccessRequest, *fieldpass.Grant, error) {
+	if err := Require(c, fieldpass.RoleApprover, fieldpass.RoleAdmin); err != nil {
+		return nil, nil, err
+	}
+	cur, err := s.cfg.DB.Request(ctx, id)
+	if err != nil {
+		return nil, nil, err
+	}
+	max, err := s.maxGrantFor(ctx, cur.Requester)
+	if err != nil {
+		return nil, nil, err
+	}
+	req, g, err := s.cfg.DB.DecideRequest(ctx, c.User.Email, cur.ID, approve, max)
+	if err != nil {
+		return nil, nil, err
+	}
+	if g != nil {
+		s.log.Info("access request approved", "request", req.ID, "grant", g.ID, "requester", req.Requester, "by", c.User.Email)
+	} else {
+		s.log.Info("access request denied", "request", req.ID, "requester", req.Requester, "by", c.User.Email)
+	}
+	return req, g, nil
+}

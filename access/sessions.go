@@ -1,0 +1,129 @@
+package access
+
+import (
+	"context"
+	"time"
+
+	"github.com/fieldpass/fieldpass"
+)
+
+// Sessions lists sessions, newest first: any for admins and auditors, the
+// caller's own for everyone else (f.User naming another is refused).
+func (s *Service) Sessions(ctx context.Context, c *fieldpass.Caller, f fieldpass.SessionFilter) ([]*fieldpass.Session, error) {
+	if err := loggedIn(c); err != nil {
+		return nil, err
+	}
+	if err := ownOnly(c, &f.User, "you may list only your own sessions"); err != nil {
+		return nil, err
+	}
+	ss, err := s.cfg.DB.Sessions(ctx, f)
+	if ss == nil && err == nil {
+		ss = []*fieldpass.Session{}
+	}
+	return ss, err
+}
+
+// Session is one session, to its person or to an admin or auditor. To
+// anyone else it does not exist.
+func (s *Service) Session(ctx context.Context, c *fieldpass.Caller, id string) (*fieldpass.Session, error) {
+	if err := loggedIn(c); err != nil {
+		return nil, err
+	}
+	ss, err := s.cfg.DB.Session(ctx, id)
+	if err == nil && ss.User != c.User.Email && !SeesAll(c) {
+		err = fieldpass.Errorf(fieldpass.ENOTFOUND, "session %s not found", id)
+	}
+	return ss, err
+}
+
+// EndSession ends an open session (admins only) with reason ended_by_admin.
+// A session live on this broker is ended by its session manager, which cuts
+// its streams, tells the person why and records the real byte counts. One
+// carried elsewhere (or left by a crash) is ended in the database; the
+// broker that carries it follows the sessions table within a second.
+func (s *Service) EndSession(ctx context.Context, c *fieldpass.Caller, id string) (*fieldpass.Session, error) {
+	if err := Require(c, fieldpass.RoleAdmin); err != nil {
+		return nil, err
+	}
+	cur, err := s.cfg.DB.Session(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if !cur.Open() {
+		return nil, endedAlready(cur)
+	}
+	var out *fieldpass.Session
+	if s.cfg.Sessions != nil && s.cfg.Sessions.EndSession(cur.ID, fieldpass.EndByAdmin) {
+		if out, err = s.waitEnded(ctx, cur.ID); err != nil {
+			return nil, err
+		}
+	} else {
+		if out, err = s.cfg.DB.EndSession(ctx, cur.ID, time.Time{}, cur.BytesIn, cur.BytesOut, fieldpass.EndByAdmin); err != nil {
+			return nil, err
+		}
+		if out.EndReason != fieldpass.EndByAdmin {
+			// Someone else's end was recorded first.
+			return nil, endedAlready(out)
+		}
+	}
+	s.log.Info("session ended by admin", "session", out.ID, "user", out.User, "device", out.Device, "by", c.User.Email)
+	return out, nil
+}
+
+func endedAlready(ss *fieldpass.Session) error {
+	return fieldpass.Errorf(fieldpass.ECONFLICT, "session %s already ended at %s (%s)",
+		ss.ID, ss.End.Format(time.RFC3339), ss.EndReason)
+}
+
+// waitEnded waits (briefly) for the session manager's write of an end.
+func (s *Service) waitEnded(ctx context.Context, id string) (*fieldpass.Session, error) {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		out, err := s.cfg.DB.Session(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if !out.Open() || time.Now().After(deadline) {
+			return out, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// AuditEvents lists audit events in seq order (auditors and admins).
+func (s *Service) AuditEvents(ctx context.Context, c *fieldpass.Caller, f fieldpass.AuditFilter) ([]fieldpass.AuditEvent, error) {
+	if err := Require(c, fieldpass.RoleAuditor, fieldpass.RoleAdmin); err != nil {
+		return nil, err
+	}
+	evs, err := s.cfg.DB.AuditEvents(ctx, f)
+	if evs == nil && err == nil {
+		evs = []fieldpass.AuditEvent{}
+	}
+	return evs, err
+}
+
+// DeviceHistory lists a device's connectivity history, newest first
+// (auditors and admins).
+func (s *Service) DeviceHistory(ctx context.Context, c *fieldpass.Caller, name string, since time.Time, limit int) ([]*fieldpass.DeviceEvent, error) {
+	if err := Require(c, fieldpass.RoleAuditor, fieldpass.RoleAdmin); err != nil {
+		return nil, err
+	}
+	evs, err := s.cfg.DB.DeviceHistory(ctx, name, since, limit)
+	if evs == nil && err == nil {
+		evs = []*fieldpass.DeviceEvent{}
+	}
+	return evs, err
+}
+
+// StaleReport reports forgotten devices, grants and vendor accounts
+// (auditors and admins).
+func (s *Service) StaleReport(ctx context.Context, c *fieldpass.Caller, opts fieldpass.StaleOptions) (*fieldpass.StaleReport, error) {
+	if err := Require(c, fieldpass.RoleAuditor, fieldpass.RoleAdmin); err != nil {
+		return nil, err
+	}
+	return s.cfg.DB.StaleReport(ctx, opts)
+}
