@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/fieldpass/fieldpass"
+	"github.com/fieldpass/fieldpass/cmd/internal/cliflag"
 )
 
 const auditUsage = `Usage:
@@ -144,7 +145,7 @@ func (e env) auditVerify(ctx context.Context, args []string) error {
 	dbURL := e.databaseFlag(fs)
 	file := fs.String("file", "", "verify this export (JSON lines) instead of the database")
 	pubFlag := fs.String("public-key", "", "the checkpoint public key (base64, as \"audit checkpoint\" prints it), or a file holding it")
-	var older stringsFlag
+	var older cliflag.Strings
 	fs.Var(&older, "checkpoints", "an older export `FILE` whose checkpoints the log must still match (repeatable)")
 	if err := parse(fs, args, 0); err != nil {
 		return err
@@ -456,9 +457,3 @@ func parsePublicKey(s string) (ed25519.PublicKey, error) {
 	}
 	return k, nil
 }
-
-// stringsFlag collects a repeated flag.
-type stringsFlag []string
-
-func (s *stringsFlag) String() string     { return strings.Join(*s, ",") }
-func (s *stringsFlag) Set(v string) error { *s = append(*s, v); return nil }

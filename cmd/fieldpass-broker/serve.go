@@ -26,16 +26,12 @@ import (
 	"github.com/fieldpass/fieldpass"
 	"github.com/fieldpass/fieldpass/alerts"
 	"github.com/fieldpass/fieldpass/broker"
+	"github.com/fieldpass/fieldpass/cmd/internal/cliflag"
 	"github.com/fieldpass/fieldpass/httpapi"
 	"github.com/fieldpass/fieldpass/metrics"
 	"github.com/fieldpass/fieldpass/postgres"
 	"github.com/fieldpass/fieldpass/wgnet"
 )
-
-type listFlag []string
-
-func (l *listFlag) String() string     { return strings.Join(*l, ",") }
-func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
 
 func defaultKeyFile(getenv func(string) string) string {
 	if d := getenv("STATE_DIRECTORY"); d != "" { // systemd StateDirectory=
@@ -51,7 +47,7 @@ func (e env) serve(ctx context.Context, args []string) error {
 	metricsListen := fset.String("metrics-listen", "", "TCP `address` of Prometheus /metrics, /healthz and /readyz, kept off the API listener (default: off)")
 	wgListen := fset.String("wg-listen", ":51820", "UDP address of WireGuard (a specific IP binds only that address)")
 	publicURL := fset.String("public-url", "", "URL people and connectors use to reach this broker (https://...)")
-	var endpoints listFlag
+	var endpoints cliflag.Strings
 	fset.Var(&endpoints, "wg-endpoint", "public WireGuard `host:port` told to devices (repeatable; default: the public URL's host and the --wg-listen port)")
 	prefix := fset.String("tunnel-prefix", "10.77.0.0/16", "tunnel address space; the broker takes the first address")
 	mtu := fset.Int("mtu", 1280, "tunnel MTU (1280 is safe on APNs that forbid fragmentation)")
@@ -192,7 +188,7 @@ func (e env) serve(ctx context.Context, args []string) error {
 		return err
 	}
 	if len(endpoints) == 0 {
-		endpoints = listFlag{net.JoinHostPort(pu.Hostname(), strconv.Itoa(int(b.ListenPort())))}
+		endpoints = cliflag.Strings{net.JoinHostPort(pu.Hostname(), strconv.Itoa(int(b.ListenPort())))}
 	}
 	api := httpapi.New(httpapi.Config{
 		DB: db,

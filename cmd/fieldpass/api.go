@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/fieldpass/fieldpass"
+	"github.com/fieldpass/fieldpass/cmd/internal/cliflag"
 	"github.com/fieldpass/fieldpass/httpapi"
 )
 
@@ -206,8 +207,8 @@ func (e *env) grant(ctx context.Context, args []string) error {
 // the API's request body.
 type grantCreateFlags struct {
 	user            string
-	devices, labels multiFlag
-	services        multiFlag
+	devices, labels cliflag.Strings
+	services        cliflag.Strings
 	duration, until string
 	reason, ticket  string
 	json            bool
