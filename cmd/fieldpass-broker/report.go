@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -24,17 +23,12 @@ func (f daysFlag) String() string {
 }
 
 func (f daysFlag) Set(v string) error {
-	if n, ok := strings.CutSuffix(v, "d"); ok {
-		days, err := strconv.Atoi(n)
-		if err != nil || days < 0 {
-			return fmt.Errorf("invalid days %q", v)
-		}
-		*f.d = time.Duration(days) * 24 * time.Hour
-		return nil
+	d, err := fieldpass.ParseDuration(v)
+	if err != nil {
+		return err
 	}
-	d, err := time.ParseDuration(v)
-	if err != nil || d < 0 {
-		return fmt.Errorf("invalid duration %q: want e.g. 36h or 30d", v)
+	if d < 0 {
+		return fmt.Errorf("invalid duration %q: want 0 or more", v)
 	}
 	*f.d = d
 	return nil
