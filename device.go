@@ -218,3 +218,8 @@ type DeviceEvent struct {
 	ConnectorVersion string          `json:"connector_version,omitempty"`
 	Details          map[string]any  `json:"details,omitempty"`
 }
+
+// DefaultDeviceHistoryLimit is how many events of a device's history a
+// query returns when it asks for no particular number: the newest, enough
+// for weeks of a flapping link without paging through months.
+const DefaultDeviceHistoryLimit = 1000

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/fieldpass/fieldpass"
-	"github.com/fieldpass/fieldpass/postgres"
 )
 
 // daysFlag is a duration that also takes whole days ("30d").
@@ -48,7 +47,7 @@ func (e env) deviceHistory(ctx context.Context, args []string) error {
 	dbURL := e.databaseFlag(fs)
 	since := 24 * time.Hour
 	fs.Var(daysFlag{&since}, "since", "how far back (a duration such as 36h, or days such as 30d; 0: all)")
-	limit := fs.Int("limit", 0, fmt.Sprintf("at most this many events (default %d)", postgres.DefaultHistoryLimit))
+	limit := fs.Int("limit", 0, fmt.Sprintf("at most this many events (default %d)", fieldpass.DefaultDeviceHistoryLimit))
 	asJSON := fs.Bool("json", false, "print JSON (one array) instead of a table")
 	if err := parse(fs, nameLast(args), 1); err != nil {
 		return err
