@@ -25,7 +25,7 @@ func ParseDuration(s string) (time.Duration, error) {
 	if n, ok := strings.CutSuffix(s, "d"); ok {
 		days, err := strconv.ParseInt(n, 10, 64)
 		if err != nil && !errors.Is(err, strconv.ErrRange) {
-			return 0, fmt.Errorf("invalid duration %q: want whole days such as 7d, or e.g. 30m or 4h", s)
+			return 0, fmt.Errorf("invalid duration %q: want e.g. 30m, 4h or 7d", s)
 		}
 		if days > maxDays || days < -maxDays {
 			return 0, fmt.Errorf("invalid duration %q: more than %d days", s, maxDays)
