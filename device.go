@@ -219,7 +219,7 @@ type DeviceEvent struct {
 	Details          map[string]any  `json:"details,omitempty"`
 }
 
-// DefaultHistoryLimit is how many events of a device's history a store
-// returns when asked for no particular number (limit 0). The CLIs print it
-// in their help, so it lives here rather than in the store.
-const DefaultHistoryLimit = 1000
+// DefaultDeviceHistoryLimit is how many events of a device's history a
+// query returns when it asks for no particular number: the newest, enough
+// for weeks of a flapping link without paging through months.
+const DefaultDeviceHistoryLimit = 1000

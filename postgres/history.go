@@ -54,13 +54,13 @@ func (db *DB) RecordDeviceEvent(ctx context.Context, e fieldpass.DeviceEvent) er
 
 // DeviceHistory returns the connectivity history of the live device named
 // name since since (zero: all of it), newest first, at most limit rows
-// (0: fieldpass.DefaultHistoryLimit).
+// (0: fieldpass.DefaultDeviceHistoryLimit).
 func (db *DB) DeviceHistory(ctx context.Context, name string, since time.Time, limit int) ([]*fieldpass.DeviceEvent, error) {
 	if limit < 0 {
 		return nil, fieldpass.Errorf(fieldpass.EINVALID, "invalid limit %d", limit)
 	}
 	if limit == 0 {
-		limit = fieldpass.DefaultHistoryLimit
+		limit = fieldpass.DefaultDeviceHistoryLimit
 	}
 	dev, err := db.Device(ctx, name)
 	if err != nil {

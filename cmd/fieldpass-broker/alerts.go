@@ -229,26 +229,20 @@ func (e env) alertsReplay(ctx context.Context, args []string) error {
 		return nil
 	}
 	slices.Reverse(letters) // oldest first, the order they were raised in
-	actor, target := e.operatorActor(), alerts.Redact(cfg.URL)
-	failed := 0
-	for i, d := range letters {
-		if ctx.Err() != nil {
-			return fmt.Errorf("stopped after %d of %d dead letters (%d failed): %w", i, len(letters), failed, ctx.Err())
+	target := alerts.Redact(cfg.URL)
+	failed, err := n.Replay(ctx, letters, db, e.operatorActor(), func(r alerts.ReplayResult) {
+		what := fmt.Sprintf("%d/%d %s %s %s", r.N, r.Of, r.Letter.ID, r.Letter.Kind, summarize(r.Letter.Payload))
+		switch {
+		case r.Err == nil:
+			fmt.Fprintf(e.stdout, "replayed %s\n", what)
+		case r.Delivered:
+			fmt.Fprintf(e.stdout, "failed   %s: delivered but not recorded as replayed: %v\n", what, message(r.Err))
+		default:
+			fmt.Fprintf(e.stdout, "failed   %s: %v\n", what, r.Err)
 		}
-		what := fmt.Sprintf("%d/%d %s %s %s", i+1, len(letters), d.ID, d.Kind, summarize(d.Payload))
-		if err := n.Deliver(ctx, d.ID, d.Payload); err != nil {
-			failed++
-			fmt.Fprintf(e.stdout, "failed   %s: %v\n", what, err)
-			continue
-		}
-		if err := db.RecordAlertReplay(ctx, actor, d.ID, target); err != nil {
-			// Delivered, but --all would send it again: the receiver
-			// drops the duplicate by its delivery id.
-			failed++
-			fmt.Fprintf(e.stdout, "failed   %s: delivered but not recorded as replayed: %v\n", what, message(err))
-			continue
-		}
-		fmt.Fprintf(e.stdout, "replayed %s\n", what)
+	})
+	if err != nil {
+		return err
 	}
 	fmt.Fprintf(e.stdout, "%d of %d dead letters replayed to %s\n", len(letters)-failed, len(letters), target)
 	if failed > 0 {

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/fieldpass/fieldpass/cmd/internal/cliflag"
 	"github.com/fieldpass/fieldpass/identity"
 	"github.com/fieldpass/fieldpass/portal"
 )
@@ -20,7 +21,7 @@ import (
 type oidcFlags struct {
 	issuer, clientID, secretFile *string
 	scopes, emailClaim, groups   *string
-	roleMap, mfaAMR, mfaACR      listFlag
+	roleMap, mfaAMR, mfaACR      cliflag.Strings
 	requireMFA                   *bool
 	sessionTTL, cliTTL           *time.Duration
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -23,17 +22,12 @@ func (f daysFlag) String() string {
 }
 
 func (f daysFlag) Set(v string) error {
-	if n, ok := strings.CutSuffix(v, "d"); ok {
-		days, err := strconv.Atoi(n)
-		if err != nil || days < 0 {
-			return fmt.Errorf("invalid days %q", v)
-		}
-		*f.d = time.Duration(days) * 24 * time.Hour
-		return nil
+	d, err := fieldpass.ParseDuration(v)
+	if err != nil {
+		return err
 	}
-	d, err := time.ParseDuration(v)
-	if err != nil || d < 0 {
-		return fmt.Errorf("invalid duration %q: want e.g. 36h or 30d", v)
+	if d < 0 {
+		return fmt.Errorf("invalid duration %q: want 0 or more", v)
 	}
 	*f.d = d
 	return nil
@@ -53,7 +47,7 @@ func (e env) deviceHistory(ctx context.Context, args []string) error {
 	dbURL := e.databaseFlag(fs)
 	since := 24 * time.Hour
 	fs.Var(daysFlag{&since}, "since", "how far back (a duration such as 36h, or days such as 30d; 0: all)")
-	limit := fs.Int("limit", 0, fmt.Sprintf("at most this many events (default %d)", fieldpass.DefaultHistoryLimit))
+	limit := fs.Int("limit", 0, fmt.Sprintf("at most this many events (default %d)", fieldpass.DefaultDeviceHistoryLimit))
 	asJSON := fs.Bool("json", false, "print JSON (one array) instead of a table")
 	if err := parse(fs, nameLast(args), 1); err != nil {
 		return err

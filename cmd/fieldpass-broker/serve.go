@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"net/url"
 	"os"
@@ -24,19 +25,16 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/fieldpass/fieldpass"
+	"github.com/fieldpass/fieldpass/access"
 	"github.com/fieldpass/fieldpass/alerts"
 	"github.com/fieldpass/fieldpass/apiserver"
 	"github.com/fieldpass/fieldpass/broker"
+	"github.com/fieldpass/fieldpass/cmd/internal/cliflag"
 	"github.com/fieldpass/fieldpass/metrics"
 	"github.com/fieldpass/fieldpass/portal"
 	"github.com/fieldpass/fieldpass/postgres"
 	"github.com/fieldpass/fieldpass/wgnet"
 )
-
-type listFlag []string
-
-func (l *listFlag) String() string     { return strings.Join(*l, ",") }
-func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
 
 func defaultKeyFile(getenv func(string) string) string {
 	if d := getenv("STATE_DIRECTORY"); d != "" { // systemd StateDirectory=
@@ -46,13 +44,60 @@ func defaultKeyFile(getenv func(string) string) string {
 }
 
 func (e env) serve(ctx context.Context, args []string) error {
+	cfg, err := e.serveFlags(ctx, args)
+	if err != nil {
+		return err
+	}
+	srv, err := newServer(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer srv.close()
+	return srv.run(ctx)
+}
+
+// serveConfig is serve's command line, checked, with the secrets it names
+// read: what newServer builds the broker from.
+type serveConfig struct {
+	log                       *slog.Logger
+	dbURL                     string
+	requireSeparateRole       bool
+	httpListen, metricsListen string
+	tlsCert, tlsKey           string
+	publicURL                 *url.URL
+	// endpoints are told to devices; none means the public URL's host
+	// and the WireGuard port.
+	endpoints           []string
+	prefix              netip.Prefix
+	wgListen            netip.AddrPort
+	mtu                 int
+	keyFile             string
+	brokerID            string
+	handshakeResetAfter time.Duration
+	nudgeRate           int
+	idleTimeout         time.Duration
+	auditGrace          time.Duration
+	mfaLabels           labelFlag
+	sensitiveLabels     labelFlag
+	enrollRate          float64
+	enrollBurst         int
+	oidc                *portal.OIDCConfig // nil: no login
+	alerts              *alerts.Config     // nil: alerts off
+	alertOfflineAfter   time.Duration
+	checkpointKey       string // "": no checkpoints
+	checkpointEvery     time.Duration
+}
+
+// serveFlags parses and checks serve's flags, reads the secrets they name
+// and reaches for the identity provider once (oidcFlags.config).
+func (e env) serveFlags(ctx context.Context, args []string) (*serveConfig, error) {
 	fset := e.flagSet("serve", "serve --database-url URL --http-listen ADDR --wg-listen UDPADDR --public-url URL [flags]")
 	dbURL := e.databaseFlag(fset)
 	httpListen := fset.String("http-listen", "127.0.0.1:8080", "TCP address of the API and enrolment endpoint")
 	metricsListen := fset.String("metrics-listen", "", "TCP `address` of Prometheus /metrics, /healthz and /readyz, kept off the API listener (default: off)")
 	wgListen := fset.String("wg-listen", ":51820", "UDP address of WireGuard (a specific IP binds only that address)")
 	publicURL := fset.String("public-url", "", "URL people and connectors use to reach this broker (https://...)")
-	var endpoints listFlag
+	var endpoints cliflag.Strings
 	fset.Var(&endpoints, "wg-endpoint", "public WireGuard `host:port` told to devices (repeatable; default: the public URL's host and the --wg-listen port)")
 	prefix := fset.String("tunnel-prefix", "10.77.0.0/16", "tunnel address space; the broker takes the first address")
 	mtu := fset.Int("mtu", 1280, "tunnel MTU (1280 is safe on APNs that forbid fragmentation)")
@@ -82,191 +127,266 @@ func (e env) serve(ctx context.Context, args []string) error {
 	fset.Var(sensitiveLabels, "alert-sensitive-label", "alert when a session starts on a device with label `k=v` (repeatable)")
 	oidcf := addOIDCFlags(fset)
 	if err := parse(fset, args, 0); err != nil {
-		return err
+		return nil, err
 	}
-	log, err := newLogger(e.stderr, *logLevel, *logFormat)
-	if err != nil {
-		return err
+	cfg := &serveConfig{
+		httpListen: *httpListen, metricsListen: *metricsListen, tlsCert: *tlsCert, tlsKey: *tlsKey,
+		endpoints: endpoints, mtu: *mtu, keyFile: *keyFile, brokerID: *brokerID,
+		handshakeResetAfter: *handshakeResetAfter, nudgeRate: *nudgeRate, idleTimeout: *idleTimeout, auditGrace: *auditGrace,
+		mfaLabels: mfaLabels, sensitiveLabels: sensitiveLabels, enrollRate: *enrollRate, enrollBurst: *enrollBurst,
+		alertOfflineAfter: *alertOfflineAfter, checkpointKey: *checkpointKey, checkpointEvery: *checkpointEvery,
+		requireSeparateRole: *requireSeparateRole,
+	}
+	var err error
+	if cfg.log, err = newLogger(e.stderr, *logLevel, *logFormat); err != nil {
+		return nil, err
 	}
 	pu, err := url.Parse(*publicURL)
 	if *publicURL == "" || err != nil || pu.Host == "" || (pu.Scheme != "https" && pu.Scheme != "http") {
-		return usageError{msg: "--public-url is required: the https:// URL devices and people reach this broker at"}
+		return nil, usageError{msg: "--public-url is required: the https:// URL devices and people reach this broker at"}
 	}
-	oidc, err := oidcf.config(ctx, pu, log)
-	if err != nil {
-		return err
+	cfg.publicURL = pu
+	if cfg.oidc, err = oidcf.config(ctx, pu, cfg.log); err != nil {
+		return nil, err
 	}
-	pfx, err := netip.ParsePrefix(*prefix)
-	if err != nil || pfx.Bits() > 30 {
-		return usageError{msg: fmt.Sprintf("--tunnel-prefix %q: want a CIDR prefix like 10.77.0.0/16", *prefix)}
+	if cfg.prefix, err = netip.ParsePrefix(*prefix); err != nil || cfg.prefix.Bits() > 30 {
+		return nil, usageError{msg: fmt.Sprintf("--tunnel-prefix %q: want a CIDR prefix like 10.77.0.0/16", *prefix)}
 	}
-	wgAddr, err := parseUDPListen(*wgListen)
-	if err != nil {
-		return usageError{msg: fmt.Sprintf("--wg-listen: %v", err)}
+	if cfg.wgListen, err = parseUDPListen(*wgListen); err != nil {
+		return nil, usageError{msg: fmt.Sprintf("--wg-listen: %v", err)}
 	}
 	if *idleTimeout < 0 || *auditGrace <= 0 {
-		return usageError{msg: "--session-idle-timeout and --audit-grace: want positive durations like 30m or 60s"}
+		return nil, usageError{msg: "--session-idle-timeout and --audit-grace: want positive durations like 30m or 60s"}
 	}
 	if *nudgeRate < 1 || *nudgeRate > 10000 {
-		return usageError{msg: fmt.Sprintf("--nudge-rate %d: want 1 to 10000 devices a second (default 50)", *nudgeRate)}
+		return nil, usageError{msg: fmt.Sprintf("--nudge-rate %d: want 1 to 10000 devices a second (default 50)", *nudgeRate)}
 	}
 	if *handshakeResetAfter < 10*time.Second || *handshakeResetAfter > 24*time.Hour {
-		return usageError{msg: fmt.Sprintf("--handshake-reset-after %s: want 10s to 24h (default 3m)", *handshakeResetAfter)}
+		return nil, usageError{msg: fmt.Sprintf("--handshake-reset-after %s: want 10s to 24h (default 3m)", *handshakeResetAfter)}
 	}
 	if *checkpointKey != "" && *checkpointEvery < time.Minute {
-		return usageError{msg: "--checkpoint-every must be at least 1m"}
+		return nil, usageError{msg: "--checkpoint-every must be at least 1m"}
 	}
 	if *enrollRate <= 0 || *enrollBurst < 1 {
-		return usageError{msg: "--enroll-rate must be positive and --enroll-burst at least 1"}
+		return nil, usageError{msg: "--enroll-rate must be positive and --enroll-burst at least 1"}
 	}
 	if (*tlsCert == "") != (*tlsKey == "") {
-		return usageError{msg: "--tls-cert and --tls-key go together"}
+		return nil, usageError{msg: "--tls-cert and --tls-key go together"}
 	}
-	alertCfg, err := alertConfig(webhook, *alertOfflineAfter, len(sensitiveLabels) > 0, log)
-	if err != nil {
-		return err
+	if cfg.alerts, err = alertConfig(webhook, *alertOfflineAfter, len(sensitiveLabels) > 0, cfg.log); err != nil {
+		return nil, err
 	}
-	key, err := loadOrCreateKey(*keyFile)
-	if err != nil {
-		return err
+	if cfg.dbURL, err = e.databaseURL(*dbURL); err != nil {
+		return nil, err
 	}
+	return cfg, nil
+}
 
-	url, err := e.databaseURL(*dbURL)
+// server is the broker's object graph, built and listening, not yet
+// serving.
+type server struct {
+	cfg           *serveConfig
+	log           *slog.Logger
+	db            *postgres.DB
+	broker        *broker.Broker
+	sessions      *broker.Sessions
+	httpLn, opsLn net.Listener // opsLn nil: no --metrics-listen
+	http, ops     *http.Server
+	endpoints     []string
+	checkpointKey ed25519.PrivateKey // nil: no checkpoints
+	closers       []func()           // run by close, last first
+}
+
+// newServer opens the database, builds the broker and its API and listens.
+// On error it closes what it had opened.
+func newServer(ctx context.Context, cfg *serveConfig) (_ *server, err error) {
+	s := &server{cfg: cfg, log: cfg.log}
+	defer func() {
+		if err != nil {
+			s.close()
+		}
+	}()
+	log := cfg.log
+	key, err := loadOrCreateKey(cfg.keyFile)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	db, err := postgres.Open(ctx, url)
+	db, err := postgres.Open(ctx, cfg.dbURL)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer db.Close()
-	if err := checkRole(ctx, db, *requireSeparateRole, log); err != nil {
-		return err
+	s.db = db
+	s.closers = append(s.closers, db.Close)
+	if err := checkRole(ctx, db, cfg.requireSeparateRole, log); err != nil {
+		return nil, err
 	}
 
 	// Metrics are recorded only when someone can scrape them.
 	var reg *prometheus.Registry
 	var bm *metrics.Broker
-	if *metricsListen != "" {
+	if cfg.metricsListen != "" {
 		reg = prometheus.NewRegistry()
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 		bm = metrics.NewBroker(reg)
 	}
-	// Alerts outlive the broker's other loops (alertsDone below), so that
-	// those raised while stopping are queued and then dead-lettered.
-	var notifier *alerts.Notifier // nil: alerts off
-	if alertCfg != nil {
-		alertCfg.DeadLetters = db
-		alertCfg.Metrics = bm
-		alertCfg.Logger = log.With("component", "alerts")
-		if notifier, err = alerts.New(*alertCfg); err != nil {
-			return err
-		}
-		alertCtx, stopAlerts := context.WithCancel(context.WithoutCancel(ctx))
-		alertsDone := make(chan struct{})
-		go func() { defer close(alertsDone); notifier.Run(alertCtx) }()
-		defer func() { stopAlerts(); <-alertsDone }()
-		log.Info("alerts on", "webhook", alerts.Redact(alertCfg.URL), "offline_after", *alertOfflineAfter)
+	notifier, err := s.startAlerts(ctx, bm)
+	if err != nil {
+		return nil, err
 	}
 	b, err := broker.New(ctx, broker.Config{
-		ID:                *brokerID,
+		ID:                cfg.brokerID,
 		PrivateKey:        key,
-		Prefix:            pfx,
-		WGListen:          wgAddr,
-		MTU:               *mtu,
+		Prefix:            cfg.prefix,
+		WGListen:          cfg.wgListen,
+		MTU:               cfg.mtu,
 		Metrics:           bm,
 		Alerts:            notifier,
-		OfflineAlertAfter: *alertOfflineAfter,
-		ResetAfter:        *handshakeResetAfter,
-		NudgeRate:         *nudgeRate,
+		OfflineAlertAfter: cfg.alertOfflineAfter,
+		ResetAfter:        cfg.handshakeResetAfter,
+		NudgeRate:         cfg.nudgeRate,
 		Logger:            log,
 	}, db)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer b.Close()
+	s.broker = b
+	s.closers = append(s.closers, func() { b.Close() })
 	sessions, err := broker.NewSessions(ctx, b, db, broker.SessionsConfig{
-		IdleTimeout: *idleTimeout, AuditGrace: *auditGrace, Metrics: bm,
-		Alerts: notifier, SensitiveLabels: sensitiveLabels, Logger: log,
+		IdleTimeout: cfg.idleTimeout, AuditGrace: cfg.auditGrace, Metrics: bm,
+		Alerts: notifier, SensitiveLabels: cfg.sensitiveLabels, Logger: log,
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
+	s.sessions = sessions
+	endpoints := cfg.endpoints
 	if len(endpoints) == 0 {
-		endpoints = listFlag{net.JoinHostPort(pu.Hostname(), strconv.Itoa(int(b.ListenPort())))}
+		endpoints = []string{net.JoinHostPort(cfg.publicURL.Hostname(), strconv.Itoa(int(b.ListenPort())))}
 	}
-	publicOrigin := pu.Scheme + "://" + pu.Host
+	s.endpoints = endpoints
+	publicOrigin := cfg.publicURL.Scheme + "://" + cfg.publicURL.Host
+	// One set of rules for what people may see and do, whether they ask
+	// through the API or the portal.
+	rules := access.New(access.Config{DB: db, Sessions: sessions, Alerts: notifier, Logger: log})
 	api := apiserver.New(apiserver.Config{
 		DB: db,
 		Tunnel: apiserver.TunnelInfo{
 			BrokerKey:     b.PublicKey().String(),
 			BrokerAddress: b.Address(),
-			Prefix:        pfx,
+			Prefix:        cfg.prefix,
 			Endpoints:     endpoints,
-			MTU:           *mtu,
+			MTU:           cfg.mtu,
 		},
-		Portal:      portal.New(portal.Config{DB: db, OIDC: oidc, PublicURL: publicOrigin, Logger: log}),
+		Portal:      portal.New(portal.Config{DB: db, OIDC: cfg.oidc, PublicURL: publicOrigin, Logger: log}),
+		Access:      rules,
 		PublicURL:   publicOrigin,
 		Sessions:    sessions,
 		Alerts:      notifier,
 		Ready:       b.Ready,
-		MFALabels:   mfaLabels,
-		EnrollRate:  *enrollRate,
-		EnrollBurst: *enrollBurst,
+		MFALabels:   cfg.mfaLabels,
+		EnrollRate:  cfg.enrollRate,
+		EnrollBurst: cfg.enrollBurst,
 		Logger:      log,
 	})
-	ln, err := net.Listen("tcp", *httpListen)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w", *httpListen, err)
+	s.http = apiserver.NewHTTPServer(api.Handler(), log)
+	if cfg.metricsListen != "" {
+		s.ops = apiserver.NewHTTPServer(apiserver.OpsRoutes(metrics.Handler(reg), b.Ready), log)
 	}
-	srv := apiserver.NewHTTPServer(api.Handler(), log)
-	if *tlsCert != "" {
-		if ln, err = newTLSListener(ln, srv, *tlsCert, *tlsKey); err != nil {
+
+	if err := s.listen(); err != nil {
+		return nil, err
+	}
+	if cfg.checkpointKey != "" {
+		if s.checkpointKey, err = loadOrCreateCheckpointKey(cfg.checkpointKey); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// listen listens for the API and, with --metrics-listen, for the metrics:
+// before serving, so that a port taken is an error at start.
+func (s *server) listen() error {
+	cfg := s.cfg
+	var err error
+	if s.httpLn, err = net.Listen("tcp", cfg.httpListen); err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.httpListen, err)
+	}
+	if cfg.tlsCert != "" {
+		if s.httpLn, err = newTLSListener(s.httpLn, s.http, cfg.tlsCert, cfg.tlsKey); err != nil {
 			return fmt.Errorf("tls: %w", err)
 		}
 	}
-	var opsLn net.Listener
-	if *metricsListen != "" {
-		if opsLn, err = net.Listen("tcp", *metricsListen); err != nil {
-			return fmt.Errorf("listen on %s: %w", *metricsListen, err)
+	if s.ops != nil {
+		if s.opsLn, err = net.Listen("tcp", cfg.metricsListen); err != nil {
+			return fmt.Errorf("listen on %s: %w", cfg.metricsListen, err)
 		}
-		defer opsLn.Close()
-		log.Info("metrics serving", "addr", opsLn.Addr().String())
+		s.closers = append(s.closers, func() { s.opsLn.Close() })
+		s.log.Info("metrics serving", "addr", s.opsLn.Addr().String())
 	}
-	log.Info("broker serving", "version", fieldpass.Version, "http", ln.Addr().String(), "wireguard_port", b.ListenPort(),
-		"public_url", pu.String(), "endpoints", strings.Join(endpoints, ","), "tunnel_address", b.Address(), "public_key", b.PublicKey().String())
+	return nil
+}
+
+// startAlerts starts the notifier, if alerts are on (nil if not). Alerts
+// outlive the broker's other loops (close stops them after the broker), so
+// that those raised while stopping are queued and then dead-lettered.
+func (s *server) startAlerts(ctx context.Context, bm *metrics.Broker) (*alerts.Notifier, error) {
+	cfg := s.cfg.alerts
+	if cfg == nil {
+		return nil, nil
+	}
+	cfg.DeadLetters = s.db
+	cfg.Metrics = bm
+	cfg.Logger = s.log.With("component", "alerts")
+	notifier, err := alerts.New(*cfg)
+	if err != nil {
+		return nil, err
+	}
+	alertCtx, stopAlerts := context.WithCancel(context.WithoutCancel(ctx))
+	alertsDone := make(chan struct{})
+	go func() { defer close(alertsDone); notifier.Run(alertCtx) }()
+	s.closers = append(s.closers, func() { stopAlerts(); <-alertsDone })
+	s.log.Info("alerts on", "webhook", alerts.Redact(cfg.URL), "offline_after", s.cfg.alertOfflineAfter)
+	return notifier, nil
+}
+
+// run serves until ctx ends or a loop fails, then stops them all.
+func (s *server) run(ctx context.Context) error {
+	b := s.broker
+	s.log.Info("broker serving", "version", fieldpass.Version, "http", s.httpLn.Addr().String(), "wireguard_port", b.ListenPort(),
+		"public_url", s.cfg.publicURL.String(), "endpoints", strings.Join(s.endpoints, ","), "tunnel_address", b.Address(), "public_key", b.PublicKey().String())
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	if *checkpointKey != "" {
-		key, err := loadOrCreateCheckpointKey(*checkpointKey)
-		if err != nil {
-			return err
-		}
+	if s.checkpointKey != nil {
 		wg.Add(1)
-		go func() { defer wg.Done(); checkpointLoop(ctx, db, key, *checkpointEvery, log) }()
+		go func() { defer wg.Done(); checkpointLoop(ctx, s.db, s.checkpointKey, s.cfg.checkpointEvery, s.log) }()
 	}
 	errc := make(chan error, 4)
 	wg.Add(3)
-	go func() {
-		defer wg.Done()
-		errc <- apiserver.Serve(ctx, ln, srv)
-	}()
-	if opsLn != nil {
-		ops := apiserver.NewHTTPServer(apiserver.OpsRoutes(metrics.Handler(reg), b.Ready), log)
+	go func() { defer wg.Done(); errc <- apiserver.Serve(ctx, s.httpLn, s.http) }()
+	if s.opsLn != nil {
 		wg.Add(1)
-		go func() { defer wg.Done(); errc <- apiserver.Serve(ctx, opsLn, ops) }()
+		go func() { defer wg.Done(); errc <- apiserver.Serve(ctx, s.opsLn, s.ops) }()
 	}
 	go func() { defer wg.Done(); errc <- b.Serve(ctx) }()
-	go func() { defer wg.Done(); errc <- sessions.Run(ctx) }()
-	err = <-errc
+	go func() { defer wg.Done(); errc <- s.sessions.Run(ctx) }()
+	err := <-errc
 	cancel()
 	wg.Wait()
 	if ctx.Err() != nil && err == nil {
-		log.Info("broker stopped")
+		s.log.Info("broker stopped")
 	}
 	return err
+}
+
+// close releases what newServer opened, last first: the broker before the
+// alerts it may still raise, the database last.
+func (s *server) close() {
+	for i := len(s.closers) - 1; i >= 0; i-- {
+		s.closers[i]()
+	}
 }
 
 // checkRole warns, or with require refuses, when the broker's database role

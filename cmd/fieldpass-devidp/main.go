@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/fieldpass/fieldpass"
+	"github.com/fieldpass/fieldpass/cmd/internal/cliflag"
 	"github.com/fieldpass/fieldpass/devidp"
 )
 
@@ -68,11 +69,6 @@ func message(err error) string {
 	return err.Error()
 }
 
-type redirectURIs []string
-
-func (r *redirectURIs) String() string     { return strings.Join(*r, ",") }
-func (r *redirectURIs) Set(v string) error { *r = append(*r, v); return nil }
-
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("fieldpass-devidp", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -80,7 +76,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprint(stderr, usage)
 		fs.PrintDefaults()
 	}
-	var redirects redirectURIs
+	var redirects cliflag.Strings
 	listen := fs.String("listen", "127.0.0.1:9998", "`ADDR` to listen on")
 	issuer := fs.String("issuer", "", "issuer `URL`, as relying parties are configured with it (default http://ADDR of --listen)")
 	usersFile := fs.String("users", "", "users `FILE` (JSON; required)")
@@ -100,7 +96,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return usageError{"--users FILE is required (see --help)"}
 	}
 	if len(redirects) == 0 {
-		redirects = redirectURIs{"http://127.0.0.1:8080/auth/callback"}
+		redirects = cliflag.Strings{"http://127.0.0.1:8080/auth/callback"}
 	}
 	if *secret == "" {
 		*secret = getenv("FIELDPASS_DEVIDP_CLIENT_SECRET")

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/fieldpass/fieldpass"
+	"github.com/fieldpass/fieldpass/httpapi"
 )
 
 // Environment variables that let the CLI run without a saved login. Each
@@ -168,4 +169,13 @@ func checkBrokerURL(raw string) (string, error) {
 		return "", err
 	}
 	return u.String(), nil
+}
+
+// client talks to the broker as the person the credentials name.
+func (e *env) client() (*httpapi.Client, error) {
+	c, err := e.credentials()
+	if err != nil {
+		return nil, err
+	}
+	return httpapi.NewClient(c.Broker, c.Token), nil
 }

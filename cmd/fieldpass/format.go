@@ -218,3 +218,31 @@ func writeAuditCSV(w io.Writer, evs []fieldpass.AuditEvent) error {
 	cw.Flush()
 	return cw.Error()
 }
+
+// outputFlags are --json and --csv, at most one.
+type outputFlags struct{ json, csv *bool }
+
+func addOutputFlags(fs *flagSet) outputFlags {
+	return outputFlags{
+		json: fs.Bool("json", false, "print JSON"),
+		csv:  fs.Bool("csv", false, "print CSV with a header row"),
+	}
+}
+
+// checkQuery checks the flags list commands share and reads --since.
+func (e *env) checkQuery(fs *flagSet, out outputFlags, since string, t *time.Time, limit int) error {
+	if *out.json && *out.csv {
+		return fs.fail("give --json or --csv, not both")
+	}
+	if limit < 0 || limit > 1000 {
+		return fs.fail("--limit %d: want 1 to 1000", limit)
+	}
+	if since != "" {
+		s, err := parseSince(since, e.now())
+		if err != nil {
+			return fs.fail("--since: %v", err)
+		}
+		*t = s
+	}
+	return nil
+}

@@ -297,9 +297,3 @@ func (fs *flagSet) fail(format string, args ...any) error {
 	fs.printUsage(fs.stderr)
 	return usageError{msg: fmt.Sprintf(format, args...)}
 }
-
-// multiFlag collects a repeatable string flag.
-type multiFlag []string
-
-func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
-func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }

@@ -2,34 +2,34 @@ package main
 
 import (
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
+
+	"github.com/fieldpass/fieldpass"
 )
 
-// parseDuration reads a Go duration ("90m", "4h30m") or a whole number of
-// days ("7d"), which grants and requests are often counted in. It must be
-// positive.
+// parseDuration reads a positive duration: a Go duration ("90m", "4h30m")
+// or a whole number of days ("7d"), which grants and requests are often
+// counted in. Spaces around it are ignored.
 func parseDuration(s string) (time.Duration, error) {
 	s = strings.TrimSpace(s)
-	var d time.Duration
-	if n, ok := strings.CutSuffix(s, "d"); ok && n != "" && !strings.ContainsAny(n, "hms.") {
-		days, err := strconv.Atoi(n)
-		if err != nil || days < 0 || days > 1000 {
-			return 0, fmt.Errorf("invalid duration %q: want e.g. 30m, 4h or 7d", s)
-		}
-		d = time.Duration(days) * 24 * time.Hour
-	} else {
-		var err error
-		if d, err = time.ParseDuration(s); err != nil {
-			return 0, fmt.Errorf("invalid duration %q: want e.g. 30m, 4h or 7d", s)
-		}
+	d, err := fieldpass.ParseDuration(s)
+	if err != nil {
+		return 0, err
 	}
 	if d <= 0 {
 		return 0, fmt.Errorf("invalid duration %q: must be positive", s)
 	}
+	// A slip of a finger in days asks for years, so days are capped;
+	// hours never were, and are left as they were.
+	if strings.HasSuffix(s, "d") && d > maxDays*24*time.Hour {
+		return 0, fmt.Errorf("invalid duration %q: at most %dd", s, maxDays)
+	}
 	return d, nil
 }
+
+// maxDays is the longest duration the CLI takes in days.
+const maxDays = 1000
 
 // parseUntil reads the end of a grant: an RFC 3339 time, which must be
 // after now.

@@ -1,0 +1,40 @@
+package fieldpass
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// day is the unit of a "7d" duration: 24 hours, whatever the calendar or
+// the clocks do.
+const day = 24 * time.Hour
+
+// maxDays is the most whole days a time.Duration holds.
+const maxDays = int64(1<<63-1) / int64(day)
+
+// ParseDuration reads a Go duration ("90m", "4h30m", "-2h", "0") or a whole
+// number of days ("7d", "+7d", "-7d"): time.ParseDuration's syntax plus a
+// "d" suffix on an integer. Fractions of days ("1.5d") and mixtures
+// ("1d12h") are refused, since days are meant for round counts. Spaces are
+// not trimmed. The sign is the caller's to judge: a grant wants a positive
+// duration, a report window may take zero.
+func ParseDuration(s string) (time.Duration, error) {
+	if n, ok := strings.CutSuffix(s, "d"); ok {
+		days, err := strconv.ParseInt(n, 10, 64)
+		if err != nil && !errors.Is(err, strconv.ErrRange) {
+			return 0, fmt.Errorf("invalid duration %q: want e.g. 30m, 4h or 7d", s)
+		}
+		if days > maxDays || days < -maxDays {
+			return 0, fmt.Errorf("invalid duration %q: more than %d days", s, maxDays)
+		}
+		return time.Duration(days) * day, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("invalid duration %q: want e.g. 30m, 4h or 7d", s)
+	}
+	return d, nil
+}
