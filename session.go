@@ -68,10 +68,15 @@ const (
 // SessionFilter selects sessions for a store's Sessions. Zero fields
 // select everything.
 type SessionFilter struct {
-	Device string    // by the device's name when the session opened
-	User   string    // by email
-	Since  time.Time // started at or after
-	Open   bool      // only sessions not ended
+	Device  string    // by the device's name when the session opened
+	User    string    // by email
+	Service string    // by service name
+	GrantID string    // the sessions one grant let through
+	Since   time.Time // started at or after
+	Until   time.Time // started before
+	Open    bool      // only sessions not ended
+	// EndReason selects ended sessions that ended for this reason.
+	EndReason EndReason
 	// Limit is the most sessions returned, newest first. Default and
 	// maximum 1000.
 	Limit int

@@ -271,11 +271,32 @@ func (db *DB) Sessions(ctx context.Context, f fieldpass.SessionFilter) ([]*field
 		}
 		w.add("user_email = $?", email)
 	}
+	if f.Service != "" {
+		if err := fieldpass.ValidateServiceName(f.Service); err != nil {
+			return nil, err
+		}
+		w.add("service = $?", f.Service)
+	}
+	if f.GrantID != "" {
+		if !uuidRE.MatchString(f.GrantID) {
+			return nil, fieldpass.Errorf(fieldpass.EINVALID, "invalid grant id %q", f.GrantID)
+		}
+		w.add("grant_id = $?::uuid", f.GrantID)
+	}
 	if !f.Since.IsZero() {
 		w.add("started_at >= $?", f.Since)
 	}
+	if !f.Until.IsZero() {
+		w.add("started_at < $?", f.Until)
+	}
 	if f.Open {
 		w.conds = append(w.conds, "ended_at IS NULL")
+	}
+	if f.EndReason != "" {
+		if err := fieldpass.ValidateEndReason(f.EndReason); err != nil {
+			return nil, err
+		}
+		w.add("end_reason = $?", string(f.EndReason))
 	}
 	q := `SELECT ` + sessionColumns + ` FROM sessions WHERE ` + w.where() + ` ORDER BY started_at DESC, id` + w.limit(limit)
 	rows, err := db.pool.Query(ctx, q, w.args...)

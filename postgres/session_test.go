@@ -226,6 +226,12 @@ func TestCloseOpenSessions(t *testing.T) {
 		{"since", fieldpass.SessionFilter{Since: s.clock.Now()}, 0},
 		{"limit", fieldpass.SessionFilter{Limit: 3}, 3},
 		{"open", fieldpass.SessionFilter{Open: true}, 0},
+		{"service", fieldpass.SessionFilter{Service: "ssh"}, 4},
+		{"other service", fieldpass.SessionFilter{Service: "web"}, 0},
+		{"until", fieldpass.SessionFilter{Until: s.clock.Now().Add(time.Second)}, 4},
+		{"until before", fieldpass.SessionFilter{Until: time.Unix(0, 0)}, 0},
+		{"end reason", fieldpass.SessionFilter{EndReason: fieldpass.EndBrokerRestart}, 3},
+		{"other end reason", fieldpass.SessionFilter{EndReason: fieldpass.EndIdleTimeout}, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ss, err := s.Sessions(ctx, tc.f)
@@ -233,6 +239,11 @@ func TestCloseOpenSessions(t *testing.T) {
 				t.Errorf("got %d, %v; want %d", len(ss), err, tc.want)
 			}
 		})
+	}
+	for _, f := range []fieldpass.SessionFilter{{EndReason: "nope"}, {GrantID: "x"}, {Service: "bad service"}} {
+		if _, err := s.Sessions(ctx, f); fieldpass.ErrorCode(err) != fieldpass.EINVALID {
+			t.Errorf("Sessions(%+v): err %v, want invalid", f, err)
+		}
 	}
 	if _, err := s.VerifyAudit(ctx); err != nil {
 		t.Errorf("audit chain: %v", err)
