@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/fieldpass/fieldpass"
+	"github.com/fieldpass/fieldpass/access"
 	"github.com/fieldpass/fieldpass/httpapi"
 	"github.com/fieldpass/fieldpass/identity"
 	"github.com/fieldpass/fieldpass/postgres"
@@ -22,6 +23,9 @@ const SessionCookie = "fieldpass_session"
 // Config configures the Portal. Zero values mean the defaults.
 type Config struct {
 	DB *postgres.DB
+	// Access applies the rules of what people may see and do; the pages
+	// act only through it. Nil: the login flows alone (no pages).
+	Access *access.Service
 	// OIDC configures people's login; nil disables it (tokens issued with
 	// fieldpass-broker user token still work).
 	OIDC *OIDCConfig
@@ -57,6 +61,7 @@ type Portal struct {
 	cfg   Config
 	log   *slog.Logger
 	login *loginState
+	pages pages
 }
 
 // New returns a Portal.
@@ -67,7 +72,7 @@ func New(cfg Config) *Portal {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Portal{cfg: cfg, log: cfg.Logger, login: newLoginState(cfg)}
+	return &Portal{cfg: cfg, log: cfg.Logger, login: newLoginState(cfg), pages: parsePages()}
 }
 
 // writeError answers err as JSON (the API's error body). An unreachable
