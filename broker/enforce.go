@@ -11,8 +11,6 @@ import (
 	"context"
 	"time"
 
-	"github.com/hashicorp/yamux"
-
 	"github.com/fieldpass/fieldpass"
 	"github.com/fieldpass/fieldpass/postgres"
 )
@@ -20,23 +18,23 @@ import (
 // watchDevice ends s when the device's tunnel session closes: device_disabled
 // if the broker dropped the device (disabled, decommissioned), else
 // device_closed.
-func (m *Sessions) watchDevice(s *Session, ysess *yamux.Session) {
+func (m *Sessions) watchDevice(s *Session) {
 	select {
 	case <-s.done:
 		return
-	case <-ysess.CloseChan():
+	case <-s.ys.CloseChan():
 	}
-	m.end(s, m.deviceGoneReason(s.rec.DeviceID), true)
+	m.end(s, m.deviceGoneReason(s.rec.DeviceID, s.rec.Device), true)
 }
 
-// deviceGoneReason says why a device's tunnel went away. The broker removes
-// a peer (before closing its session) only when the device left the active
-// state, so a peer still present means the tunnel itself dropped.
-func (m *Sessions) deviceGoneReason(deviceID string) fieldpass.EndReason {
-	m.b.mu.Lock()
-	p := m.b.byID[deviceID]
-	m.b.mu.Unlock()
-	if p != nil {
+// deviceGoneReason says why the tunnel of the device with id deviceID,
+// named name when its session opened, went away. The broker removes a peer
+// (before closing its session) only when the device left the active state,
+// so a peer still present means the tunnel itself dropped; failing that,
+// the store says whether the device is still active (it may have been
+// renamed).
+func (m *Sessions) deviceGoneReason(deviceID, name string) fieldpass.EndReason {
+	if d, _, ok := m.tunnelOf(name); ok && d.ID == deviceID {
 		return fieldpass.EndDeviceClosed
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), m.cfg.StoreTimeout)

@@ -10,8 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/hashicorp/yamux"
-
 	"github.com/fieldpass/fieldpass"
 	"github.com/fieldpass/fieldpass/alerts"
 	"github.com/fieldpass/fieldpass/postgres"
@@ -74,7 +72,7 @@ func (m *Sessions) open(ctx context.Context, user *fieldpass.User, device, servi
 		}
 		return nil, err
 	}
-	if !m.b.Connected(device) {
+	if _, ys, _ := m.tunnelOf(device); ys == nil {
 		return nil, fieldpass.Errorf(fieldpass.EUNAVAILABLE, "device %s is offline", device)
 	}
 	m.mu.Lock()
@@ -87,7 +85,7 @@ func (m *Sessions) open(ctx context.Context, user *fieldpass.User, device, servi
 	start := time.Now()
 	rec, err := m.db.OpenSession(ctx, fieldpass.Session{
 		User: user.Email, Device: device, Service: service, GrantID: g.ID,
-		ClientAddr: clientAddr, BrokerID: m.b.cfg.ID,
+		ClientAddr: clientAddr, BrokerID: m.brokerID,
 	})
 	m.cfg.Metrics.AuditWrite("open_session", start)
 	if err != nil {
@@ -101,21 +99,14 @@ func (m *Sessions) open(ctx context.Context, user *fieldpass.User, device, servi
 	if err != nil {
 		return nil, fmt.Errorf("session id %s: %w", rec.ID, err)
 	}
-	s := &Session{
-		m: m, rec: *rec, tid: tid, grantEnd: g.End,
-		done:    make(chan struct{}),
-		streams: map[*countedStream]struct{}{},
-	}
-	s.lastActive = now
-
 	// The device's tunnel now: the session lives no longer than it.
-	m.b.mu.Lock()
-	var ysess *yamux.Session
 	var sensitive map[string]string // the device's sensitive labels
-	if p := m.b.byName[device]; p != nil && p.dev.ID == rec.DeviceID {
-		ysess = p.sess
+	d, ys, _ := m.tunnelOf(device)
+	if d == nil || d.ID != rec.DeviceID {
+		ys = nil
+	} else {
 		for k, v := range m.cfg.SensitiveLabels {
-			if p.dev.Labels[k] == v {
+			if d.Labels[k] == v {
 				if sensitive == nil {
 					sensitive = map[string]string{}
 				}
@@ -123,7 +114,12 @@ func (m *Sessions) open(ctx context.Context, user *fieldpass.User, device, servi
 			}
 		}
 	}
-	m.b.mu.Unlock()
+	s := &Session{
+		m: m, rec: *rec, tid: tid, grantEnd: g.End, ys: ys,
+		done:    make(chan struct{}),
+		streams: map[*countedStream]struct{}{},
+	}
+	s.lastActive = now
 
 	m.mu.Lock()
 	m.live[s.rec.ID] = s
@@ -132,11 +128,11 @@ func (m *Sessions) open(ctx context.Context, user *fieldpass.User, device, servi
 	s.mu.Lock()
 	s.timer = time.AfterFunc(g.End.Sub(m.cfg.Now()), func() { m.end(s, fieldpass.EndGrantExpired, true) })
 	s.mu.Unlock()
-	if ysess == nil {
-		m.end(s, m.deviceGoneReason(rec.DeviceID), true)
+	if ys == nil {
+		m.end(s, m.deviceGoneReason(rec.DeviceID, device), true)
 		return nil, fieldpass.Errorf(fieldpass.EUNAVAILABLE, "device %s went offline", device)
 	}
-	go m.watchDevice(s, ysess)
+	go m.watchDevice(s)
 	// A revocation or a disabled user committed after our row (they wait
 	// for it under the row locks OpenSession takes) may have been
 	// announced before s was live: look again.

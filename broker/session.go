@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hashicorp/yamux"
+
 	"github.com/fieldpass/fieldpass"
 	"github.com/fieldpass/fieldpass/tunnel"
 )
@@ -21,8 +23,11 @@ type Session struct {
 	rec      fieldpass.Session
 	tid      tunnel.ID
 	grantEnd time.Time
-	done     chan struct{}
-	in, out  atomic.Int64 // bytes person->device, device->person
+	// ys is the device's tunnel the session was opened on: its streams
+	// go through it, and the session ends when it closes (watchDevice).
+	ys      *yamux.Session
+	done    chan struct{}
+	in, out atomic.Int64 // bytes person->device, device->person
 
 	mu      sync.Mutex // guards timer, reason, ended, streams
 	reason  fieldpass.EndReason
@@ -78,7 +83,7 @@ func (s *Session) Stream(ctx context.Context) (tunnel.HalfCloser, error) {
 		s.m.end(s, fieldpass.EndGrantExpired, true)
 		return nil, fieldpass.Errorf(fieldpass.EEXPIRED, "grant expired")
 	}
-	st, err := s.m.b.OpenStream(ctx, s.rec.Device, s.rec.Service, s.tid)
+	st, err := openStream(ctx, s.ys, s.rec.Device, s.rec.Service, s.tid)
 	if err != nil {
 		return nil, err
 	}

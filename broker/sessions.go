@@ -18,6 +18,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hashicorp/yamux"
+
 	"github.com/fieldpass/fieldpass"
 	"github.com/fieldpass/fieldpass/alerts"
 	"github.com/fieldpass/fieldpass/metrics"
@@ -76,10 +78,14 @@ func (c *SessionsConfig) setDefaults() {
 // the connect endpoint (apiserver) and the portal use it. README.md ("Sessions")
 // gives the rules it enforces.
 type Sessions struct {
-	b   *Broker
-	db  *postgres.DB
-	cfg SessionsConfig
-	log *slog.Logger
+	// tunnelOf and brokerID are all the manager knows of its broker:
+	// the device by name as the broker holds it, with its live tunnel
+	// (Broker.tunnelOf), and the broker's id for the session rows.
+	tunnelOf func(name string) (dev *fieldpass.Device, ys *yamux.Session, ok bool)
+	brokerID string
+	db       *postgres.DB
+	cfg      SessionsConfig
+	log      *slog.Logger
 
 	// gen counts grant and user notifications, so that Open can tell
 	// whether one arrived while it was committing a session.
@@ -102,7 +108,7 @@ type Sessions struct {
 func NewSessions(ctx context.Context, b *Broker, db *postgres.DB, cfg SessionsConfig) (*Sessions, error) {
 	cfg.setDefaults()
 	m := &Sessions{
-		b: b, db: db, cfg: cfg, log: cfg.Logger,
+		tunnelOf: b.tunnelOf, brokerID: b.ID(), db: db, cfg: cfg, log: cfg.Logger,
 		kick:    make(chan struct{}, 1),
 		live:    map[string]*Session{},
 		pending: map[string]*Session{},
@@ -110,7 +116,7 @@ func NewSessions(ctx context.Context, b *Broker, db *postgres.DB, cfg SessionsCo
 		dirtyU:  map[string]bool{},
 	}
 	start := time.Now()
-	n, err := db.CloseOpenSessions(ctx, b.cfg.ID, fieldpass.EndBrokerRestart)
+	n, err := db.CloseOpenSessions(ctx, m.brokerID, fieldpass.EndBrokerRestart)
 	cfg.Metrics.AuditWrite("close_open_sessions", start)
 	if err != nil {
 		cfg.Metrics.PostgresError()
