@@ -3,7 +3,7 @@ package broker
 // The session manager: its configuration, its books (live sessions, ends
 // not yet written) and its lifecycle. What it does lives beside it:
 //
-//	open.go     Open: authorising a connect and committing its row
+//	open.go     Open, the one decision point for a connect
 //	enforce.go  ending live sessions when their grant, user or device
 //	            no longer lets them go on (notifications, the check loop)
 //	grace.go    the store's health: ends held and retried while Postgres
@@ -52,8 +52,14 @@ type SessionsConfig struct {
 	// SensitiveLabels marks devices whose sessions raise an alert: a
 	// device carrying any of these key=value labels (default none).
 	SensitiveLabels map[string]string
-	Logger          *slog.Logger
-	Now             func() time.Time
+	// MFALabels marks devices that need a multi-factor login: connecting
+	// to a device carrying any of these key=value labels is refused
+	// (mfa_required) unless the caller's login asserted MFA (Caller.MFA),
+	// even when the identity provider's policy does not require it for
+	// everyone (default none).
+	MFALabels map[string]string
+	Logger    *slog.Logger
+	Now       func() time.Time
 }
 
 func (c *SessionsConfig) setDefaults() {

@@ -187,7 +187,7 @@ func (e env) serve(ctx context.Context, args []string) error {
 	defer b.Close()
 	sessions, err := broker.NewSessions(ctx, b, db, broker.SessionsConfig{
 		IdleTimeout: *idleTimeout, AuditGrace: *auditGrace, Metrics: bm,
-		Alerts: notifier, SensitiveLabels: sensitiveLabels, Logger: log,
+		Alerts: notifier, SensitiveLabels: sensitiveLabels, MFALabels: mfaLabels, Logger: log,
 	})
 	if err != nil {
 		return err
@@ -210,7 +210,6 @@ func (e env) serve(ctx context.Context, args []string) error {
 		Sessions:    sessions,
 		Alerts:      notifier,
 		Ready:       b.Ready,
-		MFALabels:   mfaLabels,
 		EnrollRate:  *enrollRate,
 		EnrollBurst: *enrollBurst,
 		Logger:      log,
