@@ -86,3 +86,23 @@ func FuzzParseDuration(f *testing.F) {
 		}
 	})
 }
+
+func TestFormatDuration(t *testing.T) {
+	for _, tc := range []struct {
+		d    time.Duration
+		want string
+	}{
+		{0, "0s"}, {-time.Hour, "0s"}, {90 * time.Second, "1m30s"}, {90 * time.Minute, "1h30m"},
+		{36 * time.Hour, "36h"}, {720 * time.Hour, "30d"}, {24 * time.Hour, "1d"}, {time.Minute, "1m"},
+		{45 * time.Second, "45s"}, {4*time.Hour + 30*time.Minute + 5*time.Second, "4h30m5s"},
+	} {
+		if got := fieldpass.FormatDuration(tc.d); got != tc.want {
+			t.Errorf("FormatDuration(%v) = %q, want %q", tc.d, got, tc.want)
+		}
+		if tc.d > 0 {
+			if back, err := fieldpass.ParseDuration(fieldpass.FormatDuration(tc.d)); err != nil || back != tc.d.Round(time.Second) {
+				t.Errorf("ParseDuration(FormatDuration(%v)) = %v, %v", tc.d, back, err)
+			}
+		}
+	}
+}

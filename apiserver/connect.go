@@ -25,8 +25,9 @@ import (
 //     header and the subprotocol httpapi.ConnectSubprotocol. The broker checks the
 //     caller, a live grant and the device, and commits the session row
 //     (Sessions.Open) before it upgrades: a refusal is an ordinary JSON
-//     error (403 no grant or disabled, 410 grant expired, 404 no such
-//     device, 503 device offline or audit store down) and opens nothing.
+//     error (403 no grant, disabled, or a device whose labels need an MFA
+//     login the caller's lacks; 410 grant expired; 404 no such device; 503
+//     device offline or audit store down) and opens nothing.
 //  2. The WebSocket's binary messages carry a yamux session
 //     (tunnel.YamuxConfig); the client opens one stream per connection to
 //     the service. The broker answers each with a tunnel.StreamStatus (ok,
@@ -74,11 +75,12 @@ func (s *Server) handleConnect() http.HandlerFunc {
 			return
 		}
 
-		if err := s.checkDeviceMFA(r.Context(), c, device); err != nil {
-			s.writeError(w, r, err)
-			return
-		}
-		sess, err := s.cfg.Sessions.Open(r.Context(), c.User, device, service, ratelimit.ClientAddr(r))
+		// The session manager decides on everything the login proved; the
+		// portal is what knows whether it asserted MFA. A copy: the caller
+		// in the request's context is shared.
+		caller := *c
+		caller.MFA = s.portal.MFAAsserted(r.Context(), c.Token)
+		sess, err := s.cfg.Sessions.Open(r.Context(), &caller, device, service, ratelimit.ClientAddr(r))
 		if err != nil {
 			s.writeError(w, r, err)
 			return
@@ -228,23 +230,4 @@ func (s *Server) carryStream(ctx context.Context, sess *broker.Session, st *yamu
 		return
 	}
 	tunnel.Join(tunnel.YamuxStream{Stream: st}, ds)
-}
-
-// checkDeviceMFA refuses a caller whose login carried no multi-factor
-// assertion when the device has a label that policy marks as needing it.
-func (s *Server) checkDeviceMFA(ctx context.Context, c *fieldpass.Caller, device string) error {
-	if len(s.cfg.MFALabels) == 0 {
-		return nil
-	}
-	d, err := s.cfg.DB.Device(ctx, device)
-	if err != nil {
-		return err
-	}
-	for k, v := range s.cfg.MFALabels {
-		if d.Labels[k] == v && !s.portal.MFAAsserted(ctx, c.Token) {
-			return fieldpass.Errorf(fieldpass.EFORBIDDEN,
-				"device %s (label %s=%s) needs a multi-factor login: log in again with MFA (the IdP must assert it in the amr or acr claim)", device, k, v)
-		}
-	}
-	return nil
 }

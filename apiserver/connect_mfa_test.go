@@ -12,16 +12,22 @@ import (
 	"github.com/fieldpass/fieldpass/broker"
 	"github.com/fieldpass/fieldpass/broker/brokertest"
 	"github.com/fieldpass/fieldpass/httpapi"
+	"github.com/fieldpass/fieldpass/portal"
 )
 
-// TestConnectNeedsMFAForLabelledDevices: a device labelled as sensitive is
-// refused to a login without a multi-factor assertion (an automation token
-// here), before any session is opened; other devices are not: the request
-// reaches the broker, which finds that (offline) device unreachable.
-func TestConnectNeedsMFAForLabelledDevices(t *testing.T) {
+// TestConnectPassesPortalMFA: the connect handler hands the session
+// manager what the portal knows of the caller's login. The rule itself
+// (MFALabels) is the broker's and tested there; here, over HTTP, on a
+// device labelled zone=critical: an automation token (never MFA) is refused
+// naming multi-factor, while a token whose login the portal has on record
+// as MFA-asserted gets past that rule to the next (the device is offline);
+// an unlabelled device needs no MFA. No session is opened.
+func TestConnectPassesPortalMFA(t *testing.T) {
 	ctx := context.Background()
 	env := brokertest.New(t, brokertest.WithAPIConfig(func(env *brokertest.Env, cfg *apiserver.Config) {
-		m, err := broker.NewSessions(ctx, env.Broker, env.DB, broker.SessionsConfig{Logger: brokertest.Logger()})
+		m, err := broker.NewSessions(ctx, env.Broker, env.DB, broker.SessionsConfig{
+			MFALabels: map[string]string{"zone": "critical"}, Logger: brokertest.Logger(),
+		})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -29,7 +35,7 @@ func TestConnectNeedsMFAForLabelledDevices(t *testing.T) {
 		done := make(chan struct{})
 		go func() { m.Run(mctx); close(done) }()
 		t.Cleanup(func() { cancel(); <-done })
-		cfg.Sessions, cfg.MFALabels = m, map[string]string{"zone": "critical"}
+		cfg.Sessions = m
 	}))
 	db := env.DB
 	prefix := netip.MustParsePrefix("10.77.0.0/16")
@@ -51,19 +57,35 @@ func TestConnectNeedsMFAForLabelledDevices(t *testing.T) {
 		Start: time.Now().Add(-time.Minute), End: time.Now().Add(time.Hour), Reason: "work"}, fieldpass.HardMaxGrantDuration); err != nil {
 		t.Fatal(err)
 	}
-	token, _, err := db.IssueToken(ctx, op, eng, fieldpass.TokenAutomation, time.Hour)
+	auto, _, err := db.IssueToken(ctx, op, eng, fieldpass.TokenAutomation, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := httpapi.NewClient(env.URL, token)
-
-	_, err = c.Connect(ctx, "substation-1", "ssh")
-	if fieldpass.ErrorCode(err) != fieldpass.EFORBIDDEN || !strings.Contains(err.Error(), "multi-factor") {
-		t.Fatalf("labelled device: err %v, want forbidden naming multi-factor", err)
+	// A CLI token and its login's user.login event, as the portal records
+	// an MFA login (on this broker or another): the durable record the
+	// portal reads back when it has no memory of the token.
+	cli, ct, err := db.IssueToken(ctx, op, eng, fieldpass.TokenCLI, time.Hour)
+	if err != nil {
+		t.Fatal(err)
 	}
-	_, err = c.Connect(ctx, "kiosk-1", "ssh")
-	if fieldpass.ErrorCode(err) != fieldpass.EUNAVAILABLE || !strings.Contains(err.Error(), "offline") {
-		t.Fatalf("unlabelled device: err %v, want the broker reached (device offline)", err)
+	if _, err := db.AppendAudit(ctx, fieldpass.AuditEvent{Actor: fieldpass.UserActor(eng), Action: portal.AuditUserLogin, Target: fieldpass.UserTarget(eng),
+		Details: map[string]any{"token_id": ct.ID, "kind": string(ct.Kind), "mfa": true, "method": "device"}}); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, tc := range []struct {
+		name, token, device, code, msg string
+	}{
+		{"automation token, labelled device", auto, "substation-1", fieldpass.EFORBIDDEN, "multi-factor"},
+		{"MFA login, labelled device", cli, "substation-1", fieldpass.EUNAVAILABLE, "offline"},
+		{"automation token, unlabelled device", auto, "kiosk-1", fieldpass.EUNAVAILABLE, "offline"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := httpapi.NewClient(env.URL, tc.token).Connect(ctx, tc.device, "ssh")
+			if fieldpass.ErrorCode(err) != tc.code || !strings.Contains(err.Error(), tc.msg) {
+				t.Fatalf("err %v, want %s naming %q", err, tc.code, tc.msg)
+			}
+		})
 	}
 	if ss, err := db.Sessions(ctx, fieldpass.SessionFilter{}); err != nil || len(ss) != 0 {
 		t.Fatalf("sessions %v, %v: want none opened", ss, err)

@@ -54,10 +54,6 @@ type Config struct {
 	// PublicURL is the broker's own origin (https://broker.example.com):
 	// login return addresses must be on it, and cookies are scoped to it.
 	PublicURL string
-	// MFALabels: connecting to a device carrying any of these labels
-	// needs a login at which the IdP asserted multi-factor (amr/acr), even
-	// when OIDC.Provider does not require it for everyone.
-	MFALabels map[string]string
 	// GrantLimits caps grant durations per role (zero: the defaults).
 	GrantLimits fieldpass.GrantLimits
 	// Access applies the rules of what people may see and do, shared with

@@ -169,7 +169,7 @@ func TestAlertSensitiveSession(t *testing.T) {
 	go func() { defer close(done); m.Run(runCtx) }()
 	defer func() { cancel(); <-done }()
 
-	ls, err := m.Open(ctx, u, "valve-2", "echo", "127.0.0.1")
+	ls, err := m.Open(ctx, &fieldpass.Caller{User: u}, "valve-2", "echo", "127.0.0.1")
 	if err != nil {
 		t.Fatalf("open: %v", err)
 	}

@@ -264,6 +264,27 @@ func (b *Broker) MTU() int { return b.cfg.MTU }
 // Prefix is the tunnel address space.
 func (b *Broker) Prefix() netip.Prefix { return b.cfg.Prefix }
 
+// ID names this broker (Config.ID): in device presence and on the rows of
+// the sessions it carries.
+func (b *Broker) ID() string { return b.cfg.ID }
+
+// tunnelOf is the one way the session manager (Sessions) reaches into the
+// broker: the device named name as the broker holds it (a copy; its Labels
+// map is replaced on change, never written, so it may be shared) and its
+// live yamux session. ok is false when the device is no peer here (not
+// enrolled, not active, or unknown); ys is nil while it is a peer that is
+// not connected.
+func (b *Broker) tunnelOf(name string) (dev *fieldpass.Device, ys *yamux.Session, ok bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	p := b.byName[name]
+	if p == nil {
+		return nil, nil, false
+	}
+	d := p.dev
+	return &d, p.sess, true
+}
+
 // Ready reports why the broker cannot serve, as a short reason fit to show
 // a prober, or nil: Postgres must answer within ctx and the WireGuard device
 // must be open. It is cheap enough for a probe every few seconds: one round

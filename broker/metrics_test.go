@@ -64,10 +64,10 @@ func TestMetricsScrape(t *testing.T) {
 	}, 24*time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := m.Open(ctx, u, "pump-1", "ssh", "127.0.0.1"); fieldpass.ErrorCode(err) != fieldpass.EFORBIDDEN {
+	if _, err := m.Open(ctx, &fieldpass.Caller{User: u}, "pump-1", "ssh", "127.0.0.1"); fieldpass.ErrorCode(err) != fieldpass.EFORBIDDEN {
 		t.Fatalf("open without a grant: got %v, want forbidden", err)
 	}
-	s, err := m.Open(ctx, u, "pump-1", "echo", "127.0.0.1")
+	s, err := m.Open(ctx, &fieldpass.Caller{User: u}, "pump-1", "echo", "127.0.0.1")
 	if err != nil {
 		t.Fatalf("open: %v", err)
 	}
@@ -88,7 +88,7 @@ func TestMetricsScrape(t *testing.T) {
 		`fieldpass_reconnects_total 0`,
 		`fieldpass_sessions_active 1`,
 		`fieldpass_sessions_opened_total 1`,
-		`fieldpass_sessions_denied_total{reason="forbidden"} 1`,
+		`fieldpass_sessions_denied_total{reason="no_grant"} 1`,
 		`fieldpass_session_bytes_in_total 4`,
 		`fieldpass_session_bytes_out_total 4`,
 		`fieldpass_audit_write_seconds_count{op="open_session"} 1`,

@@ -50,7 +50,7 @@ func BenchmarkSessionOpen(b *testing.B) {
 	})
 	b.Run("session", func(b *testing.B) {
 		for b.Loop() {
-			s, err := se.m.Open(ctx, se.user, "pump-1", "echo", "127.0.0.1")
+			s, err := se.m.Open(ctx, &fieldpass.Caller{User: se.user}, "pump-1", "echo", "127.0.0.1")
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -68,7 +68,7 @@ func BenchmarkSessionOpen(b *testing.B) {
 		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "opens/s")
 	})
 	b.Run("stream", func(b *testing.B) {
-		s, err := se.m.Open(ctx, se.user, "pump-1", "echo", "127.0.0.1")
+		s, err := se.m.Open(ctx, &fieldpass.Caller{User: se.user}, "pump-1", "echo", "127.0.0.1")
 		if err != nil {
 			b.Fatal(err)
 		}

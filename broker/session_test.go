@@ -87,7 +87,7 @@ func (se *sessionEnv) grant(end time.Time, services ...string) *fieldpass.Grant 
 }
 
 func (se *sessionEnv) open(device, service string) (*broker.Session, error) {
-	return se.m.Open(context.Background(), se.user, device, service, "127.0.0.1")
+	return se.m.Open(context.Background(), &fieldpass.Caller{User: se.user}, device, service, "127.0.0.1")
 }
 
 func (se *sessionEnv) mustOpen() *broker.Session {
@@ -250,18 +250,24 @@ func TestSessionRefusalsOpenNothing(t *testing.T) {
 		name, device, service string
 		user                  *fieldpass.User
 		code, msg             string
+		reason                fieldpass.DenyReason
 	}{
-		{"no grant", "pump-1", "echo", se.user, fieldpass.EFORBIDDEN, "no grant covers pump-1/echo for eng@example.com"},
-		{"other service", "pump-1", "telnet", se.user, fieldpass.EFORBIDDEN, "no grant covers"},
-		{"grant expired", "pump-1", "ssh", se.user, fieldpass.EEXPIRED, "expired"},
-		{"device offline", "pump-2", "echo", se.user, fieldpass.EUNAVAILABLE, "offline"},
-		{"device disabled", "pump-3", "echo", se.user, fieldpass.EFORBIDDEN, "disabled"},
-		{"no such device", "pump-9", "echo", se.user, fieldpass.ENOTFOUND, "not found"},
-		{"user disabled", "pump-1", "web", &fieldpass.User{Email: engineer, Disabled: true}, fieldpass.EFORBIDDEN, "disabled"},
-		{"bad service", "pump-1", "no such", se.user, fieldpass.EINVALID, ""},
+		{"no grant", "pump-1", "echo", se.user, fieldpass.EFORBIDDEN, "no grant covers pump-1/echo for eng@example.com", fieldpass.DenyNoGrant},
+		{"other service", "pump-1", "telnet", se.user, fieldpass.EFORBIDDEN, "no grant covers", fieldpass.DenyNoGrant},
+		{"grant expired", "pump-1", "ssh", se.user, fieldpass.EEXPIRED, "expired", fieldpass.DenyGrantExpired},
+		{"device offline", "pump-2", "echo", se.user, fieldpass.EUNAVAILABLE, "offline", fieldpass.DenyDeviceOffline},
+		{"device disabled", "pump-3", "echo", se.user, fieldpass.EFORBIDDEN, "disabled", fieldpass.DenyDeviceDisabled},
+		{"no such device", "pump-9", "echo", se.user, fieldpass.ENOTFOUND, "not found", fieldpass.DenyDeviceUnknown},
+		{"user disabled", "pump-1", "web", &fieldpass.User{Email: engineer, Disabled: true}, fieldpass.EFORBIDDEN, "disabled", fieldpass.DenyUserDisabled},
+		{"bad service", "pump-1", "no such", se.user, fieldpass.EINVALID, "", fieldpass.DenyInvalid},
+		{"no caller", "pump-1", "web", nil, fieldpass.EFORBIDDEN, "no caller", fieldpass.DenyUnauthenticated},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s, err := se.m.Open(ctx, tc.user, tc.device, tc.service, "127.0.0.1")
+			var c *fieldpass.Caller
+			if tc.user != nil {
+				c = &fieldpass.Caller{User: tc.user}
+			}
+			s, err := se.m.Open(ctx, c, tc.device, tc.service, "127.0.0.1")
 			if err == nil {
 				s.End(fieldpass.EndError)
 				t.Fatal("opened")
@@ -272,6 +278,9 @@ func TestSessionRefusalsOpenNothing(t *testing.T) {
 			if fieldpass.ErrorCode(err) != tc.code || !strings.Contains(err.Error(), tc.msg) {
 				t.Fatalf("err = %v, want %s containing %q", err, tc.code, tc.msg)
 			}
+			if got := fieldpass.DenyReasonOf(err); got != tc.reason {
+				t.Fatalf("reason = %q, want %q", got, tc.reason)
+			}
 		})
 	}
 	t.Run("revoked", func(t *testing.T) {
@@ -280,8 +289,8 @@ func TestSessionRefusalsOpenNothing(t *testing.T) {
 			t.Fatal(err)
 		}
 		_, err := se.open("pump-1", "echo")
-		if fieldpass.ErrorCode(err) != fieldpass.EFORBIDDEN || !strings.Contains(err.Error(), "revoked") {
-			t.Fatalf("err = %v, want forbidden naming the revocation", err)
+		if fieldpass.ErrorCode(err) != fieldpass.EFORBIDDEN || !strings.Contains(err.Error(), "revoked") || fieldpass.DenyReasonOf(err) != fieldpass.DenyGrantRevoked {
+			t.Fatalf("err = %v (reason %q), want forbidden naming the revocation, grant_revoked", err, fieldpass.DenyReasonOf(err))
 		}
 	})
 	t.Run("user disabled in the store", func(t *testing.T) {
@@ -290,8 +299,8 @@ func TestSessionRefusalsOpenNothing(t *testing.T) {
 		}
 		defer se.DB.SetUserDisabled(ctx, testOperator, engineer, false)
 		_, err := se.open("pump-1", "web")
-		if fieldpass.ErrorCode(err) != fieldpass.EFORBIDDEN || !strings.Contains(err.Error(), "disabled") {
-			t.Fatalf("err = %v, want forbidden: disabled", err)
+		if fieldpass.ErrorCode(err) != fieldpass.EFORBIDDEN || !strings.Contains(err.Error(), "disabled") || fieldpass.DenyReasonOf(err) != fieldpass.DenyUserDisabled {
+			t.Fatalf("err = %v (reason %q), want forbidden: disabled, user_disabled", err, fieldpass.DenyReasonOf(err))
 		}
 	})
 	if rs := se.rows(); len(rs) != 0 {
@@ -541,8 +550,9 @@ func TestSessionAuditOutage(t *testing.T) {
 	down := time.Now()
 	// New sessions are refused with a clear message.
 	_, err = se.open("pump-1", "echo")
-	if fieldpass.ErrorCode(err) != fieldpass.EUNAVAILABLE || !strings.Contains(err.Error(), "audit store unavailable: new sessions are refused") {
-		t.Fatalf("open during outage: %v", err)
+	if fieldpass.ErrorCode(err) != fieldpass.EUNAVAILABLE || !strings.Contains(err.Error(), "audit store unavailable: new sessions are refused") ||
+		fieldpass.DenyReasonOf(err) != fieldpass.DenyAuditUnavailable {
+		t.Fatalf("open during outage: %v (reason %q)", err, fieldpass.DenyReasonOf(err))
 	}
 	// The live one carries on through the grace...
 	time.Sleep(grace / 2)

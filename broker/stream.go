@@ -32,7 +32,15 @@ func (b *Broker) OpenStream(ctx context.Context, device, service string, session
 	if sess == nil {
 		return nil, fieldpass.Errorf(fieldpass.EUNAVAILABLE, "device %s is offline", device)
 	}
-	st, err := sess.OpenStream()
+	return openStream(ctx, sess, device, service, session)
+}
+
+// openStream opens a stream to service over ys, the named device's tunnel,
+// and returns it once the connector has dialled the service. A recorded
+// Session opens its streams here on the tunnel it was opened on, so none
+// outlives that tunnel.
+func openStream(ctx context.Context, ys *yamux.Session, device, service string, session tunnel.ID) (tunnel.HalfCloser, error) {
+	st, err := ys.OpenStream()
 	if err != nil {
 		return nil, fieldpass.Errorf(fieldpass.EUNAVAILABLE, "device %s is offline (open stream: %w)", device, err)
 	}

@@ -20,7 +20,7 @@ type Broker struct {
 	reconnects     prometheus.Counter
 	sessionsActive prometheus.Gauge
 	sessionsOpened prometheus.Counter
-	sessionsDenied *prometheus.CounterVec // reason: a fieldpass error code
+	sessionsDenied *prometheus.CounterVec // reason: a fieldpass.DenyReason
 	sessionsEnded  *prometheus.CounterVec // reason: a fieldpass end reason
 	bytesIn        prometheus.Counter
 	bytesOut       prometheus.Counter
@@ -45,7 +45,7 @@ func NewBroker(reg prometheus.Registerer) *Broker {
 		sessionsOpened: r.counter("fieldpass_sessions_opened_total",
 			"Sessions authorised and recorded."),
 		sessionsDenied: r.counterVec("fieldpass_sessions_denied_total",
-			"Session requests refused, by error code (forbidden, expired, not_found, unavailable, invalid, internal).", "reason"),
+			"Session requests refused, by reason (no_grant, grant_expired, device_offline, mfa_required, ...: fieldpass.DenyReasons).", "reason"),
 		sessionsEnded: r.counterVec("fieldpass_sessions_ended_total",
 			"Sessions ended, by end reason.", "reason"),
 		bytesIn: r.counter("fieldpass_session_bytes_in_total",
@@ -124,11 +124,11 @@ func (m *Broker) SessionOpened() {
 	}
 }
 
-// SessionDenied counts a refused session request; code is its fieldpass
-// error code.
-func (m *Broker) SessionDenied(code string) {
+// SessionDenied counts a refused session request by its reason (a
+// fieldpass.DenyReason, a small closed set).
+func (m *Broker) SessionDenied(reason string) {
 	if m != nil {
-		m.sessionsDenied.WithLabelValues(code).Inc()
+		m.sessionsDenied.WithLabelValues(reason).Inc()
 	}
 }
 

@@ -208,13 +208,15 @@ func (db *DB) RevokeGrant(ctx context.Context, actor, id string) (*fieldpass.Gra
 // ActiveGrantFor returns a grant that lets email reach service on the live
 // device named device at time at: made out to email, naming the device or
 // selecting it by its labels, in force at at. Of several, the one that
-// ends last. Refused, so that no stream opens:
+// ends last. Refused, so that no stream opens (each refusal carries its
+// fieldpass.DenyReason):
 //
-//	not_found  no live device by that name
-//	forbidden  the device is disabled; the user is disabled; no grant covers it
+//	not_found  no live device by that name (device_unknown)
+//	forbidden  the device is disabled (device_disabled); the user is
+//	           disabled (user_disabled); no grant covers it (no_grant)
 func (db *DB) ActiveGrantFor(ctx context.Context, email, device, service string, at time.Time) (*fieldpass.Grant, error) {
-	email, err := fieldpass.NormalizeEmail(email)
-	if err != nil {
+	// Bad input is refused before the device is looked up, as ever.
+	if _, err := fieldpass.NormalizeEmail(email); err != nil {
 		return nil, err
 	}
 	if err := fieldpass.ValidateServiceName(service); err != nil {
@@ -222,10 +224,27 @@ func (db *DB) ActiveGrantFor(ctx context.Context, email, device, service string,
 	}
 	dev, err := db.Device(ctx, device)
 	if err != nil {
+		if fieldpass.ErrorCode(err) == fieldpass.ENOTFOUND {
+			return nil, fieldpass.Deny(fieldpass.DenyDeviceUnknown, err)
+		}
+		return nil, err
+	}
+	return db.ActiveGrantOn(ctx, email, dev, service, at)
+}
+
+// ActiveGrantOn is ActiveGrantFor for a device the caller has read already
+// (the session manager reads it once for every rule of a connect). dev's
+// state is taken as read; the user and the grants are read here.
+func (db *DB) ActiveGrantOn(ctx context.Context, email string, dev *fieldpass.Device, service string, at time.Time) (*fieldpass.Grant, error) {
+	email, err := fieldpass.NormalizeEmail(email)
+	if err != nil {
+		return nil, err
+	}
+	if err := fieldpass.ValidateServiceName(service); err != nil {
 		return nil, err
 	}
 	if dev.State != fieldpass.DeviceActive {
-		return nil, fieldpass.Errorf(fieldpass.EFORBIDDEN, "device %s is %s", dev.Name, dev.State)
+		return nil, fieldpass.Deny(fieldpass.DenyDeviceDisabled, fieldpass.Errorf(fieldpass.EFORBIDDEN, "device %s is %s", dev.Name, dev.State))
 	}
 	var disabled bool
 	err = db.pool.QueryRow(ctx, `SELECT disabled FROM users WHERE email = $1`, email).Scan(&disabled)
@@ -233,7 +252,7 @@ func (db *DB) ActiveGrantFor(ctx context.Context, email, device, service string,
 		return nil, fmt.Errorf("get user %s: %w", email, err)
 	}
 	if disabled {
-		return nil, fieldpass.Errorf(fieldpass.EFORBIDDEN, "user %s is disabled", email)
+		return nil, fieldpass.Deny(fieldpass.DenyUserDisabled, fieldpass.Errorf(fieldpass.EFORBIDDEN, "user %s is disabled", email))
 	}
 	gs, err := db.queryGrants(ctx, `
 		SELECT `+grantColumns+` FROM grants g
@@ -250,5 +269,5 @@ func (db *DB) ActiveGrantFor(ctx context.Context, email, device, service string,
 			return g, nil
 		}
 	}
-	return nil, fieldpass.Errorf(fieldpass.EFORBIDDEN, "no active grant gives %s access to %s on %s", email, service, dev.Name)
+	return nil, fieldpass.Deny(fieldpass.DenyNoGrant, fieldpass.Errorf(fieldpass.EFORBIDDEN, "no active grant gives %s access to %s on %s", email, service, dev.Name))
 }

@@ -253,7 +253,7 @@ func newServer(ctx context.Context, cfg *serveConfig) (_ *server, err error) {
 	s.closers = append(s.closers, func() { b.Close() })
 	sessions, err := broker.NewSessions(ctx, b, db, broker.SessionsConfig{
 		IdleTimeout: cfg.idleTimeout, AuditGrace: cfg.auditGrace, Metrics: bm,
-		Alerts: notifier, SensitiveLabels: cfg.sensitiveLabels, Logger: log,
+		Alerts: notifier, SensitiveLabels: cfg.sensitiveLabels, MFALabels: cfg.mfaLabels, Logger: log,
 	})
 	if err != nil {
 		return nil, err
@@ -283,7 +283,6 @@ func newServer(ctx context.Context, cfg *serveConfig) (_ *server, err error) {
 		Sessions:    sessions,
 		Alerts:      notifier,
 		Ready:       b.Ready,
-		MFALabels:   cfg.mfaLabels,
 		EnrollRate:  cfg.enrollRate,
 		EnrollBurst: cfg.enrollBurst,
 		Logger:      log,

@@ -59,19 +59,4 @@ func parseSince(s string, now time.Time) (time.Time, error) {
 }
 
 // formatDuration renders d compactly for tables: "4h", "1h30m", "7d".
-func formatDuration(d time.Duration) string {
-	if d <= 0 {
-		return "0s"
-	}
-	if d%(24*time.Hour) == 0 {
-		return fmt.Sprintf("%dd", d/(24*time.Hour))
-	}
-	s := d.Round(time.Second).String()
-	if strings.HasSuffix(s, "m0s") {
-		s = s[:len(s)-2]
-	}
-	if strings.HasSuffix(s, "h0m") {
-		s = s[:len(s)-2]
-	}
-	return s
-}
+func formatDuration(d time.Duration) string { return fieldpass.FormatDuration(d) }
