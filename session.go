@@ -63,6 +63,9 @@ func (s *Session) Open() bool { return s.End.IsZero() }
 const (
 	AuditSessionStart = "session.start"
 	AuditSessionEnd   = "session.end"
+	// AuditSessionEndAsked: an admin asked for a session to end; details:
+	// why, in the admin's words. The end itself follows as session.end.
+	AuditSessionEndAsked = "session.end_asked"
 )
 
 // SessionFilter selects sessions for a store's Sessions. Zero fields

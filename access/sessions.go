@@ -2,9 +2,11 @@ package access
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/fieldpass/fieldpass"
+	"github.com/fieldpass/fieldpass/postgres"
 )
 
 // Sessions lists sessions, newest first: any for admins and auditors, the
@@ -36,12 +38,14 @@ func (s *Service) Session(ctx context.Context, c *fieldpass.Caller, id string) (
 	return ss, err
 }
 
-// EndSession ends an open session (admins only) with reason ended_by_admin.
+// EndSession ends an open session (admins only) with reason ended_by_admin;
+// why, the admin's words, is recorded in the audit log first (it may be
+// empty through the API).
 // A session live on this broker is ended by its session manager, which cuts
 // its streams, tells the person why and records the real byte counts. One
 // carried elsewhere (or left by a crash) is ended in the database; the
 // broker that carries it follows the sessions table within a second.
-func (s *Service) EndSession(ctx context.Context, c *fieldpass.Caller, id string) (*fieldpass.Session, error) {
+func (s *Service) EndSession(ctx context.Context, c *fieldpass.Caller, id, why string) (*fieldpass.Session, error) {
 	if err := Require(c, fieldpass.RoleAdmin); err != nil {
 		return nil, err
 	}
@@ -51,6 +55,10 @@ func (s *Service) EndSession(ctx context.Context, c *fieldpass.Caller, id string
 	}
 	if !cur.Open() {
 		return nil, endedAlready(cur)
+	}
+	if _, err := s.cfg.DB.AppendAudit(ctx, fieldpass.AuditEvent{Actor: fieldpass.UserActor(c.User.Email), Action: fieldpass.AuditSessionEndAsked,
+		Target: postgres.SessionTarget(cur.ID), Details: map[string]any{"why": why, "user": cur.User, "device": cur.Device, "service": cur.Service}}); err != nil {
+		return nil, err
 	}
 	var out *fieldpass.Session
 	if s.cfg.Sessions != nil && s.cfg.Sessions.EndSession(cur.ID, fieldpass.EndByAdmin) {
@@ -126,4 +134,38 @@ func (s *Service) StaleReport(ctx context.Context, c *fieldpass.Caller, opts fie
 		return nil, err
 	}
 	return s.cfg.DB.StaleReport(ctx, opts)
+}
+
+// AuditState is what an auditor needs to trust the log: whether the hash
+// chain checks out now, and the newest signed checkpoint.
+type AuditState struct {
+	Checked    int64 // events whose hashes and links checked out
+	Broken     error // the first broken link, or nil
+	Checkpoint *fieldpass.AuditCheckpoint
+}
+
+// AuditState verifies the whole chain (auditors and admins). It reads every
+// event: on a log of millions, this is seconds.
+func (s *Service) AuditState(ctx context.Context, c *fieldpass.Caller) (AuditState, error) {
+	if err := Require(c, fieldpass.RoleAuditor, fieldpass.RoleAdmin); err != nil {
+		return AuditState{}, err
+	}
+	var st AuditState
+	var err error
+	st.Checked, err = s.cfg.DB.VerifyAudit(ctx)
+	if err != nil {
+		var broken *fieldpass.AuditChainError
+		if !errors.As(err, &broken) {
+			return AuditState{}, err
+		}
+		st.Broken = err
+	}
+	cps, err := s.cfg.DB.AuditCheckpoints(ctx, 0)
+	if err != nil {
+		return AuditState{}, err
+	}
+	if len(cps) > 0 {
+		st.Checkpoint = &cps[len(cps)-1]
+	}
+	return st, nil
 }

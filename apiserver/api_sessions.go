@@ -49,7 +49,7 @@ func (s *Server) handleSessionEnd() http.HandlerFunc {
 		if c == nil {
 			return
 		}
-		out, err := s.access.EndSession(r.Context(), c, chi.URLParam(r, "id"))
+		out, err := s.access.EndSession(r.Context(), c, chi.URLParam(r, "id"), "")
 		if err != nil {
 			s.writeError(w, r, err)
 			return

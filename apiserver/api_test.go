@@ -191,7 +191,12 @@ func (f *fixture) mustUser(t *testing.T, email string, roles ...fieldpass.Role) 
 
 func (f *fixture) mustToken(t *testing.T, email string, ttl time.Duration) string {
 	t.Helper()
-	tok, _, err := f.db.IssueToken(context.Background(), "operator:test", email, fieldpass.TokenCLI, ttl)
+	return f.mustTokenOf(t, email, fieldpass.TokenCLI, ttl)
+}
+
+func (f *fixture) mustTokenOf(t *testing.T, email string, kind fieldpass.TokenKind, ttl time.Duration) string {
+	t.Helper()
+	tok, _, err := f.db.IssueToken(context.Background(), "operator:test", email, kind, ttl)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	"github.com/fieldpass/fieldpass"
 	"github.com/fieldpass/fieldpass/apiserver"
 	"github.com/fieldpass/fieldpass/httpapi"
+	"github.com/fieldpass/fieldpass/portal"
 	"github.com/fieldpass/fieldpass/tunnel"
 )
 
@@ -51,6 +53,19 @@ type authzRoute struct {
 	// want is the expectation for each person kind; callers that are not
 	// people get authFailure (or public for public routes).
 	want map[string]int
+	// page: a portal page. The token travels in the portal cookie (a
+	// portal session's for people), forms carry the session's CSRF token,
+	// and a caller without a session is sent to log in (GET) or refused.
+	page bool
+	form func(f *fixture) url.Values
+}
+
+// pageFailure is what the portal answers a browser without a session.
+func pageFailure(method string) int {
+	if method == http.MethodGet {
+		return http.StatusSeeOther
+	}
+	return http.StatusForbidden
 }
 
 // only: status for the kinds listed, 403 for the other people.
@@ -145,6 +160,49 @@ func authzRoutes() []authzRoute {
 		// Connect: a plain GET without a WebSocket upgrade, device or
 		// service never connects, whoever asks.
 		{method: "GET", pattern: httpapi.ConnectPath, owner: "connect", path: fixed(httpapi.ConnectPath), want: everyone(notOK)},
+
+		// The portal's pages: the same rules (package access), in a browser.
+		// A successful form answers 303 back to its page.
+		{method: "GET", pattern: "/static/*", owner: "portal", public: true, path: fixed("/static/portal.css"), want: everyone(200)},
+		{method: "GET", pattern: "/", owner: "portal", page: true, path: fixed("/"), want: everyone(303)},
+		{method: "GET", pattern: "/devices", owner: "portal", page: true, path: fixed("/devices"), want: everyone(200)},
+		// alpha: the engineer's grant covers it; the vendor's does not.
+		{method: "GET", pattern: "/devices/{name}", owner: "portal", page: true, path: fixed("/devices/alpha"),
+			want: map[string]int{kAdmin: 200, kAuditor: 200, kEngineer: 200, kApprover: 404, kVendor: 404}},
+		{method: "GET", pattern: "/access", owner: "portal", page: true, path: fixed("/access"), want: everyone(200)},
+		{method: "POST", pattern: "/access/requests", owner: "portal", page: true, path: fixed("/access/requests"),
+			form: func(f *fixture) url.Values {
+				return url.Values{"device": {"alpha"}, "service": {fmt.Sprintf("svc-%d", f.seq.Add(1))}, "duration": {"1h"}, "reason": {"matrix"}}
+			},
+			want: everyone(303)},
+		{method: "GET", pattern: "/approvals", owner: "portal", page: true, path: fixed("/approvals"), want: only(200, kAdmin, kApprover)},
+		{method: "POST", pattern: "/approvals/{id}", owner: "portal", page: true,
+			path: func(t *testing.T, f *fixture) string { return "/approvals/" + f.mustRequest(t, people[kEngineer]).ID },
+			form: func(*fixture) url.Values { return url.Values{"decision": {"deny"}} },
+			want: only(303, kAdmin, kApprover)},
+		{method: "GET", pattern: "/grants", owner: "portal", page: true, path: fixed("/grants"), want: only(200, kAdmin)},
+		{method: "POST", pattern: "/grants", owner: "portal", page: true, path: fixed("/grants"),
+			form: func(f *fixture) url.Values {
+				return url.Values{"subject": {fmt.Sprintf("page-%d@partner.example", f.seq.Add(1))}, "devices": {"alpha"},
+					"services": {"ssh"}, "duration": {"1h"}, "reason": {"matrix"}}
+			},
+			want: only(303, kAdmin)},
+		{method: "POST", pattern: "/grants/{id}/revoke", owner: "portal", page: true,
+			path: func(t *testing.T, f *fixture) string {
+				g := f.mustGrant(t, fieldpass.Grant{Subject: people[kVendor], Devices: []string{"beta"}, Services: []string{"ssh"},
+					End: f.start.Add(time.Hour), Reason: "to revoke"})
+				return "/grants/" + g.ID + "/revoke"
+			},
+			form: func(*fixture) url.Values { return url.Values{} }, // the CSRF token alone
+			want: only(303, kAdmin)},
+		{method: "GET", pattern: "/sessions", owner: "portal", page: true, path: fixed("/sessions"), want: everyone(200)},
+		{method: "GET", pattern: "/sessions/export/{format}", owner: "portal", page: true, path: fixed("/sessions/export/csv"), want: everyone(200)},
+		{method: "GET", pattern: "/live", owner: "portal", page: true, path: fixed("/live"), want: only(200, kAdmin, kAuditor)},
+		{method: "POST", pattern: "/live/{id}/end", owner: "portal", page: true,
+			path: func(t *testing.T, f *fixture) string { return "/live/" + f.mustSession(t).ID + "/end" },
+			form: func(*fixture) url.Values { return url.Values{"why": {"matrix"}} },
+			want: only(303, kAdmin)},
+		{method: "GET", pattern: "/audit", owner: "portal", page: true, path: fixed("/audit"), want: only(200, kAdmin, kAuditor)},
 	}
 }
 
@@ -157,6 +215,9 @@ func expectFor(r authzRoute, kind string) int {
 			return public
 		}
 		return r.want[kAdmin] // a public route answers everyone alike
+	}
+	if r.page {
+		return pageFailure(r.method)
 	}
 	return authFailure[kind]
 }
@@ -203,20 +264,35 @@ func TestAuthzMatrix(t *testing.T) {
 				tok := f.tokens[kind]
 				if slices.Contains(personKinds, kind) {
 					// A fresh token each time: logout may revoke it.
-					tok = f.mustToken(t, people[kind], time.Hour)
+					kindOf := fieldpass.TokenCLI
+					if r.page {
+						kindOf = fieldpass.TokenSession
+					}
+					tok = f.mustTokenOf(t, people[kind], kindOf, time.Hour)
 				}
-				var body string
-				if r.body != nil {
-					body = r.body(f)
+				var body, ctype string
+				switch {
+				case r.body != nil:
+					body, ctype = r.body(f), "application/json"
+				case r.form != nil:
+					form := r.form(f)
+					if tok != "" {
+						form.Set("csrf", csrfFor(tok))
+					}
+					body, ctype = form.Encode(), "application/x-www-form-urlencoded"
 				}
 				req, err := http.NewRequest(r.method, f.srv.URL+path, strings.NewReader(body))
 				if err != nil {
 					t.Fatal(err)
 				}
-				if body != "" {
-					req.Header.Set("Content-Type", "application/json")
+				if ctype != "" {
+					req.Header.Set("Content-Type", ctype)
 				}
-				if tok != "" {
+				switch {
+				case tok == "":
+				case r.page:
+					req.AddCookie(&http.Cookie{Name: portal.SessionCookie, Value: tok})
+				default:
 					req.Header.Set("Authorization", "Bearer "+tok)
 				}
 				client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
@@ -230,7 +306,7 @@ func TestAuthzMatrix(t *testing.T) {
 					t.Errorf("got %d, want %s", got, describe(want))
 				}
 				// Every refusal of ours says why, in the error vocabulary.
-				if r.owner != "login" && r.owner != "connect" && got >= 400 {
+				if r.owner != "login" && r.owner != "connect" && r.owner != "portal" && got >= 400 {
 					var e tunnel.ErrorResponse
 					if err := json.NewDecoder(resp.Body).Decode(&e); err != nil || e.Code == "" || e.Message == "" {
 						t.Errorf("error body: got %+v, %v; want a code and a message", e, err)
@@ -242,6 +318,14 @@ func TestAuthzMatrix(t *testing.T) {
 		grid.WriteString("\n")
 	}
 	t.Logf("status by route and caller:\n%s", grid.String())
+}
+
+// csrfFor is the CSRF token of the portal session whose cookie holds tok,
+// as portal.CSRFToken computes it from a request.
+func csrfFor(tok string) string {
+	r, _ := http.NewRequest(http.MethodGet, "/", nil)
+	r.AddCookie(&http.Cookie{Name: portal.SessionCookie, Value: tok})
+	return portal.CSRFToken(r)
 }
 
 // TestAuthzMatrixCoversEveryRoute: a route added to routes.go without a row

@@ -18,6 +18,19 @@ func (s *Server) limit(next http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
+// limitPages charges portal page requests to the authenticated-call limit
+// of their client address, as API calls are.
+func (s *Server) limitPages(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !s.authLimit.Allow(ratelimit.ClientAddr(r)) {
+			w.Header().Set("Retry-After", "5")
+			http.Error(w, "Too many requests: try again in a few seconds.", http.StatusTooManyRequests)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
 func tooMany(w http.ResponseWriter) {
 	w.Header().Set("Retry-After", "5")
 	writeJSON(w, http.StatusTooManyRequests, errorBody(fieldpass.EUNAVAILABLE, "too many requests; try again shortly"))

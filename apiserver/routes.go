@@ -30,6 +30,28 @@ func (s *Server) routes() http.Handler {
 	r.Get("/login/device", p.HandleDeviceLoginPage())
 	r.With(s.authenticate).Post("/login/device", p.HandleDeviceLoginApprove())
 
+	// The portal's pages, for a browser with the portal cookie; they act
+	// through package access, as the API does.
+	r.Method(http.MethodGet, "/static/*", p.Static())
+	r.Group(func(r chi.Router) {
+		r.Use(s.limitPages, p.RequireLogin)
+		r.Get("/", p.HandleHome())
+		r.Get("/devices", p.HandleDevices())
+		r.Get("/devices/{name}", p.HandleDevice())
+		r.Get("/access", p.HandleAccess())
+		r.Post("/access/requests", p.HandleRequestCreate())
+		r.Get("/approvals", p.HandleApprovals())
+		r.Post("/approvals/{id}", p.HandleDecide())
+		r.Get("/grants", p.HandleGrants())
+		r.Post("/grants", p.HandleGrantCreate())
+		r.Post("/grants/{id}/revoke", p.HandleGrantRevoke())
+		r.Get("/sessions", p.HandleSessions())
+		r.Get("/sessions/export/{format}", p.HandleSessionsExport())
+		r.Get("/live", p.HandleLive())
+		r.Post("/live/{id}/end", p.HandleSessionEnd())
+		r.Get("/audit", p.HandleAudit())
+	})
+
 	r.Route("/api/v1", func(r chi.Router) {
 		// Devices enrol with a single-use token; no person is involved.
 		r.Post(strings.TrimPrefix(tunnel.EnrollPath, "/api/v1"), s.limit(s.handleEnroll()))

@@ -105,12 +105,12 @@ func New(cfg Config) *Server {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	if cfg.Portal == nil {
-		cfg.Portal = portal.New(portal.Config{DB: cfg.DB, PublicURL: cfg.PublicURL, Logger: cfg.Logger, Now: cfg.Now})
-	}
 	if cfg.Access == nil {
 		cfg.Access = access.New(access.Config{DB: cfg.DB, Sessions: cfg.Sessions, Alerts: cfg.Alerts,
 			GrantLimits: cfg.GrantLimits, Logger: cfg.Logger, Now: cfg.Now})
+	}
+	if cfg.Portal == nil {
+		cfg.Portal = portal.New(portal.Config{DB: cfg.DB, Access: cfg.Access, PublicURL: cfg.PublicURL, Logger: cfg.Logger, Now: cfg.Now})
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, limiter: ratelimit.New(cfg.EnrollRate, cfg.EnrollBurst),
 		authLimit: ratelimit.New(cfg.AuthRate, cfg.AuthBurst), portal: cfg.Portal, access: cfg.Access}

@@ -141,8 +141,9 @@ func (p *Portal) render(w http.ResponseWriter, r *http.Request, status int, name
 	w.Write(buf.Bytes())
 }
 
-// fail shows err on the page name (status from the error vocabulary) or,
-// for a POST, sends the browser back where it came from with the message.
+// fail shows err on an error page, with the status its code maps to; a
+// form refused for what it said (invalid, conflict, ...) goes back where it
+// came from with the message instead.
 func (p *Portal) fail(w http.ResponseWriter, r *http.Request, err error) {
 	err = postgres.Explain(err)
 	code := fieldpass.ErrorCode(err)
@@ -150,7 +151,8 @@ func (p *Portal) fail(w http.ResponseWriter, r *http.Request, err error) {
 		p.log.Error("page failed", "method", r.Method, "path", r.URL.Path, "err", err)
 	}
 	msg := sentence(fieldpass.ErrorMessage(err))
-	if r.Method == http.MethodPost {
+	if r.Method == http.MethodPost && code != fieldpass.EFORBIDDEN && code != fieldpass.ENOTFOUND && code != fieldpass.EINTERNAL {
+		// A form that can be mended: back to it, saying what was wrong.
 		p.redirectFlash(w, r, backTo(r), msg, true)
 		return
 	}

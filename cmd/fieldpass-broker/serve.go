@@ -277,7 +277,7 @@ func newServer(ctx context.Context, cfg *serveConfig) (_ *server, err error) {
 			Endpoints:     endpoints,
 			MTU:           cfg.mtu,
 		},
-		Portal:      portal.New(portal.Config{DB: db, OIDC: cfg.oidc, PublicURL: publicOrigin, Logger: log}),
+		Portal:      portal.New(portal.Config{DB: db, Access: rules, OIDC: cfg.oidc, PublicURL: publicOrigin, Logger: log}),
 		Access:      rules,
 		PublicURL:   publicOrigin,
 		Sessions:    sessions,
