@@ -124,7 +124,7 @@ func TestSilenceJudgedByDeviceKeepalive(t *testing.T) {
 		return false
 	}
 	skew.Store(int64(100 * time.Second))
-	brokertest.WaitFor(t, 5*time.Second, "plain device cut as silent", func() bool { return cutSilent("plain") })
+	brokertest.WaitFor(t, 15*time.Second, "plain device cut as silent", func() bool { return cutSilent("plain") })
 	time.Sleep(time.Second) // five more presence passes
 	for _, name := range []string{"at-hello", "live"} {
 		if cutSilent(name) || !e.Broker.Connected(name) {
