@@ -234,4 +234,3 @@ func (c *chrome) audit(name string) {
 	c.screenshot(name + "-390x844")
 	c.run("desktop size", chromedp.EmulateViewport(1280, 800))
 }
-
