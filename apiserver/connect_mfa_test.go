@@ -25,17 +25,7 @@ import (
 func TestConnectPassesPortalMFA(t *testing.T) {
 	ctx := context.Background()
 	env := brokertest.New(t, brokertest.WithAPIConfig(func(env *brokertest.Env, cfg *apiserver.Config) {
-		m, err := broker.NewSessions(ctx, env.Broker, env.DB, broker.SessionsConfig{
-			MFALabels: map[string]string{"zone": "critical"}, Logger: brokertest.Logger(),
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		mctx, cancel := context.WithCancel(ctx)
-		done := make(chan struct{})
-		go func() { m.Run(mctx); close(done) }()
-		t.Cleanup(func() { cancel(); <-done })
-		cfg.Sessions = m
+		cfg.Sessions = env.StartSessions(broker.SessionsConfig{MFALabels: map[string]string{"zone": "critical"}})
 	}))
 	db := env.DB
 	prefix := netip.MustParsePrefix("10.77.0.0/16")

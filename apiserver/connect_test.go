@@ -43,14 +43,7 @@ func newConnectEnv(t *testing.T) *connectEnv {
 	ctx := context.Background()
 	e := &connectEnv{}
 	e.env = brokertest.New(t, brokertest.WithAPIConfig(func(env *brokertest.Env, cfg *apiserver.Config) {
-		m, err := broker.NewSessions(ctx, env.Broker, env.DB, broker.SessionsConfig{Logger: brokertest.Logger()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		mctx, mcancel := context.WithCancel(ctx)
-		mdone := make(chan struct{})
-		go func() { m.Run(mctx); close(mdone) }()
-		t.Cleanup(func() { mcancel(); <-mdone })
+		m := env.StartSessions(broker.SessionsConfig{})
 		e.sessions, cfg.Sessions = m, m
 	}))
 	e.db, e.b, e.srv = e.env.DB, e.env.Broker, e.env.API

@@ -158,16 +158,7 @@ func TestAlertSensitiveSession(t *testing.T) {
 	}, 24*time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	m, err := broker.NewSessions(ctx, e.Broker, e.DB, broker.SessionsConfig{
-		Alerts: n, SensitiveLabels: map[string]string{"sensitive": "true"}, Logger: brokertest.Logger(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	runCtx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { defer close(done); m.Run(runCtx) }()
-	defer func() { cancel(); <-done }()
+	m := e.StartSessions(broker.SessionsConfig{Alerts: n, SensitiveLabels: map[string]string{"sensitive": "true"}})
 
 	ls, err := m.Open(ctx, &fieldpass.Caller{User: u}, "valve-2", "echo", "127.0.0.1")
 	if err != nil {

@@ -47,16 +47,7 @@ func TestOpenNeedsMFAForLabelledDevices(t *testing.T) {
 	}, 24*time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	m, err := broker.NewSessions(ctx, e.Broker, e.DB, broker.SessionsConfig{
-		MFALabels: map[string]string{"zone": "critical"}, Logger: brokertest.Logger(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	runCtx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { defer close(done); m.Run(runCtx) }()
-	defer func() { cancel(); <-done }()
+	m := e.StartSessions(broker.SessionsConfig{MFALabels: map[string]string{"zone": "critical"}})
 
 	noMFA := &fieldpass.Caller{User: u}
 	_, err = m.Open(ctx, noMFA, "substation-1", "echo", "127.0.0.1")

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/fieldpass/fieldpass"
+	"github.com/fieldpass/fieldpass/httpapi"
 	"github.com/fieldpass/fieldpass/postgres"
 	"github.com/fieldpass/fieldpass/ratelimit"
 )
@@ -156,7 +157,7 @@ func (p *Portal) fail(w http.ResponseWriter, r *http.Request, err error) {
 		p.redirectFlash(w, r, backTo(r), msg, true)
 		return
 	}
-	p.render(w, r, statusOf(code), "error", view{Title: "Cannot show this page", Data: msg})
+	p.render(w, r, httpapi.Status(code), "error", view{Title: "Cannot show this page", Data: msg})
 }
 
 // done sends the browser to target after a successful POST, with msg.
@@ -262,24 +263,6 @@ func (p *Portal) HandleHome() http.HandlerFunc {
 
 func safeMethod(m string) bool {
 	return m == http.MethodGet || m == http.MethodHead || m == http.MethodOptions
-}
-
-func statusOf(code string) int {
-	switch code {
-	case fieldpass.EINVALID:
-		return http.StatusBadRequest
-	case fieldpass.EFORBIDDEN:
-		return http.StatusForbidden
-	case fieldpass.ENOTFOUND:
-		return http.StatusNotFound
-	case fieldpass.ECONFLICT:
-		return http.StatusConflict
-	case fieldpass.EEXPIRED:
-		return http.StatusGone
-	case fieldpass.EUNAVAILABLE:
-		return http.StatusServiceUnavailable
-	}
-	return http.StatusInternalServerError
 }
 
 func hasAny(u *fieldpass.User, roles []fieldpass.Role) bool {

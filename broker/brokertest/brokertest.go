@@ -322,3 +322,22 @@ func ClosedPort(tb testing.TB) string {
 	ln.Close()
 	return a
 }
+
+// StartSessions runs a session manager on the running broker with cfg
+// (Logger defaults to Logger()) until the test ends; it stops before the
+// broker does. Call it from a WithAPIConfig function to give the API one.
+func (e *Env) StartSessions(cfg broker.SessionsConfig) *broker.Sessions {
+	e.tb.Helper()
+	if cfg.Logger == nil {
+		cfg.Logger = Logger()
+	}
+	m, err := broker.NewSessions(context.Background(), e.Broker, e.DB, cfg)
+	if err != nil {
+		e.tb.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); m.Run(ctx) }()
+	e.tb.Cleanup(func() { cancel(); <-done })
+	return m
+}

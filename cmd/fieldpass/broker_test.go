@@ -98,15 +98,7 @@ func newConnectBroker(t *testing.T) (*broker, *fpbroker.Sessions) {
 	t.Helper()
 	var m *fpbroker.Sessions
 	env := brokertest.New(t, brokertest.WithAPIConfig(func(env *brokertest.Env, cfg *apiserver.Config) {
-		var err error
-		m, err = fpbroker.NewSessions(context.Background(), env.Broker, env.DB, fpbroker.SessionsConfig{Logger: brokertest.Logger()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { m.Run(ctx); close(done) }()
-		t.Cleanup(func() { cancel(); <-done })
+		m = env.StartSessions(fpbroker.SessionsConfig{})
 		cfg.Sessions = m
 		cfg.AuthRate, cfg.AuthBurst = 1e6, 1e6
 	}))
