@@ -28,11 +28,12 @@ test: lint ## run every test (real Postgres, WireGuard, binaries) with -race
 FUZZTIME ?= 30s
 FUZZ_TARGETS = tunnel:FuzzReadStreamHeader tunnel:FuzzReadStreamStatus tunnel:FuzzReadHello \
   tunnel:FuzzReadHelloReply tunnel:FuzzReadStreamOpen wgnet:FuzzIsSYNTo \
-  connector:FuzzParseNetlink portal:FuzzLocalReturn
+  connector:FuzzParseNetlink portal:FuzzLocalReturn portal:FuzzParseWebHost \
+  .:FuzzParseDuration .:FuzzVerifyAuditExport
 
 fuzz: ## fuzz every parser of outside input for FUZZTIME (30s) each
 	for t in $(FUZZ_TARGETS); do \
-	  $(GO) test ./$${t%%:*} -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) || exit 1; done
+	  $(GO) test ./$${t%%:*} -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 5s || exit 1; done
 
 bench: ## throughput, stream-open and session-open latency vs their baselines (see bench/README.md)
 	$(GO) test ./bench -run '^$$' -bench 'Throughput|StreamOpen' -benchtime 3x -count 1

@@ -19,11 +19,13 @@ import (
 func (s *Server) routes() http.Handler {
 	r := chi.NewRouter()
 	r.Use(middleware.Recoverer)
+	// Device web UIs, each on an origin of its own, before any route.
+	r.Use(s.portal.WebHosts)
 	r.Method(http.MethodGet, "/healthz", handleHealthz())
 	r.Method(http.MethodGet, "/readyz", handleReadyz(s.cfg.Ready))
 
-	// People log in through the IdP (portal) or the device flow (CLI).
 	p := s.portal
+	// People log in through the IdP (portal) or the device flow (CLI).
 	r.Get("/auth/login", s.limit(p.HandleLogin()))
 	r.Get("/auth/callback", s.limit(p.HandleCallback()))
 	r.With(s.authenticate).Post("/auth/logout", p.HandleLogout())
@@ -38,6 +40,7 @@ func (s *Server) routes() http.Handler {
 		r.Get("/", p.HandleHome())
 		r.Get("/devices", p.HandleDevices())
 		r.Get("/devices/{name}", p.HandleDevice())
+		r.Post("/web/{device}/{service}", p.HandleWebOpen())
 		r.Get("/access", p.HandleAccess())
 		r.Post("/access/requests", p.HandleRequestCreate())
 		r.Get("/approvals", p.HandleApprovals())

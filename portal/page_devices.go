@@ -19,6 +19,7 @@ type devicesData struct {
 	Label   string // k=v
 	Status  string // online, offline or ""
 	Total   int    // before filtering
+	Web     bool   // device web UIs can open here
 }
 
 // HandleDevices lists the devices the caller may see now, searchable by
@@ -33,7 +34,7 @@ func (p *Portal) HandleDevices() http.HandlerFunc {
 		}
 		q := r.URL.Query()
 		d := devicesData{Q: clip(strings.TrimSpace(q.Get("q")), 100), Label: clip(strings.TrimSpace(q.Get("label")), 200),
-			Status: q.Get("status"), Total: len(devs)}
+			Status: q.Get("status"), Total: len(devs), Web: p.cfg.WebDomain != "" && p.cfg.Sessions != nil}
 		lk, lv, hasLabel := strings.Cut(d.Label, "=")
 		for _, dev := range devs {
 			if d.Q != "" && !strings.Contains(strings.ToLower(dev.Name), strings.ToLower(d.Q)) {
@@ -63,6 +64,7 @@ type deviceData struct {
 	Grants   []*fieldpass.Grant
 	Sessions []*fieldpass.Session
 	History  []*fieldpass.DeviceEvent // nil: the caller may not read it
+	Web      bool                     // device web UIs can open here
 }
 
 // HandleDevice shows one device: its state and services, the grants that
@@ -78,7 +80,7 @@ func (p *Portal) HandleDevice() http.HandlerFunc {
 			p.fail(w, r, err)
 			return
 		}
-		d := deviceData{Device: dev}
+		d := deviceData{Device: dev, Web: p.cfg.WebDomain != "" && p.cfg.Sessions != nil}
 		if d.Grants, err = p.cfg.Access.Grants(ctx, c, fieldpass.GrantFilter{Device: name, ActiveAt: p.cfg.Now(), Limit: 100}); err != nil {
 			p.fail(w, r, err)
 			return

@@ -8,10 +8,12 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/fieldpass/fieldpass"
 	"github.com/fieldpass/fieldpass/access"
+	"github.com/fieldpass/fieldpass/broker"
 	"github.com/fieldpass/fieldpass/httpapi"
 	"github.com/fieldpass/fieldpass/identity"
 	"github.com/fieldpass/fieldpass/postgres"
@@ -26,6 +28,15 @@ type Config struct {
 	// Access applies the rules of what people may see and do; the pages
 	// act only through it. Nil: the login flows alone (no pages).
 	Access *access.Service
+	// Sessions is the broker's session manager: device web UIs open
+	// recorded sessions through it. Nil: no device web UIs.
+	Sessions *broker.Sessions
+	// WebDomain is the DNS domain under which each device service's web UI
+	// gets an origin of its own, <device>--<service>.<WebDomain> (a wildcard
+	// DNS name and certificate for *.<WebDomain> point at the broker), on
+	// PublicURL's scheme and port. "localhost" works on a loopback broker:
+	// browsers resolve *.localhost to it. Empty: no device web UIs.
+	WebDomain string
 	// OIDC configures people's login; nil disables it (tokens issued with
 	// fieldpass-broker user token still work).
 	OIDC *OIDCConfig
@@ -62,6 +73,7 @@ type Portal struct {
 	log   *slog.Logger
 	login *loginState
 	pages pages
+	web   *webProxy
 }
 
 // New returns a Portal.
@@ -72,7 +84,12 @@ func New(cfg Config) *Portal {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Portal{cfg: cfg, log: cfg.Logger, login: newLoginState(cfg), pages: parsePages()}
+	p := &Portal{cfg: cfg, log: cfg.Logger, login: newLoginState(cfg), pages: parsePages(), web: newWebProxy()}
+	if p.login.origin == nil {
+		p.cfg.WebDomain = "" // device origins live on the public URL's scheme and port
+	}
+	p.cfg.WebDomain = strings.ToLower(strings.Trim(p.cfg.WebDomain, "."))
+	return p
 }
 
 // writeError answers err as JSON (the API's error body). An unreachable

@@ -26,7 +26,7 @@ var (
 	brokerTables = []string{"devices", "enrollment_tokens", "users", "tokens", "grants", "access_requests", "sessions"}
 
 	// appendOnlyTables are only ever read and appended to.
-	appendOnlyTables = []string{"audit_events", "audit_checkpoints", "device_events", "alert_dead_letters", "alert_replays"}
+	appendOnlyTables = []string{"audit_events", "audit_checkpoints", "device_events", "alert_dead_letters", "alert_replays", "web_requests"}
 
 	// readOnlyTables are read, never written, by the broker.
 	readOnlyTables = []string{"goose_db_version"}

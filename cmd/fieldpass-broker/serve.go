@@ -86,6 +86,7 @@ type serveConfig struct {
 	alertOfflineAfter   time.Duration
 	checkpointKey       string // "": no checkpoints
 	checkpointEvery     time.Duration
+	webDomain           string // "": no device web UIs
 }
 
 // serveFlags parses and checks serve's flags, reads the secrets they name
@@ -97,6 +98,7 @@ func (e env) serveFlags(ctx context.Context, args []string) (*serveConfig, error
 	metricsListen := fset.String("metrics-listen", "", "TCP `address` of Prometheus /metrics, /healthz and /readyz, kept off the API listener (default: off)")
 	wgListen := fset.String("wg-listen", ":51820", "UDP address of WireGuard (a specific IP binds only that address)")
 	publicURL := fset.String("public-url", "", "URL people and connectors use to reach this broker (https://...)")
+	webDomain := fset.String("web-domain", "", "DNS `domain` under which each device service's web UI gets its own origin, DEVICE--SERVICE.DOMAIN (wildcard DNS and certificate for *.DOMAIN point here) (default: localhost for a loopback --public-url, else off)")
 	var endpoints cliflag.Strings
 	fset.Var(&endpoints, "wg-endpoint", "public WireGuard `host:port` told to devices (repeatable; default: the public URL's host and the --wg-listen port)")
 	prefix := fset.String("tunnel-prefix", "10.77.0.0/16", "tunnel address space; the broker takes the first address")
@@ -146,6 +148,13 @@ func (e env) serveFlags(ctx context.Context, args []string) (*serveConfig, error
 		return nil, usageError{msg: "--public-url is required: the https:// URL devices and people reach this broker at"}
 	}
 	cfg.publicURL = pu
+	cfg.webDomain = strings.ToLower(strings.Trim(*webDomain, "."))
+	if cfg.webDomain == "" && fieldpass.IsLoopbackHost(pu.Hostname()) {
+		cfg.webDomain = "localhost" // browsers resolve *.localhost to this machine
+	}
+	if strings.ContainsAny(cfg.webDomain, "/:@ ") {
+		return nil, usageError{msg: fmt.Sprintf("--web-domain %q: want a DNS name such as devices.example.com", *webDomain)}
+	}
 	if cfg.oidc, err = oidcf.config(ctx, pu, cfg.log); err != nil {
 		return nil, err
 	}
@@ -190,6 +199,7 @@ type server struct {
 	db            *postgres.DB
 	broker        *broker.Broker
 	sessions      *broker.Sessions
+	portal        *portal.Portal
 	httpLn, opsLn net.Listener // opsLn nil: no --metrics-listen
 	http, ops     *http.Server
 	endpoints     []string
@@ -268,6 +278,8 @@ func newServer(ctx context.Context, cfg *serveConfig) (_ *server, err error) {
 	// One set of rules for what people may see and do, whether they ask
 	// through the API or the portal.
 	rules := access.New(access.Config{DB: db, Sessions: sessions, Alerts: notifier, Logger: log})
+	s.portal = portal.New(portal.Config{DB: db, Access: rules, Sessions: sessions, WebDomain: cfg.webDomain,
+		OIDC: cfg.oidc, PublicURL: publicOrigin, Logger: log})
 	api := apiserver.New(apiserver.Config{
 		DB: db,
 		Tunnel: apiserver.TunnelInfo{
@@ -277,7 +289,7 @@ func newServer(ctx context.Context, cfg *serveConfig) (_ *server, err error) {
 			Endpoints:     endpoints,
 			MTU:           cfg.mtu,
 		},
-		Portal:      portal.New(portal.Config{DB: db, Access: rules, OIDC: cfg.oidc, PublicURL: publicOrigin, Logger: log}),
+		Portal:      s.portal,
 		Access:      rules,
 		PublicURL:   publicOrigin,
 		Sessions:    sessions,
@@ -362,6 +374,8 @@ func (s *server) run(ctx context.Context) error {
 		wg.Add(1)
 		go func() { defer wg.Done(); checkpointLoop(ctx, s.db, s.checkpointKey, s.cfg.checkpointEvery, s.log) }()
 	}
+	wg.Add(1)
+	go func() { defer wg.Done(); s.portal.RunWebLog(ctx) }()
 	errc := make(chan error, 4)
 	wg.Add(3)
 	go func() { defer wg.Done(); errc <- apiserver.Serve(ctx, s.httpLn, s.http) }()
