@@ -169,3 +169,12 @@ func (s *Service) AuditState(ctx context.Context, c *fieldpass.Caller) (AuditSta
 	}
 	return st, nil
 }
+
+// WebRequests is the HTTP request log of one session through a device web
+// UI, to its person or to an admin or auditor.
+func (s *Service) WebRequests(ctx context.Context, c *fieldpass.Caller, sessionID string) ([]fieldpass.WebRequest, error) {
+	if _, err := s.Session(ctx, c, sessionID); err != nil {
+		return nil, err
+	}
+	return s.cfg.DB.WebRequests(ctx, sessionID, 0)
+}

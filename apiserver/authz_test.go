@@ -197,6 +197,13 @@ func authzRoutes() []authzRoute {
 			want: only(303, kAdmin)},
 		{method: "GET", pattern: "/sessions", owner: "portal", page: true, path: fixed("/sessions"), want: everyone(200)},
 		{method: "GET", pattern: "/sessions/export/{format}", owner: "portal", page: true, path: fixed("/sessions/export/csv"), want: everyone(200)},
+		// The engineer's session: theirs and the auditors' and admins'.
+		{method: "GET", pattern: "/sessions/{id}", owner: "portal", page: true,
+			path: func(t *testing.T, f *fixture) string { return "/sessions/" + f.mustSession(t).ID },
+			want: map[string]int{kAdmin: 200, kAuditor: 200, kEngineer: 200, kApprover: 404, kVendor: 404}},
+		{method: "POST", pattern: "/web/{device}/{service}", owner: "portal", page: true, path: fixed("/web/alpha/web"),
+			form: func(*fixture) url.Values { return url.Values{} },
+			want: everyone(503)}, // no session manager here: refused before anything opens
 		{method: "GET", pattern: "/live", owner: "portal", page: true, path: fixed("/live"), want: only(200, kAdmin, kAuditor)},
 		{method: "POST", pattern: "/live/{id}/end", owner: "portal", page: true,
 			path: func(t *testing.T, f *fixture) string { return "/live/" + f.mustSession(t).ID + "/end" },

@@ -50,6 +50,7 @@ func (s *Server) routes() http.Handler {
 		r.Post("/grants/{id}/revoke", p.HandleGrantRevoke())
 		r.Get("/sessions", p.HandleSessions())
 		r.Get("/sessions/export/{format}", p.HandleSessionsExport())
+		r.Get("/sessions/{id}", p.HandleSession())
 		r.Get("/live", p.HandleLive())
 		r.Post("/live/{id}/end", p.HandleSessionEnd())
 		r.Get("/audit", p.HandleAudit())

@@ -5,6 +5,7 @@ package e2e_test
 import (
 	"context"
 	"encoding/json"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -95,6 +96,17 @@ func startPortalBroker(t *testing.T, people ...idpUser) (*broker, *devIDP) {
 	httpAddr := freeAddr(t, "tcp")
 	idp := startDevIDP(t, "http://"+httpAddr, people...)
 	return startBrokerAt(t, httpAddr, idp.brokerFlags()...), idp
+}
+
+// startPortalBrokerOn is startPortalBroker with the public URL on host
+// (such as localhost) instead of the loopback address.
+func startPortalBrokerOn(t *testing.T, host string, people ...idpUser) (*broker, *devIDP) {
+	t.Helper()
+	httpAddr := freeAddr(t, "tcp")
+	_, port, _ := net.SplitHostPort(httpAddr)
+	public := "http://" + net.JoinHostPort(host, port)
+	idp := startDevIDP(t, public, people...)
+	return startBrokerAt(t, httpAddr, append(idp.brokerFlags(), "--public-url", public)...), idp
 }
 
 // chrome is one idpUser's browser: a headless Chromium with a profile of its

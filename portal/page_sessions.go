@@ -245,3 +245,29 @@ func (p *Portal) HandleSessionEnd() http.HandlerFunc {
 		p.done(w, r, "/live", "Ended "+s.User+"'s "+s.Service+" session on "+s.Device+".")
 	}
 }
+
+// sessionData is one session's page.
+type sessionData struct {
+	Session  *fieldpass.Session
+	Requests []fieldpass.WebRequest
+}
+
+// HandleSession shows one session and, for a device web UI, every HTTP
+// request it carried: to its person, and to admins and auditors.
+func (p *Portal) HandleSession() http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		c := fieldpass.CallerFromContext(r.Context())
+		id := chi.URLParam(r, "id")
+		s, err := p.cfg.Access.Session(r.Context(), c, id)
+		if err != nil {
+			p.fail(w, r, err)
+			return
+		}
+		d := sessionData{Session: s}
+		if d.Requests, err = p.cfg.Access.WebRequests(r.Context(), c, id); err != nil {
+			p.fail(w, r, err)
+			return
+		}
+		p.render(w, r, http.StatusOK, "session", view{Title: "Session", Current: "sessions", Data: d})
+	}
+}

@@ -33,9 +33,21 @@ var templateFS embed.FS
 var staticFS embed.FS
 
 // pageCSP allows what the pages need and nothing else: our own scripts and
-// styles, images inline (data:) and fetches back to the broker.
-const pageCSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; " +
-	"connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+// styles, images inline (data:), fetches back to the broker, and forms that
+// post here (and, opening a device web UI, are sent on to its origin:
+// browsers apply form-action to the redirect too).
+func (p *Portal) pageCSP() string {
+	formAction := "'self'"
+	if p.cfg.WebDomain != "" && p.login.origin != nil {
+		src := p.login.origin.Scheme + "://*." + p.cfg.WebDomain
+		if port := p.login.origin.Port(); port != "" {
+			src += ":" + port
+		}
+		formAction += " " + src
+	}
+	return "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; " +
+		"connect-src 'self'; form-action " + formAction + "; frame-ancestors 'none'; base-uri 'none'"
+}
 
 // flashCookie carries one message across a POST's redirect.
 const flashCookie = "fieldpass_flash"
@@ -134,7 +146,7 @@ func (p *Portal) render(w http.ResponseWriter, r *http.Request, status int, name
 	h := w.Header()
 	h.Set("Content-Type", "text/html; charset=utf-8")
 	h.Set("Cache-Control", "no-store")
-	h.Set("Content-Security-Policy", pageCSP)
+	h.Set("Content-Security-Policy", p.csp)
 	h.Set("X-Frame-Options", "DENY")
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Referrer-Policy", "same-origin")

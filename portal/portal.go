@@ -74,6 +74,7 @@ type Portal struct {
 	login *loginState
 	pages pages
 	web   *webProxy
+	csp   string // the pages' Content-Security-Policy
 }
 
 // New returns a Portal.
@@ -89,6 +90,7 @@ func New(cfg Config) *Portal {
 		p.cfg.WebDomain = "" // device origins live on the public URL's scheme and port
 	}
 	p.cfg.WebDomain = strings.ToLower(strings.Trim(p.cfg.WebDomain, "."))
+	p.csp = p.pageCSP()
 	return p
 }
 
