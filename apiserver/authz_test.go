@@ -203,7 +203,9 @@ func authzRoutes() []authzRoute {
 			want: map[string]int{kAdmin: 200, kAuditor: 200, kEngineer: 200, kApprover: 404, kVendor: 404}},
 		{method: "POST", pattern: "/web/{device}/{service}", owner: "portal", page: true, path: fixed("/web/alpha/web"),
 			form: func(*fixture) url.Values { return url.Values{} },
-			want: everyone(503)}, // no session manager here: refused before anything opens
+			// No session manager here: refused before anything opens, and
+			// sent back to the page with why, as any refused form is.
+			want: everyone(303)},
 		{method: "GET", pattern: "/live", owner: "portal", page: true, path: fixed("/live"), want: only(200, kAdmin, kAuditor)},
 		{method: "POST", pattern: "/live/{id}/end", owner: "portal", page: true,
 			path: func(t *testing.T, f *fixture) string { return "/live/" + f.mustSession(t).ID + "/end" },

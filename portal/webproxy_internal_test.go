@@ -77,8 +77,8 @@ func FuzzParseWebHost(f *testing.F) {
 func TestRewriteCSP(t *testing.T) {
 	for in, want := range map[string]string{
 		"default-src 'self' http://192.168.1.1; connect-src 'self' ws: http://192.168.1.1:8080": "default-src 'self' 'self'; connect-src 'self' ws: 'self'; frame-ancestors 'none'",
-		"script-src https://cdn.example.com; frame-ancestors *":                                  "script-src https://cdn.example.com; frame-ancestors 'none'",
-		"img-src http://10.0.0.1 data:":                                                          "img-src 'self' data:; frame-ancestors 'none'",
+		"script-src https://cdn.example.com; frame-ancestors *":                                 "script-src https://cdn.example.com; frame-ancestors 'none'",
+		"img-src http://10.0.0.1 data:":                                                         "img-src 'self' data:; frame-ancestors 'none'",
 	} {
 		if got := rewriteCSP(in); got != want {
 			t.Errorf("rewriteCSP(%q)\n got %q\nwant %q", in, got, want)
