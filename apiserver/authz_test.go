@@ -206,6 +206,39 @@ func authzRoutes() []authzRoute {
 			// No session manager here: refused before anything opens, and
 			// sent back to the page with why, as any refused form is.
 			want: everyone(303)},
+		{method: "GET", pattern: "/terminal/{device}/{service}", owner: "portal", page: true, path: fixed("/terminal/alpha/ssh"),
+			want: map[string]int{kAdmin: 200, kAuditor: 200, kEngineer: 200, kApprover: 404, kVendor: 404}},
+		{method: "GET", pattern: "/terminal/socket", owner: "portal", page: true, path: fixed("/terminal/socket"),
+			want: everyone(503)}, // no session manager here
+		{method: "POST", pattern: "/devices/{name}/hostkeys/{service}/accept", owner: "portal", page: true,
+			path: func(t *testing.T, f *fixture) string {
+				dev, err := f.db.Device(t.Context(), "alpha")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := f.db.PinHostKey(t.Context(), fieldpass.SSHHostKey{DeviceID: dev.ID, Service: "ssh", Type: "ssh-ed25519",
+					Key: []byte{1}, Fingerprint: fmt.Sprintf("SHA256:%d", f.seq.Add(1)), PinnedBy: "operator:test"}, "alpha"); err != nil {
+					t.Fatal(err)
+				}
+				return "/devices/alpha/hostkeys/ssh/accept"
+			},
+			form: func(*fixture) url.Values { return url.Values{} },
+			want: only(303, kAdmin)},
+		{method: "GET", pattern: "/sessions/{id}/recording.cast", owner: "portal", page: true,
+			path: func(t *testing.T, f *fixture) string {
+				s := f.mustSession(t)
+				if err := f.db.StartRecording(t.Context(), s.ID, `{"version":2,"width":80,"height":24}`, false); err != nil {
+					t.Fatal(err)
+				}
+				return "/sessions/" + s.ID + "/recording.cast"
+			},
+			want: map[string]int{kAdmin: 200, kAuditor: 200, kEngineer: 200, kApprover: 404, kVendor: 404}},
+		{method: "GET", pattern: "/sessions/{id}/watch", owner: "portal", page: true,
+			path: func(t *testing.T, f *fixture) string { return "/sessions/" + f.mustSession(t).ID + "/watch" },
+			want: only(200, kAdmin, kAuditor)},
+		{method: "GET", pattern: "/sessions/{id}/watch/socket", owner: "portal", page: true,
+			path: func(t *testing.T, f *fixture) string { return "/sessions/" + f.mustSession(t).ID + "/watch/socket" },
+			want: only(404, kAdmin, kAuditor)}, // not live here: nothing to watch
 		{method: "GET", pattern: "/live", owner: "portal", page: true, path: fixed("/live"), want: only(200, kAdmin, kAuditor)},
 		{method: "POST", pattern: "/live/{id}/end", owner: "portal", page: true,
 			path: func(t *testing.T, f *fixture) string { return "/live/" + f.mustSession(t).ID + "/end" },

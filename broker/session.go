@@ -55,6 +55,9 @@ func (s *Session) Record() fieldpass.Session {
 	return r
 }
 
+// GrantEnd is when the grant that lets this session through ends.
+func (s *Session) GrantEnd() time.Time { return s.grantEnd }
+
 // Done is closed when the session ends.
 func (s *Session) Done() <-chan struct{} { return s.done }
 

@@ -65,6 +65,7 @@ type deviceData struct {
 	Sessions []*fieldpass.Session
 	History  []*fieldpass.DeviceEvent // nil: the caller may not read it
 	Web      bool                     // device web UIs can open here
+	HostKeys []fieldpass.SSHHostKey   // admins only
 }
 
 // HandleDevice shows one device: its state and services, the grants that
@@ -88,6 +89,12 @@ func (p *Portal) HandleDevice() http.HandlerFunc {
 		if d.Sessions, err = p.cfg.Access.Sessions(ctx, c, fieldpass.SessionFilter{Device: name, Limit: 20}); err != nil {
 			p.fail(w, r, err)
 			return
+		}
+		if c.User.HasRole(fieldpass.RoleAdmin) {
+			if d.HostKeys, err = p.cfg.DB.HostKeys(ctx, dev.ID); err != nil {
+				p.fail(w, r, err)
+				return
+			}
 		}
 		if access.SeesAll(c) {
 			if d.History, err = p.cfg.Access.DeviceHistory(ctx, c, name, p.cfg.Now().Add(-7*24*time.Hour), 200); err != nil {

@@ -248,8 +248,10 @@ func (p *Portal) HandleSessionEnd() http.HandlerFunc {
 
 // sessionData is one session's page.
 type sessionData struct {
-	Session  *fieldpass.Session
-	Requests []fieldpass.WebRequest
+	Session   *fieldpass.Session
+	Requests  []fieldpass.WebRequest
+	Recording bool // a terminal recording to replay
+	Watchable bool // a live terminal on this broker the caller may watch
 }
 
 // HandleSession shows one session and, for a device web UI, every HTTP
@@ -268,6 +270,11 @@ func (p *Portal) HandleSession() http.HandlerFunc {
 			p.fail(w, r, err)
 			return
 		}
+		if d.Recording, err = p.cfg.DB.HasRecording(r.Context(), id); err != nil {
+			p.fail(w, r, err)
+			return
+		}
+		d.Watchable = s.Open() && access.SeesAll(c) && p.watches.get(id) != nil
 		p.render(w, r, http.StatusOK, "session", view{Title: "Session", Current: "sessions", Data: d})
 	}
 }

@@ -37,6 +37,10 @@ type Config struct {
 	// PublicURL's scheme and port. "localhost" works on a loopback broker:
 	// browsers resolve *.localhost to it. Empty: no device web UIs.
 	WebDomain string
+	// RecordInputLabels: terminals to devices carrying any of these labels
+	// record keystrokes too (passwords typed included); others record only
+	// output and resizes (default none).
+	RecordInputLabels map[string]string
 	// OIDC configures people's login; nil disables it (tokens issued with
 	// fieldpass-broker user token still work).
 	OIDC *OIDCConfig
@@ -69,12 +73,13 @@ type OIDCConfig struct {
 
 // Portal serves people's logins.
 type Portal struct {
-	cfg   Config
-	log   *slog.Logger
-	login *loginState
-	pages pages
-	web   *webProxy
-	csp   string // the pages' Content-Security-Policy
+	cfg     Config
+	log     *slog.Logger
+	login   *loginState
+	pages   pages
+	web     *webProxy
+	watches watches // live terminals
+	csp     string  // the pages' Content-Security-Policy
 }
 
 // New returns a Portal.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -23,10 +24,14 @@ var (
 	// brokerTables are read, inserted into and updated. None gets DELETE: no
 	// query of the store deletes a row. (SELECT ... FOR UPDATE and FOR SHARE,
 	// which the store uses on these tables, need UPDATE too.)
-	brokerTables = []string{"devices", "enrollment_tokens", "users", "tokens", "grants", "access_requests", "sessions"}
+	brokerTables = []string{"devices", "enrollment_tokens", "users", "tokens", "grants", "access_requests", "sessions", "ssh_host_keys"}
 
 	// appendOnlyTables are only ever read and appended to.
-	appendOnlyTables = []string{"audit_events", "audit_checkpoints", "device_events", "alert_dead_letters", "alert_replays", "web_requests"}
+	appendOnlyTables = []string{"audit_events", "audit_checkpoints", "device_events", "alert_dead_letters", "alert_replays"}
+
+	// retainedTables are read, appended to, and deleted from only by the
+	// retention pass (serve --recording-retention), which is audited.
+	retainedTables = []string{"web_requests", "recordings", "recording_chunks"}
 
 	// readOnlyTables are read, never written, by the broker.
 	readOnlyTables = []string{"goose_db_version"}
@@ -67,7 +72,7 @@ func (db *DB) GrantBrokerRole(ctx context.Context, role string) error {
 		}
 		return strings.Join(q, ", ")
 	}
-	tables := all(append(append(append([]string{}, brokerTables...), appendOnlyTables...), readOnlyTables...))
+	tables := all(slices.Concat(brokerTables, appendOnlyTables, retainedTables, readOnlyTables))
 	stmts := []string{
 		"REVOKE ALL ON SCHEMA public FROM " + ident,
 		"REVOKE ALL ON TABLE " + tables + " FROM " + ident,
@@ -75,6 +80,7 @@ func (db *DB) GrantBrokerRole(ctx context.Context, role string) error {
 		"GRANT USAGE ON SCHEMA public TO " + ident,
 		"GRANT SELECT, INSERT, UPDATE ON TABLE " + all(brokerTables) + " TO " + ident,
 		"GRANT SELECT, INSERT ON TABLE " + all(appendOnlyTables) + " TO " + ident,
+		"GRANT SELECT, INSERT, DELETE ON TABLE " + all(retainedTables) + " TO " + ident,
 		"GRANT SELECT ON TABLE " + all(readOnlyTables) + " TO " + ident,
 		"GRANT USAGE, SELECT ON SEQUENCE " + all(brokerSequences) + " TO " + ident,
 	}
