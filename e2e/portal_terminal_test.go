@@ -204,7 +204,7 @@ func startSwitch(t *testing.T, target string) *switchRelay {
 	return s
 }
 
-func (s *switchRelay) addr() string    { return s.ln.Addr().String() }
+func (s *switchRelay) addr() string     { return s.ln.Addr().String() }
 func (s *switchRelay) to(target string) { s.target.Store(target) }
 
 // jsonField is key of the first object of a JSON array.

@@ -685,4 +685,3 @@ func (p *Portal) HandleHostKeyAccept() http.HandlerFunc {
 		p.done(w, r, "/devices/"+dev.Name, "The next terminal to "+service+" on "+dev.Name+" pins the host key it is offered. Compare its fingerprint with the device's.")
 	}
 }
-
