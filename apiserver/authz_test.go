@@ -239,6 +239,18 @@ func authzRoutes() []authzRoute {
 		{method: "GET", pattern: "/sessions/{id}/watch/socket", owner: "portal", page: true,
 			path: func(t *testing.T, f *fixture) string { return "/sessions/" + f.mustSession(t).ID + "/watch/socket" },
 			want: only(404, kAdmin, kAuditor)}, // not live here: nothing to watch
+		{method: "GET", pattern: "/enrol", owner: "portal", page: true, path: fixed("/enrol"), want: only(200, kAdmin)},
+		{method: "POST", pattern: "/enrol", owner: "portal", page: true, path: fixed("/enrol"),
+			form: func(f *fixture) url.Values {
+				return url.Values{"name": {fmt.Sprintf("new-%d", f.seq.Add(1))}, "labels": {"site=west"}, "ttl": {"1h"}}
+			},
+			want: only(200, kAdmin)}, // the page with the token and the commands
+		{method: "POST", pattern: "/devices/{name}/state", owner: "portal", page: true, path: fixed("/devices/beta/state"),
+			form: func(*fixture) url.Values { return url.Values{"state": {"enable"}} },
+			want: only(303, kAdmin)},
+		{method: "POST", pattern: "/devices/{name}/keepalive", owner: "portal", page: true, path: fixed("/devices/beta/keepalive"),
+			form: func(*fixture) url.Values { return url.Values{"keepalive": {"2m"}} },
+			want: only(303, kAdmin)},
 		{method: "GET", pattern: "/live", owner: "portal", page: true, path: fixed("/live"), want: only(200, kAdmin, kAuditor)},
 		{method: "POST", pattern: "/live/{id}/end", owner: "portal", page: true,
 			path: func(t *testing.T, f *fixture) string { return "/live/" + f.mustSession(t).ID + "/end" },

@@ -64,6 +64,7 @@ var nav = []navItem{
 	{Key: "access", Title: "My access", Path: "/access"},
 	{Key: "approvals", Title: "Approvals", Path: "/approvals", Roles: []fieldpass.Role{fieldpass.RoleApprover, fieldpass.RoleAdmin}},
 	{Key: "grants", Title: "Grants", Path: "/grants", Roles: []fieldpass.Role{fieldpass.RoleAdmin}},
+	{Key: "enrol", Title: "Enrol", Path: "/enrol", Roles: []fieldpass.Role{fieldpass.RoleAdmin}},
 	{Key: "sessions", Title: "Sessions", Path: "/sessions"},
 	{Key: "live", Title: "Live", Path: "/live", Roles: []fieldpass.Role{fieldpass.RoleAdmin, fieldpass.RoleAuditor}},
 	{Key: "audit", Title: "Audit", Path: "/audit", Roles: []fieldpass.Role{fieldpass.RoleAdmin, fieldpass.RoleAuditor}},
