@@ -41,6 +41,12 @@ type Config struct {
 	// record keystrokes too (passwords typed included); others record only
 	// output and resizes (default none).
 	RecordInputLabels map[string]string
+	// RecordingRetention is how long terminal recordings and device web
+	// request logs are kept; RunRetention deletes older ones, audited.
+	// Session rows and audit events are kept regardless. Zero: forever.
+	RecordingRetention time.Duration
+	// BrokerID names this broker as the actor of retention in the audit log.
+	BrokerID string
 	// OIDC configures people's login; nil disables it (tokens issued with
 	// fieldpass-broker user token still work).
 	OIDC *OIDCConfig

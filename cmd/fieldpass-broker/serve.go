@@ -87,6 +87,8 @@ type serveConfig struct {
 	checkpointKey       string // "": no checkpoints
 	checkpointEvery     time.Duration
 	webDomain           string // "": no device web UIs
+	recordingRetention  time.Duration
+	recordInputLabels   labelFlag
 }
 
 // serveFlags parses and checks serve's flags, reads the secrets they name
@@ -98,6 +100,9 @@ func (e env) serveFlags(ctx context.Context, args []string) (*serveConfig, error
 	metricsListen := fset.String("metrics-listen", "", "TCP `address` of Prometheus /metrics, /healthz and /readyz, kept off the API listener (default: off)")
 	wgListen := fset.String("wg-listen", ":51820", "UDP address of WireGuard (a specific IP binds only that address)")
 	publicURL := fset.String("public-url", "", "URL people and connectors use to reach this broker (https://...)")
+	recordingRetention := fset.Duration("recording-retention", 0, "keep terminal recordings and device web request logs this `long` (e.g. 2160h), deleting older ones hourly, audited; session rows and audit events are always kept (default: forever)")
+	recordInputLabels := labelFlag{}
+	fset.Var(recordInputLabels, "record-input-label", "record terminal keystrokes too (passwords typed included) on devices with label `k=v` (repeatable; default: output only)")
 	webDomain := fset.String("web-domain", "", "DNS `domain` under which each device service's web UI gets its own origin, DEVICE--SERVICE.DOMAIN (wildcard DNS and certificate for *.DOMAIN point here) (default: localhost for a loopback --public-url, else off)")
 	var endpoints cliflag.Strings
 	fset.Var(&endpoints, "wg-endpoint", "public WireGuard `host:port` told to devices (repeatable; default: the public URL's host and the --wg-listen port)")
@@ -149,6 +154,10 @@ func (e env) serveFlags(ctx context.Context, args []string) (*serveConfig, error
 	}
 	cfg.publicURL = pu
 	cfg.webDomain = strings.ToLower(strings.Trim(*webDomain, "."))
+	cfg.recordingRetention, cfg.recordInputLabels = *recordingRetention, recordInputLabels
+	if cfg.recordingRetention < 0 || cfg.recordingRetention > 0 && cfg.recordingRetention < time.Hour {
+		return nil, usageError{msg: "--recording-retention: want at least 1h (or 0: forever)"}
+	}
 	if cfg.webDomain == "" && fieldpass.IsLoopbackHost(pu.Hostname()) {
 		cfg.webDomain = "localhost" // browsers resolve *.localhost to this machine
 	}
@@ -279,6 +288,7 @@ func newServer(ctx context.Context, cfg *serveConfig) (_ *server, err error) {
 	// through the API or the portal.
 	rules := access.New(access.Config{DB: db, Sessions: sessions, Alerts: notifier, Logger: log})
 	s.portal = portal.New(portal.Config{DB: db, Access: rules, Sessions: sessions, WebDomain: cfg.webDomain,
+		RecordInputLabels: cfg.recordInputLabels, RecordingRetention: cfg.recordingRetention, BrokerID: b.ID(),
 		OIDC: cfg.oidc, PublicURL: publicOrigin, Logger: log})
 	api := apiserver.New(apiserver.Config{
 		DB: db,
@@ -374,8 +384,9 @@ func (s *server) run(ctx context.Context) error {
 		wg.Add(1)
 		go func() { defer wg.Done(); checkpointLoop(ctx, s.db, s.checkpointKey, s.cfg.checkpointEvery, s.log) }()
 	}
-	wg.Add(1)
+	wg.Add(2)
 	go func() { defer wg.Done(); s.portal.RunWebLog(ctx) }()
+	go func() { defer wg.Done(); s.portal.RunRetention(ctx) }()
 	errc := make(chan error, 4)
 	wg.Add(3)
 	go func() { defer wg.Done(); errc <- apiserver.Serve(ctx, s.httpLn, s.http) }()
