@@ -5,7 +5,7 @@ LDFLAGS   := -s -w -X github.com/fieldpass/fieldpass.Version=$(VERSION)
 BINARIES  := fieldpass-broker fieldpass-connector fieldpass
 TEST_FLAGS ?= -race -timeout 12m
 
-.PHONY: help build test lint fmt bench bench-fleet bench-idle demo dist fuzz assets clean
+.PHONY: help build test lint fmt bench bench-portal bench-fleet bench-idle demo dist fuzz assets clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -38,6 +38,9 @@ fuzz: ## fuzz every parser of outside input for FUZZTIME (30s) each
 bench: ## throughput, stream-open and session-open latency vs their baselines (see bench/README.md)
 	$(GO) test ./bench -run '^$$' -bench 'Throughput|StreamOpen' -benchtime 3x -count 1
 	$(GO) test ./broker -run '^$$' -bench SessionOpen -benchtime 200x -count 1
+
+bench-portal: ## the browser side in real Chromium: page loads, a device UI through the proxy vs directly, recording size
+	FIELDPASS_BENCH=1 $(GO) test ./e2e -run '^TestPortalFigures$$' -count 1 -v -timeout 10m | grep -E 'portal page|device web UI|recording:|^(ok|FAIL|---)'
 
 bench-fleet: ## broker RSS and CPU per idle device at 1000 devices
 	FIELDPASS_BENCH=1 $(GO) test ./bench -run '^$$' -bench Fleet -benchtime 1x -count 1 -timeout 30m
