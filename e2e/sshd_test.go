@@ -94,6 +94,11 @@ UseDNS no
 PrintMotd no
 PrintLastLog no
 LogLevel VERBOSE
+# The device's shell is /bin/sh without the test account's profile: a
+# host's login scripts (this machine's root runs pyenv's init, which can
+# wait a minute on a stale lock) are not the device under test. sshd runs
+# this with the account's shell and -c: a shell that reads no profile.
+ForceCommand if [ -n "$SSH_ORIGINAL_COMMAND" ]; then exec /bin/sh -c "$SSH_ORIGINAL_COMMAND"; else exec /bin/sh -i; fi
 `
 
 // startSSHD starts sshd in the foreground (-D), logging to its proc log
