@@ -6,13 +6,14 @@ import (
 
 	"github.com/fieldpass/fieldpass"
 	"github.com/fieldpass/fieldpass/alerts"
+	"github.com/fieldpass/fieldpass/broker"
 )
 
 // CreateGrant creates g (admins only), no longer than the limit for its
 // subject's roles, and tells operators when it is made out to a vendor.
 func (s *Service) CreateGrant(ctx context.Context, c *fieldpass.Caller, g fieldpass.Grant) (*fieldpass.Grant, error) {
 	if err := Require(c, fieldpass.RoleAdmin); err != nil {
-		return nil, err
+		return nil, s.denied(c, fieldpass.AuditGrantCreate, "", "role_required", err)
 	}
 	// Validate first: it normalises the subject the limit is looked up by.
 	if err := g.Validate(); err != nil {
@@ -57,7 +58,7 @@ func (s *Service) Grants(ctx context.Context, c *fieldpass.Caller, f fieldpass.G
 // from the database and ends the sessions it covered within a second.
 func (s *Service) RevokeGrant(ctx context.Context, c *fieldpass.Caller, id string) (*fieldpass.Grant, error) {
 	if err := Require(c, fieldpass.RoleAdmin); err != nil {
-		return nil, err
+		return nil, s.denied(c, fieldpass.AuditGrantRevoke, "grant:"+id, "role_required", err)
 	}
 	g, err := s.cfg.DB.RevokeGrant(ctx, fieldpass.UserActor(c.User.Email), id)
 	if err != nil {
@@ -154,7 +155,7 @@ func (s *Service) Request(ctx context.Context, c *fieldpass.Caller, id string) (
 // (forbidden) and a second decision (conflict).
 func (s *Service) DecideRequest(ctx context.Context, c *fieldpass.Caller, id string, approve bool) (*fieldpass.AccessRequest, *fieldpass.Grant, error) {
 	if err := Require(c, fieldpass.RoleApprover, fieldpass.RoleAdmin); err != nil {
-		return nil, nil, err
+		return nil, nil, s.denied(c, decision(approve), "request:"+id, "role_required", err)
 	}
 	cur, err := s.cfg.DB.Request(ctx, id)
 	if err != nil {
@@ -165,6 +166,13 @@ func (s *Service) DecideRequest(ctx context.Context, c *fieldpass.Caller, id str
 		return nil, nil, err
 	}
 	req, g, err := s.cfg.DB.DecideRequest(ctx, c.User.Email, cur.ID, approve, max)
+	if fieldpass.ErrorCode(err) == fieldpass.EFORBIDDEN {
+		reason := "forbidden"
+		if cur.Requester == c.User.Email {
+			reason = "self_approval"
+		}
+		return nil, nil, s.denied(c, decision(approve), "request:"+cur.ID, reason, err)
+	}
 	if err != nil {
 		return nil, nil, err
 	}
@@ -174,4 +182,30 @@ func (s *Service) DecideRequest(ctx context.Context, c *fieldpass.Caller, id str
 		s.log.Info("access request denied", "request", req.ID, "requester", req.Requester, "by", c.User.Email)
 	}
 	return req, g, nil
+}
+
+// denied puts a refused operation (a missing role, a decision on one's own
+// request) on the record through the session manager's coalescing denial
+// log, and returns err unchanged. reason (role_required, self_approval)
+// is for the record only. Without a session manager (tests, tools)
+// it is only logged.
+func (s *Service) denied(c *fieldpass.Caller, op, target, reason string, err error) error {
+	d := broker.Denial{Operation: op, Target: target, Reason: fieldpass.DenyReason(reason),
+		Message: fieldpass.ErrorMessage(err)}
+	if c != nil && c.User != nil {
+		d.User = c.User.Email
+	}
+	if s.cfg.Sessions != nil {
+		s.cfg.Sessions.Denied(d)
+	} else {
+		s.log.Info(op+" refused", "user", d.User, "target", target, "err", err)
+	}
+	return err
+}
+
+func decision(approve bool) string {
+	if approve {
+		return fieldpass.AuditRequestApprove
+	}
+	return fieldpass.AuditRequestDeny
 }

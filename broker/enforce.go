@@ -174,6 +174,7 @@ func (m *Sessions) checkLoop(ctx context.Context) {
 // has been down past AuditGrace, and writes held ends.
 func (m *Sessions) check(ctx context.Context) {
 	now := m.cfg.Now()
+	m.denials.roll(now)
 	m.mu.Lock()
 	var live, idle []*Session
 	var oldest time.Time

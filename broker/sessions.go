@@ -58,8 +58,14 @@ type SessionsConfig struct {
 	// even when the identity provider's policy does not require it for
 	// everyone (default none).
 	MFALabels map[string]string
-	Logger    *slog.Logger
-	Now       func() time.Time
+	// DenialWindow is the window in which identical refused attempts are
+	// recorded as one audit event with a count (default 1 min; denied.go).
+	DenialWindow time.Duration
+	// DenialLimit is the most distinct refused attempts recorded one by
+	// one in a window; more are counted in one event (default 100).
+	DenialLimit int
+	Logger      *slog.Logger
+	Now         func() time.Time
 }
 
 func (c *SessionsConfig) setDefaults() {
@@ -71,6 +77,12 @@ func (c *SessionsConfig) setDefaults() {
 	}
 	if c.StoreTimeout == 0 {
 		c.StoreTimeout = 5 * time.Second
+	}
+	if c.DenialWindow == 0 {
+		c.DenialWindow = time.Minute
+	}
+	if c.DenialLimit == 0 {
+		c.DenialLimit = 100
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -106,6 +118,9 @@ type Sessions struct {
 	reloadAll bool                // re-read every live session's grant and user
 	downSince time.Time           // when the store stopped answering; zero while it answers
 	closed    bool
+
+	denials  *denialLog     // refused attempts, coalesced into the audit
+	denialWG sync.WaitGroup // their writes in flight
 }
 
 // NewSessions returns the session manager of b. It first ends, with reason
@@ -121,6 +136,8 @@ func NewSessions(ctx context.Context, b *Broker, db *postgres.DB, cfg SessionsCo
 		dirtyG:  map[string]bool{},
 		dirtyU:  map[string]bool{},
 	}
+	m.denials = &denialLog{window: cfg.DenialWindow, limit: cfg.DenialLimit, write: m.writeDenial,
+		actor: postgres.BrokerActor(m.brokerID)}
 	start := time.Now()
 	n, err := db.CloseOpenSessions(ctx, m.brokerID, fieldpass.EndBrokerRestart)
 	cfg.Metrics.AuditWrite("close_open_sessions", start)
@@ -171,6 +188,8 @@ func (m *Sessions) shutdown() {
 	ctx, cancel := context.WithTimeout(context.Background(), m.cfg.StoreTimeout)
 	defer cancel()
 	m.flush(ctx)
+	m.denials.flush()
+	m.denialWG.Wait()
 	m.mu.Lock()
 	n := len(m.pending)
 	m.mu.Unlock()
