@@ -47,6 +47,8 @@ type Session struct {
 	// guarded by m.mu; touched by check only
 	lastTotal  int64
 	lastActive time.Time
+	// the counts last written to the row while live (flushBytes)
+	flushedIn, flushedOut int64
 }
 
 // ID is the session's id (its row's).

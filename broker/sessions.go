@@ -40,6 +40,10 @@ type SessionsConfig struct {
 	// rows (an admin's end), for idleness, and the store for health
 	// (default 1 s). Grant expiry and revocation do not wait for it.
 	CheckInterval time.Duration
+	// BytesInterval is how often the byte counts of live sessions are
+	// written to their rows, so that open sessions show what they carried
+	// so far (default 5 s; the end writes the final counts).
+	BytesInterval time.Duration
 	// StoreTimeout bounds each database call of Open and of recording an
 	// end (default 5 s).
 	StoreTimeout time.Duration
@@ -74,6 +78,9 @@ func (c *SessionsConfig) setDefaults() {
 	}
 	if c.CheckInterval == 0 {
 		c.CheckInterval = time.Second
+	}
+	if c.BytesInterval == 0 {
+		c.BytesInterval = 5 * time.Second
 	}
 	if c.StoreTimeout == 0 {
 		c.StoreTimeout = 5 * time.Second
@@ -118,6 +125,7 @@ type Sessions struct {
 	reloadAll bool                // re-read every live session's grant and user
 	downSince time.Time           // when the store stopped answering; zero while it answers
 	closed    bool
+	bytesAt   time.Time // when live byte counts were last written
 
 	denials  *denialLog     // refused attempts, coalesced into the audit
 	denialWG sync.WaitGroup // their writes in flight

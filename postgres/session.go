@@ -316,3 +316,37 @@ func (db *DB) Sessions(ctx context.Context, f fieldpass.SessionFilter) ([]*field
 	rows, err := db.pool.Query(ctx, q, w.args...)
 	return collectRows(rows, err, "list sessions", scanSession)
 }
+
+// SessionBytes is a live session's byte counts so far.
+type SessionBytes struct {
+	ID      string
+	In, Out int64
+}
+
+// SessionBytesSoFar writes the byte counts of open sessions, in one
+// statement, so that their rows show what they carried so far. Counts only
+// grow, and an ended row is left as its end recorded it: a late write
+// never undoes the final counts.
+func (db *DB) SessionBytesSoFar(ctx context.Context, bs []SessionBytes) error {
+	if len(bs) == 0 {
+		return nil
+	}
+	ids := make([]string, len(bs))
+	ins := make([]int64, len(bs))
+	outs := make([]int64, len(bs))
+	for i, b := range bs {
+		if !uuidRE.MatchString(b.ID) || b.In < 0 || b.Out < 0 {
+			return fieldpass.Errorf(fieldpass.EINVALID, "invalid byte counts for session %q", b.ID)
+		}
+		ids[i], ins[i], outs[i] = b.ID, b.In, b.Out
+	}
+	_, err := db.pool.Exec(ctx, `
+		UPDATE sessions s SET bytes_in = GREATEST(s.bytes_in, x.bin), bytes_out = GREATEST(s.bytes_out, x.bout)
+		FROM unnest($1::uuid[], $2::bigint[], $3::bigint[]) AS x(id, bin, bout)
+		WHERE s.id = x.id AND s.ended_at IS NULL
+		  AND (s.bytes_in < x.bin OR s.bytes_out < x.bout)`, ids, ins, outs)
+	if err != nil {
+		return wrap(err, "write live byte counts")
+	}
+	return nil
+}
