@@ -378,6 +378,7 @@ func (c *Connector) session1(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
+			c.goodbye(sess, conn)
 			return ctx.Err()
 		case err := <-done:
 			return fmt.Errorf("session closed: %w", err)
@@ -388,6 +389,29 @@ func (c *Connector) session1(ctx context.Context) error {
 				return err
 			}
 		}
+	}
+}
+
+// goodbyeWait bounds how long a clean stop waits for the broker to close
+// its side: past it the connector stops anyway, and the broker learns of
+// it from silence, as from a crash.
+const goodbyeWait = time.Second
+
+// goodbye ends the broker session the way a clean stop should: a FIN
+// through the tunnel (TCP half-close), after which the broker closes its
+// side and marks the device offline at once. Closing the WireGuard device
+// straight away would lose that FIN, and the broker would call the device
+// online until its keepalives had been missing for SilentAfter intervals.
+func (c *Connector) goodbye(sess *yamux.Session, conn net.Conn) {
+	cw, ok := conn.(interface{ CloseWrite() error })
+	if !ok || cw.CloseWrite() != nil {
+		return
+	}
+	select {
+	case <-sess.CloseChan():
+		c.log.Info("said goodbye to the broker")
+	case <-time.After(goodbyeWait):
+		c.log.Info("broker did not answer the goodbye; stopping anyway")
 	}
 }
 
