@@ -20,6 +20,7 @@ import (
 	"net"
 	"net/netip"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -99,8 +100,8 @@ func New(cfg Config) (*Connector, error) {
 		if err := fieldpass.ValidateServiceName(name); err != nil {
 			return nil, err
 		}
-		if _, _, err := net.SplitHostPort(target); err != nil {
-			return nil, fieldpass.Errorf(fieldpass.EINVALID, "service %s: invalid target %q: want HOST:PORT", name, target)
+		if err := validateTarget(name, target); err != nil {
+			return nil, err
 		}
 	}
 	if cfg.Keepalive == 0 {
@@ -390,6 +391,21 @@ func (c *Connector) session1(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// validateTarget checks a service's target at start, so that a typo stops
+// the connector where its operator sees it, not when someone connects.
+// Host names are resolved only when dialled: DNS may not be up yet.
+func validateTarget(name, target string) error {
+	host, port, err := net.SplitHostPort(target)
+	if err != nil || host == "" {
+		return fieldpass.Errorf(fieldpass.EINVALID, "service %s: invalid target %q: want HOST:PORT, such as 127.0.0.1:22", name, target)
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 1 || n > 65535 {
+		return fieldpass.Errorf(fieldpass.EINVALID, "service %s: invalid port %q in %q: want a number from 1 to 65535", name, port, target)
+	}
+	return nil
 }
 
 // goodbyeWait bounds how long a clean stop waits for the broker to close
