@@ -41,6 +41,9 @@ type GrantCreate struct {
 	Duration string            `json:"duration,omitempty"` // Go duration, e.g. "4h"
 	Reason   string            `json:"reason"`
 	Ticket   string            `json:"ticket,omitempty"`
+	// AllowUnknown lets Devices name devices not enrolled (yet): without
+	// it such a grant is refused, since a typo would make it useless.
+	AllowUnknown bool `json:"allow_unknown,omitempty"`
 }
 
 // RequestCreate is POST /api/v1/requests.

@@ -271,3 +271,21 @@ func (db *DB) ActiveGrantOn(ctx context.Context, email string, dev *fieldpass.De
 	}
 	return nil, fieldpass.Deny(fieldpass.DenyNoGrant, fieldpass.Errorf(fieldpass.EFORBIDDEN, "no active grant gives %s access to %s on %s", email, service, dev.Name))
 }
+
+// UnknownDevices returns those of names that name no device, or only a
+// decommissioned one, in the order given: a grant naming them would let
+// no one in until such a device is enrolled.
+func (db *DB) UnknownDevices(ctx context.Context, names []string) ([]string, error) {
+	rows, err := db.pool.Query(ctx, `
+		SELECT n FROM unnest($1::text[]) WITH ORDINALITY AS x(n, i)
+		WHERE NOT EXISTS (SELECT 1 FROM devices d WHERE d.name = x.n AND d.state <> 'decommissioned')
+		ORDER BY i`, names)
+	if err != nil {
+		return nil, wrap(err, "look up devices")
+	}
+	unknown, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, wrap(err, "look up devices")
+	}
+	return unknown, nil
+}
