@@ -141,9 +141,12 @@ func (e env) serveFlags(ctx context.Context, args []string) (*serveConfig, error
 	if cfg.log, err = newLogger(e.stderr, *logLevel, *logFormat); err != nil {
 		return nil, err
 	}
-	pu, err := url.Parse(*publicURL)
-	if *publicURL == "" || err != nil || pu.Host == "" || (pu.Scheme != "https" && pu.Scheme != "http") {
+	if *publicURL == "" {
 		return nil, usageError{msg: "--public-url is required: the https:// URL devices and people reach this broker at"}
+	}
+	pu, err := publicURLFlag(*publicURL)
+	if err != nil {
+		return nil, usageError{msg: err.Error()}
 	}
 	cfg.publicURL = pu
 	if cfg.oidc, err = oidcf.config(ctx, pu, cfg.log); err != nil {
@@ -546,4 +549,20 @@ func alertConfig(webhook alertWebhookFlags, offlineAfter time.Duration, sensitiv
 		return nil, usageError{msg: "--alert-offline-after must be at least 1m"}
 	}
 	return webhook.config(log)
+}
+
+// publicURLFlag checks --public-url as the connectors and the CLI will:
+// they refuse plain http to anything but a loopback broker, so a broker
+// started with one would be unreachable. A path is refused too: the API,
+// the portal and enrolment are served at the root, and a path would be
+// dropped without a word.
+func publicURLFlag(raw string) (*url.URL, error) {
+	u, err := fieldpass.ParseBrokerURL(raw)
+	if err != nil {
+		return nil, fmt.Errorf("--public-url: %s", fieldpass.ErrorMessage(err))
+	}
+	if u.Path != "" {
+		return nil, fmt.Errorf("--public-url %s has a path (%s): the broker is served at the root of its host; give https://host[:port] and route it there", u.Redacted(), u.Path)
+	}
+	return u, nil
 }

@@ -1,0 +1,33 @@
+package main
+
+import (
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestServePublicURL: serve refuses a public URL its connectors and CLI
+// would refuse (plain http to a remote host) and one with a path, saying
+// what to give instead.
+func TestServePublicURL(t *testing.T) {
+	for _, tc := range []struct{ url, want string }{
+		{"http://broker.example.com", "use https"},
+		{"http://10.0.0.5:8080", "use https"},
+		{"https://broker.example.com/fieldpass", "has a path"},
+		{"ftp://broker.example.com", "want https://host[:port]"},
+	} {
+		t.Run(tc.url, func(t *testing.T) {
+			_, _, err := runCmd(t, "", "serve", "--public-url", tc.url, "--key-file", filepath.Join(t.TempDir(), "broker.key"))
+			var ue usageError
+			if !errors.As(err, &ue) || !strings.Contains(err.Error(), "--public-url") || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("got %v, want a usage error about --public-url saying %q", err, tc.want)
+			}
+		})
+	}
+	for _, ok := range []string{"https://broker.example.com/", "http://127.0.0.1:8080", "http://localhost:8080"} {
+		if _, err := publicURLFlag(ok); err != nil {
+			t.Errorf("%s: %v", ok, err)
+		}
+	}
+}
