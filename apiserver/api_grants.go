@@ -19,9 +19,9 @@ func parseDuration(what, s string) (time.Duration, error) {
 	if len(s) > maxDurationLen {
 		return 0, fieldpass.Errorf(fieldpass.EINVALID, "invalid %s: longer than %d bytes", what, maxDurationLen)
 	}
-	d, err := time.ParseDuration(s)
+	d, err := fieldpass.ParseDuration(s)
 	if err != nil {
-		return 0, fieldpass.Errorf(fieldpass.EINVALID, "invalid %s %q: want a duration such as 4h or 90m", what, s)
+		return 0, fieldpass.Errorf(fieldpass.EINVALID, "invalid %s %q: want a duration such as 90m, 4h or 7d", what, s)
 	}
 	if d <= 0 {
 		return 0, fieldpass.Errorf(fieldpass.EINVALID, "invalid %s %q: want a positive duration", what, s)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/fieldpass/fieldpass"
 	"github.com/fieldpass/fieldpass/httpapi"
@@ -27,9 +28,10 @@ func TestGrantUnknownDeviceRefused(t *testing.T) {
 	_, err = admin.CreateGrant(ctx, body)
 	wantCode(t, err, fieldpass.EINVALID, "no enrolled device named gamma")
 
-	body.Devices, body.AllowUnknown = []string{"no-such"}, true
+	// Days are a duration the API takes too, as the CLI does.
+	body.Devices, body.AllowUnknown, body.Duration = []string{"no-such"}, true, "2d"
 	g := must(admin.CreateGrant(ctx, body))(t)
-	if len(g.Devices) != 1 || g.Devices[0] != "no-such" {
+	if len(g.Devices) != 1 || g.Devices[0] != "no-such" || g.End.Sub(g.Start) != 48*time.Hour {
 		t.Fatalf("grant with allow_unknown: %+v", g)
 	}
 }

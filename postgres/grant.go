@@ -71,7 +71,8 @@ func (db *DB) createGrantTx(ctx context.Context, tx pgx.Tx, actor string, g fiel
 		return nil, fieldpass.Errorf(fieldpass.EINVALID, "no maximum grant duration given: every grant ends")
 	}
 	if d := g.End.Sub(g.Start); d > maxDuration {
-		return nil, fieldpass.Errorf(fieldpass.EINVALID, "grant lasts %s, longer than the %s allowed for %s", d, maxDuration, g.Subject)
+		return nil, fieldpass.Errorf(fieldpass.EINVALID, "grant lasts %s, longer than the %s allowed for %s",
+			fieldpass.FormatDuration(d), fieldpass.FormatDuration(maxDuration), g.Subject)
 	}
 	if !g.End.After(now) {
 		return nil, fieldpass.Errorf(fieldpass.EINVALID, "grant would end at %s, which has passed", g.End.Format(time.RFC3339))

@@ -31,3 +31,13 @@ func TestServePublicURL(t *testing.T) {
 		}
 	}
 }
+
+// TestReportStaleHelpDefaults: report stale -h shows each default once, in
+// days, as people type them.
+func TestReportStaleHelpDefaults(t *testing.T) {
+	out, errOut, _ := runCmd(t, "", "report", "stale", "-h")
+	help := out + errOut
+	if strings.Contains(help, "h0m0s") || strings.Count(help, "(default 90d)") != 1 {
+		t.Fatalf("report stale -h:\n%s\nwant each default once, in days", help)
+	}
+}
