@@ -19,6 +19,9 @@ func (s *Service) CreateGrant(ctx context.Context, c *fieldpass.Caller, g fieldp
 	if err := g.Validate(); err != nil {
 		return nil, err
 	}
+	if err := s.fourEyes(c, g.Subject); err != nil {
+		return nil, s.denied(c, fieldpass.AuditGrantCreate, fieldpass.UserTarget(g.Subject), "four_eyes", err)
+	}
 	max, err := s.maxGrantFor(ctx, g.Subject)
 	if err != nil {
 		return nil, err
@@ -208,4 +211,41 @@ func decision(approve bool) string {
 		return fieldpass.AuditRequestApprove
 	}
 	return fieldpass.AuditRequestDeny
+}
+
+// FourEyes is the four-eyes rule: access to a device is given by a second
+// person. One rule for grants made directly and for approved requests.
+type FourEyes string
+
+const (
+	// FourEyesSelf (the default): nobody gives themselves access; an admin
+	// may grant others directly, and decide others' requests.
+	FourEyesSelf FourEyes = "self"
+	// FourEyesAll: every grant needs a second person: none is made
+	// directly, only by approving another person's request.
+	FourEyesAll FourEyes = "all"
+)
+
+// ParseFourEyes reads the setting (fieldpass-broker serve --four-eyes).
+func ParseFourEyes(s string) (FourEyes, error) {
+	switch f := FourEyes(s); f {
+	case FourEyesSelf, FourEyesAll:
+		return f, nil
+	}
+	return "", fieldpass.Errorf(fieldpass.EINVALID, "invalid four-eyes setting %q: want self (nobody grants themselves) or all (every grant through an approved request)", s)
+}
+
+// fourEyes refuses a grant c would make directly for subject. The store
+// refuses a decision on one's own request; this is the same rule for the
+// grant form.
+func (s *Service) fourEyes(c *fieldpass.Caller, subject string) error {
+	if s.cfg.FourEyes == FourEyesAll {
+		return fieldpass.Errorf(fieldpass.EFORBIDDEN,
+			"this broker requires a second person for every grant: ask %s to file a request (fieldpass request create), then approve it", subject)
+	}
+	if subject == c.User.Email {
+		return fieldpass.Errorf(fieldpass.EFORBIDDEN,
+			"you cannot grant yourself access: file a request (fieldpass request create) for another approver or admin to decide")
+	}
+	return nil
 }

@@ -84,6 +84,7 @@ type serveConfig struct {
 	oidc                *portal.OIDCConfig // nil: no login
 	alerts              *alerts.Config     // nil: alerts off
 	alertOfflineAfter   time.Duration
+	fourEyes            access.FourEyes
 	checkpointKey       string // "": no checkpoints
 	checkpointEvery     time.Duration
 }
@@ -120,6 +121,7 @@ func (e env) serveFlags(ctx context.Context, args []string) (*serveConfig, error
 		"The default is WireGuard's reject-after time, past which no session key is left to lose")
 	nudgeRate := fset.Int("nudge-rate", 50, "after a restart, call back at most this many devices a second (1 to 10000): a fleet of N is back in about N/rate seconds, "+
 		"without every device handshaking at once")
+	fourEyes := fset.String("four-eyes", "self", "who must be a second person: self (nobody grants themselves access) or all (every grant only by approving another person's request)")
 	requireSeparateRole := fset.Bool("require-separate-role", false, "refuse to start if the database role is a superuser or owns the audit tables (see migrate --grant-to)")
 	webhook := addAlertWebhookFlags(fset)
 	alertOfflineAfter := fset.Duration("alert-offline-after", 10*time.Minute, "alert when a device stays offline this long (once per offline episode)")
@@ -140,6 +142,9 @@ func (e env) serveFlags(ctx context.Context, args []string) (*serveConfig, error
 	var err error
 	if cfg.log, err = newLogger(e.stderr, *logLevel, *logFormat); err != nil {
 		return nil, err
+	}
+	if cfg.fourEyes, err = access.ParseFourEyes(*fourEyes); err != nil {
+		return nil, usageError{msg: "--four-eyes: " + fieldpass.ErrorMessage(err)}
 	}
 	if *publicURL == "" {
 		return nil, usageError{msg: "--public-url is required: the https:// URL devices and people reach this broker at"}
@@ -270,7 +275,7 @@ func newServer(ctx context.Context, cfg *serveConfig) (_ *server, err error) {
 	publicOrigin := cfg.publicURL.Scheme + "://" + cfg.publicURL.Host
 	// One set of rules for what people may see and do, whether they ask
 	// through the API or the portal.
-	rules := access.New(access.Config{DB: db, Sessions: sessions, Alerts: notifier, Logger: log})
+	rules := access.New(access.Config{DB: db, Sessions: sessions, Alerts: notifier, FourEyes: cfg.fourEyes, Logger: log})
 	api := apiserver.New(apiserver.Config{
 		DB: db,
 		Tunnel: apiserver.TunnelInfo{
