@@ -100,7 +100,7 @@ func New(cfg Config) (*Connector, error) {
 		if err := fieldpass.ValidateServiceName(name); err != nil {
 			return nil, err
 		}
-		if err := validateTarget(name, target); err != nil {
+		if err := ValidateTarget(name, target); err != nil {
 			return nil, err
 		}
 	}
@@ -393,10 +393,10 @@ func (c *Connector) session1(ctx context.Context) error {
 	}
 }
 
-// validateTarget checks a service's target at start, so that a typo stops
+// ValidateTarget checks a service's target at start, so that a typo stops
 // the connector where its operator sees it, not when someone connects.
 // Host names are resolved only when dialled: DNS may not be up yet.
-func validateTarget(name, target string) error {
+func ValidateTarget(name, target string) error {
 	host, port, err := net.SplitHostPort(target)
 	if err != nil || host == "" {
 		return fieldpass.Errorf(fieldpass.EINVALID, "service %s: invalid target %q: want HOST:PORT, such as 127.0.0.1:22", name, target)

@@ -59,7 +59,10 @@ func message(err error) string {
 
 func exitCode(err error) int {
 	var ue usageError
-	if errors.As(err, &ue) || errors.Is(err, flag.ErrHelp) {
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		return 0 // asked for, and given
+	case errors.As(err, &ue):
 		return 2
 	}
 	return 1
@@ -74,9 +77,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "enroll", "enrol":
 		return runEnroll(ctx, args[1:], stdout, stderr)
 	case "run":
-		return runRun(ctx, args[1:], getenv, stderr)
+		return runRun(ctx, args[1:], getenv, stdout, stderr)
 	case "version":
-		fs := newFlagSet("version", "version\n\nPrints the release of this binary.", stderr)
+		fs := newFlagSet("version", "version\n\nPrints the release of this binary.", stdout, stderr)
 		if err := parse(fs, args[1:]); err != nil {
 			return err
 		}
@@ -90,25 +93,48 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	return usageError{msg: fmt.Sprintf("unknown command %q", args[0])}
 }
 
-func newFlagSet(name, synopsis string, stderr io.Writer) *flag.FlagSet {
+func newFlagSet(name, synopsis string, stdout, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	// The flag package's own error line is dropped: main prints the error
-	// once, with the program's name, after the usage.
-	fs.SetOutput(io.Discard)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: fieldpass-connector %s\n\nFlags:\n", synopsis)
-		fs.SetOutput(stderr)
+	// once, with the program's name, after the short usage. -h prints the
+	// whole help on stdout (parse finds it in the output).
+	out := &usageOutput{Writer: io.Discard}
+	out.help = func() {
+		fmt.Fprintf(stdout, "Usage: fieldpass-connector %s\n\nFlags:\n", synopsis)
+		fs.SetOutput(stdout)
 		fs.PrintDefaults()
-		fs.SetOutput(io.Discard)
+		fs.SetOutput(out)
+	}
+	fs.SetOutput(out)
+	// What a usage error shows: the synopsis's first line and where the
+	// rest is, so the one-line error below it stays in sight.
+	fs.Usage = func() {
+		first, _, _ := strings.Cut(synopsis, "\n")
+		fmt.Fprintf(stderr, "Usage: fieldpass-connector %s\nRun \"fieldpass-connector %s -h\" for its flags.\n", first, name)
 	}
 	return fs
 }
 
+// usageOutput is a flag set's output: it drops the flag package's lines
+// and carries the full help, which parse prints for -h.
+type usageOutput struct {
+	io.Writer
+	help func()
+}
+
 func parse(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
+	short := fs.Usage
+	fs.Usage = func() {} // the flag package calls it for -h and errors alike
+	err := fs.Parse(args)
+	fs.Usage = short
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			if o, ok := fs.Output().(*usageOutput); ok {
+				o.help()
+			}
 			return err
 		}
+		fs.Usage()
 		return usageError{msg: err.Error()}
 	}
 	if fs.NArg() > 0 {
@@ -119,7 +145,7 @@ func parse(fs *flag.FlagSet, args []string) error {
 }
 
 func runEnroll(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("enroll", "enroll --broker URL --token TOKEN --state-dir DIR", stderr)
+	fs := newFlagSet("enroll", "enroll --broker URL --token TOKEN --state-dir DIR", stdout, stderr)
 	broker := fs.String("broker", "", "broker URL, https://host[:port] (http only for a loopback broker)")
 	token := fs.String("token", "", "single-use enrolment token (from fieldpass-broker token create)")
 	stateDir := fs.String("state-dir", "", "directory for the device's key and state (created 0700)")
@@ -150,6 +176,9 @@ func (s serviceFlag) Set(v string) error {
 	if err := fieldpass.ValidateServiceName(name); err != nil {
 		return errors.New(fieldpass.ErrorMessage(err))
 	}
+	if err := connector.ValidateTarget(name, target); err != nil {
+		return errors.New(fieldpass.ErrorMessage(err))
+	}
 	if _, dup := s[name]; dup {
 		return fmt.Errorf("service %q given twice", name)
 	}
@@ -157,8 +186,8 @@ func (s serviceFlag) Set(v string) error {
 	return nil
 }
 
-func runRun(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
-	fs := newFlagSet("run", "run --state-dir DIR --service NAME=HOST:PORT [--service ...] [flags]", stderr)
+func runRun(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("run", "run --state-dir DIR --service NAME=HOST:PORT [--service ...] [flags]", stdout, stderr)
 	config := fs.String("config", "", "config `FILE` with one flag per line (`name = value`, # comments); command-line flags win")
 	stateDir := fs.String("state-dir", "", "directory written by enroll")
 	services := serviceFlag{}

@@ -225,3 +225,15 @@ func TestMessageAndExitCode(t *testing.T) {
 		t.Errorf("other: exit %d", got)
 	}
 }
+
+// TestUsageErrorsAreShort: a usage error shows the synopsis and where the
+// rest is, then the error: not every flag above it.
+func TestUsageErrorsAreShort(t *testing.T) {
+	r := runCLI(t, nil, "grant", "create", "--no-such-flag")
+	if r.code != 2 {
+		t.Fatalf("exit %d, want 2: %v", r.code, r.err)
+	}
+	if n := strings.Count(r.stderr, "\n"); n > 2 || !strings.Contains(r.stderr, `Run "fieldpass grant create -h"`) {
+		t.Errorf("usage error printed %d lines:\n%s", n, r.stderr)
+	}
+}
