@@ -46,6 +46,11 @@ type GrantCreate struct {
 	AllowUnknown bool `json:"allow_unknown,omitempty"`
 }
 
+// SessionEnd is the optional body of POST /api/v1/sessions/{id}/end.
+type SessionEnd struct {
+	Reason string `json:"reason,omitempty"` // why, in the admin's words; recorded in the audit log
+}
+
 // RequestCreate is POST /api/v1/requests.
 type RequestCreate struct {
 	Device   string `json:"device"`
