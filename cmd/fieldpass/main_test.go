@@ -11,7 +11,15 @@ import (
 	"github.com/fieldpass/fieldpass/postgres/pgtest"
 )
 
-func TestMain(m *testing.M) { pgtest.Main(m) }
+func TestMain(m *testing.M) {
+	// A test's stand-in ssh runs this binary as fieldpass, for its
+	// ProxyCommand (TestSSHCommand).
+	if os.Getenv("FIELDPASS_TEST_MAIN") == "1" {
+		main()
+		os.Exit(0)
+	}
+	pgtest.Main(m)
+}
 
 // result is what one run of the CLI did.
 type result struct {
