@@ -56,6 +56,7 @@ Usage:
   fieldpass request list [--json]
   fieldpass request approve|deny ID
   fieldpass sessions [--device D] [--user U] [--since T] [--json|--csv]
+  fieldpass sessions end ID [--reason R]
   fieldpass audit [--since T] [--actor A] [--action X] [--target T] [--json|--csv]
   fieldpass report stale [--not-seen 30d] [--no-session 90d] [--json]
   fieldpass version
