@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/fieldpass/fieldpass"
+	"github.com/fieldpass/fieldpass/cmd/internal/cafile"
 	"github.com/fieldpass/fieldpass/connector"
 )
 
@@ -149,6 +150,7 @@ func runEnroll(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	broker := fs.String("broker", "", "broker URL, https://host[:port] (http only for a loopback broker)")
 	token := fs.String("token", "", "single-use enrolment token (from fieldpass-broker token create)")
 	stateDir := fs.String("state-dir", "", "directory for the device's key and state (created 0700)")
+	caFile := fs.String("ca-file", "", "PEM `FILE` of a private CA to trust for the broker's certificate, besides the system's")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -156,7 +158,11 @@ func runEnroll(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		fs.Usage()
 		return usageError{msg: "--broker, --token and --state-dir are required"}
 	}
-	s, err := connector.Enroll(ctx, connector.EnrollConfig{BrokerURL: *broker, Token: strings.TrimSpace(*token), StateDir: *stateDir})
+	hc, err := cafile.HTTPClient(*caFile, 30*time.Second)
+	if err != nil {
+		return usageError{msg: "--ca-file: " + err.Error()}
+	}
+	s, err := connector.Enroll(ctx, connector.EnrollConfig{BrokerURL: *broker, Token: strings.TrimSpace(*token), StateDir: *stateDir, HTTPClient: hc})
 	if err != nil {
 		return err
 	}
