@@ -93,6 +93,7 @@ type serveConfig struct {
 // and reaches for the identity provider once (oidcFlags.config).
 func (e env) serveFlags(ctx context.Context, args []string) (*serveConfig, error) {
 	fset := e.flagSet("serve", "serve --database-url URL --http-listen ADDR --wg-listen UDPADDR --public-url URL [flags]")
+	config := fset.String("config", "", "config `FILE` with one flag per line (`name = value`, # comments), as the connector's; command-line flags win")
 	dbURL := e.databaseFlag(fset)
 	httpListen := fset.String("http-listen", "127.0.0.1:8080", "TCP address of the API and enrolment endpoint")
 	metricsListen := fset.String("metrics-listen", "", "TCP `address` of Prometheus /metrics, /healthz and /readyz, kept off the API listener (default: off)")
@@ -130,6 +131,14 @@ func (e env) serveFlags(ctx context.Context, args []string) (*serveConfig, error
 	oidcf := addOIDCFlags(fset)
 	if err := parse(fset, args, 0); err != nil {
 		return nil, err
+	}
+	if *config != "" {
+		if _, err := os.Stat(*config); err != nil {
+			return nil, fmt.Errorf("config: %w", err)
+		}
+		if err := cliflag.ApplyFile(fset, *config); err != nil {
+			return nil, usageError{msg: err.Error()}
+		}
 	}
 	cfg := &serveConfig{
 		httpListen: *httpListen, metricsListen: *metricsListen, tlsCert: *tlsCert, tlsKey: *tlsKey,

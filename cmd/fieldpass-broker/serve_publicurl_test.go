@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -39,5 +40,27 @@ func TestReportStaleHelpDefaults(t *testing.T) {
 	help := out + errOut
 	if strings.Contains(help, "h0m0s") || strings.Count(help, "(default 90d)") != 1 {
 		t.Fatalf("report stale -h:\n%s\nwant each default once, in days", help)
+	}
+}
+
+// TestServeConfigFile: serve reads its flags from --config as the
+// connector does; the command line wins, and a bad line names itself.
+func TestServeConfigFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "broker.conf")
+	os.WriteFile(path, []byte("# broker\npublic-url = http://broker.example.com\nkey-file = "+filepath.Join(dir, "broker.key")+"\n"), 0o600)
+	_, _, err := runCmd(t, "", "serve", "--config", path)
+	if err == nil || !strings.Contains(err.Error(), "--public-url") || !strings.Contains(err.Error(), "use https") {
+		t.Errorf("public-url from the file: got %v, want it read and refused", err)
+	}
+	_, _, err = runCmd(t, "", "serve", "--config", path, "--public-url", "https://broker.example.com/x")
+	if err == nil || !strings.Contains(err.Error(), "has a path") {
+		t.Errorf("the command line should win over the file: got %v", err)
+	}
+	os.WriteFile(path, []byte("no-such-flag = 1\n"), 0o600)
+	_, _, err = runCmd(t, "", "serve", "--config", path)
+	var ue usageError
+	if !errors.As(err, &ue) || !strings.Contains(err.Error(), path+":1: unknown setting") {
+		t.Errorf("unknown setting: got %v", err)
 	}
 }

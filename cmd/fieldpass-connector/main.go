@@ -4,7 +4,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"flag"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/fieldpass/fieldpass"
 	"github.com/fieldpass/fieldpass/cmd/internal/cafile"
+	"github.com/fieldpass/fieldpass/cmd/internal/cliflag"
 	"github.com/fieldpass/fieldpass/connector"
 )
 
@@ -246,39 +246,16 @@ func runRun(ctx context.Context, args []string, getenv func(string) string, stdo
 	return c.Run(ctx)
 }
 
-// applyConfigFile sets every flag named in the file that was not set on the
-// command line. The file's keys are the flag names, so there is one
-// vocabulary to learn; repeated keys (service) add up.
+// applyConfigFile applies --config (cliflag.ApplyFile); a file that cannot
+// be read is an error of its own, a bad line a usage error.
 func applyConfigFile(fs *flag.FlagSet, path string) error {
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	f, err := os.Open(path)
-	if err != nil {
+	if _, err := os.Stat(path); err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for n := 1; sc.Scan(); n++ {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		k, v, ok := strings.Cut(line, "=")
-		if !ok {
-			return usageError{msg: fmt.Sprintf("%s:%d: want name = value", path, n)}
-		}
-		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
-		if k == "config" || fs.Lookup(k) == nil {
-			return usageError{msg: fmt.Sprintf("%s:%d: unknown setting %q", path, n, k)}
-		}
-		if set[k] {
-			continue
-		}
-		if err := fs.Set(k, v); err != nil {
-			return usageError{msg: fmt.Sprintf("%s:%d: %s: %v", path, n, k, err)}
-		}
+	if err := cliflag.ApplyFile(fs, path); err != nil {
+		return usageError{msg: err.Error()}
 	}
-	return sc.Err()
+	return nil
 }
 
 func newLogger(w io.Writer, level string) (*slog.Logger, error) {
