@@ -224,9 +224,17 @@ func newServer(ctx context.Context, cfg *serveConfig) (_ *server, err error) {
 		}
 	}()
 	log := cfg.log
-	key, err := loadOrCreateKey(cfg.keyFile)
+	key, created, err := loadOrCreateKey(cfg.keyFile)
 	if err != nil {
 		return nil, err
+	}
+	// Say where the key lives: it is the one file whose loss means
+	// re-enrolling every device, and serve run by hand creates it quietly.
+	if created {
+		log.Warn("created the broker's WireGuard key: every device enrolled from now on pins it; back it up",
+			"key_file", cfg.keyFile, "public_key", key.Public().String())
+	} else {
+		log.Info("broker WireGuard key", "key_file", cfg.keyFile, "public_key", key.Public().String())
 	}
 	db, err := postgres.Open(ctx, cfg.dbURL)
 	if err != nil {
@@ -451,35 +459,35 @@ func parseUDPListen(s string) (netip.AddrPort, error) {
 
 // loadOrCreateKey reads the broker's WireGuard key, creating it on first
 // start. Every enrolled device pins the public half, so losing the file
-// means re-enrolling the fleet: back it up.
-func loadOrCreateKey(path string) (wgnet.Key, error) {
+// means re-enrolling the fleet: back it up. created reports a new key.
+func loadOrCreateKey(path string) (k wgnet.Key, created bool, err error) {
 	b, err := os.ReadFile(path)
 	if err == nil {
 		k, err := wgnet.ParseKey(strings.TrimSpace(string(b)))
 		if err != nil {
-			return k, fmt.Errorf("key file %s: %w", path, err)
+			return k, false, fmt.Errorf("key file %s: %w", path, err)
 		}
-		return k, nil
+		return k, false, nil
 	}
 	if !errors.Is(err, fs.ErrNotExist) {
-		return wgnet.Key{}, fmt.Errorf("read key file: %w", err)
+		return wgnet.Key{}, false, fmt.Errorf("read key file: %w", err)
 	}
-	k, err := wgnet.GenerateKey(rand.Reader)
+	k, err = wgnet.GenerateKey(rand.Reader)
 	if err != nil {
-		return k, err
+		return k, false, err
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return k, fmt.Errorf("create key dir: %w", err)
+		return k, false, fmt.Errorf("create key dir for %s: %w (give --key-file)", path, err)
 	}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
-		return k, fmt.Errorf("create key file: %w", err)
+		return k, false, fmt.Errorf("create key file: %w", err)
 	}
 	if _, err := f.WriteString(k.String() + "\n"); err != nil {
 		f.Close()
-		return k, fmt.Errorf("write key file: %w", err)
+		return k, false, fmt.Errorf("write key file: %w", err)
 	}
-	return k, f.Close()
+	return k, true, f.Close()
 }
 
 // checkpointLoop signs the newest audit event now and then: a chain kept

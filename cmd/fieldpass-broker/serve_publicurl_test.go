@@ -64,3 +64,20 @@ func TestServeConfigFile(t *testing.T) {
 		t.Errorf("unknown setting: got %v", err)
 	}
 }
+
+// TestLoadOrCreateKey: the broker's key is created once, 0600, and said
+// to be new only then.
+func TestLoadOrCreateKey(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sub", "broker.key")
+	k1, created, err := loadOrCreateKey(path)
+	if err != nil || !created {
+		t.Fatalf("first start: created %v, %v", created, err)
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("key file: %v, %v", fi, err)
+	}
+	k2, created, err := loadOrCreateKey(path)
+	if err != nil || created || k1.String() != k2.String() {
+		t.Fatalf("second start: created %v, same key %v, %v", created, k1.String() == k2.String(), err)
+	}
+}
