@@ -194,7 +194,17 @@ func (m *Sessions) Denied(d Denial) {
 // whether or not the store takes its record. The number of writes is
 // bounded by the window's limit, so neither are these goroutines.
 func (m *Sessions) writeDenial(e fieldpass.AuditEvent) {
-	m.denialWG.Add(1)
+	m.mu.Lock()
+	done := m.denialsDone
+	if !done {
+		m.denialWG.Add(1)
+	}
+	m.mu.Unlock()
+	if done {
+		// Past shutdown's wait: the log is the only record left.
+		m.log.Warn("refused attempt not recorded in the audit log: the broker is stopping", "actor", e.Actor, "details", e.Details)
+		return
+	}
 	go func() {
 		defer m.denialWG.Done()
 		ctx, cancel := context.WithTimeout(context.Background(), m.cfg.StoreTimeout)

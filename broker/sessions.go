@@ -127,8 +127,9 @@ type Sessions struct {
 	closed    bool
 	bytesAt   time.Time // when live byte counts were last written
 
-	denials  *denialLog     // refused attempts, coalesced into the audit
-	denialWG sync.WaitGroup // their writes in flight
+	denials     *denialLog     // refused attempts, coalesced into the audit
+	denialWG    sync.WaitGroup // their writes in flight
+	denialsDone bool           // guarded by mu: shutdown waits for the writes; no new ones
 }
 
 // NewSessions returns the session manager of b. It first ends, with reason
@@ -197,6 +198,9 @@ func (m *Sessions) shutdown() {
 	defer cancel()
 	m.flush(ctx)
 	m.denials.flush()
+	m.mu.Lock()
+	m.denialsDone = true
+	m.mu.Unlock()
 	m.denialWG.Wait()
 	m.mu.Lock()
 	n := len(m.pending)
