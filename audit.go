@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"time"
@@ -334,5 +335,47 @@ func (c AuditCheckpoint) Verify(pub ed25519.PublicKey) error {
 	if len(c.Hash) != auditHashLen || !ed25519.Verify(pub, AuditCheckpointMessage(c.Seq, c.Hash, c.At), c.Signature) {
 		return fmt.Errorf("checkpoint at seq %d (signed %s): bad signature for key %s", c.Seq, c.At.UTC().Format(time.RFC3339), base64.StdEncoding.EncodeToString(pub))
 	}
+	return nil
+}
+
+// auditEventJSON is an audit event on the wire: snake_case keys like every
+// other API body, hashes in hex as verifiers and the CLI show them.
+type auditEventJSON struct {
+	Seq      int64          `json:"seq"`
+	At       time.Time      `json:"at"`
+	Actor    string         `json:"actor"`
+	Action   string         `json:"action"`
+	Target   string         `json:"target"`
+	Details  map[string]any `json:"details"`
+	PrevHash string         `json:"prev_hash"`
+	Hash     string         `json:"hash"`
+}
+
+// MarshalJSON writes e in the API's dialect (auditEventJSON).
+func (e AuditEvent) MarshalJSON() ([]byte, error) {
+	d := e.Details
+	if d == nil {
+		d = map[string]any{}
+	}
+	return json.Marshal(auditEventJSON{Seq: e.Seq, At: e.At.UTC(), Actor: e.Actor, Action: e.Action, Target: e.Target,
+		Details: d, PrevHash: hex.EncodeToString(e.PrevHash), Hash: hex.EncodeToString(e.Hash)})
+}
+
+// UnmarshalJSON reads what MarshalJSON writes.
+func (e *AuditEvent) UnmarshalJSON(b []byte) error {
+	var j auditEventJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return err
+	}
+	prev, err := hex.DecodeString(j.PrevHash)
+	if err != nil {
+		return fmt.Errorf("audit event %d: prev_hash: %w", j.Seq, err)
+	}
+	hash, err := hex.DecodeString(j.Hash)
+	if err != nil {
+		return fmt.Errorf("audit event %d: hash: %w", j.Seq, err)
+	}
+	*e = AuditEvent{Seq: j.Seq, At: j.At, Actor: j.Actor, Action: j.Action, Target: j.Target,
+		Details: j.Details, PrevHash: prev, Hash: hash}
 	return nil
 }

@@ -95,7 +95,10 @@ func (g *Grant) Validate() error {
 		return Errorf(EINVALID, "grant ends (%s) before it starts (%s)", g.End.UTC().Format(time.RFC3339), g.Start.UTC().Format(time.RFC3339))
 	}
 	if d := g.End.Sub(g.Start); d > HardMaxGrantDuration {
-		return Errorf(EINVALID, "grant lasts %s, longer than the %s any grant may", d, HardMaxGrantDuration)
+		// Not d itself: a far end (9999-12-31) saturates it into a
+		// number of hours nobody can read.
+		return Errorf(EINVALID, "grant would end at %s, more than the %s after its start any grant may last",
+			g.End.UTC().Format(time.RFC3339), FormatDuration(HardMaxGrantDuration))
 	}
 	if err := ValidateReason(g.Reason); err != nil {
 		return err

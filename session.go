@@ -17,6 +17,7 @@ const (
 	EndIdleTimeout      EndReason = "idle_timeout"      // no bytes for too long
 	EndAuditUnavailable EndReason = "audit_unavailable" // the store could not be written
 	EndBrokerRestart    EndReason = "broker_restart"    // left open by a broker that stopped
+	EndDialFailed       EndReason = "dial_failed"       // the connector never reached the service
 	EndError            EndReason = "error"             // anything else
 )
 
@@ -24,6 +25,7 @@ const (
 var EndReasons = []EndReason{
 	EndClientClosed, EndDeviceClosed, EndGrantExpired, EndGrantRevoked, EndDeviceDisabled,
 	EndUserDisabled, EndByAdmin, EndIdleTimeout, EndAuditUnavailable, EndBrokerRestart, EndError,
+	EndDialFailed,
 }
 
 // ValidateEndReason checks r.

@@ -17,6 +17,10 @@ func IsLoopbackHost(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
+// httpOnLoopback completes the refusal of a malformed broker URL: a person
+// who typed host:port for a local broker learns what to type instead.
+const httpOnLoopback = ", or http://127.0.0.1:PORT for a broker on this machine"
+
 // ParseBrokerURL checks the URL people and devices use to reach a broker:
 // http or https, a host, no credentials, query or fragment, and plain http
 // only to a loopback broker (tokens and keys must not cross a network in
@@ -25,10 +29,10 @@ func ParseBrokerURL(raw string) (*url.URL, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
 		// The text may hold a password; say nothing of it.
-		return nil, Errorf(EINVALID, "invalid broker URL: want https://host[:port]")
+		return nil, Errorf(EINVALID, "invalid broker URL: want https://host[:port]%s", httpOnLoopback)
 	}
 	if u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
-		return nil, Errorf(EINVALID, "invalid broker URL %q: want https://host[:port]", u.Redacted())
+		return nil, Errorf(EINVALID, "invalid broker URL %q: want https://host[:port]%s", u.Redacted(), httpOnLoopback)
 	}
 	if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
 		return nil, Errorf(EINVALID, "invalid broker URL %q: no credentials, query or fragment", u.Redacted())

@@ -30,3 +30,14 @@ func TestParseBrokerURL(t *testing.T) {
 		}
 	}
 }
+
+// A malformed broker URL is refused saying both forms that work: https,
+// and plain http for a broker on this machine.
+func TestParseBrokerURLSaysLoopbackHTTP(t *testing.T) {
+	for _, in := range []string{"127.0.0.1:8080", "localhost:8080", "broker.example.com"} {
+		_, err := fieldpass.ParseBrokerURL(in)
+		if msg := fieldpass.ErrorMessage(err); !strings.Contains(msg, "https://host[:port]") || !strings.Contains(msg, "http://127.0.0.1:PORT") {
+			t.Errorf("%s: %v, want both forms named", in, err)
+		}
+	}
+}

@@ -35,7 +35,9 @@ type Config struct {
 	Alerts *alerts.Notifier
 	// GrantLimits caps grant durations per role (zero: the defaults).
 	GrantLimits fieldpass.GrantLimits
-	Logger      *slog.Logger
+	// FourEyes is who must be a second person (grants.go; zero: FourEyesSelf).
+	FourEyes FourEyes
+	Logger   *slog.Logger
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 }

@@ -6,17 +6,21 @@ import (
 
 	"github.com/fieldpass/fieldpass"
 	"github.com/fieldpass/fieldpass/alerts"
+	"github.com/fieldpass/fieldpass/broker"
 )
 
 // CreateGrant creates g (admins only), no longer than the limit for its
 // subject's roles, and tells operators when it is made out to a vendor.
 func (s *Service) CreateGrant(ctx context.Context, c *fieldpass.Caller, g fieldpass.Grant) (*fieldpass.Grant, error) {
 	if err := Require(c, fieldpass.RoleAdmin); err != nil {
-		return nil, err
+		return nil, s.denied(c, fieldpass.AuditGrantCreate, "", "role_required", err)
 	}
 	// Validate first: it normalises the subject the limit is looked up by.
 	if err := g.Validate(); err != nil {
 		return nil, err
+	}
+	if err := s.fourEyes(c, g.Subject); err != nil {
+		return nil, s.denied(c, fieldpass.AuditGrantCreate, fieldpass.UserTarget(g.Subject), "four_eyes", err)
 	}
 	max, err := s.maxGrantFor(ctx, g.Subject)
 	if err != nil {
@@ -57,7 +61,7 @@ func (s *Service) Grants(ctx context.Context, c *fieldpass.Caller, f fieldpass.G
 // from the database and ends the sessions it covered within a second.
 func (s *Service) RevokeGrant(ctx context.Context, c *fieldpass.Caller, id string) (*fieldpass.Grant, error) {
 	if err := Require(c, fieldpass.RoleAdmin); err != nil {
-		return nil, err
+		return nil, s.denied(c, fieldpass.AuditGrantRevoke, "grant:"+id, "role_required", err)
 	}
 	g, err := s.cfg.DB.RevokeGrant(ctx, fieldpass.UserActor(c.User.Email), id)
 	if err != nil {
@@ -154,7 +158,7 @@ func (s *Service) Request(ctx context.Context, c *fieldpass.Caller, id string) (
 // (forbidden) and a second decision (conflict).
 func (s *Service) DecideRequest(ctx context.Context, c *fieldpass.Caller, id string, approve bool) (*fieldpass.AccessRequest, *fieldpass.Grant, error) {
 	if err := Require(c, fieldpass.RoleApprover, fieldpass.RoleAdmin); err != nil {
-		return nil, nil, err
+		return nil, nil, s.denied(c, decision(approve), "request:"+id, "role_required", err)
 	}
 	cur, err := s.cfg.DB.Request(ctx, id)
 	if err != nil {
@@ -165,6 +169,13 @@ func (s *Service) DecideRequest(ctx context.Context, c *fieldpass.Caller, id str
 		return nil, nil, err
 	}
 	req, g, err := s.cfg.DB.DecideRequest(ctx, c.User.Email, cur.ID, approve, max)
+	if fieldpass.ErrorCode(err) == fieldpass.EFORBIDDEN {
+		reason := "forbidden"
+		if cur.Requester == c.User.Email {
+			reason = "self_approval"
+		}
+		return nil, nil, s.denied(c, decision(approve), "request:"+cur.ID, reason, err)
+	}
 	if err != nil {
 		return nil, nil, err
 	}
@@ -174,4 +185,67 @@ func (s *Service) DecideRequest(ctx context.Context, c *fieldpass.Caller, id str
 		s.log.Info("access request denied", "request", req.ID, "requester", req.Requester, "by", c.User.Email)
 	}
 	return req, g, nil
+}
+
+// denied puts a refused operation (a missing role, a decision on one's own
+// request) on the record through the session manager's coalescing denial
+// log, and returns err unchanged. reason (role_required, self_approval)
+// is for the record only. Without a session manager (tests, tools)
+// it is only logged.
+func (s *Service) denied(c *fieldpass.Caller, op, target, reason string, err error) error {
+	d := broker.Denial{Operation: op, Target: target, Reason: fieldpass.DenyReason(reason),
+		Message: fieldpass.ErrorMessage(err)}
+	if c != nil && c.User != nil {
+		d.User = c.User.Email
+	}
+	if s.cfg.Sessions != nil {
+		s.cfg.Sessions.Denied(d)
+	} else {
+		s.log.Info(op+" refused", "user", d.User, "target", target, "err", err)
+	}
+	return err
+}
+
+func decision(approve bool) string {
+	if approve {
+		return fieldpass.AuditRequestApprove
+	}
+	return fieldpass.AuditRequestDeny
+}
+
+// FourEyes is the four-eyes rule: access to a device is given by a second
+// person. One rule for grants made directly and for approved requests.
+type FourEyes string
+
+const (
+	// FourEyesSelf (the default): nobody gives themselves access; an admin
+	// may grant others directly, and decide others' requests.
+	FourEyesSelf FourEyes = "self"
+	// FourEyesAll: every grant needs a second person: none is made
+	// directly, only by approving another person's request.
+	FourEyesAll FourEyes = "all"
+)
+
+// ParseFourEyes reads the setting (fieldpass-broker serve --four-eyes).
+func ParseFourEyes(s string) (FourEyes, error) {
+	switch f := FourEyes(s); f {
+	case FourEyesSelf, FourEyesAll:
+		return f, nil
+	}
+	return "", fieldpass.Errorf(fieldpass.EINVALID, "invalid four-eyes setting %q: want self (nobody grants themselves) or all (every grant through an approved request)", s)
+}
+
+// fourEyes refuses a grant c would make directly for subject. The store
+// refuses a decision on one's own request; this is the same rule for the
+// grant form.
+func (s *Service) fourEyes(c *fieldpass.Caller, subject string) error {
+	if s.cfg.FourEyes == FourEyesAll {
+		return fieldpass.Errorf(fieldpass.EFORBIDDEN,
+			"this broker requires a second person for every grant: ask %s to file a request (fieldpass request create), then approve it", subject)
+	}
+	if subject == c.User.Email {
+		return fieldpass.Errorf(fieldpass.EFORBIDDEN,
+			"you cannot grant yourself access: file a request (fieldpass request create) for another approver or admin to decide")
+	}
+	return nil
 }

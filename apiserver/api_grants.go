@@ -2,6 +2,7 @@ package apiserver
 
 import (
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -18,9 +19,9 @@ func parseDuration(what, s string) (time.Duration, error) {
 	if len(s) > maxDurationLen {
 		return 0, fieldpass.Errorf(fieldpass.EINVALID, "invalid %s: longer than %d bytes", what, maxDurationLen)
 	}
-	d, err := time.ParseDuration(s)
+	d, err := fieldpass.ParseDuration(s)
 	if err != nil {
-		return 0, fieldpass.Errorf(fieldpass.EINVALID, "invalid %s %q: want a duration such as 4h or 90m", what, s)
+		return 0, fieldpass.Errorf(fieldpass.EINVALID, "invalid %s %q: want a duration such as 90m, 4h or 7d", what, s)
 	}
 	if d <= 0 {
 		return 0, fieldpass.Errorf(fieldpass.EINVALID, "invalid %s %q: want a positive duration", what, s)
@@ -78,6 +79,14 @@ func (s *Server) handleGrantCreate() http.HandlerFunc {
 			s.writeError(w, r, err)
 			return
 		}
+		// Checked on a grant otherwise valid: a malformed one is told
+		// what is wrong with it first.
+		if v := g; !body.AllowUnknown && v.Validate() == nil {
+			if err := s.knownDevices(r, g.Devices); err != nil {
+				s.writeError(w, r, err)
+				return
+			}
+		}
 		out, err := s.access.CreateGrant(r.Context(), c, g)
 		if err != nil {
 			s.writeError(w, r, err)
@@ -134,4 +143,28 @@ func (s *Server) handleGrantRevoke() http.HandlerFunc {
 		}
 		writeJSON(w, http.StatusOK, g)
 	}
+}
+
+// knownDevices refuses a grant naming devices that are not enrolled (or
+// were decommissioned): most often a typo, which would make a grant that
+// never lets anyone in. allow_unknown is the way to grant a device that
+// will be enrolled later. Label selectors are not checked: they are meant
+// to cover devices to come.
+func (s *Server) knownDevices(r *http.Request, names []string) error {
+	if len(names) == 0 {
+		return nil
+	}
+	unknown, err := s.cfg.DB.UnknownDevices(r.Context(), names)
+	if err != nil {
+		return err
+	}
+	if len(unknown) > 5 {
+		unknown = append(unknown[:5], "...")
+	}
+	if len(unknown) > 0 {
+		return fieldpass.Errorf(fieldpass.EINVALID,
+			"no enrolled device named %s: check the name (fieldpass devices lists them); to grant a device that will be enrolled later, add --allow-unknown (API: allow_unknown)",
+			strings.Join(unknown, ", "))
+	}
+	return nil
 }

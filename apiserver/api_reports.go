@@ -2,8 +2,6 @@ package apiserver
 
 import (
 	"net/http"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -65,15 +63,7 @@ func (q *queryParams) days(name string) time.Duration {
 	if s == "" {
 		return 0
 	}
-	var d time.Duration
-	var err error
-	if n, ok := strings.CutSuffix(s, "d"); ok {
-		var days int
-		days, err = strconv.Atoi(n)
-		d = time.Duration(days) * 24 * time.Hour
-	} else {
-		d, err = time.ParseDuration(s)
-	}
+	d, err := fieldpass.ParseDuration(s)
 	if err != nil || d <= 0 {
 		q.fail(fieldpass.Errorf(fieldpass.EINVALID, "invalid %s %q: want a duration such as 36h or days such as 30d", name, truncate(s)))
 		return 0

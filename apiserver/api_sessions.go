@@ -6,6 +6,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/fieldpass/fieldpass"
+	"github.com/fieldpass/fieldpass/httpapi"
 )
 
 // handleSessionList lists sessions, newest first: all of them for admins
@@ -49,7 +50,15 @@ func (s *Server) handleSessionEnd() http.HandlerFunc {
 		if c == nil {
 			return
 		}
-		out, err := s.access.EndSession(r.Context(), c, chi.URLParam(r, "id"), "")
+		// An optional body gives the admin's reason, recorded with the end.
+		var body httpapi.SessionEnd
+		if r.ContentLength != 0 {
+			if err := decodeJSON(w, r, maxGrantBody, &body); err != nil {
+				s.writeError(w, r, err)
+				return
+			}
+		}
+		out, err := s.access.EndSession(r.Context(), c, chi.URLParam(r, "id"), body.Reason)
 		if err != nil {
 			s.writeError(w, r, err)
 			return

@@ -108,6 +108,9 @@ func authzRoutes() []authzRoute {
 		{method: "POST", pattern: tunnel.EnrollPath, owner: "enroll", public: true, path: fixed(tunnel.EnrollPath),
 			body: func(*fixture) string { return `{}` }, want: everyone(400)},
 
+		// The API's description is public: it says nothing the source does not.
+		{method: "GET", pattern: "/api/v1/openapi.json", owner: "api", public: true, path: fixed("/api/v1/openapi.json"), want: everyone(200)},
+
 		{method: "GET", pattern: "/api/v1/me", owner: "api", path: fixed("/api/v1/me"), want: everyone(200)},
 		{method: "GET", pattern: "/api/v1/devices", owner: "api", path: fixed("/api/v1/devices"), want: everyone(200)},
 

@@ -71,6 +71,7 @@ func (s *Server) routes() http.Handler {
 		r.Post(strings.TrimPrefix(tunnel.EnrollPath, "/api/v1"), s.limit(s.handleEnroll()))
 		r.Post("/login/device", s.limit(p.HandleDeviceLoginStart()))
 		r.Post("/login/device/token", s.limit(p.HandleDeviceLoginToken()))
+		r.Get("/openapi.json", handleOpenAPI())
 		r.Group(func(r chi.Router) { s.personRoutes(r) })
 	})
 

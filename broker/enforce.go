@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/fieldpass/fieldpass"
+	"github.com/fieldpass/fieldpass/postgres"
 )
 
 // watchDevice ends s when the device's tunnel session closes: device_disabled
@@ -174,6 +175,7 @@ func (m *Sessions) checkLoop(ctx context.Context) {
 // has been down past AuditGrace, and writes held ends.
 func (m *Sessions) check(ctx context.Context) {
 	now := m.cfg.Now()
+	m.denials.roll(now)
 	m.mu.Lock()
 	var live, idle []*Session
 	var oldest time.Time
@@ -191,6 +193,17 @@ func (m *Sessions) check(ctx context.Context) {
 	}
 	npending := len(m.pending)
 	down := m.downSince
+	var moved []postgres.SessionBytes
+	if now.Sub(m.bytesAt) >= m.cfg.BytesInterval {
+		m.bytesAt = now
+		for _, s := range live {
+			in, out := s.in.Load(), s.out.Load()
+			if in != s.flushedIn || out != s.flushedOut {
+				s.flushedIn, s.flushedOut = in, out
+				moved = append(moved, postgres.SessionBytes{ID: s.rec.ID, In: in, Out: out})
+			}
+		}
+	}
 	m.mu.Unlock()
 
 	for _, s := range idle {
@@ -215,6 +228,13 @@ func (m *Sessions) check(ctx context.Context) {
 			return
 		}
 		m.storeOK()
+		if len(moved) > 0 {
+			// Only for people reading open rows: a failure costs nothing
+			// but freshness, and the end writes the true counts.
+			if err := m.db.SessionBytesSoFar(qctx, moved); err != nil {
+				m.log.Warn("write live byte counts", "sessions", len(moved), "err", err)
+			}
+		}
 		isOpen := make(map[string]bool, len(open))
 		for _, s := range open {
 			isOpen[s.ID] = true

@@ -82,7 +82,7 @@ func (m *Sessions) writeOne(ctx context.Context, s *Session) bool {
 	at, reason := s.ended, s.reason
 	s.mu.Unlock()
 	start := time.Now()
-	_, err := m.db.EndSession(ctx, s.rec.ID, at, s.in.Load(), s.out.Load(), reason)
+	_, err := m.db.EndSessionWith(ctx, s.rec.ID, at, s.in.Load(), s.out.Load(), reason, s.endDetails())
 	m.cfg.Metrics.AuditWrite("end_session", start)
 	if err != nil {
 		if !m.storeErr(err) {

@@ -46,6 +46,8 @@ func (m *Sessions) Open(ctx context.Context, caller *fieldpass.Caller, device, s
 			err = fieldpass.Deny(fieldpass.DenyInternal, err)
 		}
 		m.cfg.Metrics.SessionDenied(string(fieldpass.DenyReasonOf(err)))
+		m.Denied(Denial{User: callerEmail(caller), Device: device, Service: service,
+			Reason: fieldpass.DenyReasonOf(err), Client: clientAddr, Message: fieldpass.ErrorMessage(err)})
 		return nil, err
 	}
 	m.cfg.Metrics.SessionOpened()

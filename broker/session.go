@@ -5,6 +5,7 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,9 +38,17 @@ type Session struct {
 
 	writeMu sync.Mutex // one write of the end at a time
 
+	// reached and dialErr (guarded by mu) tell a session that never got
+	// to its service: no stream was ever accepted, and the connector
+	// said why (its first refusal).
+	reached bool
+	dialErr string
+
 	// guarded by m.mu; touched by check only
 	lastTotal  int64
 	lastActive time.Time
+	// the counts last written to the row while live (flushBytes)
+	flushedIn, flushedOut int64
 }
 
 // ID is the session's id (its row's).
@@ -70,11 +79,33 @@ func (s *Session) Reason() fieldpass.EndReason {
 
 // End ends the session from the person's side (client_closed, or reason),
 // unless it has ended already.
+//
+// A session the person closed (or that failed) without ever reaching the
+// service, because the connector could not dial it, ends dial_failed
+// instead: the record says the device's service was not there, with the
+// connector's error in the audit event.
 func (s *Session) End(reason fieldpass.EndReason) {
 	if reason == "" || fieldpass.ValidateEndReason(reason) != nil {
 		reason = fieldpass.EndClientClosed
 	}
+	if reason == fieldpass.EndClientClosed || reason == fieldpass.EndError {
+		s.mu.Lock()
+		if !s.reached && s.dialErr != "" {
+			reason = fieldpass.EndDialFailed
+		}
+		s.mu.Unlock()
+	}
 	s.m.end(s, reason, true)
+}
+
+// endDetails are the details the end's audit event adds to the record's.
+func (s *Session) endDetails() map[string]any {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.reason != fieldpass.EndDialFailed {
+		return nil
+	}
+	return map[string]any{"dial_error": s.dialErr}
 }
 
 // Stream opens one connection to the session's service, counted on it.
@@ -88,10 +119,19 @@ func (s *Session) Stream(ctx context.Context) (tunnel.HalfCloser, error) {
 	}
 	st, err := openStream(ctx, s.ys, s.rec.Device, s.rec.Service, s.tid)
 	if err != nil {
+		var refused *serviceRefusal
+		if errors.As(err, &refused) {
+			s.mu.Lock()
+			if s.dialErr == "" {
+				s.dialErr = refused.status.Code.String() + ": " + refused.status.Reason
+			}
+			s.mu.Unlock()
+		}
 		return nil, err
 	}
 	cs := &countedStream{HalfCloser: st, s: s}
 	s.mu.Lock()
+	s.reached = true
 	if s.reason != "" {
 		r := s.reason
 		s.mu.Unlock()

@@ -605,3 +605,30 @@ func TestSessionEndHeldThroughOutage(t *testing.T) {
 		t.Fatalf("row: %s in %d; want client_closed, 4", r.EndReason, r.BytesIn)
 	}
 }
+
+// An open session's row shows the bytes carried so far, within
+// BytesInterval, not 0/0 until it ends.
+func TestSessionLiveBytes(t *testing.T) {
+	se := newSessionEnv(t, func(c *broker.SessionsConfig) { c.BytesInterval = 500 * time.Millisecond })
+	se.grant(time.Time{}, "echo")
+	s := se.mustOpen()
+	st, err := s.Stream(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	roundTrip(t, st, 10000)
+	brokertest.WaitFor(t, 5*time.Second, "live row showing 10000 bytes each way", func() bool {
+		r := se.row(s.ID())
+		return r.Open() && r.BytesIn == 10000 && r.BytesOut == 10000
+	})
+	st2, err := s.Stream(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	roundTrip(t, st2, 5000)
+	s.End(fieldpass.EndClientClosed)
+	if r := se.waitEnded(s.ID(), 5*time.Second); r.BytesIn != 15000 || r.BytesOut != 15000 {
+		t.Fatalf("ended row: %d/%d bytes, want 15000 each way", r.BytesIn, r.BytesOut)
+	}
+}

@@ -40,6 +40,10 @@ type SessionsConfig struct {
 	// rows (an admin's end), for idleness, and the store for health
 	// (default 1 s). Grant expiry and revocation do not wait for it.
 	CheckInterval time.Duration
+	// BytesInterval is how often the byte counts of live sessions are
+	// written to their rows, so that open sessions show what they carried
+	// so far (default 5 s; the end writes the final counts).
+	BytesInterval time.Duration
 	// StoreTimeout bounds each database call of Open and of recording an
 	// end (default 5 s).
 	StoreTimeout time.Duration
@@ -58,8 +62,14 @@ type SessionsConfig struct {
 	// even when the identity provider's policy does not require it for
 	// everyone (default none).
 	MFALabels map[string]string
-	Logger    *slog.Logger
-	Now       func() time.Time
+	// DenialWindow is the window in which identical refused attempts are
+	// recorded as one audit event with a count (default 1 min; denied.go).
+	DenialWindow time.Duration
+	// DenialLimit is the most distinct refused attempts recorded one by
+	// one in a window; more are counted in one event (default 100).
+	DenialLimit int
+	Logger      *slog.Logger
+	Now         func() time.Time
 }
 
 func (c *SessionsConfig) setDefaults() {
@@ -69,8 +79,17 @@ func (c *SessionsConfig) setDefaults() {
 	if c.CheckInterval == 0 {
 		c.CheckInterval = time.Second
 	}
+	if c.BytesInterval == 0 {
+		c.BytesInterval = 5 * time.Second
+	}
 	if c.StoreTimeout == 0 {
 		c.StoreTimeout = 5 * time.Second
+	}
+	if c.DenialWindow == 0 {
+		c.DenialWindow = time.Minute
+	}
+	if c.DenialLimit == 0 {
+		c.DenialLimit = 100
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -106,6 +125,11 @@ type Sessions struct {
 	reloadAll bool                // re-read every live session's grant and user
 	downSince time.Time           // when the store stopped answering; zero while it answers
 	closed    bool
+	bytesAt   time.Time // when live byte counts were last written
+
+	denials     *denialLog     // refused attempts, coalesced into the audit
+	denialWG    sync.WaitGroup // their writes in flight
+	denialsDone bool           // guarded by mu: shutdown waits for the writes; no new ones
 }
 
 // NewSessions returns the session manager of b. It first ends, with reason
@@ -121,6 +145,8 @@ func NewSessions(ctx context.Context, b *Broker, db *postgres.DB, cfg SessionsCo
 		dirtyG:  map[string]bool{},
 		dirtyU:  map[string]bool{},
 	}
+	m.denials = &denialLog{window: cfg.DenialWindow, limit: cfg.DenialLimit, write: m.writeDenial,
+		actor: postgres.BrokerActor(m.brokerID)}
 	start := time.Now()
 	n, err := db.CloseOpenSessions(ctx, m.brokerID, fieldpass.EndBrokerRestart)
 	cfg.Metrics.AuditWrite("close_open_sessions", start)
@@ -171,6 +197,11 @@ func (m *Sessions) shutdown() {
 	ctx, cancel := context.WithTimeout(context.Background(), m.cfg.StoreTimeout)
 	defer cancel()
 	m.flush(ctx)
+	m.denials.flush()
+	m.mu.Lock()
+	m.denialsDone = true
+	m.mu.Unlock()
+	m.denialWG.Wait()
 	m.mu.Lock()
 	n := len(m.pending)
 	m.mu.Unlock()

@@ -64,10 +64,10 @@ func openStream(ctx context.Context, ys *yamux.Session, device, service string, 
 		return tunnel.YamuxStream{Stream: st}, nil
 	case tunnel.StatusUnknownService:
 		st.Close()
-		return nil, fieldpass.Errorf(fieldpass.ENOTFOUND, "device %s: %s", device, status.Reason)
+		return nil, fieldpass.Errorf(fieldpass.ENOTFOUND, "device %s: %w", device, &serviceRefusal{status})
 	default:
 		st.Close()
-		return nil, fieldpass.Errorf(fieldpass.EUNAVAILABLE, "device %s: %s: %s", device, status.Code, status.Reason)
+		return nil, fieldpass.Errorf(fieldpass.EUNAVAILABLE, "device %s: %s: %w", device, status.Code, &serviceRefusal{status})
 	}
 }
 
@@ -90,3 +90,10 @@ func (b *Broker) Connected(name string) bool {
 	p := b.byName[name]
 	return p != nil && p.sess != nil
 }
+
+// serviceRefusal is the connector's answer that it could not reach the
+// service (unknown to it, or its dial failed): the session then never
+// reached the device's service, which its end reason says (dial_failed).
+type serviceRefusal struct{ status tunnel.StreamStatus }
+
+func (e *serviceRefusal) Error() string { return e.status.Reason }

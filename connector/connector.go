@@ -20,6 +20,7 @@ import (
 	"net"
 	"net/netip"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -52,6 +53,10 @@ type Config struct {
 	// 5 min). Delays grow exponentially with full jitter, so a fleet that
 	// lost its broker does not come back in lockstep.
 	MinBackoff, MaxBackoff time.Duration
+	// DisabledBackoff is the wait after the broker said this device is
+	// disabled or decommissioned (default 30 min): only an operator can
+	// change that, and a fleet of such devices should not keep calling.
+	DisabledBackoff time.Duration
 	// DialTimeout bounds one attempt to reach the broker inside the tunnel
 	// (default 20 s: WireGuard retries its handshake every 5 s).
 	DialTimeout time.Duration
@@ -99,8 +104,8 @@ func New(cfg Config) (*Connector, error) {
 		if err := fieldpass.ValidateServiceName(name); err != nil {
 			return nil, err
 		}
-		if _, _, err := net.SplitHostPort(target); err != nil {
-			return nil, fieldpass.Errorf(fieldpass.EINVALID, "service %s: invalid target %q: want HOST:PORT", name, target)
+		if err := ValidateTarget(name, target); err != nil {
+			return nil, err
 		}
 	}
 	if cfg.Keepalive == 0 {
@@ -120,6 +125,9 @@ func New(cfg Config) (*Connector, error) {
 	}
 	if cfg.MaxBackoff == 0 {
 		cfg.MaxBackoff = 5 * time.Minute
+	}
+	if cfg.DisabledBackoff == 0 {
+		cfg.DisabledBackoff = 30 * time.Minute
 	}
 	if cfg.DialTimeout == 0 {
 		cfg.DialTimeout = 20 * time.Second
@@ -270,7 +278,18 @@ func (c *Connector) Run(ctx context.Context) error {
 		}
 		delay := backoff(c.cfg.MinBackoff, c.cfg.MaxBackoff, attempt)
 		attempt++
-		c.log.Warn("broker session ended", "err", err, "retry_in", delay.Round(time.Millisecond), "attempt", attempt)
+		switch {
+		case errors.Is(err, errDisabled):
+			delay = c.cfg.DisabledBackoff
+			c.log.Error("the broker says this device is disabled or decommissioned: an operator must enable it (fieldpass-broker device enable NAME) or enrol it again",
+				"device", c.cfg.State.DeviceName, "retry_in", delay)
+		case errors.Is(err, errTunnelDial) && attempt >= 3:
+			// Say what a person can check, not only the dial's own words.
+			c.log.Warn("the broker does not answer through the tunnel: UDP to its endpoint may be blocked, or the device was disabled or decommissioned on the broker (fieldpass-broker device list)",
+				"err", err, "retry_in", delay.Round(time.Millisecond), "attempt", attempt)
+		default:
+			c.log.Warn("broker session ended", "err", err, "retry_in", delay.Round(time.Millisecond), "attempt", attempt)
+		}
 		if attempt > 1 && len(c.cfg.State.Endpoints) > 1 {
 			c.mu.Lock()
 			next := c.endpoint + 1
@@ -328,7 +347,7 @@ func (c *Connector) session1(ctx context.Context) error {
 	conn, err := c.dev.DialTCP(dctx, c.broker)
 	cancel()
 	if err != nil {
-		return fmt.Errorf("dial broker %s in tunnel: %w", c.broker, err)
+		return fmt.Errorf("dial broker %s in tunnel: %w: %w", c.broker, errTunnelDial, err)
 	}
 	id, _ := tunnel.ParseID(c.cfg.State.DeviceID)
 	conn.SetDeadline(time.Now().Add(c.cfg.DialTimeout))
@@ -344,6 +363,10 @@ func (c *Connector) session1(ctx context.Context) error {
 	if err != nil {
 		conn.Close()
 		return fmt.Errorf("hello: %w", err)
+	}
+	if reply.Code == tunnel.HelloDisabled {
+		conn.Close()
+		return fmt.Errorf("%w: %s", errDisabled, reply.Reason)
 	}
 	if reply.Code != tunnel.HelloOK {
 		conn.Close()
@@ -378,6 +401,7 @@ func (c *Connector) session1(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
+			c.goodbye(sess, conn)
 			return ctx.Err()
 		case err := <-done:
 			return fmt.Errorf("session closed: %w", err)
@@ -388,6 +412,53 @@ func (c *Connector) session1(ctx context.Context) error {
 				return err
 			}
 		}
+	}
+}
+
+// ValidateTarget checks a service's target at start, so that a typo stops
+// the connector where its operator sees it, not when someone connects.
+// Host names are resolved only when dialled: DNS may not be up yet.
+func ValidateTarget(name, target string) error {
+	host, port, err := net.SplitHostPort(target)
+	if err != nil || host == "" {
+		return fieldpass.Errorf(fieldpass.EINVALID, "service %s: invalid target %q: want HOST:PORT, such as 127.0.0.1:22", name, target)
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 1 || n > 65535 {
+		return fieldpass.Errorf(fieldpass.EINVALID, "service %s: invalid port %q in %q: want a number from 1 to 65535", name, port, target)
+	}
+	return nil
+}
+
+var (
+	// errTunnelDial: the broker did not take a TCP connection inside the
+	// tunnel (no WireGuard handshake, or no answer).
+	errTunnelDial = errors.New("no answer")
+	// errDisabled: the broker's hello reply says this device may not
+	// connect until an operator acts.
+	errDisabled = errors.New("device disabled on the broker")
+)
+
+// goodbyeWait bounds how long a clean stop waits for the broker to close
+// its side: past it the connector stops anyway, and the broker learns of
+// it from silence, as from a crash.
+const goodbyeWait = time.Second
+
+// goodbye ends the broker session the way a clean stop should: a FIN
+// through the tunnel (TCP half-close), after which the broker closes its
+// side and marks the device offline at once. Closing the WireGuard device
+// straight away would lose that FIN, and the broker would call the device
+// online until its keepalives had been missing for SilentAfter intervals.
+func (c *Connector) goodbye(sess *yamux.Session, conn net.Conn) {
+	cw, ok := conn.(interface{ CloseWrite() error })
+	if !ok || cw.CloseWrite() != nil {
+		return
+	}
+	select {
+	case <-sess.CloseChan():
+		c.log.Info("said goodbye to the broker")
+	case <-time.After(goodbyeWait):
+		c.log.Info("broker did not answer the goodbye; stopping anyway")
 	}
 }
 

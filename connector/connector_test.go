@@ -61,6 +61,14 @@ func TestNewRefusesBadConfig(t *testing.T) {
 			t.Errorf("%s: err %v, want invalid", name, err)
 		}
 	}
+	// Ports out of range are refused at start, saying what is allowed.
+	for _, target := range []string{"127.0.0.1:99999", "127.0.0.1:-5", "127.0.0.1:0", "127.0.0.1:ssh", ":22"} {
+		_, err := connector.New(connector.Config{State: s, Services: map[string]string{"ssh": target}})
+		if fieldpass.ErrorCode(err) != fieldpass.EINVALID || !strings.Contains(err.Error(), "service ssh") ||
+			!strings.Contains(err.Error(), "1 to 65535") && !strings.Contains(err.Error(), "HOST:PORT") {
+			t.Errorf("target %s: err %v, want invalid naming the service and what a target must be", target, err)
+		}
+	}
 	_, err := connector.New(connector.Config{State: s, Services: map[string]string{"ssh": "127.0.0.1:22"}, Keepalive: time.Millisecond})
 	if fieldpass.ErrorCode(err) != fieldpass.EINVALID {
 		t.Errorf("1ms keepalive: err %v, want invalid", err)

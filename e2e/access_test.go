@@ -96,6 +96,10 @@ func TestAccess(t *testing.T) {
 		if r.code == 0 || strings.Contains(r.stdout, "should-not-run") || !strings.Contains(r.stderr, "no grant covers pump-7/ssh for "+vendorEmail) {
 			t.Errorf("%v\nwant ssh to fail with the broker's reason: no grant", r)
 		}
+		// fieldpass says it, once, and ssh never starts to add its own.
+		if strings.Contains(r.stderr, "kex_exchange_identification") || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 {
+			t.Errorf("stderr %q: want the refusal on one line, before OpenSSH says anything", r.stderr)
+		}
 		if n, m := tp.count(), sshd.connections(); n != 0 || m != 0 {
 			t.Errorf("%d connections reached the device's ssh service, sshd logged %d; want none", n, m)
 		}

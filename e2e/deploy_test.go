@@ -476,7 +476,7 @@ func (f *flagIndex) of(t *testing.T, binary, sub string) map[string]bool {
 	if sub != "version" {
 		path := map[string]string{"fieldpass-broker": bins.broker, "fieldpass-connector": bins.connector}[binary]
 		r := runCmd(t, env(), path, append(strings.Fields(sub), "-h")...)
-		for _, sm := range helpFlagRE.FindAllStringSubmatch(r.stderr, -1) {
+		for _, sm := range helpFlagRE.FindAllStringSubmatch(r.stdout+r.stderr, -1) {
 			m[sm[1]] = true
 		}
 		if len(m) == 0 {

@@ -177,8 +177,18 @@ func (c *Client) Sessions(ctx context.Context, q SessionQuery) ([]*fieldpass.Ses
 
 // EndSession ends the open session id (admins), recorded as ended_by_admin.
 func (c *Client) EndSession(ctx context.Context, id string) (*fieldpass.Session, error) {
+	return c.EndSessionWhy(ctx, id, "")
+}
+
+// EndSessionWhy is EndSession with the admin's reason, recorded in the
+// audit log.
+func (c *Client) EndSessionWhy(ctx context.Context, id, reason string) (*fieldpass.Session, error) {
+	var body any
+	if reason != "" {
+		body = SessionEnd{Reason: reason}
+	}
 	var out fieldpass.Session
-	if err := c.do(ctx, http.MethodPost, "/api/v1/sessions/"+idSegment(id)+"/end", nil, nil, &out, true); err != nil {
+	if err := c.do(ctx, http.MethodPost, "/api/v1/sessions/"+idSegment(id)+"/end", nil, body, &out, true); err != nil {
 		return nil, err
 	}
 	return &out, nil

@@ -41,6 +41,14 @@ type GrantCreate struct {
 	Duration string            `json:"duration,omitempty"` // Go duration, e.g. "4h"
 	Reason   string            `json:"reason"`
 	Ticket   string            `json:"ticket,omitempty"`
+	// AllowUnknown lets Devices name devices not enrolled (yet): without
+	// it such a grant is refused, since a typo would make it useless.
+	AllowUnknown bool `json:"allow_unknown,omitempty"`
+}
+
+// SessionEnd is the optional body of POST /api/v1/sessions/{id}/end.
+type SessionEnd struct {
+	Reason string `json:"reason,omitempty"` // why, in the admin's words; recorded in the audit log
 }
 
 // RequestCreate is POST /api/v1/requests.

@@ -269,7 +269,7 @@ func (db *DB) UpdatePresence(ctx context.Context, deviceID string, p fieldpass.P
 	tag, err := db.pool.Exec(ctx, `
 		UPDATE devices SET
 			online = $2,
-			last_seen = $3,
+			last_seen = GREATEST(last_seen, $3), -- never backwards: a touch may have written a later time
 			endpoint = NULLIF($4, ''),
 			connector_version = NULLIF($5, ''),
 			broker_id = NULLIF($6, '')

@@ -71,7 +71,8 @@ func (db *DB) createGrantTx(ctx context.Context, tx pgx.Tx, actor string, g fiel
 		return nil, fieldpass.Errorf(fieldpass.EINVALID, "no maximum grant duration given: every grant ends")
 	}
 	if d := g.End.Sub(g.Start); d > maxDuration {
-		return nil, fieldpass.Errorf(fieldpass.EINVALID, "grant lasts %s, longer than the %s allowed for %s", d, maxDuration, g.Subject)
+		return nil, fieldpass.Errorf(fieldpass.EINVALID, "grant lasts %s, longer than the %s allowed for %s",
+			fieldpass.FormatDuration(d), fieldpass.FormatDuration(maxDuration), g.Subject)
 	}
 	if !g.End.After(now) {
 		return nil, fieldpass.Errorf(fieldpass.EINVALID, "grant would end at %s, which has passed", g.End.Format(time.RFC3339))
@@ -270,4 +271,22 @@ func (db *DB) ActiveGrantOn(ctx context.Context, email string, dev *fieldpass.De
 		}
 	}
 	return nil, fieldpass.Deny(fieldpass.DenyNoGrant, fieldpass.Errorf(fieldpass.EFORBIDDEN, "no active grant gives %s access to %s on %s", email, service, dev.Name))
+}
+
+// UnknownDevices returns those of names that name no device, or only a
+// decommissioned one, in the order given: a grant naming them would let
+// no one in until such a device is enrolled.
+func (db *DB) UnknownDevices(ctx context.Context, names []string) ([]string, error) {
+	rows, err := db.pool.Query(ctx, `
+		SELECT n FROM unnest($1::text[]) WITH ORDINALITY AS x(n, i)
+		WHERE NOT EXISTS (SELECT 1 FROM devices d WHERE d.name = x.n AND d.state <> 'decommissioned')
+		ORDER BY i`, names)
+	if err != nil {
+		return nil, wrap(err, "look up devices")
+	}
+	unknown, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, wrap(err, "look up devices")
+	}
+	return unknown, nil
 }

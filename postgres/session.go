@@ -139,6 +139,13 @@ func (db *DB) OpenSession(ctx context.Context, s fieldpass.Session) (*fieldpass.
 // first end left it, changing and recording nothing. The end is recorded as
 // session.end by the broker that carries the session.
 func (db *DB) EndSession(ctx context.Context, id string, end time.Time, bytesIn, bytesOut int64, reason fieldpass.EndReason) (*fieldpass.Session, error) {
+	return db.EndSessionWith(ctx, id, end, bytesIn, bytesOut, reason, nil)
+}
+
+// EndSessionWith is EndSession with details added to the session.end
+// audit event (the connector's error of a dial_failed end, say); they
+// cannot replace the record's own fields.
+func (db *DB) EndSessionWith(ctx context.Context, id string, end time.Time, bytesIn, bytesOut int64, reason fieldpass.EndReason, details map[string]any) (*fieldpass.Session, error) {
 	if !uuidRE.MatchString(id) {
 		return nil, fieldpass.Errorf(fieldpass.EINVALID, "invalid session id %q", id)
 	}
@@ -172,7 +179,7 @@ func (db *DB) EndSession(ctx context.Context, id string, end time.Time, bytesIn,
 		if err != nil {
 			return fmt.Errorf("end session: %w", err)
 		}
-		return db.auditSessionEnd(ctx, tx, out)
+		return db.auditSessionEnd(ctx, tx, out, details)
 	})
 	if err != nil {
 		return nil, wrap(err, "end session "+id)
@@ -180,12 +187,19 @@ func (db *DB) EndSession(ctx context.Context, id string, end time.Time, bytesIn,
 	return out, nil
 }
 
-func (db *DB) auditSessionEnd(ctx context.Context, tx pgx.Tx, s *fieldpass.Session) error {
-	return db.audit(ctx, tx, BrokerActor(s.BrokerID), fieldpass.AuditSessionEnd, SessionTarget(s.ID), map[string]any{
+func (db *DB) auditSessionEnd(ctx context.Context, tx pgx.Tx, s *fieldpass.Session, extra map[string]any) error {
+	details := map[string]any{}
+	for k, v := range extra {
+		details[k] = v
+	}
+	for k, v := range map[string]any{
 		"user": s.User, "device": s.Device, "service": s.Service, "grant_id": s.GrantID,
 		"reason": string(s.EndReason), "bytes_in": s.BytesIn, "bytes_out": s.BytesOut,
 		"duration": s.End.Sub(s.Start).String(),
-	})
+	} {
+		details[k] = v
+	}
+	return db.audit(ctx, tx, BrokerActor(s.BrokerID), fieldpass.AuditSessionEnd, SessionTarget(s.ID), details)
 }
 
 // AllBrokers makes CloseOpenSessions close the open sessions of every
@@ -221,7 +235,7 @@ func (db *DB) CloseOpenSessions(ctx context.Context, brokerID string, reason fie
 			return err
 		}
 		for _, s := range closed {
-			if err := db.auditSessionEnd(ctx, tx, s); err != nil {
+			if err := db.auditSessionEnd(ctx, tx, s, nil); err != nil {
 				return err
 			}
 		}
@@ -301,4 +315,38 @@ func (db *DB) Sessions(ctx context.Context, f fieldpass.SessionFilter) ([]*field
 	q := `SELECT ` + sessionColumns + ` FROM sessions WHERE ` + w.where() + ` ORDER BY started_at DESC, id` + w.limit(limit)
 	rows, err := db.pool.Query(ctx, q, w.args...)
 	return collectRows(rows, err, "list sessions", scanSession)
+}
+
+// SessionBytes is a live session's byte counts so far.
+type SessionBytes struct {
+	ID      string
+	In, Out int64
+}
+
+// SessionBytesSoFar writes the byte counts of open sessions, in one
+// statement, so that their rows show what they carried so far. Counts only
+// grow, and an ended row is left as its end recorded it: a late write
+// never undoes the final counts.
+func (db *DB) SessionBytesSoFar(ctx context.Context, bs []SessionBytes) error {
+	if len(bs) == 0 {
+		return nil
+	}
+	ids := make([]string, len(bs))
+	ins := make([]int64, len(bs))
+	outs := make([]int64, len(bs))
+	for i, b := range bs {
+		if !uuidRE.MatchString(b.ID) || b.In < 0 || b.Out < 0 {
+			return fieldpass.Errorf(fieldpass.EINVALID, "invalid byte counts for session %q", b.ID)
+		}
+		ids[i], ins[i], outs[i] = b.ID, b.In, b.Out
+	}
+	_, err := db.pool.Exec(ctx, `
+		UPDATE sessions s SET bytes_in = GREATEST(s.bytes_in, x.bin), bytes_out = GREATEST(s.bytes_out, x.bout)
+		FROM unnest($1::uuid[], $2::bigint[], $3::bigint[]) AS x(id, bin, bout)
+		WHERE s.id = x.id AND s.ended_at IS NULL
+		  AND (s.bytes_in < x.bin OR s.bytes_out < x.bout)`, ids, ins, outs)
+	if err != nil {
+		return wrap(err, "write live byte counts")
+	}
+	return nil
 }

@@ -228,9 +228,9 @@ func TestAlertsListReplay(t *testing.T) {
 		})
 	}
 	for _, args := range [][]string{{"alerts", "list", "-h"}, {"alerts", "replay", "-h"}} {
-		_, errOut, err := runCmd(t, dbURL, args...)
-		if !errors.Is(err, flag.ErrHelp) || !strings.Contains(errOut, "Usage: fieldpass-broker "+strings.Join(args[:2], " ")) {
-			t.Errorf("%v: got %v, stderr %q", args, err, errOut)
+		out, _, err := runCmd(t, dbURL, args...)
+		if !errors.Is(err, flag.ErrHelp) || exitCode(err) != 0 || !strings.Contains(out, "Usage: fieldpass-broker "+strings.Join(args[:2], " ")) {
+			t.Errorf("%v: got %v, stdout %q", args, err, out)
 		}
 	}
 	if out := mustRun(t, dbURL, "alerts", "-h"); !strings.Contains(out, "alerts replay") {

@@ -86,10 +86,10 @@ func TestDeviceKeepalive(t *testing.T) {
 		})
 	}
 	t.Run("help", func(t *testing.T) {
-		_, errOut, _ := runCmd(t, dbURL, "device", "keepalive", "-h")
+		help, _, _ := runCmd(t, dbURL, "device", "keepalive", "-h")
 		for _, want := range []string{"device keepalive NAME DURATION|default", "overrides the connector's flag", "NAT UDP timeout"} {
-			if !strings.Contains(errOut, want) {
-				t.Errorf("help lacks %q:\n%s", want, errOut)
+			if !strings.Contains(help, want) {
+				t.Errorf("help lacks %q:\n%s", want, help)
 			}
 		}
 		out, _, _ := runCmd(t, dbURL, "device", "-h")

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/fieldpass/fieldpass"
@@ -73,7 +74,10 @@ func message(err error) string {
 
 func exitCode(err error) int {
 	var ue usageError
-	if errors.As(err, &ue) || errors.Is(err, flag.ErrHelp) {
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		return 0 // asked for, and given
+	case errors.As(err, &ue):
 		return 2
 	}
 	return 1
@@ -125,24 +129,56 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 func (e env) flagSet(name, synopsis string) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	// The flag package's own error line is dropped: main prints the error
-	// once, with the program's name, after the usage.
-	fs.SetOutput(io.Discard)
-	fs.Usage = func() {
-		fmt.Fprintf(e.stderr, "Usage: fieldpass-broker %s\n\nFlags:\n", synopsis)
-		fs.SetOutput(e.stderr)
+	// once, with the program's name, after the short usage. -h prints the
+	// whole help on stdout (parse finds it in the output).
+	out := &usageOutput{Writer: io.Discard}
+	out.help = func() {
+		fmt.Fprintf(e.stdout, "Usage: fieldpass-broker %s\n\nFlags:\n", synopsis)
+		fs.SetOutput(e.stdout)
 		fs.PrintDefaults()
-		fs.SetOutput(io.Discard)
+		fs.SetOutput(out)
+	}
+	fs.SetOutput(out)
+	// What a usage error shows: the synopsis's first line and where the
+	// rest is, so the one-line error below it stays in sight.
+	fs.Usage = func() {
+		first, _, _ := strings.Cut(synopsis, "\n")
+		fmt.Fprintf(e.stderr, "Usage: fieldpass-broker %s\nRun \"fieldpass-broker %s -h\" for its flags.\n", first, name)
 	}
 	return fs
 }
 
+// parseFlags parses args: -h prints the whole help (on stdout) and returns
+// flag.ErrHelp; a bad flag prints the short usage and returns a usage error.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	short := fs.Usage
+	fs.Usage = func() {} // the flag package calls it for -h and errors alike
+	err := fs.Parse(args)
+	fs.Usage = short
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		if o, ok := fs.Output().(*usageOutput); ok {
+			o.help()
+		}
+		return err
+	}
+	fs.Usage()
+	return usageError{msg: err.Error()}
+}
+
+// usageOutput is a flag set's output: it drops the flag package's lines
+// and carries the full help, which parse prints for -h.
+type usageOutput struct {
+	io.Writer
+	help func()
+}
+
 // parse parses flags; want is the number of positional arguments.
 func parse(fs *flag.FlagSet, args []string, want int) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return usageError{msg: err.Error()}
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	if fs.NArg() != want {
 		fs.Usage()

@@ -18,7 +18,7 @@ func (f daysFlag) String() string {
 	if f.d == nil {
 		return ""
 	}
-	return f.d.String()
+	return fieldpass.FormatDuration(*f.d)
 }
 
 func (f daysFlag) Set(v string) error {
@@ -126,8 +126,8 @@ func (e env) reportStale(ctx context.Context, args []string) error {
 	dbURL := e.databaseFlag(fs)
 	var opts fieldpass.StaleOptions
 	opts.NotSeen, opts.NoSession = 30*24*time.Hour, 90*24*time.Hour
-	fs.Var(daysFlag{&opts.NotSeen}, "not-seen", "devices last seen longer ago than this (default 30d)")
-	fs.Var(daysFlag{&opts.NoSession}, "no-session", "devices with no session for this long (default 90d)")
+	fs.Var(daysFlag{&opts.NotSeen}, "not-seen", "devices last seen longer ago than this")
+	fs.Var(daysFlag{&opts.NoSession}, "no-session", "devices with no session for this long")
 	asJSON := fs.Bool("json", false, "print JSON instead of tables")
 	if err := parse(fs, args, 0); err != nil {
 		return err

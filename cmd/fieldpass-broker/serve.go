@@ -84,6 +84,7 @@ type serveConfig struct {
 	oidc                *portal.OIDCConfig // nil: no login
 	alerts              *alerts.Config     // nil: alerts off
 	alertOfflineAfter   time.Duration
+	fourEyes            access.FourEyes
 	checkpointKey       string // "": no checkpoints
 	checkpointEvery     time.Duration
 	webDomain           string // "": no device web UIs
@@ -95,6 +96,7 @@ type serveConfig struct {
 // and reaches for the identity provider once (oidcFlags.config).
 func (e env) serveFlags(ctx context.Context, args []string) (*serveConfig, error) {
 	fset := e.flagSet("serve", "serve --database-url URL --http-listen ADDR --wg-listen UDPADDR --public-url URL [flags]")
+	config := fset.String("config", "", "config `FILE` with one flag per line (`name = value`, # comments), as the connector's; command-line flags win")
 	dbURL := e.databaseFlag(fset)
 	httpListen := fset.String("http-listen", "127.0.0.1:8080", "TCP address of the API and enrolment endpoint")
 	metricsListen := fset.String("metrics-listen", "", "TCP `address` of Prometheus /metrics, /healthz and /readyz, kept off the API listener (default: off)")
@@ -127,6 +129,7 @@ func (e env) serveFlags(ctx context.Context, args []string) (*serveConfig, error
 		"The default is WireGuard's reject-after time, past which no session key is left to lose")
 	nudgeRate := fset.Int("nudge-rate", 50, "after a restart, call back at most this many devices a second (1 to 10000): a fleet of N is back in about N/rate seconds, "+
 		"without every device handshaking at once")
+	fourEyes := fset.String("four-eyes", "self", "who must be a second person: self (nobody grants themselves access) or all (every grant only by approving another person's request)")
 	requireSeparateRole := fset.Bool("require-separate-role", false, "refuse to start if the database role is a superuser or owns the audit tables (see migrate --grant-to)")
 	webhook := addAlertWebhookFlags(fset)
 	alertOfflineAfter := fset.Duration("alert-offline-after", 10*time.Minute, "alert when a device stays offline this long (once per offline episode)")
@@ -135,6 +138,14 @@ func (e env) serveFlags(ctx context.Context, args []string) (*serveConfig, error
 	oidcf := addOIDCFlags(fset)
 	if err := parse(fset, args, 0); err != nil {
 		return nil, err
+	}
+	if *config != "" {
+		if _, err := os.Stat(*config); err != nil {
+			return nil, fmt.Errorf("config: %w", err)
+		}
+		if err := cliflag.ApplyFile(fset, *config); err != nil {
+			return nil, usageError{msg: err.Error()}
+		}
 	}
 	cfg := &serveConfig{
 		httpListen: *httpListen, metricsListen: *metricsListen, tlsCert: *tlsCert, tlsKey: *tlsKey,
@@ -148,9 +159,15 @@ func (e env) serveFlags(ctx context.Context, args []string) (*serveConfig, error
 	if cfg.log, err = newLogger(e.stderr, *logLevel, *logFormat); err != nil {
 		return nil, err
 	}
-	pu, err := url.Parse(*publicURL)
-	if *publicURL == "" || err != nil || pu.Host == "" || (pu.Scheme != "https" && pu.Scheme != "http") {
+	if cfg.fourEyes, err = access.ParseFourEyes(*fourEyes); err != nil {
+		return nil, usageError{msg: "--four-eyes: " + fieldpass.ErrorMessage(err)}
+	}
+	if *publicURL == "" {
 		return nil, usageError{msg: "--public-url is required: the https:// URL devices and people reach this broker at"}
+	}
+	pu, err := publicURLFlag(*publicURL)
+	if err != nil {
+		return nil, usageError{msg: err.Error()}
 	}
 	cfg.publicURL = pu
 	cfg.webDomain = strings.ToLower(strings.Trim(*webDomain, "."))
@@ -226,9 +243,17 @@ func newServer(ctx context.Context, cfg *serveConfig) (_ *server, err error) {
 		}
 	}()
 	log := cfg.log
-	key, err := loadOrCreateKey(cfg.keyFile)
+	key, created, err := loadOrCreateKey(cfg.keyFile)
 	if err != nil {
 		return nil, err
+	}
+	// Say where the key lives: it is the one file whose loss means
+	// re-enrolling every device, and serve run by hand creates it quietly.
+	if created {
+		log.Warn("created the broker's WireGuard key: every device enrolled from now on pins it; back it up",
+			"key_file", cfg.keyFile, "public_key", key.Public().String())
+	} else {
+		log.Info("broker WireGuard key", "key_file", cfg.keyFile, "public_key", key.Public().String())
 	}
 	db, err := postgres.Open(ctx, cfg.dbURL)
 	if err != nil {
@@ -286,7 +311,7 @@ func newServer(ctx context.Context, cfg *serveConfig) (_ *server, err error) {
 	publicOrigin := cfg.publicURL.Scheme + "://" + cfg.publicURL.Host
 	// One set of rules for what people may see and do, whether they ask
 	// through the API or the portal.
-	rules := access.New(access.Config{DB: db, Sessions: sessions, Alerts: notifier, Logger: log})
+	rules := access.New(access.Config{DB: db, Sessions: sessions, Alerts: notifier, FourEyes: cfg.fourEyes, Logger: log})
 	s.portal = portal.New(portal.Config{DB: db, Access: rules, Sessions: sessions, WebDomain: cfg.webDomain,
 		RecordInputLabels: cfg.recordInputLabels, RecordingRetention: cfg.recordingRetention, BrokerID: b.ID(),
 		OIDC: cfg.oidc, PublicURL: publicOrigin, Logger: log})
@@ -459,35 +484,35 @@ func parseUDPListen(s string) (netip.AddrPort, error) {
 
 // loadOrCreateKey reads the broker's WireGuard key, creating it on first
 // start. Every enrolled device pins the public half, so losing the file
-// means re-enrolling the fleet: back it up.
-func loadOrCreateKey(path string) (wgnet.Key, error) {
+// means re-enrolling the fleet: back it up. created reports a new key.
+func loadOrCreateKey(path string) (k wgnet.Key, created bool, err error) {
 	b, err := os.ReadFile(path)
 	if err == nil {
 		k, err := wgnet.ParseKey(strings.TrimSpace(string(b)))
 		if err != nil {
-			return k, fmt.Errorf("key file %s: %w", path, err)
+			return k, false, fmt.Errorf("key file %s: %w", path, err)
 		}
-		return k, nil
+		return k, false, nil
 	}
 	if !errors.Is(err, fs.ErrNotExist) {
-		return wgnet.Key{}, fmt.Errorf("read key file: %w", err)
+		return wgnet.Key{}, false, fmt.Errorf("read key file: %w", err)
 	}
-	k, err := wgnet.GenerateKey(rand.Reader)
+	k, err = wgnet.GenerateKey(rand.Reader)
 	if err != nil {
-		return k, err
+		return k, false, err
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return k, fmt.Errorf("create key dir: %w", err)
+		return k, false, fmt.Errorf("create key dir for %s: %w (give --key-file)", path, err)
 	}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
-		return k, fmt.Errorf("create key file: %w", err)
+		return k, false, fmt.Errorf("create key file: %w", err)
 	}
 	if _, err := f.WriteString(k.String() + "\n"); err != nil {
 		f.Close()
-		return k, fmt.Errorf("write key file: %w", err)
+		return k, false, fmt.Errorf("write key file: %w", err)
 	}
-	return k, f.Close()
+	return k, true, f.Close()
 }
 
 // checkpointLoop signs the newest audit event now and then: a chain kept
@@ -571,4 +596,20 @@ func alertConfig(webhook alertWebhookFlags, offlineAfter time.Duration, sensitiv
 		return nil, usageError{msg: "--alert-offline-after must be at least 1m"}
 	}
 	return webhook.config(log)
+}
+
+// publicURLFlag checks --public-url as the connectors and the CLI will:
+// they refuse plain http to anything but a loopback broker, so a broker
+// started with one would be unreachable. A path is refused too: the API,
+// the portal and enrolment are served at the root, and a path would be
+// dropped without a word.
+func publicURLFlag(raw string) (*url.URL, error) {
+	u, err := fieldpass.ParseBrokerURL(raw)
+	if err != nil {
+		return nil, fmt.Errorf("--public-url: %s", fieldpass.ErrorMessage(err))
+	}
+	if u.Path != "" {
+		return nil, fmt.Errorf("--public-url %s has a path (%s): the broker is served at the root of its host; give https://host[:port] and route it there", u.Redacted(), u.Path)
+	}
+	return u, nil
 }

@@ -93,9 +93,9 @@ func TestUserCommands(t *testing.T) {
 	}
 
 	for _, args := range [][]string{{"user", "token", "-h"}, {"user", "list", "-h"}, {"user", "disable", "-h"}, {"user", "enable", "-h"}} {
-		_, errOut, err := runCmd(t, dbURL, args...)
-		if !errors.Is(err, flag.ErrHelp) || !strings.Contains(errOut, "Usage: fieldpass-broker "+strings.Join(args[:2], " ")) {
-			t.Errorf("%v: got %v, stderr %q", args, err, errOut)
+		out, _, err := runCmd(t, dbURL, args...)
+		if !errors.Is(err, flag.ErrHelp) || exitCode(err) != 0 || !strings.Contains(out, "Usage: fieldpass-broker "+strings.Join(args[:2], " ")) {
+			t.Errorf("%v: got %v, stdout %q", args, err, out)
 		}
 	}
 	if out := mustRun(t, dbURL, "user", "-h"); !strings.Contains(out, "user token") {

@@ -4,7 +4,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"flag"
@@ -19,6 +18,8 @@ import (
 	"time"
 
 	"github.com/fieldpass/fieldpass"
+	"github.com/fieldpass/fieldpass/cmd/internal/cafile"
+	"github.com/fieldpass/fieldpass/cmd/internal/cliflag"
 	"github.com/fieldpass/fieldpass/connector"
 )
 
@@ -59,7 +60,10 @@ func message(err error) string {
 
 func exitCode(err error) int {
 	var ue usageError
-	if errors.As(err, &ue) || errors.Is(err, flag.ErrHelp) {
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		return 0 // asked for, and given
+	case errors.As(err, &ue):
 		return 2
 	}
 	return 1
@@ -74,9 +78,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "enroll", "enrol":
 		return runEnroll(ctx, args[1:], stdout, stderr)
 	case "run":
-		return runRun(ctx, args[1:], getenv, stderr)
+		return runRun(ctx, args[1:], getenv, stdout, stderr)
 	case "version":
-		fs := newFlagSet("version", "version\n\nPrints the release of this binary.", stderr)
+		fs := newFlagSet("version", "version\n\nPrints the release of this binary.", stdout, stderr)
 		if err := parse(fs, args[1:]); err != nil {
 			return err
 		}
@@ -90,25 +94,48 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	return usageError{msg: fmt.Sprintf("unknown command %q", args[0])}
 }
 
-func newFlagSet(name, synopsis string, stderr io.Writer) *flag.FlagSet {
+func newFlagSet(name, synopsis string, stdout, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	// The flag package's own error line is dropped: main prints the error
-	// once, with the program's name, after the usage.
-	fs.SetOutput(io.Discard)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: fieldpass-connector %s\n\nFlags:\n", synopsis)
-		fs.SetOutput(stderr)
+	// once, with the program's name, after the short usage. -h prints the
+	// whole help on stdout (parse finds it in the output).
+	out := &usageOutput{Writer: io.Discard}
+	out.help = func() {
+		fmt.Fprintf(stdout, "Usage: fieldpass-connector %s\n\nFlags:\n", synopsis)
+		fs.SetOutput(stdout)
 		fs.PrintDefaults()
-		fs.SetOutput(io.Discard)
+		fs.SetOutput(out)
+	}
+	fs.SetOutput(out)
+	// What a usage error shows: the synopsis's first line and where the
+	// rest is, so the one-line error below it stays in sight.
+	fs.Usage = func() {
+		first, _, _ := strings.Cut(synopsis, "\n")
+		fmt.Fprintf(stderr, "Usage: fieldpass-connector %s\nRun \"fieldpass-connector %s -h\" for its flags.\n", first, name)
 	}
 	return fs
 }
 
+// usageOutput is a flag set's output: it drops the flag package's lines
+// and carries the full help, which parse prints for -h.
+type usageOutput struct {
+	io.Writer
+	help func()
+}
+
 func parse(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
+	short := fs.Usage
+	fs.Usage = func() {} // the flag package calls it for -h and errors alike
+	err := fs.Parse(args)
+	fs.Usage = short
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			if o, ok := fs.Output().(*usageOutput); ok {
+				o.help()
+			}
 			return err
 		}
+		fs.Usage()
 		return usageError{msg: err.Error()}
 	}
 	if fs.NArg() > 0 {
@@ -119,10 +146,11 @@ func parse(fs *flag.FlagSet, args []string) error {
 }
 
 func runEnroll(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("enroll", "enroll --broker URL --token TOKEN --state-dir DIR", stderr)
+	fs := newFlagSet("enroll", "enroll --broker URL --token TOKEN --state-dir DIR", stdout, stderr)
 	broker := fs.String("broker", "", "broker URL, https://host[:port] (http only for a loopback broker)")
 	token := fs.String("token", "", "single-use enrolment token (from fieldpass-broker token create)")
 	stateDir := fs.String("state-dir", "", "directory for the device's key and state (created 0700)")
+	caFile := fs.String("ca-file", "", "PEM `FILE` of a private CA to trust for the broker's certificate, besides the system's")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -130,7 +158,11 @@ func runEnroll(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		fs.Usage()
 		return usageError{msg: "--broker, --token and --state-dir are required"}
 	}
-	s, err := connector.Enroll(ctx, connector.EnrollConfig{BrokerURL: *broker, Token: strings.TrimSpace(*token), StateDir: *stateDir})
+	hc, err := cafile.HTTPClient(*caFile, 30*time.Second)
+	if err != nil {
+		return usageError{msg: "--ca-file: " + err.Error()}
+	}
+	s, err := connector.Enroll(ctx, connector.EnrollConfig{BrokerURL: *broker, Token: strings.TrimSpace(*token), StateDir: *stateDir, HTTPClient: hc})
 	if err != nil {
 		return err
 	}
@@ -150,6 +182,9 @@ func (s serviceFlag) Set(v string) error {
 	if err := fieldpass.ValidateServiceName(name); err != nil {
 		return errors.New(fieldpass.ErrorMessage(err))
 	}
+	if err := connector.ValidateTarget(name, target); err != nil {
+		return errors.New(fieldpass.ErrorMessage(err))
+	}
 	if _, dup := s[name]; dup {
 		return fmt.Errorf("service %q given twice", name)
 	}
@@ -157,8 +192,8 @@ func (s serviceFlag) Set(v string) error {
 	return nil
 }
 
-func runRun(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
-	fs := newFlagSet("run", "run --state-dir DIR --service NAME=HOST:PORT [--service ...] [flags]", stderr)
+func runRun(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("run", "run --state-dir DIR --service NAME=HOST:PORT [--service ...] [flags]", stdout, stderr)
 	config := fs.String("config", "", "config `FILE` with one flag per line (`name = value`, # comments); command-line flags win")
 	stateDir := fs.String("state-dir", "", "directory written by enroll")
 	services := serviceFlag{}
@@ -211,39 +246,16 @@ func runRun(ctx context.Context, args []string, getenv func(string) string, stde
 	return c.Run(ctx)
 }
 
-// applyConfigFile sets every flag named in the file that was not set on the
-// command line. The file's keys are the flag names, so there is one
-// vocabulary to learn; repeated keys (service) add up.
+// applyConfigFile applies --config (cliflag.ApplyFile); a file that cannot
+// be read is an error of its own, a bad line a usage error.
 func applyConfigFile(fs *flag.FlagSet, path string) error {
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	f, err := os.Open(path)
-	if err != nil {
+	if _, err := os.Stat(path); err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for n := 1; sc.Scan(); n++ {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		k, v, ok := strings.Cut(line, "=")
-		if !ok {
-			return usageError{msg: fmt.Sprintf("%s:%d: want name = value", path, n)}
-		}
-		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
-		if k == "config" || fs.Lookup(k) == nil {
-			return usageError{msg: fmt.Sprintf("%s:%d: unknown setting %q", path, n, k)}
-		}
-		if set[k] {
-			continue
-		}
-		if err := fs.Set(k, v); err != nil {
-			return usageError{msg: fmt.Sprintf("%s:%d: %s: %v", path, n, k, err)}
-		}
+	if err := cliflag.ApplyFile(fs, path); err != nil {
+		return usageError{msg: err.Error()}
 	}
-	return sc.Err()
+	return nil
 }
 
 func newLogger(w io.Writer, level string) (*slog.Logger, error) {

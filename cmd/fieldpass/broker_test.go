@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"encoding/csv"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http/httptest"
@@ -172,7 +173,7 @@ func TestBrokerGrantsAndDevices(t *testing.T) {
 	b := newBroker(t)
 
 	r := mustOK(t, b.as(t, alice, "devices"))
-	if strings.TrimSpace(r.stdout) != "NAME  ONLINE  GRANT-ENDS  SERVICES" {
+	if !strings.HasPrefix(r.stdout, "No device you may reach now.") || !strings.Contains(r.stdout, "fieldpass request create") {
 		t.Errorf("alice without grants sees:\n%s", r.stdout)
 	}
 
@@ -570,5 +571,36 @@ func TestBrokerHistoryAndStaleReport(t *testing.T) {
 	}
 	if r = b.as(t, auditor, "devices", "history"); r.code != 2 {
 		t.Errorf("devices history without NAME: exit %d, want 2", r.code)
+	}
+}
+
+// TestBrokerSessionEnd: an admin ends a session from the command line,
+// with a reason that reaches the audit log; others may not. A person with
+// no device is told how to ask for one.
+func TestBrokerSessionEnd(t *testing.T) {
+	b := newBroker(t)
+	ctx := context.Background()
+	g, err := b.db.CreateGrant(ctx, "operator:test", fieldpass.Grant{Subject: alice, Devices: []string{"pump-7"}, Services: []string{"ssh"},
+		Start: time.Now().Add(-time.Minute), End: time.Now().Add(time.Hour), Reason: "work"}, fieldpass.HardMaxGrantDuration)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := b.db.OpenSession(ctx, fieldpass.Session{User: alice, Device: "pump-7", Service: "ssh", GrantID: g.ID, ClientAddr: "127.0.0.1:5555", BrokerID: "b1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustFail(t, b.as(t, alice, "sessions", "end", s.ID), "admin")
+	r := mustOK(t, b.as(t, admin, "sessions", "end", s.ID, "--reason", "INC-9 stray session"))
+	if !strings.Contains(r.stdout, "Ended session "+s.ID) || !strings.Contains(r.stdout, "ended_by_admin") {
+		t.Errorf("sessions end said %q", r.stdout)
+	}
+	evs, err := b.db.AuditEvents(ctx, fieldpass.AuditFilter{Action: fieldpass.AuditSessionEndAsked})
+	if err != nil || len(evs) != 1 || !strings.Contains(fmt.Sprint(evs[0].Details), "INC-9 stray session") {
+		t.Errorf("session.end_asked events: %+v, %v; want one with the reason", evs, err)
+	}
+
+	r = mustOK(t, b.as(t, approver, "devices"))
+	if !strings.Contains(r.stdout, "fieldpass request create") {
+		t.Errorf("devices with no grant printed %q, want a hint to request access", r.stdout)
 	}
 }

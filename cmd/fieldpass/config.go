@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/fieldpass/fieldpass"
+	"github.com/fieldpass/fieldpass/cmd/internal/cafile"
 	"github.com/fieldpass/fieldpass/httpapi"
 )
 
@@ -20,6 +21,9 @@ import (
 const (
 	envBroker = "FIELDPASS_BROKER"
 	envToken  = "FIELDPASS_TOKEN"
+	// envCAFile names a PEM file of a private CA the broker's certificate
+	// is issued by, trusted besides the system's roots.
+	envCAFile = "FIELDPASS_CA_FILE"
 )
 
 // savedConfig is what login writes: config.json under the user's config
@@ -177,5 +181,17 @@ func (e *env) client() (*httpapi.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return httpapi.NewClient(c.Broker, c.Token), nil
+	return e.newClient(c.Broker, c.Token)
+}
+
+// newClient is an API client for broker with token, trusting the private
+// CA of FIELDPASS_CA_FILE if set.
+func (e *env) newClient(broker, token string) (*httpapi.Client, error) {
+	cl := httpapi.NewClient(broker, token)
+	hc, err := cafile.HTTPClient(e.getenv(envCAFile), 60*time.Second)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", envCAFile, err)
+	}
+	cl.HTTP = hc
+	return cl, nil
 }

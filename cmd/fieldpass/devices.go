@@ -34,6 +34,12 @@ every device.
 	if *asJSON {
 		return writeJSON(e.stdout, devs)
 	}
+	if len(devs) == 0 {
+		// A header over nothing leaves a person wondering what to do.
+		fmt.Fprintln(e.stdout, `No device you may reach now. Ask for access with
+  fieldpass request create --device NAME --service ssh --duration 4h --reason "why" --wait`)
+		return nil
+	}
 	return writeDevices(e.stdout, devs, e.now())
 }
 

@@ -34,11 +34,12 @@ type grantCreateFlags struct {
 	services        cliflag.Strings
 	duration, until string
 	reason, ticket  string
+	allowUnknown    bool
 	json            bool
 }
 
 func (f *grantCreateFlags) body(now time.Time) (httpapi.GrantCreate, error) {
-	g := httpapi.GrantCreate{Subject: strings.TrimSpace(f.user), Reason: f.reason, Ticket: f.ticket}
+	g := httpapi.GrantCreate{Subject: strings.TrimSpace(f.user), Reason: f.reason, Ticket: f.ticket, AllowUnknown: f.allowUnknown}
 	if g.Subject == "" {
 		return g, errors.New("--user is required")
 	}
@@ -123,6 +124,7 @@ Examples:
 	fs.StringVar(&f.until, "until", "", "end `TIME`, RFC 3339, e.g. 2030-01-31T18:00:00Z")
 	fs.StringVar(&f.reason, "reason", "", "why, `R` (required; recorded in the audit log)")
 	fs.StringVar(&f.ticket, "ticket", "", "ticket reference `T`, e.g. OPS-1234")
+	fs.BoolVar(&f.allowUnknown, "allow-unknown", false, "allow --device names not enrolled yet (else refused: a typo makes a useless grant)")
 	fs.BoolVar(&f.json, "json", false, "print the grant as JSON")
 	if _, err := fs.parse(args, 0, 0); err != nil {
 		return err

@@ -51,7 +51,10 @@ func (e *env) login(ctx context.Context, args []string) error {
 	if broker, err = checkBrokerURL(broker); err != nil {
 		return err
 	}
-	cl := httpapi.NewClient(broker, "")
+	cl, err := e.newClient(broker, "")
+	if err != nil {
+		return err
+	}
 	start, err := cl.StartDeviceLogin(ctx)
 	if err != nil {
 		return err

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/fieldpass/fieldpass"
-	"github.com/fieldpass/fieldpass/httpapi"
 )
 
 func (e *env) logout(args []string) error {
@@ -26,7 +25,10 @@ affected.`)
 	}
 	email := saved.Email
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	err = httpapi.NewClient(saved.Broker, saved.Token).Logout(ctx)
+	cl, err := e.newClient(saved.Broker, saved.Token)
+	if err == nil {
+		err = cl.Logout(ctx)
+	}
 	cancel()
 	if code := fieldpass.ErrorCode(err); err != nil && code != fieldpass.ENOTFOUND && code != fieldpass.EEXPIRED && code != fieldpass.EFORBIDDEN {
 		// Forget it anyway: the person asked to log out. Say what is left.

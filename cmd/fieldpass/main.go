@@ -56,6 +56,7 @@ Usage:
   fieldpass request list [--json]
   fieldpass request approve|deny ID
   fieldpass sessions [--device D] [--user U] [--since T] [--json|--csv]
+  fieldpass sessions end ID [--reason R]
   fieldpass audit [--since T] [--actor A] [--action X] [--target T] [--json|--csv]
   fieldpass report stale [--not-seen 30d] [--no-session 90d] [--json]
   fieldpass version
@@ -256,6 +257,25 @@ func (fs *flagSet) printUsage(w io.Writer) {
 	}
 }
 
+// printShort is the usage shown with a usage error: the synopsis and where
+// the rest is, so the one-line error below it stays in sight.
+func (fs *flagSet) printShort(w io.Writer) {
+	fmt.Fprintf(w, "Usage: fieldpass %s\nRun \"fieldpass %s -h\" for its flags.\n", fs.synopsis, commandOf(fs.synopsis))
+}
+
+// commandOf is the command words of a synopsis: "grant create" of "grant
+// create --user EMAIL ...".
+func commandOf(synopsis string) string {
+	var words []string
+	for _, w := range strings.Fields(synopsis) {
+		if strings.ContainsAny(w[:1], "-[<") || strings.ToLower(w) != w || strings.ContainsAny(w, "@=:|") {
+			break
+		}
+		words = append(words, w)
+	}
+	return strings.Join(words, " ")
+}
+
 // parse parses args, allowing flags after positional arguments ("grant
 // revoke ID --json"), and returns the positional ones: between min and max
 // of them (max < 0: any number). Everything after "--" is positional.
@@ -267,7 +287,7 @@ func (fs *flagSet) parse(args []string, min, max int) ([]string, error) {
 				fs.printUsage(fs.stdout)
 				return nil, errHelp
 			}
-			fs.printUsage(fs.stderr)
+			fs.printShort(fs.stderr)
 			return nil, usageError{msg: err.Error()}
 		}
 		rest := fs.Args()
@@ -282,18 +302,18 @@ func (fs *flagSet) parse(args []string, min, max int) ([]string, error) {
 		args = rest[1:]
 	}
 	if len(pos) < min {
-		fs.printUsage(fs.stderr)
+		fs.printShort(fs.stderr)
 		return nil, usageError{msg: "missing argument"}
 	}
 	if max >= 0 && len(pos) > max {
-		fs.printUsage(fs.stderr)
+		fs.printShort(fs.stderr)
 		return nil, usageError{msg: fmt.Sprintf("unexpected argument %q", pos[max])}
 	}
 	return pos, nil
 }
 
-// fail prints the usage on stderr and returns a usage error.
+// fail prints the short usage on stderr and returns a usage error.
 func (fs *flagSet) fail(format string, args ...any) error {
-	fs.printUsage(fs.stderr)
+	fs.printShort(fs.stderr)
 	return usageError{msg: fmt.Sprintf(format, args...)}
 }

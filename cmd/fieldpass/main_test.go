@@ -11,7 +11,15 @@ import (
 	"github.com/fieldpass/fieldpass/postgres/pgtest"
 )
 
-func TestMain(m *testing.M) { pgtest.Main(m) }
+func TestMain(m *testing.M) {
+	// A test's stand-in ssh runs this binary as fieldpass, for its
+	// ProxyCommand (TestSSHCommand).
+	if os.Getenv("FIELDPASS_TEST_MAIN") == "1" {
+		main()
+		os.Exit(0)
+	}
+	pgtest.Main(m)
+}
 
 // result is what one run of the CLI did.
 type result struct {
@@ -223,5 +231,17 @@ func TestMessageAndExitCode(t *testing.T) {
 	}
 	if got := exitCode(os.ErrNotExist); got != 1 {
 		t.Errorf("other: exit %d", got)
+	}
+}
+
+// TestUsageErrorsAreShort: a usage error shows the synopsis and where the
+// rest is, then the error: not every flag above it.
+func TestUsageErrorsAreShort(t *testing.T) {
+	r := runCLI(t, nil, "grant", "create", "--no-such-flag")
+	if r.code != 2 {
+		t.Fatalf("exit %d, want 2: %v", r.code, r.err)
+	}
+	if n := strings.Count(r.stderr, "\n"); n > 2 || !strings.Contains(r.stderr, `Run "fieldpass grant create -h"`) {
+		t.Errorf("usage error printed %d lines:\n%s", n, r.stderr)
 	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 
 	"github.com/fieldpass/fieldpass"
@@ -30,6 +31,7 @@ ssh's ProxyCommand:
 End of input is passed on as a half-close. Exits non-zero with the
 broker's reason when it refuses the session or cuts it (for example
 "session ended: grant_expired").`)
+	socket := fs.String("socket", "", "join the session fieldpass ssh opened, at this unix socket `PATH` (set by fieldpass ssh)")
 	pos, err := fs.parse(args, 2, 2)
 	if err != nil {
 		return err
@@ -37,6 +39,9 @@ broker's reason when it refuses the session or cuts it (for example
 	device, err := checkTarget(fs, pos[0], pos[1])
 	if err != nil {
 		return err
+	}
+	if *socket != "" {
+		return pipeSocket(*socket, e.stdin, e.stdout)
 	}
 	s, err := e.connect(ctx, device, pos[1])
 	if err != nil {
@@ -85,4 +90,20 @@ reports (for example "session ended: grant_revoked") with exit status 1.`)
 	}
 	fmt.Fprintf(e.stdout, "forwarding %s to %s/%s\n", ln.Addr(), device, pos[1])
 	return forwardConns(ctx, ln, s, e.stderr)
+}
+
+// pipeSocket joins stdin and stdout to the unix socket at path, passing
+// end of input on as a half-close, until the other side closes.
+func pipeSocket(path string, stdin io.Reader, stdout io.Writer) error {
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		return fmt.Errorf("join fieldpass ssh's session: %w", err)
+	}
+	defer c.Close()
+	go func() {
+		io.Copy(c, stdin)
+		c.(*net.UnixConn).CloseWrite()
+	}()
+	_, err = io.Copy(stdout, c)
+	return err
 }

@@ -1,10 +1,13 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 
@@ -49,13 +52,19 @@ func proxyCommand(exe, deviceArg string) string {
 	return strings.ReplaceAll(shellQuote(exe), "%", "%%") + " proxy " + deviceArg + " ssh"
 }
 
+// viaCommand is the ProxyCommand of fieldpass ssh: the proxy joins ssh to
+// the session this process opened, through the unix socket sock.
+func viaCommand(exe, sock, device string) string {
+	return strings.ReplaceAll(shellQuote(exe)+" proxy --socket "+shellQuote(sock), "%", "%%") + " " + device + " ssh"
+}
+
 // sshArgs is the argument list (without "ssh") that fieldpass ssh runs:
 // our options first, then the destination, then the person's own
 // arguments, which OpenSSH reads as further options and the remote
-// command.
-func sshArgs(exe, user, device string, extra []string) []string {
+// command. proxy is the ProxyCommand.
+func sshArgs(proxy, user, device string, extra []string) []string {
 	args := []string{
-		"-o", "ProxyCommand=" + proxyCommand(exe, device),
+		"-o", "ProxyCommand=" + proxy,
 		// One known_hosts entry per device, whatever address the broker
 		// has; the same name "ssh DEVICE.fieldpass" checks.
 		"-o", "HostKeyAlias=" + device + sshDomain,
@@ -139,7 +148,38 @@ func (e *env) ssh(args []string) error {
 	if err != nil {
 		return errors.New("ssh not found in PATH: install an OpenSSH client")
 	}
-	return e.runSSH(path, sshArgs(exe, user, device, pos[1:]), sshEnv(os.Environ(), c))
+	// The session is opened here, before ssh runs: a refusal is told once,
+	// in the broker's words, and ssh never starts to add its own
+	// ("kex_exchange_identification: Connection closed by remote host").
+	// ssh then reaches the session through a unix socket in a directory
+	// only this user can enter (ssh closes inherited descriptors).
+	s, err := e.connect(context.Background(), device, "ssh")
+	if err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "fieldpass-ssh-")
+	if err != nil {
+		s.Close()
+		return err
+	}
+	defer os.RemoveAll(dir)
+	sock := filepath.Join(dir, "s")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		s.Close()
+		return fmt.Errorf("listen for ssh: %w", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	carried := make(chan error, 1)
+	go func() { carried <- forwardConns(ctx, ln, s, e.stderr) }()
+	err = e.runSSH(path, sshArgs(viaCommand(exe, sock, device), user, device, pos[1:]), sshEnv(os.Environ(), c))
+	cancel()
+	if cut := <-carried; cut != nil {
+		// The broker ended the session (grant_expired, ...): say why,
+		// after whatever ssh said.
+		fmt.Fprintf(e.stderr, "fieldpass: %s\n", message(cut))
+	}
+	return err
 }
 
 const configSSHHelp = `Prints an ~/.ssh/config block that lets plain ssh, scp, rsync and git

@@ -1,9 +1,14 @@
 package main
 
 import (
+	"context"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/fieldpass/fieldpass"
+	"github.com/fieldpass/fieldpass/broker/brokertest"
 )
 
 func TestSplitDestination(t *testing.T) {
@@ -30,9 +35,9 @@ func TestSplitDestination(t *testing.T) {
 }
 
 func TestSSHArgs(t *testing.T) {
-	got := sshArgs("/opt/fieldpass/bin/fieldpass", "root", "pump-7", []string{"-L", "8080:127.0.0.1:80", "uptime"})
+	got := sshArgs(viaCommand("/opt/fieldpass/bin/fieldpass", "/tmp/fieldpass-ssh-1/s", "pump-7"), "root", "pump-7", []string{"-L", "8080:127.0.0.1:80", "uptime"})
 	want := []string{
-		"-o", "ProxyCommand=/opt/fieldpass/bin/fieldpass proxy pump-7 ssh",
+		"-o", "ProxyCommand=/opt/fieldpass/bin/fieldpass proxy --socket /tmp/fieldpass-ssh-1/s pump-7 ssh",
 		"-o", "HostKeyAlias=pump-7.fieldpass",
 		"-o", "CheckHostIP=no",
 		"root@pump-7", "-L", "8080:127.0.0.1:80", "uptime",
@@ -105,20 +110,56 @@ func TestRunSSHExitStatus(t *testing.T) {
 }
 
 // TestSSHCommand runs "fieldpass ssh" with a stand-in ssh on PATH that
-// prints its arguments and the environment it was given.
+// prints its arguments and the environment it was given, then talks
+// through its ProxyCommand to the session fieldpass opened.
 func TestSSHCommand(t *testing.T) {
 	dir := t.TempDir()
-	script := "#!/bin/sh\nfor a in \"$@\"; do echo \"arg:$a\"; done\necho \"env:$FIELDPASS_BROKER $FIELDPASS_TOKEN\"\nexit 3\n"
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The stand-in runs the ProxyCommand as ssh would, with this test
+	// binary standing in for fieldpass (TestMain runs the CLI when
+	// FIELDPASS_TEST_MAIN is set).
+	script := "#!/bin/sh\nfor a in \"$@\"; do echo \"arg:$a\"; done\necho \"env:$FIELDPASS_BROKER $FIELDPASS_TOKEN\"\n" +
+		"proxy=$(echo \"$2\" | sed 's/^ProxyCommand=//')\necho ping | FIELDPASS_TEST_MAIN=1 sh -c \"$proxy\"\necho\nexit 3\n"
 	if err := writeExecutable(dir+"/ssh", script); err != nil {
 		t.Fatal(err)
 	}
-	t.Setenv("PATH", dir)
-	r := runCLI(t, map[string]string{envBroker: "https://broker.example.com", envToken: tokenA}, "ssh", "root@pump-7", "--", "-v", "uptime")
+	t.Setenv("PATH", dir+":/usr/bin:/bin")
+	s := newFakeSession(t, brokertest.Service(t, upper))
+	e, stdout, stderr := testEnv(t, map[string]string{envBroker: "https://broker.example.com", envToken: tokenA})
+	e.executable = func() (string, error) { return exe, nil }
+	e.connect = func(ctx context.Context, device, service string) (session, error) { return s, nil }
+	r := runEnv(t, e, stdout, stderr, "ssh", "root@pump-7", "--", "-v", "uptime")
 	if r.code != 3 {
 		t.Fatalf("exit %d (%v), want ssh's 3; stderr %s", r.code, r.err, r.stderr)
 	}
-	want := "arg:-o\narg:ProxyCommand=/opt/fieldpass/bin/fieldpass proxy pump-7 ssh\narg:-o\narg:HostKeyAlias=pump-7.fieldpass\narg:-o\narg:CheckHostIP=no\narg:root@pump-7\narg:-v\narg:uptime\nenv:https://broker.example.com " + tokenA + "\n"
-	if r.stdout != want {
-		t.Errorf("ssh saw:\n%s\nwant:\n%s", r.stdout, want)
+	lines := strings.Split(r.stdout, "\n")
+	if len(lines) < 11 || !strings.HasPrefix(lines[1], "arg:ProxyCommand="+exe+" proxy --socket ") ||
+		strings.Join(lines[2:9], "\n") != "arg:-o\narg:HostKeyAlias=pump-7.fieldpass\narg:-o\narg:CheckHostIP=no\narg:root@pump-7\narg:-v\narg:uptime" ||
+		lines[9] != "env:https://broker.example.com "+tokenA || lines[10] != "PING" {
+		t.Errorf("ssh saw:\n%s", r.stdout)
+	}
+	if s.streams != 1 {
+		t.Errorf("%d streams on the session, want the proxy's one", s.streams)
+	}
+}
+
+// TestSSHRefusedBeforeSSH: a refused session is told once, in the broker's
+// words, and ssh never runs to add its own.
+func TestSSHRefusedBeforeSSH(t *testing.T) {
+	dir := t.TempDir()
+	if err := writeExecutable(dir+"/ssh", "#!/bin/sh\necho ssh ran >&2\nexit 255\n"); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", dir)
+	e, stdout, stderr := testEnv(t, map[string]string{envBroker: "https://broker.example.com", envToken: tokenA})
+	e.connect = func(ctx context.Context, device, service string) (session, error) {
+		return nil, fieldpass.Errorf(fieldpass.EFORBIDDEN, "no grant covers pump-7/ssh for eng@example.com")
+	}
+	r := runEnv(t, e, stdout, stderr, "ssh", "root@pump-7")
+	if r.code != 1 || !strings.Contains(r.err.Error(), "no grant covers pump-7/ssh") || strings.Contains(r.stderr, "ssh ran") {
+		t.Fatalf("exit %d, err %v, stderr %q: want the refusal alone, exit 1, ssh not run", r.code, r.err, r.stderr)
 	}
 }

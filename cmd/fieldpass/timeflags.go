@@ -20,10 +20,10 @@ func parseDuration(s string) (time.Duration, error) {
 	if d <= 0 {
 		return 0, fmt.Errorf("invalid duration %q: must be positive", s)
 	}
-	// A slip of a finger in days asks for years, so days are capped;
-	// hours never were, and are left as they were.
-	if strings.HasSuffix(s, "d") && d > maxDays*24*time.Hour {
-		return 0, fmt.Errorf("invalid duration %q: at most %dd", s, maxDays)
+	// A slip of a finger asks for years, so durations are capped, in
+	// days or hours alike (the broker caps grants lower still).
+	if d > maxDays*24*time.Hour {
+		return 0, fmt.Errorf("duration %s is longer than %dd, the most this command takes", s, maxDays)
 	}
 	return d, nil
 }

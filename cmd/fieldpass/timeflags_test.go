@@ -1,6 +1,7 @@
 package main
 
 import (
+	"strings"
 	"testing"
 	"time"
 )
@@ -88,5 +89,18 @@ func TestFormatDuration(t *testing.T) {
 		if got := formatDuration(d); got != want {
 			t.Errorf("formatDuration(%v) = %q, want %q", d, got, want)
 		}
+	}
+}
+
+// The 1000-day cap holds whatever the unit, and says what it is.
+func TestParseDurationCap(t *testing.T) {
+	for _, in := range []string{"3650d", "1001d", "24001h"} {
+		_, err := parseDuration(in)
+		if err == nil || !strings.Contains(err.Error(), "longer than 1000d") {
+			t.Errorf("%s: got %v, want refused as longer than 1000d", in, err)
+		}
+	}
+	if d, err := parseDuration("1000d"); err != nil || d != 1000*24*time.Hour {
+		t.Errorf("1000d: %v, %v", d, err)
 	}
 }
