@@ -48,17 +48,27 @@ type Config struct {
 	Environ []string
 }
 
-// Devices are the demo's devices: name, then its site label.
-var devices = [][2]string{{"router-north", "north"}, {"router-south", "south"}}
+// device is one of the demo's devices.
+type device struct{ name, site string }
 
-// The demo's people, one per role; their groups map to roles through the
-// broker's --role-map flags in startBroker.
-var people = []struct{ role, email, name, group string }{
-	{"admin", "admin@example.com", "Ada Admin", "fp-admins"},
-	{"engineer", "engineer@example.com", "Eve Engineer", "field-eng"},
-	{"vendor", "vendor@acme.example", "Victor Vendor", ""},
-	{"auditor", "auditor@example.com", "Aude Auditor", "fp-auditors"},
-	{"approver", "approver@example.com", "Abe Approver", "fp-approvers"},
+// demoDevices are the demo's devices; the vendor's grant is on the second.
+func demoDevices() []device {
+	return []device{{"router-north", "north"}, {"router-south", "south"}}
+}
+
+// person is a login at the development provider.
+type person struct{ role, email, name, group string }
+
+// demoPeople are the demo's people, one per role; their groups map to
+// roles through the broker's --role-map flags in startBroker.
+func demoPeople() []person {
+	return []person{
+		{"admin", "admin@example.com", "Ada Admin", "fp-admins"},
+		{"engineer", "engineer@example.com", "Eve Engineer", "field-eng"},
+		{"vendor", "vendor@acme.example", "Victor Vendor", ""},
+		{"auditor", "auditor@example.com", "Aude Auditor", "fp-auditors"},
+		{"approver", "approver@example.com", "Abe Approver", "fp-approvers"},
+	}
 }
 
 // The routers' own web UI login (the device's, not Fieldpass's).
@@ -157,11 +167,11 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		{"broker and portal", r.startBroker},
 		{"SSH for the devices", r.prepareSSH},
 	}
-	for _, d := range devices {
+	for _, d := range demoDevices() {
 		steps = append(steps, struct {
 			what string
 			do   func(context.Context) (string, error)
-		}{"device " + d[0], func(ctx context.Context) (string, error) { return r.startDevice(ctx, d[0], d[1]) }})
+		}{"device " + d.name, func(ctx context.Context) (string, error) { return r.startDevice(ctx, d.name, d.site) }})
 	}
 	var grants string
 	steps = append(steps,
@@ -243,7 +253,7 @@ func (r *run) loadState() (first bool, err error) {
 	}
 	r.st.ClientSecret = rand.Text()
 	r.st.Passwords = map[string]string{}
-	for _, p := range people {
+	for _, p := range demoPeople() {
 		// Short enough to type; new for every demo directory, so that
 		// another user of this machine cannot guess them.
 		r.st.Passwords[p.email] = p.role + "-" + strings.ToLower(rand.Text()[:6])
@@ -416,7 +426,7 @@ func (r *run) migrate(ctx context.Context) (string, error) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("fieldpass-broker migrate: %v\n%s", err, out)
 	}
-	return "up to date", nil
+	return "migrated", nil
 }
 
 func (r *run) startIDP(ctx context.Context) (string, error) {
@@ -432,7 +442,7 @@ func (r *run) startIDP(ctx context.Context) (string, error) {
 		AMR      []string `json:"amr"`
 	}
 	var users []user
-	for _, p := range people {
+	for _, p := range demoPeople() {
 		u := user{Email: p.email, Name: p.name, Password: r.st.Passwords[p.email], AMR: []string{"pwd", "otp"}}
 		if p.group != "" {
 			u.Groups = []string{p.group}
@@ -598,19 +608,19 @@ func (r *run) waitOnline(ctx context.Context) (string, error) {
 		}
 		online := 0
 		for _, d := range devs {
-			for _, want := range devices {
-				if d.Name == want[0] && d.Presence.Online {
+			for _, want := range demoDevices() {
+				if d.Name == want.name && d.Presence.Online {
 					online++
 				}
 			}
 		}
-		last = fmt.Sprintf("%d of %d online", online, len(devices))
-		return online == len(devices)
+		last = fmt.Sprintf("%d of %d online", online, len(demoDevices()))
+		return online == len(demoDevices())
 	})
 	if err != nil {
 		return "", fmt.Errorf("%w (%s); see %s", err, last, r.logs)
 	}
-	return fmt.Sprintf("%d devices", len(devices)), nil
+	return fmt.Sprintf("%d devices", len(demoDevices())), nil
 }
 
 // grants makes sure the engineer holds a grant on every demo device and
@@ -628,7 +638,7 @@ func (r *run) grants(ctx context.Context) (string, error) {
 	}{
 		{"engineer", httpapi.GrantCreate{Subject: "engineer@example.com", Selector: map[string]string{"demo": "yes"},
 			Services: []string{"ssh", "web"}, Duration: engineerGrant.String(), Reason: "demo: the engineer looks after every demo device"}},
-		{"vendor", httpapi.GrantCreate{Subject: "vendor@acme.example", Devices: []string{devices[1][0]},
+		{"vendor", httpapi.GrantCreate{Subject: "vendor@acme.example", Devices: []string{demoDevices()[1].name},
 			Services: []string{"ssh", "web"}, Duration: vendorGrant.String(), Reason: "demo: a vendor's visit, which expires"}},
 	}
 	var lines []string
@@ -655,14 +665,15 @@ func (r *run) grants(ctx context.Context) (string, error) {
 func (r *run) printInstructions(grants string) {
 	w := r.out
 	fmt.Fprintf(w, "\nPortal: %s   (log in through the development provider's form)\n\n", r.portalURL)
-	for _, p := range people {
+	for _, p := range demoPeople() {
 		fmt.Fprintf(w, "  %-9s %-22s password %s\n", p.role, p.email, r.st.Passwords[p.email])
 	}
 	fmt.Fprintf(w, "\nGrants:\n")
 	for _, l := range strings.Split(grants, "\n") {
 		fmt.Fprintf(w, "  %s\n", l)
 	}
-	fmt.Fprintf(w, "\nDevices: %s and %s. Their own web UI login (FieldRouter 3000): %s / %s\n", devices[0][0], devices[1][0], routerUser, routerPassword)
+	devs := demoDevices()
+	fmt.Fprintf(w, "\nDevices: %s and %s. Their own web UI login (FieldRouter 3000): %s / %s\n", devs[0].name, devs[1].name, routerUser, routerPassword)
 	if r.sshKey != "" {
 		fmt.Fprintf(w, "SSH on the devices: user %s, key %s (upload it in the portal's terminal)\n", r.sshUser, r.sshKey)
 	} else {
@@ -673,9 +684,9 @@ func (r *run) printInstructions(grants string) {
 	fmt.Fprintf(w, "  fieldpass login --broker %s     # approve in the browser, as engineer@example.com\n", r.portalURL)
 	fmt.Fprintf(w, "  fieldpass devices\n")
 	if r.sshKey != "" {
-		fmt.Fprintf(w, "  fieldpass ssh %s@%s -- -i %s\n", r.sshUser, devices[0][0], shellQuote(r.sshKey))
+		fmt.Fprintf(w, "  fieldpass ssh %s@%s -- -i %s\n", r.sshUser, devs[0].name, shellQuote(r.sshKey))
 	}
-	fmt.Fprintf(w, "  fieldpass forward %s web 127.0.0.1:8480   # then open http://127.0.0.1:8480\n", devices[0][0])
+	fmt.Fprintf(w, "  fieldpass forward %s web 127.0.0.1:8480   # then open http://127.0.0.1:8480\n", devs[0].name)
 	fmt.Fprintf(w, "  fieldpass sessions\n")
 	fmt.Fprintf(w, "\nAdmin commands: FIELDPASS_DATABASE_URL=%s fieldpass-broker device list\n", r.pgURL)
 	fmt.Fprintf(w, "Logs: %s\n\nPress Ctrl-C to stop everything.\n", r.logs)

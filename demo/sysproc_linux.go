@@ -55,9 +55,11 @@ func stopOrphans(started map[int]bool, grace time.Duration) []string {
 	}
 	var names []string
 	for _, pid := range orphans() {
-		cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-		names = append(names, fmt.Sprintf("%d %s", pid, strings.TrimSpace(strings.ReplaceAll(string(cmd), "\x00", " "))))
-		syscall.Kill(pid, syscall.SIGTERM)
+		// A zombie (no command line) only needs reaping, below.
+		if cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); len(cmd) > 0 {
+			names = append(names, fmt.Sprintf("%d %s", pid, strings.TrimSpace(strings.ReplaceAll(string(cmd), "\x00", " "))))
+			syscall.Kill(pid, syscall.SIGTERM)
+		}
 	}
 	for deadline := time.Now().Add(grace); ; time.Sleep(50 * time.Millisecond) {
 		left := orphans()
