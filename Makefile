@@ -5,7 +5,7 @@ LDFLAGS   := -s -w -X github.com/fieldpass/fieldpass.Version=$(VERSION)
 BINARIES  := fieldpass-broker fieldpass-connector fieldpass
 TEST_FLAGS ?= -race -timeout 12m
 
-.PHONY: help build test lint fmt bench bench-portal bench-fleet bench-idle demo dist fuzz assets clean
+.PHONY: help build test lint fmt bench bench-portal bench-fleet bench-idle demo demo-reset dist fuzz assets clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -48,8 +48,17 @@ bench-fleet: ## broker RSS and CPU per idle device at 1000 devices
 bench-idle: ## idle bytes per device per day on the wire
 	FIELDPASS_BENCH=1 $(GO) test ./bench -run '^$$' -bench IdleWire -benchtime 1x -count 1 -timeout 30m
 
-demo: build ## bring up Postgres, a broker and a demo connector on loopback
-	FIELDPASS_BIN=bin ./deploy/demo/demo.sh
+DEMO_BINARIES := $(BINARIES) fieldpass-devidp fieldpass-demo
+
+demo: ## the whole system on loopback: Postgres, OIDC logins, broker and portal, two devices (Ctrl-C stops it)
+	@command -v $(GO) >/dev/null || { echo "demo: Go is needed to build it: install Go 1.26 (https://go.dev/dl/; Debian: apt-get install golang)" >&2; exit 1; }
+	@mkdir -p bin
+	@echo "Building $(DEMO_BINARIES)..."
+	@CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ $(addprefix ./cmd/,$(DEMO_BINARIES))
+	@bin/fieldpass-demo
+
+demo-reset: ## wipe the demo's data (its Postgres, keys, logins): the next make demo starts afresh
+	@CGO_ENABLED=0 $(GO) build -o bin/ ./cmd/fieldpass-demo && bin/fieldpass-demo reset
 
 dist: ## cross-compile the connector for field hardware (arm, arm64, mipsle, amd64)
 	@mkdir -p dist

@@ -284,23 +284,6 @@ func TestDeployFiles(t *testing.T) {
 		}
 	})
 
-	t.Run("demo.sh", func(t *testing.T) {
-		path := filepath.Join(deploy, "demo", "demo.sh")
-		if fi, err := os.Stat(path); err != nil || fi.Mode().Perm()&0o111 == 0 {
-			t.Errorf("demo.sh is not executable: %v", err)
-		}
-		if out, err := exec.Command("bash", "-n", path).CombinedOutput(); err != nil {
-			t.Errorf("bash -n demo.sh: %v\n%s", err, out)
-		}
-		if sc, err := exec.LookPath("shellcheck"); err == nil {
-			if out, err := exec.Command(sc, path).CombinedOutput(); err != nil {
-				t.Errorf("shellcheck demo.sh: %v\n%s", err, out)
-			}
-		} else {
-			t.Log("shellcheck not installed: demo.sh not linted")
-		}
-		checkInvocations(t, flags, path, readFile(t, path), 6)
-	})
 }
 
 func readFile(t *testing.T, path string) string {
