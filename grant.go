@@ -238,6 +238,7 @@ type AccessRequest struct {
 	DecidedBy string        `json:"decided_by,omitempty"` // the approver's email
 	DecidedAt time.Time     `json:"decided_at,omitzero"`
 	GrantID   string        `json:"grant_id,omitempty"` // set when approved
+	Comment   string        `json:"comment,omitempty"`  // the approver's, with the decision
 }
 
 // Validate checks a new request and normalises its requester.

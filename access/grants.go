@@ -156,7 +156,7 @@ func (s *Service) Request(ctx context.Context, c *fieldpass.Caller, id string) (
 // admins). Approval creates the grant, no longer than the limit for the
 // requester's roles. The store refuses a decision on one's own request
 // (forbidden) and a second decision (conflict).
-func (s *Service) DecideRequest(ctx context.Context, c *fieldpass.Caller, id string, approve bool) (*fieldpass.AccessRequest, *fieldpass.Grant, error) {
+func (s *Service) DecideRequest(ctx context.Context, c *fieldpass.Caller, id string, approve bool, comment string) (*fieldpass.AccessRequest, *fieldpass.Grant, error) {
 	if err := Require(c, fieldpass.RoleApprover, fieldpass.RoleAdmin); err != nil {
 		return nil, nil, s.denied(c, decision(approve), "request:"+id, "role_required", err)
 	}
@@ -168,7 +168,7 @@ func (s *Service) DecideRequest(ctx context.Context, c *fieldpass.Caller, id str
 	if err != nil {
 		return nil, nil, err
 	}
-	req, g, err := s.cfg.DB.DecideRequest(ctx, c.User.Email, cur.ID, approve, max)
+	req, g, err := s.cfg.DB.DecideRequest(ctx, c.User.Email, cur.ID, approve, max, comment)
 	if fieldpass.ErrorCode(err) == fieldpass.EFORBIDDEN {
 		reason := "forbidden"
 		if cur.Requester == c.User.Email {

@@ -99,7 +99,14 @@ func (s *Server) handleRequestDecide(approve bool) http.HandlerFunc {
 		if c == nil {
 			return
 		}
-		req, _, err := s.access.DecideRequest(r.Context(), c, chi.URLParam(r, "id"), approve)
+		var body httpapi.RequestDecision
+		if r.ContentLength != 0 {
+			if err := decodeJSON(w, r, maxRequestBody, &body); err != nil {
+				s.writeError(w, r, err)
+				return
+			}
+		}
+		req, _, err := s.access.DecideRequest(r.Context(), c, chi.URLParam(r, "id"), approve, body.Comment)
 		if err != nil {
 			s.writeError(w, r, err)
 			return

@@ -613,13 +613,13 @@ func TestRequestFlow(t *testing.T) {
 	wantCode(t, err, fieldpass.ENOTFOUND, "not found")
 
 	// The engineer cannot decide (no role); the approver can.
-	_, err = eng.DecideRequest(ctx, req.ID, true)
+	_, err = eng.DecideRequest(ctx, req.ID, true, "")
 	wantCode(t, err, fieldpass.EFORBIDDEN, "approver or admin role")
-	dec := must(appr.DecideRequest(ctx, req.ID, true))(t)
+	dec := must(appr.DecideRequest(ctx, req.ID, true, ""))(t)
 	if dec.Status != fieldpass.RequestApproved || dec.DecidedBy != people[kApprover] || dec.GrantID == "" || !dec.DecidedAt.Equal(f.start) {
 		t.Fatalf("approved: got %+v", dec)
 	}
-	_, err = admin.DecideRequest(ctx, req.ID, false)
+	_, err = admin.DecideRequest(ctx, req.ID, false, "")
 	wantCode(t, err, fieldpass.ECONFLICT, "already approved")
 
 	// The grant exists, is the engineer's, and shows in their devices.
@@ -639,17 +639,20 @@ func TestRequestFlow(t *testing.T) {
 
 	// An approver cannot approve their own request; an admin can.
 	own := must(appr.CreateRequest(ctx, httpapi.RequestCreate{Device: "alpha", Service: "ssh", Duration: "1h", Reason: "mine"}))(t)
-	_, err = appr.DecideRequest(ctx, own.ID, true)
+	_, err = appr.DecideRequest(ctx, own.ID, true, "")
 	wantCode(t, err, fieldpass.EFORBIDDEN, "your own request")
-	_, err = appr.DecideRequest(ctx, own.ID, false)
+	_, err = appr.DecideRequest(ctx, own.ID, false, "")
 	wantCode(t, err, fieldpass.EFORBIDDEN, "your own request")
-	must(admin.DecideRequest(ctx, own.ID, true))(t)
+	must(admin.DecideRequest(ctx, own.ID, true, ""))(t)
 
 	// Deny: no grant.
 	vreq := must(vendor.CreateRequest(ctx, httpapi.RequestCreate{Device: "alpha", Service: "ssh", Duration: "1h", Reason: "vendor"}))(t)
-	den := must(appr.DecideRequest(ctx, vreq.ID, false))(t)
-	if den.Status != fieldpass.RequestDenied || den.GrantID != "" {
+	den := must(appr.DecideRequest(ctx, vreq.ID, false, "ask for ssh only"))(t)
+	if den.Status != fieldpass.RequestDenied || den.GrantID != "" || den.Comment != "ask for ssh only" {
 		t.Fatalf("denied: got %+v", den)
+	}
+	if mine := must(vendor.Request(ctx, vreq.ID))(t); mine.Comment != "ask for ssh only" {
+		t.Errorf("the requester reads the comment %q", mine.Comment)
 	}
 	if gs := must(vendor.Grants(ctx, httpapi.GrantQuery{Device: "alpha"}))(t); len(gs) != 0 {
 		t.Errorf("vendor's grants on alpha after deny: got %d", len(gs))
@@ -717,7 +720,7 @@ func TestRequestFlow(t *testing.T) {
 	}
 	_, err = eng.Request(ctx, "nope")
 	wantCode(t, err, fieldpass.EINVALID, "invalid request id")
-	_, err = appr.DecideRequest(ctx, "00000000-0000-0000-0000-000000000000", true)
+	_, err = appr.DecideRequest(ctx, "00000000-0000-0000-0000-000000000000", true, "")
 	wantCode(t, err, fieldpass.ENOTFOUND, "not found")
 }
 
@@ -729,9 +732,9 @@ func TestApproveWithinRequesterLimit(t *testing.T) {
 	req := must(f.client(kEngineer).CreateRequest(ctx, httpapi.RequestCreate{Device: "beta", Service: "ssh", Duration: "48h", Reason: "long job"}))(t)
 	// The engineer loses their role: now a vendor, limited to 24h.
 	f.mustUser(t, people[kEngineer])
-	_, err := f.client(kApprover).DecideRequest(ctx, req.ID, true)
+	_, err := f.client(kApprover).DecideRequest(ctx, req.ID, true, "")
 	wantCode(t, err, fieldpass.EINVALID, "longer than the 24h0m0s")
-	must(f.client(kApprover).DecideRequest(ctx, req.ID, false))(t)
+	must(f.client(kApprover).DecideRequest(ctx, req.ID, false, ""))(t)
 }
 
 func deviceNames(ds []httpapi.DeviceView) []string {
@@ -922,7 +925,7 @@ func TestOtherUsersResources(t *testing.T) {
 	wantCode(t, err, fieldpass.ENOTFOUND, "not found")
 	_, err = eng.Request(ctx, vreq.ID)
 	wantCode(t, err, fieldpass.ENOTFOUND, "not found")
-	_, err = vendor.DecideRequest(ctx, vreq.ID, true)
+	_, err = vendor.DecideRequest(ctx, vreq.ID, true, "")
 	wantCode(t, err, fieldpass.EFORBIDDEN, "approver or admin role")
 	_, err = vendor.RevokeGrant(ctx, f.grantVe.ID)
 	wantCode(t, err, fieldpass.EFORBIDDEN, "admin role")

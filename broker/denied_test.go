@@ -106,7 +106,7 @@ func TestDeniedOperationsAudited(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := rules.DecideRequest(ctx, ac, req.ID, true); fieldpass.ErrorCode(err) != fieldpass.EFORBIDDEN {
+	if _, _, err := rules.DecideRequest(ctx, ac, req.ID, true, ""); fieldpass.ErrorCode(err) != fieldpass.EFORBIDDEN {
 		t.Fatalf("approving one's own request: %v", err)
 	}
 	var es []fieldpass.AuditEvent

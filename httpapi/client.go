@@ -144,14 +144,19 @@ func (c *Client) Request(ctx context.Context, id string) (*fieldpass.AccessReque
 }
 
 // DecideRequest approves or denies the pending request id (approvers and
-// admins; never one's own). An approved request carries its GrantID.
-func (c *Client) DecideRequest(ctx context.Context, id string, approve bool) (*fieldpass.AccessRequest, error) {
+// admins; never one's own), with an optional comment for the requester. An
+// approved request carries its GrantID.
+func (c *Client) DecideRequest(ctx context.Context, id string, approve bool, comment string) (*fieldpass.AccessRequest, error) {
 	verb := "deny"
 	if approve {
 		verb = "approve"
 	}
+	var body any
+	if comment != "" {
+		body = RequestDecision{Comment: comment}
+	}
 	var out fieldpass.AccessRequest
-	if err := c.do(ctx, http.MethodPost, "/api/v1/requests/"+idSegment(id)+"/"+verb, nil, nil, &out, true); err != nil {
+	if err := c.do(ctx, http.MethodPost, "/api/v1/requests/"+idSegment(id)+"/"+verb, nil, body, &out, true); err != nil {
 		return nil, err
 	}
 	return &out, nil

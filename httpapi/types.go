@@ -60,6 +60,12 @@ type RequestCreate struct {
 	Ticket   string `json:"ticket,omitempty"`
 }
 
+// RequestDecision is the optional body of POST /api/v1/requests/{id}/approve
+// and /deny: the approver's comment, shown to the requester and audited.
+type RequestDecision struct {
+	Comment string `json:"comment,omitempty"`
+}
+
 // DeviceLoginStart is the answer to POST /api/v1/login/device (RFC 8628
 // shaped): the CLI shows UserCode and VerificationURI, then polls with
 // DeviceCode every Interval seconds.

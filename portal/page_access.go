@@ -120,7 +120,7 @@ func (p *Portal) HandleDecide() http.HandlerFunc {
 			p.fail(w, r, fieldpass.Errorf(fieldpass.EINVALID, "want the decision approve or deny"))
 			return
 		}
-		req, g, err := p.cfg.Access.DecideRequest(r.Context(), c, chi.URLParam(r, "id"), approve)
+		req, g, err := p.cfg.Access.DecideRequest(r.Context(), c, chi.URLParam(r, "id"), approve, clip(strings.TrimSpace(r.PostFormValue("comment")), 1000))
 		if err != nil {
 			p.fail(w, r, err)
 			return

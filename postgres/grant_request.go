@@ -15,7 +15,7 @@ import (
 func RequestTarget(id string) string { return "request:" + id }
 
 const requestColumns = `id::text, requester, device, service, duration_seconds, reason, ticket,
-	created_at, status, decided_by, decided_at, grant_id::text`
+	created_at, status, decided_by, decided_at, grant_id::text, decision_comment`
 
 func scanRequest(row pgx.Row) (*fieldpass.AccessRequest, error) {
 	var (
@@ -26,7 +26,7 @@ func scanRequest(row pgx.Row) (*fieldpass.AccessRequest, error) {
 		decidedAt          *time.Time
 	)
 	err := row.Scan(&r.ID, &r.Requester, &r.Device, &r.Service, &seconds, &r.Reason, &r.Ticket,
-		&r.CreatedAt, &status, &decidedBy, &decidedAt, &grantID)
+		&r.CreatedAt, &status, &decidedBy, &decidedAt, &grantID, &r.Comment)
 	if err != nil {
 		return nil, err
 	}
@@ -136,7 +136,10 @@ func (db *DB) Requests(ctx context.Context, f fieldpass.RequestFilter) ([]*field
 // exactly one wins and the others get conflict. Refused: forbidden for the
 // requester deciding their own request; conflict for a decided request.
 // Checking that approver holds the approver or admin role is the caller's.
-func (db *DB) DecideRequest(ctx context.Context, approver, id string, approve bool, maxDuration time.Duration) (*fieldpass.AccessRequest, *fieldpass.Grant, error) {
+func (db *DB) DecideRequest(ctx context.Context, approver, id string, approve bool, maxDuration time.Duration, comment string) (*fieldpass.AccessRequest, *fieldpass.Grant, error) {
+	if len(comment) > 1000 {
+		return nil, nil, fieldpass.Errorf(fieldpass.EINVALID, "comment longer than 1000 bytes")
+	}
 	approver, err := fieldpass.NormalizeEmail(approver)
 	if err != nil {
 		return nil, nil, err
@@ -188,13 +191,16 @@ func (db *DB) DecideRequest(ctx context.Context, approver, id string, approve bo
 			grantID = &grant.ID
 		}
 		req, err = scanRequest(tx.QueryRow(ctx, `
-			UPDATE access_requests SET status = $2, decided_by = $3, decided_at = $4, grant_id = $5::uuid
+			UPDATE access_requests SET status = $2, decided_by = $3, decided_at = $4, grant_id = $5::uuid, decision_comment = $6
 			WHERE id = $1::uuid RETURNING `+requestColumns,
-			id, string(status), approver, now, grantID))
+			id, string(status), approver, now, grantID, comment))
 		if err != nil {
 			return fmt.Errorf("decide request: %w", err)
 		}
 		details := map[string]any{"requester": cur.Requester, "device": cur.Device, "service": cur.Service}
+		if comment != "" {
+			details["comment"] = comment
+		}
 		if grant != nil {
 			details["grant_id"] = grant.ID
 		}

@@ -244,13 +244,13 @@ func TestAccessRequests(t *testing.T) {
 	wantError(t, err, fieldpass.EINVALID, "reason")
 
 	// Nobody approves their own request, whatever their roles.
-	_, _, err = s.DecideRequest(ctx, "ENG@example.com", r.ID, true, week)
+	_, _, err = s.DecideRequest(ctx, "ENG@example.com", r.ID, true, week, "")
 	wantError(t, err, fieldpass.EFORBIDDEN, "your own request")
-	_, _, err = s.DecideRequest(ctx, "boss@example.com", r.ID, true, time.Hour)
+	_, _, err = s.DecideRequest(ctx, "boss@example.com", r.ID, true, time.Hour, "")
 	wantError(t, err, fieldpass.EINVALID, "longer than")
 
 	s.clock.Add(time.Minute)
-	decided, g, err := s.DecideRequest(ctx, "boss@example.com", r.ID, true, week)
+	decided, g, err := s.DecideRequest(ctx, "boss@example.com", r.ID, true, week, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -265,7 +265,7 @@ func TestAccessRequests(t *testing.T) {
 	if _, err := s.ActiveGrantFor(ctx, "eng@example.com", "pump-1", "ssh", now); err != nil {
 		t.Errorf("approved access: %v", err)
 	}
-	_, _, err = s.DecideRequest(ctx, "other@example.com", r.ID, false, week)
+	_, _, err = s.DecideRequest(ctx, "other@example.com", r.ID, false, week, "")
 	wantError(t, err, fieldpass.ECONFLICT, "already approved by boss@example.com")
 
 	// Denial creates nothing; the same request may then be asked again.
@@ -273,7 +273,7 @@ func TestAccessRequests(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	denied, g2, err := s.DecideRequest(ctx, "boss@example.com", r2.ID, false, week)
+	denied, g2, err := s.DecideRequest(ctx, "boss@example.com", r2.ID, false, week, "")
 	if err != nil || denied.Status != fieldpass.RequestDenied || g2 != nil || denied.GrantID != "" {
 		t.Errorf("deny: got %+v, %v, %v", denied, g2, err)
 	}
@@ -323,7 +323,7 @@ func TestDecideRequestRace(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, _, err := s.DecideRequest(ctx, "approver"+string(rune('a'+i))+"@example.com", r.ID, i%2 == 0, week)
+			_, _, err := s.DecideRequest(ctx, "approver"+string(rune('a'+i))+"@example.com", r.ID, i%2 == 0, week, "")
 			errs <- err
 		}()
 	}

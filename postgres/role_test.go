@@ -242,7 +242,7 @@ func TestBrokerRoleFlows(t *testing.T) {
 
 	req, err := db.CreateRequest(ctx, fieldpass.AccessRequest{Requester: "eng@example.com", Device: "pump-1", Service: "ssh", Duration: time.Hour, Reason: "alarm 17"})
 	must("CreateRequest", err)
-	_, _, err = db.DecideRequest(ctx, "boss@example.com", req.ID, true, week)
+	_, _, err = db.DecideRequest(ctx, "boss@example.com", req.ID, true, week, "")
 	must("DecideRequest", err)
 	_, err = db.SetUserDisabled(ctx, "operator:root@host", "eng@example.com", true)
 	must("SetUserDisabled", err)

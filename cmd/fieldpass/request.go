@@ -139,7 +139,8 @@ func (e *env) requestDecide(ctx context.Context, args []string, approve bool) er
 		verb, help = "approve", `Approves a pending access request, which creates the grant (starting now).
 Approvers and admins only, and never for their own request.`
 	}
-	fs := e.flagSet("request "+verb+" ID", help)
+	fs := e.flagSet("request "+verb+" ID [--comment TEXT]", help)
+	comment := fs.String("comment", "", "a word for the requester, kept with the decision and in the audit log")
 	pos, err := fs.parse(args, 1, 1)
 	if err != nil {
 		return err
@@ -148,7 +149,7 @@ Approvers and admins only, and never for their own request.`
 	if err != nil {
 		return err
 	}
-	r, err := cl.DecideRequest(ctx, pos[0], approve)
+	r, err := cl.DecideRequest(ctx, pos[0], approve, *comment)
 	if err != nil {
 		return err
 	}
