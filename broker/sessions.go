@@ -98,6 +98,8 @@ type Sessions struct {
 	gen  atomic.Uint64
 	kick chan struct{} // wakes the notification worker
 
+	tokens *tokenBook // the live sessions of each token (tokens.go)
+
 	mu        sync.Mutex // guards the fields below and every Session's check fields
 	live      map[string]*Session
 	pending   map[string]*Session // ended here, end not yet written
@@ -120,6 +122,7 @@ func NewSessions(ctx context.Context, b *Broker, db *postgres.DB, cfg SessionsCo
 		pending: map[string]*Session{},
 		dirtyG:  map[string]bool{},
 		dirtyU:  map[string]bool{},
+		tokens:  newTokenBook(),
 	}
 	start := time.Now()
 	n, err := db.CloseOpenSessions(ctx, m.brokerID, fieldpass.EndBrokerRestart)
@@ -140,7 +143,7 @@ func NewSessions(ctx context.Context, b *Broker, db *postgres.DB, cfg SessionsCo
 // it ends every live session (broker_restart) and writes what it can.
 func (m *Sessions) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	wg.Add(4)
+	wg.Add(5)
 	go func() {
 		defer wg.Done()
 		m.db.ListenGrants(ctx, func(id string) { m.notify(id, "") })
@@ -151,6 +154,7 @@ func (m *Sessions) Run(ctx context.Context) error {
 	}()
 	go func() { defer wg.Done(); m.worker(ctx) }()
 	go func() { defer wg.Done(); m.checkLoop(ctx) }()
+	go func() { defer wg.Done(); m.followTokens(ctx) }()
 	wg.Wait()
 	m.shutdown()
 	return nil
