@@ -62,6 +62,11 @@ type Config struct {
 	Access *access.Service
 	// Sessions opens and ends recorded sessions to devices (the broker).
 	Sessions *broker.Sessions
+	// MaxStreamsPerSession caps the streams one person's session carries
+	// at once, each a connection the device opens to its service (default
+	// 64): a grant is no licence to flood the device. Past it a new stream
+	// is refused with a message naming the limit.
+	MaxStreamsPerSession int
 	// Alerts receives device_enrolled and vendor_grant_created (default
 	// nil: alerts off).
 	Alerts *alerts.Notifier
@@ -98,6 +103,9 @@ func New(cfg Config) *Server {
 	}
 	if cfg.AuthBurst == 0 {
 		cfg.AuthBurst = 200
+	}
+	if cfg.MaxStreamsPerSession == 0 {
+		cfg.MaxStreamsPerSession = 64
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)

@@ -86,6 +86,7 @@ type serveConfig struct {
 	alertOfflineAfter   time.Duration
 	checkpointKey       string // "": no checkpoints
 	checkpointEvery     time.Duration
+	harden              *hardenFlags // issue 10's limits (serve_harden.go)
 }
 
 // serveFlags parses and checks serve's flags, reads the secrets they name
@@ -126,7 +127,11 @@ func (e env) serveFlags(ctx context.Context, args []string) (*serveConfig, error
 	sensitiveLabels := labelFlag{}
 	fset.Var(sensitiveLabels, "alert-sensitive-label", "alert when a session starts on a device with label `k=v` (repeatable)")
 	oidcf := addOIDCFlags(fset)
+	harden := addHardenFlags(fset)
 	if err := parse(fset, args, 0); err != nil {
+		return nil, err
+	}
+	if err := harden.check(); err != nil {
 		return nil, err
 	}
 	cfg := &serveConfig{
@@ -135,7 +140,7 @@ func (e env) serveFlags(ctx context.Context, args []string) (*serveConfig, error
 		handshakeResetAfter: *handshakeResetAfter, nudgeRate: *nudgeRate, idleTimeout: *idleTimeout, auditGrace: *auditGrace,
 		mfaLabels: mfaLabels, sensitiveLabels: sensitiveLabels, enrollRate: *enrollRate, enrollBurst: *enrollBurst,
 		alertOfflineAfter: *alertOfflineAfter, checkpointKey: *checkpointKey, checkpointEvery: *checkpointEvery,
-		requireSeparateRole: *requireSeparateRole,
+		requireSeparateRole: *requireSeparateRole, harden: harden,
 	}
 	var err error
 	if cfg.log, err = newLogger(e.stderr, *logLevel, *logFormat); err != nil {
@@ -286,6 +291,8 @@ func newServer(ctx context.Context, cfg *serveConfig) (_ *server, err error) {
 		EnrollRate:  cfg.enrollRate,
 		EnrollBurst: cfg.enrollBurst,
 		Logger:      log,
+
+		MaxStreamsPerSession: *cfg.harden.maxStreamsPerSession,
 	})
 	s.http = apiserver.NewHTTPServer(api.Handler(), log)
 	if cfg.metricsListen != "" {
