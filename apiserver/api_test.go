@@ -116,6 +116,7 @@ func newFixture(t *testing.T) *fixture {
 		GrantLimits: testLimits,
 		Now:         clk.Now,
 		AuthRate:    1e6, AuthBurst: 1e6,
+		AuthFailRate: 1e6, AuthFailBurst: 1e6,
 		EnrollRate: 1e6, EnrollBurst: 1e6,
 	})
 	srv := httptest.NewServer(api.Handler())

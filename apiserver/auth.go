@@ -29,13 +29,22 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 			s.writeUnauthorized(w, r, fieldpass.Errorf(fieldpass.EINVALID, "not logged in: run fieldpass login, or log in to the portal"))
 			return
 		}
-		if !s.authLimit.Allow(ratelimit.ClientAddr(r)) {
-			tooMany(w)
-			return
-		}
+		// Limits are charged after the token check: failures to the
+		// client address's own bucket, so a flood of made-up tokens
+		// (from behind the same proxy, say) cannot starve valid ones;
+		// success to the user's, wherever they call from.
 		u, t, err := s.cfg.DB.Authenticate(r.Context(), tok)
 		if err != nil {
+			if code := fieldpass.ErrorCode(err); code != fieldpass.EINTERNAL && code != fieldpass.EUNAVAILABLE &&
+				!s.authFail.Allow(ratelimit.ClientKey(ratelimit.ClientAddr(r))) {
+				tooMany(w)
+				return
+			}
 			s.writeUnauthorized(w, r, err)
+			return
+		}
+		if !s.authLimit.Allow("user:" + u.ID) {
+			tooMany(w)
 			return
 		}
 		c := &fieldpass.Caller{User: u, Token: t, ByCookie: byCookie}

@@ -293,6 +293,7 @@ func newServer(ctx context.Context, cfg *serveConfig) (_ *server, err error) {
 		Logger:      log,
 
 		MaxStreamsPerSession: *cfg.harden.maxStreamsPerSession,
+		TrustedProxies:       cfg.harden.trustedProxies,
 	})
 	s.http = apiserver.NewHTTPServer(api.Handler(), log)
 	if cfg.metricsListen != "" {
