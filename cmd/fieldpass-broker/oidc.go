@@ -36,7 +36,7 @@ func addOIDCFlags(fs *flag.FlagSet) *oidcFlags {
 		groups:     fs.String("oidc-groups-claim", "groups", "ID token `claim` listing the person's groups (a dotted path reads nested objects)"),
 		requireMFA: fs.Bool("require-mfa", false, "refuse logins for which the identity provider did not assert multi-factor authentication (see --mfa-amr, --mfa-acr)"),
 		sessionTTL: fs.Duration("portal-session-ttl", 12*time.Hour, "lifetime of a portal login (its session cookie and token)"),
-		cliTTL:     fs.Duration("cli-token-ttl", 30*24*time.Hour, "lifetime of the token fieldpass login gives the CLI"),
+		cliTTL:     fs.Duration("cli-token-ttl", 12*time.Hour, "lifetime of the token fieldpass login gives the CLI (a stolen one is good for as long; roles are re-read only at a login)"),
 	}
 	fs.Var(&f.roleMap, "role-map", "`ROLE=GROUP`: members of the identity provider's GROUP get ROLE (admin, approver, engineer, auditor); repeatable, a group may map to several roles; people with no mapped role are vendors")
 	fs.Var(&f.mfaAMR, "mfa-amr", "`VALUE` of the amr claim that counts as multi-factor login; repeatable (default mfa, otp, hwk)")
