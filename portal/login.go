@@ -411,7 +411,14 @@ func (p *Portal) HandleCallback() http.HandlerFunc {
 			return
 		}
 		actor := fieldpass.UserActor(id.Email)
-		u, err := ls.db.EnsureUser(r.Context(), actor, id.Email, id.Roles)
+		// The person is who (issuer, subject) says, not whoever holds the
+		// email: a new subject with a known email waits for an admin.
+		u, err := ls.db.LoginUser(r.Context(), actor, postgres.LoginIdentity{Issuer: id.Issuer, Subject: id.Subject, Email: id.Email, Roles: id.Roles})
+		if fieldpass.ErrorCode(err) == fieldpass.EFORBIDDEN {
+			p.refuseLogin(r, id.Email, "identity_unconfirmed")
+			writePage(w, http.StatusForbidden, page{Title: "Login not accepted", Paras: []string{fieldpass.ErrorMessage(err) + "."}})
+			return
+		}
 		if err != nil {
 			p.loginFailed(w, r, err, retry)
 			return

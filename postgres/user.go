@@ -24,13 +24,17 @@ const MaxTokenTTL = 90 * 24 * time.Hour
 // it at most this often per token, not on every request.
 const tokenTouchInterval = time.Minute
 
-const userColumns = `id::text, email, roles, disabled, created_at`
+const userColumns = `id::text, email, roles, disabled, created_at, roles_checked_at`
 
 func scanUser(row pgx.Row) (*fieldpass.User, error) {
 	var u fieldpass.User
 	var roles []string
-	if err := row.Scan(&u.ID, &u.Email, &roles, &u.Disabled, &u.CreatedAt); err != nil {
+	var checked *time.Time
+	if err := row.Scan(&u.ID, &u.Email, &roles, &u.Disabled, &u.CreatedAt, &checked); err != nil {
 		return nil, err
+	}
+	if checked != nil {
+		u.RolesCheckedAt = checked.UTC()
 	}
 	for _, r := range roles {
 		u.Roles = append(u.Roles, fieldpass.Role(r))
@@ -270,7 +274,7 @@ func (db *DB) Authenticate(ctx context.Context, token string) (*fieldpass.User, 
 	}
 	now := db.now()
 	row := db.pool.QueryRow(ctx, `
-		SELECT `+tokenColumns+`, u.disabled, u.roles, u.created_at
+		SELECT `+tokenColumns+`, u.disabled, u.roles, u.created_at, u.roles_checked_at
 		FROM tokens t JOIN users u ON u.id = t.user_id
 		WHERE t.token_hash = $1`, hashToken(token))
 	var (
@@ -280,9 +284,10 @@ func (db *DB) Authenticate(ctx context.Context, token string) (*fieldpass.User, 
 		revokedAt, lastUsed *time.Time
 		revokedBy           *string
 		roles               []string
+		rolesChecked        *time.Time
 	)
 	err := row.Scan(&t.ID, &t.UserID, &t.Email, &kind, &t.CreatedAt, &t.ExpiresAt, &revokedAt, &revokedBy, &lastUsed,
-		&u.Disabled, &roles, &u.CreatedAt)
+		&u.Disabled, &roles, &u.CreatedAt, &rolesChecked)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil, fieldpass.Errorf(fieldpass.ENOTFOUND, "unknown token: log in again")
 	}
@@ -304,6 +309,9 @@ func (db *DB) Authenticate(ctx context.Context, token string) (*fieldpass.User, 
 		return nil, nil, fieldpass.Errorf(fieldpass.EFORBIDDEN, "user %s is disabled", t.Email)
 	}
 	u.ID, u.Email, u.CreatedAt = t.UserID, t.Email, u.CreatedAt.UTC()
+	if rolesChecked != nil {
+		u.RolesCheckedAt = rolesChecked.UTC()
+	}
 	for _, r := range roles {
 		u.Roles = append(u.Roles, fieldpass.Role(r))
 	}
