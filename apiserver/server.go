@@ -54,6 +54,11 @@ type Config struct {
 	// the token check: a flood of made-up tokens cannot starve valid ones.
 	AuthFailRate  float64
 	AuthFailBurst int
+	// RolesMaxAge refuses the tokens of portal and CLI logins once the
+	// user's roles were read from the identity provider longer ago than
+	// this (default 24h): the person logs in again, and a role removed at
+	// the provider is gone by then. Negative: off.
+	RolesMaxAge time.Duration
 	// TrustedProxies are the reverse proxies whose Forwarded or
 	// X-Forwarded-For header names the client (ratelimit.Proxies); from
 	// any other peer the headers are ignored (default none).
@@ -117,6 +122,9 @@ func New(cfg Config) *Server {
 	}
 	if cfg.AuthBurst == 0 {
 		cfg.AuthBurst = 200
+	}
+	if cfg.RolesMaxAge == 0 {
+		cfg.RolesMaxAge = 24 * time.Hour
 	}
 	if cfg.AuthFailRate == 0 {
 		cfg.AuthFailRate = 1

@@ -294,6 +294,7 @@ func newServer(ctx context.Context, cfg *serveConfig) (_ *server, err error) {
 
 		MaxStreamsPerSession: *cfg.harden.maxStreamsPerSession,
 		TrustedProxies:       cfg.harden.trustedProxies,
+		RolesMaxAge:          cfg.harden.apiRolesMaxAge(),
 	})
 	s.http = apiserver.NewHTTPServer(api.Handler(), log)
 	if cfg.metricsListen != "" {
