@@ -63,8 +63,10 @@ func openStream(ctx context.Context, ys *yamux.Session, device, service string, 
 		st.SetDeadline(time.Time{})
 		return tunnel.YamuxStream{Stream: st}, nil
 	case tunnel.StatusUnknownService:
+		// The broker's own words, not the connector's: older connectors
+		// list every service the device exposes.
 		st.Close()
-		return nil, fieldpass.Errorf(fieldpass.ENOTFOUND, "device %s: %s", device, status.Reason)
+		return nil, fieldpass.Errorf(fieldpass.ENOTFOUND, "device %s: service %q is not exposed by this device", device, service)
 	default:
 		st.Close()
 		return nil, fieldpass.Errorf(fieldpass.EUNAVAILABLE, "device %s: %s: %s", device, status.Code, status.Reason)
