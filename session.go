@@ -23,14 +23,13 @@ const (
 	EndTokenRevoked EndReason = "token_revoked" // an admin revoked the token
 	EndTokenExpired EndReason = "token_expired" // the token's expiry passed
 	EndLoggedOut    EndReason = "logged_out"    // the person revoked their own token
-	EndRoleRemoved  EndReason = "role_removed"  // a role change took away what the session needed
 )
 
 // EndReasons lists every end reason.
 var EndReasons = []EndReason{
 	EndClientClosed, EndDeviceClosed, EndGrantExpired, EndGrantRevoked, EndDeviceDisabled,
 	EndUserDisabled, EndByAdmin, EndIdleTimeout, EndAuditUnavailable, EndBrokerRestart, EndError,
-	EndTokenRevoked, EndTokenExpired, EndLoggedOut, EndRoleRemoved,
+	EndTokenRevoked, EndTokenExpired, EndLoggedOut,
 }
 
 // ValidateEndReason checks r.

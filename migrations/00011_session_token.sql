@@ -7,8 +7,8 @@
 -- Expiry is not announced: tokens end at a known time, which the broker
 -- watches itself.
 --
--- The end reasons grow by token_revoked, token_expired, logged_out and
--- role_removed. dial_failed (issue 11, a service the connector could not
+-- The end reasons grow by token_revoked, token_expired and logged_out.
+-- dial_failed (issue 11, a service the connector could not
 -- reach) is listed too, so that the order in which the two changes land
 -- does not matter.
 
@@ -20,7 +20,7 @@ ALTER TABLE sessions ADD CONSTRAINT sessions_end_reason_check CHECK (end_reason 
     'client_closed', 'device_closed', 'grant_expired', 'grant_revoked',
     'device_disabled', 'user_disabled', 'ended_by_admin', 'idle_timeout',
     'audit_unavailable', 'broker_restart', 'error', 'dial_failed',
-    'token_revoked', 'token_expired', 'logged_out', 'role_removed'));
+    'token_revoked', 'token_expired', 'logged_out'));
 
 -- +goose StatementBegin
 CREATE FUNCTION tokens_notify() RETURNS trigger LANGUAGE plpgsql AS $$
