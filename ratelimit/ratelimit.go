@@ -63,15 +63,6 @@ func (l *Keyed) Allow(key string) bool {
 	return l.bucket(key, now).l.AllowN(now, 1)
 }
 
-// Exhausted reports whether key's bucket is empty now, charging nothing.
-func (l *Keyed) Exhausted(key string) bool {
-	now := l.now()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	e := l.buckets[key]
-	return e != nil && e.Value.(*bucket).l.TokensAt(now) < 1
-}
-
 // Len returns the number of keys held.
 func (l *Keyed) Len() int {
 	l.mu.Lock()
