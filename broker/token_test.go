@@ -61,8 +61,8 @@ func (se *sessionEnv) tokenEndsWithin(t *testing.T, c *fieldpass.Caller, reason 
 	if s.Reason() != reason {
 		t.Errorf("reason %s, want %s", s.Reason(), reason)
 	}
-	if r := se.waitEnded(s.ID(), 5*time.Second); r.EndReason != reason {
-		t.Errorf("row's reason %s, want %s", r.EndReason, reason)
+	if r := se.waitEnded(s.ID(), 5*time.Second); r.EndReason != reason || r.TokenID != c.Token.ID {
+		t.Errorf("row: reason %s, token %q; want %s, %s", r.EndReason, r.TokenID, reason, c.Token.ID)
 	}
 }
 

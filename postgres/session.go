@@ -25,7 +25,7 @@ func BrokerActor(brokerID string) string {
 const maxClientAddrLen = 255
 
 const sessionColumns = `id::text, user_email, device_name, device_id::text, service, grant_id::text,
-	client_addr, broker_id, started_at, ended_at, bytes_in, bytes_out, end_reason`
+	client_addr, broker_id, started_at, ended_at, bytes_in, bytes_out, end_reason, coalesce(token_id::text, '')`
 
 func scanSession(row pgx.Row) (*fieldpass.Session, error) {
 	var (
@@ -34,7 +34,7 @@ func scanSession(row pgx.Row) (*fieldpass.Session, error) {
 		reason  *string
 	)
 	err := row.Scan(&s.ID, &s.User, &s.Device, &s.DeviceID, &s.Service, &s.GrantID,
-		&s.ClientAddr, &s.BrokerID, &s.Start, &endedAt, &s.BytesIn, &s.BytesOut, &reason)
+		&s.ClientAddr, &s.BrokerID, &s.Start, &endedAt, &s.BytesIn, &s.BytesOut, &reason, &s.TokenID)
 	if err != nil {
 		return nil, err
 	}
@@ -128,7 +128,6 @@ func (db *DB) OpenSession(ctx context.Context, s fieldpass.Session) (*fieldpass.
 		if err != nil {
 			return fmt.Errorf("insert session: %w", err)
 		}
-		out.TokenID = s.TokenID
 		details := map[string]any{
 			"device": dev.Name, "device_id": dev.ID, "service": s.Service, "grant_id": g.ID,
 			"client": s.ClientAddr, "broker_id": s.BrokerID,
