@@ -19,13 +19,18 @@ const (
 	EndBrokerRestart    EndReason = "broker_restart"    // left open by a broker that stopped
 	EndDialFailed       EndReason = "dial_failed"       // the connector never reached the service
 	EndError            EndReason = "error"             // anything else
+	// The token the session was opened with stopped holding (issue 10): a
+	// session lives no longer than the login that carried it.
+	EndTokenRevoked EndReason = "token_revoked" // an admin revoked the token
+	EndTokenExpired EndReason = "token_expired" // the token's expiry passed
+	EndLoggedOut    EndReason = "logged_out"    // the person revoked their own token
 )
 
 // EndReasons lists every end reason.
 var EndReasons = []EndReason{
 	EndClientClosed, EndDeviceClosed, EndGrantExpired, EndGrantRevoked, EndDeviceDisabled,
 	EndUserDisabled, EndByAdmin, EndIdleTimeout, EndAuditUnavailable, EndBrokerRestart, EndError,
-	EndDialFailed,
+	EndDialFailed, EndTokenRevoked, EndTokenExpired, EndLoggedOut,
 }
 
 // ValidateEndReason checks r.
@@ -48,6 +53,7 @@ type Session struct {
 	DeviceID   string    `json:"device_id"` // names the device for good
 	Service    string    `json:"service"`
 	GrantID    string    `json:"grant_id"`
+	TokenID    string    `json:"token_id,omitempty"` // the broker token it was opened with, if any
 	ClientAddr string    `json:"client_address"`
 	BrokerID   string    `json:"broker_id"` // the broker that carries it
 	Start      time.Time `json:"start"`

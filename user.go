@@ -65,6 +65,10 @@ type User struct {
 	Roles     []Role    `json:"roles,omitempty"` // sorted; none for a vendor
 	Disabled  bool      `json:"disabled"`        // a disabled user's tokens are refused and sessions cut
 	CreatedAt time.Time `json:"created_at"`
+	// RolesCheckedAt is when a login last read Roles from the identity
+	// provider; zero if none ever did (an operator's user). Tokens from
+	// logins are refused once it is too old (apiserver RolesMaxAge).
+	RolesCheckedAt time.Time `json:"roles_checked_at,omitzero"`
 }
 
 // HasRole reports whether u holds role r.
@@ -188,4 +192,12 @@ const (
 	AuditUserEnable  = "user.enable"
 	AuditTokenIssue  = "token.issue" // details: kind, expiry; never the token
 	AuditTokenRevoke = "token.revoke"
+	// A user bound to its identity provider login (issuer, subject) at its
+	// first login, or moved to another after an administrator confirmed it.
+	AuditUserIdentityBind = "user.identity_bind"
+	// A login with a new subject arrived with a user's email: it gets
+	// nothing of that user until an administrator confirms it.
+	AuditUserIdentityClaim = "user.identity_claim"
+	// An administrator confirmed that a claiming login owns the email.
+	AuditUserIdentityConfirm = "user.identity_confirm"
 )

@@ -21,6 +21,7 @@ import (
 	"github.com/fieldpass/fieldpass/alerts"
 	"github.com/fieldpass/fieldpass/broker"
 	"github.com/fieldpass/fieldpass/postgres"
+	"github.com/fieldpass/fieldpass/ratelimit"
 )
 
 // Config configures a Service. Zero values mean the defaults.
@@ -46,6 +47,9 @@ type Config struct {
 type Service struct {
 	cfg Config
 	log *slog.Logger
+	// requests limits access requests per user (grants.go): each lands in
+	// the approvers' queue.
+	requests *ratelimit.Keyed
 }
 
 // New returns a Service.
@@ -56,7 +60,7 @@ func New(cfg Config) *Service {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Service{cfg: cfg, log: cfg.Logger}
+	return &Service{cfg: cfg, log: cfg.Logger, requests: ratelimit.New(requestRate, requestBurst)}
 }
 
 // Now is the service's clock, for edges that show times relative to it.

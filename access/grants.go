@@ -103,6 +103,13 @@ func (s *Service) isVendor(ctx context.Context, email string) bool {
 // CreateRequest files an access request by the caller, for themselves. It
 // is refused up front if it asks for longer than a grant to the caller may
 // last, so that no approver is asked to approve what cannot be granted.
+// Access requests per user: a burst of requestBurst, refilled at
+// requestRate a second (20 an hour).
+const (
+	requestRate  = 20.0 / 3600
+	requestBurst = 20
+)
+
 func (s *Service) CreateRequest(ctx context.Context, c *fieldpass.Caller, r fieldpass.AccessRequest) (*fieldpass.AccessRequest, error) {
 	if err := loggedIn(c); err != nil {
 		return nil, err
@@ -113,8 +120,19 @@ func (s *Service) CreateRequest(ctx context.Context, c *fieldpass.Caller, r fiel
 	if max := s.MaxGrant(c); r.Duration > max {
 		return nil, fieldpass.Errorf(fieldpass.EINVALID, "requested duration %s is longer than the %s a grant to you may last", r.Duration, max)
 	}
+	if !s.requests.Allow(c.User.ID) {
+		return nil, fieldpass.Errorf(fieldpass.EUNAVAILABLE, "too many access requests from you (at most %d an hour): try again later", int(requestRate*3600))
+	}
 	r.Requester = c.User.Email
-	out, err := s.cfg.DB.CreateRequest(ctx, r)
+	create := s.cfg.DB.CreateRequest
+	if !SeesAll(c) {
+		// Whether a device exists is for those who may see it: to anyone
+		// else, a request for a missing device is filed like any other
+		// (approvers see no such device and deny it), so the answer
+		// tells nothing (issue 10).
+		create = s.cfg.DB.CreateRequestAnyDevice
+	}
+	out, err := create(ctx, r)
 	if err != nil {
 		return nil, err
 	}

@@ -3,6 +3,7 @@ package apiserver
 import (
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/fieldpass/fieldpass"
 	"github.com/fieldpass/fieldpass/portal"
@@ -29,13 +30,26 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 			s.writeUnauthorized(w, r, fieldpass.Errorf(fieldpass.EINVALID, "not logged in: run fieldpass login, or log in to the portal"))
 			return
 		}
-		if !s.authLimit.Allow(ratelimit.ClientAddr(r)) {
-			tooMany(w)
-			return
-		}
+		// Limits are charged after the token check: failures to the
+		// client address's own bucket, so a flood of made-up tokens
+		// (from behind the same proxy, say) cannot starve valid ones;
+		// success to the user's, wherever they call from.
 		u, t, err := s.cfg.DB.Authenticate(r.Context(), tok)
 		if err != nil {
+			if code := fieldpass.ErrorCode(err); code != fieldpass.EINTERNAL && code != fieldpass.EUNAVAILABLE &&
+				!s.authFail.Allow(ratelimit.ClientKey(ratelimit.ClientAddr(r))) {
+				tooMany(w)
+				return
+			}
 			s.writeUnauthorized(w, r, err)
+			return
+		}
+		if err := s.rolesFresh(u, t); err != nil {
+			s.writeUnauthorized(w, r, err)
+			return
+		}
+		if !s.authLimit.Allow("user:" + u.ID) {
+			tooMany(w)
 			return
 		}
 		c := &fieldpass.Caller{User: u, Token: t, ByCookie: byCookie}
@@ -85,4 +99,21 @@ func (s *Server) requireRole(roles ...fieldpass.Role) func(http.Handler) http.Ha
 			s.writeError(w, r, fieldpass.Errorf(fieldpass.EFORBIDDEN, "this needs the %s role", strings.Join(names, " or ")))
 		})
 	}
+}
+
+// rolesFresh refuses the token of a portal or CLI login once the user's
+// roles were read from the identity provider longer ago than RolesMaxAge:
+// roles change at the provider, and only a login reads them. Users whose
+// roles no login ever read (an operator's) and automation tokens are not
+// the provider's to judge.
+func (s *Server) rolesFresh(u *fieldpass.User, t *fieldpass.Token) error {
+	max := s.cfg.RolesMaxAge
+	if max < 0 || u.RolesCheckedAt.IsZero() || (t.Kind != fieldpass.TokenCLI && t.Kind != fieldpass.TokenSession) {
+		return nil
+	}
+	if age := s.cfg.Now().Sub(u.RolesCheckedAt); age > max {
+		return fieldpass.Errorf(fieldpass.EEXPIRED, "your roles were last checked with the identity provider %s ago, more than this broker allows (%s): log in again",
+			age.Round(time.Minute), max)
+	}
+	return nil
 }

@@ -2,6 +2,7 @@ package apiserver
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -189,14 +190,28 @@ func (s *Server) carry(ws *websocket.Conn, sess *broker.Session) {
 	}()
 
 	var wg sync.WaitGroup
+	// slots bounds the streams carried at once: each is a connection the
+	// device opens to its service, and a grant is no licence to flood it.
+	slots := make(chan struct{}, s.cfg.MaxStreamsPerSession)
 	for {
 		st, err := ys.AcceptStream()
 		if err != nil {
 			break
 		}
+		select {
+		case slots <- struct{}{}:
+		default:
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				refuseStream(st, fmt.Sprintf("too many streams in this session: at most %d at once (the broker's --max-streams-per-session): close one first", s.cfg.MaxStreamsPerSession))
+			}()
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer func() { <-slots }()
 			s.carryStream(ctx, sess, st)
 		}()
 	}
@@ -219,9 +234,7 @@ func (s *Server) carryStream(ctx context.Context, sess *broker.Session, st *yamu
 		if fieldpass.ErrorCode(err) == fieldpass.ENOTFOUND {
 			code = tunnel.StatusUnknownService
 		}
-		st.SetWriteDeadline(time.Now().Add(5 * time.Second))
-		tunnel.WriteStreamStatus(st, tunnel.StreamStatus{Code: code, Reason: fieldpass.ErrorMessage(err)})
-		st.Close()
+		writeStreamStatus(st, code, fieldpass.ErrorMessage(err))
 		return
 	}
 	if err := tunnel.WriteStreamStatus(st, tunnel.StreamStatus{Code: tunnel.StatusOK}); err != nil {
@@ -230,4 +243,18 @@ func (s *Server) carryStream(ctx context.Context, sess *broker.Session, st *yamu
 		return
 	}
 	tunnel.Join(tunnel.YamuxStream{Stream: st}, ds)
+}
+
+// refuseStream answers a client stream the broker will not carry, with
+// reason, and closes it.
+func refuseStream(st *yamux.Stream, reason string) {
+	writeStreamStatus(st, tunnel.StatusDialFailed, reason)
+}
+
+// writeStreamStatus answers a client stream with code and reason and
+// closes it; a client that does not read it holds nothing for long.
+func writeStreamStatus(st *yamux.Stream, code tunnel.StatusCode, reason string) {
+	st.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	tunnel.WriteStreamStatus(st, tunnel.StreamStatus{Code: code, Reason: reason})
+	st.Close()
 }

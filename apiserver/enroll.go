@@ -25,6 +25,13 @@ func (s *Server) handleEnroll() http.HandlerFunc {
 			return
 		}
 		ti := s.cfg.Tunnel
+		// A device holding the broker's own key would make the broker its
+		// own peer; strict base64 has one spelling per key, so the strings
+		// compare as the keys do.
+		if req.PublicKey == ti.BrokerKey {
+			s.writeError(w, r, fieldpass.Errorf(fieldpass.EINVALID, "invalid WireGuard public key: it is the broker's own"))
+			return
+		}
 		d, err := s.cfg.DB.EnrollAudited(r.Context(), ratelimit.ClientAddr(r), req.Token, req.PublicKey, req.ConnectorVersion, func(seq int64) (netip.Addr, error) {
 			return fieldpass.TunnelAddress(ti.Prefix, seq-1) // the sequence starts at 1
 		})

@@ -10,7 +10,7 @@ import (
 // limit answers 429 to a client over the enrolment and login limit.
 func (s *Server) limit(next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if !s.limiter.Allow(ratelimit.ClientAddr(r)) {
+		if !s.limiter.Allow(ratelimit.ClientKey(ratelimit.ClientAddr(r))) {
 			tooMany(w)
 			return
 		}
@@ -18,11 +18,11 @@ func (s *Server) limit(next http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
-// limitPages charges portal page requests to the authenticated-call limit
-// of their client address, as API calls are.
+// limitPages charges portal page requests to their client address, at the
+// authenticated-call rate.
 func (s *Server) limitPages(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !s.authLimit.Allow(ratelimit.ClientAddr(r)) {
+		if !s.pageLimit.Allow(ratelimit.ClientKey(ratelimit.ClientAddr(r))) {
 			w.Header().Set("Retry-After", "5")
 			http.Error(w, "Too many requests: try again in a few seconds.", http.StatusTooManyRequests)
 			return

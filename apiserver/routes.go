@@ -19,6 +19,9 @@ import (
 func (s *Server) routes() http.Handler {
 	r := chi.NewRouter()
 	r.Use(middleware.Recoverer)
+	// The client address is decided once, before any handler records or
+	// limits by it (ratelimit.ClientAddr).
+	r.Use(s.proxies.Handler)
 	// Device web UIs, each on an origin of its own, before any route.
 	r.Use(s.portal.WebHosts)
 	r.Method(http.MethodGet, "/healthz", handleHealthz())

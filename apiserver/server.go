@@ -43,10 +43,26 @@ type Config struct {
 	// still costs database round trips.
 	EnrollRate  float64
 	EnrollBurst int
-	// AuthRate and AuthBurst limit authenticated API requests per client
-	// address (default 50/s, burst 200).
+	// AuthRate and AuthBurst limit authenticated API requests per user
+	// (default 50/s, burst 200), and portal page requests per client
+	// address: one person's script does not lock out everyone behind the
+	// same proxy.
 	AuthRate  float64
 	AuthBurst int
+	// AuthFailRate and AuthFailBurst limit failed authentication per client
+	// address (default 1/s, burst 30), in a bucket of its own charged after
+	// the token check: a flood of made-up tokens cannot starve valid ones.
+	AuthFailRate  float64
+	AuthFailBurst int
+	// RolesMaxAge refuses the tokens of portal and CLI logins once the
+	// user's roles were read from the identity provider longer ago than
+	// this (default 24h): the person logs in again, and a role removed at
+	// the provider is gone by then. Negative: off.
+	RolesMaxAge time.Duration
+	// TrustedProxies are the reverse proxies whose Forwarded or
+	// X-Forwarded-For header names the client (ratelimit.Proxies); from
+	// any other peer the headers are ignored (default none).
+	TrustedProxies []netip.Prefix
 	// Portal serves people's logins (OIDC, the CLI's device login) and
 	// knows what each login asserted; nil: a portal with login off (tokens
 	// issued with fieldpass-broker user token still work).
@@ -62,6 +78,11 @@ type Config struct {
 	Access *access.Service
 	// Sessions opens and ends recorded sessions to devices (the broker).
 	Sessions *broker.Sessions
+	// MaxStreamsPerSession caps the streams one person's session carries
+	// at once, each a connection the device opens to its service (default
+	// 64): a grant is no licence to flood the device. Past it a new stream
+	// is refused with a message naming the limit.
+	MaxStreamsPerSession int
 	// Alerts receives device_enrolled and vendor_grant_created (default
 	// nil: alerts off).
 	Alerts *alerts.Notifier
@@ -78,7 +99,10 @@ type Server struct {
 	cfg       Config
 	log       *slog.Logger
 	limiter   *ratelimit.Keyed // enrolment and login: per client address
-	authLimit *ratelimit.Keyed // authenticated API calls: per client address
+	authLimit *ratelimit.Keyed // authenticated API calls: per user
+	authFail  *ratelimit.Keyed // failed authentication: per client address
+	pageLimit *ratelimit.Keyed // portal pages: per client address
+	proxies   *ratelimit.Proxies
 	portal    *portal.Portal
 	access    *access.Service
 	handler   http.Handler
@@ -99,6 +123,18 @@ func New(cfg Config) *Server {
 	if cfg.AuthBurst == 0 {
 		cfg.AuthBurst = 200
 	}
+	if cfg.RolesMaxAge == 0 {
+		cfg.RolesMaxAge = 24 * time.Hour
+	}
+	if cfg.AuthFailRate == 0 {
+		cfg.AuthFailRate = 1
+	}
+	if cfg.AuthFailBurst == 0 {
+		cfg.AuthFailBurst = 30
+	}
+	if cfg.MaxStreamsPerSession == 0 {
+		cfg.MaxStreamsPerSession = 64
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -113,7 +149,9 @@ func New(cfg Config) *Server {
 		cfg.Portal = portal.New(portal.Config{DB: cfg.DB, Access: cfg.Access, Sessions: cfg.Sessions, PublicURL: cfg.PublicURL, Logger: cfg.Logger, Now: cfg.Now})
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, limiter: ratelimit.New(cfg.EnrollRate, cfg.EnrollBurst),
-		authLimit: ratelimit.New(cfg.AuthRate, cfg.AuthBurst), portal: cfg.Portal, access: cfg.Access}
+		authLimit: ratelimit.New(cfg.AuthRate, cfg.AuthBurst), authFail: ratelimit.New(cfg.AuthFailRate, cfg.AuthFailBurst),
+		pageLimit: ratelimit.New(cfg.AuthRate, cfg.AuthBurst), proxies: ratelimit.NewProxies(cfg.TrustedProxies),
+		portal: cfg.Portal, access: cfg.Access}
 	s.handler = s.routes()
 	return s
 }

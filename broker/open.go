@@ -64,7 +64,8 @@ type admission struct {
 // decide applies every rule of a connect, in this order; the first that
 // fails is the refusal:
 //
-//  1. a caller whose user (as the token check read it) is not disabled;
+//  1. a caller whose user (as the token check read it) is not disabled,
+//     and whose token has not expired or been revoked;
 //  2. well-formed device and service names;
 //  3. the store answers (known down: refused at once);
 //  4. the device exists: read once, here; every rule below sees this read;
@@ -80,6 +81,9 @@ func (m *Sessions) decide(ctx context.Context, caller *fieldpass.Caller, device,
 	user := caller.User
 	if user.Disabled {
 		return nil, fieldpass.Deny(fieldpass.DenyUserDisabled, fieldpass.Errorf(fieldpass.EFORBIDDEN, "user %s is disabled", user.Email))
+	}
+	if err := checkToken(caller.Token, now); err != nil {
+		return nil, err
 	}
 	if err := fieldpass.ValidateDeviceName(device); err != nil {
 		return nil, fieldpass.Deny(fieldpass.DenyInvalid, err)
@@ -156,11 +160,15 @@ func (m *Sessions) open(ctx context.Context, caller *fieldpass.Caller, device, s
 	if closed {
 		return nil, fieldpass.Deny(fieldpass.DenyBrokerStopping, fieldpass.Errorf(fieldpass.EUNAVAILABLE, "broker is shutting down"))
 	}
-	gen := m.gen.Load()
+	gen, tgen := m.gen.Load(), m.tokens.gen.Load()
+	var tokenID string
+	if caller.Token != nil {
+		tokenID = caller.Token.ID
+	}
 	start := time.Now()
 	rec, err := m.db.OpenSession(ctx, fieldpass.Session{
 		User: user.Email, Device: device, Service: service, GrantID: g.ID,
-		ClientAddr: clientAddr, BrokerID: m.brokerID,
+		ClientAddr: clientAddr, BrokerID: m.brokerID, TokenID: tokenID,
 	})
 	m.cfg.Metrics.AuditWrite("open_session", start)
 	if err != nil {
@@ -208,6 +216,7 @@ func (m *Sessions) open(ctx context.Context, caller *fieldpass.Caller, device, s
 		return nil, fieldpass.Deny(fieldpass.DenyDeviceOffline, fieldpass.Errorf(fieldpass.EUNAVAILABLE, "device %s went offline", device))
 	}
 	go m.watchDevice(s)
+	m.bindToken(ctx, s, caller.Token, tgen)
 	// A revocation or a disabled user committed after our row (they wait
 	// for it under the row locks OpenSession takes) may have been
 	// announced before s was live: look again.
@@ -282,6 +291,8 @@ func denyForEnd(r fieldpass.EndReason) fieldpass.DenyReason {
 		return fieldpass.DenyAuditUnavailable
 	case fieldpass.EndBrokerRestart:
 		return fieldpass.DenyBrokerStopping
+	case fieldpass.EndTokenRevoked, fieldpass.EndTokenExpired, fieldpass.EndLoggedOut:
+		return fieldpass.DenyUnauthenticated
 	default:
 		return fieldpass.DenyInternal
 	}

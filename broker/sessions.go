@@ -117,6 +117,8 @@ type Sessions struct {
 	gen  atomic.Uint64
 	kick chan struct{} // wakes the notification worker
 
+	tokens *tokenBook // the live sessions of each token (tokens.go)
+
 	mu        sync.Mutex // guards the fields below and every Session's check fields
 	live      map[string]*Session
 	pending   map[string]*Session // ended here, end not yet written
@@ -144,6 +146,7 @@ func NewSessions(ctx context.Context, b *Broker, db *postgres.DB, cfg SessionsCo
 		pending: map[string]*Session{},
 		dirtyG:  map[string]bool{},
 		dirtyU:  map[string]bool{},
+		tokens:  newTokenBook(),
 	}
 	m.denials = &denialLog{window: cfg.DenialWindow, limit: cfg.DenialLimit, write: m.writeDenial,
 		actor: postgres.BrokerActor(m.brokerID)}
@@ -166,7 +169,7 @@ func NewSessions(ctx context.Context, b *Broker, db *postgres.DB, cfg SessionsCo
 // it ends every live session (broker_restart) and writes what it can.
 func (m *Sessions) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	wg.Add(4)
+	wg.Add(5)
 	go func() {
 		defer wg.Done()
 		m.db.ListenGrants(ctx, func(id string) { m.notify(id, "") })
@@ -177,6 +180,7 @@ func (m *Sessions) Run(ctx context.Context) error {
 	}()
 	go func() { defer wg.Done(); m.worker(ctx) }()
 	go func() { defer wg.Done(); m.checkLoop(ctx) }()
+	go func() { defer wg.Done(); m.followTokens(ctx) }()
 	wg.Wait()
 	m.shutdown()
 	return nil

@@ -63,8 +63,11 @@ func openStream(ctx context.Context, ys *yamux.Session, device, service string, 
 		st.SetDeadline(time.Time{})
 		return tunnel.YamuxStream{Stream: st}, nil
 	case tunnel.StatusUnknownService:
+		// The broker's own words, not the connector's: older connectors
+		// list every service the device exposes.
 		st.Close()
-		return nil, fieldpass.Errorf(fieldpass.ENOTFOUND, "device %s: %w", device, &serviceRefusal{status})
+		refusal := &serviceRefusal{tunnel.StreamStatus{Code: status.Code, Reason: fmt.Sprintf("service %q is not exposed by this device", service)}}
+		return nil, fieldpass.Errorf(fieldpass.ENOTFOUND, "device %s: %w", device, refusal)
 	default:
 		st.Close()
 		return nil, fieldpass.Errorf(fieldpass.EUNAVAILABLE, "device %s: %s: %w", device, status.Code, &serviceRefusal{status})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -85,12 +86,20 @@ func (b *Broker) handshake(c net.Conn) {
 		return
 	}
 	c.SetDeadline(time.Time{})
-	sess, err := yamux.Client(c, tunnel.YamuxConfig(b.cfg.Window))
+	ycfg := tunnel.YamuxConfig(b.cfg.Window)
+	// Only the broker opens streams. A stream the device opens waits in a
+	// queue of one (yamux resets the rest at once, before buffering a byte
+	// of theirs) until refuseStreams takes it and closes the tunnel: a
+	// device, or anyone holding its key, cannot make the broker hold more
+	// than one stream's initial window of its data.
+	ycfg.AcceptBacklog = 1
+	sess, err := yamux.Client(c, ycfg)
 	if err != nil {
 		log.Warn("start session", "err", err)
 		c.Close()
 		return
 	}
+	go refuseStreams(sess, log)
 	now := b.cfg.Now()
 	b.mu.Lock()
 	if b.closed || b.byID[p.dev.ID] != p {
@@ -454,4 +463,18 @@ func (b *Broker) nudge(ctx context.Context, p *peer) {
 	if err == nil {
 		c.Close() // nothing should listen there; harmless if something does
 	}
+}
+
+// refuseStreams closes sess at the first stream the device opens on it:
+// the protocol forbids it (PROTOCOL.md), so a connector that does is broken
+// or not ours, and closing frees everything it sent at once. The device's
+// sessions end device_closed; an honest connector reconnects.
+func refuseStreams(sess *yamux.Session, log *slog.Logger) {
+	st, err := sess.AcceptStream()
+	if err != nil {
+		return // the session ended
+	}
+	st.Close()
+	log.Warn("device opened a stream, which the protocol forbids: closing its tunnel")
+	sess.Close()
 }

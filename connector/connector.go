@@ -19,9 +19,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
-	"sort"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -510,8 +508,10 @@ func (c *Connector) serveStream(st *yamux.Stream) {
 	target, ok := c.cfg.Services[h.Service]
 	if !ok {
 		log.Warn("stream for a service this device does not expose")
+		// Only that: the list of what the device exposes is no business of
+		// whoever asked for something else (issue 10).
 		tunnel.WriteStreamStatus(st, tunnel.StreamStatus{Code: tunnel.StatusUnknownService,
-			Reason: fmt.Sprintf("service %q is not exposed by this device (it exposes %s)", h.Service, strings.Join(c.serviceNames(), ", "))})
+			Reason: fmt.Sprintf("service %q is not exposed by this device", h.Service)})
 		st.Close()
 		return
 	}
@@ -543,15 +543,6 @@ func (c *Connector) control(st *yamux.Stream, ctl tunnel.Control) {
 		c.log.Warn("apply keepalive", "err", err)
 	}
 	tunnel.WriteControl(st, tunnel.Control{KeepaliveSeconds: uint16(now / time.Second)})
-}
-
-func (c *Connector) serviceNames() []string {
-	names := make([]string, 0, len(c.cfg.Services))
-	for n := range c.cfg.Services {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return names
 }
 
 func unwrapOpError(err error) error {

@@ -245,8 +245,16 @@ func TestPortalCLILoginApproval(t *testing.T) {
 	if got := c.text(); !strings.Contains(got, engineerPerson.Email) {
 		t.Errorf("the approval page does not say who the CLI will act as:\n%s", got)
 	}
-	c.run("approve "+code,
+	// The code is typed, then the login it names is shown for review.
+	c.run("review "+code,
 		chromedp.SendKeys(chromedp.CSS(`input[name=user_code]`), code),
+		chromedp.Click(chromedp.CSS(`button[value=review]`)),
+		chromedp.WaitVisible(chromedp.CSS(`button[value=approve]`)),
+	)
+	if got := c.text(); !strings.Contains(got, "Started from") || !strings.Contains(got, "fieldpass/") {
+		t.Errorf("the review page does not say what is approved:\n%s", got)
+	}
+	c.run("approve "+code,
 		chromedp.Click(chromedp.CSS(`button[value=approve]`)),
 		chromedp.WaitVisible(chromedp.Search(`//h1[contains(., "Login approved")]`)),
 	)

@@ -55,6 +55,13 @@ type Config struct {
 	// the ID token is looked up at the userinfo endpoint.
 	EmailClaim  string
 	GroupsClaim string
+	// TrustEmailWithoutVerified accepts a login whose provider says nothing
+	// of whether the email is verified (no email_verified claim): for
+	// providers that only ever hand out addresses they own, and never send
+	// it. Default false: such a login is refused, since grants are made
+	// out to emails and an unverified address could be anyone's. An
+	// explicit email_verified false is always refused.
+	TrustEmailWithoutVerified bool
 	// Roles maps groups to roles; a person with no mapped group is a vendor.
 	Roles RoleMap
 	// MFA says what counts as a multi-factor login, and whether it is
@@ -295,11 +302,15 @@ func (p *Provider) identity(idt *oidc.IDToken, claims map[string]any) (*Identity
 		return nil, fieldpass.Errorf(fieldpass.EFORBIDDEN, "the identity provider's %q claim is not a usable email: %s", p.cfg.EmailClaim, fieldpass.ErrorMessage(err))
 	}
 	// Grants are made out to emails: an address the provider has not
-	// verified could be anyone's.
-	if v, ok := claims["email_verified"]; ok {
-		if b, isBool := v.(bool); (isBool && !b) || (!isBool && fmt.Sprint(v) == "false") {
-			return nil, fieldpass.Errorf(fieldpass.EFORBIDDEN, "the identity provider says the email %s is not verified: verify it there, then log in again", email)
-		}
+	// verified could be anyone's. Silence is not a yes (issue 10), unless
+	// the operator says this provider never sends the claim.
+	v, ok := claims["email_verified"]
+	switch b, isBool := v.(bool); {
+	case !ok && !p.cfg.TrustEmailWithoutVerified:
+		return nil, fieldpass.Errorf(fieldpass.EFORBIDDEN, "the identity provider does not say that the email %s is verified (no email_verified claim): "+
+			"an operator whose provider never sends it may allow such logins (--oidc-trust-unverified-email)", email)
+	case ok && ((isBool && !b) || (!isBool && fmt.Sprint(v) != "true")):
+		return nil, fieldpass.Errorf(fieldpass.EFORBIDDEN, "the identity provider says the email %s is not verified: verify it there, then log in again", email)
 	}
 	id := &Identity{
 		Issuer:  idt.Issuer,

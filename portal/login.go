@@ -55,8 +55,10 @@ const (
 )
 
 const (
-	defaultSessionTTL  = 12 * time.Hour
-	defaultCLITokenTTL = 30 * 24 * time.Hour
+	defaultSessionTTL = 12 * time.Hour
+	// defaultCLITokenTTL matches the portal login: a CLI token approved by
+	// a browser session outlives it by no more than a session (issue 10).
+	defaultCLITokenTTL = 12 * time.Hour
 	loginCookiePrefix  = "fieldpass_login_"
 	loginCookieTTL     = 10 * time.Minute
 	callbackPath       = "/auth/callback"
@@ -80,6 +82,7 @@ type loginState struct {
 	mfa      map[string]loginRecord    // token id -> what its login asserted
 	devices  map[[32]byte]*deviceLogin // SHA-256 of device code -> login
 	byUser   map[string]*deviceLogin   // user code -> login
+	byClient map[string][]*deviceLogin // client key -> its logins, oldest first
 	swept    time.Time
 	approves *ratelimit.Keyed // device approvals per account
 }
@@ -88,7 +91,7 @@ func newLoginState(cfg Config) *loginState {
 	ls := &loginState{
 		db: cfg.DB, now: cfg.Now, rand: rand.Reader, secure: true,
 		used: map[string]time.Time{}, mfa: map[string]loginRecord{},
-		devices: map[[32]byte]*deviceLogin{}, byUser: map[string]*deviceLogin{},
+		devices: map[[32]byte]*deviceLogin{}, byUser: map[string]*deviceLogin{}, byClient: map[string][]*deviceLogin{},
 		approves: ratelimit.New(0.2, 10),
 	}
 	if u, err := url.Parse(cfg.PublicURL); err == nil && u.Host != "" && (u.Scheme == "https" || u.Scheme == "http") {
@@ -408,7 +411,14 @@ func (p *Portal) HandleCallback() http.HandlerFunc {
 			return
 		}
 		actor := fieldpass.UserActor(id.Email)
-		u, err := ls.db.EnsureUser(r.Context(), actor, id.Email, id.Roles)
+		// The person is who (issuer, subject) says, not whoever holds the
+		// email: a new subject with a known email waits for an admin.
+		u, err := ls.db.LoginUser(r.Context(), actor, postgres.LoginIdentity{Issuer: id.Issuer, Subject: id.Subject, Email: id.Email, Roles: id.Roles})
+		if fieldpass.ErrorCode(err) == fieldpass.EFORBIDDEN {
+			p.refuseLogin(r, id.Email, "identity_unconfirmed")
+			writePage(w, http.StatusForbidden, page{Title: "Login not accepted", Paras: []string{fieldpass.ErrorMessage(err) + "."}})
+			return
+		}
 		if err != nil {
 			p.loginFailed(w, r, err, retry)
 			return
@@ -572,10 +582,18 @@ button{font-size:1rem;margin-right:.5rem}.muted{color:#555}</style></head>
 {{range .Paras}}<p>{{.}}</p>
 {{end}}{{with .Form}}<form method="post" action="/login/device">
 <input type="hidden" name="csrf" value="{{.CSRF}}">
-<p><label>Code shown by <code>fieldpass login</code>:<br>
-<input name="user_code" value="{{.UserCode}}" autocomplete="off" spellcheck="false" required autofocus></label></p>
+{{if .Review}}<input type="hidden" name="user_code" value="{{.UserCode}}">
+<table><tr><th>Code</th><td><code>{{.UserCode}}</code></td></tr>
+<tr><th>Client</th><td><code>{{.Agent}}</code> (as it says of itself)</td></tr>
+<tr><th>Started from</th><td>{{.Client}}</td></tr>
+<tr><th>Started at</th><td>{{.Started}}</td></tr>
+<tr><th>Expires in</th><td>{{.Expires}}</td></tr></table>
+<p>Approving lets that command line act as {{.Email}}{{if .Roles}} (roles: {{.Roles}}){{end}} for {{.TTL}}.</p>
 <p><button name="action" value="approve">Approve</button><button name="action" value="deny">Deny</button></p>
-<p class="muted">Approve only a login you started yourself: the command line will act as {{.Email}}{{if .Roles}} (roles: {{.Roles}}){{end}} for {{.TTL}}.</p>
+{{else}}<p><label>Code shown by <code>fieldpass login</code> in your terminal:<br>
+<input name="user_code" value="" autocomplete="off" spellcheck="false" required autofocus></label></p>
+<p><button name="action" value="review">Continue</button></p>
+<p class="muted">Continue only with a code from a login you started yourself.</p>{{end}}
 </form>
 {{end}}{{with .Retry}}<p><a href="{{.}}">Start again</a></p>{{end}}
 </body></html>

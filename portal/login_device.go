@@ -31,8 +31,16 @@ const (
 	// not too fast.
 	pollTolerance = time.Second
 	// maxDeviceLogins bounds the logins in progress (each is a few hundred
-	// bytes; starting one needs no authentication).
-	maxDeviceLogins  = 10000
+	// bytes; starting one needs no authentication). Past it, the oldest
+	// pending login of the client holding the most is dropped, so a flood
+	// evicts itself rather than everyone else (issue 10).
+	maxDeviceLogins = 10000
+	// maxDeviceLoginsPerClient bounds one client address's logins in
+	// progress (an IPv6 address by its /64): a start past it drops that
+	// client's oldest pending login. A person needs one.
+	maxDeviceLoginsPerClient = 5
+	// maxAgentLen clips the client's User-Agent shown on the approval page.
+	maxAgentLen      = 64
 	deviceCodePrefix = "fpd_"
 	// userCodeAlphabet has no vowels (no words) and no look-alikes
 	// (0/O, 1/I/L are absent): 20^8, about 2^34.6 codes (RFC 8628 6.1).
@@ -58,6 +66,8 @@ type deviceLogin struct {
 	interval time.Duration
 	lastPoll time.Time
 	client   string // address that started it, shown on the approval page
+	key      string // client's limiter key (ratelimit.ClientKey): the per-client cap counts by it
+	agent    string // the client's User-Agent (its own claim), shown on the approval page
 	status   deviceStatus
 	// Set at approval: who approved, with which session, asserting what.
 	user    *fieldpass.User
@@ -67,10 +77,9 @@ type deviceLogin struct {
 
 // sweepLocked drops expired device logins and MFA records. ls.mu is held.
 func (ls *loginState) sweepLocked(now time.Time) {
-	for h, d := range ls.devices {
+	for _, d := range ls.devices {
 		if !now.Before(d.expires) {
-			delete(ls.devices, h)
-			delete(ls.byUser, d.userCode)
+			ls.dropDeviceLocked(d)
 		}
 	}
 	for id, rec := range ls.mfa {
@@ -79,6 +88,80 @@ func (ls *loginState) sweepLocked(now time.Time) {
 		}
 	}
 	ls.swept = now
+}
+
+// dropDeviceLocked forgets device login d. ls.mu is held.
+func (ls *loginState) dropDeviceLocked(d *deviceLogin) {
+	delete(ls.devices, d.hash)
+	delete(ls.byUser, d.userCode)
+	list := ls.byClient[d.key]
+	for i, x := range list {
+		if x == d {
+			list = append(list[:i:i], list[i+1:]...)
+			break
+		}
+	}
+	if len(list) == 0 {
+		delete(ls.byClient, d.key)
+	} else {
+		ls.byClient[d.key] = list
+	}
+}
+
+// oldestPending returns the oldest login of list still waiting for
+// approval, or nil.
+func oldestPending(list []*deviceLogin) *deviceLogin {
+	for _, d := range list { // in start order
+		if d.status == devicePending {
+			return d
+		}
+	}
+	return nil
+}
+
+// makeRoomLocked makes room for a login started by the client with key:
+// past the client's cap, its own oldest pending login goes; past the
+// global cap, the oldest pending login of the client holding the most. It
+// reports false when nothing can go (every login is approved and waits
+// for its poll). ls.mu is held.
+func (ls *loginState) makeRoomLocked(key string) bool {
+	if list := ls.byClient[key]; len(list) >= maxDeviceLoginsPerClient {
+		if d := oldestPending(list); d != nil {
+			ls.dropDeviceLocked(d)
+		}
+	}
+	for len(ls.devices) >= maxDeviceLogins {
+		var victim *deviceLogin
+		most := 0
+		for _, list := range ls.byClient {
+			if d := oldestPending(list); d != nil && (len(list) > most || len(list) == most && d.started.Before(victim.started)) {
+				victim, most = d, len(list)
+			}
+		}
+		if victim == nil {
+			return false
+		}
+		ls.dropDeviceLocked(victim)
+	}
+	return true
+}
+
+// clientAgent is the User-Agent of r as the approval page may show it:
+// printable ASCII, clipped; "unknown" without one.
+func clientAgent(r *http.Request) string {
+	ua := strings.Map(func(c rune) rune {
+		if c < 0x20 || c > 0x7e {
+			return -1
+		}
+		return c
+	}, r.UserAgent())
+	if len(ua) > maxAgentLen {
+		ua = ua[:maxAgentLen] + "…"
+	}
+	if ua == "" {
+		return "unknown"
+	}
+	return ua
 }
 
 func formatUserCode(c string) string { return c[:4] + "-" + c[4:] }
@@ -133,9 +216,11 @@ func (p *Portal) HandleDeviceLoginStart() http.HandlerFunc {
 		}
 		deviceCode := deviceCodePrefix + raw
 		now := ls.now()
+		client := ratelimit.ClientAddr(r)
+		key := ratelimit.ClientKey(client)
 		ls.mu.Lock()
 		ls.sweepLocked(now)
-		if len(ls.devices) >= maxDeviceLogins {
+		if !ls.makeRoomLocked(key) {
 			ls.mu.Unlock()
 			p.writeError(w, r, fieldpass.Errorf(fieldpass.EUNAVAILABLE, "too many logins in progress: try again in a few minutes"))
 			return
@@ -152,11 +237,12 @@ func (p *Portal) HandleDeviceLoginStart() http.HandlerFunc {
 			return
 		}
 		d := &deviceLogin{hash: hashDeviceCode(deviceCode), userCode: userCode, started: now, expires: now.Add(deviceLoginTTL),
-			interval: deviceLoginInterval, client: ratelimit.ClientAddr(r)}
+			interval: deviceLoginInterval, client: client, key: key, agent: clientAgent(r)}
 		ls.devices[d.hash] = d
 		ls.byUser[userCode] = d
+		ls.byClient[key] = append(ls.byClient[key], d)
 		ls.mu.Unlock()
-		p.log.Info("device login started", "client", d.client)
+		p.log.Info("device login started", "client", d.client, "agent", d.agent)
 		httpapi.WriteJSON(w, http.StatusOK, httpapi.DeviceLoginStart{
 			DeviceCode:      deviceCode,
 			UserCode:        formatUserCode(userCode),
@@ -187,8 +273,7 @@ func (p *Portal) HandleDeviceLoginToken() http.HandlerFunc {
 		d := ls.devices[h]
 		if d == nil || !now.Before(d.expires) {
 			if d != nil {
-				delete(ls.devices, h)
-				delete(ls.byUser, d.userCode)
+				ls.dropDeviceLocked(d)
 			}
 			ls.mu.Unlock()
 			pollError(w, "expired", "this login is unknown, expired or already used: run fieldpass login again")
@@ -209,8 +294,7 @@ func (p *Portal) HandleDeviceLoginToken() http.HandlerFunc {
 			pollError(w, "authorization_pending", "waiting for approval in the browser")
 			return
 		case deviceDenied:
-			delete(ls.devices, h)
-			delete(ls.byUser, d.userCode)
+			ls.dropDeviceLocked(d)
 			ls.mu.Unlock()
 			pollError(w, "denied", "the login was denied in the browser")
 			return
@@ -229,8 +313,7 @@ func (p *Portal) HandleDeviceLoginToken() http.HandlerFunc {
 		if err != nil && fieldpass.ErrorCode(err) != fieldpass.EFORBIDDEN {
 			d.status = deviceApproved // a later poll may succeed
 		} else {
-			delete(ls.devices, h)
-			delete(ls.byUser, d.userCode)
+			ls.dropDeviceLocked(d)
 		}
 		ls.mu.Unlock()
 		if err != nil {
@@ -262,12 +345,19 @@ func (p *Portal) sessionFromCookie(r *http.Request) (*fieldpass.Caller, error) {
 	return &fieldpass.Caller{User: u, Token: t, ByCookie: true}, nil
 }
 
-// deviceForm is the approval form of the verification page.
+// deviceForm is the approval form of the verification page. Without
+// Review, it asks for the code; with it, it shows the login the code names
+// and offers Approve and Deny.
 type deviceForm struct {
 	CSRF, UserCode, Email, Roles, TTL string
+	Review                            bool
+	Agent, Client, Started, Expires   string // the login under review
 }
 
 // HandleDeviceLoginPage is the approval page of CLI logins: GET /login/device.
+// It never fills the code in from the link: a person must type the code
+// their own terminal shows, so a link an attacker sends (with the
+// attacker's code in it) approves nothing in one click (issue 10).
 func (p *Portal) HandleDeviceLoginPage() http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		ls := p.login
@@ -275,39 +365,32 @@ func (p *Portal) HandleDeviceLoginPage() http.HandlerFunc {
 			writePage(w, http.StatusNotFound, notConfiguredPage)
 			return
 		}
-		code := r.URL.Query().Get("user_code")
 		c, err := p.sessionFromCookie(r)
 		if err != nil {
 			p.loginFailed(w, r, err)
 			return
 		}
 		if c == nil {
-			ret := "/login/device"
-			if uc, ok := normalizeUserCode(code); ok {
-				ret += "?" + url.Values{"user_code": {formatUserCode(uc)}}.Encode()
-			}
-			redirect(w, "/auth/login?"+url.Values{"return": {ret}}.Encode())
+			// The code in a link is dropped here too: it would come back
+			// only to be ignored.
+			redirect(w, "/auth/login?"+url.Values{"return": {"/login/device"}}.Encode())
 			return
 		}
-		p := page{Title: "Log in the fieldpass command line",
-			Paras: []string{"You are logged in as " + c.User.Email + ". Enter the code that fieldpass login shows in your terminal."}}
-		form := &deviceForm{CSRF: CSRFToken(r), Email: c.User.Email, TTL: ls.oidc.CLITokenTTL.String()}
-		if len(c.User.Roles) > 0 {
-			form.Roles = roleList(c.User.Roles)
-		}
-		if uc, ok := normalizeUserCode(code); ok {
-			form.UserCode = formatUserCode(uc)
-			now := ls.now()
-			ls.mu.Lock()
-			if d := ls.byUser[uc]; d != nil && now.Before(d.expires) && d.status == devicePending {
-				p.Paras = append(p.Paras, "This login was started from "+d.client+" "+minutes(now.Sub(d.started))+
-					" ago; it expires in "+minutes(d.expires.Sub(now))+".")
-			}
-			ls.mu.Unlock()
-		}
-		p.Form = form
-		writePage(w, http.StatusOK, p)
+		pg := page{Title: "Log in the fieldpass command line",
+			Paras: []string{"You are logged in as " + c.User.Email + ". Type the code that fieldpass login shows in your own terminal.",
+				"Never enter a code someone else sent you: it would log them in as you."}}
+		pg.Form = p.deviceForm(r, c)
+		writePage(w, http.StatusOK, pg)
 	}
+}
+
+// deviceForm is the approval form for caller c, without a code.
+func (p *Portal) deviceForm(r *http.Request, c *fieldpass.Caller) *deviceForm {
+	form := &deviceForm{CSRF: CSRFToken(r), Email: c.User.Email, TTL: p.login.oidc.CLITokenTTL.String()}
+	if len(c.User.Roles) > 0 {
+		form.Roles = roleList(c.User.Roles)
+	}
+	return form
 }
 
 // minutes renders a short duration for people: "2 minutes".
@@ -345,7 +428,7 @@ func (p *Portal) HandleDeviceLoginApprove() http.HandlerFunc {
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
 		action := r.PostFormValue("action")
-		if action != "approve" && action != "deny" {
+		if action != "approve" && action != "deny" && action != "review" {
 			writePage(w, http.StatusBadRequest, page{Title: "Nothing done", Paras: []string{"Choose Approve or Deny."}, Retry: "/login/device"})
 			return
 		}
@@ -353,6 +436,10 @@ func (p *Portal) HandleDeviceLoginApprove() http.HandlerFunc {
 		if !ok {
 			writePage(w, http.StatusBadRequest, page{Title: "Invalid code",
 				Paras: []string{"A code has 8 letters, like BCDF-GHJK. Check the code in your terminal."}, Retry: "/login/device"})
+			return
+		}
+		if action == "review" {
+			p.reviewDeviceLogin(w, r, c, uc)
 			return
 		}
 		var rec loginRecord
@@ -405,4 +492,30 @@ func (p *Portal) sessionRecord(r *http.Request, c *fieldpass.Caller) loginRecord
 	}
 	ls.remember(c.Token.ID, rec)
 	return rec
+}
+
+// reviewDeviceLogin shows the login that the typed code uic names, with what
+// approving it gives (RFC 8628 5.4: the person must be able to tell a
+// login they started from one they did not), and the Approve and Deny
+// buttons.
+func (p *Portal) reviewDeviceLogin(w http.ResponseWriter, r *http.Request, c *fieldpass.Caller, uc string) {
+	ls := p.login
+	now := ls.now()
+	ls.mu.Lock()
+	d := ls.byUser[uc]
+	if d == nil || !now.Before(d.expires) || d.status != devicePending {
+		ls.mu.Unlock()
+		writePage(w, http.StatusNotFound, page{Title: "No such login",
+			Paras: []string{"No login waits for the code " + formatUserCode(uc) + ": check it, or run fieldpass login again (codes last 10 minutes and are used once)."},
+			Retry: "/login/device"})
+		return
+	}
+	form := p.deviceForm(r, c)
+	form.Review, form.UserCode = true, formatUserCode(uc)
+	form.Agent, form.Client = d.agent, d.client
+	form.Started = d.started.UTC().Format("2006-01-02 15:04:05 UTC") + " (" + minutes(now.Sub(d.started)) + " ago)"
+	form.Expires = minutes(d.expires.Sub(now))
+	ls.mu.Unlock()
+	writePage(w, http.StatusOK, page{Title: "Approve this command-line login?", Form: form,
+		Paras: []string{"Check that this is the login you started just now, from your own terminal."}})
 }

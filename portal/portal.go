@@ -65,7 +65,7 @@ type OIDCConfig struct {
 	// SessionTTL is how long a portal login lasts (default 12h).
 	SessionTTL time.Duration
 	// CLITokenTTL is how long a token from fieldpass login lasts (default
-	// 30 days).
+	// 12h, a portal login's length: fieldpass-broker serve --cli-token-ttl).
 	CLITokenTTL time.Duration
 	// CookieKey (32 bytes) encrypts the login-in-progress cookie. Default:
 	// derived from the client secret (Provider.CookieKey), so that brokers

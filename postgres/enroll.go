@@ -1,7 +1,9 @@
 package postgres
 
 import (
+	"bytes"
 	"context"
+	"crypto/ecdh"
 	"crypto/sha256"
 	"encoding/base64"
 	"errors"
@@ -244,14 +246,28 @@ func validatePublicKey(key string) error {
 	if err != nil || len(b) != 32 {
 		return fieldpass.Errorf(fieldpass.EINVALID, "invalid WireGuard public key: want 32 bytes in base64 (44 characters)")
 	}
-	zero := true
-	for _, c := range b {
-		zero = zero && c == 0
-	}
-	if zero {
-		return fieldpass.Errorf(fieldpass.EINVALID, "invalid WireGuard public key: all zeros")
+	if lowOrder(b) {
+		return fieldpass.Errorf(fieldpass.EINVALID, "invalid WireGuard public key: a low-order point (no shared secret is possible with it)")
 	}
 	return nil
+}
+
+// lowOrder reports whether the X25519 public key b is a low-order point.
+// Clamping makes every scalar a multiple of 8, so Diffie-Hellman with a
+// point of order 1, 2, 4 or 8 (all zeros among them, and their
+// non-canonical encodings) gives all zeros whatever the scalar: crypto/ecdh
+// refuses exactly those, so any fixed private key probes it.
+func lowOrder(b []byte) bool {
+	probe, err := ecdh.X25519().NewPrivateKey(bytes.Repeat([]byte{0x5a}, 32))
+	if err != nil {
+		return true // unreachable: any 32 bytes are an X25519 private key
+	}
+	pub, err := ecdh.X25519().NewPublicKey(b)
+	if err != nil {
+		return true
+	}
+	_, err = probe.ECDH(pub)
+	return err != nil
 }
 
 const (

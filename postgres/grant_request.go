@@ -45,6 +45,17 @@ func scanRequest(row pgx.Row) (*fieldpass.AccessRequest, error) {
 // not_found for a device with no live device by that name, conflict for a
 // second pending request for the same device and service.
 func (db *DB) CreateRequest(ctx context.Context, r fieldpass.AccessRequest) (*fieldpass.AccessRequest, error) {
+	return db.createRequest(ctx, r, false)
+}
+
+// CreateRequestAnyDevice is CreateRequest that files a request for a device
+// name no live device has too: for requesters who may not learn whether
+// it exists (access.Service.CreateRequest).
+func (db *DB) CreateRequestAnyDevice(ctx context.Context, r fieldpass.AccessRequest) (*fieldpass.AccessRequest, error) {
+	return db.createRequest(ctx, r, true)
+}
+
+func (db *DB) createRequest(ctx context.Context, r fieldpass.AccessRequest, anyDevice bool) (*fieldpass.AccessRequest, error) {
 	if err := r.Validate(); err != nil {
 		return nil, err
 	}
@@ -55,7 +66,7 @@ func (db *DB) CreateRequest(ctx context.Context, r fieldpass.AccessRequest) (*fi
 		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM devices WHERE name = $1 AND state <> 'decommissioned')`, r.Device).Scan(&live); err != nil {
 			return fmt.Errorf("get device: %w", err)
 		}
-		if !live {
+		if !live && !anyDevice {
 			return fieldpass.Errorf(fieldpass.ENOTFOUND, "device %q not found", r.Device)
 		}
 		var err error

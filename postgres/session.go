@@ -25,7 +25,7 @@ func BrokerActor(brokerID string) string {
 const maxClientAddrLen = 255
 
 const sessionColumns = `id::text, user_email, device_name, device_id::text, service, grant_id::text,
-	client_addr, broker_id, started_at, ended_at, bytes_in, bytes_out, end_reason`
+	client_addr, broker_id, started_at, ended_at, bytes_in, bytes_out, end_reason, coalesce(token_id::text, '')`
 
 func scanSession(row pgx.Row) (*fieldpass.Session, error) {
 	var (
@@ -34,7 +34,7 @@ func scanSession(row pgx.Row) (*fieldpass.Session, error) {
 		reason  *string
 	)
 	err := row.Scan(&s.ID, &s.User, &s.Device, &s.DeviceID, &s.Service, &s.GrantID,
-		&s.ClientAddr, &s.BrokerID, &s.Start, &endedAt, &s.BytesIn, &s.BytesOut, &reason)
+		&s.ClientAddr, &s.BrokerID, &s.Start, &endedAt, &s.BytesIn, &s.BytesOut, &reason, &s.TokenID)
 	if err != nil {
 		return nil, err
 	}
@@ -78,9 +78,15 @@ func (db *DB) OpenSession(ctx context.Context, s fieldpass.Session) (*fieldpass.
 	if err := validateText("broker id", s.BrokerID, maxBrokerIDLen); err != nil {
 		return nil, err
 	}
+	if s.TokenID != "" && !uuidRE.MatchString(s.TokenID) {
+		return nil, fieldpass.Errorf(fieldpass.EINVALID, "invalid token id %q", s.TokenID)
+	}
 	now := db.now()
 	var out *fieldpass.Session
 	err = pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+		if err := checkSessionToken(ctx, tx, s.TokenID, email, now); err != nil {
+			return err
+		}
 		var userID string
 		var disabled bool
 		err := tx.QueryRow(ctx, `SELECT id::text, disabled FROM users WHERE email = $1 FOR SHARE`, email).Scan(&userID, &disabled)
@@ -115,17 +121,21 @@ func (db *DB) OpenSession(ctx context.Context, s fieldpass.Session) (*fieldpass.
 			return fieldpass.Errorf(fieldpass.EFORBIDDEN, "grant %s does not give %s access to %s on %s now", g.ID, email, s.Service, dev.Name)
 		}
 		out, err = scanSession(tx.QueryRow(ctx, `
-			INSERT INTO sessions (user_id, user_email, device_id, device_name, service, grant_id, client_addr, broker_id, started_at)
-			VALUES ($1::uuid, $2, $3::uuid, $4, $5, $6::uuid, $7, $8, $9)
+			INSERT INTO sessions (user_id, user_email, device_id, device_name, service, grant_id, client_addr, broker_id, started_at, token_id)
+			VALUES ($1::uuid, $2, $3::uuid, $4, $5, $6::uuid, $7, $8, $9, NULLIF($10, '')::uuid)
 			RETURNING `+sessionColumns,
-			userID, email, dev.ID, dev.Name, s.Service, g.ID, s.ClientAddr, s.BrokerID, now))
+			userID, email, dev.ID, dev.Name, s.Service, g.ID, s.ClientAddr, s.BrokerID, now, s.TokenID))
 		if err != nil {
 			return fmt.Errorf("insert session: %w", err)
 		}
-		return db.audit(ctx, tx, fieldpass.UserActor(email), fieldpass.AuditSessionStart, SessionTarget(out.ID), map[string]any{
+		details := map[string]any{
 			"device": dev.Name, "device_id": dev.ID, "service": s.Service, "grant_id": g.ID,
 			"client": s.ClientAddr, "broker_id": s.BrokerID,
-		})
+		}
+		if s.TokenID != "" {
+			details["token_id"] = s.TokenID
+		}
+		return db.audit(ctx, tx, fieldpass.UserActor(email), fieldpass.AuditSessionStart, SessionTarget(out.ID), details)
 	})
 	if err != nil {
 		return nil, wrap(err, "open session")

@@ -24,13 +24,17 @@ const MaxTokenTTL = 90 * 24 * time.Hour
 // it at most this often per token, not on every request.
 const tokenTouchInterval = time.Minute
 
-const userColumns = `id::text, email, roles, disabled, created_at`
+const userColumns = `id::text, email, roles, disabled, created_at, roles_checked_at`
 
 func scanUser(row pgx.Row) (*fieldpass.User, error) {
 	var u fieldpass.User
 	var roles []string
-	if err := row.Scan(&u.ID, &u.Email, &roles, &u.Disabled, &u.CreatedAt); err != nil {
+	var checked *time.Time
+	if err := row.Scan(&u.ID, &u.Email, &roles, &u.Disabled, &u.CreatedAt, &checked); err != nil {
 		return nil, err
+	}
+	if checked != nil {
+		u.RolesCheckedAt = checked.UTC()
 	}
 	for _, r := range roles {
 		u.Roles = append(u.Roles, fieldpass.Role(r))
@@ -270,7 +274,7 @@ func (db *DB) Authenticate(ctx context.Context, token string) (*fieldpass.User, 
 	}
 	now := db.now()
 	row := db.pool.QueryRow(ctx, `
-		SELECT `+tokenColumns+`, u.disabled, u.roles, u.created_at
+		SELECT `+tokenColumns+`, u.disabled, u.roles, u.created_at, u.roles_checked_at
 		FROM tokens t JOIN users u ON u.id = t.user_id
 		WHERE t.token_hash = $1`, hashToken(token))
 	var (
@@ -280,9 +284,10 @@ func (db *DB) Authenticate(ctx context.Context, token string) (*fieldpass.User, 
 		revokedAt, lastUsed *time.Time
 		revokedBy           *string
 		roles               []string
+		rolesChecked        *time.Time
 	)
 	err := row.Scan(&t.ID, &t.UserID, &t.Email, &kind, &t.CreatedAt, &t.ExpiresAt, &revokedAt, &revokedBy, &lastUsed,
-		&u.Disabled, &roles, &u.CreatedAt)
+		&u.Disabled, &roles, &u.CreatedAt, &rolesChecked)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil, fieldpass.Errorf(fieldpass.ENOTFOUND, "unknown token: log in again")
 	}
@@ -304,6 +309,9 @@ func (db *DB) Authenticate(ctx context.Context, token string) (*fieldpass.User, 
 		return nil, nil, fieldpass.Errorf(fieldpass.EFORBIDDEN, "user %s is disabled", t.Email)
 	}
 	u.ID, u.Email, u.CreatedAt = t.UserID, t.Email, u.CreatedAt.UTC()
+	if rolesChecked != nil {
+		u.RolesCheckedAt = rolesChecked.UTC()
+	}
 	for _, r := range roles {
 		u.Roles = append(u.Roles, fieldpass.Role(r))
 	}
@@ -387,4 +395,67 @@ func wrap(err error, what string) error {
 		return err
 	}
 	return fmt.Errorf("%s: %w", what, err)
+}
+
+// TokensChannel is the channel on which the database announces a token's
+// id when it is revoked, so that a running broker ends the sessions that
+// token opened within a second. Expiry is not announced: the broker
+// watches each session's token's expiry itself.
+const TokensChannel = "fieldpass_tokens"
+
+// ListenTokensApplicationName names the token listener's connection, for
+// pg_stat_activity.
+const ListenTokensApplicationName = "fieldpass listen tokens"
+
+// ListenTokens calls fn with the id of each token revoked, as ListenGrants
+// does for grants: fn("") once the LISTEN is in place and after every
+// reconnect (re-read every token in use: notifications may have been
+// missed).
+func (db *DB) ListenTokens(ctx context.Context, fn func(tokenID string)) error {
+	return db.listen(ctx, TokensChannel, ListenTokensApplicationName, fn)
+}
+
+// Token returns the record of the token with id (never the token itself).
+func (db *DB) Token(ctx context.Context, id string) (*fieldpass.Token, error) {
+	if !uuidRE.MatchString(id) {
+		return nil, fieldpass.Errorf(fieldpass.EINVALID, "invalid token id %q", id)
+	}
+	t, err := scanToken(db.pool.QueryRow(ctx, `SELECT `+tokenColumns+` FROM tokens t JOIN users u ON u.id = t.user_id
+		WHERE t.id = $1::uuid`, id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fieldpass.Errorf(fieldpass.ENOTFOUND, "token %s not found", id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get token: %w", err)
+	}
+	return t, nil
+}
+
+// checkSessionToken checks, inside the transaction that opens a session,
+// that the token it is opened with (id; "" for none) belongs to email and
+// holds now. The row is read FOR SHARE: a revocation waits for the
+// session's commit, so its notification always follows the session row.
+func checkSessionToken(ctx context.Context, tx pgx.Tx, id, email string, now time.Time) error {
+	if id == "" {
+		return nil
+	}
+	t, err := scanToken(tx.QueryRow(ctx, `SELECT `+tokenColumns+` FROM tokens t JOIN users u ON u.id = t.user_id
+		WHERE t.id = $1::uuid FOR SHARE OF t`, id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return fieldpass.Errorf(fieldpass.ENOTFOUND, "token %s not found", id)
+	}
+	if err != nil {
+		return fmt.Errorf("get token: %w", err)
+	}
+	// The caller presented this token a moment ago: when it no longer
+	// holds, the caller is no longer authenticated.
+	switch {
+	case t.Email != email:
+		return fieldpass.Deny(fieldpass.DenyUnauthenticated, fieldpass.Errorf(fieldpass.EFORBIDDEN, "token %s is not %s's", id, email))
+	case !t.RevokedAt.IsZero():
+		return fieldpass.Deny(fieldpass.DenyUnauthenticated, fieldpass.Errorf(fieldpass.EFORBIDDEN, "token was revoked at %s: log in again", t.RevokedAt.Format(time.RFC3339)))
+	case !now.Before(t.ExpiresAt):
+		return fieldpass.Deny(fieldpass.DenyUnauthenticated, fieldpass.Errorf(fieldpass.EEXPIRED, "token expired at %s: log in again", t.ExpiresAt.Format(time.RFC3339)))
+	}
+	return nil
 }

@@ -23,6 +23,7 @@ type oidcFlags struct {
 	scopes, emailClaim, groups   *string
 	roleMap, mfaAMR, mfaACR      cliflag.Strings
 	requireMFA                   *bool
+	trustUnverifiedEmail         *bool
 	sessionTTL, cliTTL           *time.Duration
 }
 
@@ -34,9 +35,11 @@ func addOIDCFlags(fs *flag.FlagSet) *oidcFlags {
 		scopes:     fs.String("oidc-scopes", strings.Join(identity.DefaultScopes, ","), "comma-separated OIDC scopes to request (openid is always added)"),
 		emailClaim: fs.String("oidc-email-claim", "email", "ID token `claim` holding the person's email"),
 		groups:     fs.String("oidc-groups-claim", "groups", "ID token `claim` listing the person's groups (a dotted path reads nested objects)"),
+		trustUnverifiedEmail: fs.Bool("oidc-trust-unverified-email", false, "accept logins whose ID token has no email_verified claim, for providers that never send it "+
+			"and only hand out addresses they own (default: refused; an explicit false is always refused)"),
 		requireMFA: fs.Bool("require-mfa", false, "refuse logins for which the identity provider did not assert multi-factor authentication (see --mfa-amr, --mfa-acr)"),
 		sessionTTL: fs.Duration("portal-session-ttl", 12*time.Hour, "lifetime of a portal login (its session cookie and token)"),
-		cliTTL:     fs.Duration("cli-token-ttl", 30*24*time.Hour, "lifetime of the token fieldpass login gives the CLI"),
+		cliTTL:     fs.Duration("cli-token-ttl", 12*time.Hour, "lifetime of the token fieldpass login gives the CLI (a stolen one is good for as long; roles are re-read only at a login)"),
 	}
 	fs.Var(&f.roleMap, "role-map", "`ROLE=GROUP`: members of the identity provider's GROUP get ROLE (admin, approver, engineer, auditor); repeatable, a group may map to several roles; people with no mapped role are vendors")
 	fs.Var(&f.mfaAMR, "mfa-amr", "`VALUE` of the amr claim that counts as multi-factor login; repeatable (default mfa, otp, hwk)")
@@ -89,7 +92,9 @@ func (f *oidcFlags) config(ctx context.Context, publicURL *url.URL, log *slog.Lo
 		EmailClaim:   *f.emailClaim,
 		GroupsClaim:  *f.groups,
 		Roles:        roles,
-		MFA:          identity.MFAPolicy{Require: *f.requireMFA, AMR: f.mfaAMR, ACR: f.mfaACR},
+
+		TrustEmailWithoutVerified: *f.trustUnverifiedEmail,
+		MFA:                       identity.MFAPolicy{Require: *f.requireMFA, AMR: f.mfaAMR, ACR: f.mfaACR},
 	})
 	if err != nil {
 		return nil, usageError{msg: message(err)}

@@ -90,6 +90,7 @@ type serveConfig struct {
 	webDomain           string // "": no device web UIs
 	recordingRetention  time.Duration
 	recordInputLabels   labelFlag
+	harden              *hardenFlags // issue 10's limits (serve_harden.go)
 }
 
 // serveFlags parses and checks serve's flags, reads the secrets they name
@@ -136,6 +137,7 @@ func (e env) serveFlags(ctx context.Context, args []string) (*serveConfig, error
 	sensitiveLabels := labelFlag{}
 	fset.Var(sensitiveLabels, "alert-sensitive-label", "alert when a session starts on a device with label `k=v` (repeatable)")
 	oidcf := addOIDCFlags(fset)
+	harden := addHardenFlags(fset)
 	if err := parse(fset, args, 0); err != nil {
 		return nil, err
 	}
@@ -147,13 +149,16 @@ func (e env) serveFlags(ctx context.Context, args []string) (*serveConfig, error
 			return nil, usageError{msg: err.Error()}
 		}
 	}
+	if err := harden.check(); err != nil {
+		return nil, err
+	}
 	cfg := &serveConfig{
 		httpListen: *httpListen, metricsListen: *metricsListen, tlsCert: *tlsCert, tlsKey: *tlsKey,
 		endpoints: endpoints, mtu: *mtu, keyFile: *keyFile, brokerID: *brokerID,
 		handshakeResetAfter: *handshakeResetAfter, nudgeRate: *nudgeRate, idleTimeout: *idleTimeout, auditGrace: *auditGrace,
 		mfaLabels: mfaLabels, sensitiveLabels: sensitiveLabels, enrollRate: *enrollRate, enrollBurst: *enrollBurst,
 		alertOfflineAfter: *alertOfflineAfter, checkpointKey: *checkpointKey, checkpointEvery: *checkpointEvery,
-		requireSeparateRole: *requireSeparateRole,
+		requireSeparateRole: *requireSeparateRole, harden: harden,
 	}
 	var err error
 	if cfg.log, err = newLogger(e.stderr, *logLevel, *logFormat); err != nil {
@@ -333,6 +338,10 @@ func newServer(ctx context.Context, cfg *serveConfig) (_ *server, err error) {
 		EnrollRate:  cfg.enrollRate,
 		EnrollBurst: cfg.enrollBurst,
 		Logger:      log,
+
+		MaxStreamsPerSession: *cfg.harden.maxStreamsPerSession,
+		TrustedProxies:       cfg.harden.trustedProxies,
+		RolesMaxAge:          cfg.harden.apiRolesMaxAge(),
 	})
 	s.http = apiserver.NewHTTPServer(api.Handler(), log)
 	if cfg.metricsListen != "" {

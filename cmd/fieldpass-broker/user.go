@@ -12,13 +12,15 @@ import (
 
 const userUsage = `Usage: fieldpass-broker user token --email EMAIL [--role ROLE ...] --ttl DURATION
        fieldpass-broker user list [--json]
-       fieldpass-broker user disable|enable EMAIL`
+       fieldpass-broker user disable|enable EMAIL
+       fieldpass-broker user confirm-identity ISSUER SUBJECT`
 
 func (e env) user(ctx context.Context, args []string) error {
 	return e.dispatch(ctx, args, userUsage, "user subcommand", map[string]subcommand{
-		"token": e.userToken,
-		"list":  e.userList,
-		"ls":    e.userList,
+		"token":            e.userToken,
+		"confirm-identity": e.userConfirmIdentity,
+		"list":             e.userList,
+		"ls":               e.userList,
 		"disable": func(ctx context.Context, args []string) error {
 			return e.userState(ctx, "disable", args)
 		},
