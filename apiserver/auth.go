@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/fieldpass/fieldpass"
-	"github.com/fieldpass/fieldpass/portal"
 	"github.com/fieldpass/fieldpass/ratelimit"
 )
 
@@ -23,8 +22,8 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 				return
 			}
 			tok = strings.TrimSpace(rest)
-		} else if c, err := r.Cookie(portal.SessionCookie); err == nil {
-			tok, byCookie = c.Value, true
+		} else if t := s.portal.SessionToken(r); t != "" {
+			tok, byCookie = t, true
 		}
 		if tok == "" {
 			s.writeUnauthorized(w, r, fieldpass.Errorf(fieldpass.EINVALID, "not logged in: run fieldpass login, or log in to the portal"))

@@ -143,11 +143,12 @@ func (ls *loginState) randomString(n int) (string, error) {
 // across restarts and brokers, and is worthless without the cookie; it does
 // not reveal the token.
 func CSRFToken(r *http.Request) string {
-	c, err := r.Cookie(SessionCookie)
-	if err != nil || c.Value == "" {
-		return ""
+	for _, name := range []string{SecureSessionCookie, SessionCookie} {
+		if c, err := r.Cookie(name); err == nil && c.Value != "" {
+			return csrfFor(c.Value)
+		}
 	}
-	return csrfFor(c.Value)
+	return ""
 }
 
 func csrfFor(sessionToken string) string {
@@ -161,8 +162,8 @@ func csrfFor(sessionToken string) string {
 // multipart body (never the query string), compared in constant time with
 // CSRFToken. A request whose Origin header names another origin fails too.
 func (p *Portal) CSRFOK(r *http.Request) bool {
-	ck, err := r.Cookie(SessionCookie)
-	if err != nil || ck.Value == "" {
+	token := p.SessionToken(r)
+	if token == "" {
 		return false
 	}
 	if o := r.Header.Get("Origin"); o != "" && p.login.origin != nil && !strings.EqualFold(o, p.login.origin.String()) {
@@ -176,7 +177,7 @@ func (p *Portal) CSRFOK(r *http.Request) bool {
 			got = r.PostFormValue("csrf")
 		}
 	}
-	want := csrfFor(ck.Value)
+	want := csrfFor(token)
 	return got != "" && subtle.ConstantTimeCompare([]byte(got), []byte(want)) == 1
 }
 
@@ -445,7 +446,7 @@ func (p *Portal) HandleCallback() http.HandlerFunc {
 			return
 		}
 		p.log.Info("login", "email", u.Email, "method", "oidc", "token_id", t.ID, "mfa", id.MFA, "roles", roleList(u.Roles), "client", ratelimit.ClientAddr(r))
-		http.SetCookie(w, ls.cookie(SessionCookie, token, "/", ls.oidc.SessionTTL))
+		http.SetCookie(w, ls.cookie(p.sessionCookieName(), token, "/", ls.oidc.SessionTTL))
 		redirect(w, lc.Return)
 	}
 }
@@ -506,7 +507,7 @@ func (p *Portal) HandleLogout() http.HandlerFunc {
 		p.login.forget(c.Token.ID)
 		p.log.Info("logout", "email", c.User.Email, "token_id", c.Token.ID)
 		if c.ByCookie {
-			http.SetCookie(w, p.login.cookie(SessionCookie, "", "/", -1))
+			http.SetCookie(w, p.login.cookie(p.sessionCookieName(), "", "/", -1))
 			if strings.HasPrefix(r.Header.Get("Content-Type"), "application/x-www-form-urlencoded") {
 				redirect(w, "/")
 				return

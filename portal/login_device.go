@@ -328,11 +328,11 @@ func (p *Portal) HandleDeviceLoginToken() http.HandlerFunc {
 // sessionFromCookie authenticates the portal cookie of a page request;
 // nil if there is no usable session.
 func (p *Portal) sessionFromCookie(r *http.Request) (*fieldpass.Caller, error) {
-	ck, err := r.Cookie(SessionCookie)
-	if err != nil || ck.Value == "" {
+	token := p.SessionToken(r)
+	if token == "" {
 		return nil, nil
 	}
-	u, t, err := p.login.db.Authenticate(r.Context(), ck.Value)
+	u, t, err := p.login.db.Authenticate(r.Context(), token)
 	if err != nil {
 		if c := fieldpass.ErrorCode(err); c == fieldpass.EINTERNAL || c == fieldpass.EUNAVAILABLE {
 			return nil, err

@@ -19,8 +19,32 @@ import (
 	"github.com/fieldpass/fieldpass/postgres"
 )
 
-// SessionCookie carries a portal login: Secure, HttpOnly, SameSite=Lax.
-const SessionCookie = "fieldpass_session"
+// The portal login's cookie: HttpOnly, SameSite=Lax, host-only. Over https
+// it is SecureSessionCookie, whose __Host- prefix makes browsers refuse it
+// unless Secure, Path=/ and without Domain: no sibling or parent host (a
+// device web UI on a subdomain, say) can set or shadow it. SessionCookie is
+// its name on a plain-http loopback broker, where Secure cannot hold.
+const (
+	SessionCookie       = "fieldpass_session"
+	SecureSessionCookie = "__Host-fieldpass_session"
+)
+
+// sessionCookieName is the login cookie's name on this portal.
+func (p *Portal) sessionCookieName() string {
+	if p.login.secure {
+		return SecureSessionCookie
+	}
+	return SessionCookie
+}
+
+// SessionToken is the portal login token a request's cookie carries, "" if
+// none: the API authenticates a browser's calls with it.
+func (p *Portal) SessionToken(r *http.Request) string {
+	if c, err := r.Cookie(p.sessionCookieName()); err == nil {
+		return c.Value
+	}
+	return ""
+}
 
 // Config configures the Portal. Zero values mean the defaults.
 type Config struct {

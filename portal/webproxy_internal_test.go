@@ -149,3 +149,25 @@ func TestRewriteBody(t *testing.T) {
 		t.Errorf("an image was rewritten: %q", b)
 	}
 }
+
+// TestSessionCookieName: over https the login cookie is __Host- prefixed,
+// and a cookie under the plain name (which a sibling host could set) is not
+// taken for a session.
+func TestSessionCookieName(t *testing.T) {
+	secure := New(Config{PublicURL: "https://broker.example.com"})
+	if got := secure.sessionCookieName(); got != "__Host-fieldpass_session" {
+		t.Fatalf("https portal's cookie: %q", got)
+	}
+	r, _ := http.NewRequest("GET", "https://broker.example.com/devices", nil)
+	r.AddCookie(&http.Cookie{Name: SessionCookie, Value: "planted"})
+	if got := secure.SessionToken(r); got != "" {
+		t.Errorf("an https portal took the plain-named cookie %q", got)
+	}
+	r.AddCookie(&http.Cookie{Name: SecureSessionCookie, Value: "real"})
+	if got := secure.SessionToken(r); got != "real" {
+		t.Errorf("SessionToken = %q, want the __Host- cookie", got)
+	}
+	if got := New(Config{PublicURL: "http://127.0.0.1:8080"}).sessionCookieName(); got != SessionCookie {
+		t.Errorf("loopback http portal's cookie: %q", got)
+	}
+}
