@@ -115,7 +115,10 @@ func newFixture(t *testing.T) *fixture {
 		DB:          db,
 		GrantLimits: testLimits,
 		Now:         clk.Now,
-		AuthRate:    1e6, AuthBurst: 1e6,
+		// A loopback broker over plain http: the portal cookie is
+		// fieldpass_session (over https it is __Host-fieldpass_session).
+		PublicURL: "http://127.0.0.1",
+		AuthRate:  1e6, AuthBurst: 1e6,
 		AuthFailRate: 1e6, AuthFailBurst: 1e6,
 		EnrollRate: 1e6, EnrollBurst: 1e6,
 	})
