@@ -194,8 +194,10 @@ func forwardConns(ctx context.Context, ln net.Listener, s session, stderr io.Wri
 	if accepting {
 		<-accept // no wg.Add after this, so Wait below is safe
 	}
-	s.Close()
+	// The local side first: ssh (or whatever is connected) learns of the
+	// end at once, while closing the WebSocket may wait out its handshake.
 	closeAll()
+	s.Close()
 	wg.Wait()
 	return err
 }
