@@ -451,14 +451,8 @@ func (p *Portal) HandleDeviceLoginApprove() http.HandlerFunc {
 				return
 			}
 		}
-		now := ls.now()
-		ls.mu.Lock()
-		d := ls.byUser[uc]
-		if d == nil || !now.Before(d.expires) || d.status != devicePending {
-			ls.mu.Unlock()
-			writePage(w, http.StatusNotFound, page{Title: "No such login",
-				Paras: []string{"No login waits for the code " + formatUserCode(uc) + ": check it, or run fieldpass login again (codes last 10 minutes and are used once)."},
-				Retry: "/login/device"})
+		d := ls.pendingLocked(w, uc)
+		if d == nil {
 			return
 		}
 		if action == "deny" {
@@ -474,6 +468,23 @@ func (p *Portal) HandleDeviceLoginApprove() http.HandlerFunc {
 		writePage(w, http.StatusOK, page{Title: "Login approved",
 			Paras: []string{"The command line is logged in as " + c.User.Email + ". You can close this page and return to your terminal."}})
 	}
+}
+
+// pendingLocked returns the login waiting for the user code uc with ls.mu
+// held, or answers the page that says there is none (and returns nil, the
+// lock released).
+func (ls *loginState) pendingLocked(w http.ResponseWriter, uc string) *deviceLogin {
+	now := ls.now()
+	ls.mu.Lock()
+	d := ls.byUser[uc]
+	if d == nil || !now.Before(d.expires) || d.status != devicePending {
+		ls.mu.Unlock()
+		writePage(w, http.StatusNotFound, page{Title: "No such login",
+			Paras: []string{"No login waits for the code " + formatUserCode(uc) + ": check it, or run fieldpass login again (codes last 10 minutes and are used once)."},
+			Retry: "/login/device"})
+		return nil
+	}
+	return d
 }
 
 // sessionRecord is what the login of the caller's session asserted.
@@ -500,16 +511,11 @@ func (p *Portal) sessionRecord(r *http.Request, c *fieldpass.Caller) loginRecord
 // buttons.
 func (p *Portal) reviewDeviceLogin(w http.ResponseWriter, r *http.Request, c *fieldpass.Caller, uc string) {
 	ls := p.login
-	now := ls.now()
-	ls.mu.Lock()
-	d := ls.byUser[uc]
-	if d == nil || !now.Before(d.expires) || d.status != devicePending {
-		ls.mu.Unlock()
-		writePage(w, http.StatusNotFound, page{Title: "No such login",
-			Paras: []string{"No login waits for the code " + formatUserCode(uc) + ": check it, or run fieldpass login again (codes last 10 minutes and are used once)."},
-			Retry: "/login/device"})
+	d := ls.pendingLocked(w, uc)
+	if d == nil {
 		return
 	}
+	now := ls.now()
 	form := p.deviceForm(r, c)
 	form.Review, form.UserCode = true, formatUserCode(uc)
 	form.Agent, form.Client = d.agent, d.client

@@ -102,12 +102,7 @@ func (p *Portal) HandleTerminalSocket() http.HandlerFunc {
 			p.fail(w, r, fieldpass.Errorf(fieldpass.EUNAVAILABLE, "this broker does not carry sessions"))
 			return
 		}
-		// The library refuses another origin than the request's host: no
-		// other site can drive a terminal with the person's cookie.
-		rc := http.NewResponseController(w)
-		rc.SetReadDeadline(time.Time{})
-		rc.SetWriteDeadline(time.Time{})
-		conn, err := websocket.Accept(w, r, nil)
+		conn, err := acceptSocket(w, r)
 		if err != nil {
 			return
 		}
@@ -297,6 +292,17 @@ func (p *Portal) runTerminal(ctx context.Context, conn *websocket.Conn, c *field
 			return
 		}
 	}
+}
+
+// acceptSocket upgrades a page's WebSocket. The library refuses an origin
+// other than the request's host: no other site can drive a terminal, or
+// watch one, with the person's cookie. The connection outlives the
+// server's read and write timeouts, which would cut a long session.
+func acceptSocket(w http.ResponseWriter, r *http.Request) (*websocket.Conn, error) {
+	rc := http.NewResponseController(w)
+	rc.SetReadDeadline(time.Time{})
+	rc.SetWriteDeadline(time.Time{})
+	return websocket.Accept(w, r, nil)
 }
 
 // endMessage says why the broker ended a session, as a person reads it.
@@ -605,10 +611,7 @@ func (p *Portal) HandleWatchSocket() http.HandlerFunc {
 			p.fail(w, r, fieldpass.Errorf(fieldpass.ENOTFOUND, "no live terminal in session %s on this broker", id))
 			return
 		}
-		rc := http.NewResponseController(w)
-		rc.SetReadDeadline(time.Time{})
-		rc.SetWriteDeadline(time.Time{})
-		conn, err := websocket.Accept(w, r, nil)
+		conn, err := acceptSocket(w, r)
 		if err != nil {
 			return
 		}

@@ -38,7 +38,7 @@ Examples:
 	}
 	switch {
 	case *out.json:
-		return writeJSON(e.stdout, auditViews(evs))
+		return writeJSON(e.stdout, evs) // the API's own dialect (fieldpass.AuditEvent.MarshalJSON)
 	case *out.csv:
 		return writeAuditCSV(e.stdout, evs)
 	}

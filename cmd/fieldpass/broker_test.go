@@ -374,7 +374,11 @@ func TestBrokerSessionsAndAudit(t *testing.T) {
 		t.Fatalf("audit --csv: %v\n%s", err, r.stdout)
 	}
 	r = mustOK(t, b.as(t, auditor, "audit", "--since", "1h", "--json"))
-	var evs []auditView
+	var evs []struct { // the wire: snake_case, hashes in hex
+		Seq      int64  `json:"seq"`
+		PrevHash string `json:"prev_hash"`
+		Hash     string `json:"hash"`
+	}
 	if err := json.Unmarshal([]byte(r.stdout), &evs); err != nil || len(evs) < 4 {
 		t.Fatalf("audit --json: %v\n%s", err, r.stdout)
 	}
@@ -391,7 +395,7 @@ func TestBrokerSessionsAndAudit(t *testing.T) {
 }
 
 // TestBrokerConnect: proxy and forward through the real connect endpoint
-// and client, with a stand-in for the broker's session layer.
+// and client, the broker's session manager and a real connector.
 func TestBrokerConnect(t *testing.T) {
 	b, m := newConnectBroker(t)
 	ctx := context.Background()

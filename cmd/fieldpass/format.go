@@ -163,32 +163,6 @@ func writeSessionsCSV(w io.Writer, ss []*fieldpass.Session) error {
 	return cw.Error()
 }
 
-// auditView is an audit event as the CLI prints it in JSON: snake_case
-// keys like the rest of the API, hashes in hex as verifiers show them.
-type auditView struct {
-	Seq      int64          `json:"seq"`
-	At       time.Time      `json:"at"`
-	Actor    string         `json:"actor"`
-	Action   string         `json:"action"`
-	Target   string         `json:"target"`
-	Details  map[string]any `json:"details"`
-	PrevHash string         `json:"prev_hash"`
-	Hash     string         `json:"hash"`
-}
-
-func auditViews(evs []fieldpass.AuditEvent) []auditView {
-	out := make([]auditView, 0, len(evs))
-	for _, e := range evs {
-		d := e.Details
-		if d == nil {
-			d = map[string]any{}
-		}
-		out = append(out, auditView{Seq: e.Seq, At: e.At.UTC(), Actor: e.Actor, Action: e.Action, Target: e.Target,
-			Details: d, PrevHash: hex.EncodeToString(e.PrevHash), Hash: hex.EncodeToString(e.Hash)})
-	}
-	return out
-}
-
 // details renders an event's details as canonical JSON, one line.
 func details(e fieldpass.AuditEvent) string {
 	b, err := fieldpass.CanonicalAuditDetails(e.Details)

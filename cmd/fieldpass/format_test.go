@@ -174,7 +174,7 @@ func TestWriteAudit(t *testing.T) {
 
 func TestAuditJSON(t *testing.T) {
 	var b bytes.Buffer
-	if err := writeJSON(&b, auditViews(testAudit())); err != nil {
+	if err := writeJSON(&b, testAudit()); err != nil {
 		t.Fatal(err)
 	}
 	var got []map[string]any
