@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -121,4 +122,45 @@ func TestPortalDeviceWebUI(t *testing.T) {
 func atoi(s string) int {
 	n, _ := strconv.Atoi(strings.TrimSpace(s))
 	return n
+}
+
+// TestPortalDeviceWebUIHTTPS: a device web UI that speaks HTTPS with a
+// self-signed certificate opens through the broker only where the operator
+// accepted it, service by service (serve --web-https DEVICE/SERVICE);
+// elsewhere the broker speaks plain HTTP inside the tunnel and takes no
+// certificate at all, so the device's own refusal is what the person sees.
+func TestPortalDeviceWebUIHTTPS(t *testing.T) {
+	t.Parallel()
+	b, idp := startPortalBrokerOn(t, "localhost", engineerPerson)
+	// The operator accepts router-tls's certificate, and only that one.
+	portalURL := "http://localhost:" + b.httpAddr[strings.LastIndex(b.httpAddr, ":")+1:]
+	b.publicURL = portalURL
+	b.p.signal(syscall.SIGTERM, 10*time.Second)
+	b.args = append(b.args, "--web-https", "router-tls/web")
+	b.restart()
+
+	tlsRouter := httptest.NewTLSServer(routerui.New("admin", "router-pw", false))
+	t.Cleanup(tlsRouter.Close)
+	ops := b.tokenPerson("ops@example.com", "admin")
+	for _, name := range []string{"router-tls", "router-plain"} {
+		dir := b.enroll(name)
+		startConnector(t, name, dir, "--service", "web="+strings.TrimPrefix(tlsRouter.URL, "https://"))
+		b.waitDevice(name, 30*time.Second, "online", isOnline)
+		if r := ops.run(t, "grant", "create", "--user", engineerPerson.Email, "--device", name, "--service", "web",
+			"--duration", "1h", "--reason", "https"); r.code != 0 {
+			t.Fatalf("grant create: %v", r)
+		}
+	}
+	c := newChrome(t)
+	c.run("open the portal", chromedp.Navigate(portalURL+"/devices/router-tls"))
+	c.logInAt(idp, engineerPerson)
+	open := func(device string) {
+		c.run("device page", chromedp.Navigate(portalURL+"/devices/"+device), chromedp.WaitVisible(chromedp.CSS(`button[aria-label="Open web on `+device+` in a new tab"]`)))
+		eval(c, "same tab", chromedp.Evaluate[bool](`document.querySelectorAll("form[target]").forEach(f => f.removeAttribute("target")); true`))
+		c.run("open", chromedp.Click(chromedp.CSS(`button[aria-label="Open web on `+device+` in a new tab"]`)), chromedp.WaitVisible(chromedp.CSS("body h1")))
+	}
+	open("router-tls")
+	c.see("FieldRouter 3000: Sign in")
+	open("router-plain")
+	c.see("Client sent an HTTP request to an HTTPS server")
 }

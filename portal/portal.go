@@ -61,6 +61,12 @@ type Config struct {
 	// PublicURL's scheme and port. "localhost" works on a loopback broker:
 	// browsers resolve *.localhost to it. Empty: no device web UIs.
 	WebDomain string
+	// WebHTTPS names the device web services ("device/service") that speak
+	// HTTPS on the device's side, certificate unverified: field devices
+	// mostly carry self-signed ones, so this is accepted only where an
+	// operator said so, service by service. Others are spoken to in plain
+	// HTTP over the (already encrypted) tunnel.
+	WebHTTPS []string
 	// RecordInputLabels: terminals to devices carrying any of these labels
 	// record keystrokes too (passwords typed included); others record only
 	// output and resizes (default none).

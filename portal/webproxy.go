@@ -23,6 +23,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -32,6 +33,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -77,6 +79,7 @@ type webTicket struct {
 // timer that ends it.
 type webSession struct {
 	sess    *broker.Session
+	https   bool // the device's side speaks TLS (Config.WebHTTPS)
 	user    string
 	host    string // the device origin's host (and port)
 	origin  string // scheme://host
@@ -159,7 +162,8 @@ func (p *Portal) HandleWebOpen() http.HandlerFunc {
 			return
 		}
 		origin := p.login.origin.Scheme + "://" + host
-		ws := &webSession{sess: sess, user: c.User.Email, host: host, origin: origin}
+		ws := &webSession{sess: sess, user: c.User.Email, host: host, origin: origin,
+			https: slices.Contains(p.cfg.WebHTTPS, device+"/"+service)}
 		ws.proxy = p.reverseProxy(ws)
 		ticket, err := p.web.open(ws, p.cfg.Now())
 		if err != nil {
@@ -333,7 +337,19 @@ func (p *Portal) reverseProxy(ws *webSession) *httputil.ReverseProxy {
 			if err != nil {
 				return nil, err
 			}
-			return streamConn{HalfCloser: st}, nil
+			conn := net.Conn(streamConn{HalfCloser: st})
+			if ws.https {
+				// An operator accepted this service's self-signed
+				// certificate (Config.WebHTTPS): TLS inside the tunnel's
+				// stream, unverified, to the device and nowhere else.
+				tc := tls.Client(conn, &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12})
+				if err := tc.HandshakeContext(ctx); err != nil {
+					conn.Close()
+					return nil, fieldpass.Errorf(fieldpass.EUNAVAILABLE, "TLS with the device's web service failed: %v", err)
+				}
+				conn = tc
+			}
+			return conn, nil
 		},
 		Proxy:                 nil,
 		MaxIdleConnsPerHost:   4,

@@ -90,6 +90,7 @@ type serveConfig struct {
 	webDomain           string // "": no device web UIs
 	recordingRetention  time.Duration
 	recordInputLabels   labelFlag
+	webHTTPS            []string
 	harden              *hardenFlags // issue 10's limits (serve_harden.go)
 }
 
@@ -106,6 +107,8 @@ func (e env) serveFlags(ctx context.Context, args []string) (*serveConfig, error
 	recordingRetention := fset.Duration("recording-retention", 0, "keep terminal recordings and device web request logs this `long` (e.g. 2160h), deleting older ones hourly, audited; session rows and audit events are always kept (default: forever)")
 	recordInputLabels := labelFlag{}
 	fset.Var(recordInputLabels, "record-input-label", "record terminal keystrokes too (passwords typed included) on devices with label `k=v` (repeatable; default: output only)")
+	var webHTTPS cliflag.Strings
+	fset.Var(&webHTTPS, "web-https", "`DEVICE/SERVICE` whose web UI speaks HTTPS on the device's side with a certificate accepted unverified (self-signed, as field devices have); repeatable; others are spoken to in plain HTTP inside the tunnel")
 	webDomain := fset.String("web-domain", "", "DNS `domain` under which each device service's web UI gets its own origin, DEVICE--SERVICE.DOMAIN (wildcard DNS and certificate for *.DOMAIN point here) (default: localhost for a loopback --public-url, else off)")
 	var endpoints cliflag.Strings
 	fset.Var(&endpoints, "wg-endpoint", "public WireGuard `host:port` told to devices (repeatable; default: the public URL's host and the --wg-listen port)")
@@ -177,6 +180,13 @@ func (e env) serveFlags(ctx context.Context, args []string) (*serveConfig, error
 	cfg.publicURL = pu
 	cfg.webDomain = strings.ToLower(strings.Trim(*webDomain, "."))
 	cfg.recordingRetention, cfg.recordInputLabels = *recordingRetention, recordInputLabels
+	for _, ds := range webHTTPS {
+		d, svc, ok := strings.Cut(ds, "/")
+		if !ok || fieldpass.ValidateDeviceName(d) != nil || fieldpass.ValidateServiceName(svc) != nil {
+			return nil, usageError{msg: fmt.Sprintf("--web-https %q: want DEVICE/SERVICE, e.g. router-1/web", ds)}
+		}
+		cfg.webHTTPS = append(cfg.webHTTPS, ds)
+	}
 	if cfg.recordingRetention < 0 || cfg.recordingRetention > 0 && cfg.recordingRetention < time.Hour {
 		return nil, usageError{msg: "--recording-retention: want at least 1h (or 0: forever)"}
 	}
@@ -318,7 +328,7 @@ func newServer(ctx context.Context, cfg *serveConfig) (_ *server, err error) {
 	// through the API or the portal.
 	rules := access.New(access.Config{DB: db, Sessions: sessions, Alerts: notifier, FourEyes: cfg.fourEyes, Logger: log})
 	s.portal = portal.New(portal.Config{DB: db, Access: rules, Sessions: sessions, WebDomain: cfg.webDomain,
-		RecordInputLabels: cfg.recordInputLabels, RecordingRetention: cfg.recordingRetention, BrokerID: b.ID(),
+		RecordInputLabels: cfg.recordInputLabels, RecordingRetention: cfg.recordingRetention, BrokerID: b.ID(), WebHTTPS: cfg.webHTTPS,
 		OIDC: cfg.oidc, PublicURL: publicOrigin, Logger: log})
 	api := apiserver.New(apiserver.Config{
 		DB: db,
