@@ -133,6 +133,17 @@ func (c *Conn) closedError(err error) error {
 
 // Close ends the session (client_closed) and every stream in it.
 func (c *Conn) Close() error {
+	select {
+	case <-c.ys.CloseChan():
+		// The session is over (the broker ended it, or the connection
+		// broke): no close handshake to wait for.
+		c.cancel()
+		if err := c.ws.CloseNow(); err != nil && !errors.Is(err, net.ErrClosed) {
+			return err
+		}
+		return nil
+	default:
+	}
 	c.ys.Close()
 	err := c.ws.Close(websocket.StatusNormalClosure, "")
 	c.cancel()
