@@ -33,6 +33,7 @@ import (
 	"github.com/fieldpass/fieldpass/metrics"
 	"github.com/fieldpass/fieldpass/portal"
 	"github.com/fieldpass/fieldpass/postgres"
+	"github.com/fieldpass/fieldpass/ratelimit"
 	"github.com/fieldpass/fieldpass/wgnet"
 )
 
@@ -376,6 +377,12 @@ func (s *server) listen() error {
 	var err error
 	if s.httpLn, err = net.Listen("tcp", cfg.httpListen); err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.httpListen, err)
+	}
+	if *cfg.harden.proxyProtocol {
+		// Before TLS: the balancer's header comes first on the wire.
+		if s.httpLn, err = ratelimit.ProxyProtocol(s.httpLn, cfg.harden.trustedProxies); err != nil {
+			return err
+		}
 	}
 	if cfg.tlsCert != "" {
 		if s.httpLn, err = newTLSListener(s.httpLn, s.http, cfg.tlsCert, cfg.tlsKey); err != nil {

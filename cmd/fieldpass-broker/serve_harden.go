@@ -13,6 +13,7 @@ import (
 type hardenFlags struct {
 	maxStreamsPerSession *int
 	trustedProxies       prefixesFlag
+	proxyProtocol        *bool
 	rolesMaxAge          *time.Duration
 }
 
@@ -22,6 +23,8 @@ func addHardenFlags(fset *flag.FlagSet) *hardenFlags {
 			"the person logs in again, and a role removed there is gone by then (0: off)"),
 		maxStreamsPerSession: fset.Int("max-streams-per-session", 64, "streams (connections to the device's service) one person's session may carry at once (1 to 10000)"),
 	}
+	h.proxyProtocol = fset.Bool("proxy-protocol", false, "the --trusted-proxy addresses are TCP load balancers speaking the PROXY protocol (v1 or v2): their connections must start with its header, which names the client; "+
+		"other peers' headers are ignored")
 	fset.Var(&h.trustedProxies, "trusted-proxy", "`CIDR` of a reverse proxy whose Forwarded or X-Forwarded-For header names the client (repeatable; default: none, the TCP peer is the client). "+
 		"Behind a proxy without it, every client shares the proxy's address and its limits")
 	return h
@@ -31,6 +34,9 @@ func addHardenFlags(fset *flag.FlagSet) *hardenFlags {
 func (h *hardenFlags) check() error {
 	if n := *h.maxStreamsPerSession; n < 1 || n > 10000 {
 		return fmt.Errorf("--max-streams-per-session %d: want 1 to 10000", n)
+	}
+	if *h.proxyProtocol && len(h.trustedProxies) == 0 {
+		return fmt.Errorf("--proxy-protocol needs the load balancers' addresses: --trusted-proxy CIDR")
 	}
 	if *h.rolesMaxAge < 0 {
 		return fmt.Errorf("--roles-max-age %s: want 0 (off) or more", *h.rolesMaxAge)

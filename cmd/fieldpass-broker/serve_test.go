@@ -97,3 +97,12 @@ func TestServeMetricsListen(t *testing.T) {
 		t.Errorf("GET /healthz: got %d %q, %v", code, body, err)
 	}
 }
+
+// TestServeProxyProtocolNeedsBalancers: --proxy-protocol without the
+// balancers' addresses would believe nobody or everybody: refused at once.
+func TestServeProxyProtocolNeedsBalancers(t *testing.T) {
+	_, _, err := runCmd(t, "", "serve", "--database-url", "postgres://x@127.0.0.1:1/x", "--public-url", "https://broker.example.com", "--proxy-protocol")
+	if err == nil || !strings.Contains(err.Error(), "--trusted-proxy") {
+		t.Fatalf("serve --proxy-protocol alone: %v; want a refusal naming --trusted-proxy", err)
+	}
+}
