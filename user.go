@@ -201,3 +201,19 @@ const (
 	// An administrator confirmed that a claiming login owns the email.
 	AuditUserIdentityConfirm = "user.identity_confirm"
 )
+
+// RolesFresh refuses the token t of u once u's roles were read from the
+// identity provider longer ago than maxAge (negative: never): roles change
+// at the provider, and only a login reads them. Users whose roles no login
+// ever read (an operator's) and automation tokens are not the provider's to
+// judge. The API and the portal ask it alike.
+func (u *User) RolesFresh(t *Token, maxAge time.Duration, now time.Time) error {
+	if maxAge < 0 || u.RolesCheckedAt.IsZero() || (t.Kind != TokenCLI && t.Kind != TokenSession) {
+		return nil
+	}
+	if age := now.Sub(u.RolesCheckedAt); age > maxAge {
+		return Errorf(EEXPIRED, "your roles were last checked with the identity provider %s ago, more than this broker allows (%s): log in again",
+			FormatDuration(age.Round(time.Minute)), FormatDuration(maxAge))
+	}
+	return nil
+}

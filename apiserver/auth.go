@@ -3,7 +3,6 @@ package apiserver
 import (
 	"net/http"
 	"strings"
-	"time"
 
 	"github.com/fieldpass/fieldpass"
 	"github.com/fieldpass/fieldpass/ratelimit"
@@ -100,19 +99,8 @@ func (s *Server) requireRole(roles ...fieldpass.Role) func(http.Handler) http.Ha
 	}
 }
 
-// rolesFresh refuses the token of a portal or CLI login once the user's
-// roles were read from the identity provider longer ago than RolesMaxAge:
-// roles change at the provider, and only a login reads them. Users whose
-// roles no login ever read (an operator's) and automation tokens are not
-// the provider's to judge.
+// rolesFresh refuses a login's token whose roles are older than
+// RolesMaxAge (fieldpass.User.RolesFresh).
 func (s *Server) rolesFresh(u *fieldpass.User, t *fieldpass.Token) error {
-	max := s.cfg.RolesMaxAge
-	if max < 0 || u.RolesCheckedAt.IsZero() || (t.Kind != fieldpass.TokenCLI && t.Kind != fieldpass.TokenSession) {
-		return nil
-	}
-	if age := s.cfg.Now().Sub(u.RolesCheckedAt); age > max {
-		return fieldpass.Errorf(fieldpass.EEXPIRED, "your roles were last checked with the identity provider %s ago, more than this broker allows (%s): log in again",
-			age.Round(time.Minute), max)
-	}
-	return nil
+	return u.RolesFresh(t, s.cfg.RolesMaxAge, s.cfg.Now())
 }

@@ -146,7 +146,8 @@ func New(cfg Config) *Server {
 			GrantLimits: cfg.GrantLimits, Logger: cfg.Logger, Now: cfg.Now})
 	}
 	if cfg.Portal == nil {
-		cfg.Portal = portal.New(portal.Config{DB: cfg.DB, Access: cfg.Access, Sessions: cfg.Sessions, PublicURL: cfg.PublicURL, Logger: cfg.Logger, Now: cfg.Now})
+		cfg.Portal = portal.New(portal.Config{DB: cfg.DB, Access: cfg.Access, Sessions: cfg.Sessions, PublicURL: cfg.PublicURL,
+			RolesMaxAge: cfg.RolesMaxAge, Logger: cfg.Logger, Now: cfg.Now})
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, limiter: ratelimit.New(cfg.EnrollRate, cfg.EnrollBurst),
 		authLimit: ratelimit.New(cfg.AuthRate, cfg.AuthBurst), authFail: ratelimit.New(cfg.AuthFailRate, cfg.AuthFailBurst),

@@ -228,6 +228,9 @@ func (p *Portal) RequireLogin(next http.Handler) http.Handler {
 			p.fail(w, r, err)
 			return
 		}
+		if c != nil && c.User.RolesFresh(c.Token, p.cfg.RolesMaxAge, p.cfg.Now()) != nil {
+			c = nil // log in again: the login reads the roles anew
+		}
 		if c == nil {
 			if r.Method == http.MethodGet || r.Method == http.MethodHead {
 				http.Redirect(w, r, "/auth/login?"+url.Values{"return": {r.URL.RequestURI()}}.Encode(), http.StatusSeeOther)

@@ -67,6 +67,10 @@ type Config struct {
 	// operator said so, service by service. Others are spoken to in plain
 	// HTTP over the (already encrypted) tunnel.
 	WebHTTPS []string
+	// RolesMaxAge: a portal login whose roles were read from the identity
+	// provider longer ago than this must log in again, as the API demands
+	// (fieldpass.User.RolesFresh; negative: never; zero: 24h).
+	RolesMaxAge time.Duration
 	// RecordInputLabels: terminals to devices carrying any of these labels
 	// record keystrokes too (passwords typed included); others record only
 	// output and resizes (default none).
@@ -125,6 +129,9 @@ func New(cfg Config) *Portal {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.RolesMaxAge == 0 {
+		cfg.RolesMaxAge = 24 * time.Hour
 	}
 	p := &Portal{cfg: cfg, log: cfg.Logger, login: newLoginState(cfg), pages: parsePages(), web: newWebProxy()}
 	if p.login.origin == nil {

@@ -330,7 +330,8 @@ func newServer(ctx context.Context, cfg *serveConfig) (_ *server, err error) {
 	rules := access.New(access.Config{DB: db, Sessions: sessions, Alerts: notifier, FourEyes: cfg.fourEyes, Logger: log})
 	s.portal = portal.New(portal.Config{DB: db, Access: rules, Sessions: sessions, WebDomain: cfg.webDomain,
 		RecordInputLabels: cfg.recordInputLabels, RecordingRetention: cfg.recordingRetention, BrokerID: b.ID(), WebHTTPS: cfg.webHTTPS,
-		OIDC: cfg.oidc, PublicURL: publicOrigin, Logger: log})
+		RolesMaxAge: cfg.harden.apiRolesMaxAge(),
+		OIDC:        cfg.oidc, PublicURL: publicOrigin, Logger: log})
 	api := apiserver.New(apiserver.Config{
 		DB: db,
 		Tunnel: apiserver.TunnelInfo{
