@@ -157,7 +157,12 @@ func TestPortalDeviceWebUIHTTPS(t *testing.T) {
 	open := func(device string) {
 		c.run("device page", chromedp.Navigate(portalURL+"/devices/"+device), chromedp.WaitVisible(chromedp.CSS(`button[aria-label="Open web on `+device+` in a new tab"]`)))
 		eval(c, "same tab", chromedp.Evaluate[bool](`document.querySelectorAll("form[target]").forEach(f => f.removeAttribute("target")); true`))
-		c.run("open", chromedp.Click(chromedp.CSS(`button[aria-label="Open web on `+device+` in a new tab"]`)), chromedp.WaitVisible(chromedp.CSS("body h1")))
+		c.run("open", chromedp.Click(chromedp.CSS(`button[aria-label="Open web on `+device+` in a new tab"]`)))
+		for deadline := time.Now().Add(15 * time.Second); !strings.Contains(c.location(), device+"--web."); time.Sleep(50 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("opening %s stayed at %s", device, c.location())
+			}
+		}
 	}
 	open("router-tls")
 	c.see("FieldRouter 3000: Sign in")
