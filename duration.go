@@ -58,3 +58,22 @@ func FormatDuration(d time.Duration) string {
 	}
 	return s
 }
+
+// ParsePositiveDuration reads a duration a person typed for what ("4h",
+// "90m", "7d"; spaces around it ignored), refusing anything long, unparsable
+// or not positive with an invalid error naming what: the API's bodies and
+// the portal's forms take durations alike.
+func ParsePositiveDuration(what, s string) (time.Duration, error) {
+	s = strings.TrimSpace(s)
+	if len(s) > 32 {
+		return 0, Errorf(EINVALID, "invalid %s: longer than 32 bytes", what)
+	}
+	d, err := ParseDuration(s)
+	if err != nil {
+		return 0, Errorf(EINVALID, "invalid %s %q: want a duration such as 90m, 4h or 7d", what, s)
+	}
+	if d <= 0 {
+		return 0, Errorf(EINVALID, "invalid %s %q: want a positive duration", what, s)
+	}
+	return d, nil
+}

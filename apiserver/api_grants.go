@@ -11,24 +11,6 @@ import (
 	"github.com/fieldpass/fieldpass/httpapi"
 )
 
-// maxDurationLen bounds a duration string ("720h", "1h30m").
-const maxDurationLen = 32
-
-// parseDuration parses a positive Go duration given for what.
-func parseDuration(what, s string) (time.Duration, error) {
-	if len(s) > maxDurationLen {
-		return 0, fieldpass.Errorf(fieldpass.EINVALID, "invalid %s: longer than %d bytes", what, maxDurationLen)
-	}
-	d, err := fieldpass.ParseDuration(s)
-	if err != nil {
-		return 0, fieldpass.Errorf(fieldpass.EINVALID, "invalid %s %q: want a duration such as 90m, 4h or 7d", what, s)
-	}
-	if d <= 0 {
-		return 0, fieldpass.Errorf(fieldpass.EINVALID, "invalid %s %q: want a positive duration", what, s)
-	}
-	return d, nil
-}
-
 // grantFromBody turns a httpapi.GrantCreate into a grant starting at its Start (now
 // if zero) and ending at End, or Duration after the start: exactly one of
 // them. Everything else is checked by Grant.Validate in the store.
@@ -52,7 +34,7 @@ func grantFromBody(b httpapi.GrantCreate, now time.Time) (fieldpass.Grant, error
 	case b.Duration == "" && b.End.IsZero():
 		return g, fieldpass.Errorf(fieldpass.EINVALID, "a grant needs a duration or an end time: every grant ends")
 	case b.Duration != "":
-		d, err := parseDuration("duration", b.Duration)
+		d, err := fieldpass.ParsePositiveDuration("duration", b.Duration)
 		if err != nil {
 			return g, err
 		}

@@ -24,7 +24,7 @@ func (s *Server) handleRequestCreate() http.HandlerFunc {
 			s.writeError(w, r, err)
 			return
 		}
-		d, err := parseDuration("duration", body.Duration)
+		d, err := fieldpass.ParsePositiveDuration("duration", body.Duration)
 		if err != nil {
 			s.writeError(w, r, err)
 			return

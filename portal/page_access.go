@@ -51,7 +51,7 @@ func (p *Portal) HandleAccess() http.HandlerFunc {
 func (p *Portal) HandleRequestCreate() http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		c := fieldpass.CallerFromContext(r.Context())
-		d, err := formDuration(r.PostFormValue("duration"))
+		d, err := fieldpass.ParsePositiveDuration("duration", r.PostFormValue("duration"))
 		if err != nil {
 			p.fail(w, r, err)
 			return
@@ -131,20 +131,4 @@ func (p *Portal) HandleDecide() http.HandlerFunc {
 		}
 		p.done(w, r, "/approvals", msg)
 	}
-}
-
-// formDuration reads a duration typed into a form: "4h", "90m", "2d".
-func formDuration(s string) (time.Duration, error) {
-	s = strings.TrimSpace(s)
-	if len(s) > 32 {
-		return 0, fieldpass.Errorf(fieldpass.EINVALID, "invalid duration: too long")
-	}
-	d, err := fieldpass.ParseDuration(s)
-	if err != nil {
-		return 0, fieldpass.Errorf(fieldpass.EINVALID, "%s", err.Error())
-	}
-	if d <= 0 {
-		return 0, fieldpass.Errorf(fieldpass.EINVALID, "invalid duration %q: want a positive duration such as 4h", s)
-	}
-	return d, nil
 }

@@ -2,7 +2,6 @@ package portal
 
 import (
 	"net/http"
-	"sort"
 	"strings"
 	"time"
 
@@ -105,5 +104,3 @@ func (p *Portal) HandleDevice() http.HandlerFunc {
 		p.render(w, r, http.StatusOK, "device", view{Title: dev.Name, Current: "devices", Data: d})
 	}
 }
-
-func sortStrings(s []string) { sort.Strings(s) }

@@ -49,7 +49,7 @@ func (p *Portal) HandleEnrolCreate() http.HandlerFunc {
 			}
 			labels[k] = v
 		}
-		ttl, err := formDuration(d.TTL)
+		ttl, err := fieldpass.ParsePositiveDuration("token lifetime", d.TTL)
 		if err != nil {
 			p.fail(w, r, err)
 			return
@@ -102,7 +102,7 @@ func (p *Portal) HandleDeviceKeepalive() http.HandlerFunc {
 		var ka time.Duration
 		if v := strings.TrimSpace(r.PostFormValue("keepalive")); v != "default" && v != "" {
 			var err error
-			if ka, err = formDuration(v); err != nil {
+			if ka, err = fieldpass.ParsePositiveDuration("keepalive", v); err != nil {
 				p.fail(w, r, err)
 				return
 			}

@@ -146,7 +146,7 @@ func grantFromForm(r *http.Request, now time.Time) (fieldpass.Grant, error) {
 		}
 		g.End = end
 	case dur != "":
-		d, err := formDuration(dur)
+		d, err := fieldpass.ParsePositiveDuration("duration", dur)
 		if err != nil {
 			return g, err
 		}

@@ -1,11 +1,9 @@
 package portal
 
 import (
-	"encoding/csv"
 	"encoding/json"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"time"
 
@@ -160,29 +158,8 @@ func (p *Portal) HandleSessionsExport() http.HandlerFunc {
 			return
 		}
 		h.Set("Content-Type", "text/csv; charset=utf-8")
-		cw := csv.NewWriter(w)
-		cw.Write([]string{"id", "user", "device", "service", "grant_id", "client_address", "broker_id", "start", "end", "bytes_in", "bytes_out", "end_reason"})
-		for _, s := range d.Sessions {
-			end := ""
-			if !s.Open() {
-				end = s.End.UTC().Format(time.RFC3339Nano)
-			}
-			cw.Write(csvSafe(s.ID, s.User, s.Device, s.Service, s.GrantID, s.ClientAddr, s.BrokerID,
-				s.Start.UTC().Format(time.RFC3339Nano), end, strconv.FormatInt(s.BytesIn, 10), strconv.FormatInt(s.BytesOut, 10), string(s.EndReason)))
-		}
-		cw.Flush()
+		fieldpass.WriteSessionsCSV(w, d.Sessions)
 	}
-}
-
-// csvSafe defuses cells a spreadsheet would read as a formula (CSV
-// injection): a leading = + - @ tab or CR gets a quote in front.
-func csvSafe(cells ...string) []string {
-	for i, c := range cells {
-		if c != "" && strings.ContainsRune("=+-@\t\r", rune(c[0])) {
-			cells[i] = "'" + c
-		}
-	}
-	return cells
 }
 
 // liveData is the live sessions page.

@@ -17,13 +17,13 @@ import (
 	"net/http"
 	"net/url"
 	"path"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/fieldpass/fieldpass"
 	"github.com/fieldpass/fieldpass/httpapi"
 	"github.com/fieldpass/fieldpass/postgres"
-	"github.com/fieldpass/fieldpass/ratelimit"
 )
 
 //go:embed templates/*.html
@@ -357,9 +357,6 @@ func labelList(labels map[string]string) []string {
 	for k, v := range labels {
 		out = append(out, k+"="+v)
 	}
-	sortStrings(out)
+	slices.Sort(out)
 	return out
 }
-
-// clientAddr is who a page request came from, for logs.
-func clientAddr(r *http.Request) string { return ratelimit.ClientAddr(r) }

@@ -30,6 +30,7 @@ import (
 
 	"github.com/fieldpass/fieldpass"
 	"github.com/fieldpass/fieldpass/access"
+	"github.com/fieldpass/fieldpass/ratelimit"
 )
 
 const (
@@ -108,7 +109,7 @@ func (p *Portal) HandleTerminalSocket() http.HandlerFunc {
 		}
 		defer conn.CloseNow()
 		conn.SetReadLimit(termReadLimit)
-		p.runTerminal(context.Background(), conn, c, clientAddr(r))
+		p.runTerminal(context.Background(), conn, c, ratelimit.ClientAddr(r))
 	}
 }
 

@@ -21,10 +21,8 @@ package portal
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -44,6 +42,7 @@ import (
 
 	"github.com/fieldpass/fieldpass"
 	"github.com/fieldpass/fieldpass/broker"
+	"github.com/fieldpass/fieldpass/ratelimit"
 	"github.com/fieldpass/fieldpass/tunnel"
 )
 
@@ -78,14 +77,15 @@ type webTicket struct {
 // the HTTP client that carries requests over its streams, and the idle
 // timer that ends it.
 type webSession struct {
-	sess    *broker.Session
-	https   bool // the device's side speaks TLS (Config.WebHTTPS)
-	user    string
-	host    string // the device origin's host (and port)
-	origin  string // scheme://host
-	proxy   *httputil.ReverseProxy
-	idle    *time.Timer
-	tokenID [32]byte
+	sess      *broker.Session
+	https     bool // the device's side speaks TLS (Config.WebHTTPS)
+	user      string
+	host      string // the device origin's host (and port)
+	origin    string // scheme://host
+	proxy     *httputil.ReverseProxy
+	idle      *time.Timer
+	tokenID   [32]byte
+	transport *http.Transport
 }
 
 func newWebProxy() *webProxy {
@@ -156,7 +156,7 @@ func (p *Portal) HandleWebOpen() http.HandlerFunc {
 			p.fail(w, r, fieldpass.Errorf(fieldpass.ECONFLICT, "you have %d device web UIs open: close some (they end after %s unused)", n, fieldpass.FormatDuration(webIdle)))
 			return
 		}
-		sess, err := p.cfg.Sessions.Open(r.Context(), c, device, service, clientAddr(r))
+		sess, err := p.cfg.Sessions.Open(r.Context(), c, device, service, ratelimit.ClientAddr(r))
 		if err != nil {
 			p.fail(w, r, err)
 			return
@@ -165,7 +165,7 @@ func (p *Portal) HandleWebOpen() http.HandlerFunc {
 		ws := &webSession{sess: sess, user: c.User.Email, host: host, origin: origin,
 			https: slices.Contains(p.cfg.WebHTTPS, device+"/"+service)}
 		ws.proxy = p.reverseProxy(ws)
-		ticket, err := p.web.open(ws, p.cfg.Now())
+		ticket, err := p.web.open(ws, p.cfg.Now(), p.login.randomString)
 		if err != nil {
 			sess.End(fieldpass.EndError)
 			p.fail(w, r, err)
@@ -180,8 +180,8 @@ func (p *Portal) HandleWebOpen() http.HandlerFunc {
 }
 
 // open registers ws and returns a one-time ticket that lets one browser in.
-func (wp *webProxy) open(ws *webSession, now time.Time) (string, error) {
-	ticket, err := randomToken()
+func (wp *webProxy) open(ws *webSession, now time.Time, random func(int) (string, error)) (string, error) {
+	ticket, err := random(32)
 	if err != nil {
 		return "", err
 	}
@@ -197,7 +197,7 @@ func (wp *webProxy) open(ws *webSession, now time.Time) (string, error) {
 }
 
 // redeem exchanges a ticket, once, for the origin cookie of its session.
-func (wp *webProxy) redeem(ticket string, now time.Time) (*webSession, string, error) {
+func (wp *webProxy) redeem(ticket string, now time.Time, random func(int) (string, error)) (*webSession, string, error) {
 	h := sha256.Sum256([]byte(ticket))
 	wp.mu.Lock()
 	defer wp.mu.Unlock()
@@ -206,7 +206,7 @@ func (wp *webProxy) redeem(ticket string, now time.Time) (*webSession, string, e
 	if !ok || now.After(t.expires) {
 		return nil, "", fieldpass.Errorf(fieldpass.EEXPIRED, "this link to a device's web UI is used or expired: open it again from the portal")
 	}
-	token, err := randomToken()
+	token, err := random(32)
 	if err != nil {
 		return nil, "", err
 	}
@@ -238,6 +238,7 @@ func (wp *webProxy) count(user string) int {
 func (wp *webProxy) forgetWhenDone(ws *webSession) {
 	<-ws.sess.Done()
 	ws.idle.Stop()
+	ws.transport.CloseIdleConnections()
 	wp.mu.Lock()
 	if wp.byToken[ws.tokenID] == ws {
 		delete(wp.byToken, ws.tokenID)
@@ -275,7 +276,7 @@ func (p *Portal) WebHosts(next http.Handler) http.Handler {
 func (p *Portal) serveWeb(w http.ResponseWriter, r *http.Request, device, service string) {
 	now := p.cfg.Now()
 	if r.URL.Path == webEnterPath {
-		ws, token, err := p.web.redeem(r.URL.Query().Get("ticket"), now)
+		ws, token, err := p.web.redeem(r.URL.Query().Get("ticket"), now, p.login.randomString)
 		if err != nil {
 			p.webPage(w, http.StatusGone, "Link expired", fieldpass.ErrorMessage(err))
 			return
@@ -357,8 +358,8 @@ func (p *Portal) reverseProxy(ws *webSession) *httputil.ReverseProxy {
 		ResponseHeaderTimeout: 60 * time.Second,
 		DisableCompression:    true, // pass the device's encoding through untouched
 	}
-	go func() { <-ws.sess.Done(); transport.CloseIdleConnections() }()
 	cookieName := p.webCookieName()
+	ws.transport = transport
 	return &httputil.ReverseProxy{
 		Transport: transport,
 		Rewrite: func(pr *httputil.ProxyRequest) {
@@ -678,11 +679,3 @@ type webAddr struct{}
 
 func (webAddr) Network() string { return "fieldpass" }
 func (webAddr) String() string  { return "device" }
-
-func randomToken() (string, error) {
-	b := make([]byte, 32)
-	if _, err := rand.Read(b); err != nil {
-		return "", err
-	}
-	return base64.RawURLEncoding.EncodeToString(b), nil
-}

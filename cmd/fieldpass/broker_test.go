@@ -349,7 +349,7 @@ func TestBrokerSessionsAndAudit(t *testing.T) {
 		t.Fatalf("sessions --csv: %v\n%s", err, r.stdout)
 	}
 	row := recs[1]
-	if strings.Join(recs[0], ",") != strings.Join(sessionHeader, ",") || row[0] != s.ID || row[1] != alice || row[4] != g.ID ||
+	if strings.Join(recs[0], ",") != strings.Join(fieldpass.SessionCSVHeader, ",") || row[0] != s.ID || row[1] != alice || row[4] != g.ID ||
 		row[8] != "123" || row[9] != "4567" || row[10] != "grant_revoked" {
 		t.Errorf("sessions --csv row %q", row)
 	}

@@ -134,10 +134,6 @@ func writeRequests(w io.Writer, rs []*fieldpass.AccessRequest) error {
 	return tw.Flush()
 }
 
-// sessionHeader is the CSV header of sessions; the table uses the same
-// columns but for the grant and client address.
-var sessionHeader = []string{"id", "user", "device", "service", "grant_id", "client_address", "start", "end", "bytes_in", "bytes_out", "end_reason"}
-
 func writeSessions(w io.Writer, ss []*fieldpass.Session) error {
 	tw := newTable(w)
 	fmt.Fprintln(tw, "ID\tUSER\tDEVICE\tSERVICE\tSTART\tEND\tBYTES-IN\tBYTES-OUT\tEND-REASON")
@@ -153,14 +149,7 @@ func writeSessions(w io.Writer, ss []*fieldpass.Session) error {
 }
 
 func writeSessionsCSV(w io.Writer, ss []*fieldpass.Session) error {
-	cw := csv.NewWriter(w)
-	cw.Write(sessionHeader)
-	for _, s := range ss {
-		cw.Write([]string{s.ID, s.User, s.Device, s.Service, s.GrantID, s.ClientAddr, ts(s.Start), ts(s.End),
-			strconv.FormatInt(s.BytesIn, 10), strconv.FormatInt(s.BytesOut, 10), string(s.EndReason)})
-	}
-	cw.Flush()
-	return cw.Error()
+	return fieldpass.WriteSessionsCSV(w, ss)
 }
 
 // details renders an event's details as canonical JSON, one line.

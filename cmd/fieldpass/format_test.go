@@ -124,9 +124,9 @@ func TestWriteSessionsCSV(t *testing.T) {
 	if err := writeSessionsCSV(&b, testSessions()); err != nil {
 		t.Fatal(err)
 	}
-	want := `id,user,device,service,grant_id,client_address,start,end,bytes_in,bytes_out,end_reason
-s2,vendor@acme.example,pump-7,ssh,g1,192.0.2.1:5000,2030-06-01T10:00:00Z,,0,0,
-s1,alice@example.com,gw-1,web,g2,198.51.100.7:41000,2030-06-01T10:00:00Z,2030-06-01T08:30:00Z,1234,567890,grant_expired
+	want := `id,user,device,service,grant_id,client_address,start,end,bytes_in,bytes_out,end_reason,broker_id
+s2,vendor@acme.example,pump-7,ssh,g1,192.0.2.1:5000,2030-06-01T10:00:00Z,,0,0,,
+s1,alice@example.com,gw-1,web,g2,198.51.100.7:41000,2030-06-01T10:00:00Z,2030-06-01T08:30:00Z,1234,567890,grant_expired,
 `
 	if got := b.String(); got != want {
 		t.Errorf("got:\n%s\nwant:\n%s", got, want)

@@ -165,12 +165,14 @@ func forwardConns(ctx context.Context, ln net.Listener, s session, stderr io.Wri
 				}()
 				st, err := s.OpenStream()
 				if err != nil {
-					c.Close()
+					// Say why before hanging up: whoever sees the close may
+					// end the forward next.
 					select {
 					case <-s.Done():
 					default:
 						fmt.Fprintf(stderr, "fieldpass: connection from %s: %s\n", c.RemoteAddr(), message(err))
 					}
+					c.Close()
 					return
 				}
 				tunnel.Join(halfCloser(c), st)
