@@ -64,7 +64,7 @@ type serveConfig struct {
 	dbURL                     string
 	requireSeparateRole       bool
 	httpListen, metricsListen string
-	tlsCert, tlsKey           string
+	tls                       *tlsFlags // HTTPS from files or ACME, if on
 	publicURL                 *url.URL
 	// endpoints are told to devices; none means the public URL's host
 	// and the WireGuard port.
@@ -119,8 +119,7 @@ func (e env) serveFlags(ctx context.Context, args []string) (*serveConfig, error
 	keyFile := fset.String("key-file", defaultKeyFile(e.getenv), "broker WireGuard private key, which every enrolled device pins (back it up); created (0600) only by --init")
 	initKey := fset.Bool("init", false, "create the --key-file if it is missing (first start of a new broker); without it a missing key is an error, so that a mistyped path or a lost volume never silently becomes a new key")
 	brokerID := fset.String("broker-id", "", "name of this broker in device presence (default: host name)")
-	tlsCert := fset.String("tls-cert", "", "TLS certificate file (serve HTTPS; otherwise plain HTTP behind a TLS proxy)")
-	tlsKey := fset.String("tls-key", "", "TLS key file")
+	tlsf := addTLSFlags(fset, e.getenv)
 	logLevel := fset.String("log-level", "info", "debug, info, warn or error")
 	logFormat := fset.String("log-format", "text", "text or json")
 	mfaLabels := labelFlag{}
@@ -159,7 +158,7 @@ func (e env) serveFlags(ctx context.Context, args []string) (*serveConfig, error
 		return nil, err
 	}
 	cfg := &serveConfig{
-		httpListen: *httpListen, metricsListen: *metricsListen, tlsCert: *tlsCert, tlsKey: *tlsKey,
+		httpListen: *httpListen, metricsListen: *metricsListen, tls: tlsf,
 		endpoints: endpoints, mtu: *mtu, keyFile: *keyFile, initKey: *initKey, brokerID: *brokerID,
 		handshakeResetAfter: *handshakeResetAfter, nudgeRate: *nudgeRate, idleTimeout: *idleTimeout, auditGrace: *auditGrace,
 		mfaLabels: mfaLabels, sensitiveLabels: sensitiveLabels, enrollRate: *enrollRate, enrollBurst: *enrollBurst,
@@ -223,8 +222,8 @@ func (e env) serveFlags(ctx context.Context, args []string) (*serveConfig, error
 	if *enrollRate <= 0 || *enrollBurst < 1 {
 		return nil, usageError{msg: "--enroll-rate must be positive and --enroll-burst at least 1"}
 	}
-	if (*tlsCert == "") != (*tlsKey == "") {
-		return nil, usageError{msg: "--tls-cert and --tls-key go together"}
+	if err := tlsf.check(pu.Hostname()); err != nil {
+		return nil, err
 	}
 	if cfg.alerts, err = alertConfig(webhook, *alertOfflineAfter, len(sensitiveLabels) > 0, cfg.log); err != nil {
 		return nil, err
@@ -387,10 +386,15 @@ func (s *server) listen() error {
 			return err
 		}
 	}
-	if cfg.tlsCert != "" {
-		if s.httpLn, err = newTLSListener(s.httpLn, s.http, cfg.tlsCert, cfg.tlsKey); err != nil {
-			return fmt.Errorf("tls: %w", err)
+	if cfg.tls.on() {
+		tlsCfg, err := cfg.tls.newTLSConfig(s.log)
+		if err != nil {
+			s.httpLn.Close()
+			return err
 		}
+		s.httpLn = newTLSListener(s.httpLn, s.http, tlsCfg)
+	} else {
+		plainHTTPWarning(s.httpLn, s.log)
 	}
 	if s.ops != nil {
 		if s.opsLn, err = net.Listen("tcp", cfg.metricsListen); err != nil {
