@@ -74,3 +74,7 @@ assets: ## re-vendor the portal's npm packages (pinned in portal/assets/package-
 
 clean: ## remove build output
 	rm -rf bin dist
+
+.PHONY: config-reference
+config-reference: ## regenerate docs/CONFIG.md from the three binaries' flags (go test ./docs/configref checks it)
+	$(GO) run ./docs/configref -o docs/CONFIG.md
