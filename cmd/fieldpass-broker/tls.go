@@ -98,12 +98,21 @@ func (f *tlsFlags) newTLSConfig(log *slog.Logger) (*tls.Config, error) {
 	if err != nil {
 		return nil, err
 	}
+	var mu sync.Mutex // guards the two below
+	var lastErr string
+	var lastLogged time.Time
 	cfg.GetCertificate = func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 		c, err := m.GetCertificate(hello)
 		// A name outside --acme-domain is a client's mistake (or a
-		// scanner's); the CA failing us is the operator's business.
+		// scanner's); the CA failing us is the operator's business, said
+		// once a minute rather than at every handshake that waits on it.
 		if err != nil && slices.Contains(f.acmeDomains, strings.ToLower(strings.TrimSuffix(hello.ServerName, "."))) {
-			log.Warn("ACME: no certificate", "domain", hello.ServerName, "err", err)
+			mu.Lock()
+			if err.Error() != lastErr || time.Since(lastLogged) > time.Minute {
+				lastErr, lastLogged = err.Error(), time.Now()
+				log.Warn("ACME: no certificate; handshakes for the name fail until the CA issues one", "domain", hello.ServerName, "err", err)
+			}
+			mu.Unlock()
 		}
 		return c, err
 	}
