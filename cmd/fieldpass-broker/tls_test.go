@@ -28,7 +28,7 @@ import (
 // its key, to the files certFile and keyFile (replacing them with a rename,
 // as certbot and Kubernetes do, when rename is set), and returns the
 // certificate.
-func selfSigned(t *testing.T, cn, certFile, keyFile string, rename bool) *x509.Certificate {
+func selfSigned(t testing.TB, cn, certFile, keyFile string, rename bool) *x509.Certificate {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -215,5 +215,93 @@ func TestServeACMEFlags(t *testing.T) {
 		if !errors.As(err, &ue) || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("serve %s: got %v, want a usage error saying %q", strings.Join(tc.args, " "), err, tc.want)
 		}
+	}
+}
+
+// BenchmarkTLSHandshake: a full TLS 1.3 handshake over loopback with the
+// certificate from files (stat of both files at most once a second, as
+// serve runs it, and at every handshake, the worst case), next to the
+// baseline of a certificate loaded once.
+func BenchmarkTLSHandshake(b *testing.B) {
+	dir := b.TempDir()
+	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	selfSigned(b, "bench", certFile, keyFile, false)
+	static, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		b.Fatal(err)
+	}
+	log := slog.New(slog.DiscardHandler)
+	for _, tc := range []struct {
+		name string
+		get  func() func(*tls.ClientHelloInfo) (*tls.Certificate, error)
+	}{
+		{"static", func() func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			return func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &static, nil }
+		}},
+		{"files-checked-per-second", func() func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			fc, err := newFileCert(certFile, keyFile, time.Second, log)
+			if err != nil {
+				b.Fatal(err)
+			}
+			return fc.getCertificate
+		}},
+		{"files-checked-every-handshake", func() func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			fc, err := newFileCert(certFile, keyFile, 0, log)
+			if err != nil {
+				b.Fatal(err)
+			}
+			return fc.getCertificate
+		}},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer ln.Close()
+			tln := tls.NewListener(ln, &tls.Config{GetCertificate: tc.get()})
+			go func() {
+				for {
+					c, err := tln.Accept()
+					if err != nil {
+						return
+					}
+					go func() { c.(*tls.Conn).Handshake(); c.Close() }()
+				}
+			}()
+			cfg := &tls.Config{InsecureSkipVerify: true}
+			b.ResetTimer()
+			for b.Loop() {
+				c, err := tls.Dial("tcp", ln.Addr().String(), cfg)
+				if err != nil {
+					b.Fatal(err)
+				}
+				c.Close()
+			}
+		})
+	}
+}
+
+// BenchmarkFileCertCheck: what one check of the files costs a handshake
+// (two stats), next to the lookup alone when the check is not due.
+func BenchmarkFileCertCheck(b *testing.B) {
+	dir := b.TempDir()
+	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	selfSigned(b, "bench", certFile, keyFile, false)
+	for _, tc := range []struct {
+		name     string
+		interval time.Duration
+	}{{"not-due", time.Hour}, {"stat-both-files", 0}} {
+		b.Run(tc.name, func(b *testing.B) {
+			fc, err := newFileCert(certFile, keyFile, tc.interval, slog.New(slog.DiscardHandler))
+			if err != nil {
+				b.Fatal(err)
+			}
+			for b.Loop() {
+				if _, err := fc.getCertificate(nil); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
