@@ -305,3 +305,26 @@ func BenchmarkFileCertCheck(b *testing.B) {
 		})
 	}
 }
+
+// addrListener is a listener known only by its address.
+type addrListener struct {
+	net.Listener
+	addr net.Addr
+}
+
+func (l addrListener) Addr() net.Addr { return l.addr }
+
+// TestPlainHTTPWarning: plain HTTP is said to be for a TLS proxy only when
+// it is served beyond loopback.
+func TestPlainHTTPWarning(t *testing.T) {
+	for _, tc := range []struct {
+		ip   string
+		warn bool
+	}{{"127.0.0.1", false}, {"::1", false}, {"0.0.0.0", true}, {"192.0.2.10", true}} {
+		var logs bytes.Buffer
+		plainHTTPWarning(addrListener{addr: &net.TCPAddr{IP: net.ParseIP(tc.ip), Port: 8080}}, slog.New(slog.NewTextHandler(&logs, nil)))
+		if got := strings.Contains(logs.String(), "--tls-cert/--tls-key or --acme-domain"); got != tc.warn {
+			t.Errorf("plain HTTP on %s: warned %v, want %v (%q)", tc.ip, got, tc.warn, logs.String())
+		}
+	}
+}
