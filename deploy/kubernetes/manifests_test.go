@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -80,6 +81,12 @@ func TestManifestsRejectBroken(t *testing.T) {
 			"- name: fieldpass_broker", "- name: fieldpass_brokers", false, "want the broker's role \"fieldpass_brokers\""},
 		{"NetworkPolicy lets in more", "base/networkpolicies.yaml",
 			"          port: wireguard\n", "          port: wireguard\n        - protocol: TCP\n          port: 22\n", false, "ingress [TCP/22 TCP/https UDP/wireguard]"},
+		{"port name too long", "base/broker-statefulset.yaml",
+			"- name: wireguard\n", "- name: wireguard-tunnel\n", false, "\"wireguard-tunnel\" is not a valid port name"},
+		{"Secret nobody is told to create", "base/broker-statefulset.yaml",
+			"secretName: fieldpass-broker-key", "secretName: fieldpass-broker-wgkey", false, "Secret fieldpass-broker-wgkey is referenced"},
+		{"Service name not a DNS label", "base/broker-services.yaml",
+			"name: fieldpass-broker-0-wireguard", "name: 0-wireguard", false, "DNS label"},
 		{"no PodDisruptionBudget selector match", "base/broker-pdb.yaml",
 			"      app.kubernetes.io/name: fieldpass-broker\n", "      app.kubernetes.io/name: fieldpass-brokers\n", false, "PodDisruptionBudget selects"},
 	} {
@@ -178,7 +185,7 @@ func render(t *testing.T, dir string) []object {
 	return objs
 }
 
-func parseObject(t *testing.T, b []byte) object {
+func parseObject(t testing.TB, b []byte) object {
 	t.Helper()
 	var m map[string]any
 	if err := yaml.Unmarshal(b, &m); err != nil {
@@ -375,6 +382,110 @@ func checkRules(t testing.TB, objs []object) {
 	}
 	if !slices.Contains(list(broker, "args"), any("--require-separate-role")) {
 		t.Error("the broker runs without --require-separate-role")
+	}
+
+	// The StatefulSet's governing Service exists, headless, and selects
+	// its pods.
+	headless := one("Service", str(sts, "spec", "serviceName"))
+	if str(headless, "spec", "clusterIP") != "None" {
+		t.Errorf("Service %s, the StatefulSet's serviceName, is not headless", str(sts, "spec", "serviceName"))
+	}
+	// The NetworkPolicy's named ports are the container's, same protocol.
+	for _, r := range list(one("NetworkPolicy", "fieldpass-broker"), "spec", "ingress") {
+		for _, p := range list(r, "ports") {
+			if name := str(p, "port"); !strings.HasSuffix(ports[name], "/"+str(p, "protocol")) {
+				t.Errorf("NetworkPolicy fieldpass-broker lets in %s/%s, which is no such container port (%s)", str(p, "protocol"), name, ports[name])
+			}
+		}
+	}
+
+	// What the API server checks beyond the schemas, for the names used.
+	for _, o := range objs {
+		checkName(t, o.String(), o.name(), o.kind() == "Service")
+		for k, v := range get(o.m, "metadata", "labels").(map[string]any) {
+			if s := fmt.Sprint(v); len(s) > 63 || !labelValue.MatchString(s) {
+				t.Errorf("%s: label %s=%q is not a valid label value", o, k, s)
+			}
+		}
+	}
+	for _, c := range []any{broker, migrate} {
+		for _, p := range list(c, "ports") {
+			checkPortName(t, "container port", str(p, "name"))
+		}
+		vols := map[string]bool{}
+		for _, v := range list(get(sts, "spec", "template", "spec"), "volumes") {
+			vols[str(v, "name")] = true
+		}
+		for _, v := range list(get(job, "spec", "template", "spec"), "volumes") {
+			vols[str(v, "name")] = true
+		}
+		for _, m := range list(c, "volumeMounts") {
+			if !vols[str(m, "name")] {
+				t.Errorf("container %s mounts volume %q, which its pod lacks", str(c, "name"), str(m, "name"))
+			}
+		}
+	}
+	for _, svc := range byKind["Service"] {
+		for _, p := range list(svc.m, "spec", "ports") {
+			checkPortName(t, svc.String()+" port", str(p, "name"))
+		}
+	}
+
+	// Every Secret referenced is made by the operator for this Cluster or
+	// documented in secrets.example.yaml, so that an operator who follows
+	// it has them all.
+	documented := map[string]bool{clusterName + "-app": true, clusterName + "-ca": true}
+	for _, doc := range strings.Split(string(readFileT(t, "secrets.example.yaml")), "\n---\n") {
+		documented[parseObject(t, []byte(doc)).name()] = true
+	}
+	var referenced []string
+	for _, pod := range []any{get(sts, "spec", "template", "spec"), get(job, "spec", "template", "spec")} {
+		for _, v := range list(pod, "volumes") {
+			if n := str(v, "secret", "secretName"); n != "" {
+				referenced = append(referenced, n)
+			}
+		}
+		for _, c := range list(pod, "containers") {
+			for _, e := range list(c, "env") {
+				if n := str(e, "valueFrom", "secretKeyRef", "name"); n != "" {
+					referenced = append(referenced, n)
+				}
+			}
+		}
+	}
+	referenced = append(referenced, brokerSecret)
+	for _, n := range referenced {
+		if !documented[n] {
+			t.Errorf("Secret %s is referenced but neither made by the operator nor in secrets.example.yaml", n)
+		}
+	}
+}
+
+var (
+	dns1123Subdomain = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
+	dns1035Label     = regexp.MustCompile(`^[a-z]([-a-z0-9]*[a-z0-9])?$`)
+	labelValue       = regexp.MustCompile(`^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$`)
+	portName         = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]*[a-z0-9])?$`)
+)
+
+// checkName applies the API server's rules for object names: a DNS
+// subdomain, and for a Service a DNS label starting with a letter.
+func checkName(t testing.TB, what, name string, service bool) {
+	t.Helper()
+	if len(name) > 253 || !dns1123Subdomain.MatchString(name) {
+		t.Errorf("%s: name %q is not a DNS subdomain", what, name)
+	}
+	if service && (len(name) > 63 || !dns1035Label.MatchString(name)) {
+		t.Errorf("%s: a Service's name must be a DNS label starting with a letter (at most 63)", what)
+	}
+}
+
+// checkPortName applies IANA_SVC_NAME: at most 15 lowercase letters,
+// digits and inner single hyphens, at least one letter.
+func checkPortName(t testing.TB, what, name string) {
+	t.Helper()
+	if len(name) > 15 || !portName.MatchString(name) || strings.Contains(name, "--") || strings.Trim(name, "0123456789-") == "" {
+		t.Errorf("%s %q is not a valid port name (IANA_SVC_NAME: at most 15 lowercase letters, digits, hyphens)", what, name)
 	}
 }
 

@@ -317,7 +317,7 @@ func mustJSON(t *testing.T, b []byte, v any) {
 	}
 }
 
-func readFileT(t *testing.T, path string) []byte {
+func readFileT(t testing.TB, path string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {
