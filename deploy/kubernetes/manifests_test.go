@@ -24,12 +24,18 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-// builds are the kustomizations an operator applies; base is included
-// because overlays start from it.
-var builds = []string{"base", "overlays/production", "overlays/single-node"}
-
 func TestManifests(t *testing.T) {
 	v := newValidator(t)
+	// Every overlay an operator may apply (a site's own included), and
+	// the base they start from.
+	overlays, err := filepath.Glob("overlays/*/kustomization.yaml")
+	if err != nil || len(overlays) < 2 {
+		t.Fatalf("overlays: %v %v", overlays, err)
+	}
+	builds := []string{"base"}
+	for _, k := range overlays {
+		builds = append(builds, filepath.Dir(k))
+	}
 	for _, dir := range builds {
 		t.Run(dir, func(t *testing.T) {
 			objs := render(t, dir)
