@@ -93,6 +93,8 @@ func TestManifestsRejectBroken(t *testing.T) {
 			"secretName: fieldpass-broker-key", "secretName: fieldpass-broker-wgkey", false, "Secret fieldpass-broker-wgkey is referenced"},
 		{"Service name not a DNS label", "base/broker-services.yaml",
 			"name: fieldpass-broker-0-wireguard", "name: 0-wireguard", false, "DNS label"},
+		{"broker in the first apply", "base/broker-services.yaml",
+			"    app.kubernetes.io/component: broker\n", "    app.kubernetes.io/component: migrate\n", false, "component in (database,migrate) selects"},
 		{"no PodDisruptionBudget selector match", "base/broker-pdb.yaml",
 			"      app.kubernetes.io/name: fieldpass-broker\n", "      app.kubernetes.io/name: fieldpass-brokers\n", false, "PodDisruptionBudget selects"},
 	} {
@@ -405,6 +407,19 @@ func checkRules(t testing.TB, objs []object) {
 		}
 	}
 
+	// deploy/README.md applies Postgres and the migrations first, by
+	// label: that selects them and nothing of the broker's.
+	var first []string
+	for _, o := range objs {
+		if c := str(o.m, "metadata", "labels", "app.kubernetes.io/component"); c == "database" || c == "migrate" {
+			first = append(first, o.String())
+		}
+	}
+	slices.Sort(first)
+	if want := []string{"Cluster/" + clusterName, "Job/fieldpass-migrate", "NetworkPolicy/fieldpass-migrate"}; !slices.Equal(first, want) {
+		t.Errorf("app.kubernetes.io/component in (database,migrate) selects %v, want %v (deploy/README.md applies them first)", first, want)
+	}
+
 	// What the API server checks beyond the schemas, for the names used.
 	for _, o := range objs {
 		checkName(t, o.String(), o.name(), o.kind() == "Service")
@@ -442,7 +457,13 @@ func checkRules(t testing.TB, objs []object) {
 	// it has them all.
 	documented := map[string]bool{clusterName + "-app": true, clusterName + "-ca": true}
 	for _, doc := range strings.Split(string(readFileT(t, "secrets.example.yaml")), "\n---\n") {
-		documented[parseObject(t, []byte(doc)).name()] = true
+		o := parseObject(t, []byte(doc))
+		documented[o.name()] = true
+		// The operator takes the role's password only from a basic-auth
+		// Secret whose username is the role.
+		if o.name() == brokerSecret && (str(o.m, "type") != "kubernetes.io/basic-auth" || str(o.m, "stringData", "username") != brokerRole) {
+			t.Errorf("secrets.example.yaml: Secret %s is not basic-auth with username %s", brokerSecret, brokerRole)
+		}
 	}
 	var referenced []string
 	for _, pod := range []any{get(sts, "spec", "template", "spec"), get(job, "spec", "template", "spec")} {
