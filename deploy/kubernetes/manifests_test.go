@@ -1,6 +1,7 @@
 // Package kubernetes_test renders the Kubernetes manifests with kustomize,
 // as kubectl apply -k does, and checks every object against the schemas
-// of its kind (testdata/schemas, see schemas_test.go) and against the
+// of its kind (testdata/schemas, see schemas_test.go), the Cluster also
+// against its CRD's CEL rules (cel_test.go), and against the
 // rules the broker needs: non-root and read-only pods, the Services on the
 // ports the broker listens on and tells devices, the NetworkPolicy, and
 // secrets only by reference, matching the roles of the Postgres Cluster.
@@ -40,6 +41,11 @@ func TestManifests(t *testing.T) {
 		t.Run(dir, func(t *testing.T) {
 			objs := render(t, dir)
 			validate(t, v, objs)
+			if n := checkCRDRules(t, objs); n == 0 {
+				t.Error("no rule of the Cluster CRD ran")
+			} else {
+				t.Logf("%d objects valid; %d CEL rules of the Cluster CRD held", len(objs), n)
+			}
 			checkRules(t, objs)
 		})
 	}
@@ -75,6 +81,8 @@ func TestManifestsRejectBroken(t *testing.T) {
 			"passwordSecret:", "passwordSecrets:", true, "'passwordSecrets' not allowed"},
 		{"CRD enum", "base/postgres-cluster.yaml",
 			"ensure: present", "ensure: yes-please", true, "/spec/managed/roles/0/ensure': value must be one of 'present', 'absent'"},
+		{"CRD rule (CEL)", "overlays/production/postgres-ha.yaml",
+			"number: 1", "number: 0", true, "The number of synchronous replicas should be greater than zero"},
 		{"writable root filesystem", "base/broker-statefulset.yaml",
 			"readOnlyRootFilesystem: true", "readOnlyRootFilesystem: false", false, "readOnlyRootFilesystem=\"false\""},
 		{"UDP Service to the HTTPS port", "base/broker-services.yaml",
@@ -111,6 +119,7 @@ func TestManifestsRejectBroken(t *testing.T) {
 			schema, rules := &recorder{TB: t}, &recorder{TB: t}
 			objs := render(t, filepath.Join(root, "overlays/production"))
 			validate(schema, v, objs)
+			checkCRDRules(schema, objs)
 			checkRules(rules, objs)
 			rec, by := rules, "a rule"
 			if tc.schema {
