@@ -275,7 +275,8 @@ func checkRules(t testing.TB, objs []object) {
 	checkPodSecurity(t, "StatefulSet", pod, broker)
 	checkPodSecurity(t, "Job", get(job, "spec", "template", "spec"), migrate)
 
-	// One broker for now: several need issue 14's leases first.
+	// One broker: several need brokers that share devices through the
+	// database first.
 	if n := get(sts, "spec", "replicas"); n != float64(1) {
 		t.Errorf("StatefulSet replicas %v, want 1: two brokers with one key would fight over the tunnels", n)
 	}
@@ -314,13 +315,11 @@ func checkRules(t testing.TB, objs []object) {
 
 	// The site's flags: the ConfigMap mounted where --config points.
 	conf := brokerConf(t, objs, pod, broker, args["config"])
-	publicURL, err := url.Parse(conf["public-url"])
-	if err != nil || publicURL.Scheme != "https" {
-		t.Errorf("broker.conf public-url %q: want https://", conf["public-url"])
-	}
-	publicPort := publicURL.Port()
-	if publicPort == "" {
-		publicPort = "443"
+	publicPort := "443"
+	if u, err := url.Parse(conf["public-url"]); err != nil || u.Scheme != "https" || u.Host == "" {
+		t.Errorf("broker.conf public-url %q: want https://host[:port]", conf["public-url"])
+	} else if u.Port() != "" {
+		publicPort = u.Port()
 	}
 	wgPort := port(t, "--wg-listen", args["wg-listen"]) // the default endpoint's port
 	if ep := conf["wg-endpoint"]; ep != "" {
