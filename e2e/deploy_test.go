@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -97,7 +98,7 @@ func TestDeployFiles(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var statefulSets, jobs int
+		kinds := map[string]any{} // kind -> the last of it
 		for _, path := range files {
 			name, _ := filepath.Rel(dir, path)
 			docs, err := parseYAML(readFile(t, path))
@@ -112,6 +113,7 @@ func TestDeployFiles(t *testing.T) {
 				if kind != "Kustomization" && yamlString(d, "metadata", "name") == "" {
 					t.Errorf("%s: %s without metadata.name", name, kind)
 				}
+				kinds[kind] = d
 				switch kind {
 				case "Kustomization":
 					kustomizations = append(kustomizations, filepath.Dir(path))
@@ -144,18 +146,13 @@ func TestDeployFiles(t *testing.T) {
 						}
 						checkInvocations(t, flags, name+" "+kind+" args", strings.Join(args, " "), 1)
 					}
-					if kind == "Job" {
-						jobs++
-					} else {
-						statefulSets++
-					}
 				}
 			}
 			checkInvocations(t, flags, name, readFile(t, path), 0) // the usage in its comments
 		}
-		if statefulSets == 0 || jobs == 0 || len(kustomizations) < 2 || len(confs) < 2 {
-			t.Fatalf("found %d StatefulSets, %d Jobs, kustomizations %v, broker.conf %v: want the broker, the migrate Job, a base and overlays each with a broker.conf",
-				statefulSets, jobs, kustomizations, confs)
+		if kinds["StatefulSet"] == nil || kinds["Job"] == nil || len(kustomizations) < 2 || len(confs) < 2 {
+			t.Fatalf("found kinds %v, kustomizations %v, broker.conf %v: want the broker's StatefulSet, the migrate Job, a base and overlays each with a broker.conf",
+				keys(kinds), kustomizations, confs)
 		}
 
 		// Every broker.conf is read by serve --config: with no database
@@ -312,6 +309,15 @@ func readFile(t *testing.T, path string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+func keys(m map[string]any) []string {
+	var ks []string
+	for k := range m {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
 }
 
 // unit is a systemd unit file: section -> key -> values in order.
