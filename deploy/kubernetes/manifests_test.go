@@ -103,6 +103,8 @@ func TestManifestsRejectBroken(t *testing.T) {
 			"name: fieldpass-broker-0-wireguard", "name: 0-wireguard", false, "DNS label"},
 		{"broker in the first apply", "base/broker-services.yaml",
 			"    app.kubernetes.io/component: broker\n", "    app.kubernetes.io/component: migrate\n", false, "component in (database,migrate) selects"},
+		{"key readable by all", "base/broker-statefulset.yaml",
+			"            secretName: fieldpass-broker-key\n            defaultMode: 0440", "            secretName: fieldpass-broker-key\n            defaultMode: 0444", false, "Secret fieldpass-broker-key is mounted with defaultMode \"292\""},
 		{"no PodDisruptionBudget selector match", "base/broker-pdb.yaml",
 			"      app.kubernetes.io/name: fieldpass-broker\n", "      app.kubernetes.io/name: fieldpass-brokers\n", false, "PodDisruptionBudget selects"},
 	} {
@@ -457,6 +459,18 @@ func checkRules(t testing.TB, objs []object) {
 	for _, svc := range byKind["Service"] {
 		for _, p := range list(svc.m, "spec", "ports") {
 			checkPortName(t, svc.String()+" port", str(p, "name"))
+		}
+	}
+
+	// The broker's secrets are not readable by other users (its group, by
+	// fsGroup, reads them). The operator's CA is public.
+	for _, v := range list(get(sts, "spec", "template", "spec"), "volumes") {
+		name := str(v, "secret", "secretName")
+		if name == "" || name == clusterName+"-ca" {
+			continue
+		}
+		if mode, err := strconv.Atoi(str(v, "secret", "defaultMode")); err != nil || mode&0o007 != 0 {
+			t.Errorf("Secret %s is mounted with defaultMode %q: want no access for others (0440)", name, str(v, "secret", "defaultMode"))
 		}
 	}
 
