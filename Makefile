@@ -24,6 +24,7 @@ fmt: ## format the code
 
 test: lint ## run every test (real Postgres, WireGuard, binaries) with -race
 	$(GO) test $(TEST_FLAGS) ./...
+	cd deploy/kubernetes && $(GO) test $(TEST_FLAGS) ./...
 
 FUZZTIME ?= 30s
 FUZZ_TARGETS = tunnel:FuzzReadStreamHeader tunnel:FuzzReadStreamStatus tunnel:FuzzReadHello \
