@@ -92,6 +92,29 @@ func Require(c *fieldpass.Caller, roles ...fieldpass.Role) error {
 	return fieldpass.Errorf(fieldpass.EFORBIDDEN, "this needs the %s role", strings.Join(names, " or "))
 }
 
+// Operations that change nothing, named in the record of a refused
+// attempt (Allow) as the audit actions name those that change something.
+const (
+	OpAuditRead     = "audit.read"     // the audit log and its chain's state
+	OpDeviceHistory = "device.history" // a device's connectivity history
+	OpStaleReport   = "report.stale"
+	OpGrantsPage    = "grant.manage"  // the portal's grants page
+	OpApprovals     = "request.queue" // the approvers' queue
+	OpLiveSessions  = "session.live"  // who is connected now
+)
+
+// Allow is Require for an edge that checks roles before calling the
+// service (the API's route table, a portal page): a refusal is put on the
+// record like any refused operation (denied), op naming what was asked
+// (an audit action, or one of the Op names above) and target what it
+// acted on ("" for none).
+func (s *Service) Allow(c *fieldpass.Caller, op, target string, roles ...fieldpass.Role) error {
+	if err := Require(c, roles...); err != nil {
+		return s.denied(c, op, target, "role_required", err)
+	}
+	return nil
+}
+
 // SeesAll reports whether c reads every device, grant and session: admins
 // and auditors.
 func SeesAll(c *fieldpass.Caller) bool {

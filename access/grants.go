@@ -57,17 +57,18 @@ func (s *Service) Grants(ctx context.Context, c *fieldpass.Caller, f fieldpass.G
 	return gs, err
 }
 
-// RevokeGrant revokes a grant now (admins only). Every broker hears of it
+// RevokeGrant revokes a grant now (admins only), with why (optional:
+// kept on the grant and in the audit event). Every broker hears of it
 // from the database and ends the sessions it covered within a second.
-func (s *Service) RevokeGrant(ctx context.Context, c *fieldpass.Caller, id string) (*fieldpass.Grant, error) {
+func (s *Service) RevokeGrant(ctx context.Context, c *fieldpass.Caller, id, reason string) (*fieldpass.Grant, error) {
 	if err := Require(c, fieldpass.RoleAdmin); err != nil {
 		return nil, s.denied(c, fieldpass.AuditGrantRevoke, "grant:"+id, "role_required", err)
 	}
-	g, err := s.cfg.DB.RevokeGrant(ctx, fieldpass.UserActor(c.User.Email), id)
+	g, err := s.cfg.DB.RevokeGrantBecause(ctx, fieldpass.UserActor(c.User.Email), id, reason)
 	if err != nil {
 		return nil, err
 	}
-	s.log.Info("grant revoked", "grant", g.ID, "subject", g.Subject, "by", c.User.Email)
+	s.log.Info("grant revoked", "grant", g.ID, "subject", g.Subject, "by", c.User.Email, "reason", reason)
 	return g, nil
 }
 
@@ -207,19 +208,20 @@ func (s *Service) DecideRequest(ctx context.Context, c *fieldpass.Caller, id str
 
 // denied puts a refused operation (a missing role, a decision on one's own
 // request) on the record through the session manager's coalescing denial
-// log, and returns err unchanged. reason (role_required, self_approval)
-// is for the record only. Without a session manager (tests, tools)
-// it is only logged.
+// log, and returns err unchanged: who (the caller), what (op, target), why
+// (reason, and the message the caller saw) and from where (the caller's
+// client address). reason (role_required, self_approval) is for the
+// record only. Without a session manager (tests, tools) it is only logged.
 func (s *Service) denied(c *fieldpass.Caller, op, target, reason string, err error) error {
 	d := broker.Denial{Operation: op, Target: target, Reason: fieldpass.DenyReason(reason),
 		Message: fieldpass.ErrorMessage(err)}
 	if c != nil && c.User != nil {
-		d.User = c.User.Email
+		d.User, d.Client = c.User.Email, c.Client
 	}
 	if s.cfg.Sessions != nil {
 		s.cfg.Sessions.Denied(d)
 	} else {
-		s.log.Info(op+" refused", "user", d.User, "target", target, "err", err)
+		s.log.Info(op+" refused", "user", d.User, "target", target, "client", d.Client, "err", err)
 	}
 	return err
 }

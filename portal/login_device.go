@@ -342,7 +342,7 @@ func (p *Portal) sessionFromCookie(r *http.Request) (*fieldpass.Caller, error) {
 	if t.Kind != fieldpass.TokenSession {
 		return nil, nil
 	}
-	return &fieldpass.Caller{User: u, Token: t, ByCookie: true}, nil
+	return &fieldpass.Caller{User: u, Token: t, ByCookie: true, Client: ratelimit.ClientAddr(r)}, nil
 }
 
 // deviceForm is the approval form of the verification page. Without
