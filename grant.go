@@ -28,6 +28,8 @@ type Grant struct {
 	CreatedAt time.Time         `json:"created_at"`
 	RevokedAt time.Time         `json:"revoked_at,omitzero"`
 	RevokedBy string            `json:"revoked_by,omitempty"`
+	// RevokeReason is why it was revoked, in the revoker's words (optional).
+	RevokeReason string `json:"revoke_reason,omitempty"`
 }
 
 const (
@@ -114,6 +116,10 @@ func ValidateReason(s string) error {
 	}
 	return validateLine("reason", s, maxReasonLen)
 }
+
+// ValidateOptionalReason checks an optional reason (why a grant was revoked,
+// why a request was denied): one line of at most 1000 characters.
+func ValidateOptionalReason(s string) error { return validateLine("reason", s, maxReasonLen) }
 
 // ValidateTicket checks an optional ticket reference.
 func ValidateTicket(s string) error { return validateLine("ticket", s, maxTicketLen) }
