@@ -3,6 +3,7 @@ package apiserver_test
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"slices"
@@ -603,5 +604,49 @@ func TestAuthzTokenRevokedWhileSessionLive(t *testing.T) {
 				t.Errorf("the revoked token afterwards: %v, want forbidden", err)
 			}
 		})
+	}
+}
+
+// TestPortalRevokeReason: the grants page's revoke form takes a reason,
+// kept on the grant and shown in the page's listing.
+func TestPortalRevokeReason(t *testing.T) {
+	f := newFixture(t)
+	tok := f.mustTokenOf(t, people[kAdmin], fieldpass.TokenSession, time.Hour)
+	g := f.mustGrant(t, fieldpass.Grant{Subject: people[kVendor], Devices: []string{"beta"}, Services: []string{"ssh"},
+		End: f.start.Add(time.Hour), Reason: "to revoke"})
+	page := func(method, path string, form url.Values) (int, string) {
+		t.Helper()
+		req, err := http.NewRequest(method, f.srv.URL+path, strings.NewReader(form.Encode()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if form != nil {
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		}
+		req.AddCookie(&http.Cookie{Name: portal.SessionCookie, Value: tok})
+		client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var b strings.Builder
+		if _, err := io.Copy(&b, resp.Body); err != nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode, b.String()
+	}
+	if status, body := page("GET", "/grants", nil); status != 200 || !strings.Contains(body, `name="reason" maxlength="1000" placeholder="reason (optional)"`) {
+		t.Fatalf("grants page: %d, no reason field in its revoke form", status)
+	}
+	if status, _ := page("POST", "/grants/"+g.ID+"/revoke", url.Values{"csrf": {csrfFor(tok)}, "reason": {"  vendor <left> early  "}}); status != http.StatusSeeOther {
+		t.Fatalf("revoke: %d, want 303", status)
+	}
+	got, err := f.db.Grant(t.Context(), g.ID)
+	if err != nil || got.RevokeReason != "vendor <left> early" {
+		t.Fatalf("revoked grant: %+v, %v; want reason %q", got, err, "vendor <left> early")
+	}
+	if _, body := page("GET", "/grants?all=1", nil); !strings.Contains(body, "by user:admin@example.com: vendor &lt;left&gt; early") {
+		t.Errorf("the grants page does not show why the grant was revoked")
 	}
 }
