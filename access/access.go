@@ -32,7 +32,8 @@ type Config struct {
 	// are written to the store, and the broker carrying the session follows
 	// within a second.
 	Sessions *broker.Sessions
-	// Alerts receives vendor_grant_created (default nil: alerts off).
+	// Alerts receives vendor_grant_created, access_requested and
+	// access_request_decided (default nil: alerts off).
 	Alerts *alerts.Notifier
 	// GrantLimits caps grant durations per role (zero: the defaults).
 	GrantLimits fieldpass.GrantLimits

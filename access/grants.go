@@ -138,6 +138,13 @@ func (s *Service) CreateRequest(ctx context.Context, c *fieldpass.Caller, r fiel
 		return nil, err
 	}
 	s.log.Info("access request filed", "request", out.ID, "requester", out.Requester, "device", out.Device, "service", out.Service)
+	if s.cfg.Alerts != nil {
+		s.cfg.Alerts.Notify(alerts.Alert{Kind: alerts.AccessRequested, At: s.cfg.Now(), Device: out.Device, Details: map[string]any{
+			"request": out.ID, "requester": out.Requester, "service": out.Service,
+			"duration": fieldpass.FormatDuration(out.Duration), "reason": out.Reason, "ticket": out.Ticket,
+			"decide": "fieldpass request approve|deny " + out.ID + " [--reason R], or the portal's Approvals page",
+		}})
+	}
 	return out, nil
 }
 
@@ -202,6 +209,14 @@ func (s *Service) DecideRequest(ctx context.Context, c *fieldpass.Caller, id str
 		s.log.Info("access request approved", "request", req.ID, "grant", g.ID, "requester", req.Requester, "by", c.User.Email)
 	} else {
 		s.log.Info("access request denied", "request", req.ID, "requester", req.Requester, "by", c.User.Email)
+	}
+	if s.cfg.Alerts != nil {
+		details := map[string]any{"request": req.ID, "requester": req.Requester, "service": req.Service,
+			"status": string(req.Status), "by": c.User.Email, "comment": req.Comment}
+		if g != nil {
+			details["grant"], details["until"] = g.ID, g.End
+		}
+		s.cfg.Alerts.Notify(alerts.Alert{Kind: alerts.AccessRequestDecided, At: s.cfg.Now(), Device: req.Device, Details: details})
 	}
 	return req, g, nil
 }
