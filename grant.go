@@ -261,10 +261,10 @@ func (r *AccessRequest) Validate() error {
 		return err
 	}
 	if r.Duration < time.Minute {
-		return Errorf(EINVALID, "requested duration %s: want at least 1m", r.Duration)
+		return Errorf(EINVALID, "requested duration %s: want at least 1m", FormatDuration(r.Duration))
 	}
 	if r.Duration > HardMaxGrantDuration {
-		return Errorf(EINVALID, "requested duration %s is longer than the %s any grant may last", r.Duration, HardMaxGrantDuration)
+		return Errorf(EINVALID, "requested duration %s is longer than the %s any grant may last", FormatDuration(r.Duration), FormatDuration(HardMaxGrantDuration))
 	}
 	if err := ValidateReason(r.Reason); err != nil {
 		return err

@@ -119,7 +119,7 @@ func (s *Service) CreateRequest(ctx context.Context, c *fieldpass.Caller, r fiel
 		return nil, fieldpass.Errorf(fieldpass.EINVALID, "invalid duration: want a positive duration such as 4h")
 	}
 	if max := s.MaxGrant(c); r.Duration > max {
-		return nil, fieldpass.Errorf(fieldpass.EINVALID, "requested duration %s is longer than the %s a grant to you may last", r.Duration, max)
+		return nil, fieldpass.Errorf(fieldpass.EINVALID, "requested duration %s is longer than the %s a grant to you may last: ask for %s or less", fieldpass.FormatDuration(r.Duration), fieldpass.FormatDuration(max), fieldpass.FormatDuration(max))
 	}
 	if !s.requests.Allow(c.User.ID) {
 		return nil, fieldpass.Errorf(fieldpass.EUNAVAILABLE, "too many access requests from you (at most %d an hour): try again later", int(requestRate*3600))

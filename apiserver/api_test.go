@@ -733,7 +733,7 @@ func TestRequestFlow(t *testing.T) {
 		code string
 		msg  string
 	}{
-		{"over the vendor limit", kVendor, httpapi.RequestCreate{Device: "beta", Service: "ssh", Duration: "25h", Reason: "x"}, fieldpass.EINVALID, "longer than the 24h0m0s"},
+		{"over the vendor limit", kVendor, httpapi.RequestCreate{Device: "beta", Service: "ssh", Duration: "25h", Reason: "x"}, fieldpass.EINVALID, "requested duration 25h is longer than the 1d a grant to you may last: ask for 1d or less"},
 		// Only who sees every device learns that one is missing; to anyone
 		// else the answer is alike (requests_probe_test.go).
 		{"unknown device", kAdmin, httpapi.RequestCreate{Device: "nowhere", Service: "ssh", Duration: "1h", Reason: "x"}, fieldpass.ENOTFOUND, "not found"},
@@ -773,7 +773,7 @@ func TestApproveWithinRequesterLimit(t *testing.T) {
 	// The engineer loses their role: now a vendor, limited to 24h.
 	f.mustUser(t, people[kEngineer])
 	_, err := f.client(kApprover).DecideRequest(ctx, req.ID, true, "")
-	wantCode(t, err, fieldpass.EINVALID, "longer than the 24h0m0s")
+	wantCode(t, err, fieldpass.EINVALID, "longer than the 1d a grant")
 	must(f.client(kApprover).DecideRequest(ctx, req.ID, false, ""))(t)
 }
 

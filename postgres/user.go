@@ -218,7 +218,7 @@ func (db *DB) IssueToken(ctx context.Context, actor, email string, kind fieldpas
 		return "", nil, err
 	}
 	if ttl < time.Second || ttl > MaxTokenTTL {
-		return "", nil, fieldpass.Errorf(fieldpass.EINVALID, "invalid token lifetime %s: want at least 1s and at most %s", ttl, MaxTokenTTL)
+		return "", nil, fieldpass.Errorf(fieldpass.EINVALID, "invalid token lifetime %s: want at least 1s and at most %s", ttl, fieldpass.FormatDuration(MaxTokenTTL))
 	}
 	var secret [32]byte
 	if _, err := io.ReadFull(db.rand(), secret[:]); err != nil {
