@@ -15,8 +15,8 @@ import (
 type daysFlag struct{ d *time.Duration }
 
 func (f daysFlag) String() string {
-	if f.d == nil {
-		return ""
+	if f.d == nil || *f.d == 0 {
+		return "" // no "(default 0s)" in help
 	}
 	return fieldpass.FormatDuration(*f.d)
 }

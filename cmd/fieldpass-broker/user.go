@@ -54,7 +54,8 @@ func (e env) userToken(ctx context.Context, args []string) error {
 	email := fs.String("email", "", "the user's email address")
 	var roles roleFlag
 	fs.Var(&roles, "role", "role of a new user (repeatable)")
-	ttl := fs.Duration("ttl", 0, "how long the token stays valid, e.g. 24h (required)")
+	ttl := new(time.Duration)
+	fs.Var(daysFlag{ttl}, "ttl", "how long the token stays valid, `DURATION` such as 24h or 30d (required)")
 	if err := parse(fs, args, 0); err != nil {
 		return err
 	}

@@ -177,7 +177,7 @@ func (e *env) grantRevoke(ctx context.Context, args []string) error {
 	fs := e.flagSet("grant revoke ID [--reason R]", `Revokes a grant now; sessions it carries are cut within a second. Admins
 only. The reason is kept on the grant (grant list shows it) and in the
 audit log.`)
-	reason := fs.String("reason", "", "why the grant is revoked (optional)")
+	reason := fs.String("reason", "", "why, `R`, kept on the grant and in the audit log (optional)")
 	pos, err := fs.parse(args, 1, 1)
 	if err != nil {
 		return err

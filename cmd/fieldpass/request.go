@@ -146,8 +146,8 @@ Approvers and admins only, and never for their own request.`
 	fs := e.flagSet("request "+verb+" ID [--reason TEXT]", help+`
 The reason (for a denial, why; for an approval, a word for the requester)
 is shown to the requester, in request list, and kept in the audit log.`)
-	reason := fs.String("reason", "", "why, for the requester (optional)")
-	comment := fs.String("comment", "", "the same as --reason")
+	reason := fs.String("reason", "", "why, `R`, for the requester (optional)")
+	comment := fs.String("comment", "", "the same as --reason, `R`")
 	pos, err := fs.parse(args, 1, 1)
 	if err != nil {
 		return err
