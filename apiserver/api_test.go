@@ -773,7 +773,7 @@ func TestApproveWithinRequesterLimit(t *testing.T) {
 	// The engineer loses their role: now a vendor, limited to 24h.
 	f.mustUser(t, people[kEngineer])
 	_, err := f.client(kApprover).DecideRequest(ctx, req.ID, true, "")
-	wantCode(t, err, fieldpass.EINVALID, "longer than the 1d a grant")
+	wantCode(t, err, fieldpass.EINVALID, "request asks for 2d, longer than the 1d allowed for engineer@example.com")
 	must(f.client(kApprover).DecideRequest(ctx, req.ID, false, ""))(t)
 }
 
