@@ -96,6 +96,8 @@ func Require(c *fieldpass.Caller, roles ...fieldpass.Role) error {
 // Operations that change nothing, named in the record of a refused
 // attempt (Allow) as the audit actions name those that change something.
 const (
+	OpGrantList     = "grant.list"     // grants made out to someone
+	OpSessionList   = "session.list"   // someone's sessions
 	OpAuditRead     = "audit.read"     // the audit log and its chain's state
 	OpDeviceHistory = "device.history" // a device's connectivity history
 	OpStaleReport   = "report.stale"
@@ -131,13 +133,13 @@ func SeesAllRequests(c *fieldpass.Caller) bool {
 
 // ownOnly narrows a list filter's person field to the caller unless c sees
 // all: an empty *who becomes the caller, and anyone else's is refused with
-// refusal.
-func ownOnly(c *fieldpass.Caller, who *string, refusal string) error {
+// refusal, on the record as op on that person (reason not_own).
+func (s *Service) ownOnly(c *fieldpass.Caller, op string, who *string, refusal string) error {
 	if SeesAll(c) {
 		return nil
 	}
 	if *who != "" && *who != c.User.Email {
-		return fieldpass.Errorf(fieldpass.EFORBIDDEN, "%s", refusal)
+		return s.denied(c, op, fieldpass.UserTarget(*who), "not_own", fieldpass.Errorf(fieldpass.EFORBIDDEN, "%s", refusal))
 	}
 	*who = c.User.Email
 	return nil

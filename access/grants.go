@@ -47,7 +47,7 @@ func (s *Service) Grants(ctx context.Context, c *fieldpass.Caller, f fieldpass.G
 	if err := loggedIn(c); err != nil {
 		return nil, err
 	}
-	if err := ownOnly(c, &f.Subject, "you may list only grants made out to you"); err != nil {
+	if err := s.ownOnly(c, OpGrantList, &f.Subject, "you may list only grants made out to you"); err != nil {
 		return nil, err
 	}
 	gs, err := s.cfg.DB.Grants(ctx, f)

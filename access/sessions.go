@@ -15,7 +15,7 @@ func (s *Service) Sessions(ctx context.Context, c *fieldpass.Caller, f fieldpass
 	if err := loggedIn(c); err != nil {
 		return nil, err
 	}
-	if err := ownOnly(c, &f.User, "you may list only your own sessions"); err != nil {
+	if err := s.ownOnly(c, OpSessionList, &f.User, "you may list only your own sessions"); err != nil {
 		return nil, err
 	}
 	ss, err := s.cfg.DB.Sessions(ctx, f)

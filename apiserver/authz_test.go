@@ -650,3 +650,34 @@ func TestPortalRevokeReason(t *testing.T) {
 		t.Errorf("the grants page does not show why the grant was revoked")
 	}
 }
+
+// TestOwnOnlyRefusalsAudited: asking for someone else's grants or sessions
+// is refused, and the refusal is on the record like a missing role.
+func TestOwnOnlyRefusalsAudited(t *testing.T) {
+	f := newFixture(t, withDenialRecord)
+	for _, tc := range []struct{ path, op string }{
+		{"/api/v1/grants?subject=" + url.QueryEscape(people[kAdmin]), access.OpGrantList},
+		{"/api/v1/sessions?user=" + url.QueryEscape(people[kAdmin]), access.OpSessionList},
+	} {
+		if status, body := f.call(t, kVendor, "GET", tc.path, "", ""); status != http.StatusForbidden {
+			t.Fatalf("GET %s as the vendor: %d %s, want 403", tc.path, status, body)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			evs, err := f.db.AuditEvents(t.Context(), fieldpass.AuditFilter{Action: broker.AuditSessionDenied, Actor: fieldpass.UserActor(people[kVendor])})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if slices.ContainsFunc(evs, func(e fieldpass.AuditEvent) bool {
+				return e.Details["operation"] == tc.op && e.Details["reason"] == "not_own" &&
+					e.Target == fieldpass.UserTarget(people[kAdmin]) && e.Details["client"] == "127.0.0.1"
+			}) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no session.denied event for %s by the vendor: %+v", tc.op, evs)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+}
