@@ -58,7 +58,7 @@ func ValidateKeepalive(d time.Duration) error {
 		return nil
 	}
 	if d%time.Second != 0 || d < MinKeepalive || d > MaxKeepalive {
-		return Errorf(EINVALID, "keepalive %s: want whole seconds from %s to %s, or default", d, MinKeepalive, MaxKeepalive)
+		return Errorf(EINVALID, "keepalive %s: want whole seconds from %s to %s, or default", d, FormatDuration(MinKeepalive), FormatDuration(MaxKeepalive))
 	}
 	return nil
 }

@@ -47,7 +47,7 @@ func (s *Service) Grants(ctx context.Context, c *fieldpass.Caller, f fieldpass.G
 	if err := loggedIn(c); err != nil {
 		return nil, err
 	}
-	if err := ownOnly(c, &f.Subject, "you may list only grants made out to you"); err != nil {
+	if err := s.ownOnly(c, OpGrantList, &f.Subject, "you may list only grants made out to you"); err != nil {
 		return nil, err
 	}
 	gs, err := s.cfg.DB.Grants(ctx, f)
@@ -57,17 +57,18 @@ func (s *Service) Grants(ctx context.Context, c *fieldpass.Caller, f fieldpass.G
 	return gs, err
 }
 
-// RevokeGrant revokes a grant now (admins only). Every broker hears of it
+// RevokeGrant revokes a grant now (admins only), with why (optional:
+// kept on the grant and in the audit event). Every broker hears of it
 // from the database and ends the sessions it covered within a second.
-func (s *Service) RevokeGrant(ctx context.Context, c *fieldpass.Caller, id string) (*fieldpass.Grant, error) {
+func (s *Service) RevokeGrant(ctx context.Context, c *fieldpass.Caller, id, reason string) (*fieldpass.Grant, error) {
 	if err := Require(c, fieldpass.RoleAdmin); err != nil {
 		return nil, s.denied(c, fieldpass.AuditGrantRevoke, "grant:"+id, "role_required", err)
 	}
-	g, err := s.cfg.DB.RevokeGrant(ctx, fieldpass.UserActor(c.User.Email), id)
+	g, err := s.cfg.DB.RevokeGrantBecause(ctx, fieldpass.UserActor(c.User.Email), id, reason)
 	if err != nil {
 		return nil, err
 	}
-	s.log.Info("grant revoked", "grant", g.ID, "subject", g.Subject, "by", c.User.Email)
+	s.log.Info("grant revoked", "grant", g.ID, "subject", g.Subject, "by", c.User.Email, "reason", reason)
 	return g, nil
 }
 
@@ -118,7 +119,7 @@ func (s *Service) CreateRequest(ctx context.Context, c *fieldpass.Caller, r fiel
 		return nil, fieldpass.Errorf(fieldpass.EINVALID, "invalid duration: want a positive duration such as 4h")
 	}
 	if max := s.MaxGrant(c); r.Duration > max {
-		return nil, fieldpass.Errorf(fieldpass.EINVALID, "requested duration %s is longer than the %s a grant to you may last", r.Duration, max)
+		return nil, fieldpass.Errorf(fieldpass.EINVALID, "requested duration %s is longer than the %s a grant to you may last: ask for %s or less", fieldpass.FormatDuration(r.Duration), fieldpass.FormatDuration(max), fieldpass.FormatDuration(max))
 	}
 	if !s.requests.Allow(c.User.ID) {
 		return nil, fieldpass.Errorf(fieldpass.EUNAVAILABLE, "too many access requests from you (at most %d an hour): try again later", int(requestRate*3600))
@@ -137,6 +138,13 @@ func (s *Service) CreateRequest(ctx context.Context, c *fieldpass.Caller, r fiel
 		return nil, err
 	}
 	s.log.Info("access request filed", "request", out.ID, "requester", out.Requester, "device", out.Device, "service", out.Service)
+	if s.cfg.Alerts != nil {
+		s.cfg.Alerts.Notify(alerts.Alert{Kind: alerts.AccessRequested, At: s.cfg.Now(), Device: out.Device, Details: map[string]any{
+			"request": out.ID, "requester": out.Requester, "service": out.Service,
+			"duration": fieldpass.FormatDuration(out.Duration), "reason": out.Reason, "ticket": out.Ticket,
+			"decide": "fieldpass request approve|deny " + out.ID + " [--reason R], or the portal's Approvals page",
+		}})
+	}
 	return out, nil
 }
 
@@ -202,24 +210,33 @@ func (s *Service) DecideRequest(ctx context.Context, c *fieldpass.Caller, id str
 	} else {
 		s.log.Info("access request denied", "request", req.ID, "requester", req.Requester, "by", c.User.Email)
 	}
+	if s.cfg.Alerts != nil {
+		details := map[string]any{"request": req.ID, "requester": req.Requester, "service": req.Service,
+			"status": string(req.Status), "by": c.User.Email, "comment": req.Comment}
+		if g != nil {
+			details["grant"], details["until"] = g.ID, g.End
+		}
+		s.cfg.Alerts.Notify(alerts.Alert{Kind: alerts.AccessRequestDecided, At: s.cfg.Now(), Device: req.Device, Details: details})
+	}
 	return req, g, nil
 }
 
 // denied puts a refused operation (a missing role, a decision on one's own
 // request) on the record through the session manager's coalescing denial
-// log, and returns err unchanged. reason (role_required, self_approval)
-// is for the record only. Without a session manager (tests, tools)
-// it is only logged.
+// log, and returns err unchanged: who (the caller), what (op, target), why
+// (reason, and the message the caller saw) and from where (the caller's
+// client address). reason (role_required, self_approval) is for the
+// record only. Without a session manager (tests, tools) it is only logged.
 func (s *Service) denied(c *fieldpass.Caller, op, target, reason string, err error) error {
 	d := broker.Denial{Operation: op, Target: target, Reason: fieldpass.DenyReason(reason),
 		Message: fieldpass.ErrorMessage(err)}
 	if c != nil && c.User != nil {
-		d.User = c.User.Email
+		d.User, d.Client = c.User.Email, c.Client
 	}
 	if s.cfg.Sessions != nil {
 		s.cfg.Sessions.Denied(d)
 	} else {
-		s.log.Info(op+" refused", "user", d.User, "target", target, "err", err)
+		s.log.Info(op+" refused", "user", d.User, "target", target, "client", d.Client, "err", err)
 	}
 	return err
 }

@@ -118,7 +118,14 @@ func (s *Server) handleGrantRevoke() http.HandlerFunc {
 		if c == nil {
 			return
 		}
-		g, err := s.access.RevokeGrant(r.Context(), c, chi.URLParam(r, "id"))
+		var body httpapi.GrantRevoke
+		if r.ContentLength != 0 {
+			if err := decodeJSON(w, r, maxRequestBody, &body); err != nil {
+				s.writeError(w, r, err)
+				return
+			}
+		}
+		g, err := s.access.RevokeGrant(r.Context(), c, chi.URLParam(r, "id"), body.Reason)
 		if err != nil {
 			s.writeError(w, r, err)
 			return

@@ -60,6 +60,12 @@ type RequestCreate struct {
 	Ticket   string `json:"ticket,omitempty"`
 }
 
+// GrantRevoke is the optional body of POST /api/v1/grants/{id}/revoke:
+// why, kept on the grant (revoke_reason) and in the audit event.
+type GrantRevoke struct {
+	Reason string `json:"reason,omitempty"`
+}
+
 // RequestDecision is the optional body of POST /api/v1/requests/{id}/approve
 // and /deny: the approver's comment, shown to the requester and audited.
 type RequestDecision struct {

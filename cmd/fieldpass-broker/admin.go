@@ -156,7 +156,7 @@ func keepaliveText(seconds int) string {
 	if seconds == 0 {
 		return "default"
 	}
-	return (time.Duration(seconds) * time.Second).String()
+	return fieldpass.FormatDuration(time.Duration(seconds) * time.Second)
 }
 
 func (e env) deviceKeepalive(ctx context.Context, args []string) error {
@@ -164,7 +164,7 @@ func (e env) deviceKeepalive(ctx context.Context, args []string) error {
 		"Sets the device's WireGuard persistent keepalive, the only traffic of an idle device: it\n"+
 		"holds the carrier's NAT mapping open so the broker can reach the device. Longer saves data\n"+
 		"on metered SIMs; past the carrier's NAT UDP timeout (commonly 30s to 5m) the device is\n"+
-		"reachable only shortly after it last sent. DURATION is whole seconds from "+fieldpass.MinKeepalive.String()+" to "+fieldpass.MaxKeepalive.String()+",\n"+
+		"reachable only shortly after it last sent. DURATION is whole seconds from "+fieldpass.FormatDuration(fieldpass.MinKeepalive)+" to "+fieldpass.FormatDuration(fieldpass.MaxKeepalive)+",\n"+
 		"e.g. 120s or 2m; \"default\" or 0 clears it, and the connector's own --keepalive applies.\n"+
 		"The setting overrides the connector's flag. A running broker passes it to the device at once\n"+
 		"if it is connected (its sessions stay up), else when it next connects; liveness is judged\n"+

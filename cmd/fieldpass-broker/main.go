@@ -45,6 +45,7 @@ Usage:
   fieldpass-broker user token --email EMAIL [--role ROLE ...] --ttl DURATION
   fieldpass-broker user list [--json]
   fieldpass-broker user disable|enable EMAIL
+  fieldpass-broker user confirm-identity ISSUER SUBJECT
   fieldpass-broker report stale [--not-seen 30d] [--no-session 90d] [--json]
   fieldpass-broker audit checkpoint --checkpoint-key FILE
   fieldpass-broker audit export [--since-seq N] > export.jsonl
