@@ -406,6 +406,7 @@ func (c *Connector) session1(ctx context.Context) error {
 		conn.Close()
 		c.oldBroker = true
 		c.log.Info("the broker predates service announcements: saying hello without them", "broker_says", reply.Reason)
+		c.retry = false // the broker just answered: no handshake to reset
 		return c.session1(ctx)
 	}
 	if reply.Code != tunnel.HelloOK {
