@@ -82,7 +82,8 @@ type Connector struct {
 	nudge     chan struct{}
 	retry     bool // a session was attempted before; used by Run's goroutine only
 	// oldBroker: the broker refused a version 2 hello, so hellos are sent
-	// as version 1, without the service names (Run's goroutine only).
+	// as version 1, without the service names, until that session ends
+	// (Run's goroutine only).
 	oldBroker bool
 	// disabledSaid: the broker's "disabled" was logged since the last
 	// session, so a device that stays disabled says it once (Run's
@@ -434,6 +435,9 @@ func (c *Connector) session1(ctx context.Context) error {
 		c.session, c.connected = nil, false
 		c.mu.Unlock()
 		sess.Close()
+		// The broker may come back upgraded (a restart ends sessions):
+		// offer the service names again.
+		c.oldBroker = false
 	}()
 
 	done := make(chan error, 1)
