@@ -24,6 +24,7 @@ fmt: ## format the code
 
 test: lint ## run every test (real Postgres, WireGuard, binaries) with -race
 	$(GO) test $(TEST_FLAGS) ./...
+	cd deploy/kubernetes && $(GO) test $(TEST_FLAGS) ./...
 
 FUZZTIME ?= 30s
 FUZZ_TARGETS = tunnel:FuzzReadStreamHeader tunnel:FuzzReadStreamStatus tunnel:FuzzReadHello \
@@ -82,3 +83,7 @@ assets: ## re-vendor the portal's npm packages (pinned in portal/assets/package-
 
 clean: ## remove build output
 	rm -rf bin dist
+
+.PHONY: config-reference
+config-reference: ## regenerate docs/CONFIG.md from the three binaries' flags (go test ./docs/configref checks it)
+	$(GO) run ./docs/configref -o docs/CONFIG.md

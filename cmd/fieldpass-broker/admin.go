@@ -19,10 +19,14 @@ func (e env) openDB(ctx context.Context, flagValue string) (*postgres.DB, error)
 }
 
 func (e env) migrate(ctx context.Context, args []string) error {
+	if len(args) > 0 && args[0] == "status" {
+		return e.migrateStatus(ctx, args[1:]) // migrate_status.go
+	}
 	fs := e.flagSet("migrate", "migrate --database-url OWNER_URL [--grant-to ROLE]\n\n"+
 		"Applies the migrations as the role that owns the schema. With --grant-to, then grants ROLE,\n"+
 		"the role serve connects as, exactly the privileges the broker needs: it can append to the\n"+
-		"audit log but not alter it. Run it on every upgrade; it is safe to repeat.")
+		"audit log but not alter it. Run it on every upgrade; it is safe to repeat.\n"+
+		"\"fieldpass-broker migrate status\" lists the migrations applied and pending.")
 	dbURL := fs.String("database-url", "", "Postgres URL of the schema's owner (default $FIELDPASS_MIGRATE_DATABASE_URL, else $FIELDPASS_DATABASE_URL)")
 	grantTo := fs.String("grant-to", "", "database `role` serve runs as, granted the broker's privileges (default $FIELDPASS_BROKER_ROLE)")
 	if err := parse(fs, args, 0); err != nil {

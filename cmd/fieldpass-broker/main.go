@@ -34,8 +34,9 @@ func main() {
 const usage = `fieldpass-broker: the Fieldpass broker and its admin commands.
 
 Usage:
-  fieldpass-broker serve --database-url URL --http-listen ADDR --wg-listen UDPADDR --public-url URL [flags]
+  fieldpass-broker serve --database-url URL --http-listen ADDR --wg-listen UDPADDR --public-url URL [--init] [flags]
   fieldpass-broker migrate --database-url OWNER_URL [--grant-to ROLE]
+  fieldpass-broker migrate status [--json]
   fieldpass-broker token create --device NAME [--label k=v ...] [--ttl 24h]
   fieldpass-broker device list [--json]
   fieldpass-broker device disable|enable|decommission NAME
