@@ -31,7 +31,9 @@ var sizeTargets = []struct{ name, goarch, env string }{
 //
 // Where a target is over, find what is big with a build without -s -w and
 // go tool nm -size -sort size, or by comparing with a build that drops a
-// package.
+// package. Measured so: net/http was 1.0-1.1 MB (gone: enroll.go), and
+// crypto/tls with crypto/x509, for the one HTTPS enrolment, are 1.8 MB
+// (amd64, armv7) to 2.0 MB (mips) of what is left.
 func TestSize(t *testing.T) {
 	if testing.Short() {
 		t.Skip("cross-builds the connector for six targets")
