@@ -2,6 +2,8 @@ package access
 
 import (
 	"context"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/fieldpass/fieldpass"
@@ -9,15 +11,32 @@ import (
 	"github.com/fieldpass/fieldpass/broker"
 )
 
+// GrantOption changes what CreateGrant accepts.
+type GrantOption int
+
+// AllowUnknown lets a grant name services that a device it names is known
+// not to expose (the API's allow_unknown, the CLI's --allow-unknown): the
+// service is to be added to the device's connector later.
+const AllowUnknown GrantOption = 1
+
 // CreateGrant creates g (admins only), no longer than the limit for its
-// subject's roles, and tells operators when it is made out to a vendor.
-func (s *Service) CreateGrant(ctx context.Context, c *fieldpass.Caller, g fieldpass.Grant) (*fieldpass.Grant, error) {
+// subject's roles, and tells operators when it is made out to a vendor. A
+// grant naming a service that a device it names by name is known not to
+// expose (its connector listed its services in its hello, and that one is
+// not among them) is refused unless opts hold AllowUnknown: most often a
+// typo, which would make a grant that lets no one in.
+func (s *Service) CreateGrant(ctx context.Context, c *fieldpass.Caller, g fieldpass.Grant, opts ...GrantOption) (*fieldpass.Grant, error) {
 	if err := Require(c, fieldpass.RoleAdmin); err != nil {
 		return nil, s.denied(c, fieldpass.AuditGrantCreate, "", "role_required", err)
 	}
 	// Validate first: it normalises the subject the limit is looked up by.
 	if err := g.Validate(); err != nil {
 		return nil, err
+	}
+	if !slices.Contains(opts, AllowUnknown) {
+		if err := s.exposedServices(ctx, g); err != nil {
+			return nil, err
+		}
 	}
 	if err := s.fourEyes(c, g.Subject); err != nil {
 		return nil, s.denied(c, fieldpass.AuditGrantCreate, fieldpass.UserTarget(g.Subject), "four_eyes", err)
@@ -39,6 +58,42 @@ func (s *Service) CreateGrant(ctx context.Context, c *fieldpass.Caller, g fieldp
 		}})
 	}
 	return out, nil
+}
+
+// exposedServices refuses g if a device it names is known not to expose a
+// service it grants. Devices whose services are unknown (no connector said:
+// one too old to, or none connected yet) pass, as do label selectors,
+// which are meant to cover devices to come.
+func (s *Service) exposedServices(ctx context.Context, g fieldpass.Grant) error {
+	if len(g.Devices) == 0 {
+		return nil
+	}
+	devs, err := s.cfg.DB.DevicesNamed(ctx, g.Devices)
+	if err != nil {
+		return err
+	}
+	slices.SortFunc(devs, func(a, b *fieldpass.Device) int { return strings.Compare(a.Name, b.Name) })
+	for _, d := range devs {
+		if d.Services == nil {
+			continue
+		}
+		var missing []string
+		for _, svc := range g.Services {
+			if !slices.Contains(d.Services, svc) {
+				missing = append(missing, svc)
+			}
+		}
+		if len(missing) > 0 {
+			exposes := "no services"
+			if len(d.Services) > 0 {
+				exposes = strings.Join(d.Services, ", ")
+			}
+			return fieldpass.Errorf(fieldpass.EINVALID,
+				"device %s does not expose %s (its connector exposes %s): check the service name; to grant a service the device will expose later, add --allow-unknown (API: allow_unknown)",
+				d.Name, strings.Join(missing, ", "), exposes)
+		}
+	}
+	return nil
 }
 
 // Grants lists grants, newest first: any for admins and auditors, the

@@ -27,6 +27,10 @@ type DeviceView struct {
 	LastSeen  time.Time         `json:"last_seen,omitzero"`
 	Services  []string          `json:"services,omitempty"` // granted services; "*" none listed
 	GrantEnds time.Time         `json:"grant_ends,omitzero"`
+	// ExposedServices, for admins and auditors only, are the services the
+	// device's connector said it exposes (names only); omitted while no
+	// connector has said.
+	ExposedServices []string `json:"exposed_services,omitempty"`
 }
 
 // GrantCreate is POST /api/v1/grants. Either Duration or End; Start

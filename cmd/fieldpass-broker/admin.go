@@ -139,15 +139,24 @@ func (e env) deviceList(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	return printList(e, *asJSON, devs, "NAME\tSTATE\tPRESENCE\tLAST SEEN\tENDPOINT\tVERSION\tADDRESS\tKEEPALIVE\tLABELS", func(d *fieldpass.Device) []string {
+	return printList(e, *asJSON, devs, "NAME\tSTATE\tPRESENCE\tLAST SEEN\tENDPOINT\tVERSION\tADDRESS\tKEEPALIVE\tSERVICES\tLABELS", func(d *fieldpass.Device) []string {
 		presence := "offline"
 		if d.Presence.Online {
 			presence = "online"
 		}
 		return []string{d.Name, string(d.State), presence, ago(d.Presence.LastSeen),
 			dash(d.Presence.Endpoint), dash(d.Presence.ConnectorVersion), d.TunnelAddr.String(),
-			keepaliveText(d.KeepaliveSeconds), dash(fieldpass.FormatLabels(d.Labels))}
+			keepaliveText(d.KeepaliveSeconds), servicesText(d.Services), dash(fieldpass.FormatLabels(d.Labels))}
 	})
+}
+
+// servicesText shows the services a device's connector announced; "?"
+// while none has said (a connector too old to, or never connected).
+func servicesText(services []string) string {
+	if services == nil {
+		return "?"
+	}
+	return dash(strings.Join(services, ","))
 }
 
 // keepaliveText shows a device's keepalive setting; "default" is the
