@@ -130,6 +130,17 @@ func (db *DB) openSession(ctx context.Context, s fieldpass.Session, email string
 		g, grantErr = scanGrant(r)
 		return ignoreNoRows(grantErr)
 	})
+	// Fencing (lease.go): where brokers hold devices by lease, only the
+	// holder of the live lease opens a session on the device; the row is
+	// locked, so a takeover waits for this commit.
+	var holder string
+	var leaseLive, leased bool
+	b.Queue(`SELECT l.broker_id, l.expires_at > now() FROM device_leases l JOIN devices d ON d.id = l.device_id
+		WHERE d.name = $1 AND d.state <> 'decommissioned' FOR SHARE OF l`, s.Device).QueryRow(func(r pgx.Row) error {
+		err := r.Scan(&holder, &leaseLive)
+		leased = err == nil
+		return ignoreNoRows(err)
+	})
 	if err := p.run(ctx, b); err != nil {
 		return nil, fmt.Errorf("check session: %w", err)
 	}
@@ -155,6 +166,9 @@ func (db *DB) openSession(ctx context.Context, s fieldpass.Session, email string
 	}
 	if errors.Is(grantErr, pgx.ErrNoRows) {
 		return nil, fieldpass.Errorf(fieldpass.ENOTFOUND, "grant %s not found", s.GrantID)
+	}
+	if leased && (holder != s.BrokerID || !leaseLive) {
+		return nil, fieldpass.Errorf(fieldpass.EUNAVAILABLE, "device %s is not held by this broker (%s) now: try again", dev.Name, s.BrokerID)
 	}
 	if g.Subject != email || !g.Covers(dev, s.Service, now) {
 		return nil, fieldpass.Errorf(fieldpass.EFORBIDDEN, "grant %s does not give %s access to %s on %s now", g.ID, email, s.Service, dev.Name)
