@@ -17,7 +17,7 @@
 -- +goose Up
 CREATE TABLE brokers (
     id            text PRIMARY KEY CHECK (id <> '' AND length(id) <= 255),
-    peer_url      text NOT NULL DEFAULT '' CHECK (length(peer_url) <= 2048),
+    peer_addr      text NOT NULL DEFAULT '' CHECK (length(peer_addr) <= 2048),
     started_at    timestamptz NOT NULL,
     alive_until   timestamptz NOT NULL,
     stopped_at    timestamptz

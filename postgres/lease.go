@@ -172,27 +172,27 @@ func (db *DB) DeviceHolder(ctx context.Context, deviceID string) (l Lease, ok bo
 // Broker is one row of the broker roll.
 type Broker struct {
 	ID         string
-	PeerURL    string // where other brokers carry a person's connect to it
+	PeerAddr   string // where other brokers carry a person's connect to it
 	Started    time.Time
 	AliveUntil time.Time
 	Stopped    time.Time // zero while running
 }
 
-// BrokerAlive records that brokerID, reachable by other brokers at peerURL,
+// BrokerAlive records that brokerID, reachable by other brokers at peerAddr,
 // is alive for ttl more (the database's clock); started is when its run
 // began. A broker calls it on start and then every ttl/3.
-func (db *DB) BrokerAlive(ctx context.Context, brokerID, peerURL string, started time.Time, ttl time.Duration) error {
+func (db *DB) BrokerAlive(ctx context.Context, brokerID, peerAddr string, started time.Time, ttl time.Duration) error {
 	if err := validLeaseArgs(brokerID, ttl); err != nil {
 		return err
 	}
-	if err := validateText("peer url", peerURL, 2048); err != nil {
+	if err := validateText("peer address", peerAddr, 2048); err != nil {
 		return err
 	}
 	_, err := db.pool.Exec(ctx, `
-		INSERT INTO brokers (id, peer_url, started_at, alive_until) VALUES ($1, $2, $3, now() + $4::bigint * interval '1 microsecond')
-		ON CONFLICT (id) DO UPDATE SET peer_url = excluded.peer_url, started_at = excluded.started_at,
+		INSERT INTO brokers (id, peer_addr, started_at, alive_until) VALUES ($1, $2, $3, now() + $4::bigint * interval '1 microsecond')
+		ON CONFLICT (id) DO UPDATE SET peer_addr = excluded.peer_addr, started_at = excluded.started_at,
 		       alive_until = excluded.alive_until, stopped_at = NULL`,
-		brokerID, peerURL, started.UTC(), ttl.Microseconds())
+		brokerID, peerAddr, started.UTC(), ttl.Microseconds())
 	if err != nil {
 		return fmt.Errorf("record broker %s alive: %w", brokerID, err)
 	}
@@ -215,14 +215,14 @@ func (db *DB) BrokerStopped(ctx context.Context, brokerID string) error {
 
 // Brokers returns the broker roll, by id.
 func (db *DB) Brokers(ctx context.Context) ([]Broker, error) {
-	rows, err := db.pool.Query(ctx, `SELECT id, peer_url, started_at, alive_until, stopped_at FROM brokers ORDER BY id`)
+	rows, err := db.pool.Query(ctx, `SELECT id, peer_addr, started_at, alive_until, stopped_at FROM brokers ORDER BY id`)
 	if err != nil {
 		return nil, fmt.Errorf("list brokers: %w", err)
 	}
 	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (Broker, error) {
 		var b Broker
 		var stopped *time.Time
-		err := r.Scan(&b.ID, &b.PeerURL, &b.Started, &b.AliveUntil, &stopped)
+		err := r.Scan(&b.ID, &b.PeerAddr, &b.Started, &b.AliveUntil, &stopped)
 		b.Started, b.AliveUntil = b.Started.UTC(), b.AliveUntil.UTC()
 		if stopped != nil {
 			b.Stopped = stopped.UTC()

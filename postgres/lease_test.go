@@ -128,7 +128,7 @@ func TestBrokerRoll(t *testing.T) {
 	dev := s.mustEnroll(t, "pump-1", 1)
 	start := time.Now()
 	for _, id := range []string{"broker-a", "broker-b"} {
-		if err := s.BrokerAlive(ctx, id, "https://"+id+".internal:8443", start, time.Second); err != nil {
+		if err := s.BrokerAlive(ctx, id, id+".internal:8443", start, time.Second); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -170,7 +170,7 @@ func TestBrokerRoll(t *testing.T) {
 		t.Fatalf("%d claimants won the dead broker, want 1", wins)
 	}
 	bs, err := s.Brokers(ctx)
-	if err != nil || len(bs) != 2 || bs[0].Stopped.IsZero() || bs[1].Stopped.IsZero() || bs[1].PeerURL != "https://broker-b.internal:8443" {
+	if err != nil || len(bs) != 2 || bs[0].Stopped.IsZero() || bs[1].Stopped.IsZero() || bs[1].PeerAddr != "broker-b.internal:8443" {
 		t.Fatalf("Brokers = %+v, %v", bs, err)
 	}
 }
