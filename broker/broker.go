@@ -149,6 +149,7 @@ type Broker struct {
 	nudgeCh chan *peer
 	kick    chan struct{} // asks presenceLoop for a pass now
 	history *historyWriter
+	fleet   *fleet // nil: this broker works alone (fleet.go)
 
 	mu     sync.Mutex // guards the maps and every peer's mutable fields
 	byAddr map[netip.Addr]*peer
