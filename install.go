@@ -38,7 +38,10 @@ func BrokerPlatforms() []Platform {
 	}
 }
 
-var describeSuffix = regexp.MustCompile(`-([0-9]+)-g([0-9a-f]+)$`)
+var (
+	describeSuffix = regexp.MustCompile(`-([0-9]+)-g([0-9a-f]+)$`)
+	releasePrefix  = regexp.MustCompile(`^[0-9]+\.[0-9]+`)
+)
 
 // PackageVersion is version (a tag such as v1.2.3, or what git describe
 // says of a build between tags) as Debian, RPM and opkg all accept it and
@@ -55,7 +58,7 @@ func PackageVersion(version string) string {
 		v = strings.TrimSuffix(v, m[0])
 		meta = append([]string{m[1], "g" + m[2]}, meta...)
 	}
-	if v == "" || v[0] < '0' || v[0] > '9' {
+	if !releasePrefix.MatchString(v) { // a commit hash, "dev"
 		v = "0.0.0~" + v
 	}
 	v = strings.ReplaceAll(v, "-", "~")
