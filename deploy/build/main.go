@@ -175,8 +175,29 @@ func images(stdout io.Writer, binary func(string, fieldpass.Platform) (string, e
 			return err
 		}
 		fmt.Fprintf(stdout, "%s\t%s (%s)\t%s\n", out, d, strings.Join(imagePlatforms[c.Program], ", "), version)
+		tars, err := ociimage.WriteArchives(dir, c.Program, dockerTag(version), idx)
+		if err != nil {
+			return err
+		}
+		for _, t := range tars {
+			fmt.Fprintf(stdout, "%s\tdocker load -i %s\n", t, t)
+		}
 	}
 	return nil
+}
+
+// dockerTag is version as an image tag may spell it.
+func dockerTag(version string) string {
+	t := strings.Map(func(r rune) rune {
+		if r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r == '.' || r == '_' || r == '-' {
+			return r
+		}
+		return '_'
+	}, version)
+	if t == "" || t[0] == '.' || t[0] == '-' {
+		t = "v" + t
+	}
+	return t
 }
 
 func packages(stdout io.Writer, binary func(string, fieldpass.Platform) (string, error), repo, dir, version string, created time.Time) error {

@@ -19,6 +19,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
@@ -233,4 +234,40 @@ func WriteLayout(dir string, idx v1.ImageIndex, tag string) error {
 		return err
 	}
 	return p.AppendIndex(idx, layout.WithAnnotations(map[string]string{"org.opencontainers.image.ref.name": tag}))
+}
+
+// WriteArchives writes each platform's image of idx as a tarball that
+// `docker load` reads (the classic image store loads one platform at a
+// time), tagged program:tag and program:latest, as
+// dir/<program>-<platform>.tar. It returns the files written.
+func WriteArchives(dir, program, tag string, idx v1.ImageIndex) ([]string, error) {
+	ref, err := name.NewTag(program + ":" + tag)
+	if err != nil {
+		return nil, fmt.Errorf("tag %s:%s: %w", program, tag, err)
+	}
+	latest, err := name.NewTag(program + ":latest")
+	if err != nil {
+		return nil, err
+	}
+	im, err := idx.IndexManifest()
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, m := range im.Manifests {
+		img, err := idx.Image(m.Digest)
+		if err != nil {
+			return nil, err
+		}
+		plat := m.Platform.Architecture
+		if m.Platform.Architecture == "arm" {
+			plat += m.Platform.Variant // armv7
+		}
+		path := fmt.Sprintf("%s/%s-%s.tar", dir, program, plat)
+		if err := tarball.MultiRefWriteToFile(path, map[name.Reference]v1.Image{ref: img, latest: img}); err != nil {
+			return nil, fmt.Errorf("write %s: %w", path, err)
+		}
+		out = append(out, path)
+	}
+	return out, nil
 }

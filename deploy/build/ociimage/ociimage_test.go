@@ -13,8 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/fieldpass/fieldpass"
@@ -71,6 +73,23 @@ func TestImage(t *testing.T) {
 	d2, _ := again.Digest()
 	if d1 != d2 {
 		t.Errorf("two builds of the same inputs: %s and %s", d1, d2)
+	}
+
+	// The docker load archives hold the same images, tagged.
+	tars, err := ociimage.WriteArchives(t.TempDir(), "fieldpass-connector", "v1.2.3", idx)
+	if err != nil || len(tars) != 2 {
+		t.Fatalf("archives %v: %v", tars, err)
+	}
+	for _, tag := range []string{"v1.2.3", "latest"} {
+		ref, _ := name.NewTag("fieldpass-connector:" + tag)
+		img, err := tarball.ImageFromPath(tars[0], &ref)
+		if err != nil {
+			t.Fatalf("%s: %v", tars[0], err)
+		}
+		want, _ := idx.IndexManifest()
+		if got, _ := img.ConfigName(); got != configName(t, idx, want.Manifests[0].Digest) {
+			t.Errorf("%s %s: config %s, not the index's first image's", tars[0], tag, got)
+		}
 	}
 
 	top, err := layout.ImageIndexFromPath(dir)
@@ -230,4 +249,17 @@ func checkFile(t *testing.T, files map[string]file, name string, mode int64, uid
 	if f.mode != mode || f.uid != uid {
 		t.Errorf("%s: mode %o uid %d, want %o and %d", name, f.mode, f.uid, mode, uid)
 	}
+}
+
+func configName(t *testing.T, idx v1.ImageIndex, d v1.Hash) v1.Hash {
+	t.Helper()
+	img, err := idx.Image(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := img.ConfigName()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
 }
