@@ -78,7 +78,7 @@ func (e env) token(ctx context.Context, args []string) error {
 		}
 		return usageError{msg: fmt.Sprintf("unknown token subcommand %q", args[0])}
 	}
-	fs := e.flagSet("token create", "token create --device NAME [--label k=v ...] [--ttl 24h]\n\nPrints a single-use enrolment token (one line). It is stored only as a hash.")
+	fs := e.flagSet("token create", "token create --device NAME [--label k=v ...] [--ttl 24h]\n\nPrints a single-use enrolment token (one line). It is stored only as a hash.\nOn stderr: the one-line installs of the connector and the enrol command for the device,\nat the broker's FIELDPASS_PUBLIC_URL (as in broker.env).")
 	dbURL := e.databaseFlag(fs)
 	device := fs.String("device", "", "name the device will have (lowercase letters, digits, hyphens)")
 	labels := labelFlag{}
