@@ -2,8 +2,10 @@ package ociimage_test
 
 import (
 	"archive/tar"
+	"bytes"
 	"context"
 	"crypto/x509"
+	"debug/elf"
 	"io"
 	"os"
 	"os/exec"
@@ -179,6 +181,20 @@ func TestImage(t *testing.T) {
 			pool := x509.NewCertPool()
 			if !pool.AppendCertsFromPEM(files[ociimage.CABundle].data) || strings.Count(string(files[ociimage.CABundle].data), "BEGIN CERTIFICATE") < 100 {
 				t.Error("the CA bundle holds fewer than 100 roots")
+			}
+
+			// Static: no program interpreter (dynamic loader) to find.
+			ef, err := elf.NewFile(bytes.NewReader(files["usr/local/bin/fieldpass-connector"].data))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range ef.Progs {
+				if p.Type == elf.PT_INTERP {
+					t.Error("the binary is dynamically linked")
+				}
+			}
+			if want := map[string]elf.Machine{"amd64": elf.EM_X86_64, "arm64": elf.EM_AARCH64}[m.Platform.Architecture]; ef.Machine != want {
+				t.Errorf("the %s image holds a %v binary", m.Platform.Architecture, ef.Machine)
 			}
 
 			if m.Platform.Architecture != "amd64" {
