@@ -231,15 +231,35 @@ func packages(stdout io.Writer, binary func(string, fieldpass.Platform) (string,
 		made = append(made, path)
 	}
 	sort.Strings(made)
-	var sums strings.Builder
 	for _, path := range made {
-		b, err := os.ReadFile(path)
+		st, err := os.Stat(path)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%s\t%.1f MiB\n", path, float64(st.Size())/(1<<20))
+	}
+	return writeChecksums(dir)
+}
+
+// writeChecksums lists every file of dir in its SHA256SUMS, as sha256sum
+// writes them: what make packages made and whatever else the release holds
+// (make dist's broker binary).
+func writeChecksums(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	var sums strings.Builder
+	for _, e := range entries { // sorted by name
+		if !e.Type().IsRegular() || e.Name() == fieldpass.ChecksumsFile || strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
 		if err != nil {
 			return err
 		}
 		h := sha256.Sum256(b)
-		fmt.Fprintf(&sums, "%s  %s\n", hex.EncodeToString(h[:]), filepath.Base(path))
-		fmt.Fprintf(stdout, "%s\t%.1f MiB\n", path, float64(len(b))/(1<<20))
+		fmt.Fprintf(&sums, "%s  %s\n", hex.EncodeToString(h[:]), e.Name())
 	}
 	return os.WriteFile(filepath.Join(dir, fieldpass.ChecksumsFile), []byte(sums.String()), 0o644)
 }
