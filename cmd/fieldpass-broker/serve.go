@@ -90,6 +90,7 @@ type serveConfig struct {
 	checkpointKey       string // "": no checkpoints
 	checkpointEvery     time.Duration
 	webDomain           string // "": no device web UIs
+	downloadURL         string // "": this release's downloads
 	recordingRetention  time.Duration
 	recordInputLabels   labelFlag
 	webHTTPS            []string
@@ -112,6 +113,7 @@ func (e env) serveFlags(ctx context.Context, args []string) (*serveConfig, error
 	var webHTTPS cliflag.Strings
 	fset.Var(&webHTTPS, "web-https", "`DEVICE/SERVICE` whose web UI speaks HTTPS on the device's side with a certificate accepted unverified (self-signed, as field devices have); repeatable; others are spoken to in plain HTTP inside the tunnel")
 	webDomain := fset.String("web-domain", "", "DNS `domain` under which each device service's web UI gets its own origin, DEVICE--SERVICE.DOMAIN (wildcard DNS and certificate for *.DOMAIN point here) (default: localhost for a loopback --public-url, else off)")
+	downloadURL := fset.String("download-url", e.getenv("FIELDPASS_DOWNLOAD_URL"), "`URL` devices fetch the connector's packages from, for the enrolment page's install lines (env FIELDPASS_DOWNLOAD_URL; default: this release's downloads)")
 	var endpoints cliflag.Strings
 	fset.Var(&endpoints, "wg-endpoint", "public WireGuard `host:port` told to devices (repeatable; default: the public URL's host and the --wg-listen port)")
 	prefix := fset.String("tunnel-prefix", "10.77.0.0/16", "tunnel address space; the broker takes the first address")
@@ -181,6 +183,7 @@ func (e env) serveFlags(ctx context.Context, args []string) (*serveConfig, error
 	}
 	cfg.publicURL = pu
 	cfg.webDomain = strings.ToLower(strings.Trim(*webDomain, "."))
+	cfg.downloadURL = *downloadURL
 	cfg.recordingRetention, cfg.recordInputLabels = *recordingRetention, recordInputLabels
 	for _, ds := range webHTTPS {
 		d, svc, ok := strings.Cut(ds, "/")
@@ -332,7 +335,8 @@ func newServer(ctx context.Context, cfg *serveConfig) (_ *server, err error) {
 	s.portal = portal.New(portal.Config{DB: db, Access: rules, Sessions: sessions, WebDomain: cfg.webDomain,
 		RecordInputLabels: cfg.recordInputLabels, RecordingRetention: cfg.recordingRetention, BrokerID: b.ID(), WebHTTPS: cfg.webHTTPS,
 		RolesMaxAge: cfg.harden.apiRolesMaxAge(),
-		OIDC:        cfg.oidc, PublicURL: publicOrigin, Logger: log})
+		OIDC:        cfg.oidc, PublicURL: publicOrigin, Logger: log,
+		DownloadURL: cfg.downloadURL})
 	api := apiserver.New(apiserver.Config{
 		DB: db,
 		Tunnel: apiserver.TunnelInfo{
