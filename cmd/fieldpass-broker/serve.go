@@ -95,6 +95,8 @@ type serveConfig struct {
 	recordInputLabels   labelFlag
 	webHTTPS            []string
 	harden              *hardenFlags // issue 10's limits (serve_harden.go)
+	fleet               fleetFlags   // several brokers, one database (serve_fleet.go)
+	peerAddr            string       // with a fleet: where the others reach this broker
 }
 
 // serveFlags parses and checks serve's flags, reads the secrets they name
@@ -145,6 +147,7 @@ func (e env) serveFlags(ctx context.Context, args []string) (*serveConfig, error
 	fset.Var(sensitiveLabels, "alert-sensitive-label", "alert when a session starts on a device with label `k=v` (repeatable)")
 	oidcf := addOIDCFlags(fset)
 	harden := addHardenFlags(fset)
+	fleetf := addFleetFlags(fset)
 	if err := parse(fset, args, 0); err != nil {
 		return nil, err
 	}
@@ -165,7 +168,7 @@ func (e env) serveFlags(ctx context.Context, args []string) (*serveConfig, error
 		handshakeResetAfter: *handshakeResetAfter, nudgeRate: *nudgeRate, idleTimeout: *idleTimeout, auditGrace: *auditGrace,
 		mfaLabels: mfaLabels, sensitiveLabels: sensitiveLabels, enrollRate: *enrollRate, enrollBurst: *enrollBurst,
 		alertOfflineAfter: *alertOfflineAfter, checkpointKey: *checkpointKey, checkpointEvery: *checkpointEvery,
-		requireSeparateRole: *requireSeparateRole, harden: harden,
+		requireSeparateRole: *requireSeparateRole, harden: harden, fleet: fleetf,
 	}
 	var err error
 	if cfg.log, err = newLogger(e.stderr, *logLevel, *logFormat); err != nil {
@@ -228,6 +231,9 @@ func (e env) serveFlags(ctx context.Context, args []string) (*serveConfig, error
 	if err := tlsf.check(pu.Hostname()); err != nil {
 		return nil, err
 	}
+	if cfg.peerAddr, err = fleetf.check(); err != nil {
+		return nil, err
+	}
 	if cfg.alerts, err = alertConfig(webhook, *alertOfflineAfter, len(sensitiveLabels) > 0, cfg.log); err != nil {
 		return nil, err
 	}
@@ -250,6 +256,7 @@ type server struct {
 	http, ops     *http.Server
 	endpoints     []string
 	checkpointKey ed25519.PrivateKey // nil: no checkpoints
+	fleet         *fleet             // nil: this broker works alone
 	closers       []func()           // run by close, last first
 }
 
@@ -323,6 +330,11 @@ func newServer(ctx context.Context, cfg *serveConfig) (_ *server, err error) {
 		return nil, err
 	}
 	s.sessions = sessions
+	if cfg.fleet.on() {
+		if s.fleet, err = s.startFleet(cfg.fleet, cfg.peerAddr, b); err != nil {
+			return nil, err
+		}
+	}
 	endpoints := cfg.endpoints
 	if len(endpoints) == 0 {
 		endpoints = []string{net.JoinHostPort(cfg.publicURL.Hostname(), strconv.Itoa(int(b.ListenPort())))}
@@ -442,14 +454,31 @@ func (s *server) run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
+	// Jobs of the whole fleet run in one broker at a time.
+	lead := func(job string, fn func(context.Context)) {
+		if s.fleet == nil {
+			fn(ctx)
+			return
+		}
+		s.db.Lead(ctx, job, 5*time.Second, fn)
+	}
 	if s.checkpointKey != nil {
 		wg.Add(1)
-		go func() { defer wg.Done(); checkpointLoop(ctx, s.db, s.checkpointKey, s.cfg.checkpointEvery, s.log) }()
+		go func() {
+			defer wg.Done()
+			lead("audit-checkpoint", func(ctx context.Context) {
+				checkpointLoop(ctx, s.db, s.checkpointKey, s.cfg.checkpointEvery, s.log)
+			})
+		}()
 	}
 	wg.Add(2)
 	go func() { defer wg.Done(); s.portal.RunWebLog(ctx) }()
-	go func() { defer wg.Done(); s.portal.RunRetention(ctx) }()
-	errc := make(chan error, 4)
+	go func() { defer wg.Done(); lead("retention", s.portal.RunRetention) }()
+	errc := make(chan error, 5)
+	if s.fleet != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); errc <- s.fleet.server.Serve(ctx, s.fleet.ln) }()
+	}
 	wg.Add(3)
 	go func() { defer wg.Done(); errc <- apiserver.Serve(ctx, s.httpLn, s.http) }()
 	if s.opsLn != nil {
