@@ -339,7 +339,7 @@ func (l *rawLeg) server() (*yamux.Session, error) {
 	// as the WebSocket's pings do on the other leg.
 	cfg.EnableKeepAlive = true
 	cfg.KeepAliveInterval = connectPing
-	return yamux.Server(l.conn, cfg)
+	return yamux.Server(httpapi.RawConnectConn(l.conn), cfg)
 }
 
 func (l *rawLeg) watch(ys *yamux.Session, stop <-chan struct{}, log *slog.Logger) {}

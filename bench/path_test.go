@@ -49,7 +49,7 @@ import (
 // FIELDPASS_BENCH_BEFORE names a directory holding other builds of the
 // three binaries (fieldpass-broker, fieldpass-connector, fieldpass), such
 // as main's: the same measurements then run on them too, in the same run,
-// for a before/after. FIELDPASS_BENCH_CHISEL names a chisel binary, a
+// for a before/after. Several builds: NAME=DIR,NAME=DIR. FIELDPASS_BENCH_CHISEL names a chisel binary, a
 // peer measured the same way (chisel server and client on loopback, its
 // client forwarding a local port to the target). FIELDPASS_BENCH_PERF
 // names a directory: each process of each path is then recorded with
@@ -62,7 +62,13 @@ func BenchmarkPath(b *testing.B) {
 
 	paths := []*pathUnderTest{}
 	if before := os.Getenv("FIELDPASS_BENCH_BEFORE"); before != "" {
-		paths = append(paths, startFieldpassPath(b, "before", before, target))
+		for _, build := range strings.Split(before, ",") {
+			name, dir, ok := strings.Cut(build, "=")
+			if !ok {
+				name, dir = "before", build
+			}
+			paths = append(paths, startFieldpassPath(b, name, dir, target))
+		}
 	}
 	paths = append(paths, startFieldpassPath(b, "fieldpass", buildPathBinaries(b, filepath.Join(dir, "bin")), target))
 	if chisel := os.Getenv("FIELDPASS_BENCH_CHISEL"); chisel != "" {

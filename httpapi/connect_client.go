@@ -172,7 +172,7 @@ func connectRaw(ctx context.Context, hc *http.Client, u string, header http.Head
 		resp.Body.Close()
 		return nil, fieldpass.Errorf(fieldpass.EINTERNAL, "the broker at %s switched protocols, but no connection came with it", host)
 	}
-	ys, err := yamux.Client(rwc, tunnel.YamuxConfig(0))
+	ys, err := yamux.Client(RawConnectConn(rwc), tunnel.YamuxConfig(0))
 	if err != nil {
 		rwc.Close()
 		return nil, fieldpass.Errorf(fieldpass.EINTERNAL, "start session: %w", err)
