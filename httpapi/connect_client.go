@@ -158,6 +158,9 @@ func connectRaw(ctx context.Context, hc *http.Client, u string, header http.Head
 	}
 	switch {
 	case resp.StatusCode == http.StatusSwitchingProtocols && headerHasToken(resp.Header, "Upgrade", ConnectUpgrade):
+	case resp.StatusCode == http.StatusSwitchingProtocols:
+		resp.Body.Close()
+		return nil, fieldpass.Errorf(fieldpass.EINTERNAL, "the broker at %s switched to %q, not %s", host, resp.Header.Get("Upgrade"), ConnectUpgrade)
 	case resp.StatusCode == http.StatusBadRequest:
 		// A broker before the raw transport wants a WebSocket (and opened
 		// nothing).
