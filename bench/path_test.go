@@ -54,7 +54,11 @@ import (
 // client forwarding a local port to the target). FIELDPASS_BENCH_PERF
 // names a directory: each process of each path is then recorded with
 // `perf record -g` during the transfers and during the connection storm.
+//
+// It takes about 3 minutes per build, so it runs only with FIELDPASS_BENCH
+// set, as make bench does, with -benchtime 1x.
 func BenchmarkPath(b *testing.B) {
+	gate(b)
 	mib := envInt(b, "FIELDPASS_BENCH_PATH_MIB", 1024)
 	conns := envInt(b, "FIELDPASS_BENCH_PATH_CONNS", 2000)
 	dir := b.TempDir()
