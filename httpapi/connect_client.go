@@ -3,6 +3,7 @@ package httpapi
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"io"
 	"net"
@@ -161,14 +162,19 @@ func connectRaw(ctx context.Context, hc *http.Client, u string, header http.Head
 	case resp.StatusCode == http.StatusSwitchingProtocols:
 		resp.Body.Close()
 		return nil, fieldpass.Errorf(fieldpass.EINTERNAL, "the broker at %s switched to %q, not %s", host, resp.Header.Get("Upgrade"), ConnectUpgrade)
-	case resp.StatusCode == http.StatusBadRequest:
-		// A broker before the raw transport wants a WebSocket (and opened
-		// nothing).
-		resp.Body.Close()
-		return nil, errNoRawTransport
 	default:
 		defer resp.Body.Close()
-		return nil, answerError(host, resp)
+		raw, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		var e tunnel.ErrorResponse
+		if json.Unmarshal(raw, &e) != nil || e.Code == "" ||
+			(resp.StatusCode == http.StatusBadRequest && strings.Contains(e.Message, "WebSocket")) {
+			// Not the broker's refusal of the session: a broker before the
+			// raw transport, which wants a WebSocket and opened nothing, or
+			// something in between (a proxy) that passes only WebSocket
+			// upgrades.
+			return nil, errNoRawTransport
+		}
+		return nil, &fieldpass.Error{Code: e.Code, Message: e.Message}
 	}
 	rwc, ok := resp.Body.(io.ReadWriteCloser)
 	if !ok {

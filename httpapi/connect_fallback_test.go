@@ -6,6 +6,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	neturl "net/url"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -56,12 +58,34 @@ func oldBroker(t *testing.T, rawAsked *atomic.Int32) *httptest.Server {
 }
 
 // TestConnectFallsBackToWebSocket: against a broker that predates the raw
-// transport, Connect asks for it, is refused, and carries the session on a
-// WebSocket instead.
+// transport, or behind a proxy that passes only WebSocket upgrades,
+// Connect asks for it, is refused, and carries the session on a WebSocket
+// instead.
 func TestConnectFallsBackToWebSocket(t *testing.T) {
+	t.Run("old broker", func(t *testing.T) { testFallback(t, false) })
+	t.Run("proxy", func(t *testing.T) { testFallback(t, true) })
+}
+
+func testFallback(t *testing.T, proxy bool) {
 	var rawAsked atomic.Int32
 	srv := oldBroker(t, &rawAsked)
-	conn, err := httpapi.NewClient(srv.URL, "fpt_"+strings.Repeat("A", 43)).Connect(context.Background(), "pump-1", "echo")
+	url := srv.URL
+	if proxy {
+		// A proxy of the kind: its own plain-text refusal, 502.
+		back, _ := neturl.Parse(srv.URL)
+		rp := httputil.NewSingleHostReverseProxy(back)
+		p := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Header.Get("Upgrade") == httpapi.ConnectUpgrade {
+				rawAsked.Add(1)
+				http.Error(w, "bad gateway", http.StatusBadGateway)
+				return
+			}
+			rp.ServeHTTP(w, r)
+		}))
+		t.Cleanup(p.Close)
+		url = p.URL
+	}
+	conn, err := httpapi.NewClient(url, "fpt_"+strings.Repeat("A", 43)).Connect(context.Background(), "pump-1", "echo")
 	if err != nil {
 		t.Fatal(err)
 	}
