@@ -37,7 +37,8 @@ fuzz: ## fuzz every parser of outside input for FUZZTIME (30s) each
 	for t in $(FUZZ_TARGETS); do \
 	  $(GO) test ./$${t%%:*} -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 5s || exit 1; done
 
-bench: ## throughput, stream-open and session-open latency vs their baselines (see bench/README.md)
+bench: ## the person's path (real binaries, CLI forward over TLS) and the broker's throughput and opens, each vs raw loopback (see bench/README.md)
+	FIELDPASS_BENCH=1 $(GO) test ./bench -run '^$$' -bench '^BenchmarkPath$$' -benchtime 1x -count 1 -timeout 25m
 	$(GO) test ./bench -run '^$$' -bench 'Throughput|StreamOpen' -benchtime 3x -count 1
 	$(GO) test ./broker -run '^$$' -bench SessionOpen -benchtime 200x -count 1
 

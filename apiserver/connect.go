@@ -1,8 +1,12 @@
 package apiserver
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -33,11 +37,19 @@ import (
 //     (tunnel.YamuxConfig); the client opens one stream per connection to
 //     the service. The broker answers each with a tunnel.StreamStatus (ok,
 //     or why it could not reach the service) before any other byte, as the
-//     connector does to the broker.
+//     connector does to the broker. A client may write before the answer:
+//     the bytes wait in the stream until the service is reached.
 //  3. When the broker ends the session (grant expired or revoked, user or
 //     device disabled, an admin, idle), it closes the WebSocket with
 //     httpapi.ConnectCloseCode and the end reason ("grant_expired") as the close
 //     text. A client that closes the WebSocket ends it as client_closed.
+//
+// The CLI asks instead for the raw transport (httpapi.ConnectUpgrade): the
+// same checks, then 101 Switching Protocols and yamux straight on the
+// connection, which spares every frame the WebSocket's framing, masking and
+// extra writes. The end reason then travels on a stream the broker opens
+// (see httpapi.ConnectUpgrade), and yamux's pings stand in for the
+// WebSocket's.
 const (
 	// connectPing is how often the broker pings the client, so a client
 	// that vanished without a word is noticed; it is not session traffic.
@@ -66,7 +78,8 @@ func (s *Server) handleConnect() http.HandlerFunc {
 		}
 		// Everything that would make the upgrade fail is checked before
 		// the session is opened, so a refused upgrade records nothing.
-		if !headerHasToken(r.Header, "Upgrade", "websocket") || !headerHasToken(r.Header, "Sec-WebSocket-Protocol", httpapi.ConnectSubprotocol) {
+		raw := headerHasToken(r.Header, "Upgrade", httpapi.ConnectUpgrade) && headerHasToken(r.Header, "Connection", "upgrade") && r.ProtoMajor == 1
+		if !raw && (!headerHasToken(r.Header, "Upgrade", "websocket") || !headerHasToken(r.Header, "Sec-WebSocket-Protocol", httpapi.ConnectSubprotocol)) {
 			s.writeError(w, r, fieldpass.Errorf(fieldpass.EINVALID, "want a WebSocket upgrade with subprotocol %s", httpapi.ConnectSubprotocol))
 			return
 		}
@@ -91,6 +104,17 @@ func (s *Server) handleConnect() http.HandlerFunc {
 		rc := http.NewResponseController(w)
 		rc.SetReadDeadline(time.Time{})
 		rc.SetWriteDeadline(time.Time{})
+		if raw {
+			leg, err := upgradeRaw(w, rc)
+			if err != nil {
+				s.log.Info("connect upgrade failed", "session", sess.ID(), "err", err)
+				sess.End(fieldpass.EndError)
+				return
+			}
+			s.log.Debug("connect upgraded", "session", sess.ID(), "transport", httpapi.ConnectUpgrade)
+			s.carry(leg, sess)
+			return
+		}
 		ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
 			Subprotocols:   []string{httpapi.ConnectSubprotocol},
 			OriginPatterns: originPatterns,
@@ -104,7 +128,7 @@ func (s *Server) handleConnect() http.HandlerFunc {
 			sess.End(fieldpass.EndError)
 			return
 		}
-		s.carry(ws, sess)
+		s.carry(newWSLeg(ws), sess)
 	}
 }
 
@@ -146,17 +170,32 @@ func headerHasToken(h http.Header, key, token string) bool {
 	return false
 }
 
-// carry runs the yamux session over ws until the client goes away or the
+// connectLeg is the connection between the client and the broker that
+// carries the session's yamux: a WebSocket (browsers, older CLIs) or the
+// raw upgraded connection (httpapi.ConnectUpgrade).
+type connectLeg interface {
+	// server starts the broker's side of the yamux session.
+	server() (*yamux.Session, error)
+	// watch runs until the session ends or stop is closed, checking that
+	// the client is still there; it closes ys if not.
+	watch(ys *yamux.Session, stop <-chan struct{}, log *slog.Logger)
+	// endWith tells the client why the broker ended the session, then
+	// closes ys and the connection.
+	endWith(ys *yamux.Session, reason string)
+	// close closes the connection after the client went away.
+	close()
+	closeNow()
+}
+
+// carry runs the yamux session over leg until the client goes away or the
 // broker ends the session, then records the end.
-func (s *Server) carry(ws *websocket.Conn, sess *broker.Session) {
+func (s *Server) carry(leg connectLeg, sess *broker.Session) {
 	// The request's context is not to be used past the upgrade.
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	nc := websocket.NetConn(ctx, ws, websocket.MessageBinary)
-	ws.SetReadLimit(httpapi.ConnectReadLimit) // NetConn lifts the limit; put one back
-	ys, err := yamux.Server(nc, tunnel.YamuxConfig(0))
+	ys, err := leg.server()
 	if err != nil {
-		ws.CloseNow()
+		leg.closeNow()
 		sess.End(fieldpass.EndError)
 		return
 	}
@@ -164,30 +203,14 @@ func (s *Server) carry(ws *websocket.Conn, sess *broker.Session) {
 
 	ended := make(chan struct{})
 	go func() {
-		t := time.NewTicker(connectPing)
-		defer t.Stop()
-		for {
-			select {
-			case <-sess.Done():
-				// The reason goes first, so the client can say it.
-				ws.Close(httpapi.ConnectCloseCode, string(sess.Reason()))
-				ys.Close()
-				return
-			case <-ended:
-				return
-			case <-t.C:
-				pctx, cancel := context.WithTimeout(ctx, connectPingTimeout)
-				err := ws.Ping(pctx)
-				cancel()
-				if err != nil {
-					log.Info("connect client stopped answering pings", "err", err)
-					ys.Close()
-					ws.CloseNow()
-					return
-				}
-			}
+		select {
+		case <-sess.Done():
+			// The reason goes first, so the client can say it.
+			leg.endWith(ys, string(sess.Reason()))
+		case <-ended:
 		}
 	}()
+	go leg.watch(ys, ended, log)
 
 	var wg sync.WaitGroup
 	// slots bounds the streams carried at once: each is a connection the
@@ -220,8 +243,132 @@ func (s *Server) carry(ws *websocket.Conn, sess *broker.Session) {
 	// Every stream's bytes are counted once its copies are done.
 	wg.Wait()
 	sess.End(fieldpass.EndClientClosed)
-	ws.Close(websocket.StatusNormalClosure, "")
+	leg.close()
 }
+
+// wsLeg is the WebSocket leg: yamux in binary messages, the end reason in
+// the close frame, pings to notice a client that vanished.
+type wsLeg struct {
+	ws     *websocket.Conn
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+func newWSLeg(ws *websocket.Conn) *wsLeg {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &wsLeg{ws: ws, ctx: ctx, cancel: cancel}
+}
+
+func (l *wsLeg) server() (*yamux.Session, error) {
+	nc := websocket.NetConn(l.ctx, l.ws, websocket.MessageBinary)
+	l.ws.SetReadLimit(httpapi.ConnectReadLimit) // NetConn lifts the limit; put one back
+	return yamux.Server(nc, tunnel.YamuxConfig(0))
+}
+
+func (l *wsLeg) watch(ys *yamux.Session, stop <-chan struct{}, log *slog.Logger) {
+	t := time.NewTicker(connectPing)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-ys.CloseChan():
+			return
+		case <-t.C:
+			pctx, cancel := context.WithTimeout(l.ctx, connectPingTimeout)
+			err := l.ws.Ping(pctx)
+			cancel()
+			if err != nil {
+				log.Info("connect client stopped answering pings", "err", err)
+				ys.Close()
+				l.ws.CloseNow()
+				return
+			}
+		}
+	}
+}
+
+func (l *wsLeg) endWith(ys *yamux.Session, reason string) {
+	l.ws.Close(httpapi.ConnectCloseCode, reason)
+	ys.Close()
+}
+
+func (l *wsLeg) close() {
+	l.ws.Close(websocket.StatusNormalClosure, "")
+	l.cancel()
+}
+
+func (l *wsLeg) closeNow() {
+	l.ws.CloseNow()
+	l.cancel()
+}
+
+// rawLeg is the upgraded connection itself (httpapi.ConnectUpgrade): yamux
+// straight on TLS or TCP, yamux's own pings, the end reason on a stream of
+// the broker's.
+type rawLeg struct{ conn net.Conn }
+
+// connectReasonWait bounds how long the broker waits for a client to take
+// the end reason before it closes the connection anyway.
+const connectReasonWait = 2 * time.Second
+
+// upgradeRaw switches the request's connection to the raw transport.
+func upgradeRaw(w http.ResponseWriter, rc *http.ResponseController) (*rawLeg, error) {
+	w.Header().Set("Connection", "Upgrade")
+	w.Header().Set("Upgrade", httpapi.ConnectUpgrade)
+	w.WriteHeader(http.StatusSwitchingProtocols)
+	conn, brw, err := rc.Hijack()
+	if err != nil {
+		return nil, fmt.Errorf("hijack: %w", err)
+	}
+	if err := brw.Flush(); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("write 101: %w", err)
+	}
+	conn.SetDeadline(time.Time{})
+	if brw.Reader.Buffered() > 0 {
+		// The client did not wait for our answer.
+		return &rawLeg{conn: bufferedConn{Conn: conn, r: brw.Reader}}, nil
+	}
+	return &rawLeg{conn: conn}, nil
+}
+
+func (l *rawLeg) server() (*yamux.Session, error) {
+	cfg := tunnel.YamuxConfig(0)
+	// A client that vanished without a word is noticed by yamux's pings,
+	// as the WebSocket's pings do on the other leg.
+	cfg.EnableKeepAlive = true
+	cfg.KeepAliveInterval = connectPing
+	return yamux.Server(httpapi.RawConnectConn(l.conn), cfg)
+}
+
+func (l *rawLeg) watch(ys *yamux.Session, stop <-chan struct{}, log *slog.Logger) {}
+
+func (l *rawLeg) endWith(ys *yamux.Session, reason string) {
+	if st, err := ys.OpenStream(); err == nil {
+		st.SetDeadline(time.Now().Add(connectReasonWait))
+		if len(reason) > httpapi.ConnectReasonMax {
+			reason = reason[:httpapi.ConnectReasonMax]
+		}
+		st.Write([]byte(reason))
+		st.Close()
+		// The client closes its side once it holds the reason.
+		io.Copy(io.Discard, st)
+	}
+	ys.Close()
+	l.conn.Close()
+}
+
+func (l *rawLeg) close()    { l.conn.Close() }
+func (l *rawLeg) closeNow() { l.conn.Close() }
+
+// bufferedConn reads what the HTTP server had already buffered first.
+type bufferedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
 // carryStream joins one client stream to a new stream to the device,
 // answering the client first with a status.
@@ -242,7 +389,38 @@ func (s *Server) carryStream(ctx context.Context, sess *broker.Session, st *yamu
 		st.Close()
 		return
 	}
-	tunnel.Join(tunnel.YamuxStream{Stream: st}, ds)
+	join(tunnel.YamuxStream{Stream: st}, ds)
+}
+
+// copyBufs holds the buffers of join's copies: a session may open
+// thousands of short streams, and a fresh pair of buffers for each is
+// garbage the collector must zero and sweep.
+var copyBufs = sync.Pool{New: func() any { return new([64 << 10]byte) }}
+
+// join is tunnel.Join with pooled buffers: bytes both ways until both
+// directions have ended, each end passed on as a half-close, an error in
+// either closing both.
+func join(a, b tunnel.HalfCloser) {
+	done := make(chan struct{})
+	go func() {
+		copyHalf(b, a)
+		close(done)
+	}()
+	copyHalf(a, b)
+	<-done
+	a.Close()
+	b.Close()
+}
+
+func copyHalf(dst, src tunnel.HalfCloser) {
+	buf := copyBufs.Get().(*[64 << 10]byte)
+	defer copyBufs.Put(buf)
+	if _, err := io.CopyBuffer(struct{ io.Writer }{dst}, struct{ io.Reader }{src}, buf[:]); err == nil {
+		dst.CloseWrite()
+		return
+	}
+	dst.Close()
+	src.Close()
 }
 
 // refuseStream answers a client stream the broker will not carry, with

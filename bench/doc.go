@@ -26,9 +26,17 @@
 //
 //	go test -run '^$' -bench . -benchtime 3x ./bench/
 //
-// Two take minutes, and run only with FIELDPASS_BENCH=1 (skipped otherwise),
-// once, with -benchtime 1x:
+// Three take minutes, and run only with FIELDPASS_BENCH=1 (skipped
+// otherwise), once, with -benchtime 1x:
 //
+//   - BenchmarkPath builds the three binaries and runs the person's whole
+//     path, each in its own process: fieldpass forward -> the broker over
+//     HTTPS -> WireGuard -> the connector -> a target in the test process.
+//     It reports one stream's MB/s each way, CPU seconds per GiB and RSS of
+//     each process, new connection + 1-byte echo p50/p99 and 200 at once,
+//     beside raw loopback to the same target; other builds
+//     (FIELDPASS_BENCH_BEFORE) and chisel (FIELDPASS_BENCH_CHISEL) in the
+//     same run. About 3 minutes per build; make bench runs it.
 //   - BenchmarkFleet builds and runs the real fieldpass-broker binary (its
 //     own process, so its RSS is its own) and connects
 //     FIELDPASS_BENCH_DEVICES (default 1000) simulated devices from the test
@@ -47,7 +55,7 @@
 //
 // Run them with
 //
-//	FIELDPASS_BENCH=1 go test -run '^$' -bench 'Fleet|IdleWire' -benchtime 1x -timeout 30m ./bench/
+//	FIELDPASS_BENCH=1 go test -run '^$' -bench 'Path|Fleet|IdleWire' -benchtime 1x -timeout 30m ./bench/
 //
 // README.md beside this file has the figures measured so far.
 package bench

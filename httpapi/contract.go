@@ -37,6 +37,9 @@ import (
 //     device disabled, an admin, idle), it closes the WebSocket with
 //     ConnectCloseCode and the end reason ("grant_expired") as the close
 //     text. A client that closes the WebSocket ends it as client_closed.
+//
+// The Go client asks first for the raw transport, yamux without WebSocket
+// frames after an HTTP upgrade (ConnectUpgrade, in connect_client.go).
 const (
 	// ConnectPath is the WebSocket endpoint; query: device, service. The
 	// token travels in the Authorization header, never in the URL.

@@ -17,6 +17,13 @@ func (s connSession) OpenStream() (tunnel.HalfCloser, error) {
 	}
 	return st, nil
 }
+func (s connSession) OpenStreamEarly() (earlyStream, error) {
+	st, err := s.c.OpenStreamEarly()
+	if err != nil {
+		return nil, err
+	}
+	return st, nil
+}
 func (s connSession) Close() error          { return s.c.Close() }
 func (s connSession) Done() <-chan struct{} { return s.c.Done() }
 func (s connSession) Reason() string        { return s.c.Reason() }

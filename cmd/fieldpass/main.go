@@ -27,6 +27,7 @@ func main() {
 	// SIGHUP too: ssh sends it to its ProxyCommand when it exits, and the
 	// session should then end as client_closed rather than be killed.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	oneProcessor(os.Getenv)
 	err := run(ctx, os.Args[1:], os.Getenv, os.Stdin, os.Stdout, os.Stderr)
 	stop()
 	if err != nil {

@@ -163,8 +163,7 @@ func forwardConns(ctx context.Context, ln net.Listener, s session, stderr io.Wri
 					delete(conns, c)
 					mu.Unlock()
 				}()
-				st, err := s.OpenStream()
-				if err != nil {
+				refused := func(err error) {
 					// Say why before hanging up: whoever sees the close may
 					// end the forward next.
 					select {
@@ -173,9 +172,22 @@ func forwardConns(ctx context.Context, ln net.Listener, s session, stderr io.Wri
 						fmt.Fprintf(stderr, "fieldpass: connection from %s: %s\n", c.RemoteAddr(), message(err))
 					}
 					c.Close()
+				}
+				if eo, ok := s.(earlyOpener); ok {
+					st, err := eo.OpenStreamEarly()
+					if err != nil {
+						refused(err)
+						return
+					}
+					joinEarly(halfCloser(c), st, refused)
 					return
 				}
-				tunnel.Join(halfCloser(c), st)
+				st, err := s.OpenStream()
+				if err != nil {
+					refused(err)
+					return
+				}
+				join(halfCloser(c), st)
 			}()
 		}
 	}()
@@ -216,3 +228,73 @@ func halfCloser(c net.Conn) tunnel.HalfCloser {
 type fullCloser struct{ net.Conn }
 
 func (f fullCloser) CloseWrite() error { return f.Conn.Close() }
+
+// earlyOpener is a session that opens a stream without waiting for the
+// broker's answer (httpapi.Conn.OpenStreamEarly): the client's first bytes
+// travel with the stream's opening, a round trip sooner.
+type earlyOpener interface {
+	OpenStreamEarly() (earlyStream, error)
+}
+
+// earlyStream is a stream whose Status waits for the broker's answer.
+type earlyStream interface {
+	tunnel.HalfCloser
+	Status() error
+}
+
+// copyBufs holds the buffers of join's copies: a forward may open
+// thousands of short connections, and a fresh pair for each is garbage
+// the collector must zero and sweep.
+var copyBufs = sync.Pool{New: func() any { return new([64 << 10]byte) }}
+
+// join copies bytes both ways between a and b until both directions have
+// ended, passing each end on as a half-close (as tunnel.Join does, with
+// pooled buffers).
+func join(a, b tunnel.HalfCloser) {
+	done := make(chan struct{})
+	go func() {
+		copyHalf(b, a)
+		close(done)
+	}()
+	copyHalf(a, b)
+	<-done
+	a.Close()
+	b.Close()
+}
+
+// joinEarly is join for a stream opened early: bytes from local go out at
+// once, and bytes from the stream only once the broker has answered; a
+// refusal is handed to refused, after which both are closed.
+func joinEarly(local tunnel.HalfCloser, st earlyStream, refused func(error)) {
+	done := make(chan struct{})
+	go func() {
+		copyHalf(st, local)
+		close(done)
+	}()
+	if err := st.Status(); err != nil {
+		refused(err)
+		local.Close()
+		st.Close()
+		<-done
+		return
+	}
+	copyHalf(local, st)
+	<-done
+	local.Close()
+	st.Close()
+}
+
+// copyHalf copies src to dst until src ends, then half-closes dst; an
+// error closes both.
+func copyHalf(dst, src tunnel.HalfCloser) {
+	buf := copyBufs.Get().(*[64 << 10]byte)
+	defer copyBufs.Put(buf)
+	// Hidden from io.CopyBuffer: a TCP connection's ReadFrom and WriteTo
+	// would copy through a buffer of their own, allocated each time.
+	if _, err := io.CopyBuffer(struct{ io.Writer }{dst}, struct{ io.Reader }{src}, buf[:]); err == nil {
+		dst.CloseWrite()
+		return
+	}
+	dst.Close()
+	src.Close()
+}

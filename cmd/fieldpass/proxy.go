@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 
 	"github.com/fieldpass/fieldpass"
 )
@@ -106,4 +107,17 @@ func pipeSocket(path string, stdin io.Reader, stdout io.Writer) error {
 	}()
 	_, err = io.Copy(stdout, c)
 	return err
+}
+
+// oneProcessor runs the Go scheduler on one processor unless GOMAXPROCS
+// says otherwise. The CLI's work is handing small packets between a few
+// goroutines (local socket, yamux, TLS); with more processors the
+// scheduler wakes idle threads for each hand-off, which cost the forward
+// 17 % of its CPU per new connection and 13 % per GiB in BenchmarkPath
+// (bench/README.md), and one processor encrypts far faster than the
+// device's leg carries.
+func oneProcessor(getenv func(string) string) {
+	if getenv("GOMAXPROCS") == "" {
+		runtime.GOMAXPROCS(1)
+	}
 }
