@@ -4,15 +4,20 @@ package e2e_test
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"net"
+	"net/http/httptest"
 	"regexp"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
+
 	"github.com/fieldpass/fieldpass"
+	"github.com/fieldpass/fieldpass/demo/routerui"
 )
 
 // TestForwardAcrossConnectorRestart: `fieldpass forward` keeps its one
@@ -122,4 +127,76 @@ func mustEcho(t *testing.T, c *net.TCPConn, line string) {
 	if err != nil || got != line+"\n" {
 		t.Fatalf("echo of %q: %q, %v", line, got, err)
 	}
+}
+
+// TestPortalWebAcrossConnectorRestart: a device's web UI open in the
+// portal keeps its session while the connector is killed and restarted:
+// the router's live WebSocket is cut with the old tunnel, and the page,
+// loaded again, comes through the new one on the same session, the person
+// still signed in to the router.
+func TestPortalWebAcrossConnectorRestart(t *testing.T) {
+	t.Parallel()
+	b, idp := startPortalBrokerOn(t, "localhost", engineerPerson)
+	portalURL := "http://localhost:" + b.httpAddr[strings.LastIndex(b.httpAddr, ":")+1:]
+	b.publicURL = portalURL
+	ui := routerui.New("admin", "router-pw", true)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go ui.Tick(ctx, 100*time.Millisecond)
+	router := httptest.NewServer(ui)
+	t.Cleanup(router.Close)
+	dir := b.enroll("router-1")
+	target := "web=" + strings.TrimPrefix(router.URL, "http://")
+	conn := startConnector(t, "router-1", dir, "--service", target)
+	b.waitDevice("router-1", 30*time.Second, "online", isOnline)
+	admin := b.tokenPerson("ops@example.com", "admin")
+	if r := admin.run(t, "grant", "create", "--user", engineerPerson.Email, "--device", "router-1", "--service", "web",
+		"--duration", "1h", "--reason", "check the router"); r.code != 0 {
+		t.Fatalf("grant create: %v", r)
+	}
+
+	c := newChrome(t)
+	c.run("open the portal", chromedp.Navigate(portalURL+"/devices/router-1"))
+	c.logInAt(idp, engineerPerson)
+	c.run("device page", chromedp.WaitVisible(chromedp.CSS(`button[aria-label="Open web on router-1 in a new tab"]`)))
+	eval(c, "same tab", chromedp.Evaluate[bool](`document.querySelectorAll("form[target]").forEach(f => f.removeAttribute("target")); true`))
+	c.run("open the router", chromedp.Click(chromedp.CSS(`button[aria-label="Open web on router-1 in a new tab"]`)),
+		chromedp.WaitVisible(chromedp.ID("signin")))
+	c.run("sign in to the router",
+		chromedp.SendKeys(chromedp.ID("user"), "admin"),
+		chromedp.SendKeys(chromedp.ID("password"), "router-pw"),
+		chromedp.Click(chromedp.ID("signin")),
+		chromedp.WaitVisible(chromedp.ID("live")))
+	web := func() []fieldpass.Session {
+		var out []fieldpass.Session
+		for _, s := range admin.sessions(t) {
+			if s.Device == "router-1" {
+				out = append(out, s)
+			}
+		}
+		return out
+	}
+	before := web()
+	if len(before) != 1 || !before[0].Open() {
+		t.Fatalf("web sessions before the restart: %+v, want one open", before)
+	}
+
+	if err := conn.signal(syscall.SIGKILL, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	restarted := time.Now()
+	startConnector(t, "router-1", dir, "--service", target)
+	admin.waitSession(t, "the reconnect on the web session's record", func(s fieldpass.Session) bool {
+		return s.ID == before[0].ID && s.Open() && s.DeviceReconnects == 1 && s.StreamsCut >= 1
+	})
+	c.run("the router's page again", chromedp.Reload(), chromedp.WaitVisible(chromedp.ID("live")))
+	t.Logf("router's page loaded again through the same session %s after the restart", time.Since(restarted).Round(time.Millisecond))
+	if u := c.location(); !strings.HasPrefix(u, "http://router-1--web.localhost:") {
+		t.Errorf("after the restart the page is at %s, want the router's origin", u)
+	}
+	after := web()
+	if len(after) != 1 || after[0].ID != before[0].ID || !after[0].Open() {
+		t.Fatalf("web sessions after the restart: %+v, want the same one, open", after)
+	}
+	t.Logf("web session across the restart: %d reconnect, %d connections cut", after[0].DeviceReconnects, after[0].StreamsCut)
 }
