@@ -110,6 +110,7 @@ func (m *Sessions) noteDrop(s *Session, ys *yamux.Session) {
 		if cs.ys == ys {
 			delete(s.streams, cs)
 			s.cut++
+			s.lastCut = now
 		}
 	}
 	s.away, s.awaySince = true, now

@@ -227,3 +227,30 @@ func waitFor(tb testing.TB, what string, cond func() bool) {
 	tb.Helper()
 	brokertest.WaitFor(tb, 10*time.Second, what, cond)
 }
+
+// TestSessionEndsWithItsCutStream: a client that closes its session as
+// soon as a device reconnect cut its only stream (fieldpass ssh: one stream
+// per session) ends it device_closed, not client_closed; one that closes
+// later, or after opening another stream, ends it client_closed.
+func TestSessionEndsWithItsCutStream(t *testing.T) {
+	se := newSessionEnv(t, nil)
+	se.grant(time.Time{}, "echo")
+	s := se.mustOpen()
+	later := se.mustOpen()
+	st, closed := holdStream(t, s)
+	st2, closed2 := holdStream(t, later)
+	se.conn = se.Restart(se.conn, true)
+	waitStreamEnd(t, closed, 20*time.Second, "restart")
+	waitStreamEnd(t, closed2, 20*time.Second, "restart")
+	st.Close()
+	s.End(fieldpass.EndClientClosed)
+	if r := se.waitEnded(s.ID(), 5*time.Second); r.EndReason != fieldpass.EndDeviceClosed || r.StreamsCut != 1 {
+		t.Fatalf("closed with its cut stream: %s, %d cut; want device_closed, 1", r.EndReason, r.StreamsCut)
+	}
+	st2.Close()
+	time.Sleep(2100 * time.Millisecond)
+	later.End(fieldpass.EndClientClosed)
+	if r := se.waitEnded(later.ID(), 5*time.Second); r.EndReason != fieldpass.EndClientClosed || r.StreamsCut != 1 {
+		t.Fatalf("closed later: %s, %d cut; want client_closed, 1", r.EndReason, r.StreamsCut)
+	}
+}

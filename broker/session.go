@@ -54,6 +54,9 @@ type Session struct {
 	// said why (its first refusal).
 	reached bool
 	dialErr string
+	// lastOpen and lastCut (guarded by mu): when a stream last opened, and
+	// when a device reconnect last cut one.
+	lastOpen, lastCut time.Time
 
 	// guarded by m.mu; touched by check only
 	lastTotal  int64
@@ -95,20 +98,30 @@ func (s *Session) Reason() fieldpass.EndReason {
 // A session the person closed (or that failed) without ever reaching the
 // service, because the connector could not dial it, ends dial_failed
 // instead: the record says the device's service was not there, with the
-// connector's error in the audit event.
+// connector's error in the audit event. One closed within cutEndWindow of
+// a device reconnect cutting its last streams, none opened since, ends
+// device_closed: its client gave up because the device's side went away
+// (fieldpass ssh carries one stream per session and closes with it).
 func (s *Session) End(reason fieldpass.EndReason) {
 	if reason == "" || fieldpass.ValidateEndReason(reason) != nil {
 		reason = fieldpass.EndClientClosed
 	}
 	if reason == fieldpass.EndClientClosed || reason == fieldpass.EndError {
 		s.mu.Lock()
-		if !s.reached && s.dialErr != "" {
+		switch {
+		case !s.reached && s.dialErr != "":
 			reason = fieldpass.EndDialFailed
+		case len(s.streams) == 0 && !s.lastCut.IsZero() && !s.lastCut.Before(s.lastOpen) && time.Since(s.lastCut) < cutEndWindow:
+			reason = fieldpass.EndDeviceClosed
 		}
 		s.mu.Unlock()
 	}
 	s.m.end(s, reason, true)
 }
+
+// cutEndWindow is how soon after a device reconnect cut a session's last
+// streams its client's close is taken as a consequence (Session.End).
+const cutEndWindow = 2 * time.Second
 
 // endDetails are the details the end's audit event adds to the record's.
 func (s *Session) endDetails() map[string]any {
@@ -176,6 +189,7 @@ func (s *Session) Stream(ctx context.Context) (tunnel.HalfCloser, error) {
 			return nil, fieldpass.Errorf(fieldpass.EUNAVAILABLE, "session has ended (%s)", r)
 		}
 		s.streams[cs] = struct{}{}
+		s.lastOpen = time.Now()
 		s.mu.Unlock()
 		return cs, nil
 	}
@@ -237,6 +251,7 @@ func (c *countedStream) Close() error {
 			// Still open when its tunnel dropped: in flight, cut by the
 			// device's reconnect (noteDrop did not get to it first).
 			c.s.cut++
+			c.s.lastCut = time.Now()
 		}
 	}
 	c.s.mu.Unlock()
