@@ -238,3 +238,44 @@ func TestPortalWebAcrossConnectorRestart(t *testing.T) {
 	}
 	t.Logf("web session across the restart: %d reconnect, %d connections cut", after[0].DeviceReconnects, after[0].StreamsCut)
 }
+
+// TestPortalTerminalAcrossConnectorRestart: a browser terminal is one SSH
+// connection, which a device reconnect cuts: the page says the connection
+// dropped and to open the terminal again, and the record ends the session
+// device_closed with the cut counted, not as the person's close.
+func TestPortalTerminalAcrossConnectorRestart(t *testing.T) {
+	needOpenSSH(t)
+	t.Parallel()
+	b, idp := startPortalBroker(t, engineerPerson)
+	sshd := startSSHD(t)
+	dir := b.enroll("pump-7")
+	conn := startConnector(t, "pump-7", dir, "--service", "ssh="+sshd.addr)
+	b.waitDevice("pump-7", 30*time.Second, "online", isOnline)
+	ops := b.tokenPerson("ops@example.com", "admin")
+	if r := ops.run(t, "grant", "create", "--user", engineerPerson.Email, "--device", "pump-7", "--service", "ssh",
+		"--duration", "1h", "--reason", "look at the logs"); r.code != 0 {
+		t.Fatalf("grant create: %v", r)
+	}
+	eng := newChrome(t)
+	eng.logIn(b, idp, engineerPerson, "/terminal/pump-7/ssh")
+	eng.connectTerminal(sshd.user, sshd.keyFile)
+	eng.waitPrompt()
+	eng.typeInTerminal("echo before-$((6*7))\n")
+	eng.seeInTerminal("before-42")
+
+	if err := conn.signal(syscall.SIGKILL, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	startConnector(t, "pump-7", dir, "--service", "ssh="+sshd.addr)
+	eng.see("The connection to the device dropped (it is reconnecting)")
+	s := ops.waitSession(t, "the terminal's session ended", func(s fieldpass.Session) bool { return s.Device == "pump-7" && !s.Open() })
+	if s.EndReason != fieldpass.EndDeviceClosed || s.StreamsCut != 1 {
+		t.Errorf("terminal session %+v: want device_closed, 1 stream cut", s)
+	}
+	// A new terminal reaches the device through its new tunnel.
+	eng.open(b, "/terminal/pump-7/ssh")
+	eng.connectTerminal(sshd.user, sshd.keyFile)
+	eng.waitPrompt()
+	eng.typeInTerminal("echo after-$((6*7))\n")
+	eng.seeInTerminal("after-42")
+}
