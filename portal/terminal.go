@@ -332,7 +332,7 @@ func endMessage(r fieldpass.EndReason) string {
 	case fieldpass.EndIdleTimeout:
 		return "The session was idle for too long."
 	case fieldpass.EndDeviceClosed:
-		return "The device closed the connection."
+		return "The device went offline and did not come back in time."
 	}
 	return "The session ended (" + string(r) + ")."
 }
