@@ -94,7 +94,7 @@ func (m *Sessions) watchDevice(s *Session, ys *yamux.Session) {
 			}
 			return
 		}
-		m.noteBack(s)
+		m.noteBack(s, next)
 		ys = next
 	}
 }
@@ -156,14 +156,15 @@ func (m *Sessions) awaitReturn(s *Session, old *yamux.Session) (*yamux.Session, 
 	}
 }
 
-// noteBack records that s's device is back, if s had it away: whoever
-// sees the new tunnel first (watchDevice, or a stream that waited for it)
-// calls it. The counts go on s's row with a session.device_reconnected
-// event, in the background (a failed write leaves the counts to be written
-// with the end).
-func (m *Sessions) noteBack(s *Session) {
+// noteBack records that s's device is back through tunnel ys, if s had it
+// away: whoever sees the new tunnel first (watchDevice, or a stream opened
+// through it) calls it. A ys closed by now is no return (noteDrop, which
+// follows the close, may have marked s away since). The counts go on s's
+// row with a session.device_reconnected event, in the background (a failed
+// write leaves the counts to be written with the end).
+func (m *Sessions) noteBack(s *Session, ys *yamux.Session) {
 	s.mu.Lock()
-	if !s.away {
+	if !s.away || ys.IsClosed() {
 		s.mu.Unlock()
 		return
 	}

@@ -178,7 +178,7 @@ func (s *Session) Stream(ctx context.Context) (tunnel.HalfCloser, error) {
 			return nil, err
 		}
 		// Through a live tunnel: if the device was away, it is back.
-		s.m.noteBack(s)
+		s.m.noteBack(s, ys)
 		cs := &countedStream{HalfCloser: st, s: s, ys: ys}
 		s.mu.Lock()
 		s.reached = true
