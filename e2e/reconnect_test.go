@@ -197,9 +197,11 @@ func TestPortalWebAcrossConnectorRestart(t *testing.T) {
 	c.run("open the portal", chromedp.Navigate(portalURL+"/devices/router-1"))
 	c.logInAt(idp, engineerPerson)
 	c.run("device page", chromedp.WaitVisible(chromedp.CSS(`button[aria-label="Open web on router-1 in a new tab"]`)))
-	eval(c, "same tab", chromedp.Evaluate[bool](`document.querySelectorAll("form[target]").forEach(f => f.removeAttribute("target")); true`))
-	c.run("open the router", chromedp.Click(chromedp.CSS(`button[aria-label="Open web on router-1 in a new tab"]`)),
-		chromedp.WaitVisible(chromedp.ID("signin")))
+	// In the same tab, and in one script: the live page replaces its
+	// content every few seconds, which a click by node may miss.
+	eval(c, "open the router", chromedp.Evaluate[bool](`(b => { b.form.removeAttribute("target"); b.click(); return true })(
+		document.querySelector('button[aria-label="Open web on router-1 in a new tab"]'))`))
+	c.run("the router's sign-in page", chromedp.WaitVisible(chromedp.ID("signin")))
 	c.run("sign in to the router",
 		chromedp.SendKeys(chromedp.ID("user"), "admin"),
 		chromedp.SendKeys(chromedp.ID("password"), "router-pw"),
