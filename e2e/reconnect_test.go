@@ -101,6 +101,10 @@ func TestForwardAcrossConnectorRestart(t *testing.T) {
 	// connection made meanwhile waits for it, up to the stream-open
 	// deadline, and forward says why it hangs up; once the device is back,
 	// connections go through again, still on the same session.
+	// The connection just closed done on the device first: a clean stop
+	// with a stream still closing can lose the connector's goodbye, and
+	// the broker would then learn of the stop only from silence.
+	second.waitLog(t, 10*time.Second, regexp.MustCompile(`msg="stream closed"`))
 	if err := second.signal(syscall.SIGTERM, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
