@@ -16,6 +16,10 @@ type Caller struct {
 	// ByCookie is true when the token came from the portal's cookie: then
 	// state-changing requests must also carry a valid CSRF token.
 	ByCookie bool
+	// Client is the address the request came from, as the edge decided it
+	// (behind trusted proxies, the client they name): the record of a
+	// refused operation says from where.
+	Client string
 }
 
 type callerKey struct{}

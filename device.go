@@ -39,6 +39,12 @@ type Device struct {
 	// overrides the connector's own --keepalive; 0 (omitted in JSON) means
 	// the connector's own setting applies.
 	KeepaliveSeconds int `json:"keepalive_seconds,omitempty"`
+	// Services are the names of the services the device's connector
+	// said it exposes in its last hello (never their targets); nil
+	// (omitted in JSON) while no connector has said: one too old to, or
+	// none connected yet. A grant naming a service a device is known not
+	// to expose is refused unless asked for (--allow-unknown).
+	Services []string `json:"services,omitempty"`
 }
 
 // The range of a per-device keepalive. Carrier NAT UDP timeouts are commonly
@@ -58,7 +64,7 @@ func ValidateKeepalive(d time.Duration) error {
 		return nil
 	}
 	if d%time.Second != 0 || d < MinKeepalive || d > MaxKeepalive {
-		return Errorf(EINVALID, "keepalive %s: want whole seconds from %s to %s, or default", d, MinKeepalive, MaxKeepalive)
+		return Errorf(EINVALID, "keepalive %s: want whole seconds from %s to %s, or default", d, FormatDuration(MinKeepalive), FormatDuration(MaxKeepalive))
 	}
 	return nil
 }

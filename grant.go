@@ -28,6 +28,8 @@ type Grant struct {
 	CreatedAt time.Time         `json:"created_at"`
 	RevokedAt time.Time         `json:"revoked_at,omitzero"`
 	RevokedBy string            `json:"revoked_by,omitempty"`
+	// RevokeReason is why it was revoked, in the revoker's words (optional).
+	RevokeReason string `json:"revoke_reason,omitempty"`
 }
 
 const (
@@ -114,6 +116,10 @@ func ValidateReason(s string) error {
 	}
 	return validateLine("reason", s, maxReasonLen)
 }
+
+// ValidateOptionalReason checks an optional reason (why a grant was revoked,
+// why a request was denied): one line of at most 1000 characters.
+func ValidateOptionalReason(s string) error { return validateLine("reason", s, maxReasonLen) }
 
 // ValidateTicket checks an optional ticket reference.
 func ValidateTicket(s string) error { return validateLine("ticket", s, maxTicketLen) }
@@ -255,10 +261,10 @@ func (r *AccessRequest) Validate() error {
 		return err
 	}
 	if r.Duration < time.Minute {
-		return Errorf(EINVALID, "requested duration %s: want at least 1m", r.Duration)
+		return Errorf(EINVALID, "requested duration %s: want at least 1m", FormatDuration(r.Duration))
 	}
 	if r.Duration > HardMaxGrantDuration {
-		return Errorf(EINVALID, "requested duration %s is longer than the %s any grant may last", r.Duration, HardMaxGrantDuration)
+		return Errorf(EINVALID, "requested duration %s is longer than the %s any grant may last", FormatDuration(r.Duration), FormatDuration(HardMaxGrantDuration))
 	}
 	if err := ValidateReason(r.Reason); err != nil {
 		return err

@@ -26,6 +26,13 @@ const httpOnLoopback = ", or http://127.0.0.1:PORT for a broker on this machine"
 // only to a loopback broker (tokens and keys must not cross a network in
 // clear). The path loses its trailing slash so endpoints can be joined.
 func ParseBrokerURL(raw string) (*url.URL, error) {
+	if host, port, err := net.SplitHostPort(raw); err == nil && !strings.ContainsAny(raw, "/@") && host != "" && port != "" {
+		// host:port without a scheme: say which one to put in front.
+		if IsLoopbackHost(host) {
+			return nil, Errorf(EINVALID, "invalid broker URL %q: it needs a scheme: http://%s (plain http is fine for a broker on this machine; https for any other)", raw, raw)
+		}
+		return nil, Errorf(EINVALID, "invalid broker URL %q: it needs a scheme: https://%s (plain http only to a broker on this machine)", raw, raw)
+	}
 	u, err := url.Parse(raw)
 	if err != nil {
 		// The text may hold a password; say nothing of it.

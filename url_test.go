@@ -32,12 +32,24 @@ func TestParseBrokerURL(t *testing.T) {
 }
 
 // A malformed broker URL is refused saying both forms that work: https,
-// and plain http for a broker on this machine.
+// and plain http for a broker on this machine. host:port alone is told the
+// exact URL to type (issue 11: --broker 127.0.0.1:8080).
 func TestParseBrokerURLSaysLoopbackHTTP(t *testing.T) {
-	for _, in := range []string{"127.0.0.1:8080", "localhost:8080", "broker.example.com"} {
+	for _, in := range []string{"broker.example.com", "ftp://broker.example.com"} {
 		_, err := fieldpass.ParseBrokerURL(in)
 		if msg := fieldpass.ErrorMessage(err); !strings.Contains(msg, "https://host[:port]") || !strings.Contains(msg, "http://127.0.0.1:PORT") {
 			t.Errorf("%s: %v, want both forms named", in, err)
+		}
+	}
+	for in, want := range map[string]string{
+		"127.0.0.1:8080":         "it needs a scheme: http://127.0.0.1:8080 (plain http is fine for a broker on this machine",
+		"localhost:8080":         "it needs a scheme: http://localhost:8080 (plain http is fine",
+		"[::1]:8080":             "it needs a scheme: http://[::1]:8080",
+		"broker.example.com:443": "it needs a scheme: https://broker.example.com:443 (plain http only to a broker on this machine)",
+	} {
+		_, err := fieldpass.ParseBrokerURL(in)
+		if msg := fieldpass.ErrorMessage(err); fieldpass.ErrorCode(err) != fieldpass.EINVALID || !strings.Contains(msg, want) {
+			t.Errorf("%s: %v, want invalid saying %q", in, err, want)
 		}
 	}
 }

@@ -157,6 +157,41 @@ type Token struct {
 	LastUsedAt time.Time `json:"last_used_at,omitzero"` // updated at most once a minute
 }
 
+// Held refuses t when it no longer holds at now: revoked (forbidden) or
+// past its expiry (expired). The words depend on who holds it: a person
+// logs in again; a bot cannot, and its automation token is replaced by an
+// operator on the broker host.
+func (t *Token) Held(now time.Time) error {
+	switch {
+	case !t.RevokedAt.IsZero():
+		return Errorf(EFORBIDDEN, "%s was revoked at %s: %s", t.kindName(), t.RevokedAt.UTC().Format(time.RFC3339), t.renewal())
+	case !now.Before(t.ExpiresAt):
+		return Errorf(EEXPIRED, "%s expired at %s: %s", t.kindName(), t.ExpiresAt.UTC().Format(time.RFC3339), t.renewal())
+	}
+	return nil
+}
+
+func (t *Token) kindName() string {
+	switch t.Kind {
+	case TokenAutomation:
+		return "automation token of " + t.Email
+	case TokenSession:
+		return "portal session"
+	}
+	return "token"
+}
+
+// renewal says how the holder of t gets a new one.
+func (t *Token) renewal() string {
+	switch t.Kind {
+	case TokenAutomation:
+		return "an operator issues a new one on the broker host with fieldpass-broker user token --email " + t.Email + " --ttl DURATION, and the bot's FIELDPASS_TOKEN is set to it"
+	case TokenSession:
+		return "log in to the portal again"
+	}
+	return "log in again (fieldpass login)"
+}
+
 // TokenPrefix starts every broker-issued token (enrolment tokens have their
 // own, EnrollmentTokenPrefix), so a token pasted in the wrong place or found
 // in a log is recognisable.

@@ -32,7 +32,8 @@ type Config struct {
 	// are written to the store, and the broker carrying the session follows
 	// within a second.
 	Sessions *broker.Sessions
-	// Alerts receives vendor_grant_created (default nil: alerts off).
+	// Alerts receives vendor_grant_created, access_requested and
+	// access_request_decided (default nil: alerts off).
 	Alerts *alerts.Notifier
 	// GrantLimits caps grant durations per role (zero: the defaults).
 	GrantLimits fieldpass.GrantLimits
@@ -92,6 +93,31 @@ func Require(c *fieldpass.Caller, roles ...fieldpass.Role) error {
 	return fieldpass.Errorf(fieldpass.EFORBIDDEN, "this needs the %s role", strings.Join(names, " or "))
 }
 
+// Operations that change nothing, named in the record of a refused
+// attempt (Allow) as the audit actions name those that change something.
+const (
+	OpGrantList     = "grant.list"     // grants made out to someone
+	OpSessionList   = "session.list"   // someone's sessions
+	OpAuditRead     = "audit.read"     // the audit log and its chain's state
+	OpDeviceHistory = "device.history" // a device's connectivity history
+	OpStaleReport   = "report.stale"
+	OpGrantsPage    = "grant.manage"  // the portal's grants page
+	OpApprovals     = "request.queue" // the approvers' queue
+	OpLiveSessions  = "session.live"  // who is connected now
+)
+
+// Allow is Require for an edge that checks roles before calling the
+// service (the API's route table, a portal page): a refusal is put on the
+// record like any refused operation (denied), op naming what was asked
+// (an audit action, or one of the Op names above) and target what it
+// acted on ("" for none).
+func (s *Service) Allow(c *fieldpass.Caller, op, target string, roles ...fieldpass.Role) error {
+	if err := Require(c, roles...); err != nil {
+		return s.denied(c, op, target, "role_required", err)
+	}
+	return nil
+}
+
 // SeesAll reports whether c reads every device, grant and session: admins
 // and auditors.
 func SeesAll(c *fieldpass.Caller) bool {
@@ -107,13 +133,13 @@ func SeesAllRequests(c *fieldpass.Caller) bool {
 
 // ownOnly narrows a list filter's person field to the caller unless c sees
 // all: an empty *who becomes the caller, and anyone else's is refused with
-// refusal.
-func ownOnly(c *fieldpass.Caller, who *string, refusal string) error {
+// refusal, on the record as op on that person (reason not_own).
+func (s *Service) ownOnly(c *fieldpass.Caller, op string, who *string, refusal string) error {
 	if SeesAll(c) {
 		return nil
 	}
 	if *who != "" && *who != c.User.Email {
-		return fieldpass.Errorf(fieldpass.EFORBIDDEN, "%s", refusal)
+		return s.denied(c, op, fieldpass.UserTarget(*who), "not_own", fieldpass.Errorf(fieldpass.EFORBIDDEN, "%s", refusal))
 	}
 	*who = c.User.Email
 	return nil

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/fieldpass/fieldpass"
+	"github.com/fieldpass/fieldpass/postgres"
 )
 
 // DefaultEnrollmentTTL is how long an enrolment token made in the portal
@@ -14,7 +15,7 @@ const DefaultEnrollmentTTL = 24 * time.Hour
 // CreateEnrollmentToken makes a single-use token that enrols one device as
 // name with labels (admins only), audited. The token is returned once.
 func (s *Service) CreateEnrollmentToken(ctx context.Context, c *fieldpass.Caller, name string, labels map[string]string, ttl time.Duration) (string, time.Time, error) {
-	if err := Require(c, fieldpass.RoleAdmin); err != nil {
+	if err := s.Allow(c, fieldpass.AuditTokenCreate, postgres.DeviceTarget(name), fieldpass.RoleAdmin); err != nil {
 		return "", time.Time{}, err
 	}
 	if ttl == 0 {
@@ -32,7 +33,7 @@ func (s *Service) CreateEnrollmentToken(ctx context.Context, c *fieldpass.Caller
 // only), audited. Its live sessions end within a second; a disabled or
 // decommissioned device's tunnel is refused.
 func (s *Service) SetDeviceState(ctx context.Context, c *fieldpass.Caller, name string, state fieldpass.DeviceState) (*fieldpass.Device, error) {
-	if err := Require(c, fieldpass.RoleAdmin); err != nil {
+	if err := s.Allow(c, stateAction(state), postgres.DeviceTarget(name), fieldpass.RoleAdmin); err != nil {
 		return nil, err
 	}
 	d, err := s.cfg.DB.SetDeviceStateAudited(ctx, fieldpass.UserActor(c.User.Email), name, state)
@@ -47,8 +48,19 @@ func (s *Service) SetDeviceState(ctx context.Context, c *fieldpass.Caller, name 
 // connector's own), admins only, audited; a connected device takes it at
 // once.
 func (s *Service) SetDeviceKeepalive(ctx context.Context, c *fieldpass.Caller, name string, keepalive time.Duration) (*fieldpass.Device, error) {
-	if err := Require(c, fieldpass.RoleAdmin); err != nil {
+	if err := s.Allow(c, fieldpass.AuditDeviceKeepalive, postgres.DeviceTarget(name), fieldpass.RoleAdmin); err != nil {
 		return nil, err
 	}
 	return s.cfg.DB.SetDeviceKeepaliveAudited(ctx, fieldpass.UserActor(c.User.Email), name, keepalive)
+}
+
+// stateAction is the audit action of setting a device's state.
+func stateAction(state fieldpass.DeviceState) string {
+	switch state {
+	case fieldpass.DeviceDisabled:
+		return fieldpass.AuditDeviceDisable
+	case fieldpass.DeviceDecommissioned:
+		return fieldpass.AuditDeviceDecommission
+	}
+	return fieldpass.AuditDeviceEnable
 }

@@ -2,6 +2,8 @@ package access
 
 import (
 	"context"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/fieldpass/fieldpass"
@@ -9,15 +11,32 @@ import (
 	"github.com/fieldpass/fieldpass/broker"
 )
 
+// GrantOption changes what CreateGrant accepts.
+type GrantOption int
+
+// AllowUnknown lets a grant name services that a device it names is known
+// not to expose (the API's allow_unknown, the CLI's --allow-unknown): the
+// service is to be added to the device's connector later.
+const AllowUnknown GrantOption = 1
+
 // CreateGrant creates g (admins only), no longer than the limit for its
-// subject's roles, and tells operators when it is made out to a vendor.
-func (s *Service) CreateGrant(ctx context.Context, c *fieldpass.Caller, g fieldpass.Grant) (*fieldpass.Grant, error) {
+// subject's roles, and tells operators when it is made out to a vendor. A
+// grant naming a service that a device it names by name is known not to
+// expose (its connector listed its services in its hello, and that one is
+// not among them) is refused unless opts hold AllowUnknown: most often a
+// typo, which would make a grant that lets no one in.
+func (s *Service) CreateGrant(ctx context.Context, c *fieldpass.Caller, g fieldpass.Grant, opts ...GrantOption) (*fieldpass.Grant, error) {
 	if err := Require(c, fieldpass.RoleAdmin); err != nil {
 		return nil, s.denied(c, fieldpass.AuditGrantCreate, "", "role_required", err)
 	}
 	// Validate first: it normalises the subject the limit is looked up by.
 	if err := g.Validate(); err != nil {
 		return nil, err
+	}
+	if !slices.Contains(opts, AllowUnknown) {
+		if err := s.exposedServices(ctx, g); err != nil {
+			return nil, err
+		}
 	}
 	if err := s.fourEyes(c, g.Subject); err != nil {
 		return nil, s.denied(c, fieldpass.AuditGrantCreate, fieldpass.UserTarget(g.Subject), "four_eyes", err)
@@ -41,13 +60,49 @@ func (s *Service) CreateGrant(ctx context.Context, c *fieldpass.Caller, g fieldp
 	return out, nil
 }
 
+// exposedServices refuses g if a device it names is known not to expose a
+// service it grants. Devices whose services are unknown (no connector said:
+// one too old to, or none connected yet) pass, as do label selectors,
+// which are meant to cover devices to come.
+func (s *Service) exposedServices(ctx context.Context, g fieldpass.Grant) error {
+	if len(g.Devices) == 0 {
+		return nil
+	}
+	devs, err := s.cfg.DB.DevicesNamed(ctx, g.Devices)
+	if err != nil {
+		return err
+	}
+	slices.SortFunc(devs, func(a, b *fieldpass.Device) int { return strings.Compare(a.Name, b.Name) })
+	for _, d := range devs {
+		if d.Services == nil {
+			continue
+		}
+		var missing []string
+		for _, svc := range g.Services {
+			if !slices.Contains(d.Services, svc) {
+				missing = append(missing, svc)
+			}
+		}
+		if len(missing) > 0 {
+			exposes := "no services"
+			if len(d.Services) > 0 {
+				exposes = strings.Join(d.Services, ", ")
+			}
+			return fieldpass.Errorf(fieldpass.EINVALID,
+				"device %s does not expose %s (its connector exposes %s): check the service name; to grant a service the device will expose later, add --allow-unknown (API: allow_unknown)",
+				d.Name, strings.Join(missing, ", "), exposes)
+		}
+	}
+	return nil
+}
+
 // Grants lists grants, newest first: any for admins and auditors, the
 // caller's own for everyone else (f.Subject naming another is refused).
 func (s *Service) Grants(ctx context.Context, c *fieldpass.Caller, f fieldpass.GrantFilter) ([]*fieldpass.Grant, error) {
 	if err := loggedIn(c); err != nil {
 		return nil, err
 	}
-	if err := ownOnly(c, &f.Subject, "you may list only grants made out to you"); err != nil {
+	if err := s.ownOnly(c, OpGrantList, &f.Subject, "you may list only grants made out to you"); err != nil {
 		return nil, err
 	}
 	gs, err := s.cfg.DB.Grants(ctx, f)
@@ -57,17 +112,18 @@ func (s *Service) Grants(ctx context.Context, c *fieldpass.Caller, f fieldpass.G
 	return gs, err
 }
 
-// RevokeGrant revokes a grant now (admins only). Every broker hears of it
+// RevokeGrant revokes a grant now (admins only), with why (optional:
+// kept on the grant and in the audit event). Every broker hears of it
 // from the database and ends the sessions it covered within a second.
-func (s *Service) RevokeGrant(ctx context.Context, c *fieldpass.Caller, id string) (*fieldpass.Grant, error) {
+func (s *Service) RevokeGrant(ctx context.Context, c *fieldpass.Caller, id, reason string) (*fieldpass.Grant, error) {
 	if err := Require(c, fieldpass.RoleAdmin); err != nil {
 		return nil, s.denied(c, fieldpass.AuditGrantRevoke, "grant:"+id, "role_required", err)
 	}
-	g, err := s.cfg.DB.RevokeGrant(ctx, fieldpass.UserActor(c.User.Email), id)
+	g, err := s.cfg.DB.RevokeGrantBecause(ctx, fieldpass.UserActor(c.User.Email), id, reason)
 	if err != nil {
 		return nil, err
 	}
-	s.log.Info("grant revoked", "grant", g.ID, "subject", g.Subject, "by", c.User.Email)
+	s.log.Info("grant revoked", "grant", g.ID, "subject", g.Subject, "by", c.User.Email, "reason", reason)
 	return g, nil
 }
 
@@ -118,7 +174,7 @@ func (s *Service) CreateRequest(ctx context.Context, c *fieldpass.Caller, r fiel
 		return nil, fieldpass.Errorf(fieldpass.EINVALID, "invalid duration: want a positive duration such as 4h")
 	}
 	if max := s.MaxGrant(c); r.Duration > max {
-		return nil, fieldpass.Errorf(fieldpass.EINVALID, "requested duration %s is longer than the %s a grant to you may last", r.Duration, max)
+		return nil, fieldpass.Errorf(fieldpass.EINVALID, "requested duration %s is longer than the %s a grant to you may last: ask for %s or less", fieldpass.FormatDuration(r.Duration), fieldpass.FormatDuration(max), fieldpass.FormatDuration(max))
 	}
 	if !s.requests.Allow(c.User.ID) {
 		return nil, fieldpass.Errorf(fieldpass.EUNAVAILABLE, "too many access requests from you (at most %d an hour): try again later", int(requestRate*3600))
@@ -137,6 +193,13 @@ func (s *Service) CreateRequest(ctx context.Context, c *fieldpass.Caller, r fiel
 		return nil, err
 	}
 	s.log.Info("access request filed", "request", out.ID, "requester", out.Requester, "device", out.Device, "service", out.Service)
+	if s.cfg.Alerts != nil {
+		s.cfg.Alerts.Notify(alerts.Alert{Kind: alerts.AccessRequested, At: s.cfg.Now(), Device: out.Device, Details: map[string]any{
+			"request": out.ID, "requester": out.Requester, "service": out.Service,
+			"duration": fieldpass.FormatDuration(out.Duration), "reason": out.Reason, "ticket": out.Ticket,
+			"decide": "fieldpass request approve|deny " + out.ID + " [--reason R], or the portal's Approvals page",
+		}})
+	}
 	return out, nil
 }
 
@@ -202,24 +265,33 @@ func (s *Service) DecideRequest(ctx context.Context, c *fieldpass.Caller, id str
 	} else {
 		s.log.Info("access request denied", "request", req.ID, "requester", req.Requester, "by", c.User.Email)
 	}
+	if s.cfg.Alerts != nil {
+		details := map[string]any{"request": req.ID, "requester": req.Requester, "service": req.Service,
+			"status": string(req.Status), "by": c.User.Email, "comment": req.Comment}
+		if g != nil {
+			details["grant"], details["until"] = g.ID, g.End
+		}
+		s.cfg.Alerts.Notify(alerts.Alert{Kind: alerts.AccessRequestDecided, At: s.cfg.Now(), Device: req.Device, Details: details})
+	}
 	return req, g, nil
 }
 
 // denied puts a refused operation (a missing role, a decision on one's own
 // request) on the record through the session manager's coalescing denial
-// log, and returns err unchanged. reason (role_required, self_approval)
-// is for the record only. Without a session manager (tests, tools)
-// it is only logged.
+// log, and returns err unchanged: who (the caller), what (op, target), why
+// (reason, and the message the caller saw) and from where (the caller's
+// client address). reason (role_required, self_approval) is for the
+// record only. Without a session manager (tests, tools) it is only logged.
 func (s *Service) denied(c *fieldpass.Caller, op, target, reason string, err error) error {
 	d := broker.Denial{Operation: op, Target: target, Reason: fieldpass.DenyReason(reason),
 		Message: fieldpass.ErrorMessage(err)}
 	if c != nil && c.User != nil {
-		d.User = c.User.Email
+		d.User, d.Client = c.User.Email, c.Client
 	}
 	if s.cfg.Sessions != nil {
 		s.cfg.Sessions.Denied(d)
 	} else {
-		s.log.Info(op+" refused", "user", d.User, "target", target, "err", err)
+		s.log.Info(op+" refused", "user", d.User, "target", target, "client", d.Client, "err", err)
 	}
 	return err
 }

@@ -1,7 +1,7 @@
 // Package alerts tells operators about fleet events they must act on (a
 // device offline too long, a device roaming, an enrolment, a grant to a
-// vendor, a session on a sensitive device) by POSTing signed JSON to a
-// webhook they run.
+// vendor, a session on a sensitive device, an access request waiting for
+// an approver) by POSTing signed JSON to a webhook they run.
 //
 // Alerts exist because nobody watches the broker's log: the webhook is how
 // an event reaches a chat channel or a pager. Delivery must never slow down
@@ -69,6 +69,11 @@ const (
 	// SensitiveSessionStarted: a session opened to a device carrying a
 	// label configured as sensitive.
 	SensitiveSessionStarted Kind = "sensitive_session_started"
+	// AccessRequested: a person filed an access request; approvers act on
+	// it without polling the queue.
+	AccessRequested Kind = "access_requested"
+	// AccessRequestDecided: an approver approved or denied a request.
+	AccessRequestDecided Kind = "access_request_decided"
 )
 
 // Alert is one event, the JSON body of a delivery.

@@ -22,6 +22,7 @@ import (
 	"net/http"
 
 	"github.com/fieldpass/fieldpass"
+	"github.com/fieldpass/fieldpass/access"
 	"github.com/fieldpass/fieldpass/httpapi"
 )
 
@@ -85,6 +86,9 @@ func (s *Server) handleDevices() http.HandlerFunc {
 				LastSeen:  d.Presence.LastSeen,
 				Services:  d.Services,
 				GrantEnds: d.GrantEnds,
+			}
+			if access.SeesAll(c) {
+				out[i].ExposedServices = d.Device.Services
 			}
 		}
 		writeJSON(w, http.StatusOK, out)

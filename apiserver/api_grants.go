@@ -8,6 +8,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/fieldpass/fieldpass"
+	"github.com/fieldpass/fieldpass/access"
 	"github.com/fieldpass/fieldpass/httpapi"
 )
 
@@ -69,7 +70,11 @@ func (s *Server) handleGrantCreate() http.HandlerFunc {
 				return
 			}
 		}
-		out, err := s.access.CreateGrant(r.Context(), c, g)
+		var opts []access.GrantOption
+		if body.AllowUnknown {
+			opts = append(opts, access.AllowUnknown)
+		}
+		out, err := s.access.CreateGrant(r.Context(), c, g, opts...)
 		if err != nil {
 			s.writeError(w, r, err)
 			return
@@ -118,7 +123,14 @@ func (s *Server) handleGrantRevoke() http.HandlerFunc {
 		if c == nil {
 			return
 		}
-		g, err := s.access.RevokeGrant(r.Context(), c, chi.URLParam(r, "id"))
+		var body httpapi.GrantRevoke
+		if r.ContentLength != 0 {
+			if err := decodeJSON(w, r, maxRequestBody, &body); err != nil {
+				s.writeError(w, r, err)
+				return
+			}
+		}
+		g, err := s.access.RevokeGrant(r.Context(), c, chi.URLParam(r, "id"), body.Reason)
 		if err != nil {
 			s.writeError(w, r, err)
 			return

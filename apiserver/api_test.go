@@ -16,7 +16,10 @@ import (
 	"time"
 
 	"github.com/fieldpass/fieldpass"
+	"github.com/fieldpass/fieldpass/access"
 	"github.com/fieldpass/fieldpass/apiserver"
+	"github.com/fieldpass/fieldpass/broker"
+	"github.com/fieldpass/fieldpass/broker/brokertest"
 	"github.com/fieldpass/fieldpass/httpapi"
 	"github.com/fieldpass/fieldpass/postgres"
 	"github.com/fieldpass/fieldpass/postgres/pgtest"
@@ -100,7 +103,34 @@ type fixture struct {
 	seq     atomic.Int64
 }
 
-func newFixture(t *testing.T) *fixture {
+// fixtureOption changes the API's configuration of a fixture.
+type fixtureOption func(t *testing.T, db *postgres.DB, cfg *apiserver.Config)
+
+// withDenialRecord gives the fixture's rules (package access) a running
+// session manager, on a broker of its own: what is refused goes on the
+// record as in a running broker. The API itself gets no session manager,
+// so that connects and the browser terminal answer as without one.
+func withDenialRecord(t *testing.T, db *postgres.DB, cfg *apiserver.Config) {
+	t.Helper()
+	b, err := broker.New(t.Context(), broker.Config{ID: "matrix-broker", PrivateKey: mustKey(t),
+		WGListen: netip.MustParseAddrPort("127.0.0.1:0"), Logger: brokertest.Logger()}, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- b.Serve(ctx) }()
+	m, err := broker.NewSessions(ctx, b, db, broker.SessionsConfig{Logger: brokertest.Logger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ran := make(chan error, 1)
+	go func() { ran <- m.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-ran; <-served; b.Close() })
+	cfg.Access = access.New(access.Config{DB: db, Sessions: m, GrantLimits: cfg.GrantLimits, Now: cfg.Now})
+}
+
+func newFixture(t *testing.T, opts ...fixtureOption) *fixture {
 	t.Helper()
 	ctx := context.Background()
 	db, err := postgres.Open(ctx, pgtest.NewDatabase(t))
@@ -111,7 +141,7 @@ func newFixture(t *testing.T) *fixture {
 	start := time.Now().UTC().Truncate(time.Second)
 	clk := &testClock{now: start}
 	db.Now = clk.Now
-	api := apiserver.New(apiserver.Config{
+	cfg := apiserver.Config{
 		DB:          db,
 		GrantLimits: testLimits,
 		Now:         clk.Now,
@@ -121,7 +151,11 @@ func newFixture(t *testing.T) *fixture {
 		AuthRate:  1e6, AuthBurst: 1e6,
 		AuthFailRate: 1e6, AuthFailBurst: 1e6,
 		EnrollRate: 1e6, EnrollBurst: 1e6,
-	})
+	}
+	for _, o := range opts {
+		o(t, db, &cfg)
+	}
+	api := apiserver.New(cfg)
 	srv := httptest.NewServer(api.Handler())
 	t.Cleanup(srv.Close)
 	f := &fixture{db: db, srv: srv, clock: clk, start: start, tokens: map[string]string{}}
@@ -699,7 +733,7 @@ func TestRequestFlow(t *testing.T) {
 		code string
 		msg  string
 	}{
-		{"over the vendor limit", kVendor, httpapi.RequestCreate{Device: "beta", Service: "ssh", Duration: "25h", Reason: "x"}, fieldpass.EINVALID, "longer than the 24h0m0s"},
+		{"over the vendor limit", kVendor, httpapi.RequestCreate{Device: "beta", Service: "ssh", Duration: "25h", Reason: "x"}, fieldpass.EINVALID, "requested duration 25h is longer than the 1d a grant to you may last: ask for 1d or less"},
 		// Only who sees every device learns that one is missing; to anyone
 		// else the answer is alike (requests_probe_test.go).
 		{"unknown device", kAdmin, httpapi.RequestCreate{Device: "nowhere", Service: "ssh", Duration: "1h", Reason: "x"}, fieldpass.ENOTFOUND, "not found"},
@@ -739,7 +773,7 @@ func TestApproveWithinRequesterLimit(t *testing.T) {
 	// The engineer loses their role: now a vendor, limited to 24h.
 	f.mustUser(t, people[kEngineer])
 	_, err := f.client(kApprover).DecideRequest(ctx, req.ID, true, "")
-	wantCode(t, err, fieldpass.EINVALID, "longer than the 24h0m0s")
+	wantCode(t, err, fieldpass.EINVALID, "request asks for 2d, longer than the 1d allowed for engineer@example.com")
 	must(f.client(kApprover).DecideRequest(ctx, req.ID, false, ""))(t)
 }
 

@@ -4,6 +4,8 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/go-chi/chi/v5"
+
 	"github.com/fieldpass/fieldpass"
 	"github.com/fieldpass/fieldpass/ratelimit"
 )
@@ -50,7 +52,7 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 			tooMany(w)
 			return
 		}
-		c := &fieldpass.Caller{User: u, Token: t, ByCookie: byCookie}
+		c := &fieldpass.Caller{User: u, Token: t, ByCookie: byCookie, Client: ratelimit.ClientAddr(r)}
 		if byCookie && !safeMethod(r.Method) && !s.portal.CSRFOK(r) {
 			s.writeError(w, r, fieldpass.Errorf(fieldpass.EFORBIDDEN, "missing or invalid CSRF token"))
 			return
@@ -79,22 +81,29 @@ func (s *Server) writeUnauthorized(w http.ResponseWriter, r *http.Request, err e
 	writeJSON(w, status, errorBody(code, fieldpass.ErrorMessage(err)))
 }
 
-// requireRole admits callers holding any of roles.
-func (s *Server) requireRole(roles ...fieldpass.Role) func(http.Handler) http.Handler {
+// requireRole admits callers holding any of roles. A refusal is put on
+// the record as the same refusal inside package access would be
+// (access.Service.Allow): op is what was asked (an audit action such as
+// grant.revoke, or a read such as audit.read), and the route's one URL
+// parameter, if any, names its target as op's noun: grant.revoke on
+// /grants/{id}/revoke is grant:ID.
+func (s *Server) requireRole(op string, roles ...fieldpass.Role) func(http.Handler) http.Handler {
+	noun, _, _ := strings.Cut(op, ".")
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			c := fieldpass.CallerFromContext(r.Context())
-			for _, role := range roles {
-				if c != nil && c.User.HasRole(role) {
-					next.ServeHTTP(w, r)
-					return
+			target := ""
+			if rc := chi.RouteContext(r.Context()); rc != nil {
+				for i, k := range rc.URLParams.Keys {
+					if k != "*" && i < len(rc.URLParams.Values) {
+						target = noun + ":" + rc.URLParams.Values[i]
+					}
 				}
 			}
-			names := make([]string, len(roles))
-			for i, role := range roles {
-				names[i] = string(role)
+			if err := s.access.Allow(fieldpass.CallerFromContext(r.Context()), op, target, roles...); err != nil {
+				s.writeError(w, r, err)
+				return
 			}
-			s.writeError(w, r, fieldpass.Errorf(fieldpass.EFORBIDDEN, "this needs the %s role", strings.Join(names, " or ")))
+			next.ServeHTTP(w, r)
 		})
 	}
 }

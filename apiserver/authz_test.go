@@ -3,6 +3,7 @@ package apiserver_test
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"slices"
@@ -13,7 +14,9 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/fieldpass/fieldpass"
+	"github.com/fieldpass/fieldpass/access"
 	"github.com/fieldpass/fieldpass/apiserver"
+	"github.com/fieldpass/fieldpass/broker"
 	"github.com/fieldpass/fieldpass/httpapi"
 	"github.com/fieldpass/fieldpass/portal"
 	"github.com/fieldpass/fieldpass/postgres"
@@ -115,6 +118,11 @@ type authzRoute struct {
 	// and a caller without a session is sent to log in (GET) or refused.
 	page bool
 	form func(f *fixture) url.Values
+	// refusal is the operation a person refused here is recorded as
+	// (session.denied, reason role_required); every route that refuses a
+	// person names one, or says in unaudited why its refusals are not
+	// recorded yet.
+	refusal, unaudited string
 }
 
 // pageFailure is what the portal answers a browser without a session.
@@ -171,13 +179,13 @@ func authzRoutes() []authzRoute {
 		{method: "GET", pattern: "/api/v1/me", owner: "api", path: fixed("/api/v1/me"), want: everyone(200)},
 		{method: "GET", pattern: "/api/v1/devices", owner: "api", path: fixed("/api/v1/devices"), want: everyone(200)},
 
-		{method: "POST", pattern: "/api/v1/grants", owner: "api", path: fixed("/api/v1/grants"),
+		{method: "POST", pattern: "/api/v1/grants", refusal: fieldpass.AuditGrantCreate, owner: "api", path: fixed("/api/v1/grants"),
 			body: func(f *fixture) string {
 				return fmt.Sprintf(`{"subject":"cell-%d@partner.example","devices":["alpha"],"services":["ssh"],"duration":"1h","reason":"matrix"}`, f.seq.Add(1))
 			},
 			want: only(201, kAdmin)},
 		{method: "GET", pattern: "/api/v1/grants", owner: "api", path: fixed("/api/v1/grants"), want: everyone(200)},
-		{method: "POST", pattern: "/api/v1/grants/{id}/revoke", owner: "api",
+		{method: "POST", pattern: "/api/v1/grants/{id}/revoke", refusal: fieldpass.AuditGrantRevoke, owner: "api",
 			path: func(t *testing.T, f *fixture) string {
 				g := f.mustGrant(t, fieldpass.Grant{Subject: people[kVendor], Devices: []string{"beta"}, Services: []string{"ssh"},
 					End: f.start.Add(time.Hour), Reason: "to revoke"})
@@ -198,24 +206,24 @@ func authzRoutes() []authzRoute {
 				return "/api/v1/requests/" + f.mustRequest(t, people[kEngineer]).ID
 			},
 			want: map[string]int{kAdmin: 200, kApprover: 200, kEngineer: 200, kAuditor: 200, kVendor: 404}},
-		{method: "POST", pattern: "/api/v1/requests/{id}/approve", owner: "api",
+		{method: "POST", pattern: "/api/v1/requests/{id}/approve", refusal: fieldpass.AuditRequestApprove, owner: "api",
 			path: func(t *testing.T, f *fixture) string {
 				return "/api/v1/requests/" + f.mustRequest(t, people[kEngineer]).ID + "/approve"
 			},
 			want: only(200, kAdmin, kApprover)},
-		{method: "POST", pattern: "/api/v1/requests/{id}/deny", owner: "api",
+		{method: "POST", pattern: "/api/v1/requests/{id}/deny", refusal: fieldpass.AuditRequestDeny, owner: "api",
 			path: func(t *testing.T, f *fixture) string {
 				return "/api/v1/requests/" + f.mustRequest(t, people[kEngineer]).ID + "/deny"
 			},
 			want: only(200, kAdmin, kApprover)},
 
 		{method: "GET", pattern: "/api/v1/sessions", owner: "api", path: fixed("/api/v1/sessions"), want: everyone(200)},
-		{method: "POST", pattern: "/api/v1/sessions/{id}/end", owner: "api",
+		{method: "POST", pattern: "/api/v1/sessions/{id}/end", refusal: fieldpass.AuditSessionEndAsked, owner: "api",
 			path: func(t *testing.T, f *fixture) string { return "/api/v1/sessions/" + f.mustSession(t).ID + "/end" },
 			want: only(200, kAdmin)},
-		{method: "GET", pattern: "/api/v1/audit", owner: "api", path: fixed("/api/v1/audit"), want: only(200, kAdmin, kAuditor)},
-		{method: "GET", pattern: "/api/v1/devices/{name}/history", owner: "api", path: fixed("/api/v1/devices/alpha/history"), want: only(200, kAdmin, kAuditor)},
-		{method: "GET", pattern: "/api/v1/reports/stale", owner: "api", path: fixed("/api/v1/reports/stale"), want: only(200, kAdmin, kAuditor)},
+		{method: "GET", pattern: "/api/v1/audit", refusal: access.OpAuditRead, owner: "api", path: fixed("/api/v1/audit"), want: only(200, kAdmin, kAuditor)},
+		{method: "GET", pattern: "/api/v1/devices/{name}/history", refusal: access.OpDeviceHistory, owner: "api", path: fixed("/api/v1/devices/alpha/history"), want: only(200, kAdmin, kAuditor)},
+		{method: "GET", pattern: "/api/v1/reports/stale", refusal: access.OpStaleReport, owner: "api", path: fixed("/api/v1/reports/stale"), want: only(200, kAdmin, kAuditor)},
 
 		// Connect: a plain GET without a WebSocket upgrade, device or
 		// service never connects, whoever asks.
@@ -235,19 +243,19 @@ func authzRoutes() []authzRoute {
 				return url.Values{"device": {"alpha"}, "service": {fmt.Sprintf("svc-%d", f.seq.Add(1))}, "duration": {"1h"}, "reason": {"matrix"}}
 			},
 			want: everyone(303)},
-		{method: "GET", pattern: "/approvals", owner: "portal", page: true, path: fixed("/approvals"), want: only(200, kAdmin, kApprover)},
-		{method: "POST", pattern: "/approvals/{id}", owner: "portal", page: true,
+		{method: "GET", pattern: "/approvals", refusal: access.OpApprovals, owner: "portal", page: true, path: fixed("/approvals"), want: only(200, kAdmin, kApprover)},
+		{method: "POST", pattern: "/approvals/{id}", refusal: fieldpass.AuditRequestDeny, owner: "portal", page: true,
 			path: func(t *testing.T, f *fixture) string { return "/approvals/" + f.mustRequest(t, people[kEngineer]).ID },
 			form: func(*fixture) url.Values { return url.Values{"decision": {"deny"}} },
 			want: only(303, kAdmin, kApprover)},
-		{method: "GET", pattern: "/grants", owner: "portal", page: true, path: fixed("/grants"), want: only(200, kAdmin)},
-		{method: "POST", pattern: "/grants", owner: "portal", page: true, path: fixed("/grants"),
+		{method: "GET", pattern: "/grants", refusal: access.OpGrantsPage, owner: "portal", page: true, path: fixed("/grants"), want: only(200, kAdmin)},
+		{method: "POST", pattern: "/grants", refusal: fieldpass.AuditGrantCreate, owner: "portal", page: true, path: fixed("/grants"),
 			form: func(f *fixture) url.Values {
 				return url.Values{"subject": {fmt.Sprintf("page-%d@partner.example", f.seq.Add(1))}, "devices": {"alpha"},
 					"services": {"ssh"}, "duration": {"1h"}, "reason": {"matrix"}}
 			},
 			want: only(303, kAdmin)},
-		{method: "POST", pattern: "/grants/{id}/revoke", owner: "portal", page: true,
+		{method: "POST", pattern: "/grants/{id}/revoke", refusal: fieldpass.AuditGrantRevoke, owner: "portal", page: true,
 			path: func(t *testing.T, f *fixture) string {
 				g := f.mustGrant(t, fieldpass.Grant{Subject: people[kVendor], Devices: []string{"beta"}, Services: []string{"ssh"},
 					End: f.start.Add(time.Hour), Reason: "to revoke"})
@@ -270,7 +278,7 @@ func authzRoutes() []authzRoute {
 			want: map[string]int{kAdmin: 200, kAuditor: 200, kEngineer: 200, kApprover: 404, kVendor: 404}},
 		{method: "GET", pattern: "/terminal/socket", owner: "portal", page: true, path: fixed("/terminal/socket"),
 			want: everyone(503)}, // no session manager here
-		{method: "POST", pattern: "/devices/{name}/hostkeys/{service}/accept", owner: "portal", page: true,
+		{method: "POST", pattern: "/devices/{name}/hostkeys/{service}/accept", unaudited: "the browser terminal (portal/terminal.go) checks roles with access.Require", owner: "portal", page: true,
 			path: func(t *testing.T, f *fixture) string {
 				dev, err := f.db.Device(t.Context(), "alpha")
 				if err != nil {
@@ -293,30 +301,30 @@ func authzRoutes() []authzRoute {
 				return "/sessions/" + s.ID + "/recording.cast"
 			},
 			want: map[string]int{kAdmin: 200, kAuditor: 200, kEngineer: 200, kApprover: 404, kVendor: 404}},
-		{method: "GET", pattern: "/sessions/{id}/watch", owner: "portal", page: true,
+		{method: "GET", pattern: "/sessions/{id}/watch", unaudited: "the browser terminal (portal/terminal.go) checks roles with access.Require", owner: "portal", page: true,
 			path: func(t *testing.T, f *fixture) string { return "/sessions/" + f.mustSession(t).ID + "/watch" },
 			want: only(200, kAdmin, kAuditor)},
-		{method: "GET", pattern: "/sessions/{id}/watch/socket", owner: "portal", page: true,
+		{method: "GET", pattern: "/sessions/{id}/watch/socket", unaudited: "the browser terminal (portal/terminal.go) checks roles with access.Require", owner: "portal", page: true,
 			path: func(t *testing.T, f *fixture) string { return "/sessions/" + f.mustSession(t).ID + "/watch/socket" },
 			want: only(404, kAdmin, kAuditor)}, // not live here: nothing to watch
-		{method: "GET", pattern: "/enrol", owner: "portal", page: true, path: fixed("/enrol"), want: only(200, kAdmin)},
-		{method: "POST", pattern: "/enrol", owner: "portal", page: true, path: fixed("/enrol"),
+		{method: "GET", pattern: "/enrol", refusal: fieldpass.AuditTokenCreate, owner: "portal", page: true, path: fixed("/enrol"), want: only(200, kAdmin)},
+		{method: "POST", pattern: "/enrol", refusal: fieldpass.AuditTokenCreate, owner: "portal", page: true, path: fixed("/enrol"),
 			form: func(f *fixture) url.Values {
 				return url.Values{"name": {fmt.Sprintf("new-%d", f.seq.Add(1))}, "labels": {"site=west"}, "ttl": {"1h"}}
 			},
 			want: only(200, kAdmin)}, // the page with the token and the commands
-		{method: "POST", pattern: "/devices/{name}/state", owner: "portal", page: true, path: fixed("/devices/beta/state"),
+		{method: "POST", pattern: "/devices/{name}/state", refusal: fieldpass.AuditDeviceEnable, owner: "portal", page: true, path: fixed("/devices/beta/state"),
 			form: func(*fixture) url.Values { return url.Values{"state": {"enable"}} },
 			want: only(303, kAdmin)},
-		{method: "POST", pattern: "/devices/{name}/keepalive", owner: "portal", page: true, path: fixed("/devices/beta/keepalive"),
+		{method: "POST", pattern: "/devices/{name}/keepalive", refusal: fieldpass.AuditDeviceKeepalive, owner: "portal", page: true, path: fixed("/devices/beta/keepalive"),
 			form: func(*fixture) url.Values { return url.Values{"keepalive": {"2m"}} },
 			want: only(303, kAdmin)},
-		{method: "GET", pattern: "/live", owner: "portal", page: true, path: fixed("/live"), want: only(200, kAdmin, kAuditor)},
-		{method: "POST", pattern: "/live/{id}/end", owner: "portal", page: true,
+		{method: "GET", pattern: "/live", refusal: access.OpLiveSessions, owner: "portal", page: true, path: fixed("/live"), want: only(200, kAdmin, kAuditor)},
+		{method: "POST", pattern: "/live/{id}/end", refusal: fieldpass.AuditSessionEndAsked, owner: "portal", page: true,
 			path: func(t *testing.T, f *fixture) string { return "/live/" + f.mustSession(t).ID + "/end" },
 			form: func(*fixture) url.Values { return url.Values{"why": {"matrix"}} },
 			want: only(303, kAdmin)},
-		{method: "GET", pattern: "/audit", owner: "portal", page: true, path: fixed("/audit"), want: only(200, kAdmin, kAuditor)},
+		{method: "GET", pattern: "/audit", refusal: access.OpAuditRead, owner: "portal", page: true, path: fixed("/audit"), want: only(200, kAdmin, kAuditor)},
 	}
 }
 
@@ -374,8 +382,13 @@ func describe(want int) string {
 }
 
 func TestAuthzMatrix(t *testing.T) {
-	f := newFixture(t)
+	f := newFixture(t, withDenialRecord)
 	addTokenStates(t, f)
+	type refused struct {
+		r     authzRoute
+		email string
+	}
+	var refusals []refused
 	var grid strings.Builder
 	fmt.Fprintf(&grid, "%-38s", "route")
 	for _, k := range allKinds {
@@ -442,6 +455,14 @@ func TestAuthzMatrix(t *testing.T) {
 				if !meets(want, got) {
 					t.Errorf("got %d, want %s", got, describe(want))
 				}
+				if person && got == http.StatusForbidden {
+					if r.refusal == "" && r.unaudited == "" {
+						t.Errorf("a person is refused here, but the row names no refusal to find on the record")
+					}
+					if r.refusal != "" {
+						refusals = append(refusals, refused{r, email})
+					}
+				}
 				// Every refusal of ours says why, in the error vocabulary.
 				if r.owner != "login" && r.owner != "connect" && r.owner != "portal" && got >= 400 {
 					var e tunnel.ErrorResponse
@@ -455,6 +476,51 @@ func TestAuthzMatrix(t *testing.T) {
 		grid.WriteString("\n")
 	}
 	t.Logf("status by route and caller:\n%s", grid.String())
+
+	// Every refusal of a person is on the record: who, what, why, from
+	// where (issue 11). They are written in the background.
+	if len(refusals) == 0 {
+		t.Fatal("no person was refused anywhere: the matrix is broken")
+	}
+	var denied []fieldpass.AuditEvent
+	find := func(x refused) *fieldpass.AuditEvent {
+		for i, e := range denied {
+			if e.Actor == fieldpass.UserActor(x.email) && e.Details["operation"] == x.r.refusal &&
+				e.Details["reason"] == "role_required" && e.Details["client"] == "127.0.0.1" &&
+				(!strings.Contains(x.r.pattern, "{") || strings.HasPrefix(e.Target, strings.Split(x.r.refusal, ".")[0]+":")) {
+				return &denied[i]
+			}
+		}
+		return nil
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var err error
+		denied, err = f.db.AuditEvents(t.Context(), fieldpass.AuditFilter{Action: broker.AuditSessionDenied})
+		if err != nil {
+			t.Fatal(err)
+		}
+		missing := 0
+		for _, x := range refusals {
+			if find(x) == nil {
+				missing++
+			}
+		}
+		if missing == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			for _, x := range refusals {
+				if find(x) == nil {
+					t.Errorf("%s %s refused to %s: no session.denied event (operation %s, reason role_required, client 127.0.0.1)",
+						x.r.method, x.r.pattern, x.email, x.r.refusal)
+				}
+			}
+			t.Logf("session.denied events: %+v", denied)
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // csrfFor is the CSRF token of the portal session whose cookie holds tok,
@@ -538,5 +604,80 @@ func TestAuthzTokenRevokedWhileSessionLive(t *testing.T) {
 				t.Errorf("the revoked token afterwards: %v, want forbidden", err)
 			}
 		})
+	}
+}
+
+// TestPortalRevokeReason: the grants page's revoke form takes a reason,
+// kept on the grant and shown in the page's listing.
+func TestPortalRevokeReason(t *testing.T) {
+	f := newFixture(t)
+	tok := f.mustTokenOf(t, people[kAdmin], fieldpass.TokenSession, time.Hour)
+	g := f.mustGrant(t, fieldpass.Grant{Subject: people[kVendor], Devices: []string{"beta"}, Services: []string{"ssh"},
+		End: f.start.Add(time.Hour), Reason: "to revoke"})
+	page := func(method, path string, form url.Values) (int, string) {
+		t.Helper()
+		req, err := http.NewRequest(method, f.srv.URL+path, strings.NewReader(form.Encode()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if form != nil {
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		}
+		req.AddCookie(&http.Cookie{Name: portal.SessionCookie, Value: tok})
+		client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var b strings.Builder
+		if _, err := io.Copy(&b, resp.Body); err != nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode, b.String()
+	}
+	if status, body := page("GET", "/grants", nil); status != 200 || !strings.Contains(body, `name="reason" maxlength="1000" placeholder="reason (optional)"`) {
+		t.Fatalf("grants page: %d, no reason field in its revoke form", status)
+	}
+	if status, _ := page("POST", "/grants/"+g.ID+"/revoke", url.Values{"csrf": {csrfFor(tok)}, "reason": {"  vendor <left> early  "}}); status != http.StatusSeeOther {
+		t.Fatalf("revoke: %d, want 303", status)
+	}
+	got, err := f.db.Grant(t.Context(), g.ID)
+	if err != nil || got.RevokeReason != "vendor <left> early" {
+		t.Fatalf("revoked grant: %+v, %v; want reason %q", got, err, "vendor <left> early")
+	}
+	if _, body := page("GET", "/grants?all=1", nil); !strings.Contains(body, "by user:admin@example.com: vendor &lt;left&gt; early") {
+		t.Errorf("the grants page does not show why the grant was revoked")
+	}
+}
+
+// TestOwnOnlyRefusalsAudited: asking for someone else's grants or sessions
+// is refused, and the refusal is on the record like a missing role.
+func TestOwnOnlyRefusalsAudited(t *testing.T) {
+	f := newFixture(t, withDenialRecord)
+	for _, tc := range []struct{ path, op string }{
+		{"/api/v1/grants?subject=" + url.QueryEscape(people[kAdmin]), access.OpGrantList},
+		{"/api/v1/sessions?user=" + url.QueryEscape(people[kAdmin]), access.OpSessionList},
+	} {
+		if status, body := f.call(t, kVendor, "GET", tc.path, "", ""); status != http.StatusForbidden {
+			t.Fatalf("GET %s as the vendor: %d %s, want 403", tc.path, status, body)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			evs, err := f.db.AuditEvents(t.Context(), fieldpass.AuditFilter{Action: broker.AuditSessionDenied, Actor: fieldpass.UserActor(people[kVendor])})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if slices.ContainsFunc(evs, func(e fieldpass.AuditEvent) bool {
+				return e.Details["operation"] == tc.op && e.Details["reason"] == "not_own" &&
+					e.Target == fieldpass.UserTarget(people[kAdmin]) && e.Details["client"] == "127.0.0.1"
+			}) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no session.denied event for %s by the vendor: %+v", tc.op, evs)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
 	}
 }

@@ -3,6 +3,7 @@ package apiserver_test
 import (
 	"encoding/json"
 	"net/http"
+	"reflect"
 	"regexp"
 	"slices"
 	"strings"
@@ -10,7 +11,9 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
+	"github.com/fieldpass/fieldpass"
 	"github.com/fieldpass/fieldpass/apiserver"
+	"github.com/fieldpass/fieldpass/httpapi"
 )
 
 // The OpenAPI description names exactly the router's /api/v1 routes, each
@@ -94,6 +97,53 @@ func TestAuditJSONDialect(t *testing.T) {
 			if s, _ := e[k].(string); !hex64.MatchString(s) {
 				t.Errorf("%s = %v, want 64 hex digits", k, e[k])
 			}
+		}
+	}
+}
+
+// The bodies described are the bodies sent: each schema's properties are
+// exactly the JSON fields of the Go type it stands for (a field added to a
+// body or an answer without its description fails here).
+func TestOpenAPISchemasMatchTypes(t *testing.T) {
+	f := newFixture(t)
+	_, body := f.call(t, kNone, "GET", "/api/v1/openapi.json", "", "")
+	var doc struct {
+		Components struct {
+			Schemas map[string]struct {
+				Properties map[string]json.RawMessage `json:"properties"`
+			} `json:"schemas"`
+		} `json:"components"`
+	}
+	if err := json.Unmarshal(body, &doc); err != nil {
+		t.Fatal(err)
+	}
+	for name, v := range map[string]any{
+		"Me": httpapi.Me{}, "DeviceView": httpapi.DeviceView{}, "GrantCreate": httpapi.GrantCreate{},
+		"RequestCreate": httpapi.RequestCreate{}, "SessionEnd": httpapi.SessionEnd{}, "RequestDecision": httpapi.RequestDecision{},
+		"GrantRevoke": httpapi.GrantRevoke{}, "DeviceLoginStart": httpapi.DeviceLoginStart{}, "DeviceLoginPoll": httpapi.DeviceLoginPoll{},
+		"DeviceLoginToken": httpapi.DeviceLoginToken{}, "Grant": fieldpass.Grant{}, "AccessRequest": fieldpass.AccessRequest{},
+		"Session": fieldpass.Session{},
+	} {
+		s, ok := doc.Components.Schemas[name]
+		if !ok {
+			t.Errorf("no schema %s", name)
+			continue
+		}
+		var described, fields []string
+		for p := range s.Properties {
+			described = append(described, p)
+		}
+		typ := reflect.TypeOf(v)
+		for i := range typ.NumField() {
+			tag, _, _ := strings.Cut(typ.Field(i).Tag.Get("json"), ",")
+			if tag != "" && tag != "-" && typ.Field(i).IsExported() {
+				fields = append(fields, tag)
+			}
+		}
+		slices.Sort(described)
+		slices.Sort(fields)
+		if !slices.Equal(described, fields) {
+			t.Errorf("schema %s has %v; the Go type %s sends %v", name, described, typ, fields)
 		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/go-chi/chi/v5/middleware"
 
 	"github.com/fieldpass/fieldpass"
+	"github.com/fieldpass/fieldpass/access"
 	"github.com/fieldpass/fieldpass/tunnel"
 )
 
@@ -99,21 +100,21 @@ func (s *Server) personRoutes(r chi.Router) {
 		r.Get("/me", s.handleMe())
 		r.Get("/devices", s.handleDevices())
 
-		r.With(s.requireRole(admin)).Post("/grants", s.handleGrantCreate())
+		r.With(s.requireRole(fieldpass.AuditGrantCreate, admin)).Post("/grants", s.handleGrantCreate())
 		r.Get("/grants", s.handleGrantList())
-		r.With(s.requireRole(admin)).Post("/grants/{id}/revoke", s.handleGrantRevoke())
+		r.With(s.requireRole(fieldpass.AuditGrantRevoke, admin)).Post("/grants/{id}/revoke", s.handleGrantRevoke())
 
 		r.Post("/requests", s.handleRequestCreate())
 		r.Get("/requests", s.handleRequestList())
 		r.Get("/requests/{id}", s.handleRequestGet())
-		r.With(s.requireRole(approver, admin)).Post("/requests/{id}/approve", s.handleRequestDecide(true))
-		r.With(s.requireRole(approver, admin)).Post("/requests/{id}/deny", s.handleRequestDecide(false))
+		r.With(s.requireRole(fieldpass.AuditRequestApprove, approver, admin)).Post("/requests/{id}/approve", s.handleRequestDecide(true))
+		r.With(s.requireRole(fieldpass.AuditRequestDeny, approver, admin)).Post("/requests/{id}/deny", s.handleRequestDecide(false))
 
 		r.Get("/sessions", s.handleSessionList())
-		r.With(s.requireRole(admin)).Post("/sessions/{id}/end", s.handleSessionEnd())
-		r.With(s.requireRole(auditor, admin)).Get("/audit", s.handleAuditList())
-		r.With(s.requireRole(auditor, admin)).Get("/devices/{name}/history", s.handleDeviceHistory())
-		r.With(s.requireRole(auditor, admin)).Get("/reports/stale", s.handleStaleReport())
+		r.With(s.requireRole(fieldpass.AuditSessionEndAsked, admin)).Post("/sessions/{id}/end", s.handleSessionEnd())
+		r.With(s.requireRole(access.OpAuditRead, auditor, admin)).Get("/audit", s.handleAuditList())
+		r.With(s.requireRole(access.OpDeviceHistory, auditor, admin)).Get("/devices/{name}/history", s.handleDeviceHistory())
+		r.With(s.requireRole(access.OpStaleReport, auditor, admin)).Get("/reports/stale", s.handleStaleReport())
 
 		// A WebSocket carrying a yamux session: each stream the client
 		// opens is one connection to the device's service.

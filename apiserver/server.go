@@ -83,8 +83,8 @@ type Config struct {
 	// 64): a grant is no licence to flood the device. Past it a new stream
 	// is refused with a message naming the limit.
 	MaxStreamsPerSession int
-	// Alerts receives device_enrolled and vendor_grant_created (default
-	// nil: alerts off).
+	// Alerts receives device_enrolled, vendor_grant_created, access_requested
+	// and access_request_decided (default nil: alerts off).
 	Alerts *alerts.Notifier
 	// Ready reports why the broker cannot serve, or nil; /readyz answers
 	// with it (default nil: ready whenever the process answers).

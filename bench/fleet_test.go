@@ -99,7 +99,7 @@ func BenchmarkFleet(b *testing.B) {
 	publicURL := "http://" + httpAddr.String()
 	br := startBrokerProcess(b, bin, filepath.Join(dir, "broker.log"),
 		"serve", "--database-url", dbURL, "--wg-listen", wgEP.String(), "--http-listen", httpAddr.String(),
-		"--public-url", publicURL, "--key-file", keyFile, "--broker-id", "bench-fleet")
+		"--public-url", publicURL, "--key-file", keyFile, "--init", "--broker-id", "bench-fleet")
 	brokertest.WaitFor(b, 30*time.Second, "broker answering /healthz", func() bool {
 		resp, err := http.Get(publicURL + "/healthz")
 		if err != nil {

@@ -59,6 +59,11 @@ type Config struct {
 	ResetAfter time.Duration
 	// HelloTimeout bounds a connector's hello (default 10 s).
 	HelloTimeout time.Duration
+	// BarredFor is how long after its decommissioning a device's key is
+	// kept as a barred peer, whose connector is told at its hello that it
+	// was decommissioned (default 30 days); disabled devices are barred
+	// for as long as they are disabled. See barredPeer.
+	BarredFor time.Duration
 	// NudgeRate caps broker-initiated nudges per second (default 50), so a
 	// restarted broker does not call its whole fleet back at once.
 	NudgeRate int
@@ -115,6 +120,9 @@ func (c *Config) setDefaults() error {
 	if c.NudgeRate == 0 {
 		c.NudgeRate = 50
 	}
+	if c.BarredFor == 0 {
+		c.BarredFor = 30 * 24 * time.Hour
+	}
 	if c.OfflineAlertAfter == 0 {
 		c.OfflineAlertAfter = 10 * time.Minute
 	}
@@ -147,6 +155,9 @@ type Broker struct {
 	byID   map[string]*peer
 	byName map[string]*peer
 	byKey  map[wgnet.Key]*peer
+	// barred are the devices told at their hello that they may not
+	// connect, by tunnel address (barred.go).
+	barred map[netip.Addr]*barredPeer
 	closed bool
 }
 
@@ -210,6 +221,7 @@ func New(ctx context.Context, cfg Config, db *postgres.DB) (*Broker, error) {
 		byID:    map[string]*peer{},
 		byName:  map[string]*peer{},
 		byKey:   map[wgnet.Key]*peer{},
+		barred:  map[netip.Addr]*barredPeer{},
 	}
 	listen := cfg.WGListen
 	if listen.Addr().IsUnspecified() {
@@ -395,6 +407,9 @@ func (b *Broker) reload(ctx context.Context) error {
 	for _, p := range gone {
 		b.remove(p, "device no longer active")
 	}
+	if err := b.reloadBarred(ctx); err != nil {
+		return err
+	}
 	b.log.Info("peers loaded", "devices", len(devs))
 	return nil
 }
@@ -417,21 +432,51 @@ func (b *Broker) deviceChanged(ctx context.Context, id string) {
 	b.mu.Lock()
 	old := b.byID[id]
 	b.mu.Unlock()
+	was := b.takeBarred(id)
 	if d == nil || d.State != fieldpass.DeviceActive || d.PublicKey == "" {
 		if old != nil {
 			reason := "device removed"
 			if d != nil {
 				reason = "device " + string(d.State)
 			}
+			bd, err := b.db.BarredDevice(ctx, id, b.barredSince())
+			if err != nil {
+				b.log.Warn("load barred device", "id", id, "err", err)
+			}
+			if bd != nil && bd.PublicKey == old.dev.PublicKey && bd.TunnelAddr == old.dev.TunnelAddr {
+				b.removeOrBar(old, reason, bd)
+				return
+			}
 			b.remove(old, reason)
 		}
+		b.barredChanged(ctx, id, was)
 		return
 	}
 	if old != nil && old.dev.PublicKey != d.PublicKey {
 		b.remove(old, "device key changed")
 	}
+	if was != nil && was.dev.PublicKey == d.PublicKey {
+		// Enabled again: its connector, told it was disabled, waits
+		// long between calls. Nudge it where WireGuard last heard it.
+		if ep := b.liveEndpoint(was.key); ep.IsValid() {
+			d.Presence.Endpoint = ep.String()
+		}
+	} else if was != nil {
+		b.dropBarred(was)
+		was = nil
+	}
 	if err := b.upsert(d); err != nil {
 		b.log.Warn("add peer", "device", d.Name, "err", err)
+		return
+	}
+	if was != nil {
+		b.mu.Lock()
+		p := b.byID[id]
+		b.mu.Unlock()
+		if p != nil && p.endpoint.IsValid() {
+			b.log.Info("device enabled again; calling it back", "device", d.Name)
+			b.queueNudge(p)
+		}
 	}
 }
 
@@ -484,10 +529,19 @@ func (b *Broker) upsert(d *fieldpass.Device) error {
 }
 
 // remove closes p's session (and so its streams) and drops the peer.
-func (b *Broker) remove(p *peer, reason string) {
+func (b *Broker) remove(p *peer, reason string) { b.removeOrBar(p, reason, nil) }
+
+// removeOrBar is remove, but with barred not nil (p's device, now disabled
+// or decommissioned, with p's key) the WireGuard peer stays, as a barred
+// peer from the same instant: the connector's next hello, however soon, is
+// told why rather than left to time out.
+func (b *Broker) removeOrBar(p *peer, reason string, barred *fieldpass.Device) {
 	b.mu.Lock()
 	sess := p.sess
 	p.sess = nil
+	if barred != nil {
+		b.barred[barred.TunnelAddr] = &barredPeer{dev: *barred, key: p.key}
+	}
 	delete(b.byID, p.dev.ID)
 	if b.byAddr[p.dev.TunnelAddr] == p {
 		delete(b.byAddr, p.dev.TunnelAddr)
@@ -506,10 +560,12 @@ func (b *Broker) remove(p *peer, reason string) {
 		// instead of finding out from tunnel silence minutes later.
 		time.Sleep(flushDelay)
 	}
-	if err := b.dev.RemovePeer(p.key); err != nil {
-		b.log.Warn("remove peer", "device", p.dev.Name, "err", err)
+	if barred == nil {
+		if err := b.dev.RemovePeer(p.key); err != nil {
+			b.log.Warn("remove peer", "device", p.dev.Name, "err", err)
+		}
 	}
-	b.log.Info("device removed from tunnel", "device", p.dev.Name, "reason", reason)
+	b.log.Info("device removed from tunnel", "device", p.dev.Name, "reason", reason, "barred", barred != nil)
 	if sess != nil {
 		b.recordOffline(p, reason)
 	}

@@ -2,7 +2,11 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/yamux"
@@ -61,7 +65,7 @@ func openStream(ctx context.Context, ys *yamux.Session, device, service string, 
 	switch status.Code {
 	case tunnel.StatusOK:
 		st.SetDeadline(time.Time{})
-		return tunnel.YamuxStream{Stream: st}, nil
+		return &deviceStream{Stream: st, ys: ys, resets: status.Resets}, nil
 	case tunnel.StatusUnknownService:
 		// The broker's own words, not the connector's: older connectors
 		// list every service the device exposes.
@@ -100,3 +104,62 @@ func (b *Broker) Connected(name string) bool {
 type serviceRefusal struct{ status tunnel.StreamStatus }
 
 func (e *serviceRefusal) Error() string { return e.status.Reason }
+
+// deviceStream is a stream to a device's service. Its Close drops the
+// stream at both ends: yamux's Close is only a half-close (FIN), and a
+// device's service that keeps sending after the person's side is gone (a
+// log tail, a download) would hold the connector's side open until the
+// service stopped or yamux's close timeout (5 min) passed. So when the
+// device's side has not ended, Close also sends the connector a Reset
+// naming the stream, if the connector promised to honour one, and the
+// connector closes its connection to the service at once. CloseWrite stays
+// a half-close.
+type deviceStream struct {
+	*yamux.Stream
+	ys     *yamux.Session
+	resets bool
+	// ended: a read returned EOF, the device's side finished cleanly.
+	ended atomic.Bool
+	once  sync.Once
+}
+
+func (s *deviceStream) Read(p []byte) (int, error) {
+	n, err := s.Stream.Read(p)
+	if errors.Is(err, io.EOF) {
+		s.ended.Store(true)
+	}
+	return n, err
+}
+
+// CloseWrite sends FIN; the stream is gone once the other side closes too.
+func (s *deviceStream) CloseWrite() error { return s.Stream.Close() }
+
+// Close closes the stream both ways, resetting the device's side if it
+// has not ended.
+func (s *deviceStream) Close() error {
+	if s.resets && !s.ended.Load() {
+		s.once.Do(func() { go sendReset(s.ys, s.Stream.StreamID()) })
+	}
+	return s.Stream.Close()
+}
+
+// resetTimeout bounds sending one Reset: past it the device is gone or
+// stuck, and its streams end with its tunnel.
+const resetTimeout = 15 * time.Second
+
+// sendReset asks the connector, on a stream of its own, to drop stream id
+// (tunnel.Reset). The connector answers nothing and closes; reading to
+// that close frees the stream at both ends.
+func sendReset(ys *yamux.Session, id uint32) {
+	st, err := ys.OpenStream()
+	if err != nil {
+		return // the tunnel is gone, and the stream with it
+	}
+	defer st.Close()
+	st.SetDeadline(time.Now().Add(resetTimeout))
+	if tunnel.WriteReset(st, tunnel.Reset{StreamID: id}) != nil {
+		return
+	}
+	st.Close()
+	io.Copy(io.Discard, io.LimitReader(st, 512))
+}

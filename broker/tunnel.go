@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/hashicorp/yamux"
@@ -47,10 +48,15 @@ func (b *Broker) handshake(c net.Conn) {
 	}
 	b.mu.Lock()
 	p := b.byAddr[src.Addr().Unmap()]
+	barred := b.barred[src.Addr().Unmap()]
 	b.mu.Unlock()
 	if p == nil {
-		// Cryptokey routing only lets in addresses of active peers, so
-		// this is a device removed a moment ago.
+		if barred != nil {
+			b.refuseBarred(c, barred)
+			return
+		}
+		// Cryptokey routing only lets in addresses of peers, so this is
+		// a device removed a moment ago.
 		c.Close()
 		return
 	}
@@ -134,7 +140,8 @@ func (b *Broker) handshake(c net.Conn) {
 	if old != nil {
 		old.Close()
 	}
-	log.Info("device connected", "version", h.ConnectorVersion, "keepalive", keepalive, "keepalive_setting", time.Duration(setting)*time.Second)
+	log.Info("device connected", "version", h.ConnectorVersion, "keepalive", keepalive, "keepalive_setting", time.Duration(setting)*time.Second, "services", h.Services)
+	b.recordServices(p, h.Services)
 	b.cfg.Metrics.Handshake("ok", reconnect)
 	b.writePresence(p, true)
 	b.recordOnline(p, prevVersion, h.ConnectorVersion)
@@ -158,6 +165,32 @@ func (b *Broker) handshake(c net.Conn) {
 		}
 		b.kickPresence() // recount devices online
 	}()
+}
+
+// recordServices stores the service names a connector announced, when they
+// differ from what is known; nil (a hello that did not say) keeps what was
+// known, which may be nil too: unknown.
+func (b *Broker) recordServices(p *peer, services []string) {
+	if services == nil {
+		return
+	}
+	b.mu.Lock()
+	same := p.dev.Services != nil && slices.Equal(p.dev.Services, services)
+	id, name := p.dev.ID, p.dev.Name
+	b.mu.Unlock()
+	if same {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := b.db.SetDeviceServices(ctx, id, services); err != nil {
+		b.cfg.Metrics.PostgresError()
+		b.log.Warn("record services", "device", name, "err", err)
+		return
+	}
+	b.mu.Lock()
+	p.dev.Services = services
+	b.mu.Unlock()
 }
 
 // assumedKeepalive is the interval liveness is judged by while the device

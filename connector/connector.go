@@ -16,9 +16,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -79,6 +81,21 @@ type Connector struct {
 	brokerKey wgnet.Key
 	nudge     chan struct{}
 	retry     bool // a session was attempted before; used by Run's goroutine only
+	// oldBroker: the broker refused a version 2 hello, so hellos are sent
+	// as version 1, without the service names, until that session ends
+	// (Run's goroutine only).
+	oldBroker bool
+	// disabledSaid: the broker's "disabled" was logged since the last
+	// session, so a device that stays disabled says it once (Run's
+	// goroutine only).
+	disabledSaid bool
+	// services are the names of cfg.Services, sorted, for the hello.
+	services []string
+
+	// streamsMu guards streams: the session streams being served, by
+	// yamux id, so a Reset from the broker can drop one.
+	streamsMu sync.Mutex
+	streams   map[uint32]*served
 
 	mu        sync.Mutex
 	session   *yamux.Session
@@ -97,6 +114,9 @@ func New(cfg Config) (*Connector, error) {
 	}
 	if len(cfg.Services) == 0 {
 		return nil, fieldpass.Errorf(fieldpass.EINVALID, "no services: give at least one --service NAME=HOST:PORT")
+	}
+	if len(cfg.Services) > tunnel.MaxServices {
+		return nil, fieldpass.Errorf(fieldpass.EINVALID, "%d services: at most %d", len(cfg.Services), tunnel.MaxServices)
 	}
 	for name, target := range cfg.Services {
 		if err := fieldpass.ValidateServiceName(name); err != nil {
@@ -144,6 +164,8 @@ func New(cfg Config) (*Connector, error) {
 		broker:    netip.AddrPortFrom(cfg.State.BrokerAddress, cfg.State.BrokerPort),
 		nudge:     make(chan struct{}, 1),
 		keepalive: cfg.Keepalive,
+		services:  slices.Sorted(maps.Keys(cfg.Services)),
+		streams:   map[uint32]*served{},
 	}
 	dev, err := wgnet.New(wgnet.Config{
 		PrivateKey: cfg.State.PrivateKey,
@@ -276,11 +298,19 @@ func (c *Connector) Run(ctx context.Context) error {
 		}
 		delay := backoff(c.cfg.MinBackoff, c.cfg.MaxBackoff, attempt)
 		attempt++
+		var disabled *disabledError
 		switch {
-		case errors.Is(err, errDisabled):
+		case errors.As(err, &disabled):
+			// Only an operator can change that: call again rarely, and
+			// say it once, not at every call. The broker nudges the
+			// device when it is enabled again, which ends the wait.
 			delay = c.cfg.DisabledBackoff
-			c.log.Error("the broker says this device is disabled or decommissioned: an operator must enable it (fieldpass-broker device enable NAME) or enrol it again",
-				"device", c.cfg.State.DeviceName, "retry_in", delay)
+			level := slog.LevelDebug
+			if !c.disabledSaid {
+				level, c.disabledSaid = slog.LevelError, true
+			}
+			c.log.Log(ctx, level, "the broker refuses this device: an operator must enable it (fieldpass-broker device enable NAME) or, if it was decommissioned, enrol it again with a new token; asking again only rarely",
+				"device", c.cfg.State.DeviceName, "broker_says", disabled.reason, "retry_in", delay)
 		case errors.Is(err, errTunnelDial) && attempt >= 3:
 			// Say what a person can check, not only the dial's own words.
 			c.log.Warn("the broker does not answer through the tunnel: UDP to its endpoint may be blocked, or the device was disabled or decommissioned on the broker (fieldpass-broker device list)",
@@ -349,11 +379,16 @@ func (c *Connector) session1(ctx context.Context) error {
 	}
 	id, _ := tunnel.ParseID(c.cfg.State.DeviceID)
 	conn.SetDeadline(time.Now().Add(c.cfg.DialTimeout))
-	err = tunnel.WriteHello(conn, tunnel.Hello{
+	hello := tunnel.Hello{
 		DeviceID:         id,
 		ConnectorVersion: fieldpass.Version,
 		KeepaliveSeconds: uint16(c.cfg.Keepalive / time.Second),
-	})
+		Services:         c.services,
+	}
+	if c.oldBroker {
+		hello.Services = nil
+	}
+	err = tunnel.WriteHello(conn, hello)
 	var reply tunnel.HelloReply
 	if err == nil {
 		reply, err = tunnel.ReadHelloReply(conn)
@@ -364,7 +399,16 @@ func (c *Connector) session1(ctx context.Context) error {
 	}
 	if reply.Code == tunnel.HelloDisabled {
 		conn.Close()
-		return fmt.Errorf("%w: %s", errDisabled, reply.Reason)
+		return &disabledError{reason: reply.Reason}
+	}
+	if reply.Code == tunnel.HelloVersion && !c.oldBroker {
+		// A broker before service announcements refuses a version 2
+		// hello; speak version 1 to it from now on, and at once.
+		conn.Close()
+		c.oldBroker = true
+		c.log.Info("the broker predates service announcements: saying hello without them", "broker_says", reply.Reason)
+		c.retry = false // the broker just answered: no handshake to reset
+		return c.session1(ctx)
 	}
 	if reply.Code != tunnel.HelloOK {
 		conn.Close()
@@ -384,12 +428,16 @@ func (c *Connector) session1(ctx context.Context) error {
 	c.mu.Lock()
 	c.session, c.connected = sess, true
 	c.mu.Unlock()
+	c.disabledSaid = false
 	c.log.Info("connected to broker", "device", c.cfg.State.DeviceName, "broker", c.broker)
 	defer func() {
 		c.mu.Lock()
 		c.session, c.connected = nil, false
 		c.mu.Unlock()
 		sess.Close()
+		// The broker may come back upgraded (a restart ends sessions):
+		// offer the service names again.
+		c.oldBroker = false
 	}()
 
 	done := make(chan error, 1)
@@ -433,9 +481,16 @@ var (
 	// tunnel (no WireGuard handshake, or no answer).
 	errTunnelDial = errors.New("no answer")
 	// errDisabled: the broker's hello reply says this device may not
-	// connect until an operator acts.
+	// connect until an operator acts (a *disabledError).
 	errDisabled = errors.New("device disabled on the broker")
 )
+
+// disabledError is the broker's refusal of a disabled or decommissioned
+// device, with the broker's words.
+type disabledError struct{ reason string }
+
+func (e *disabledError) Error() string        { return errDisabled.Error() + ": " + e.reason }
+func (e *disabledError) Is(target error) bool { return target == errDisabled }
 
 // goodbyeWait bounds how long a clean stop waits for the broker to close
 // its side: past it the connector stops anyway, and the broker learns of
@@ -488,6 +543,37 @@ func (c *Connector) accept(sess *yamux.Session) error {
 	}
 }
 
+// served is one session stream being served, so that a Reset can drop it.
+type served struct {
+	st *yamux.Stream
+	mu sync.Mutex
+	tc net.Conn // the service's connection, once dialled
+	// reset: the broker dropped the stream; tc, if any, is closed, and
+	// one dialled later is closed at once.
+	reset bool
+}
+
+// drop closes the stream and the service's connection at once, both ways.
+func (s *served) drop() {
+	s.mu.Lock()
+	s.reset = true
+	tc := s.tc
+	s.mu.Unlock()
+	if tc != nil {
+		tc.Close()
+	}
+	s.st.Close()
+}
+
+// setConn records the service's connection; false if the stream was
+// reset meanwhile (the caller closes tc).
+func (s *served) setConn(tc net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.tc = tc
+	return !s.reset
+}
+
 // serveStream answers one stream: header, allowlist lookup, dial, status,
 // then bytes both ways.
 func (c *Connector) serveStream(st *yamux.Stream) {
@@ -495,6 +581,10 @@ func (c *Connector) serveStream(st *yamux.Stream) {
 	open, err := tunnel.ReadStreamOpen(st)
 	if err == nil && open.Control != nil {
 		c.control(st, *open.Control)
+		return
+	}
+	if err == nil && open.Reset != nil {
+		c.reset(st, *open.Reset)
 		return
 	}
 	h := open.Header
@@ -515,6 +605,18 @@ func (c *Connector) serveStream(st *yamux.Stream) {
 		st.Close()
 		return
 	}
+	// Registered before the status promises resets, so that a Reset,
+	// which the broker sends only after reading that promise, finds it.
+	sv := &served{st: st}
+	id := st.StreamID()
+	c.streamsMu.Lock()
+	c.streams[id] = sv
+	c.streamsMu.Unlock()
+	defer func() {
+		c.streamsMu.Lock()
+		delete(c.streams, id)
+		c.streamsMu.Unlock()
+	}()
 	d := net.Dialer{Timeout: 10 * time.Second}
 	tc, err := d.Dial("tcp", target)
 	if err != nil {
@@ -523,15 +625,34 @@ func (c *Connector) serveStream(st *yamux.Stream) {
 		st.Close()
 		return
 	}
-	if err := tunnel.WriteStreamStatus(st, tunnel.StreamStatus{Code: tunnel.StatusOK}); err != nil {
+	if !sv.setConn(tc) {
+		tc.Close()
+		return
+	}
+	if err := tunnel.WriteStreamStatus(st, tunnel.StreamStatus{Code: tunnel.StatusOK, Resets: true}); err != nil {
 		tc.Close()
 		st.Close()
 		return
 	}
 	st.SetDeadline(time.Time{})
-	log.Info("stream open", "target", target)
+	// Per stream, debug only: a busy device opens streams by the
+	// thousand (a web UI, a forward), and its log is for its operator.
+	log.Debug("stream open", "target", target)
 	in, out := tunnel.Join(tunnel.YamuxStream{Stream: st}, tc.(*net.TCPConn))
-	log.Info("stream closed", "bytes_in", in, "bytes_out", out)
+	log.Debug("stream closed", "bytes_in", in, "bytes_out", out)
+}
+
+// reset drops the session stream the broker names, if it is still served.
+func (c *Connector) reset(st *yamux.Stream, r tunnel.Reset) {
+	st.Close()
+	c.streamsMu.Lock()
+	sv := c.streams[r.StreamID]
+	c.streamsMu.Unlock()
+	if sv == nil {
+		return // over already
+	}
+	c.log.Debug("stream reset by the broker", "stream", r.StreamID)
+	sv.drop()
 }
 
 // control applies a setting the broker sent over the live session and

@@ -504,7 +504,7 @@ func (r *run) startBroker(ctx context.Context) (string, error) {
 		"--wg-listen", fmt.Sprintf("127.0.0.1:%d", r.st.WGPort),
 		"--wg-endpoint", fmt.Sprintf("127.0.0.1:%d", r.st.WGPort),
 		"--public-url", r.portalURL,
-		"--key-file", filepath.Join(dir, "broker.key"),
+		"--key-file", filepath.Join(dir, "broker.key"), "--init", // the first run creates it, a second reuses it
 		"--broker-id", "demo",
 		"--oidc-issuer", fmt.Sprintf("http://127.0.0.1:%d", r.st.IDPPort),
 		"--oidc-client-id", "fieldpass",

@@ -74,11 +74,34 @@ func TestDeployFiles(t *testing.T) {
 		}
 	})
 
+	// deploy/kubernetes is kustomize: base/ and overlays/. Its own module
+	// renders every overlay and validates each object against the
+	// Kubernetes and CloudNativePG schemas (make test runs it); here, what
+	// needs the binaries: the flags and config files the manifests give
+	// the broker are ones it takes.
 	t.Run("kubernetes", func(t *testing.T) {
 		dir := filepath.Join(deploy, "kubernetes")
-		objs := map[string]any{} // kind -> object
-		for _, name := range []string{"broker-deployment.yaml", "broker-service.yaml", "migrate-job.yaml", "kustomization.yaml", "secret.example.yaml"} {
-			docs, err := parseYAML(readFile(t, filepath.Join(dir, name)))
+		var files, confs, kustomizations []string
+		err := filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+			switch {
+			case err != nil:
+				return err
+			case d.IsDir() && d.Name() == "testdata":
+				return filepath.SkipDir
+			case strings.HasSuffix(path, ".yaml"):
+				files = append(files, path)
+			case d.Name() == "broker.conf":
+				confs = append(confs, path)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		kinds := map[string]any{} // kind -> the last of it
+		for _, path := range files {
+			name, _ := filepath.Rel(dir, path)
+			docs, err := parseYAML(readFile(t, path))
 			if err != nil {
 				t.Fatalf("%s: %v", name, err)
 			}
@@ -90,95 +113,88 @@ func TestDeployFiles(t *testing.T) {
 				if kind != "Kustomization" && yamlString(d, "metadata", "name") == "" {
 					t.Errorf("%s: %s without metadata.name", name, kind)
 				}
-				objs[kind] = d
+				kinds[kind] = d
+				switch kind {
+				case "Kustomization":
+					kustomizations = append(kustomizations, filepath.Dir(path))
+					// Everything it lists exists.
+					var refs []any
+					refs = append(refs, yamlList(d, "resources")...)
+					for _, p := range yamlList(d, "patches") {
+						refs = append(refs, yamlGet(p, "path"))
+					}
+					for _, g := range yamlList(d, "configMapGenerator") {
+						refs = append(refs, yamlList(g, "files")...)
+					}
+					for _, r := range refs {
+						if r, _ := r.(string); r == "" {
+							t.Errorf("%s: an empty reference", name)
+						} else if _, err := os.Stat(filepath.Join(filepath.Dir(path), r)); err != nil {
+							t.Errorf("%s: %v", name, err)
+						}
+					}
+				case "StatefulSet", "Job":
+					// The image's entrypoint is the broker, so args start
+					// with its subcommand.
+					for _, c := range yamlList(d, "spec", "template", "spec", "containers") {
+						if len(yamlList(c, "args")) == 0 {
+							continue // a patch of resources, say
+						}
+						args := []string{"fieldpass-broker"}
+						for _, a := range yamlList(c, "args") {
+							args = append(args, a.(string))
+						}
+						checkInvocations(t, flags, name+" "+kind+" args", strings.Join(args, " "), 1)
+					}
+				}
 			}
+			checkInvocations(t, flags, name, readFile(t, path), 0) // the usage in its comments
 		}
-		dep, svc, job, kust := objs["Deployment"], objs["Service"], objs["Job"], objs["Kustomization"]
-		secret := yamlString(objs["Secret"], "metadata", "name")
-		if dep == nil || svc == nil || job == nil || kust == nil || secret == "" {
-			t.Fatalf("want a Deployment, a Service, a Job, a Kustomization and an example Secret; have %v", keys(objs))
+		if kinds["StatefulSet"] == nil || kinds["Job"] == nil || len(kustomizations) < 2 || len(confs) < 2 {
+			t.Fatalf("found kinds %v, kustomizations %v, broker.conf %v: want the broker's StatefulSet, the migrate Job, a base and overlays each with a broker.conf",
+				keys(kinds), kustomizations, confs)
 		}
 
-		// Everything the kustomization lists exists.
-		for _, r := range yamlList(kust, "resources") {
-			if _, err := os.Stat(filepath.Join(dir, r.(string))); err != nil {
-				t.Errorf("kustomization.yaml: %v", err)
+		// Every broker.conf is read by serve --config: with no database
+		// configured, serve stops at something else than the file. (The
+		// overlays' name the OIDC secret's path in the pod, absent here.)
+		serveFlags := flags.of(t, "fieldpass-broker", "serve")
+		for _, conf := range confs {
+			name, _ := filepath.Rel(dir, conf)
+			for n, line := range strings.Split(readFile(t, conf), "\n") {
+				line = strings.TrimSpace(line)
+				if line == "" || strings.HasPrefix(line, "#") {
+					continue
+				}
+				if k, _, _ := strings.Cut(line, "="); !serveFlags[strings.TrimSpace(k)] {
+					t.Errorf("%s:%d: %q is not a flag of fieldpass-broker serve", name, n+1, strings.TrimSpace(k))
+				}
 			}
+			r := runCmd(t, env(), bins.broker, "serve", "--config", conf)
+			if r.code == 0 || strings.Contains(r.stderr, conf) {
+				t.Errorf("%v\nwant serve to read %s and stop at the missing database or secret file", r, name)
+			}
+		}
+		bad := filepath.Join(t.TempDir(), "broker.conf")
+		if err := os.WriteFile(bad, []byte(readFile(t, confs[0])+"\nno-such-setting = 1\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if r := runCmd(t, env(), bins.broker, "serve", "--config", bad); r.code == 0 || !strings.Contains(r.stderr, bad) || !strings.Contains(r.stderr, "no-such-setting") {
+			t.Errorf("%v\nwant the bad setting refused with its file and name", r)
 		}
 
-		podLabels := yamlGet(dep, "spec", "template", "metadata", "labels").(map[string]any)
-		for k, v := range yamlGet(dep, "spec", "selector", "matchLabels").(map[string]any) {
-			if podLabels[k] != v {
-				t.Errorf("Deployment selector %s=%v does not match the pod's labels %v", k, v, podLabels)
-			}
-		}
-		for k, v := range yamlGet(svc, "spec", "selector").(map[string]any) {
-			if podLabels[k] != v {
-				t.Errorf("Service selector %s=%v does not match the broker pod's labels %v", k, v, podLabels)
-			}
-		}
-
-		broker := yamlGet(dep, "spec", "template", "spec", "containers", 0)
-		checkPodSecurity(t, "Deployment", yamlGet(dep, "spec", "template", "spec"), broker)
-		checkPodSecurity(t, "Job", yamlGet(job, "spec", "template", "spec"), yamlGet(job, "spec", "template", "spec", "containers", 0))
-		// The broker and the migrate Job connect as different roles: only
-		// the Job gets the schema owner's URL.
-		brokerKey := checkDatabaseSecret(t, "Deployment", broker, "FIELDPASS_DATABASE_URL", secret)
-		ownerKey := checkDatabaseSecret(t, "Job", yamlGet(job, "spec", "template", "spec", "containers", 0), "FIELDPASS_MIGRATE_DATABASE_URL", secret)
-		if brokerKey == ownerKey {
-			t.Errorf("the broker and the migrate Job take the same Secret key %q: want the broker's role and the owner's", brokerKey)
-		}
-
-		// Liveness on /healthz (the process), readiness on /readyz (Postgres
-		// reachable and WireGuard up), on a port the container declares.
-		containerPorts := map[string]string{} // name -> number/protocol
-		for _, p := range yamlList(broker, "ports") {
-			containerPorts[yamlString(p, "name")] = yamlString(p, "containerPort") + "/" + yamlString(p, "protocol")
-		}
-		for probe, want := range map[string]string{"readinessProbe": "/readyz", "livenessProbe": "/healthz"} {
-			if path := yamlString(broker, probe, "httpGet", "path"); path != want {
-				t.Errorf("Deployment %s path = %q, want %s", probe, path, want)
-			}
-			if port := yamlString(broker, probe, "httpGet", "port"); containerPorts[port] == "" {
-				t.Errorf("Deployment %s port %q is not a named container port", probe, port)
-			}
-		}
-		// The Service publishes WireGuard (UDP 51820) and the API (TCP 8080)
-		// on the container ports of the same numbers.
-		var published []string
-		for _, p := range yamlList(svc, "spec", "ports") {
-			target := containerPorts[yamlString(p, "targetPort")]
-			want := yamlString(p, "port") + "/" + yamlString(p, "protocol")
-			if target != want {
-				t.Errorf("Service port %s goes to container port %q (%s)", want, yamlString(p, "targetPort"), target)
-			}
-			published = append(published, want)
-		}
-		sort.Strings(published)
-		if strings.Join(published, " ") != "51820/UDP 8080/TCP" {
-			t.Errorf("Service publishes %v, want 51820/UDP and 8080/TCP", published)
-		}
-
-		// The flags the manifests pass exist. The image's entrypoint is the
-		// broker, so args start with its subcommand.
-		for name, c := range map[string]any{"Deployment": broker, "Job": yamlGet(job, "spec", "template", "spec", "containers", 0)} {
-			args := []string{"fieldpass-broker"}
-			for _, a := range yamlList(c, "args") {
-				args = append(args, a.(string))
-			}
-			checkInvocations(t, flags, name+" args", strings.Join(args, " "), 1)
-		}
-
-		// Where kubectl is installed, kustomize renders the directory as a
-		// cluster would read it; it needs no cluster for that.
+		// Where kubectl is installed, its kustomize renders each directory
+		// as a cluster would read it; it needs no cluster for that.
 		if kubectl, err := exec.LookPath("kubectl"); err == nil {
-			cmd := exec.Command(kubectl, "kustomize", dir)
-			cmd.Env = env("KUBECONFIG=" + os.DevNull)
-			if out, err := cmd.CombinedOutput(); err != nil {
-				t.Errorf("kubectl kustomize: %v\n%s", err, out)
+			for _, k := range kustomizations {
+				cmd := exec.Command(kubectl, "kustomize", k)
+				cmd.Env = env("KUBECONFIG=" + os.DevNull)
+				if out, err := cmd.CombinedOutput(); err != nil {
+					t.Errorf("kubectl kustomize %s: %v\n%s", k, err, out)
+				}
 			}
 		} else {
-			t.Log("kubectl not installed: kustomize rendering not checked")
+			t.Log("kubectl not installed: kustomize rendering not checked here (deploy/kubernetes's own test does)")
 		}
 	})
 
@@ -370,42 +386,6 @@ func verifyUnit(t *testing.T, path string) {
 	if score > 2.0 {
 		t.Errorf("exposure %.1f: the unit lost hardening (want at most 2.0)", score)
 	}
-}
-
-func checkPodSecurity(t *testing.T, what string, pod, container any) {
-	t.Helper()
-	nonRoot := yamlString(pod, "securityContext", "runAsNonRoot") == "true" || yamlString(container, "securityContext", "runAsNonRoot") == "true"
-	if !nonRoot {
-		t.Errorf("%s: runAsNonRoot is not true", what)
-	}
-	sc := func(k string) string { return yamlString(container, "securityContext", k) }
-	if sc("readOnlyRootFilesystem") != "true" || sc("allowPrivilegeEscalation") != "false" {
-		t.Errorf("%s: container securityContext readOnlyRootFilesystem=%q allowPrivilegeEscalation=%q, want true and false",
-			what, sc("readOnlyRootFilesystem"), sc("allowPrivilegeEscalation"))
-	}
-	if drop := yamlList(container, "securityContext", "capabilities", "drop"); len(drop) != 1 || drop[0] != "ALL" {
-		t.Errorf("%s: capabilities drop %v, want [ALL]", what, drop)
-	}
-	if yamlString(container, "resources", "requests", "cpu") == "" || yamlString(container, "resources", "requests", "memory") == "" {
-		t.Errorf("%s: no cpu and memory requests", what)
-	}
-}
-
-// checkDatabaseSecret checks that the container takes variable from the
-// Secret, and returns the key.
-func checkDatabaseSecret(t *testing.T, what string, container any, variable, secret string) string {
-	t.Helper()
-	for _, e := range yamlList(container, "env") {
-		if yamlString(e, "name") == variable {
-			key := yamlString(e, "valueFrom", "secretKeyRef", "key")
-			if yamlString(e, "valueFrom", "secretKeyRef", "name") != secret || key == "" {
-				t.Errorf("%s: %s does not come from the %s Secret", what, variable, secret)
-			}
-			return key
-		}
-	}
-	t.Errorf("%s: no %s", what, variable)
-	return ""
 }
 
 // dockerInstructions joins a Dockerfile's continued lines and drops its

@@ -261,7 +261,7 @@ func (b *broker) start() error {
 		"--http-listen", b.httpAddr,
 		"--wg-listen", b.wgAddr,
 		"--public-url", b.URL(),
-		"--key-file", b.keyFile,
+		"--key-file", b.keyFile, "--init", // the first run creates it, later runs reuse it
 		"--broker-id", b.id,
 		"--log-level", "debug"}, // shown only when the test fails
 		b.args...)

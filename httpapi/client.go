@@ -102,8 +102,18 @@ func (c *Client) Grants(ctx context.Context, q GrantQuery) ([]*fieldpass.Grant, 
 
 // RevokeGrant revokes the grant id now (admins) and returns it revoked.
 func (c *Client) RevokeGrant(ctx context.Context, id string) (*fieldpass.Grant, error) {
+	return c.RevokeGrantBecause(ctx, id, "")
+}
+
+// RevokeGrantBecause is RevokeGrant with why (optional), kept on the grant
+// and in the audit log.
+func (c *Client) RevokeGrantBecause(ctx context.Context, id, reason string) (*fieldpass.Grant, error) {
+	var body any
+	if reason != "" {
+		body = GrantRevoke{Reason: reason}
+	}
 	var out fieldpass.Grant
-	if err := c.do(ctx, http.MethodPost, "/api/v1/grants/"+idSegment(id)+"/revoke", nil, nil, &out, true); err != nil {
+	if err := c.do(ctx, http.MethodPost, "/api/v1/grants/"+idSegment(id)+"/revoke", nil, body, &out, true); err != nil {
 		return nil, err
 	}
 	return &out, nil

@@ -27,6 +27,10 @@ type DeviceView struct {
 	LastSeen  time.Time         `json:"last_seen,omitzero"`
 	Services  []string          `json:"services,omitempty"` // granted services; "*" none listed
 	GrantEnds time.Time         `json:"grant_ends,omitzero"`
+	// ExposedServices, for admins and auditors only, are the services the
+	// device's connector said it exposes (names only); omitted while no
+	// connector has said.
+	ExposedServices []string `json:"exposed_services,omitempty"`
 }
 
 // GrantCreate is POST /api/v1/grants. Either Duration or End; Start
@@ -58,6 +62,12 @@ type RequestCreate struct {
 	Duration string `json:"duration"` // Go duration
 	Reason   string `json:"reason"`
 	Ticket   string `json:"ticket,omitempty"`
+}
+
+// GrantRevoke is the optional body of POST /api/v1/grants/{id}/revoke:
+// why, kept on the grant (revoke_reason) and in the audit event.
+type GrantRevoke struct {
+	Reason string `json:"reason,omitempty"`
 }
 
 // RequestDecision is the optional body of POST /api/v1/requests/{id}/approve

@@ -2,8 +2,9 @@
 // people to the identity provider (authorization code flow with PKCE S256,
 // state and nonce), verifies the ID token that comes back (signature,
 // issuer, audience, expiry, nonce) with go-oidc, and turns its claims into
-// what Fieldpass needs: an email, roles from the groups claim through a
-// RoleMap, and whether the login was multi-factor (MFAPolicy).
+// what Fieldpass needs: an email, roles through a RoleMap (from the groups
+// claim, or by email, domain or subject for providers that send no groups),
+// and whether the login was multi-factor (MFAPolicy).
 //
 // State, nonce and PKCE verifier are the caller's to generate and keep
 // (package portal keeps them in an encrypted cookie); this package only checks
@@ -62,7 +63,8 @@ type Config struct {
 	// out to emails and an unverified address could be anyone's. An
 	// explicit email_verified false is always refused.
 	TrustEmailWithoutVerified bool
-	// Roles maps groups to roles; a person with no mapped group is a vendor.
+	// Roles maps groups, emails, domains and subjects to roles; a person
+	// matched by no rule is a vendor.
 	Roles RoleMap
 	// MFA says what counts as a multi-factor login, and whether it is
 	// required.
@@ -84,7 +86,7 @@ type Identity struct {
 	Subject string
 	Email   string // normalised (fieldpass.NormalizeEmail)
 	Groups  []string
-	Roles   []fieldpass.Role // from Groups through the RoleMap; nil: a vendor
+	Roles   []fieldpass.Role // through the RoleMap; nil: a vendor
 	AMR     []string         // authentication methods (RFC 8176), as asserted
 	ACR     string           // authentication context class, as asserted
 	// MFA is true when AMR or ACR holds a value the MFAPolicy counts as
@@ -321,7 +323,7 @@ func (p *Provider) identity(idt *oidc.IDToken, claims map[string]any) (*Identity
 	if g, ok := lookupClaim(claims, p.cfg.GroupsClaim); ok {
 		id.Groups = stringList(g)
 	}
-	id.Roles = p.cfg.Roles.Roles(id.Groups)
+	id.Roles = p.cfg.Roles.Roles(id.Email, id.Subject, id.Groups)
 	if a, ok := claims["amr"]; ok {
 		id.AMR = stringList(a)
 	}

@@ -24,14 +24,47 @@ func TestParseRoleMap(t *testing.T) {
 		{[]string{"FP-ADMINS", "staff"}, nil}, // groups match exactly
 		{nil, nil},
 	} {
-		if got := m.Roles(tc.groups); !slices.Equal(got, tc.want) {
+		if got := m.Roles("someone@example.net", "sub-1", tc.groups); !slices.Equal(got, tc.want) {
 			t.Errorf("Roles(%q) = %v, want %v", tc.groups, got, tc.want)
 		}
 	}
-	for _, bad := range []string{"admin", "root=fp-admins", "admin=", "=group", "admin= "} {
+	for _, bad := range []string{"admin", "root=fp-admins", "admin=", "=group", "admin= ",
+		"admin=email:", "admin=email:not-an-email", "admin=domain:", "admin=domain:a@b.example", "admin=domain:*.example.com",
+		"admin=domain:bad..example", "admin=sub:", "email:a@example.com=root", "fp-admins=admin"} {
 		if _, err := identity.ParseRoleMap([]string{bad}); fieldpass.ErrorCode(err) != fieldpass.EINVALID {
 			t.Errorf("ParseRoleMap(%q): %v, want invalid", bad, err)
 		}
+	}
+}
+
+// Providers that send no groups (Google Workspace without extra setup):
+// roles by email, by the email's domain, or by subject.
+func TestParseRoleMapWithoutGroups(t *testing.T) {
+	m, err := identity.ParseRoleMap([]string{"admin=email:Alice@Example.com", "engineer=domain:Example.com",
+		"auditor=sub:1044", "approver=group:email:odd-group", "domain:partner.example=engineer"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		email, sub string
+		groups     []string
+		want       []fieldpass.Role
+	}{
+		{"alice@example.com", "9", nil, []fieldpass.Role{"admin", "engineer"}},
+		{"bob@example.com", "9", nil, []fieldpass.Role{"engineer"}},
+		{"bob@sub.example.com", "9", nil, nil},  // no subdomains
+		{"bob@evil-example.com", "9", nil, nil}, // the domain, not a suffix
+		{"carol@elsewhere.example", "1044", nil, []fieldpass.Role{"auditor"}},
+		{"dan@elsewhere.example", "10440", nil, nil}, // subjects match exactly
+		{"dan@elsewhere.example", "9", []string{"email:odd-group"}, []fieldpass.Role{"approver"}},
+		{"erin@partner.example", "9", nil, []fieldpass.Role{"engineer"}},
+	} {
+		if got := m.Roles(tc.email, tc.sub, tc.groups); !slices.Equal(got, tc.want) {
+			t.Errorf("Roles(%s, %s, %q) = %v, want %v", tc.email, tc.sub, tc.groups, got, tc.want)
+		}
+	}
+	if m.Len() != 5 {
+		t.Errorf("Len = %d, want 5", m.Len())
 	}
 }
 
@@ -84,13 +117,20 @@ func TestNewValidates(t *testing.T) {
 		t.Errorf("loopback http: %v", err)
 	}
 	for name, mut := range map[string]func(*identity.Config){
-		"no issuer":          func(c *identity.Config) { c.Issuer = "" },
-		"http issuer":        func(c *identity.Config) { c.Issuer = "http://idp.example.com" },
-		"no client":          func(c *identity.Config) { c.ClientID = "" },
-		"http redirect":      func(c *identity.Config) { c.RedirectURL = "http://broker.example.com/auth/callback" },
-		"bad scope":          func(c *identity.Config) { c.Scopes = []string{"openid email"} },
-		"bad role in map":    func(c *identity.Config) { c.Roles = identity.RoleMap{"g": {"root"}} },
-		"empty group in map": func(c *identity.Config) { c.Roles = identity.RoleMap{"": {"admin"}} },
+		"no issuer":     func(c *identity.Config) { c.Issuer = "" },
+		"http issuer":   func(c *identity.Config) { c.Issuer = "http://idp.example.com" },
+		"no client":     func(c *identity.Config) { c.ClientID = "" },
+		"http redirect": func(c *identity.Config) { c.RedirectURL = "http://broker.example.com/auth/callback" },
+		"bad scope":     func(c *identity.Config) { c.Scopes = []string{"openid email"} },
+		"bad role in map": func(c *identity.Config) {
+			c.Roles = identity.RoleMap{Groups: map[string][]fieldpass.Role{"g": {"root"}}}
+		},
+		"empty group in map": func(c *identity.Config) {
+			c.Roles = identity.RoleMap{Groups: map[string][]fieldpass.Role{"": {"admin"}}}
+		},
+		"bad role by domain": func(c *identity.Config) {
+			c.Roles = identity.RoleMap{Domains: map[string][]fieldpass.Role{"example.com": {"root"}}}
+		},
 	} {
 		c := ok
 		mut(&c)

@@ -7,55 +7,150 @@ import (
 	"github.com/fieldpass/fieldpass"
 )
 
-// RoleMap maps identity-provider groups to Fieldpass roles. A group may map
-// to several roles, and several groups to one role. A person whose groups
-// map to no role is a vendor.
-type RoleMap map[string][]fieldpass.Role
+// RoleMap gives a person roles at each login from what the identity
+// provider asserts: the groups (or app roles) in the groups claim, or, for
+// providers that send no groups, the person's email, its domain or their
+// subject. Every rule that matches adds its roles; a person matched by none
+// is a vendor. Emails and domains are trusted only because a login with an
+// unverified email is refused (Provider.Exchange).
+type RoleMap struct {
+	Groups   map[string][]fieldpass.Role // by group, exactly, case included
+	Emails   map[string][]fieldpass.Role // by email, normalised (fieldpass.NormalizeEmail)
+	Domains  map[string][]fieldpass.Role // by the email's domain, lower case, exactly: no subdomains
+	Subjects map[string][]fieldpass.Role // by the provider's subject (sub), exactly
+}
 
-// ParseRoleMap builds a RoleMap from ROLE=GROUP specs, as given to
-// --role-map. The group is everything after the first "=", so LDAP-style
-// names ("cn=ops,ou=groups") work; groups match exactly, case included.
+// Role mapping sources: ROLE=KIND:VALUE (ParseRoleMap).
+const (
+	mapGroup   = "group:"
+	mapEmail   = "email:"
+	mapDomain  = "domain:"
+	mapSubject = "sub:"
+)
+
+const roleMapWant = "want ROLE=GROUP, ROLE=group:GROUP, ROLE=email:ADDRESS, ROLE=domain:DOMAIN or ROLE=sub:SUBJECT, e.g. admin=fp-admins or engineer=domain:example.com"
+
+// ParseRoleMap builds a RoleMap from the specs given to --role-map:
+//
+//	ROLE=GROUP          members of GROUP (everything after the first "=",
+//	                    so LDAP-style names "cn=ops,ou=groups" work)
+//	ROLE=group:GROUP    the same, for a group whose name starts with a kind
+//	ROLE=email:ADDRESS  the person with this (verified) email
+//	ROLE=domain:DOMAIN  everyone whose (verified) email is @DOMAIN
+//	ROLE=sub:SUBJECT    the person the provider calls SUBJECT (its sub claim)
+//
+// The kinds other than a plain group are also accepted the other way
+// round (email:alice@example.com=admin).
 func ParseRoleMap(specs []string) (RoleMap, error) {
 	m := RoleMap{}
 	for _, spec := range specs {
-		role, group, ok := strings.Cut(spec, "=")
-		if !ok || strings.TrimSpace(group) == "" {
-			return nil, fieldpass.Errorf(fieldpass.EINVALID, "role mapping %q: want ROLE=GROUP, e.g. admin=fp-admins", spec)
-		}
-		r, err := fieldpass.ParseRole(role)
-		if err != nil {
-			return nil, fieldpass.Errorf(fieldpass.EINVALID, "role mapping %q: %s", spec, fieldpass.ErrorMessage(err))
-		}
-		group = strings.TrimSpace(group)
-		if !slices.Contains(m[group], r) {
-			m[group] = append(m[group], r)
+		if err := m.add(spec); err != nil {
+			return RoleMap{}, err
 		}
 	}
 	return m, nil
 }
 
-func (m RoleMap) validate() error {
-	for g, roles := range m {
-		if g == "" {
-			return fieldpass.Errorf(fieldpass.EINVALID, "role mapping with an empty group")
+func (m *RoleMap) add(spec string) error {
+	role, source, ok := strings.Cut(spec, "=")
+	r, err := fieldpass.ParseRole(role)
+	if ok && err != nil {
+		// email:alice@example.com=admin
+		i := strings.LastIndex(spec, "=")
+		if r2, err2 := fieldpass.ParseRole(spec[i+1:]); err2 == nil && kindOf(spec[:i]) != "" {
+			r, source, err = r2, spec[:i], nil
 		}
-		if _, err := fieldpass.NormalizeRoles(roles); err != nil {
-			return err
+	}
+	if !ok || strings.TrimSpace(source) == "" {
+		return fieldpass.Errorf(fieldpass.EINVALID, "role mapping %q: %s", spec, roleMapWant)
+	}
+	if err != nil {
+		return fieldpass.Errorf(fieldpass.EINVALID, "role mapping %q: %s", spec, fieldpass.ErrorMessage(err))
+	}
+	source = strings.TrimSpace(source)
+	kind := kindOf(source)
+	value := strings.TrimSpace(strings.TrimPrefix(source, kind))
+	if value == "" {
+		return fieldpass.Errorf(fieldpass.EINVALID, "role mapping %q: nothing after %s; %s", spec, kind, roleMapWant)
+	}
+	var into *map[string][]fieldpass.Role
+	switch kind {
+	case mapEmail:
+		email, err := fieldpass.NormalizeEmail(value)
+		if err != nil {
+			return fieldpass.Errorf(fieldpass.EINVALID, "role mapping %q: %s", spec, fieldpass.ErrorMessage(err))
+		}
+		value, into = email, &m.Emails
+	case mapDomain:
+		d := strings.ToLower(value)
+		if _, err := fieldpass.NormalizeEmail("x@" + d); err != nil || strings.ContainsAny(d, "@*") {
+			return fieldpass.Errorf(fieldpass.EINVALID, "role mapping %q: %q is not a domain: want e.g. domain:example.com (exactly that domain, no subdomains)", spec, value)
+		}
+		value, into = d, &m.Domains
+	case mapSubject:
+		into = &m.Subjects
+	default: // a group, named plainly or after group:
+		into = &m.Groups
+	}
+	if *into == nil {
+		*into = map[string][]fieldpass.Role{}
+	}
+	if !slices.Contains((*into)[value], r) {
+		(*into)[value] = append((*into)[value], r)
+	}
+	return nil
+}
+
+// kindOf returns the kind prefix source starts with, or "" for a plain group.
+func kindOf(source string) string {
+	for _, k := range []string{mapGroup, mapEmail, mapDomain, mapSubject} {
+		if strings.HasPrefix(source, k) {
+			return k
+		}
+	}
+	return ""
+}
+
+// Len is the number of rules.
+func (m RoleMap) Len() int { return len(m.Groups) + len(m.Emails) + len(m.Domains) + len(m.Subjects) }
+
+func (m RoleMap) validate() error {
+	for _, rules := range []map[string][]fieldpass.Role{m.Groups, m.Emails, m.Domains, m.Subjects} {
+		for k, roles := range rules {
+			if k == "" {
+				return fieldpass.Errorf(fieldpass.EINVALID, "role mapping with an empty group, email, domain or subject")
+			}
+			if _, err := fieldpass.NormalizeRoles(roles); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
 }
 
-// Roles returns the roles groups map to, sorted and without duplicates;
-// nil (a vendor) for none.
-func (m RoleMap) Roles(groups []string) []fieldpass.Role {
+// Roles returns the roles of a person with this (normalised) email,
+// subject and groups: sorted and without duplicates; nil (a vendor) for
+// none.
+func (m RoleMap) Roles(email, subject string, groups []string) []fieldpass.Role {
 	var out []fieldpass.Role
-	for _, g := range groups {
-		for _, r := range m[g] {
+	add := func(roles []fieldpass.Role) {
+		for _, r := range roles {
 			if !slices.Contains(out, r) {
 				out = append(out, r)
 			}
 		}
+	}
+	for _, g := range groups {
+		add(m.Groups[g])
+	}
+	if email != "" {
+		add(m.Emails[email])
+		if _, domain, ok := strings.Cut(email, "@"); ok {
+			add(m.Domains[domain])
+		}
+	}
+	if subject != "" {
+		add(m.Subjects[subject])
 	}
 	slices.Sort(out)
 	return out

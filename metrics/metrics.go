@@ -16,7 +16,7 @@ import (
 // Broker holds the broker's collectors. A nil *Broker records nothing.
 type Broker struct {
 	devicesOnline  prometheus.Gauge
-	handshakes     *prometheus.CounterVec // result: ok, rejected, version
+	handshakes     *prometheus.CounterVec // result: ok, rejected, version, disabled
 	reconnects     prometheus.Counter
 	sessionsActive prometheus.Gauge
 	sessionsOpened prometheus.Counter

@@ -284,7 +284,7 @@ func (p *Portal) HandleDeviceLoginToken() http.HandlerFunc {
 			d.lastPoll = now
 			interval := d.interval
 			ls.mu.Unlock()
-			pollError(w, "slow_down", "polling too fast: wait "+interval.String()+" between polls")
+			pollError(w, "slow_down", "polling too fast: wait "+fieldpass.FormatDuration(interval)+" between polls")
 			return
 		}
 		d.lastPoll = now
@@ -342,7 +342,7 @@ func (p *Portal) sessionFromCookie(r *http.Request) (*fieldpass.Caller, error) {
 	if t.Kind != fieldpass.TokenSession {
 		return nil, nil
 	}
-	return &fieldpass.Caller{User: u, Token: t, ByCookie: true}, nil
+	return &fieldpass.Caller{User: u, Token: t, ByCookie: true, Client: ratelimit.ClientAddr(r)}, nil
 }
 
 // deviceForm is the approval form of the verification page. Without
@@ -386,7 +386,7 @@ func (p *Portal) HandleDeviceLoginPage() http.HandlerFunc {
 
 // deviceForm is the approval form for caller c, without a code.
 func (p *Portal) deviceForm(r *http.Request, c *fieldpass.Caller) *deviceForm {
-	form := &deviceForm{CSRF: CSRFToken(r), Email: c.User.Email, TTL: p.login.oidc.CLITokenTTL.String()}
+	form := &deviceForm{CSRF: CSRFToken(r), Email: c.User.Email, TTL: fieldpass.FormatDuration(p.login.oidc.CLITokenTTL)}
 	if len(c.User.Roles) > 0 {
 		form.Roles = roleList(c.User.Roles)
 	}

@@ -157,10 +157,10 @@ func newLoginEnv(t *testing.T, opts ...envOpt) *loginEnv {
 		ClientID:     idp.ClientID,
 		ClientSecret: idp.ClientSecret,
 		RedirectURL:  public + "/auth/callback",
-		Roles: identity.RoleMap{
+		Roles: identity.RoleMap{Groups: map[string][]fieldpass.Role{
 			"fp-admins": {fieldpass.RoleAdmin, fieldpass.RoleApprover},
 			"field-eng": {fieldpass.RoleEngineer},
-		},
+		}},
 	}
 	for _, o := range opts {
 		o(&icfg)

@@ -82,7 +82,7 @@ type approvalsData struct {
 func (p *Portal) HandleApprovals() http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		c := fieldpass.CallerFromContext(r.Context())
-		if err := access.Require(c, fieldpass.RoleApprover, fieldpass.RoleAdmin); err != nil {
+		if err := p.cfg.Access.Allow(c, access.OpApprovals, "", fieldpass.RoleApprover, fieldpass.RoleAdmin); err != nil {
 			p.fail(w, r, err)
 			return
 		}

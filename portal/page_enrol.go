@@ -8,7 +8,6 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/fieldpass/fieldpass"
-	"github.com/fieldpass/fieldpass/access"
 )
 
 // enrolData is the enrolment page, with the commands for the device once
@@ -24,7 +23,7 @@ type enrolData struct {
 func (p *Portal) HandleEnrol() http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		c := fieldpass.CallerFromContext(r.Context())
-		if err := access.Require(c, fieldpass.RoleAdmin); err != nil {
+		if err := p.cfg.Access.Allow(c, fieldpass.AuditTokenCreate, "", fieldpass.RoleAdmin); err != nil {
 			p.fail(w, r, err)
 			return
 		}

@@ -24,7 +24,7 @@ type grantsData struct {
 func (p *Portal) HandleGrants() http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		c := fieldpass.CallerFromContext(r.Context())
-		if err := access.Require(c, fieldpass.RoleAdmin); err != nil {
+		if err := p.cfg.Access.Allow(c, access.OpGrantsPage, "", fieldpass.RoleAdmin); err != nil {
 			p.fail(w, r, err)
 			return
 		}
@@ -72,7 +72,7 @@ func (p *Portal) HandleGrantRevoke() http.HandlerFunc {
 		c := fieldpass.CallerFromContext(r.Context())
 		ctx := r.Context()
 		id := chi.URLParam(r, "id")
-		if err := access.Require(c, fieldpass.RoleAdmin); err != nil {
+		if err := p.cfg.Access.Allow(c, fieldpass.AuditGrantRevoke, "grant:"+id, fieldpass.RoleAdmin); err != nil {
 			p.fail(w, r, err)
 			return
 		}
@@ -81,7 +81,7 @@ func (p *Portal) HandleGrantRevoke() http.HandlerFunc {
 			p.fail(w, r, err)
 			return
 		}
-		g, err := p.cfg.Access.RevokeGrant(ctx, c, id)
+		g, err := p.cfg.Access.RevokeGrant(ctx, c, id, clip(strings.TrimSpace(r.PostFormValue("reason")), 1000))
 		if err != nil {
 			p.fail(w, r, err)
 			return

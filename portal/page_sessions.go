@@ -175,7 +175,7 @@ func (p *Portal) HandleLive() http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		c := fieldpass.CallerFromContext(r.Context())
 		ctx := r.Context()
-		if err := access.Require(c, fieldpass.RoleAdmin, fieldpass.RoleAuditor); err != nil {
+		if err := p.cfg.Access.Allow(c, access.OpLiveSessions, "", fieldpass.RoleAdmin, fieldpass.RoleAuditor); err != nil {
 			p.fail(w, r, err)
 			return
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -15,7 +16,7 @@ import (
 // deviceColumns are read by scanDevice, in this order.
 const deviceColumns = `id::text, name, labels, state, public_key, tunnel_addr,
 	created_at, enrolled_at, online, last_seen, endpoint, connector_version, broker_id,
-	keepalive_seconds`
+	keepalive_seconds, services`
 
 func scanDevice(row pgx.Row) (*fieldpass.Device, error) {
 	var (
@@ -27,7 +28,7 @@ func scanDevice(row pgx.Row) (*fieldpass.Device, error) {
 	)
 	err := row.Scan(&d.ID, &d.Name, &d.Labels, &state, &publicKey, &d.TunnelAddr,
 		&d.CreatedAt, &d.EnrolledAt, &d.Presence.Online, &lastSeen, &endpoint, &version, &brokerID,
-		&keepalive)
+		&keepalive, &d.Services)
 	if err != nil {
 		return nil, err
 	}
@@ -109,6 +110,73 @@ func (db *DB) PeerDevices(ctx context.Context) ([]*fieldpass.Device, error) {
 		`SELECT `+deviceColumns+` FROM devices WHERE state = 'active' AND public_key IS NOT NULL ORDER BY name`)
 }
 
+// BarredDevices returns the devices a broker keeps as barred WireGuard peers,
+// whose connectors are told at their hello that they may not connect:
+// disabled ones with their key, and those decommissioned since since with
+// the key they had (PublicKey holds it). Sorted by name.
+func (db *DB) BarredDevices(ctx context.Context, since time.Time) ([]*fieldpass.Device, error) {
+	return db.queryDevices(ctx, "barred devices", `
+		SELECT `+barredColumns+` FROM devices
+		WHERE (state = 'disabled' AND public_key IS NOT NULL)
+		   OR (state = 'decommissioned' AND retired_key IS NOT NULL AND state_changed_at >= $1)
+		ORDER BY name`, since)
+}
+
+// BarredDevice returns the device with id as BarredDevices would, or nil if
+// it is not barred (active, unknown, or decommissioned before since).
+func (db *DB) BarredDevice(ctx context.Context, id string, since time.Time) (*fieldpass.Device, error) {
+	if !uuidRE.MatchString(id) {
+		return nil, fieldpass.Errorf(fieldpass.EINVALID, "invalid device id %q", id)
+	}
+	d, err := scanDevice(db.pool.QueryRow(ctx, `
+		SELECT `+barredColumns+` FROM devices WHERE id = $1::uuid AND (
+		   (state = 'disabled' AND public_key IS NOT NULL)
+		OR (state = 'decommissioned' AND retired_key IS NOT NULL AND state_changed_at >= $2))`, id, since))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get barred device %s: %w", id, err)
+	}
+	return d, nil
+}
+
+// barredColumns are deviceColumns with the retired key standing in for a
+// decommissioned device's key.
+var barredColumns = strings.Replace(deviceColumns, "public_key", "COALESCE(public_key, retired_key)", 1)
+
+// DevicesNamed returns the live devices among names, in no set order;
+// names that name none are left out.
+func (db *DB) DevicesNamed(ctx context.Context, names []string) ([]*fieldpass.Device, error) {
+	return db.queryDevices(ctx, "devices",
+		`SELECT `+deviceColumns+` FROM devices WHERE name = ANY($1::text[]) AND state <> 'decommissioned'`, names)
+}
+
+// SetDeviceServices records the service names a device's connector
+// announced in its hello (nil: it did not say, which keeps what was known).
+// Like presence it does not notify: no WireGuard peer changes.
+func (db *DB) SetDeviceServices(ctx context.Context, deviceID string, services []string) error {
+	if !uuidRE.MatchString(deviceID) {
+		return fieldpass.Errorf(fieldpass.EINVALID, "invalid device id %q", deviceID)
+	}
+	if services == nil {
+		return nil
+	}
+	if len(services) > 64 {
+		return fieldpass.Errorf(fieldpass.EINVALID, "%d services: at most 64", len(services))
+	}
+	for _, s := range services {
+		if err := fieldpass.ValidateServiceName(s); err != nil {
+			return err
+		}
+	}
+	_, err := db.pool.Exec(ctx, `UPDATE devices SET services = $2 WHERE id = $1::uuid`, deviceID, services)
+	if err != nil {
+		return fmt.Errorf("record services of %s: %w", deviceID, err)
+	}
+	return nil
+}
+
 // SetDeviceState moves the live device named name to state:
 //
 //	active   -> disabled, decommissioned
@@ -156,6 +224,7 @@ func (db *DB) setDeviceState(ctx context.Context, name string, state fieldpass.D
 				state = $2,
 				state_changed_at = $3,
 				public_key = CASE WHEN $2 = 'decommissioned' THEN NULL ELSE public_key END,
+				retired_key = CASE WHEN $2 = 'decommissioned' THEN public_key ELSE retired_key END,
 				online = online AND $2 <> 'decommissioned'
 			WHERE id = $1::uuid
 			RETURNING `+deviceColumns,

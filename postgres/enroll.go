@@ -56,7 +56,7 @@ func (db *DB) createEnrollmentToken(ctx context.Context, deviceName string, labe
 	// A lifetime under a second would round to nothing at the database's
 	// microsecond precision, and is no use to anyone.
 	if ttl < time.Second || ttl > MaxEnrollmentTokenTTL {
-		return "", time.Time{}, fieldpass.Errorf(fieldpass.EINVALID, "invalid token lifetime %s: want at least 1s and at most %s", ttl, MaxEnrollmentTokenTTL)
+		return "", time.Time{}, fieldpass.Errorf(fieldpass.EINVALID, "invalid token lifetime %s: want at least 1s and at most %s", ttl, fieldpass.FormatDuration(MaxEnrollmentTokenTTL))
 	}
 
 	var secret [32]byte

@@ -15,7 +15,7 @@ import (
 func GrantTarget(id string) string { return "grant:" + id }
 
 const grantColumns = `g.id::text, g.subject, g.devices, g.selector, g.services, g.starts_at, g.ends_at,
-	g.reason, g.ticket, g.created_by, g.created_at, g.revoked_at, g.revoked_by`
+	g.reason, g.ticket, g.created_by, g.created_at, g.revoked_at, g.revoked_by, g.revoke_reason`
 
 func scanGrant(row pgx.Row) (*fieldpass.Grant, error) {
 	var (
@@ -24,7 +24,7 @@ func scanGrant(row pgx.Row) (*fieldpass.Grant, error) {
 		revokedBy *string
 	)
 	err := row.Scan(&g.ID, &g.Subject, &g.Devices, &g.Selector, &g.Services, &g.Start, &g.End,
-		&g.Reason, &g.Ticket, &g.CreatedBy, &g.CreatedAt, &revokedAt, &revokedBy)
+		&g.Reason, &g.Ticket, &g.CreatedBy, &g.CreatedAt, &revokedAt, &revokedBy, &g.RevokeReason)
 	if err != nil {
 		return nil, err
 	}
@@ -171,7 +171,16 @@ func (db *DB) queryGrants(ctx context.Context, q string, args ...any) ([]*fieldp
 // GrantsChannel and cut its sessions. Refused with conflict: a grant
 // already revoked, or already ended.
 func (db *DB) RevokeGrant(ctx context.Context, actor, id string) (*fieldpass.Grant, error) {
+	return db.RevokeGrantBecause(ctx, actor, id, "")
+}
+
+// RevokeGrantBecause is RevokeGrant with why (optional, one line): kept
+// on the grant (RevokeReason) and in the audit event's reason.
+func (db *DB) RevokeGrantBecause(ctx context.Context, actor, id, reason string) (*fieldpass.Grant, error) {
 	if err := checkActor(actor); err != nil {
+		return nil, err
+	}
+	if err := fieldpass.ValidateOptionalReason(reason); err != nil {
 		return nil, err
 	}
 	if !uuidRE.MatchString(id) {
@@ -193,12 +202,16 @@ func (db *DB) RevokeGrant(ctx context.Context, actor, id string) (*fieldpass.Gra
 		case !now.Before(cur.End):
 			return fieldpass.Errorf(fieldpass.ECONFLICT, "grant %s already ended at %s", id, cur.End.Format(time.RFC3339))
 		}
-		g, err = scanGrant(tx.QueryRow(ctx, `UPDATE grants g SET revoked_at = $2, revoked_by = $3 WHERE id = $1::uuid RETURNING `+grantColumns,
-			id, now, actor))
+		g, err = scanGrant(tx.QueryRow(ctx, `UPDATE grants g SET revoked_at = $2, revoked_by = $3, revoke_reason = $4 WHERE id = $1::uuid RETURNING `+grantColumns,
+			id, now, actor, reason))
 		if err != nil {
 			return fmt.Errorf("revoke grant: %w", err)
 		}
-		return db.audit(ctx, tx, actor, fieldpass.AuditGrantRevoke, GrantTarget(id), map[string]any{"subject": g.Subject})
+		details := map[string]any{"subject": g.Subject}
+		if reason != "" {
+			details["reason"] = reason
+		}
+		return db.audit(ctx, tx, actor, fieldpass.AuditGrantRevoke, GrantTarget(id), details)
 	})
 	if err != nil {
 		return nil, wrap(err, "revoke grant "+id)

@@ -185,7 +185,7 @@ func (db *DB) DecideRequest(ctx context.Context, approver, id string, approve bo
 			status, action = fieldpass.RequestApproved, fieldpass.AuditRequestApprove
 			if cur.Duration > maxDuration {
 				return fieldpass.Errorf(fieldpass.EINVALID, "request asks for %s, longer than the %s allowed for %s: deny it and ask for a shorter one",
-					cur.Duration, maxDuration, cur.Requester)
+					fieldpass.FormatDuration(cur.Duration), fieldpass.FormatDuration(maxDuration), cur.Requester)
 			}
 			grant, err = db.createGrantTx(ctx, tx, actor, fieldpass.Grant{
 				Subject:  cur.Requester,

@@ -2,11 +2,13 @@ package postgres_test
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/fieldpass/fieldpass"
+	"github.com/fieldpass/fieldpass/postgres"
 )
 
 const week = 7 * 24 * time.Hour
@@ -186,6 +188,10 @@ func TestActiveGrantFor(t *testing.T) {
 	wantError(t, err, fieldpass.EFORBIDDEN, "no active grant")
 	_, err = s.RevokeGrant(ctx, operator, bySelector.ID)
 	wantError(t, err, fieldpass.ECONFLICT, "already revoked")
+	if r.RevokeReason != "" {
+		t.Errorf("revoked without a reason: got reason %q", r.RevokeReason)
+	}
+
 	s.clock.Add(3 * time.Hour)
 	_, err = s.RevokeGrant(ctx, operator, byName.ID)
 	wantError(t, err, fieldpass.ECONFLICT, "already ended")
@@ -213,6 +219,39 @@ func TestActiveGrantFor(t *testing.T) {
 				t.Errorf("got %d grants, %v; want %d", len(gs), err, tc.want)
 			}
 		})
+	}
+}
+
+// TestRevokeGrantReason: why a grant was revoked is kept on the grant and
+// in the audit event; never changed afterwards, nor set on a grant not
+// revoked.
+func TestRevokeGrantReason(t *testing.T) {
+	t.Parallel()
+	s := mustOpen(t)
+	ctx := t.Context()
+	s.mustEnroll(t, "pump-1", 1)
+	s.mustUser(t, "eng@example.com", fieldpass.RoleEngineer)
+	why := s.mustGrant(t, fieldpass.Grant{Subject: "eng@example.com", Devices: []string{"pump-1"}, Services: []string{"ssh"}})
+	_, err := s.RevokeGrantBecause(ctx, operator, why.ID, "line one\nline two")
+	wantError(t, err, fieldpass.EINVALID, "control character")
+	if _, err := s.sql.Exec(ctx, `UPDATE grants SET revoke_reason = 'sneaked in' WHERE id = $1::uuid`, why.ID); err == nil {
+		t.Error("the database let a reason be set on a grant not revoked")
+	}
+	r, err := s.RevokeGrantBecause(ctx, operator, why.ID, "contract ended")
+	if err != nil || r.RevokeReason != "contract ended" {
+		t.Fatalf("RevokeGrantBecause: got %+v, %v", r, err)
+	}
+	if gs, err := s.Grants(ctx, fieldpass.GrantFilter{Subject: "eng@example.com"}); err != nil || !slices.ContainsFunc(gs, func(g *fieldpass.Grant) bool {
+		return g.ID == why.ID && g.RevokeReason == "contract ended"
+	}) {
+		t.Errorf("Grants: the revoked grant's reason is not listed: %v", err)
+	}
+	evs, err := s.AuditEvents(ctx, fieldpass.AuditFilter{Action: fieldpass.AuditGrantRevoke, Target: postgres.GrantTarget(why.ID)})
+	if err != nil || len(evs) != 1 || evs[0].Details["reason"] != "contract ended" {
+		t.Errorf("grant.revoke event: %+v, %v", evs, err)
+	}
+	if _, err := s.sql.Exec(ctx, `UPDATE grants SET revoke_reason = 'rewritten' WHERE id = $1::uuid`, why.ID); err == nil {
+		t.Error("the database let a revocation's reason be rewritten")
 	}
 }
 

@@ -218,7 +218,7 @@ func (db *DB) IssueToken(ctx context.Context, actor, email string, kind fieldpas
 		return "", nil, err
 	}
 	if ttl < time.Second || ttl > MaxTokenTTL {
-		return "", nil, fieldpass.Errorf(fieldpass.EINVALID, "invalid token lifetime %s: want at least 1s and at most %s", ttl, MaxTokenTTL)
+		return "", nil, fieldpass.Errorf(fieldpass.EINVALID, "invalid token lifetime %s: want at least 1s and at most %s", ttl, fieldpass.FormatDuration(MaxTokenTTL))
 	}
 	var secret [32]byte
 	if _, err := io.ReadFull(db.rand(), secret[:]); err != nil {
@@ -300,12 +300,13 @@ func (db *DB) Authenticate(ctx context.Context, token string) (*fieldpass.User, 
 	if lastUsed != nil {
 		t.LastUsedAt = lastUsed.UTC()
 	}
-	switch {
-	case revokedAt != nil:
-		return nil, nil, fieldpass.Errorf(fieldpass.EFORBIDDEN, "token was revoked at %s: log in again", revokedAt.UTC().Format(time.RFC3339))
-	case !now.Before(t.ExpiresAt):
-		return nil, nil, fieldpass.Errorf(fieldpass.EEXPIRED, "token expired at %s: log in again", t.ExpiresAt.Format(time.RFC3339))
-	case u.Disabled:
+	if revokedAt != nil {
+		t.RevokedAt = revokedAt.UTC()
+	}
+	if err := t.Held(now); err != nil {
+		return nil, nil, err
+	}
+	if u.Disabled {
 		return nil, nil, fieldpass.Errorf(fieldpass.EFORBIDDEN, "user %s is disabled", t.Email)
 	}
 	u.ID, u.Email, u.CreatedAt = t.UserID, t.Email, u.CreatedAt.UTC()
@@ -452,10 +453,6 @@ func checkSessionToken(ctx context.Context, tx pgx.Tx, id, email string, now tim
 	switch {
 	case t.Email != email:
 		return fieldpass.Deny(fieldpass.DenyUnauthenticated, fieldpass.Errorf(fieldpass.EFORBIDDEN, "token %s is not %s's", id, email))
-	case !t.RevokedAt.IsZero():
-		return fieldpass.Deny(fieldpass.DenyUnauthenticated, fieldpass.Errorf(fieldpass.EFORBIDDEN, "token was revoked at %s: log in again", t.RevokedAt.Format(time.RFC3339)))
-	case !now.Before(t.ExpiresAt):
-		return fieldpass.Deny(fieldpass.DenyUnauthenticated, fieldpass.Errorf(fieldpass.EEXPIRED, "token expired at %s: log in again", t.ExpiresAt.Format(time.RFC3339)))
 	}
-	return nil
+	return fieldpass.Deny(fieldpass.DenyUnauthenticated, t.Held(now))
 }

@@ -220,6 +220,62 @@ func TestTokens(t *testing.T) {
 	}
 }
 
+// TestTokenExpiredWords: an expired or revoked token says what to do for
+// its kind. A bot cannot log in; its message names the operator's command
+// that replaces its token (issue 11).
+func TestTokenExpiredWords(t *testing.T) {
+	t.Parallel()
+	s := mustOpen(t)
+	ctx := t.Context()
+	s.mustUser(t, "bot@example.com", fieldpass.RoleEngineer)
+	s.mustUser(t, "alice@example.com", fieldpass.RoleEngineer)
+	issue := func(email string, kind fieldpass.TokenKind) (string, *fieldpass.Token) {
+		t.Helper()
+		tok, rec, err := s.IssueToken(ctx, operator, email, kind, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok, rec
+	}
+	bot, _ := issue("bot@example.com", fieldpass.TokenAutomation)
+	cli, _ := issue("alice@example.com", fieldpass.TokenCLI)
+	portal, _ := issue("alice@example.com", fieldpass.TokenSession)
+	botRevoked, botRec := issue("bot@example.com", fieldpass.TokenAutomation)
+	if _, err := s.RevokeToken(ctx, operator, botRec.ID); err != nil {
+		t.Fatal(err)
+	}
+	expiry := s.clock.Now().Add(time.Hour).UTC().Format(time.RFC3339)
+	s.clock.Add(time.Hour)
+	for _, tc := range []struct {
+		name, token, code string
+		want              []string
+		not               string
+	}{
+		{"automation", bot, fieldpass.EEXPIRED, []string{"automation token of bot@example.com expired at " + expiry,
+			"fieldpass-broker user token --email bot@example.com"}, "log in"},
+		{"automation revoked", botRevoked, fieldpass.EFORBIDDEN, []string{"automation token of bot@example.com was revoked at",
+			"fieldpass-broker user token --email bot@example.com"}, "log in"},
+		{"cli", cli, fieldpass.EEXPIRED, []string{"token expired at " + expiry, "log in again (fieldpass login)"}, "fieldpass-broker"},
+		{"portal", portal, fieldpass.EEXPIRED, []string{"portal session expired at " + expiry, "log in to the portal again"}, "fieldpass-broker"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := s.Authenticate(ctx, tc.token)
+			if got := fieldpass.ErrorCode(err); got != tc.code {
+				t.Fatalf("code: got %s (%v), want %s", got, err, tc.code)
+			}
+			msg := fieldpass.ErrorMessage(err)
+			for _, w := range tc.want {
+				if !strings.Contains(msg, w) {
+					t.Errorf("message %q lacks %q", msg, w)
+				}
+			}
+			if strings.Contains(msg, tc.not) {
+				t.Errorf("message %q says %q", msg, tc.not)
+			}
+		})
+	}
+}
+
 // TestListenUsers: disabling and enabling a user is announced within a
 // second; a role change is not.
 func TestListenUsers(t *testing.T) {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -20,6 +21,7 @@ var (
 	headerMagic     = [2]byte{'F', 'S'}
 	statusMagic     = [2]byte{'F', 'A'}
 	controlMagic    = [2]byte{'F', 'C'}
+	resetMagic      = [2]byte{'F', 'X'}
 )
 
 // Limits on variable-length fields. They are part of the protocol.
@@ -27,7 +29,16 @@ const (
 	MaxServiceName = 63
 	MaxReason      = 255
 	MaxVersion     = 64
+	// MaxServices bounds the service names a Hello announces, so that a
+	// hello stays under 4.2 KiB.
+	MaxServices = 64
 )
+
+// helloServicesVersion is the version byte of a Hello that announces the
+// connector's service names. Only the Hello has it: every other message,
+// the broker's reply included, stays at Version. A connector that sends it
+// also honours Reset streams.
+const helloServicesVersion = 2
 
 // ErrProtocol is wrapped by every decoding error.
 var ErrProtocol = errors.New("tunnel protocol error")
@@ -76,6 +87,12 @@ type Hello struct {
 	// before the device is offline. A setting in the HelloReply overrides
 	// it.
 	KeepaliveSeconds uint16
+	// Services are the names of the services the connector exposes (never
+	// their targets), so the broker can refuse a grant to a service the
+	// device does not have. nil: the hello did not say (a connector before
+	// announcements, or one talking to a broker before them); empty but not
+	// nil: it exposes none. A Hello with Services is sent as version 2.
+	Services []string
 }
 
 // HelloCode is the broker's answer to a Hello.
@@ -129,6 +146,19 @@ type StreamHeader struct {
 	Service   string
 }
 
+// Reset asks the connector to drop the stream it names at once, both ways,
+// closing its connection to the device's service: the broker sends it on a
+// stream of its own when it cuts a stream the connector has not finished
+// with (a session ended, the person's side failed). yamux v0.1.2 has no
+// reset of its own, and its Close is a half-close, so without this the
+// device side of a cut stream lingered until the service closed or the
+// stream close timeout (5 min) passed.
+type Reset struct {
+	// StreamID is the yamux id of the stream to drop (the same at both
+	// ends of a yamux session).
+	StreamID uint32
+}
+
 // StatusCode is the connector's answer to a StreamHeader.
 type StatusCode byte
 
@@ -155,45 +185,75 @@ func (c StatusCode) String() string {
 
 // StreamStatus is the connector's answer; bytes flow only after StatusOK.
 type StreamStatus struct {
-	Code   StatusCode
+	Code StatusCode
+	// Reason says why a stream was refused; an OK has none.
 	Reason string
+	// Resets, in an OK only, says the connector honours a Reset naming
+	// this stream. Older connectors do not; the broker sends them none.
+	Resets bool
 }
 
 // Wire layouts (all integers big endian):
 //
 //	Hello:        "FH" ver(1) device_id(16) keepalive_s(2) vlen(1) version(vlen)
+//	              ver 2 adds: count(1) count*(slen(1) service(slen))
 //	HelloReply:   "FR" ver(1) code(1) rlen(1) reason(rlen)
 //	StreamHeader: "FS" ver(1) session_id(16) slen(1) service(slen)
 //	StreamStatus: "FA" ver(1) code(1) rlen(1) reason(rlen)
 //	Control:      "FC" ver(1) keepalive_s(2)
+//	Reset:        "FX" ver(1) stream_id(4)
+//
+// The body of an OK StreamStatus (its "reason") holds the connector's
+// capabilities for the stream instead: space-separated words, today only
+// "reset". Brokers before them ignore the body of an OK.
 //
 // The body of an OK HelloReply (its "reason") holds settings instead:
 // space-separated name=value items, today only keepalive=SECONDS. Connectors
 // before the settings ignored the body of an OK, so they still parse it.
 
-// WriteHello encodes h to w in one write.
+// WriteHello encodes h to w in one write: version 1 when h.Services is nil,
+// else version 2 with the service names.
 func WriteHello(w io.Writer, h Hello) error {
 	if len(h.ConnectorVersion) > MaxVersion || !printable(h.ConnectorVersion) {
 		return protoErr("connector version %q: at most %d printable ASCII characters", h.ConnectorVersion, MaxVersion)
 	}
-	b := make([]byte, 0, 22+len(h.ConnectorVersion))
+	if err := checkServices(h.Services); err != nil {
+		return err
+	}
+	ver := byte(Version)
+	if h.Services != nil {
+		ver = helloServicesVersion
+	}
+	b := make([]byte, 0, 23+len(h.ConnectorVersion)+len(h.Services)*16)
 	b = append(b, helloMagic[:]...)
-	b = append(b, Version)
+	b = append(b, ver)
 	b = append(b, h.DeviceID[:]...)
 	b = binary.BigEndian.AppendUint16(b, h.KeepaliveSeconds)
 	b = append(b, byte(len(h.ConnectorVersion)))
 	b = append(b, h.ConnectorVersion...)
+	if h.Services != nil {
+		b = append(b, byte(len(h.Services)))
+		for _, s := range h.Services {
+			b = append(b, byte(len(s)))
+			b = append(b, s...)
+		}
+	}
 	_, err := w.Write(b)
 	return err
 }
 
-// ReadHello decodes a Hello. A version mismatch returns an error wrapping
-// ErrVersion so the broker can answer HelloVersion.
+// ReadHello decodes a Hello of version 1 or 2, reading exactly its bytes.
+// Another version returns an error wrapping ErrVersion so the broker can
+// answer HelloVersion.
 func ReadHello(r io.Reader) (Hello, error) {
 	var h Hello
 	var fixed [22]byte
 	if err := readFull(r, fixed[:]); err != nil {
 		return h, err
+	}
+	withServices := fixed[2] == helloServicesVersion
+	if withServices {
+		fixed[2] = Version // the rest of the prefix is checked as for v1
 	}
 	if err := checkPrefix(fixed[:3], helloMagic); err != nil {
 		return h, err
@@ -212,7 +272,52 @@ func ReadHello(r io.Reader) (Hello, error) {
 		return h, protoErr("connector version is not printable ASCII")
 	}
 	h.ConnectorVersion = string(v)
+	if !withServices {
+		return h, nil
+	}
+	var count [1]byte
+	if err := readFull(r, count[:]); err != nil {
+		return h, err
+	}
+	if int(count[0]) > MaxServices {
+		return h, protoErr("hello announces %d services, more than %d", count[0], MaxServices)
+	}
+	h.Services = make([]string, 0, count[0])
+	for range int(count[0]) {
+		var l [1]byte
+		if err := readFull(r, l[:]); err != nil {
+			return h, err
+		}
+		if l[0] == 0 || int(l[0]) > MaxServiceName {
+			return h, protoErr("service name length %d: want 1-%d", l[0], MaxServiceName)
+		}
+		s := make([]byte, l[0])
+		if err := readFull(r, s); err != nil {
+			return h, err
+		}
+		h.Services = append(h.Services, string(s))
+	}
+	if err := checkServices(h.Services); err != nil {
+		return h, err
+	}
 	return h, nil
+}
+
+// checkServices checks the service names of a Hello: valid, at most
+// MaxServices, no name twice.
+func checkServices(names []string) error {
+	if len(names) > MaxServices {
+		return protoErr("%d services: at most %d", len(names), MaxServices)
+	}
+	for i, s := range names {
+		if err := checkService(s); err != nil {
+			return err
+		}
+		if slices.Contains(names[:i], s) {
+			return protoErr("service %q named twice", s)
+		}
+	}
+	return nil
 }
 
 // keepaliveSetting names the keepalive in an OK HelloReply's settings.
@@ -290,11 +395,35 @@ func ReadControl(r io.Reader) (Control, error) {
 	return Control{KeepaliveSeconds: binary.BigEndian.Uint16(b[3:5])}, nil
 }
 
+// WriteReset encodes r to w in one write.
+func WriteReset(w io.Writer, r Reset) error {
+	b := make([]byte, 0, 7)
+	b = append(b, resetMagic[:]...)
+	b = append(b, Version)
+	b = binary.BigEndian.AppendUint32(b, r.StreamID)
+	_, err := w.Write(b)
+	return err
+}
+
+// ReadReset decodes a Reset, reading exactly its bytes.
+func ReadReset(r io.Reader) (Reset, error) {
+	var b [7]byte
+	if err := readFull(r, b[:]); err != nil {
+		return Reset{}, err
+	}
+	if err := checkPrefix(b[:3], resetMagic); err != nil {
+		return Reset{}, err
+	}
+	return Reset{StreamID: binary.BigEndian.Uint32(b[3:7])}, nil
+}
+
 // StreamOpen is the first message of a stream the broker opened: a
-// session's StreamHeader, or a Control when Control is not nil.
+// session's StreamHeader, a Control when Control is not nil, or a Reset
+// when Reset is not nil.
 type StreamOpen struct {
 	Header  StreamHeader
 	Control *Control
+	Reset   *Reset
 }
 
 // ReadStreamOpen decodes the first message of a stream the broker opened,
@@ -312,6 +441,13 @@ func ReadStreamOpen(r io.Reader) (StreamOpen, error) {
 			return StreamOpen{}, err
 		}
 		return StreamOpen{Control: &c}, nil
+	}
+	if magic == resetMagic {
+		rs, err := ReadReset(mr)
+		if err != nil {
+			return StreamOpen{}, err
+		}
+		return StreamOpen{Reset: &rs}, nil
 	}
 	h, err := ReadStreamHeader(mr)
 	return StreamOpen{Header: h}, err
@@ -359,15 +495,44 @@ func ReadStreamHeader(r io.Reader) (StreamHeader, error) {
 	return h, nil
 }
 
-// WriteStreamStatus encodes s to w in one write.
+// resetCapability names, in an OK StreamStatus's body, a connector's
+// promise to honour a Reset naming the stream.
+const resetCapability = "reset"
+
+// WriteStreamStatus encodes s to w in one write. An OK carries the
+// capabilities and no reason; a refusal the reason and no capabilities.
 func WriteStreamStatus(w io.Writer, s StreamStatus) error {
-	return writeCoded(w, statusMagic, byte(s.Code), s.Reason)
+	if s.Code != StatusOK {
+		return writeCoded(w, statusMagic, byte(s.Code), s.Reason)
+	}
+	if s.Reason != "" {
+		return protoErr("an ok stream status has no reason")
+	}
+	var body string
+	if s.Resets {
+		body = resetCapability
+	}
+	return writeCoded(w, statusMagic, byte(s.Code), body)
 }
 
-// ReadStreamStatus decodes a StreamStatus.
+// ReadStreamStatus decodes a StreamStatus. Capabilities it does not know in
+// an OK are skipped, so that a newer connector can add some.
 func ReadStreamStatus(r io.Reader) (StreamStatus, error) {
-	code, reason, err := readCoded(r, statusMagic)
-	return StreamStatus{Code: StatusCode(code), Reason: reason}, err
+	code, body, err := readCoded(r, statusMagic)
+	if err != nil {
+		return StreamStatus{}, err
+	}
+	s := StreamStatus{Code: StatusCode(code)}
+	if s.Code != StatusOK {
+		s.Reason = body
+		return s, nil
+	}
+	for _, word := range strings.Fields(body) {
+		if word == resetCapability {
+			s.Resets = true
+		}
+	}
+	return s, nil
 }
 
 // ErrVersion is wrapped when a peer speaks another protocol version.

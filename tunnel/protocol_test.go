@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -125,7 +126,7 @@ func TestHelloRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got != want {
+	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("got %+v, want %+v", got, want)
 	}
 	if err := tunnel.WriteHello(io.Discard, tunnel.Hello{ConnectorVersion: "bad\nversion"}); err == nil {
@@ -136,5 +137,119 @@ func TestHelloRoundTrip(t *testing.T) {
 	r, err := tunnel.ReadHelloReply(&rb)
 	if err != nil || r.Code != tunnel.HelloDisabled || r.Reason != "device is disabled" {
 		t.Fatalf("got %+v, %v", r, err)
+	}
+}
+
+// A hello that announces services is version 2; one that does not stays
+// byte for byte what connectors before announcements send, so brokers of
+// either age read it.
+func TestHelloServices(t *testing.T) {
+	id := mustID(t, "0f8fad5b-d9cb-469f-a165-70867728950e")
+	for _, tt := range []struct {
+		name     string
+		services []string
+		version  byte
+	}{
+		{"unknown", nil, 1},
+		{"none", []string{}, 2},
+		{"two", []string{"ssh", "web-ui"}, 2},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			want := tunnel.Hello{DeviceID: id, ConnectorVersion: "1.2.3", KeepaliveSeconds: 25, Services: tt.services}
+			var buf bytes.Buffer
+			if err := tunnel.WriteHello(&buf, want); err != nil {
+				t.Fatal(err)
+			}
+			if v := buf.Bytes()[2]; v != tt.version {
+				t.Fatalf("version byte %d, want %d", v, tt.version)
+			}
+			buf.WriteString("yamux")
+			got, err := tunnel.ReadHello(&buf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got, want) || (got.Services == nil) != (tt.services == nil) {
+				t.Fatalf("got %+v, want %+v", got, want)
+			}
+			if rest := buf.String(); rest != "yamux" {
+				t.Fatalf("hello read consumed what follows: rest %q", rest)
+			}
+		})
+	}
+	valid := func() []byte {
+		var b bytes.Buffer
+		tunnel.WriteHello(&b, tunnel.Hello{ConnectorVersion: "v", Services: []string{"ssh"}})
+		return b.Bytes()
+	}
+	for _, tt := range []struct {
+		name string
+		in   []byte
+	}{
+		{"truncated count", valid()[:23]},
+		{"truncated name", valid()[:26]},
+		{"zero length name", func() []byte { b := valid(); b[24] = 0; return b[:25] }()},
+		{"too many", func() []byte { b := valid(); b[23] = tunnel.MaxServices + 1; return b }()},
+		{"invalid name", func() []byte { b := valid(); b[25] = 'S'; return b }()},
+		{"twice", append(func() []byte { b := valid(); b[23] = 2; return b }(), 3, 's', 's', 'h')},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if h, err := tunnel.ReadHello(bytes.NewReader(tt.in)); err == nil {
+				t.Fatalf("accepted %+v", h)
+			}
+		})
+	}
+	if err := tunnel.WriteHello(io.Discard, tunnel.Hello{Services: []string{"ssh", "ssh"}}); err == nil {
+		t.Fatal("WriteHello accepted a service twice")
+	}
+	// What a broker before announcements does with a version 2 hello: its
+	// reader checks the version byte against 1 and refuses, so the
+	// connector can fall back (connector.session1).
+	b := valid()
+	b[2] = 3
+	if _, err := tunnel.ReadHello(bytes.NewReader(b)); !errors.Is(err, tunnel.ErrVersion) {
+		t.Fatalf("version 3: err %v, want ErrVersion", err)
+	}
+}
+
+func TestStreamStatusCapabilities(t *testing.T) {
+	for _, want := range []tunnel.StreamStatus{{Code: tunnel.StatusOK}, {Code: tunnel.StatusOK, Resets: true}} {
+		var buf bytes.Buffer
+		if err := tunnel.WriteStreamStatus(&buf, want); err != nil {
+			t.Fatal(err)
+		}
+		got, err := tunnel.ReadStreamStatus(&buf)
+		if err != nil || got != want {
+			t.Fatalf("got %+v, %v; want %+v", got, err, want)
+		}
+	}
+	// Words it does not know are skipped: a newer connector may add some.
+	got, err := tunnel.ReadStreamStatus(strings.NewReader("FA\x01\x00\x0cfuture reset"))
+	if err != nil || got != (tunnel.StreamStatus{Code: tunnel.StatusOK, Resets: true}) {
+		t.Fatalf("got %+v, %v", got, err)
+	}
+	if err := tunnel.WriteStreamStatus(io.Discard, tunnel.StreamStatus{Code: tunnel.StatusOK, Reason: "x"}); err == nil {
+		t.Fatal("an ok status with a reason was written")
+	}
+}
+
+func TestReset(t *testing.T) {
+	var buf bytes.Buffer
+	if err := tunnel.WriteReset(&buf, tunnel.Reset{StreamID: 0x01020305}); err != nil {
+		t.Fatal(err)
+	}
+	buf.WriteString("rest")
+	open, err := tunnel.ReadStreamOpen(&buf)
+	if err != nil || open.Reset == nil || open.Reset.StreamID != 0x01020305 || open.Control != nil {
+		t.Fatalf("got %+v, %v", open, err)
+	}
+	if rest := buf.String(); rest != "rest" {
+		t.Fatalf("reset read consumed what follows: rest %q", rest)
+	}
+	// A connector before resets reads a Reset as a stream header, finds it
+	// bad and answers so: it never mistakes it for a session's stream.
+	buf.Reset()
+	tunnel.WriteReset(&buf, tunnel.Reset{StreamID: 7})
+	if _, err := tunnel.ReadStreamHeader(&buf); err == nil {
+		t.Fatal("a reset decoded as a stream header")
 	}
 }

@@ -19,10 +19,14 @@ func (e env) openDB(ctx context.Context, flagValue string) (*postgres.DB, error)
 }
 
 func (e env) migrate(ctx context.Context, args []string) error {
+	if len(args) > 0 && args[0] == "status" {
+		return e.migrateStatus(ctx, args[1:]) // migrate_status.go
+	}
 	fs := e.flagSet("migrate", "migrate --database-url OWNER_URL [--grant-to ROLE]\n\n"+
 		"Applies the migrations as the role that owns the schema. With --grant-to, then grants ROLE,\n"+
 		"the role serve connects as, exactly the privileges the broker needs: it can append to the\n"+
-		"audit log but not alter it. Run it on every upgrade; it is safe to repeat.")
+		"audit log but not alter it. Run it on every upgrade; it is safe to repeat.\n"+
+		"\"fieldpass-broker migrate status\" lists the migrations applied and pending.")
 	dbURL := fs.String("database-url", "", "Postgres URL of the schema's owner (default $FIELDPASS_MIGRATE_DATABASE_URL, else $FIELDPASS_DATABASE_URL)")
 	grantTo := fs.String("grant-to", "", "database `role` serve runs as, granted the broker's privileges (default $FIELDPASS_BROKER_ROLE)")
 	if err := parse(fs, args, 0); err != nil {
@@ -135,15 +139,24 @@ func (e env) deviceList(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	return printList(e, *asJSON, devs, "NAME\tSTATE\tPRESENCE\tLAST SEEN\tENDPOINT\tVERSION\tADDRESS\tKEEPALIVE\tLABELS", func(d *fieldpass.Device) []string {
+	return printList(e, *asJSON, devs, "NAME\tSTATE\tPRESENCE\tLAST SEEN\tENDPOINT\tVERSION\tADDRESS\tKEEPALIVE\tSERVICES\tLABELS", func(d *fieldpass.Device) []string {
 		presence := "offline"
 		if d.Presence.Online {
 			presence = "online"
 		}
 		return []string{d.Name, string(d.State), presence, ago(d.Presence.LastSeen),
 			dash(d.Presence.Endpoint), dash(d.Presence.ConnectorVersion), d.TunnelAddr.String(),
-			keepaliveText(d.KeepaliveSeconds), dash(fieldpass.FormatLabels(d.Labels))}
+			keepaliveText(d.KeepaliveSeconds), servicesText(d.Services), dash(fieldpass.FormatLabels(d.Labels))}
 	})
+}
+
+// servicesText shows the services a device's connector announced; "?"
+// while none has said (a connector too old to, or never connected).
+func servicesText(services []string) string {
+	if services == nil {
+		return "?"
+	}
+	return dash(strings.Join(services, ","))
 }
 
 // keepaliveText shows a device's keepalive setting; "default" is the
@@ -152,7 +165,7 @@ func keepaliveText(seconds int) string {
 	if seconds == 0 {
 		return "default"
 	}
-	return (time.Duration(seconds) * time.Second).String()
+	return fieldpass.FormatDuration(time.Duration(seconds) * time.Second)
 }
 
 func (e env) deviceKeepalive(ctx context.Context, args []string) error {
@@ -160,7 +173,7 @@ func (e env) deviceKeepalive(ctx context.Context, args []string) error {
 		"Sets the device's WireGuard persistent keepalive, the only traffic of an idle device: it\n"+
 		"holds the carrier's NAT mapping open so the broker can reach the device. Longer saves data\n"+
 		"on metered SIMs; past the carrier's NAT UDP timeout (commonly 30s to 5m) the device is\n"+
-		"reachable only shortly after it last sent. DURATION is whole seconds from "+fieldpass.MinKeepalive.String()+" to "+fieldpass.MaxKeepalive.String()+",\n"+
+		"reachable only shortly after it last sent. DURATION is whole seconds from "+fieldpass.FormatDuration(fieldpass.MinKeepalive)+" to "+fieldpass.FormatDuration(fieldpass.MaxKeepalive)+",\n"+
 		"e.g. 120s or 2m; \"default\" or 0 clears it, and the connector's own --keepalive applies.\n"+
 		"The setting overrides the connector's flag. A running broker passes it to the device at once\n"+
 		"if it is connected (its sessions stay up), else when it next connects; liveness is judged\n"+

@@ -36,10 +36,10 @@ func TestDeviceKeepalive(t *testing.T) {
 	if got := column(); got != "default" {
 		t.Errorf("KEEPALIVE before any setting: got %q, want default", got)
 	}
-	if out := mustRun(t, dbURL, "device", "keepalive", "pump-7", "2m"); out != "device pump-7 keepalive is now 2m0s\n" {
+	if out := mustRun(t, dbURL, "device", "keepalive", "pump-7", "2m"); out != "device pump-7 keepalive is now 2m\n" {
 		t.Errorf("set 2m: got %q", out)
 	}
-	if got := column(); got != "2m0s" {
+	if got := column(); got != "2m" {
 		t.Errorf("KEEPALIVE after 2m: got %q", got)
 	}
 	if got := listJSON()[0].KeepaliveSeconds; got != 120 {
@@ -72,8 +72,8 @@ func TestDeviceKeepalive(t *testing.T) {
 		msg  string
 		code int
 	}{
-		{"too short", []string{"pump-7", "5s"}, "whole seconds from 10s to 1h0m0s", 2},
-		{"too long", []string{"pump-7", "2h"}, "whole seconds from 10s to 1h0m0s", 2},
+		{"too short", []string{"pump-7", "5s"}, "whole seconds from 10s to 1h, or default", 2},
+		{"too long", []string{"pump-7", "2h"}, "whole seconds from 10s to 1h, or default", 2},
 		{"not a duration", []string{"pump-7", "often"}, "want a duration", 2},
 		{"missing duration", []string{"pump-7"}, "missing argument", 2},
 		{"unknown device", []string{"nope", "1m"}, `device "nope" not found`, 1},

@@ -34,8 +34,9 @@ func main() {
 const usage = `fieldpass-broker: the Fieldpass broker and its admin commands.
 
 Usage:
-  fieldpass-broker serve --database-url URL --http-listen ADDR --wg-listen UDPADDR --public-url URL [flags]
+  fieldpass-broker serve --database-url URL --http-listen ADDR --wg-listen UDPADDR --public-url URL [--init] [flags]
   fieldpass-broker migrate --database-url OWNER_URL [--grant-to ROLE]
+  fieldpass-broker migrate status [--json]
   fieldpass-broker token create --device NAME [--label k=v ...] [--ttl 24h]
   fieldpass-broker device list [--json]
   fieldpass-broker device disable|enable|decommission NAME
@@ -44,6 +45,7 @@ Usage:
   fieldpass-broker user token --email EMAIL [--role ROLE ...] --ttl DURATION
   fieldpass-broker user list [--json]
   fieldpass-broker user disable|enable EMAIL
+  fieldpass-broker user confirm-identity ISSUER SUBJECT
   fieldpass-broker report stale [--not-seen 30d] [--no-session 90d] [--json]
   fieldpass-broker audit checkpoint --checkpoint-key FILE
   fieldpass-broker audit export [--since-seq N] > export.jsonl

@@ -41,7 +41,7 @@ func addOIDCFlags(fs *flag.FlagSet) *oidcFlags {
 		sessionTTL: fs.Duration("portal-session-ttl", 12*time.Hour, "lifetime of a portal login (its session cookie and token)"),
 		cliTTL:     fs.Duration("cli-token-ttl", 12*time.Hour, "lifetime of the token fieldpass login gives the CLI (a stolen one is good for as long; roles are re-read only at a login)"),
 	}
-	fs.Var(&f.roleMap, "role-map", "`ROLE=GROUP`: members of the identity provider's GROUP get ROLE (admin, approver, engineer, auditor); repeatable, a group may map to several roles; people with no mapped role are vendors")
+	fs.Var(&f.roleMap, "role-map", "`ROLE=GROUP`: members of the identity provider's GROUP get ROLE (admin, approver, engineer, auditor); for providers that send no groups, ROLE=email:ADDRESS, ROLE=domain:DOMAIN or ROLE=sub:SUBJECT (docs/oidc); repeatable; people with no mapped role are vendors")
 	fs.Var(&f.mfaAMR, "mfa-amr", "`VALUE` of the amr claim that counts as multi-factor login; repeatable (default mfa, otp, hwk)")
 	fs.Var(&f.mfaACR, "mfa-acr", "`VALUE` of the acr claim that counts as multi-factor login; repeatable (default none)")
 	return f

@@ -15,8 +15,8 @@ import (
 type daysFlag struct{ d *time.Duration }
 
 func (f daysFlag) String() string {
-	if f.d == nil {
-		return ""
+	if f.d == nil || *f.d == 0 {
+		return "" // no "(default 0s)" in help
 	}
 	return fieldpass.FormatDuration(*f.d)
 }
@@ -173,9 +173,4 @@ func (e env) reportStale(ctx context.Context, args []string) error {
 	return nil
 }
 
-func days(d time.Duration) string {
-	if d%(24*time.Hour) == 0 {
-		return fmt.Sprintf("%dd", d/(24*time.Hour))
-	}
-	return d.String()
-}
+func days(d time.Duration) string { return fieldpass.FormatDuration(d) }

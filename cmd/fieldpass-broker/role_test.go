@@ -112,7 +112,7 @@ func TestMigrateGrantTo(t *testing.T) {
 		// Through the command line: refused before anything is served.
 		_, _, err := runEnv(t, map[string]string{"FIELDPASS_DATABASE_URL": ownerURL}, "serve", "--require-separate-role",
 			"--public-url", "https://fieldpass.example.com", "--http-listen", "127.0.0.1:0", "--wg-listen", "127.0.0.1:0",
-			"--key-file", filepath.Join(t.TempDir(), "broker.key"))
+			"--init", "--key-file", filepath.Join(t.TempDir(), "broker.key"))
 		if err == nil || !strings.Contains(err.Error(), "--require-separate-role") {
 			t.Errorf("serve --require-separate-role as the owner: got %v, want a refusal", err)
 		}

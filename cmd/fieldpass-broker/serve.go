@@ -64,7 +64,7 @@ type serveConfig struct {
 	dbURL                     string
 	requireSeparateRole       bool
 	httpListen, metricsListen string
-	tlsCert, tlsKey           string
+	tls                       *tlsFlags // HTTPS from files or ACME, if on
 	publicURL                 *url.URL
 	// endpoints are told to devices; none means the public URL's host
 	// and the WireGuard port.
@@ -73,6 +73,7 @@ type serveConfig struct {
 	wgListen            netip.AddrPort
 	mtu                 int
 	keyFile             string
+	initKey             bool // --init: create keyFile if it is missing
 	brokerID            string
 	handshakeResetAfter time.Duration
 	nudgeRate           int
@@ -116,10 +117,10 @@ func (e env) serveFlags(ctx context.Context, args []string) (*serveConfig, error
 	fset.Var(&endpoints, "wg-endpoint", "public WireGuard `host:port` told to devices (repeatable; default: the public URL's host and the --wg-listen port)")
 	prefix := fset.String("tunnel-prefix", "10.77.0.0/16", "tunnel address space; the broker takes the first address")
 	mtu := fset.Int("mtu", 1280, "tunnel MTU (1280 is safe on APNs that forbid fragmentation)")
-	keyFile := fset.String("key-file", defaultKeyFile(e.getenv), "broker WireGuard private key; created (0600) if missing")
+	keyFile := fset.String("key-file", defaultKeyFile(e.getenv), "broker WireGuard private key, which every enrolled device pins (back it up); created (0600) only by --init")
+	initKey := fset.Bool("init", false, "create the --key-file if it is missing (first start of a new broker); without it a missing key is an error, so that a mistyped path or a lost volume never silently becomes a new key")
 	brokerID := fset.String("broker-id", "", "name of this broker in device presence (default: host name)")
-	tlsCert := fset.String("tls-cert", "", "TLS certificate file (serve HTTPS; otherwise plain HTTP behind a TLS proxy)")
-	tlsKey := fset.String("tls-key", "", "TLS key file")
+	tlsf := addTLSFlags(fset, e.getenv)
 	logLevel := fset.String("log-level", "info", "debug, info, warn or error")
 	logFormat := fset.String("log-format", "text", "text or json")
 	mfaLabels := labelFlag{}
@@ -159,8 +160,8 @@ func (e env) serveFlags(ctx context.Context, args []string) (*serveConfig, error
 		return nil, err
 	}
 	cfg := &serveConfig{
-		httpListen: *httpListen, metricsListen: *metricsListen, tlsCert: *tlsCert, tlsKey: *tlsKey,
-		endpoints: endpoints, mtu: *mtu, keyFile: *keyFile, brokerID: *brokerID,
+		httpListen: *httpListen, metricsListen: *metricsListen, tls: tlsf,
+		endpoints: endpoints, mtu: *mtu, keyFile: *keyFile, initKey: *initKey, brokerID: *brokerID,
 		handshakeResetAfter: *handshakeResetAfter, nudgeRate: *nudgeRate, idleTimeout: *idleTimeout, auditGrace: *auditGrace,
 		mfaLabels: mfaLabels, sensitiveLabels: sensitiveLabels, enrollRate: *enrollRate, enrollBurst: *enrollBurst,
 		alertOfflineAfter: *alertOfflineAfter, checkpointKey: *checkpointKey, checkpointEvery: *checkpointEvery,
@@ -223,8 +224,8 @@ func (e env) serveFlags(ctx context.Context, args []string) (*serveConfig, error
 	if *enrollRate <= 0 || *enrollBurst < 1 {
 		return nil, usageError{msg: "--enroll-rate must be positive and --enroll-burst at least 1"}
 	}
-	if (*tlsCert == "") != (*tlsKey == "") {
-		return nil, usageError{msg: "--tls-cert and --tls-key go together"}
+	if err := tlsf.check(pu.Hostname()); err != nil {
+		return nil, err
 	}
 	if cfg.alerts, err = alertConfig(webhook, *alertOfflineAfter, len(sensitiveLabels) > 0, cfg.log); err != nil {
 		return nil, err
@@ -261,12 +262,12 @@ func newServer(ctx context.Context, cfg *serveConfig) (_ *server, err error) {
 		}
 	}()
 	log := cfg.log
-	key, created, err := loadOrCreateKey(cfg.keyFile)
+	key, created, err := loadOrCreateKey(cfg.keyFile, cfg.initKey)
 	if err != nil {
 		return nil, err
 	}
 	// Say where the key lives: it is the one file whose loss means
-	// re-enrolling every device, and serve run by hand creates it quietly.
+	// re-enrolling every device.
 	if created {
 		log.Warn("created the broker's WireGuard key: every device enrolled from now on pins it; back it up",
 			"key_file", cfg.keyFile, "public_key", key.Public().String())
@@ -387,10 +388,15 @@ func (s *server) listen() error {
 			return err
 		}
 	}
-	if cfg.tlsCert != "" {
-		if s.httpLn, err = newTLSListener(s.httpLn, s.http, cfg.tlsCert, cfg.tlsKey); err != nil {
-			return fmt.Errorf("tls: %w", err)
+	if cfg.tls.on() {
+		tlsCfg, err := cfg.tls.newTLSConfig(s.log)
+		if err != nil {
+			s.httpLn.Close()
+			return err
 		}
+		s.httpLn = newTLSListener(s.httpLn, s.http, tlsCfg)
+	} else {
+		plainHTTPWarning(s.httpLn, s.log)
 	}
 	if s.ops != nil {
 		if s.opsLn, err = net.Listen("tcp", cfg.metricsListen); err != nil {
@@ -511,10 +517,13 @@ func parseUDPListen(s string) (netip.AddrPort, error) {
 	return netip.AddrPortFrom(a, uint16(p)), nil
 }
 
-// loadOrCreateKey reads the broker's WireGuard key, creating it on first
-// start. Every enrolled device pins the public half, so losing the file
-// means re-enrolling the fleet: back it up. created reports a new key.
-func loadOrCreateKey(path string) (k wgnet.Key, created bool, err error) {
+// loadOrCreateKey reads the broker's WireGuard key; with create (serve
+// --init) it creates a missing one. Every enrolled device pins the public
+// half, so losing the file means re-enrolling the fleet: a missing key is
+// an error unless creating one was asked for, lest a mistyped --key-file or
+// an unmounted volume quietly cut off every device. created reports a new
+// key.
+func loadOrCreateKey(path string, create bool) (k wgnet.Key, created bool, err error) {
 	b, err := os.ReadFile(path)
 	if err == nil {
 		k, err := wgnet.ParseKey(strings.TrimSpace(string(b)))
@@ -525,6 +534,12 @@ func loadOrCreateKey(path string) (k wgnet.Key, created bool, err error) {
 	}
 	if !errors.Is(err, fs.ErrNotExist) {
 		return wgnet.Key{}, false, fmt.Errorf("read key file: %w", err)
+	}
+	if !create {
+		return wgnet.Key{}, false, fieldpass.Errorf(fieldpass.ENOTFOUND,
+			"the broker's WireGuard key %s does not exist. On a new broker, create it by starting once with "+
+				"\"fieldpass-broker serve --init --key-file %s ...\"; otherwise give --key-file the path of the existing key, "+
+				"which every enrolled device pins", path, path)
 	}
 	k, err = wgnet.GenerateKey(rand.Reader)
 	if err != nil {

@@ -65,19 +65,27 @@ func TestServeConfigFile(t *testing.T) {
 	}
 }
 
-// TestLoadOrCreateKey: the broker's key is created once, 0600, and said
-// to be new only then.
+// TestLoadOrCreateKey: the broker's key is created only when asked (serve
+// --init), once, 0600, and said to be new only then.
 func TestLoadOrCreateKey(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "sub", "broker.key")
-	k1, created, err := loadOrCreateKey(path)
+	if _, _, err := loadOrCreateKey(path, false); err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "--init") {
+		t.Fatalf("missing key without --init: %v; want an error naming the path and --init", err)
+	}
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a key was written without --init: %v", err)
+	}
+	k1, created, err := loadOrCreateKey(path, true)
 	if err != nil || !created {
 		t.Fatalf("first start: created %v, %v", created, err)
 	}
 	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("key file: %v, %v", fi, err)
 	}
-	k2, created, err := loadOrCreateKey(path)
-	if err != nil || created || k1.String() != k2.String() {
-		t.Fatalf("second start: created %v, same key %v, %v", created, k1.String() == k2.String(), err)
+	for _, create := range []bool{true, false} {
+		k2, created, err := loadOrCreateKey(path, create)
+		if err != nil || created || k1.String() != k2.String() {
+			t.Fatalf("later start (--init %v): created %v, same key %v, %v", create, created, k1.String() == k2.String(), err)
+		}
 	}
 }

@@ -1,12 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -39,6 +41,8 @@ func TestServeMetricsListen(t *testing.T) {
 	addr := ln.Addr().String()
 	ln.Close()
 
+	keyFile := filepath.Join(t.TempDir(), "broker.key")
+	var logs bytes.Buffer // read only once serve has returned
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
@@ -50,12 +54,16 @@ func TestServeMetricsListen(t *testing.T) {
 		}
 		done <- run(ctx, []string{"serve", "--public-url", "https://fieldpass.example.com",
 			"--http-listen", "127.0.0.1:0", "--wg-listen", "127.0.0.1:0", "--metrics-listen", addr,
-			"--key-file", filepath.Join(t.TempDir(), "broker.key")}, getenv, io.Discard, io.Discard)
+			"--init", "--key-file", keyFile}, getenv, io.Discard, &logs)
 	}()
 	defer func() {
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("serve: %v", err)
+		}
+		// Where the key lives is said at start, and that it is new.
+		if !strings.Contains(logs.String(), "key_file="+keyFile) || !strings.Contains(logs.String(), "created the broker's WireGuard key") {
+			t.Errorf("serve --init did not log the new key's path %s:\n%s", keyFile, logs.String())
 		}
 	}()
 
@@ -104,5 +112,20 @@ func TestServeProxyProtocolNeedsBalancers(t *testing.T) {
 	_, _, err := runCmd(t, "", "serve", "--database-url", "postgres://x@127.0.0.1:1/x", "--public-url", "https://broker.example.com", "--proxy-protocol")
 	if err == nil || !strings.Contains(err.Error(), "--trusted-proxy") {
 		t.Fatalf("serve --proxy-protocol alone: %v; want a refusal naming --trusted-proxy", err)
+	}
+}
+
+// TestServeNeedsInit: serve never creates the broker's key by itself; the
+// error names the path and the command that would create it, and nothing
+// is written.
+func TestServeNeedsInit(t *testing.T) {
+	keyFile := filepath.Join(t.TempDir(), "state", "broker.key")
+	_, _, err := runCmd(t, "postgres://nobody@127.0.0.1:1/none", "serve", "--public-url", "https://fieldpass.example.com",
+		"--http-listen", "127.0.0.1:0", "--wg-listen", "127.0.0.1:0", "--key-file", keyFile)
+	if err == nil || !strings.Contains(message(err), keyFile+" does not exist") || !strings.Contains(message(err), "fieldpass-broker serve --init") {
+		t.Fatalf("serve without a key: %v; want an error naming %s and serve --init", err, keyFile)
+	}
+	if _, err := os.Stat(filepath.Dir(keyFile)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("serve without --init created %s: %v", filepath.Dir(keyFile), err)
 	}
 }

@@ -48,13 +48,14 @@ func (e env) userToken(ctx context.Context, args []string) error {
 		"Prints an automation token for EMAIL (one line), for bots and bootstrap. A user\n"+
 		"that does not exist yet is created with the given roles (admin, approver,\n"+
 		"engineer, auditor; none makes a vendor); an existing user keeps theirs. The token\n"+
-		"expires after --ttl (at most "+postgres.MaxTokenTTL.String()+") and is stored only as a hash.\n"+
+		"expires after --ttl (at most "+fieldpass.FormatDuration(postgres.MaxTokenTTL)+") and is stored only as a hash.\n"+
 		"Issuing it is recorded in the audit log.")
 	dbURL := e.databaseFlag(fs)
 	email := fs.String("email", "", "the user's email address")
 	var roles roleFlag
 	fs.Var(&roles, "role", "role of a new user (repeatable)")
-	ttl := fs.Duration("ttl", 0, "how long the token stays valid, e.g. 24h (required)")
+	ttl := new(time.Duration)
+	fs.Var(daysFlag{ttl}, "ttl", "how long the token stays valid, `DURATION` such as 24h or 30d (required)")
 	if err := parse(fs, args, 0); err != nil {
 		return err
 	}
@@ -67,7 +68,7 @@ func (e env) userToken(ctx context.Context, args []string) error {
 		return usageError{msg: "--ttl is required: every token expires"}
 	}
 	if *ttl < time.Second || *ttl > postgres.MaxTokenTTL {
-		return usageError{msg: fmt.Sprintf("--ttl %s: want at least 1s and at most %s", *ttl, postgres.MaxTokenTTL)}
+		return usageError{msg: fmt.Sprintf("--ttl %s: want at least 1s and at most %s", fs.Lookup("ttl").Value, fieldpass.FormatDuration(postgres.MaxTokenTTL))}
 	}
 	addr, err := fieldpass.NormalizeEmail(*email)
 	if err != nil {

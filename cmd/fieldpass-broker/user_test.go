@@ -6,6 +6,7 @@ import (
 	"flag"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/fieldpass/fieldpass"
 	"github.com/fieldpass/fieldpass/postgres"
@@ -30,9 +31,13 @@ func TestUserCommands(t *testing.T) {
 		t.Fatalf("Authenticate: got %+v, %+v, %v", u, tok, err)
 	}
 	// A second token for an existing user keeps the user's roles.
-	_, errOut, err := runCmd(t, dbURL, "user", "token", "--email", "bot@example.com", "--role", "engineer", "--ttl", "1h")
+	// --ttl takes days, as the README's example does.
+	out, errOut, err := runCmd(t, dbURL, "user", "token", "--email", "bot@example.com", "--role", "engineer", "--ttl", "30d")
 	if err != nil || !strings.Contains(errOut, "--role ignored") {
 		t.Errorf("second token: %v, stderr %q", err, errOut)
+	}
+	if _, tok, err := db.Authenticate(ctx, strings.TrimSpace(out)); err != nil || tok.ExpiresAt.Sub(tok.CreatedAt) != 30*24*time.Hour {
+		t.Errorf("--ttl 30d: token %+v, %v; want one lasting 30 days", tok, err)
 	}
 
 	var users []fieldpass.User

@@ -2,6 +2,10 @@ package main
 
 import (
 	"flag"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/fieldpass/fieldpass/cmd/internal/depcheck"
@@ -12,7 +16,7 @@ var updateDeps = flag.Bool("update", false, "rewrite deps.txt from what fieldpas
 // TestDeps pins what the connector links (deps.txt), and refuses, whatever
 // deps.txt says, every server library and the people's HTTP client: the
 // connector runs on small field hardware and speaks only enrolment (package
-// tunnel's types over net/http) and the tunnel protocol.
+// tunnel's types, one HTTPS POST on crypto/tls) and the tunnel protocol.
 func TestDeps(t *testing.T) {
 	got := depcheck.List(t, ".")
 	depcheck.Pinned(t, got, "deps.txt", *updateDeps, "go test ./cmd/fieldpass-connector -run TestDeps -update")
@@ -34,4 +38,30 @@ func TestDeps(t *testing.T) {
 		"github.com/fieldpass/fieldpass/httpapi",
 		"github.com/fieldpass/fieldpass/alerts",
 	)
+}
+
+// TestNoNetHTTP: net/http (client, transport, HTTP/2) was about a fifth of
+// the connector's binary for one enrolment POST; connector/enroll.go does
+// that POST on crypto/tls. deps.txt lists no standard package, so this
+// checks the one that matters by itself.
+func TestNoNetHTTP(t *testing.T) {
+	gobin, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("no go command")
+	}
+	cmd := exec.Command(gobin, "list", "-deps", ".")
+	cmd.Env = append(os.Environ(), depcheck.Env...)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list -deps: %v", err)
+	}
+	for _, p := range []string{"net/http", "crypto/tls"} {
+		has := slices.Contains(strings.Fields(string(out)), p)
+		if p == "net/http" && has {
+			t.Errorf("the connector links net/http again: who imports it: go list -deps -f '{{.ImportPath}}: {{join .Imports \" \"}}' ./cmd/fieldpass-connector | grep 'net/http\\b'")
+		}
+		if p == "crypto/tls" && !has {
+			t.Errorf("the connector links no crypto/tls: how does it enrol over HTTPS?")
+		}
+	}
 }

@@ -10,15 +10,18 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/netip"
 	"os"
 	"os/signal"
+	"runtime/debug"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/fieldpass/fieldpass"
-	"github.com/fieldpass/fieldpass/cmd/internal/cafile"
+	"github.com/fieldpass/fieldpass/cmd/internal/capool"
 	"github.com/fieldpass/fieldpass/cmd/internal/cliflag"
 	"github.com/fieldpass/fieldpass/connector"
 )
@@ -158,11 +161,11 @@ func runEnroll(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		fs.Usage()
 		return usageError{msg: "--broker, --token and --state-dir are required"}
 	}
-	hc, err := cafile.HTTPClient(*caFile, 30*time.Second)
+	roots, err := capool.Load(*caFile)
 	if err != nil {
 		return usageError{msg: "--ca-file: " + err.Error()}
 	}
-	s, err := connector.Enroll(ctx, connector.EnrollConfig{BrokerURL: *broker, Token: strings.TrimSpace(*token), StateDir: *stateDir, HTTPClient: hc})
+	s, err := connector.Enroll(ctx, connector.EnrollConfig{BrokerURL: *broker, Token: strings.TrimSpace(*token), StateDir: *stateDir, RootCAs: roots})
 	if err != nil {
 		return err
 	}
@@ -202,6 +205,8 @@ func runRun(ctx context.Context, args []string, getenv func(string) string, stdo
 	mtu := fs.Int("mtu", 0, "tunnel MTU (default: the broker's, 1280)")
 	listen := fs.String("listen", "", "local UDP address for WireGuard (default: all addresses, random port)")
 	maxBackoff := fs.Duration("max-backoff", 5*time.Minute, "longest wait between reconnect attempts")
+	disabledBackoff := fs.Duration("disabled-backoff", 30*time.Minute, "wait between calls while the broker says this device is disabled or decommissioned (it calls the device back when enabled)")
+	memLimit := fs.String("memory-limit", defaultMemoryLimit, "soft limit of the memory the Go runtime uses (`SIZE` in B, KiB, MiB or GiB, or off): near it the garbage collector works harder, so the connector stays small on a 64 MB router. GOMEMLIMIT, if set, wins over the default")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -218,6 +223,12 @@ func runRun(ctx context.Context, args []string, getenv func(string) string, stdo
 	log, err := newLogger(stderr, *logLevel)
 	if err != nil {
 		return err
+	}
+	explicit := false
+	fs.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "memory-limit" })
+	limit, err := memoryLimit(*memLimit, explicit, getenv("GOMEMLIMIT"))
+	if err != nil {
+		return usageError{msg: "--memory-limit: " + err.Error()}
 	}
 	state, err := connector.LoadState(*stateDir)
 	if err != nil {
@@ -236,13 +247,15 @@ func runRun(ctx context.Context, args []string, getenv func(string) string, stdo
 		MTU:        *mtu,
 		ListenAddr: la,
 		MaxBackoff: *maxBackoff,
-		Logger:     log,
+		// The flag's zero would mean the default anyway.
+		DisabledBackoff: *disabledBackoff,
+		Logger:          log,
 	})
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	log.Info("connector starting", "device", state.DeviceName, "version", fieldpass.Version, "services", len(services), "udp_port", c.Device().ListenPort())
+	log.Info("connector starting", "device", state.DeviceName, "version", fieldpass.Version, "services", len(services), "udp_port", c.Device().ListenPort(), "memory_limit", limit)
 	return c.Run(ctx)
 }
 
@@ -264,4 +277,54 @@ func newLogger(w io.Writer, level string) (*slog.Logger, error) {
 		return nil, usageError{msg: fmt.Sprintf("--log-level: %v", err)}
 	}
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+}
+
+// defaultMemoryLimit suits a router with 64 MB of RAM: the connector's
+// idle heap is a few MB, and a bulk transfer's buffers (WireGuard batches,
+// TCP windows, yamux windows) stay under it at the cost of more frequent
+// collection. It is a soft limit: Go does not fail an allocation over it,
+// and caps the collector's share of the CPU when the live heap itself is
+// larger.
+const defaultMemoryLimit = "24MiB"
+
+// memoryLimit applies the runtime's soft memory limit and says what is in
+// effect: the flag if given (on the command line or in --config), else
+// GOMEMLIMIT if set (the runtime has read it already), else the default.
+func memoryLimit(flagValue string, explicit bool, env string) (string, error) {
+	if !explicit && env != "" {
+		return "GOMEMLIMIT=" + env, nil
+	}
+	n, err := parseSize(flagValue)
+	if err != nil {
+		return "", err
+	}
+	debug.SetMemoryLimit(n)
+	if n == math.MaxInt64 {
+		return "off", nil
+	}
+	return flagValue, nil
+}
+
+// parseSize reads a size as GOMEMLIMIT does: a number of bytes with an
+// optional unit B, KiB, MiB, GiB or TiB, or "off" (no limit).
+func parseSize(s string) (int64, error) {
+	if s == "off" {
+		return math.MaxInt64, nil
+	}
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"B", 1}}
+	num, mult := s, int64(1)
+	for _, u := range units {
+		if v, ok := strings.CutSuffix(s, u.suffix); ok {
+			num, mult = v, u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n <= 0 || n > math.MaxInt64/mult {
+		return 0, fmt.Errorf("%q: want a size such as 24MiB (units B, KiB, MiB, GiB, TiB) or off", s)
+	}
+	return n * mult, nil
 }

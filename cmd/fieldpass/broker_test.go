@@ -225,10 +225,18 @@ func TestBrokerGrantsAndDevices(t *testing.T) {
 		t.Errorf("alice's grant list --json: %v\n%s", err, r.stdout)
 	}
 
-	mustOK(t, b.as(t, admin, "grant", "revoke", g.ID))
+	mustOK(t, b.as(t, admin, "grant", "revoke", g.ID, "--reason", "pump replaced"))
 	r = mustOK(t, b.as(t, admin, "grant", "list", "--user", alice))
-	if !strings.Contains(r.stdout, "revoked") {
+	if !strings.Contains(r.stdout, "revoked: pump replaced") {
 		t.Errorf("after revoke:\n%s", r.stdout)
+	}
+	r = mustOK(t, b.as(t, admin, "grant", "list", "--user", alice, "--json"))
+	if err := json.Unmarshal([]byte(r.stdout), &gs); err != nil || len(gs) != 1 || gs[0].RevokeReason != "pump replaced" {
+		t.Errorf("grant list --json after revoke: %v\n%s", err, r.stdout)
+	}
+	evs, err := b.db.AuditEvents(context.Background(), fieldpass.AuditFilter{Action: fieldpass.AuditGrantRevoke})
+	if err != nil || len(evs) != 1 || evs[0].Details["reason"] != "pump replaced" || evs[0].Actor != fieldpass.UserActor(admin) {
+		t.Errorf("grant.revoke audit events: %+v, %v", evs, err)
 	}
 	mustFail(t, b.as(t, admin, "grant", "revoke", "no-such-grant"), "")
 	r = mustOK(t, b.as(t, alice, "devices"))
@@ -310,16 +318,24 @@ func TestBrokerRequests(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	mustOK(t, b.as(t, approver, "request", "deny", id2))
+	mustOK(t, b.as(t, approver, "request", "deny", id2, "--reason", "wait for the maintenance window"))
 	select {
 	case err := <-done2:
-		if exitCode(err) != 1 || !strings.Contains(message(err), "denied by "+approver) {
+		if exitCode(err) != 1 || !strings.Contains(message(err), "denied by "+approver) || !strings.Contains(message(err), ": wait for the maintenance window") {
 			t.Fatalf("denied --wait: %v (exit %d)", err, exitCode(err))
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("request create --wait did not see the denial")
 	}
 
+	r = mustOK(t, b.as(t, alice, "request", "list"))
+	if !strings.Contains(r.stdout, approver+": wait for the maintenance window") {
+		t.Errorf("alice's request list does not say why it was denied:\n%s", r.stdout)
+	}
+	evs, err := b.db.AuditEvents(context.Background(), fieldpass.AuditFilter{Action: fieldpass.AuditRequestDeny})
+	if err != nil || len(evs) != 1 || evs[0].Details["comment"] != "wait for the maintenance window" {
+		t.Errorf("request.deny audit events: %+v, %v", evs, err)
+	}
 	r = mustOK(t, b.as(t, alice, "request", "list", "--json"))
 	var rs []fieldpass.AccessRequest
 	if err := json.Unmarshal([]byte(r.stdout), &rs); err != nil || len(rs) != 2 {

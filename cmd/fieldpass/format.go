@@ -85,9 +85,12 @@ func writeDevices(w io.Writer, devs []httpapi.DeviceView, now time.Time) error {
 	return tw.Flush()
 }
 
-// grantState says where a grant stands at now.
+// grantState says where a grant stands at now; a revoked one says why,
+// when its revoker did.
 func grantState(g *fieldpass.Grant, now time.Time) string {
 	switch {
+	case g.Revoked() && g.RevokeReason != "":
+		return "revoked: " + g.RevokeReason
 	case g.Revoked():
 		return "revoked"
 	case !now.Before(g.End):
@@ -128,8 +131,12 @@ func writeRequests(w io.Writer, rs []*fieldpass.AccessRequest) error {
 		if r.Ticket != "" {
 			reason = "[" + r.Ticket + "] " + reason
 		}
+		decided := or(r.DecidedBy, "-")
+		if r.Comment != "" {
+			decided += ": " + r.Comment // for a denial, why
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.Requester, r.Device, r.Service,
-			formatDuration(r.Duration), ts(r.CreatedAt), r.Status, or(r.DecidedBy, "-"), reason)
+			formatDuration(r.Duration), ts(r.CreatedAt), r.Status, decided, reason)
 	}
 	return tw.Flush()
 }

@@ -14,7 +14,7 @@ import (
 
 const grantSynopsis = `  fieldpass grant create --user EMAIL (--device NAME | --label k=v) --service S [--service ...] (--duration D | --until T) --reason R [--ticket T]
   fieldpass grant list [--json]
-  fieldpass grant revoke ID
+  fieldpass grant revoke ID [--reason R]
 `
 
 func (e *env) grant(ctx context.Context, args []string) error {
@@ -174,8 +174,10 @@ for everyone else.`)
 }
 
 func (e *env) grantRevoke(ctx context.Context, args []string) error {
-	fs := e.flagSet("grant revoke ID", `Revokes a grant now; sessions it carries are cut within a second. Admins
-only.`)
+	fs := e.flagSet("grant revoke ID [--reason R]", `Revokes a grant now; sessions it carries are cut within a second. Admins
+only. The reason is kept on the grant (grant list shows it) and in the
+audit log.`)
+	reason := fs.String("reason", "", "why, `R`, kept on the grant and in the audit log (optional)")
 	pos, err := fs.parse(args, 1, 1)
 	if err != nil {
 		return err
@@ -184,7 +186,7 @@ only.`)
 	if err != nil {
 		return err
 	}
-	g, err := cl.RevokeGrant(ctx, pos[0])
+	g, err := cl.RevokeGrantBecause(ctx, pos[0], *reason)
 	if err != nil {
 		return err
 	}

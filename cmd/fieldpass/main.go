@@ -49,15 +49,15 @@ Usage:
   fieldpass proxy DEVICE SERVICE
   fieldpass forward DEVICE SERVICE [LOCAL_ADDR]
   fieldpass config ssh
-  fieldpass grant create --user EMAIL (--device NAME | --label k=v) --service S [--service ...] (--duration D | --until T) --reason R [--ticket T]
-  fieldpass grant list [--json]
-  fieldpass grant revoke ID
+  fieldpass grant create --user EMAIL (--device NAME | --label k=v) --service S [--service ...] (--duration D | --until T) --reason R [--ticket T] [--allow-unknown]
+  fieldpass grant list [--user U] [--device D] [--active] [--json]
+  fieldpass grant revoke ID [--reason R]
   fieldpass request create --device NAME --service S --duration D --reason R [--ticket T] [--wait]
-  fieldpass request list [--json]
-  fieldpass request approve|deny ID
-  fieldpass sessions [--device D] [--user U] [--since T] [--json|--csv]
+  fieldpass request list [--status S] [--mine] [--json]
+  fieldpass request approve|deny ID [--reason R]
+  fieldpass sessions [--device D] [--user U] [--since T] [--open] [--limit N] [--json|--csv]
   fieldpass sessions end ID [--reason R]
-  fieldpass audit [--since T] [--actor A] [--action X] [--target T] [--json|--csv]
+  fieldpass audit [--since T] [--actor A] [--action X] [--target T] [--limit N] [--json|--csv]
   fieldpass report stale [--not-seen 30d] [--no-session 90d] [--json]
   fieldpass version
 

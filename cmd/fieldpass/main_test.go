@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -243,5 +245,48 @@ func TestUsageErrorsAreShort(t *testing.T) {
 	}
 	if n := strings.Count(r.stderr, "\n"); n > 2 || !strings.Contains(r.stderr, `Run "fieldpass grant create -h"`) {
 		t.Errorf("usage error printed %d lines:\n%s", n, r.stderr)
+	}
+}
+
+// TestREADMECoversUsage: every command of fieldpass -h, and every flag its
+// synopsis names, appears in the README's section for people (issue 11).
+func TestREADMECoversUsage(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme := string(raw)
+	start := strings.Index(readme, "## People")
+	end := strings.Index(readme[start+1:], "\n## ")
+	if start < 0 || end < 0 {
+		t.Fatal("README has no section for people (## People ...)")
+	}
+	people := readme[start : start+1+end]
+	flagRE := regexp.MustCompile(`--[a-z][a-z-]*`)
+	n := 0
+	for _, line := range strings.Split(usage, "\n") {
+		words := strings.Fields(line)
+		if len(words) < 2 || words[0] != "fieldpass" {
+			continue
+		}
+		n++
+		cmd := []string{"fieldpass"}
+		for _, w := range words[1:] {
+			if strings.ContainsAny(w[:1], "-[(") || w == strings.ToUpper(w) || strings.Contains(w, "@") {
+				break
+			}
+			cmd = append(cmd, w)
+		}
+		if c := strings.Join(cmd, " "); !strings.Contains(people, c) {
+			t.Errorf("the README's section for people does not show %q", c)
+		}
+		for _, f := range flagRE.FindAllString(line, -1) {
+			if !strings.Contains(people, f) {
+				t.Errorf("the README's section for people does not show %s (%s)", f, strings.Join(cmd, " "))
+			}
+		}
+	}
+	if n < 15 {
+		t.Fatalf("read only %d commands from the usage text", n)
 	}
 }

@@ -12,7 +12,7 @@ import (
 
 const requestSynopsis = `  fieldpass request create --device NAME --service S --duration D --reason R [--ticket T] [--wait]
   fieldpass request list [--json]
-  fieldpass request approve|deny ID
+  fieldpass request approve|deny ID [--reason R]
 `
 
 func (e *env) request(ctx context.Context, args []string) error {
@@ -97,7 +97,11 @@ when; it exits non-zero if the request is denied.`)
 		}
 	}
 	if r.Status != fieldpass.RequestApproved {
-		return fmt.Errorf("request %s was %s by %s at %s", r.ID, r.Status, or(r.DecidedBy, "?"), ts(r.DecidedAt))
+		why := ""
+		if r.Comment != "" {
+			why = ": " + r.Comment
+		}
+		return fmt.Errorf("request %s was %s by %s at %s%s", r.ID, r.Status, or(r.DecidedBy, "?"), ts(r.DecidedAt), why)
 	}
 	if !*asJSON {
 		fmt.Fprintf(e.stdout, "Request %s was approved by %s at %s: grant %s, %s/%s until %s.\n",
@@ -139,12 +143,19 @@ func (e *env) requestDecide(ctx context.Context, args []string, approve bool) er
 		verb, help = "approve", `Approves a pending access request, which creates the grant (starting now).
 Approvers and admins only, and never for their own request.`
 	}
-	fs := e.flagSet("request "+verb+" ID [--comment TEXT]", help)
-	comment := fs.String("comment", "", "a word for the requester, kept with the decision and in the audit log")
+	fs := e.flagSet("request "+verb+" ID [--reason TEXT]", help+`
+The reason (for a denial, why; for an approval, a word for the requester)
+is shown to the requester, in request list, and kept in the audit log.`)
+	reason := fs.String("reason", "", "why, `R`, for the requester (optional)")
+	comment := fs.String("comment", "", "the same as --reason, `R`")
 	pos, err := fs.parse(args, 1, 1)
 	if err != nil {
 		return err
 	}
+	if *comment != "" && *reason != "" && *comment != *reason {
+		return usageError{msg: "give --reason or --comment, not both"}
+	}
+	*comment = or(*comment, *reason)
 	cl, err := e.client()
 	if err != nil {
 		return err

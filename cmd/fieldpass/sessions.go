@@ -11,7 +11,7 @@ func (e *env) sessions(ctx context.Context, args []string) error {
 	if len(args) > 0 && args[0] == "end" {
 		return e.sessionEnd(ctx, args[1:])
 	}
-	fs := e.flagSet("sessions [--device D] [--user U] [--since T] [--json|--csv]",
+	fs := e.flagSet("sessions [--device D] [--user U] [--since T] [--open] [--limit N] [--json|--csv]",
 		`Lists recorded sessions, newest first: who reached which device's service,
 when, the bytes each way and why it ended. Auditors and admins see all;
 others see their own. T is an RFC 3339 time or a duration ago (24h, 7d).

@@ -7,11 +7,10 @@ package cafile
 
 import (
 	"crypto/tls"
-	"crypto/x509"
-	"fmt"
 	"net/http"
-	"os"
 	"time"
+
+	"github.com/fieldpass/fieldpass/cmd/internal/capool"
 )
 
 // HTTPClient returns an HTTP client with timeout that trusts the PEM
@@ -23,16 +22,9 @@ func HTTPClient(path string, timeout time.Duration) (*http.Client, error) {
 	if path == "" {
 		return nil, nil
 	}
-	pem, err := os.ReadFile(path)
+	pool, err := capool.Load(path)
 	if err != nil {
-		return nil, fmt.Errorf("read CA file: %w", err)
-	}
-	pool, err := x509.SystemCertPool()
-	if err != nil || pool == nil {
-		pool = x509.NewCertPool()
-	}
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("CA file %s holds no PEM certificate: give the CA's certificate (BEGIN CERTIFICATE)", path)
+		return nil, err
 	}
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
