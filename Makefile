@@ -25,6 +25,7 @@ fmt: ## format the code
 test: lint ## run every test (real Postgres, WireGuard, binaries) with -race
 	$(GO) test $(TEST_FLAGS) ./...
 	cd deploy/kubernetes && $(GO) test $(TEST_FLAGS) ./...
+	cd deploy/build && $(GO) vet ./... && $(GO) test $(TEST_FLAGS) ./...
 
 FUZZTIME ?= 30s
 FUZZ_TARGETS = tunnel:FuzzReadStreamHeader tunnel:FuzzReadStreamStatus tunnel:FuzzReadHello \
@@ -87,3 +88,13 @@ clean: ## remove build output
 .PHONY: config-reference
 config-reference: ## regenerate docs/CONFIG.md from the three binaries' flags (go test ./docs/configref checks it)
 	$(GO) run ./docs/configref -o docs/CONFIG.md
+
+# The image and package builders are a Go module of their own (deploy/build):
+# their libraries (go-containerregistry, nfpm) stay out of the server's go.mod.
+# SOURCE_DATE_EPOCH (default: the commit's time) fixes every timestamp.
+.PHONY: images packages
+images: ## reproducible OCI images of the broker and connector (amd64, arm64), no Docker needed: dist/images/<name>
+	cd deploy/build && $(GO) run . images -repo $(CURDIR) -version $(VERSION) -o $(CURDIR)/dist/images
+
+packages: ## .deb and .rpm (broker, connector), .ipk (connector), plain connector binaries and SHA256SUMS: dist/
+	cd deploy/build && $(GO) run . packages -repo $(CURDIR) -version $(VERSION) -o $(CURDIR)/dist

@@ -149,6 +149,7 @@ type Broker struct {
 	nudgeCh chan *peer
 	kick    chan struct{} // asks presenceLoop for a pass now
 	history *historyWriter
+	fleet   *fleet // nil: this broker works alone (fleet.go)
 
 	mu     sync.Mutex // guards the maps and every peer's mutable fields
 	byAddr map[netip.Addr]*peer
@@ -294,6 +295,11 @@ func (b *Broker) tunnelOf(name string) (dev *fieldpass.Device, ys *yamux.Session
 		return nil, nil, false
 	}
 	d := p.dev
+	if p.sess != nil && !b.serves(p.dev.ID) {
+		// With a fleet: connected here, but not ours to serve (yet,
+		// or any more: fleet.go).
+		return &d, nil, true
+	}
 	return &d, p.sess, true
 }
 
@@ -323,11 +329,12 @@ func (b *Broker) Serve(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	wg.Add(4)
+	wg.Add(5)
 	go func() {
 		defer wg.Done()
 		b.db.ListenDevices(ctx, func(id string) { b.deviceChanged(ctx, id) })
 	}()
+	go func() { defer wg.Done(); b.runFleet(ctx) }()
 	go func() { defer wg.Done(); b.presenceLoop(ctx) }()
 	go func() { defer wg.Done(); b.nudgeLoop(ctx) }()
 	go func() {
@@ -567,6 +574,7 @@ func (b *Broker) removeOrBar(p *peer, reason string, barred *fieldpass.Device) {
 	}
 	b.log.Info("device removed from tunnel", "device", p.dev.Name, "reason", reason, "barred", barred != nil)
 	if sess != nil {
+		b.deviceDown(p)
 		b.recordOffline(p, reason)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -144,6 +144,7 @@ func (b *Broker) handshake(c net.Conn) {
 	b.recordServices(p, h.Services)
 	b.cfg.Metrics.Handshake("ok", reconnect)
 	b.writePresence(p, true)
+	b.deviceUp(p) // with a fleet: take its lease (fleet.go)
 	b.recordOnline(p, prevVersion, h.ConnectorVersion)
 	// Record the endpoint now, not at the next tick: after a crash the
 	// broker can nudge only devices whose endpoint it knows.
@@ -160,6 +161,7 @@ func (b *Broker) handshake(c net.Conn) {
 		b.mu.Unlock()
 		if current {
 			log.Info("device disconnected")
+			b.deviceDown(p)
 			b.writePresence(p, false)
 			b.recordOffline(p, reason)
 		}

@@ -383,8 +383,8 @@ func verifyUnit(t *testing.T, path string) {
 	}
 	score, _ := strconv.ParseFloat(string(m[1]), 64)
 	t.Logf("systemd-analyze security: exposure %.1f (0 is best, 10 worst)", score)
-	if score > 2.0 {
-		t.Errorf("exposure %.1f: the unit lost hardening (want at most 2.0)", score)
+	if score > 1.5 {
+		t.Errorf("exposure %.1f: the unit lost hardening (want at most 1.5)", score)
 	}
 }
 

@@ -17,6 +17,9 @@ type enrolData struct {
 	Token             string // shown once
 	Expires           time.Time
 	Broker            string
+	// Install installs the connector of Version, one line per kind of device.
+	Install []fieldpass.InstallLine
+	Version string
 }
 
 // HandleEnrol shows the enrolment form (admins).
@@ -57,6 +60,7 @@ func (p *Portal) HandleEnrolCreate() http.HandlerFunc {
 			p.fail(w, r, err)
 			return
 		}
+		d.Install, d.Version = fieldpass.ConnectorInstallLines(p.cfg.DownloadURL, fieldpass.Version), fieldpass.Version
 		p.render(w, r, http.StatusOK, "enrol", view{Title: "Enrol " + d.Name, Current: "enrol", Data: d})
 	}
 }

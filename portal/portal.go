@@ -87,7 +87,11 @@ type Config struct {
 	// PublicURL is the broker's own origin (https://broker.example.com):
 	// login return addresses must be on it, and cookies are scoped to it.
 	PublicURL string
-	Logger    *slog.Logger
+	// DownloadURL is where devices fetch the connector's packages and
+	// binaries, for the install lines of the enrolment page. Empty: this
+	// release's downloads (fieldpass.DownloadURL).
+	DownloadURL string
+	Logger      *slog.Logger
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 }

@@ -2,12 +2,16 @@ package postgres
 
 // The audit log (migrations/00002_audit.sql) is append-only and hash-chained.
 //
-// Appending: AppendAuditTx takes the transaction-scoped advisory lock
-// auditLockKey, reads the newest event, and inserts the next one with
-// seq = newest.seq+1 (1 for the first), at = the store's clock,
-// prev_hash = newest.hash (32 zero bytes for the first) and hash as below.
-// The lock is held until the transaction ends, so appends take turns, seq has
-// no gaps, and an event never chains to one that was rolled back.
+// Appending: AppendAuditTx calls the SQL function audit_append
+// (migrations/00019_audit_append.sql), which takes the transaction-scoped
+// advisory lock 7381506946083943473 ("fpaudit1"), reads the newest event,
+// and inserts the next one with seq = newest.seq+1 (1 for the first),
+// at = the store's clock (never before the newest event's), prev_hash =
+// newest.hash (32 zero bytes for the first) and hash as below; the broker
+// recomputes the hash and refuses a difference. The lock is held until the
+// transaction ends, so appends take turns, seq has no gaps, and an event
+// never chains to one that was rolled back. One statement does all of it,
+// so the lock is never held across a round trip before the commit.
 //
 // The hash of an event is SHA-256 over this byte string (integers
 // big-endian, fields back to back):
@@ -43,10 +47,6 @@ import (
 	"github.com/fieldpass/fieldpass"
 )
 
-// auditLockKey is the pg_advisory_xact_lock key that serialises appends:
-// "fpaudit1" in ASCII as a big-endian int64.
-const auditLockKey int64 = 7381506946083943473
-
 // auditBatch is how many events a scan reads per query.
 const auditBatch = 5000
 
@@ -76,39 +76,21 @@ func (db *DB) AppendAuditTx(ctx context.Context, tx pgx.Tx, e fieldpass.AuditEve
 	if err != nil {
 		return fieldpass.AuditEvent{}, err
 	}
-	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, auditLockKey); err != nil {
-		return fieldpass.AuditEvent{}, fmt.Errorf("append audit event: lock: %w", err)
-	}
-	e.Seq, e.PrevHash = 1, fieldpass.AuditGenesisHash
-	var last int64
-	var lastHash []byte
-	err = tx.QueryRow(ctx, `SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1`).Scan(&last, &lastHash)
-	switch {
-	case errors.Is(err, pgx.ErrNoRows):
-	case err != nil:
-		return fieldpass.AuditEvent{}, fmt.Errorf("append audit event: read newest: %w", err)
-	default:
-		e.Seq, e.PrevHash = last+1, lastHash
-	}
-	// The clock is read under the lock, so at never goes backwards along
-	// the chain (as long as the clock does not).
-	e.At = db.now()
 	// Details go back to the caller as they will read back: canonical.
-	e.Details = nil
-	if string(details) != "{}" {
-		if err := json.Unmarshal(details, &e.Details); err != nil {
-			return fieldpass.AuditEvent{}, fmt.Errorf("append audit event: %w", err)
-		}
+	if e, err = withCanonicalDetails(e, details); err != nil {
+		return fieldpass.AuditEvent{}, err
 	}
-	if e.Hash, err = fieldpass.AuditHash(e); err != nil {
+	// One statement takes the chain's lock, chains and inserts
+	// (migrations/00019_audit_append.sql); the lock is held from here to
+	// the commit.
+	err = tx.QueryRow(ctx, `SELECT seq, at, prev_hash, hash FROM audit_append($1, $2, $3, $4, $5)`,
+		e.Actor, e.Action, e.Target, string(details), db.now()).Scan(&e.Seq, &e.At, &e.PrevHash, &e.Hash)
+	if err != nil {
 		return fieldpass.AuditEvent{}, fmt.Errorf("append audit event: %w", err)
 	}
-	_, err = tx.Exec(ctx, `
-		INSERT INTO audit_events (seq, at, actor, action, target, details, prev_hash, hash)
-		VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8)`,
-		e.Seq, e.At, e.Actor, e.Action, e.Target, string(details), e.PrevHash, e.Hash)
-	if err != nil {
-		return fieldpass.AuditEvent{}, fmt.Errorf("append audit event %d: %w", e.Seq, err)
+	e.At = e.At.UTC()
+	if err := checkAuditHash(e); err != nil {
+		return fieldpass.AuditEvent{}, err
 	}
 	return e, nil
 }

@@ -84,65 +84,143 @@ func (db *DB) OpenSession(ctx context.Context, s fieldpass.Session) (*fieldpass.
 		return nil, fieldpass.Errorf(fieldpass.EINVALID, "invalid token id %q", s.TokenID)
 	}
 	now := db.now()
-	var out *fieldpass.Session
-	err = pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
-		if err := checkSessionToken(ctx, tx, s.TokenID, email, now); err != nil {
-			return err
-		}
-		var userID string
-		var disabled bool
-		err := tx.QueryRow(ctx, `SELECT id::text, disabled FROM users WHERE email = $1 FOR SHARE`, email).Scan(&userID, &disabled)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return fieldpass.Errorf(fieldpass.ENOTFOUND, "user %s not found", email)
-		}
-		if err != nil {
-			return fmt.Errorf("get user: %w", err)
-		}
-		if disabled {
-			return fieldpass.Errorf(fieldpass.EFORBIDDEN, "user %s is disabled", email)
-		}
-		dev, err := scanDevice(tx.QueryRow(ctx,
-			`SELECT `+deviceColumns+` FROM devices WHERE name = $1 AND state <> 'decommissioned' FOR SHARE`, s.Device))
-		if errors.Is(err, pgx.ErrNoRows) {
-			return fieldpass.Errorf(fieldpass.ENOTFOUND, "device %q not found", s.Device)
-		}
-		if err != nil {
-			return fmt.Errorf("get device: %w", err)
-		}
-		if dev.State != fieldpass.DeviceActive {
-			return fieldpass.Errorf(fieldpass.EFORBIDDEN, "device %s is %s", dev.Name, dev.State)
-		}
-		g, err := scanGrant(tx.QueryRow(ctx, `SELECT `+grantColumns+` FROM grants g WHERE g.id = $1::uuid FOR SHARE`, s.GrantID))
-		if errors.Is(err, pgx.ErrNoRows) {
-			return fieldpass.Errorf(fieldpass.ENOTFOUND, "grant %s not found", s.GrantID)
-		}
-		if err != nil {
-			return fmt.Errorf("get grant: %w", err)
-		}
-		if g.Subject != email || !g.Covers(dev, s.Service, now) {
-			return fieldpass.Errorf(fieldpass.EFORBIDDEN, "grant %s does not give %s access to %s on %s now", g.ID, email, s.Service, dev.Name)
-		}
-		out, err = scanSession(tx.QueryRow(ctx, `
-			INSERT INTO sessions (user_id, user_email, device_id, device_name, service, grant_id, client_addr, broker_id, started_at, token_id)
-			VALUES ($1::uuid, $2, $3::uuid, $4, $5, $6::uuid, $7, $8, $9, NULLIF($10, '')::uuid)
-			RETURNING `+sessionColumns,
-			userID, email, dev.ID, dev.Name, s.Service, g.ID, s.ClientAddr, s.BrokerID, now, s.TokenID))
-		if err != nil {
-			return fmt.Errorf("insert session: %w", err)
-		}
-		details := map[string]any{
-			"device": dev.Name, "device_id": dev.ID, "service": s.Service, "grant_id": g.ID,
-			"client": s.ClientAddr, "broker_id": s.BrokerID,
-		}
-		if s.TokenID != "" {
-			details["token_id"] = s.TokenID
-		}
-		return db.audit(ctx, tx, fieldpass.UserActor(email), fieldpass.AuditSessionStart, SessionTarget(out.ID), details)
-	})
+	out, err := db.openSession(ctx, s, email, now)
 	if err != nil {
 		return nil, wrap(err, "open session")
 	}
 	return out, nil
+}
+
+// openSession is OpenSession's transaction in two round trips: BEGIN and
+// the four reads that lock the token, user, device and grant rows (FOR
+// SHARE: a revocation or a disable waits for this commit), then the insert,
+// its audit event and COMMIT.
+func (db *DB) openSession(ctx context.Context, s fieldpass.Session, email string, now time.Time) (*fieldpass.Session, error) {
+	p, err := db.pipeline(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer p.close()
+
+	var (
+		tok                     *fieldpass.Token
+		userID                  string
+		disabled                bool
+		dev                     *fieldpass.Device
+		g                       *fieldpass.Grant
+		tokErr, userErr, devErr error
+		grantErr                error
+	)
+	b := &pgx.Batch{}
+	b.Queue("BEGIN")
+	if s.TokenID != "" {
+		b.Queue(`SELECT `+tokenColumns+` FROM tokens t JOIN users u ON u.id = t.user_id
+			WHERE t.id = $1::uuid FOR SHARE OF t`, s.TokenID).QueryRow(func(r pgx.Row) error {
+			tok, tokErr = scanToken(r)
+			return ignoreNoRows(tokErr)
+		})
+	}
+	b.Queue(`SELECT id::text, disabled FROM users WHERE email = $1 FOR SHARE`, email).QueryRow(func(r pgx.Row) error {
+		userErr = r.Scan(&userID, &disabled)
+		return ignoreNoRows(userErr)
+	})
+	b.Queue(`SELECT `+deviceColumns+` FROM devices WHERE name = $1 AND state <> 'decommissioned' FOR SHARE`, s.Device).QueryRow(func(r pgx.Row) error {
+		dev, devErr = scanDevice(r)
+		return ignoreNoRows(devErr)
+	})
+	b.Queue(`SELECT `+grantColumns+` FROM grants g WHERE g.id = $1::uuid FOR SHARE`, s.GrantID).QueryRow(func(r pgx.Row) error {
+		g, grantErr = scanGrant(r)
+		return ignoreNoRows(grantErr)
+	})
+	// Fencing (lease.go): where brokers hold devices by lease, only the
+	// holder of the live lease opens a session on the device; the row is
+	// locked, so a takeover waits for this commit.
+	var holder string
+	var leaseLive, leased bool
+	b.Queue(`SELECT l.broker_id, l.expires_at > now() FROM device_leases l JOIN devices d ON d.id = l.device_id
+		WHERE d.name = $1 AND d.state <> 'decommissioned' FOR SHARE OF l`, s.Device).QueryRow(func(r pgx.Row) error {
+		err := r.Scan(&holder, &leaseLive)
+		leased = err == nil
+		return ignoreNoRows(err)
+	})
+	if err := p.run(ctx, b); err != nil {
+		return nil, fmt.Errorf("check session: %w", err)
+	}
+	if s.TokenID != "" {
+		if errors.Is(tokErr, pgx.ErrNoRows) {
+			return nil, fieldpass.Errorf(fieldpass.ENOTFOUND, "token %s not found", s.TokenID)
+		}
+		if err := sessionTokenHolds(tok, s.TokenID, email, now); err != nil {
+			return nil, err
+		}
+	}
+	if errors.Is(userErr, pgx.ErrNoRows) {
+		return nil, fieldpass.Errorf(fieldpass.ENOTFOUND, "user %s not found", email)
+	}
+	if disabled {
+		return nil, fieldpass.Errorf(fieldpass.EFORBIDDEN, "user %s is disabled", email)
+	}
+	if errors.Is(devErr, pgx.ErrNoRows) {
+		return nil, fieldpass.Errorf(fieldpass.ENOTFOUND, "device %q not found", s.Device)
+	}
+	if dev.State != fieldpass.DeviceActive {
+		return nil, fieldpass.Errorf(fieldpass.EFORBIDDEN, "device %s is %s", dev.Name, dev.State)
+	}
+	if errors.Is(grantErr, pgx.ErrNoRows) {
+		return nil, fieldpass.Errorf(fieldpass.ENOTFOUND, "grant %s not found", s.GrantID)
+	}
+	if leased && (holder != s.BrokerID || !leaseLive) {
+		return nil, fieldpass.Errorf(fieldpass.EUNAVAILABLE, "device %s is not held by this broker (%s) now: try again", dev.Name, s.BrokerID)
+	}
+	if g.Subject != email || !g.Covers(dev, s.Service, now) {
+		return nil, fieldpass.Errorf(fieldpass.EFORBIDDEN, "grant %s does not give %s access to %s on %s now", g.ID, email, s.Service, dev.Name)
+	}
+
+	id, err := newUUID()
+	if err != nil {
+		return nil, err
+	}
+	details := map[string]any{
+		"device": dev.Name, "device_id": dev.ID, "service": s.Service, "grant_id": g.ID,
+		"client": s.ClientAddr, "broker_id": s.BrokerID,
+	}
+	if s.TokenID != "" {
+		details["token_id"] = s.TokenID
+	}
+	var out *fieldpass.Session
+	b = &pgx.Batch{}
+	b.Queue(`
+		INSERT INTO sessions (id, user_id, user_email, device_id, device_name, service, grant_id, client_addr, broker_id, started_at, token_id)
+		VALUES ($1::uuid, $2::uuid, $3, $4::uuid, $5, $6, $7::uuid, $8, $9, $10, NULLIF($11, '')::uuid)
+		RETURNING `+sessionColumns,
+		id, userID, email, dev.ID, dev.Name, s.Service, g.ID, s.ClientAddr, s.BrokerID, now, s.TokenID).QueryRow(func(r pgx.Row) error {
+		var err error
+		out, err = scanSession(r)
+		return err
+	})
+	appended, err := db.queueAudit(b, fieldpass.AuditEvent{
+		Actor: fieldpass.UserActor(email), Action: fieldpass.AuditSessionStart, Target: SessionTarget(id), Details: details,
+	})
+	if err != nil {
+		return nil, err
+	}
+	b.Queue("COMMIT")
+	if err := p.run(ctx, b); err != nil {
+		return nil, fmt.Errorf("insert session: %w", err)
+	}
+	if _, err := appended(); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// ignoreNoRows lets a batch go on past a read that found nothing; the
+// caller turns that into its refusal.
+func ignoreNoRows(err error) error {
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil
+	}
+	return err
 }
 
 // EndSession records the end of session id: at end (zero for now; never
@@ -171,35 +249,68 @@ func (db *DB) EndSessionWith(ctx context.Context, id string, end time.Time, byte
 		end = db.now()
 	}
 	end = end.UTC().Truncate(time.Microsecond)
-	var out *fieldpass.Session
-	err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
-		var err error
-		out, err = scanSession(tx.QueryRow(ctx, `
-			UPDATE sessions SET ended_at = GREATEST($2, started_at), bytes_in = $3, bytes_out = $4, end_reason = $5
-			WHERE id = $1::uuid AND ended_at IS NULL
-			RETURNING `+sessionColumns,
-			id, end, bytesIn, bytesOut, string(reason)))
-		if errors.Is(err, pgx.ErrNoRows) {
-			// Ended already (the row lock made us wait for that end to
-			// commit), or never opened.
-			out, err = scanSession(tx.QueryRow(ctx, `SELECT `+sessionColumns+` FROM sessions WHERE id = $1::uuid`, id))
-			if errors.Is(err, pgx.ErrNoRows) {
-				return fieldpass.Errorf(fieldpass.ENOTFOUND, "session %s not found", id)
-			}
-			return err
-		}
-		if err != nil {
-			return fmt.Errorf("end session: %w", err)
-		}
-		return db.auditSessionEnd(ctx, tx, out, details)
-	})
+	out, err := db.endSession(ctx, id, end, bytesIn, bytesOut, reason, details)
 	if err != nil {
 		return nil, wrap(err, "end session "+id)
 	}
 	return out, nil
 }
 
+// endSession is EndSessionWith's transaction in two round trips: BEGIN and
+// the update, then its audit event and COMMIT.
+func (db *DB) endSession(ctx context.Context, id string, end time.Time, bytesIn, bytesOut int64, reason fieldpass.EndReason, details map[string]any) (*fieldpass.Session, error) {
+	p, err := db.pipeline(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer p.close()
+	var out *fieldpass.Session
+	var updErr error
+	b := &pgx.Batch{}
+	b.Queue("BEGIN")
+	b.Queue(`
+		UPDATE sessions SET ended_at = GREATEST($2, started_at), bytes_in = $3, bytes_out = $4, end_reason = $5
+		WHERE id = $1::uuid AND ended_at IS NULL
+		RETURNING `+sessionColumns,
+		id, end, bytesIn, bytesOut, string(reason)).QueryRow(func(r pgx.Row) error {
+		out, updErr = scanSession(r)
+		return ignoreNoRows(updErr)
+	})
+	if err := p.run(ctx, b); err != nil {
+		return nil, fmt.Errorf("end session: %w", err)
+	}
+	if errors.Is(updErr, pgx.ErrNoRows) {
+		// Ended already (the row lock made us wait for that end to
+		// commit), or never opened.
+		out, err := scanSession(p.conn.QueryRow(ctx, `SELECT `+sessionColumns+` FROM sessions WHERE id = $1::uuid`, id))
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil, fieldpass.Errorf(fieldpass.ENOTFOUND, "session %s not found", id)
+		}
+		return out, err
+	}
+	b = &pgx.Batch{}
+	appended, err := db.queueAudit(b, sessionEndEvent(out, details))
+	if err != nil {
+		return nil, err
+	}
+	b.Queue("COMMIT")
+	if err := p.run(ctx, b); err != nil {
+		return nil, fmt.Errorf("end session: %w", err)
+	}
+	if _, err := appended(); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (db *DB) auditSessionEnd(ctx context.Context, tx pgx.Tx, s *fieldpass.Session, extra map[string]any) error {
+	e := sessionEndEvent(s, extra)
+	return db.audit(ctx, tx, e.Actor, e.Action, e.Target, e.Details)
+}
+
+// sessionEndEvent is the session.end audit event of s, with extra details
+// that cannot replace the record's own fields.
+func sessionEndEvent(s *fieldpass.Session, extra map[string]any) fieldpass.AuditEvent {
 	details := map[string]any{}
 	for k, v := range extra {
 		details[k] = v
@@ -211,7 +322,7 @@ func (db *DB) auditSessionEnd(ctx context.Context, tx pgx.Tx, s *fieldpass.Sessi
 	} {
 		details[k] = v
 	}
-	return db.audit(ctx, tx, BrokerActor(s.BrokerID), fieldpass.AuditSessionEnd, SessionTarget(s.ID), details)
+	return fieldpass.AuditEvent{Actor: BrokerActor(s.BrokerID), Action: fieldpass.AuditSessionEnd, Target: SessionTarget(s.ID), Details: details}
 }
 
 // AllBrokers makes CloseOpenSessions close the open sessions of every

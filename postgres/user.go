@@ -432,22 +432,9 @@ func (db *DB) Token(ctx context.Context, id string) (*fieldpass.Token, error) {
 	return t, nil
 }
 
-// checkSessionToken checks, inside the transaction that opens a session,
-// that the token it is opened with (id; "" for none) belongs to email and
-// holds now. The row is read FOR SHARE: a revocation waits for the
-// session's commit, so its notification always follows the session row.
-func checkSessionToken(ctx context.Context, tx pgx.Tx, id, email string, now time.Time) error {
-	if id == "" {
-		return nil
-	}
-	t, err := scanToken(tx.QueryRow(ctx, `SELECT `+tokenColumns+` FROM tokens t JOIN users u ON u.id = t.user_id
-		WHERE t.id = $1::uuid FOR SHARE OF t`, id))
-	if errors.Is(err, pgx.ErrNoRows) {
-		return fieldpass.Errorf(fieldpass.ENOTFOUND, "token %s not found", id)
-	}
-	if err != nil {
-		return fmt.Errorf("get token: %w", err)
-	}
+// sessionTokenHolds checks that t, token id as read for a session, still
+// authenticates email at now.
+func sessionTokenHolds(t *fieldpass.Token, id, email string, now time.Time) error {
 	// The caller presented this token a moment ago: when it no longer
 	// holds, the caller is no longer authenticated.
 	switch {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"strings"
 	"time"
 
@@ -81,12 +82,13 @@ func (e env) token(ctx context.Context, args []string) error {
 		}
 		return usageError{msg: fmt.Sprintf("unknown token subcommand %q", args[0])}
 	}
-	fs := e.flagSet("token create", "token create --device NAME [--label k=v ...] [--ttl 24h]\n\nPrints a single-use enrolment token (one line). It is stored only as a hash.")
+	fs := e.flagSet("token create", "token create --device NAME [--label k=v ...] [--ttl 24h]\n\nPrints a single-use enrolment token (one line). It is stored only as a hash.\nOn stderr: the one-line installs of the connector and the enrol command for the device,\nat the broker's FIELDPASS_PUBLIC_URL (as in broker.env).")
 	dbURL := e.databaseFlag(fs)
 	device := fs.String("device", "", "name the device will have (lowercase letters, digits, hyphens)")
 	labels := labelFlag{}
 	fs.Var(labels, "label", "device label `k=v` (repeatable)")
 	ttl := fs.Duration("ttl", 24*time.Hour, "how long the token stays valid")
+	downloadURL := fs.String("download-url", e.getenv("FIELDPASS_DOWNLOAD_URL"), "`URL` devices fetch the connector's packages from, for the install lines on stderr (env FIELDPASS_DOWNLOAD_URL; default: this release's downloads)")
 	if err := parse(fs, args[1:], 0); err != nil {
 		return err
 	}
@@ -104,7 +106,23 @@ func (e env) token(ctx context.Context, args []string) error {
 		return err
 	}
 	fmt.Fprintln(e.stdout, tok)
+	printEnrolGuide(e.stderr, e.getenv("FIELDPASS_PUBLIC_URL"), tok, *downloadURL)
 	return nil
+}
+
+// printEnrolGuide tells the person at the terminal how to install and enrol
+// the connector on the device. It goes to stderr: stdout is the token
+// alone, for scripts.
+func printEnrolGuide(w io.Writer, broker, token, downloadURL string) {
+	if broker == "" {
+		broker = "https://BROKER" // FIELDPASS_PUBLIC_URL, as in broker.env
+	}
+	fmt.Fprintf(w, "\nOn the device, install the connector (%s) with the line for its system:\n", fieldpass.Version)
+	for _, l := range fieldpass.ConnectorInstallLines(downloadURL, fieldpass.Version) {
+		fmt.Fprintf(w, "  # %s\n  %s\n", l.Target, l.Command)
+	}
+	fmt.Fprintf(w, "then enrol it (on OpenWrt: --state-dir /etc/fieldpass/state):\n  fieldpass-connector enroll --broker %s --token %s --state-dir /var/lib/fieldpass-connector\n", broker, token)
+	fmt.Fprintln(w, "and list its services in /etc/fieldpass/connector.conf before starting it (systemctl enable --now fieldpass-connector).")
 }
 
 func (e env) device(ctx context.Context, args []string) error {

@@ -53,6 +53,7 @@ Usage:
   fieldpass-broker audit verify --file export.jsonl --public-key KEY [--checkpoints older.jsonl ...]
   fieldpass-broker alerts list [--since 7d|TIME] [--limit N] [--json]
   fieldpass-broker alerts replay --alert-webhook URL --alert-secret-file FILE (ID ... | --all [--since 7d|TIME])
+  fieldpass-broker health [--url http://127.0.0.1:8080/readyz]
   fieldpass-broker version
 
 Every command but "audit verify --file" takes --database-url or FIELDPASS_DATABASE_URL;
@@ -113,6 +114,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return e.user(ctx, args[1:])
 	case "alerts", "alert":
 		return e.alertCommands(ctx, args[1:])
+	case "health":
+		return e.health(ctx, args[1:])
 	case "version":
 		fs := e.flagSet("version", "version\n\nPrints the release of this binary.")
 		if err := parse(fs, args[1:], 0); err != nil {

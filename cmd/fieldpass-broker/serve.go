@@ -91,10 +91,13 @@ type serveConfig struct {
 	checkpointKey       string // "": no checkpoints
 	checkpointEvery     time.Duration
 	webDomain           string // "": no device web UIs
+	downloadURL         string // "": this release's downloads
 	recordingRetention  time.Duration
 	recordInputLabels   labelFlag
 	webHTTPS            []string
 	harden              *hardenFlags // issue 10's limits (serve_harden.go)
+	fleet               fleetFlags   // several brokers, one database (serve_fleet.go)
+	peerAddr            string       // with a fleet: where the others reach this broker
 }
 
 // serveFlags parses and checks serve's flags, reads the secrets they name
@@ -113,6 +116,7 @@ func (e env) serveFlags(ctx context.Context, args []string) (*serveConfig, error
 	var webHTTPS cliflag.Strings
 	fset.Var(&webHTTPS, "web-https", "`DEVICE/SERVICE` whose web UI speaks HTTPS on the device's side with a certificate accepted unverified (self-signed, as field devices have); repeatable; others are spoken to in plain HTTP inside the tunnel")
 	webDomain := fset.String("web-domain", "", "DNS `domain` under which each device service's web UI gets its own origin, DEVICE--SERVICE.DOMAIN (wildcard DNS and certificate for *.DOMAIN point here) (default: localhost for a loopback --public-url, else off)")
+	downloadURL := fset.String("download-url", e.getenv("FIELDPASS_DOWNLOAD_URL"), "`URL` devices fetch the connector's packages from, for the enrolment page's install lines (env FIELDPASS_DOWNLOAD_URL; default: this release's downloads)")
 	var endpoints cliflag.Strings
 	fset.Var(&endpoints, "wg-endpoint", "public WireGuard `host:port` told to devices (repeatable; default: the public URL's host and the --wg-listen port)")
 	prefix := fset.String("tunnel-prefix", "10.77.0.0/16", "tunnel address space; the broker takes the first address")
@@ -145,6 +149,7 @@ func (e env) serveFlags(ctx context.Context, args []string) (*serveConfig, error
 	fset.Var(sensitiveLabels, "alert-sensitive-label", "alert when a session starts on a device with label `k=v` (repeatable)")
 	oidcf := addOIDCFlags(fset)
 	harden := addHardenFlags(fset)
+	fleetf := addFleetFlags(fset)
 	if err := parse(fset, args, 0); err != nil {
 		return nil, err
 	}
@@ -165,7 +170,7 @@ func (e env) serveFlags(ctx context.Context, args []string) (*serveConfig, error
 		handshakeResetAfter: *handshakeResetAfter, nudgeRate: *nudgeRate, idleTimeout: *idleTimeout, auditGrace: *auditGrace,
 		mfaLabels: mfaLabels, sensitiveLabels: sensitiveLabels, enrollRate: *enrollRate, enrollBurst: *enrollBurst,
 		alertOfflineAfter: *alertOfflineAfter, checkpointKey: *checkpointKey, checkpointEvery: *checkpointEvery,
-		requireSeparateRole: *requireSeparateRole, harden: harden, reconnectWait: *reconnectWait,
+		requireSeparateRole: *requireSeparateRole, harden: harden, fleet: fleetf, reconnectWait: *reconnectWait,
 	}
 	var err error
 	if cfg.log, err = newLogger(e.stderr, *logLevel, *logFormat); err != nil {
@@ -183,6 +188,7 @@ func (e env) serveFlags(ctx context.Context, args []string) (*serveConfig, error
 	}
 	cfg.publicURL = pu
 	cfg.webDomain = strings.ToLower(strings.Trim(*webDomain, "."))
+	cfg.downloadURL = *downloadURL
 	cfg.recordingRetention, cfg.recordInputLabels = *recordingRetention, recordInputLabels
 	for _, ds := range webHTTPS {
 		d, svc, ok := strings.Cut(ds, "/")
@@ -227,6 +233,9 @@ func (e env) serveFlags(ctx context.Context, args []string) (*serveConfig, error
 	if err := tlsf.check(pu.Hostname()); err != nil {
 		return nil, err
 	}
+	if cfg.peerAddr, err = fleetf.check(); err != nil {
+		return nil, err
+	}
 	if cfg.alerts, err = alertConfig(webhook, *alertOfflineAfter, len(sensitiveLabels) > 0, cfg.log); err != nil {
 		return nil, err
 	}
@@ -249,6 +258,7 @@ type server struct {
 	http, ops     *http.Server
 	endpoints     []string
 	checkpointKey ed25519.PrivateKey // nil: no checkpoints
+	fleet         *fleet             // nil: this broker works alone
 	closers       []func()           // run by close, last first
 }
 
@@ -322,6 +332,11 @@ func newServer(ctx context.Context, cfg *serveConfig) (_ *server, err error) {
 		return nil, err
 	}
 	s.sessions = sessions
+	if cfg.fleet.on() {
+		if s.fleet, err = s.startFleet(cfg.fleet, cfg.peerAddr, b); err != nil {
+			return nil, err
+		}
+	}
 	endpoints := cfg.endpoints
 	if len(endpoints) == 0 {
 		endpoints = []string{net.JoinHostPort(cfg.publicURL.Hostname(), strconv.Itoa(int(b.ListenPort())))}
@@ -334,7 +349,8 @@ func newServer(ctx context.Context, cfg *serveConfig) (_ *server, err error) {
 	s.portal = portal.New(portal.Config{DB: db, Access: rules, Sessions: sessions, WebDomain: cfg.webDomain,
 		RecordInputLabels: cfg.recordInputLabels, RecordingRetention: cfg.recordingRetention, BrokerID: b.ID(), WebHTTPS: cfg.webHTTPS,
 		RolesMaxAge: cfg.harden.apiRolesMaxAge(),
-		OIDC:        cfg.oidc, PublicURL: publicOrigin, Logger: log})
+		OIDC:        cfg.oidc, PublicURL: publicOrigin, Logger: log,
+		DownloadURL: cfg.downloadURL})
 	api := apiserver.New(apiserver.Config{
 		DB: db,
 		Tunnel: apiserver.TunnelInfo{
@@ -440,14 +456,31 @@ func (s *server) run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
+	// Jobs of the whole fleet run in one broker at a time.
+	lead := func(job string, fn func(context.Context)) {
+		if s.fleet == nil {
+			fn(ctx)
+			return
+		}
+		s.db.Lead(ctx, job, 5*time.Second, fn)
+	}
 	if s.checkpointKey != nil {
 		wg.Add(1)
-		go func() { defer wg.Done(); checkpointLoop(ctx, s.db, s.checkpointKey, s.cfg.checkpointEvery, s.log) }()
+		go func() {
+			defer wg.Done()
+			lead("audit-checkpoint", func(ctx context.Context) {
+				checkpointLoop(ctx, s.db, s.checkpointKey, s.cfg.checkpointEvery, s.log)
+			})
+		}()
 	}
 	wg.Add(2)
 	go func() { defer wg.Done(); s.portal.RunWebLog(ctx) }()
-	go func() { defer wg.Done(); s.portal.RunRetention(ctx) }()
-	errc := make(chan error, 4)
+	go func() { defer wg.Done(); lead("retention", s.portal.RunRetention) }()
+	errc := make(chan error, 5)
+	if s.fleet != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); errc <- s.fleet.server.Serve(ctx, s.fleet.ln) }()
+	}
 	wg.Add(3)
 	go func() { defer wg.Done(); errc <- apiserver.Serve(ctx, s.httpLn, s.http) }()
 	if s.opsLn != nil {

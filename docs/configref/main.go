@@ -56,9 +56,10 @@ type binary struct {
 
 var binaries = []binary{
 	{name: "fieldpass-broker", configCommand: "serve", env: map[string]string{
-		"STATE_DIRECTORY": "Set by systemd for a unit with `StateDirectory=`: the default of `serve --key-file` becomes `$STATE_DIRECTORY/broker.key` (the first directory if several), and of `serve --acme-cache` `$STATE_DIRECTORY/acme`.",
-		"USER":            "With `LOGNAME`, names the operator in the audit log (`operator:USER@HOST`) of the admin commands when the user database does not.",
-		"LOGNAME":         "See `USER`.",
+		"STATE_DIRECTORY":      "Set by systemd for a unit with `StateDirectory=`: the default of `serve --key-file` becomes `$STATE_DIRECTORY/broker.key` (the first directory if several), and of `serve --acme-cache` `$STATE_DIRECTORY/acme`.",
+		"USER":                 "With `LOGNAME`, names the operator in the audit log (`operator:USER@HOST`) of the admin commands when the user database does not.",
+		"LOGNAME":              "See `USER`.",
+		"FIELDPASS_PUBLIC_URL": "The broker's public URL, as in `broker.env`: `token create` names it in the enrol command it prints on stderr (the systemd unit passes it to `serve --public-url`).",
 	}},
 	{name: "fieldpass-connector", configCommand: "run", env: map[string]string{
 		"SSL_CERT_FILE": "A PEM file of the CAs to trust instead of the system's, for `enroll` to a broker whose certificate a private CA issued.",

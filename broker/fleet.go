@@ -1,0 +1,229 @@
+package broker
+
+// Several brokers, one fleet (docs/DESIGN.md, "Several brokers"). With
+// EnableFleet, a broker:
+//   - holds a device only while it holds the device's lease (lease.go): a
+//     device that says hello here is served here once its lease is ours,
+//     and stops being served the moment the lease is lost;
+//   - says it is alive in the broker roll every LeaseTTL/3, with the
+//     address of its brokerlink listener, so the others can carry a
+//     person's connect here;
+//   - takes part in the fleet's janitor (one broker at a time, by
+//     postgres.Lead): a broker whose time in the roll ran out without a
+//     clean stop is claimed once, its open sessions are ended
+//     broker_restart, and its devices are called back (nudged) from here.
+// Without it a broker works alone, as before: no lease, no roll.
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/fieldpass/fieldpass"
+	"github.com/fieldpass/fieldpass/brokerlink"
+	"github.com/fieldpass/fieldpass/postgres"
+)
+
+// FleetConfig configures a broker that shares its fleet with others.
+type FleetConfig struct {
+	// LeaseTTL is how long a device's lease lasts unrenewed (default
+	// 15 s): after a broker is cut off, its devices may be taken over by
+	// another this long after its last renewal.
+	LeaseTTL time.Duration
+	// PeerAddr is the host:port where the other brokers reach this one's
+	// brokerlink listener (recorded in the roll).
+	PeerAddr string
+	// Links dials the other brokers (the operator's CA, this broker's
+	// certificate).
+	Links *brokerlink.Dialer
+}
+
+type fleet struct {
+	cfg     FleetConfig
+	leases  *leaseKeeper
+	started time.Time
+
+	mu      sync.Mutex
+	claimed map[string]bool // dead brokers this one cleaned up
+}
+
+// EnableFleet makes b one of several brokers sharing its database. Call it
+// before Serve.
+func (b *Broker) EnableFleet(cfg FleetConfig) {
+	if cfg.LeaseTTL <= 0 {
+		cfg.LeaseTTL = 15 * time.Second
+	}
+	f := &fleet{cfg: cfg, started: time.Now(), claimed: map[string]bool{}}
+	f.leases = newLeaseKeeper(b.db, b.cfg.ID, cfg.LeaseTTL, b.log, func(deviceID string) { b.leaseLost(deviceID) })
+	b.fleet = f
+}
+
+// serves reports whether b may serve device id now: always when it works
+// alone; with a fleet, only while it holds the device's lease.
+func (b *Broker) serves(deviceID string) bool {
+	return b.fleet == nil || b.fleet.leases.holds(deviceID)
+}
+
+// deviceUp is called when a device's tunnel comes up here.
+func (b *Broker) deviceUp(p *peer) {
+	if b.fleet == nil {
+		return
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), b.fleet.cfg.LeaseTTL/3)
+		defer cancel()
+		if err := b.fleet.leases.acquire(ctx, p.dev.ID); err != nil {
+			b.log.Warn("acquire lease", "device", p.dev.Name, "err", err)
+		}
+	}()
+}
+
+// deviceDown is called when a device's tunnel here is gone.
+func (b *Broker) deviceDown(p *peer) {
+	if b.fleet == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	b.fleet.leases.release(ctx, p.dev.ID)
+}
+
+// leaseLost stops serving a device whose lease this broker lost: its
+// tunnel here is closed, and with it every stream and session on it.
+func (b *Broker) leaseLost(deviceID string) {
+	b.mu.Lock()
+	p := b.byID[deviceID]
+	var sess interface{ Close() error }
+	if p != nil && p.sess != nil {
+		sess = p.sess
+	}
+	b.mu.Unlock()
+	if sess != nil {
+		sess.Close()
+	}
+}
+
+// runFleet keeps this broker in the roll, its leases renewed, and takes
+// its turn at the janitor, until ctx ends; then it leaves the roll cleanly
+// (its leases end at once).
+func (b *Broker) runFleet(ctx context.Context) {
+	f := b.fleet
+	if f == nil {
+		return
+	}
+	var wg sync.WaitGroup
+	wg.Add(3)
+	go func() { defer wg.Done(); f.leases.run(ctx) }()
+	go func() { defer wg.Done(); b.rollLoop(ctx) }()
+	go func() {
+		defer wg.Done()
+		b.db.Lead(ctx, "fleet-janitor", f.cfg.LeaseTTL/3, b.janitor)
+	}()
+	wg.Wait()
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := b.db.BrokerStopped(sctx, b.cfg.ID); err != nil {
+		b.log.Warn("leave the broker roll", "err", err)
+	}
+}
+
+func (b *Broker) rollLoop(ctx context.Context) {
+	f := b.fleet
+	t := time.NewTicker(f.cfg.LeaseTTL / 3)
+	defer t.Stop()
+	for {
+		actx, cancel := context.WithTimeout(ctx, f.cfg.LeaseTTL/3)
+		if err := b.db.BrokerAlive(actx, b.cfg.ID, f.cfg.PeerAddr, f.started, f.cfg.LeaseTTL); err != nil && ctx.Err() == nil {
+			b.log.Warn("broker roll", "err", err)
+		}
+		cancel()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// janitor runs in one broker of the fleet at a time: it claims brokers
+// that stopped renewing without a clean stop, ends their open sessions
+// once (broker_restart) and calls their devices back.
+func (b *Broker) janitor(ctx context.Context) {
+	t := time.NewTicker(b.fleet.cfg.LeaseTTL)
+	defer t.Stop()
+	for {
+		b.sweepDeadBrokers(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (b *Broker) sweepDeadBrokers(ctx context.Context) {
+	brokers, err := b.db.Brokers(ctx)
+	if err != nil {
+		b.log.Warn("read the broker roll", "err", err)
+		return
+	}
+	for _, br := range brokers {
+		if br.ID == b.cfg.ID || !br.Stopped.IsZero() || time.Now().Before(br.AliveUntil) {
+			continue
+		}
+		ok, err := b.db.ClaimDeadBroker(ctx, br.ID)
+		if err != nil || !ok {
+			continue
+		}
+		n, err := b.db.CloseOpenSessions(ctx, br.ID, fieldpass.EndBrokerRestart)
+		if err != nil {
+			b.log.Error("close a dead broker's sessions", "broker", br.ID, "err", err)
+		}
+		if err := b.db.MarkBrokerOffline(ctx, br.ID); err != nil {
+			b.log.Warn("mark a dead broker's devices offline", "broker", br.ID, "err", err)
+		}
+		b.log.Warn("broker gone without a clean stop: its sessions ended, its devices called back", "broker", br.ID, "sessions_ended", n)
+		b.nudgeDevicesOf(br.ID)
+	}
+}
+
+// nudgeDevicesOf calls back, at the nudge rate, the devices the broker
+// brokerID held: their endpoints are in their presence rows, which this
+// broker loaded.
+func (b *Broker) nudgeDevicesOf(brokerID string) {
+	b.mu.Lock()
+	var ps []*peer
+	for _, p := range b.byID {
+		if p.dev.Presence.BrokerID == brokerID && p.sess == nil {
+			ps = append(ps, p)
+		}
+	}
+	b.mu.Unlock()
+	for _, p := range ps {
+		b.queueNudge(p)
+	}
+}
+
+// holderOf returns the broker that holds device id now and its brokerlink
+// address, when it is another broker of the fleet.
+func (b *Broker) holderOf(ctx context.Context, deviceID string) (brokerID, addr string, ok bool) {
+	if b.fleet == nil {
+		return "", "", false
+	}
+	l, held, err := b.db.DeviceHolder(ctx, deviceID)
+	if err != nil || !held || l.BrokerID == b.cfg.ID {
+		return "", "", false
+	}
+	brokers, err := b.db.Brokers(ctx)
+	if err != nil {
+		return "", "", false
+	}
+	for _, br := range brokers {
+		if br.ID == l.BrokerID && br.Stopped.IsZero() && br.PeerAddr != "" {
+			return br.ID, br.PeerAddr, true
+		}
+	}
+	return "", "", false
+}
+
+var _ leaseStore = (*postgres.DB)(nil)

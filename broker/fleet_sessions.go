@@ -1,0 +1,42 @@
+package broker
+
+import (
+	"context"
+
+	"github.com/fieldpass/fieldpass"
+	"github.com/fieldpass/fieldpass/brokerlink"
+)
+
+// OpenFor opens, for a person whose connect reached another broker of the
+// fleet, a session on a device held here (brokerlink.Holder). The serving
+// broker authenticated the request; the user and the token are read afresh
+// from the shared database, and the session is decided, recorded and
+// policed here by the same rules as a connect of our own, so a token
+// revoked or a user disabled a moment ago is refused here too.
+func (m *Sessions) OpenFor(ctx context.Context, req brokerlink.OpenRequest) (brokerlink.Session, error) {
+	user, err := m.db.User(ctx, req.User)
+	if err != nil {
+		if fieldpass.ErrorCode(err) == fieldpass.ENOTFOUND {
+			return nil, fieldpass.Deny(fieldpass.DenyUnauthenticated, fieldpass.Errorf(fieldpass.EFORBIDDEN, "user %s not found", req.User))
+		}
+		return nil, err
+	}
+	caller := &fieldpass.Caller{User: user, MFA: req.MFA}
+	if req.TokenID != "" {
+		tok, err := m.db.Token(ctx, req.TokenID)
+		if err != nil {
+			return nil, fieldpass.Deny(fieldpass.DenyUnauthenticated, fieldpass.Errorf(fieldpass.EFORBIDDEN, "token %s: %s", req.TokenID, fieldpass.ErrorMessage(err)))
+		}
+		if tok.Email != user.Email {
+			return nil, fieldpass.Deny(fieldpass.DenyUnauthenticated, fieldpass.Errorf(fieldpass.EFORBIDDEN, "token %s is not %s's", req.TokenID, user.Email))
+		}
+		caller.Token = tok
+	}
+	s, err := m.Open(ctx, caller, req.Device, req.Service, req.ClientAddr)
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+var _ brokerlink.Holder = (*Sessions)(nil)
