@@ -61,6 +61,22 @@ type Session struct {
 	BytesIn    int64     `json:"bytes_in"`     // from the person to the device
 	BytesOut   int64     `json:"bytes_out"`    // from the device to the person
 	EndReason  EndReason `json:"end_reason,omitempty"`
+	// The device's tunnel drops the session lived through (a reconnect:
+	// roaming, a new handshake, a connector restart): how many the device
+	// came back from, and the streams in flight they cut. A drop the
+	// device did not come back from ends the session device_closed; its
+	// cut streams are counted too.
+	DeviceReconnects int `json:"device_reconnects"`
+	StreamsCut       int `json:"streams_cut"`
+}
+
+// SessionReconnect is a session's device back after its tunnel dropped,
+// as the record keeps it (AuditSessionDeviceReconnected).
+type SessionReconnect struct {
+	Reconnects int           // the session's device reconnects, this one included
+	StreamsCut int           // the streams drops have cut in the session so far
+	Cut        int           // of those, the ones not in an earlier event: this drop's
+	Away       time.Duration // how long the device was away
 }
 
 // Open reports whether the session has not ended.
@@ -74,6 +90,11 @@ const (
 	// AuditSessionEndAsked: an admin asked for a session to end; details:
 	// why, in the admin's words. The end itself follows as session.end.
 	AuditSessionEndAsked = "session.end_asked"
+	// AuditSessionDeviceReconnected: the session's device came back after
+	// its tunnel dropped, and the session went on; details: device,
+	// streams_cut (by this drop), away, device_reconnects and
+	// streams_cut_total (the session's so far).
+	AuditSessionDeviceReconnected = "session.device_reconnected"
 )
 
 // SessionFilter selects sessions for a store's Sessions. Zero fields

@@ -4,7 +4,8 @@ package broker
 // device no longer lets them go on. Grant and user notifications are
 // followed by worker; checkLoop reads the open rows back every
 // CheckInterval (an admin's end), ends idle sessions, and drives the
-// store-outage grace (grace.go); watchDevice follows each session's tunnel.
+// store-outage grace (grace.go); watchDevice follows each session's device
+// across its reconnects (reconnect.go).
 // The grant's end needs none of these: a timer set by Open fires it.
 
 import (
@@ -14,37 +15,6 @@ import (
 	"github.com/fieldpass/fieldpass"
 	"github.com/fieldpass/fieldpass/postgres"
 )
-
-// watchDevice ends s when the device's tunnel session closes: device_disabled
-// if the broker dropped the device (disabled, decommissioned), else
-// device_closed.
-func (m *Sessions) watchDevice(s *Session) {
-	select {
-	case <-s.done:
-		return
-	case <-s.ys.CloseChan():
-	}
-	m.end(s, m.deviceGoneReason(s.rec.DeviceID, s.rec.Device), true)
-}
-
-// deviceGoneReason says why the tunnel of the device with id deviceID,
-// named name when its session opened, went away. The broker removes a peer
-// (before closing its session) only when the device left the active state,
-// so a peer still present means the tunnel itself dropped; failing that,
-// the store says whether the device is still active (it may have been
-// renamed).
-func (m *Sessions) deviceGoneReason(deviceID, name string) fieldpass.EndReason {
-	if d, _, ok := m.tunnelOf(name); ok && d.ID == deviceID {
-		return fieldpass.EndDeviceClosed
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), m.cfg.StoreTimeout)
-	defer cancel()
-	d, err := m.db.DeviceByID(ctx, deviceID)
-	if err == nil && d.State == fieldpass.DeviceActive {
-		return fieldpass.EndDeviceClosed
-	}
-	return fieldpass.EndDeviceDisabled
-}
 
 // notify records a grant or user change for the worker; "" for both means
 // reload everything (the listener reconnected).

@@ -81,6 +81,18 @@ func (m *Sessions) writeOne(ctx context.Context, s *Session) bool {
 	s.mu.Lock()
 	at, reason := s.ended, s.reason
 	s.mu.Unlock()
+	if rc, cut, ok := s.unrecordedCounts(); ok {
+		// The drops the session lived through go on its row before the
+		// end, which freezes it.
+		if err := m.db.SessionReconnectCounts(ctx, s.rec.ID, rc, cut); err != nil {
+			if m.storeErr(err) {
+				return false
+			}
+			m.log.Error("record the device reconnects of a session", "session", s.rec.ID, "err", err)
+		} else {
+			s.recordedCounts(rc, cut)
+		}
+	}
 	start := time.Now()
 	_, err := m.db.EndSessionWith(ctx, s.rec.ID, at, s.in.Load(), s.out.Load(), reason, s.endDetails())
 	m.cfg.Metrics.AuditWrite("end_session", start)

@@ -183,13 +183,14 @@ func (m *Sessions) open(ctx context.Context, caller *fieldpass.Caller, device, s
 		return nil, fmt.Errorf("session id %s: %w", rec.ID, err)
 	}
 
-	// The device's tunnel now: the session lives no longer than it.
-	d, ys, _ := m.tunnelOf(device)
-	if d == nil || d.ID != rec.DeviceID {
+	// The device's tunnel now, which watchDevice follows from here on
+	// (by the device's id, not its name).
+	ys, _ := m.tunnelByID(rec.DeviceID)
+	if ys != nil && ys.IsClosed() {
 		ys = nil
 	}
 	s := &Session{
-		m: m, rec: *rec, tid: tid, grantEnd: g.End, ys: ys,
+		m: m, rec: *rec, tid: tid, grantEnd: g.End,
 		done:    make(chan struct{}),
 		streams: map[*countedStream]struct{}{},
 	}
@@ -212,10 +213,10 @@ func (m *Sessions) open(ctx context.Context, caller *fieldpass.Caller, device, s
 	s.timer = time.AfterFunc(g.End.Sub(m.cfg.Now()), func() { m.end(s, fieldpass.EndGrantExpired, true) })
 	s.mu.Unlock()
 	if ys == nil {
-		m.end(s, m.deviceGoneReason(rec.DeviceID, device), true)
+		m.end(s, m.deviceGoneReason(rec.DeviceID), true)
 		return nil, fieldpass.Deny(fieldpass.DenyDeviceOffline, fieldpass.Errorf(fieldpass.EUNAVAILABLE, "device %s went offline", device))
 	}
-	go m.watchDevice(s)
+	go m.watchDevice(s, ys)
 	m.bindToken(ctx, s, caller.Token, tgen)
 	// A revocation or a disabled user committed after our row (they wait
 	// for it under the row locks OpenSession takes) may have been

@@ -24,17 +24,28 @@ type Session struct {
 	rec      fieldpass.Session
 	tid      tunnel.ID
 	grantEnd time.Time
-	// ys is the device's tunnel the session was opened on: its streams
-	// go through it, and the session ends when it closes (watchDevice).
-	ys      *yamux.Session
+	// The session holds no tunnel: each stream goes through the device's
+	// tunnel of the moment, so the session outlives a reconnect
+	// (reconnect.go).
 	done    chan struct{}
 	in, out atomic.Int64 // bytes person->device, device->person
 
-	mu      sync.Mutex // guards timer, reason, ended, streams
+	mu      sync.Mutex // guards timer, reason, ended, streams and the drop counts below
 	reason  fieldpass.EndReason
 	ended   time.Time
 	timer   *time.Timer
 	streams map[*countedStream]struct{}
+
+	// The device's tunnel drops this session lived through: reconnects
+	// counts those the device came back from, cut the streams in flight
+	// they ended (each counted once, by noteDrop or by its Close), and
+	// away says the device is away since awaySince, and awayUntil when
+	// the session stops waiting for it. recorded* are the counts last
+	// written to the row.
+	reconnects, cut                 int
+	recordedReconnects, recordedCut int
+	away                            bool
+	awaySince, awayUntil            time.Time
 
 	writeMu sync.Mutex // one write of the end at a time
 
@@ -43,6 +54,9 @@ type Session struct {
 	// said why (its first refusal).
 	reached bool
 	dialErr string
+	// lastOpen and lastCut (guarded by mu): when a stream last opened, and
+	// when a device reconnect last cut one.
+	lastOpen, lastCut time.Time
 
 	// guarded by m.mu; touched by check only
 	lastTotal  int64
@@ -60,6 +74,7 @@ func (s *Session) Record() fieldpass.Session {
 	r.BytesIn, r.BytesOut = s.in.Load(), s.out.Load()
 	s.mu.Lock()
 	r.End, r.EndReason = s.ended, s.reason
+	r.DeviceReconnects, r.StreamsCut = s.reconnects, s.cut
 	s.mu.Unlock()
 	return r
 }
@@ -83,32 +98,53 @@ func (s *Session) Reason() fieldpass.EndReason {
 // A session the person closed (or that failed) without ever reaching the
 // service, because the connector could not dial it, ends dial_failed
 // instead: the record says the device's service was not there, with the
-// connector's error in the audit event.
+// connector's error in the audit event. One closed within cutEndWindow of
+// a device reconnect cutting its last streams, none opened since, ends
+// device_closed: its client gave up because the device's side went away
+// (fieldpass ssh carries one stream per session and closes with it).
 func (s *Session) End(reason fieldpass.EndReason) {
 	if reason == "" || fieldpass.ValidateEndReason(reason) != nil {
 		reason = fieldpass.EndClientClosed
 	}
 	if reason == fieldpass.EndClientClosed || reason == fieldpass.EndError {
 		s.mu.Lock()
-		if !s.reached && s.dialErr != "" {
+		switch {
+		case !s.reached && s.dialErr != "":
 			reason = fieldpass.EndDialFailed
+		case len(s.streams) == 0 && !s.lastCut.IsZero() && !s.lastCut.Before(s.lastOpen) && time.Since(s.lastCut) < cutEndWindow:
+			reason = fieldpass.EndDeviceClosed
 		}
 		s.mu.Unlock()
 	}
 	s.m.end(s, reason, true)
 }
 
+// cutEndWindow is how soon after a device reconnect cut a session's last
+// streams its client's close is taken as a consequence (Session.End).
+const cutEndWindow = 2 * time.Second
+
 // endDetails are the details the end's audit event adds to the record's.
 func (s *Session) endDetails() map[string]any {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.reason != fieldpass.EndDialFailed {
-		return nil
+	var d map[string]any
+	if s.reason == fieldpass.EndDialFailed {
+		d = map[string]any{"dial_error": s.dialErr}
 	}
-	return map[string]any{"dial_error": s.dialErr}
+	if s.reconnects > 0 || s.cut > 0 {
+		if d == nil {
+			d = map[string]any{}
+		}
+		d["device_reconnects"], d["streams_cut"] = s.reconnects, s.cut
+	}
+	return d
 }
 
-// Stream opens one connection to the session's service, counted on it.
+// Stream opens one connection to the session's service, counted on it,
+// through the device's tunnel of the moment. While the device is away (its
+// tunnel dropped and the session waits for it, reconnect.go) it waits for
+// the device, bounded by ctx and streamOpenTimeout, and then fails with a
+// "device offline, reconnecting" error; the session goes on.
 func (s *Session) Stream(ctx context.Context) (tunnel.HalfCloser, error) {
 	if r := s.Reason(); r != "" {
 		return nil, fieldpass.Errorf(fieldpass.EUNAVAILABLE, "session has ended (%s)", r)
@@ -117,30 +153,46 @@ func (s *Session) Stream(ctx context.Context) (tunnel.HalfCloser, error) {
 		s.m.end(s, fieldpass.EndGrantExpired, true)
 		return nil, fieldpass.Errorf(fieldpass.EEXPIRED, "grant expired")
 	}
-	st, err := openStream(ctx, s.ys, s.rec.Device, s.rec.Service, s.tid)
-	if err != nil {
-		var refused *serviceRefusal
-		if errors.As(err, &refused) {
-			s.mu.Lock()
-			if s.dialErr == "" {
-				s.dialErr = refused.status.Code.String() + ": " + refused.status.Reason
-			}
-			s.mu.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, streamOpenTimeout)
+	defer cancel()
+	for {
+		ys, err := s.tunnel(ctx)
+		if err != nil {
+			return nil, err
 		}
-		return nil, err
-	}
-	cs := &countedStream{HalfCloser: st, s: s}
-	s.mu.Lock()
-	s.reached = true
-	if s.reason != "" {
-		r := s.reason
+		st, err := openStream(ctx, ys, s.rec.Device, s.rec.Service, s.tid)
+		if err != nil {
+			if ys.IsClosed() && ctx.Err() == nil {
+				// The tunnel dropped under the open, before any byte of
+				// the person's: wait for the next one.
+				continue
+			}
+			var refused *serviceRefusal
+			if errors.As(err, &refused) {
+				s.mu.Lock()
+				if s.dialErr == "" {
+					s.dialErr = refused.status.Code.String() + ": " + refused.status.Reason
+				}
+				s.mu.Unlock()
+			}
+			return nil, err
+		}
+		// Through a live tunnel: if the device was away, it is back.
+		s.m.noteBack(s, ys)
+		cs := &countedStream{HalfCloser: st, s: s, ys: ys}
+		s.mu.Lock()
+		s.reached = true
+		if s.reason != "" {
+			r := s.reason
+			s.mu.Unlock()
+			cs.cut()
+			return nil, fieldpass.Errorf(fieldpass.EUNAVAILABLE, "session has ended (%s)", r)
+		}
+		s.streams[cs] = struct{}{}
+		s.lastOpen = time.Now()
 		s.mu.Unlock()
-		cs.cut()
-		return nil, fieldpass.Errorf(fieldpass.EUNAVAILABLE, "session has ended (%s)", r)
+		return cs, nil
 	}
-	s.streams[cs] = struct{}{}
-	s.mu.Unlock()
-	return cs, nil
 }
 
 // claimEnd marks s ended with reason at at; it reports whether this call
@@ -173,7 +225,8 @@ func (s *Session) stop() {
 // countedStream counts a device stream's bytes on its session.
 type countedStream struct {
 	tunnel.HalfCloser
-	s *Session
+	s  *Session
+	ys *yamux.Session // the device's tunnel it goes through
 }
 
 func (c *countedStream) Read(p []byte) (int, error) {
@@ -192,9 +245,25 @@ func (c *countedStream) Write(p []byte) (int, error) {
 
 func (c *countedStream) Close() error {
 	c.s.mu.Lock()
-	delete(c.s.streams, c)
+	if _, ok := c.s.streams[c]; ok {
+		delete(c.s.streams, c)
+		if c.ys.IsClosed() {
+			// Still open when its tunnel dropped: in flight, cut by the
+			// device's reconnect (noteDrop did not get to it first).
+			c.s.cut++
+			c.s.lastCut = time.Now()
+		}
+	}
 	c.s.mu.Unlock()
 	return c.HalfCloser.Close()
+}
+
+// TunnelLost reports whether st, a stream of Session.Stream, ended because
+// its device's tunnel dropped (the session itself may go on: the device is
+// reconnecting), rather than by either end closing it.
+func TunnelLost(st tunnel.HalfCloser) bool {
+	c, ok := st.(*countedStream)
+	return ok && c.ys.IsClosed()
 }
 
 // cut stops the stream both ways at once: a yamux Close alone is only a

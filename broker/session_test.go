@@ -29,6 +29,7 @@ type sessionEnv struct {
 	*brokertest.Env
 	tb    testing.TB
 	echo  *brokertest.Echo
+	conn  *brokertest.Connector // pump-1's
 	m     *broker.Sessions
 	user  *fieldpass.User
 	stopM func()
@@ -39,7 +40,7 @@ func newSessionEnv(tb testing.TB, mod func(*broker.SessionsConfig)) *sessionEnv 
 	e := brokertest.New(tb)
 	se := &sessionEnv{Env: e, tb: tb, echo: brokertest.NewEcho(tb)}
 	s := e.Enroll("pump-1")
-	e.StartConnector(s, map[string]string{"echo": se.echo.Addr}, nil)
+	se.conn = e.StartConnector(s, map[string]string{"echo": se.echo.Addr}, nil)
 	brokertest.WaitFor(tb, 20*time.Second, "connector online", func() bool { return e.Broker.Connected("pump-1") })
 	ctx := context.Background()
 	u, err := e.DB.EnsureUser(ctx, testOperator, engineer, []fieldpass.Role{fieldpass.RoleEngineer})

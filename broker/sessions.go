@@ -8,6 +8,8 @@ package broker
 //	            no longer lets them go on (notifications, the check loop)
 //	grace.go    the store's health: ends held and retried while Postgres
 //	            is down, and the AuditGrace past which everything ends
+//	reconnect.go  a session across its device's reconnects: streams in
+//	            flight end, the session waits ReconnectWait for the device
 //	session.go  one live session and the byte counting of its streams
 
 import (
@@ -68,8 +70,17 @@ type SessionsConfig struct {
 	// DenialLimit is the most distinct refused attempts recorded one by
 	// one in a window; more are counted in one event (default 100).
 	DenialLimit int
-	Logger      *slog.Logger
-	Now         func() time.Time
+	// ReconnectWait is how long a session waits for its device when the
+	// device's tunnel drops (roaming, a NAT rebinding, a connector
+	// restart): the streams in flight end, the session stays open, new
+	// streams wait for the device (up to the stream-open deadline), and
+	// only a device not back within this ends it device_closed (default
+	// 2 min: longer than a connector's reconnect after a lost link, short
+	// enough that a person is not left waiting on a device that is gone).
+	// Negative: a session ends when its device's tunnel drops.
+	ReconnectWait time.Duration
+	Logger        *slog.Logger
+	Now           func() time.Time
 }
 
 func (c *SessionsConfig) setDefaults() {
@@ -91,6 +102,9 @@ func (c *SessionsConfig) setDefaults() {
 	if c.DenialLimit == 0 {
 		c.DenialLimit = 100
 	}
+	if c.ReconnectWait == 0 {
+		c.ReconnectWait = 2 * time.Minute
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -103,14 +117,17 @@ func (c *SessionsConfig) setDefaults() {
 // the connect endpoint (apiserver) and the portal use it. README.md ("Sessions")
 // gives the rules it enforces.
 type Sessions struct {
-	// tunnelOf and brokerID are all the manager knows of its broker:
-	// the device by name as the broker holds it, with its live tunnel
-	// (Broker.tunnelOf), and the broker's id for the session rows.
-	tunnelOf func(name string) (dev *fieldpass.Device, ys *yamux.Session, ok bool)
-	brokerID string
-	db       *postgres.DB
-	cfg      SessionsConfig
-	log      *slog.Logger
+	// tunnelOf, tunnelByID and brokerID are all the manager knows of its
+	// broker: the device by name as the broker holds it, with its live
+	// tunnel (Broker.tunnelOf), the live tunnel of a device by id, which
+	// a session follows across reconnects (Broker.tunnelByID), and the
+	// broker's id for the session rows.
+	tunnelOf   func(name string) (dev *fieldpass.Device, ys *yamux.Session, ok bool)
+	tunnelByID func(id string) (ys *yamux.Session, ok bool)
+	brokerID   string
+	db         *postgres.DB
+	cfg        SessionsConfig
+	log        *slog.Logger
 
 	// gen counts grant and user notifications, so that Open can tell
 	// whether one arrived while it was committing a session.
@@ -140,7 +157,7 @@ type Sessions struct {
 func NewSessions(ctx context.Context, b *Broker, db *postgres.DB, cfg SessionsConfig) (*Sessions, error) {
 	cfg.setDefaults()
 	m := &Sessions{
-		tunnelOf: b.tunnelOf, brokerID: b.ID(), db: db, cfg: cfg, log: cfg.Logger,
+		tunnelOf: b.tunnelOf, tunnelByID: b.tunnelByID, brokerID: b.ID(), db: db, cfg: cfg, log: cfg.Logger,
 		kick:    make(chan struct{}, 1),
 		live:    map[string]*Session{},
 		pending: map[string]*Session{},

@@ -30,6 +30,7 @@ import (
 
 	"github.com/fieldpass/fieldpass"
 	"github.com/fieldpass/fieldpass/access"
+	"github.com/fieldpass/fieldpass/broker"
 	"github.com/fieldpass/fieldpass/ratelimit"
 )
 
@@ -273,7 +274,16 @@ func (p *Portal) runTerminal(ctx context.Context, conn *websocket.Conn, c *field
 		select {
 		case b, ok := <-out:
 			if !ok { // the shell ended
-				say(termStatus{Type: "ended", Reason: string(fieldpass.EndDeviceClosed), Message: "The shell on the device ended."})
+				msg := "The shell on the device ended."
+				if broker.TunnelLost(st) {
+					// The device's tunnel dropped (roaming, a connector
+					// restart): the session would wait for the device, but
+					// the shell's connection is gone, and the terminal is
+					// that one connection.
+					msg = "The connection to the device dropped (it is reconnecting): open the terminal again in a moment."
+					sess.End(fieldpass.EndDeviceClosed)
+				}
+				say(termStatus{Type: "ended", Reason: string(fieldpass.EndDeviceClosed), Message: msg})
 				conn.Close(websocket.StatusNormalClosure, "")
 				return
 			}
@@ -322,7 +332,7 @@ func endMessage(r fieldpass.EndReason) string {
 	case fieldpass.EndIdleTimeout:
 		return "The session was idle for too long."
 	case fieldpass.EndDeviceClosed:
-		return "The device closed the connection."
+		return "The device went offline and did not come back in time."
 	}
 	return "The session ended (" + string(r) + ")."
 }

@@ -25,7 +25,8 @@ func BrokerActor(brokerID string) string {
 const maxClientAddrLen = 255
 
 const sessionColumns = `id::text, user_email, device_name, device_id::text, service, grant_id::text,
-	client_addr, broker_id, started_at, ended_at, bytes_in, bytes_out, end_reason, coalesce(token_id::text, '')`
+	client_addr, broker_id, started_at, ended_at, bytes_in, bytes_out, end_reason, coalesce(token_id::text, ''),
+	device_reconnects, streams_cut`
 
 func scanSession(row pgx.Row) (*fieldpass.Session, error) {
 	var (
@@ -34,7 +35,8 @@ func scanSession(row pgx.Row) (*fieldpass.Session, error) {
 		reason  *string
 	)
 	err := row.Scan(&s.ID, &s.User, &s.Device, &s.DeviceID, &s.Service, &s.GrantID,
-		&s.ClientAddr, &s.BrokerID, &s.Start, &endedAt, &s.BytesIn, &s.BytesOut, &reason, &s.TokenID)
+		&s.ClientAddr, &s.BrokerID, &s.Start, &endedAt, &s.BytesIn, &s.BytesOut, &reason, &s.TokenID,
+		&s.DeviceReconnects, &s.StreamsCut)
 	if err != nil {
 		return nil, err
 	}

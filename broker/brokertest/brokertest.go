@@ -198,18 +198,53 @@ func (e *Env) Enroll(name string) *connector.State {
 // Connector is a running connector.
 type Connector struct {
 	*connector.Connector
+	cfg    connector.Config
 	cancel context.CancelFunc
 	done   chan error
 	once   sync.Once
 }
 
-// Stop ends Run and tears the tunnel down; safe to call twice.
+// Stop ends Run and tears the tunnel down; safe to call twice. The
+// connector says goodbye: the broker learns at once that it left.
 func (c *Connector) Stop() {
 	c.once.Do(func() {
 		c.cancel()
 		<-c.done
 		c.Close()
 	})
+}
+
+// Kill tears the tunnel down first, so that nothing the connector sends
+// afterwards (its goodbye, a FIN) reaches the broker, as when its process
+// is killed or its link is lost: the broker still holds its tunnel until
+// silence or a new hello tells it otherwise. Safe to call twice, and
+// after Stop.
+func (c *Connector) Kill() {
+	c.once.Do(func() {
+		c.Close()
+		c.cancel()
+		<-c.done
+	})
+}
+
+// Restart stops c (Kill if kill, else Stop) and starts a connector with
+// the same state (the same key and tunnel address) and configuration, as
+// a restarted connector process would; a cleanup stops it.
+func (e *Env) Restart(c *Connector, kill bool) *Connector {
+	e.tb.Helper()
+	if kill {
+		c.Kill()
+	} else {
+		c.Stop()
+	}
+	return e.StartAgain(c)
+}
+
+// StartAgain starts a connector with the state and configuration of c,
+// which has stopped; a cleanup stops it.
+func (e *Env) StartAgain(c *Connector) *Connector {
+	e.tb.Helper()
+	return e.startConnector(c.cfg)
 }
 
 // StartConnector runs a connector for state with the given services, its
@@ -231,12 +266,17 @@ func (e *Env) StartConnector(s *connector.State, services map[string]string, mod
 	if mod != nil {
 		mod(&cfg)
 	}
+	return e.startConnector(cfg)
+}
+
+func (e *Env) startConnector(cfg connector.Config) *Connector {
+	e.tb.Helper()
 	cn, err := connector.New(cfg)
 	if err != nil {
 		e.tb.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	c := &Connector{Connector: cn, cancel: cancel, done: make(chan error, 1)}
+	c := &Connector{Connector: cn, cfg: cfg, cancel: cancel, done: make(chan error, 1)}
 	go func() { c.done <- cn.Run(ctx) }()
 	e.tb.Cleanup(c.Stop)
 	return c

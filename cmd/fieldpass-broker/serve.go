@@ -79,6 +79,7 @@ type serveConfig struct {
 	nudgeRate           int
 	idleTimeout         time.Duration
 	auditGrace          time.Duration
+	reconnectWait       time.Duration // 0: sessions end with their device's tunnel
 	mfaLabels           labelFlag
 	sensitiveLabels     labelFlag
 	enrollRate          float64
@@ -134,6 +135,7 @@ func (e env) serveFlags(ctx context.Context, args []string) (*serveConfig, error
 	enrollBurst := fset.Int("enroll-burst", 10, "enrolment attempts a client address may make at once")
 	idleTimeout := fset.Duration("session-idle-timeout", 0, "end sessions that carried no byte either way for this long (0: off)")
 	auditGrace := fset.Duration("audit-grace", 60*time.Second, "how long live sessions go on while Postgres is unreachable before they end (audit_unavailable)")
+	reconnectWait := fset.Duration("session-reconnect-wait", 2*time.Minute, "how long a session waits for its device when the device's tunnel drops (roaming, a connector restart): the connections in flight end, the session goes on, and ends device_closed only if the device is not back in time (0: sessions end with the tunnel)")
 	handshakeResetAfter := fset.Duration("handshake-reset-after", 3*time.Minute, "forget a device's WireGuard handshake state once it has been silent this long (10s to 24h), "+
 		"so a device whose clock went backwards (reboot without RTC) is let in again: WireGuard refuses handshakes older than the last it accepted. "+
 		"The default is WireGuard's reject-after time, past which no session key is left to lose")
@@ -168,7 +170,7 @@ func (e env) serveFlags(ctx context.Context, args []string) (*serveConfig, error
 		handshakeResetAfter: *handshakeResetAfter, nudgeRate: *nudgeRate, idleTimeout: *idleTimeout, auditGrace: *auditGrace,
 		mfaLabels: mfaLabels, sensitiveLabels: sensitiveLabels, enrollRate: *enrollRate, enrollBurst: *enrollBurst,
 		alertOfflineAfter: *alertOfflineAfter, checkpointKey: *checkpointKey, checkpointEvery: *checkpointEvery,
-		requireSeparateRole: *requireSeparateRole, harden: harden, fleet: fleetf,
+		requireSeparateRole: *requireSeparateRole, harden: harden, fleet: fleetf, reconnectWait: *reconnectWait,
 	}
 	var err error
 	if cfg.log, err = newLogger(e.stderr, *logLevel, *logFormat); err != nil {
@@ -213,8 +215,8 @@ func (e env) serveFlags(ctx context.Context, args []string) (*serveConfig, error
 	if cfg.wgListen, err = parseUDPListen(*wgListen); err != nil {
 		return nil, usageError{msg: fmt.Sprintf("--wg-listen: %v", err)}
 	}
-	if *idleTimeout < 0 || *auditGrace <= 0 {
-		return nil, usageError{msg: "--session-idle-timeout and --audit-grace: want positive durations like 30m or 60s"}
+	if *idleTimeout < 0 || *auditGrace <= 0 || *reconnectWait < 0 {
+		return nil, usageError{msg: "--session-idle-timeout, --audit-grace and --session-reconnect-wait: want positive durations like 30m or 60s"}
 	}
 	if *nudgeRate < 1 || *nudgeRate > 10000 {
 		return nil, usageError{msg: fmt.Sprintf("--nudge-rate %d: want 1 to 10000 devices a second (default 50)", *nudgeRate)}
@@ -323,7 +325,7 @@ func newServer(ctx context.Context, cfg *serveConfig) (_ *server, err error) {
 	s.broker = b
 	s.closers = append(s.closers, func() { b.Close() })
 	sessions, err := broker.NewSessions(ctx, b, db, broker.SessionsConfig{
-		IdleTimeout: cfg.idleTimeout, AuditGrace: cfg.auditGrace, Metrics: bm,
+		IdleTimeout: cfg.idleTimeout, AuditGrace: cfg.auditGrace, ReconnectWait: reconnectWait(cfg.reconnectWait), Metrics: bm,
 		Alerts: notifier, SensitiveLabels: cfg.sensitiveLabels, MFALabels: cfg.mfaLabels, Logger: log,
 	})
 	if err != nil {
@@ -687,4 +689,13 @@ func publicURLFlag(raw string) (*url.URL, error) {
 		return nil, fmt.Errorf("--public-url %s has a path (%s): the broker is served at the root of its host; give https://host[:port] and route it there", u.Redacted(), u.Path)
 	}
 	return u, nil
+}
+
+// reconnectWait maps --session-reconnect-wait to SessionsConfig: 0 there
+// means the default, here no wait.
+func reconnectWait(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }

@@ -143,14 +143,14 @@ func writeRequests(w io.Writer, rs []*fieldpass.AccessRequest) error {
 
 func writeSessions(w io.Writer, ss []*fieldpass.Session) error {
 	tw := newTable(w)
-	fmt.Fprintln(tw, "ID\tUSER\tDEVICE\tSERVICE\tSTART\tEND\tBYTES-IN\tBYTES-OUT\tEND-REASON")
+	fmt.Fprintln(tw, "ID\tUSER\tDEVICE\tSERVICE\tSTART\tEND\tBYTES-IN\tBYTES-OUT\tRECONNECTS\tSTREAMS-CUT\tEND-REASON")
 	for _, s := range ss {
 		end, reason := ts(s.End), string(s.EndReason)
 		if s.Open() {
 			end, reason = "-", "(open)"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", s.ID, s.User, s.Device, s.Service,
-			ts(s.Start), end, s.BytesIn, s.BytesOut, or(reason, "-"))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\n", s.ID, s.User, s.Device, s.Service,
+			ts(s.Start), end, s.BytesIn, s.BytesOut, s.DeviceReconnects, s.StreamsCut, or(reason, "-"))
 	}
 	return tw.Flush()
 }

@@ -21,7 +21,7 @@ func testSessions() []*fieldpass.Session {
 	return []*fieldpass.Session{
 		{ID: "s2", User: "vendor@acme.example", Device: "pump-7", Service: "ssh", GrantID: "g1", ClientAddr: "192.0.2.1:5000", Start: t0},
 		{ID: "s1", User: "alice@example.com", Device: "gw-1", Service: "web", GrantID: "g2", ClientAddr: "198.51.100.7:41000",
-			Start: t0, End: t1, BytesIn: 1234, BytesOut: 567890, EndReason: fieldpass.EndGrantExpired},
+			Start: t0, End: t1, BytesIn: 1234, BytesOut: 567890, EndReason: fieldpass.EndGrantExpired, DeviceReconnects: 1, StreamsCut: 2},
 	}
 }
 
@@ -110,9 +110,9 @@ func TestWriteSessions(t *testing.T) {
 	if err := writeSessions(&b, testSessions()); err != nil {
 		t.Fatal(err)
 	}
-	want := `ID USER DEVICE SERVICE START END BYTES-IN BYTES-OUT END-REASON
-s2 vendor@acme.example pump-7 ssh 2030-06-01T10:00:00Z - 0 0 (open)
-s1 alice@example.com gw-1 web 2030-06-01T10:00:00Z 2030-06-01T08:30:00Z 1234 567890 grant_expired
+	want := `ID USER DEVICE SERVICE START END BYTES-IN BYTES-OUT RECONNECTS STREAMS-CUT END-REASON
+s2 vendor@acme.example pump-7 ssh 2030-06-01T10:00:00Z - 0 0 0 0 (open)
+s1 alice@example.com gw-1 web 2030-06-01T10:00:00Z 2030-06-01T08:30:00Z 1234 567890 1 2 grant_expired
 `
 	if got := b.String(); !tableEqual(got, want) {
 		t.Errorf("got:\n%s\nwant:\n%s", got, want)

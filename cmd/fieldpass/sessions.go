@@ -16,6 +16,8 @@ func (e *env) sessions(ctx context.Context, args []string) error {
 when, the bytes each way and why it ended. Auditors and admins see all;
 others see their own. T is an RFC 3339 time or a duration ago (24h, 7d).
 BYTES-IN is what the person sent to the device, BYTES-OUT what came back.
+RECONNECTS counts the times the device's tunnel dropped and came back while
+the session went on; STREAMS-CUT the connections those drops ended.
 
 "fieldpass sessions end ID" ends a session (admins).`)
 	device := fs.String("device", "", "only sessions to device `NAME`")
