@@ -20,6 +20,9 @@ type Caller struct {
 	// (behind trusted proxies, the client they name): the record of a
 	// refused operation says from where.
 	Client string
+	// ServedBy names the broker of the fleet that received the request
+	// and carried it here (brokerlink); "" when it came here directly.
+	ServedBy string
 }
 
 type callerKey struct{}

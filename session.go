@@ -47,20 +47,23 @@ func ValidateEndReason(r EndReason) error {
 // grant. Its row is committed before any byte flows (fail closed), and it
 // is ended once: the first end recorded wins.
 type Session struct {
-	ID         string    `json:"id"`
-	User       string    `json:"user"`      // the person's email
-	Device     string    `json:"device"`    // the device's name when the session opened
-	DeviceID   string    `json:"device_id"` // names the device for good
-	Service    string    `json:"service"`
-	GrantID    string    `json:"grant_id"`
-	TokenID    string    `json:"token_id,omitempty"` // the broker token it was opened with, if any
-	ClientAddr string    `json:"client_address"`
-	BrokerID   string    `json:"broker_id"` // the broker that carries it
-	Start      time.Time `json:"start"`
-	End        time.Time `json:"end,omitzero"` // zero while open
-	BytesIn    int64     `json:"bytes_in"`     // from the person to the device
-	BytesOut   int64     `json:"bytes_out"`    // from the device to the person
-	EndReason  EndReason `json:"end_reason,omitempty"`
+	ID         string `json:"id"`
+	User       string `json:"user"`      // the person's email
+	Device     string `json:"device"`    // the device's name when the session opened
+	DeviceID   string `json:"device_id"` // names the device for good
+	Service    string `json:"service"`
+	GrantID    string `json:"grant_id"`
+	TokenID    string `json:"token_id,omitempty"` // the broker token it was opened with, if any
+	ClientAddr string `json:"client_address"`
+	BrokerID   string `json:"broker_id"` // the broker that carries it (holds the device)
+	// ServedBy is the broker of the fleet the person's connect reached,
+	// when another than BrokerID carried it there (brokerlink).
+	ServedBy  string    `json:"served_by,omitempty"`
+	Start     time.Time `json:"start"`
+	End       time.Time `json:"end,omitzero"` // zero while open
+	BytesIn   int64     `json:"bytes_in"`     // from the person to the device
+	BytesOut  int64     `json:"bytes_out"`    // from the device to the person
+	EndReason EndReason `json:"end_reason,omitempty"`
 	// The device's tunnel drops the session lived through (a reconnect:
 	// roaming, a new handshake, a connector restart): how many the device
 	// came back from, and the streams in flight they cut. A drop the

@@ -83,6 +83,9 @@ type Config struct {
 	// NewNetwork builds the WireGuard side (default: a userspace wgnet
 	// device). It exists for a TUN mode and for tests.
 	NewNetwork func(wgnet.Config) (Network, error)
+	// Fleet, when set, makes the broker one of several sharing its
+	// database (fleet.go); nil: it works alone.
+	Fleet *FleetConfig
 }
 
 func (c *Config) setDefaults() error {
@@ -239,6 +242,9 @@ func New(ctx context.Context, cfg Config, db *postgres.DB) (*Broker, error) {
 		return nil, fmt.Errorf("start wireguard on %s: %w", cfg.WGListen, err)
 	}
 	b.dev = dev
+	if cfg.Fleet != nil {
+		b.startFleet(*cfg.Fleet)
+	}
 	ln, err := dev.ListenTCP(tunnel.BrokerPort)
 	if err != nil {
 		dev.Close()

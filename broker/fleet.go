@@ -1,7 +1,7 @@
 package broker
 
 // Several brokers, one fleet (docs/DESIGN.md, "Several brokers"). With
-// EnableFleet, a broker:
+// Config.Fleet, a broker:
 //   - holds a device only while it holds the device's lease (lease.go): a
 //     device that says hello here is served here once its lease is ours,
 //     and stops being served the moment the lease is lost;
@@ -47,9 +47,9 @@ type fleet struct {
 	claimed map[string]bool // dead brokers this one cleaned up
 }
 
-// EnableFleet makes b one of several brokers sharing its database. Call it
-// before Serve.
-func (b *Broker) EnableFleet(cfg FleetConfig) {
+// startFleet makes b one of several brokers sharing its database
+// (Config.Fleet).
+func (b *Broker) startFleet(cfg FleetConfig) {
 	if cfg.LeaseTTL <= 0 {
 		cfg.LeaseTTL = 15 * time.Second
 	}
@@ -204,26 +204,32 @@ func (b *Broker) nudgeDevicesOf(brokerID string) {
 	}
 }
 
-// holderOf returns the broker that holds device id now and its brokerlink
-// address, when it is another broker of the fleet.
-func (b *Broker) holderOf(ctx context.Context, deviceID string) (brokerID, addr string, ok bool) {
+// linkToHolder returns the link to the broker of the fleet that holds
+// device id now, and that broker's id, when it is another broker.
+func (b *Broker) linkToHolder(ctx context.Context, deviceID string) (*brokerlink.Link, string, bool) {
 	if b.fleet == nil {
-		return "", "", false
+		return nil, "", false
 	}
 	l, held, err := b.db.DeviceHolder(ctx, deviceID)
 	if err != nil || !held || l.BrokerID == b.cfg.ID {
-		return "", "", false
+		return nil, "", false
 	}
 	brokers, err := b.db.Brokers(ctx)
 	if err != nil {
-		return "", "", false
+		return nil, "", false
 	}
 	for _, br := range brokers {
-		if br.ID == l.BrokerID && br.Stopped.IsZero() && br.PeerAddr != "" {
-			return br.ID, br.PeerAddr, true
+		if br.ID != l.BrokerID || !br.Stopped.IsZero() || br.PeerAddr == "" {
+			continue
 		}
+		link, err := b.fleet.cfg.Links.Link(ctx, br.PeerAddr)
+		if err != nil {
+			b.log.Warn("link to the device's broker", "device_id", deviceID, "broker", br.ID, "addr", br.PeerAddr, "err", err)
+			return nil, "", false
+		}
+		return link, br.ID, true
 	}
-	return "", "", false
+	return nil, "", false
 }
 
 var _ leaseStore = (*postgres.DB)(nil)

@@ -21,7 +21,7 @@ func (m *Sessions) OpenFor(ctx context.Context, req brokerlink.OpenRequest) (bro
 		}
 		return nil, err
 	}
-	caller := &fieldpass.Caller{User: user, MFA: req.MFA}
+	caller := &fieldpass.Caller{User: user, MFA: req.MFA, Client: req.ClientAddr, ServedBy: req.ServedBy}
 	if req.TokenID != "" {
 		tok, err := m.db.Token(ctx, req.TokenID)
 		if err != nil {
@@ -40,3 +40,35 @@ func (m *Sessions) OpenFor(ctx context.Context, req brokerlink.OpenRequest) (bro
 }
 
 var _ brokerlink.Holder = (*Sessions)(nil)
+
+// openAtHolder carries a connect for a device that is not connected here
+// to the broker of the fleet that holds it; ok is false when no other
+// broker does (the refusal stands). The holder decides, records and
+// polices the session; here it is relayed (Session.remote).
+func (m *Sessions) openAtHolder(ctx context.Context, caller *fieldpass.Caller, device, service, clientAddr string) (s *Session, err error, ok bool) {
+	if m.linkToHolder == nil || caller == nil || caller.User == nil {
+		return nil, nil, false
+	}
+	ctx, cancel := context.WithTimeout(ctx, m.cfg.StoreTimeout)
+	defer cancel()
+	dev, err := m.db.Device(ctx, device)
+	if err != nil {
+		return nil, nil, false
+	}
+	link, holder, ok := m.linkToHolder(ctx, dev.ID)
+	if !ok {
+		return nil, nil, false
+	}
+	req := brokerlink.OpenRequest{User: caller.User.Email, MFA: caller.MFA, Device: device, Service: service,
+		ClientAddr: clientAddr, ServedBy: m.brokerID}
+	if caller.Token != nil {
+		req.TokenID = caller.Token.ID
+	}
+	r, err := link.Open(ctx, req)
+	if err != nil {
+		return nil, err, true
+	}
+	m.log.Info("session opened at the device's broker", "session", r.ID(), "user", req.User, "device", device,
+		"service", service, "holder", holder)
+	return &Session{m: m, rec: r.Record(), grantEnd: r.GrantEnd(), remote: r}, nil, true
+}

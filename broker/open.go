@@ -41,6 +41,12 @@ var errAuditDown = fieldpass.Deny(fieldpass.DenyAuditUnavailable,
 // Anything else is refused as internal.
 func (m *Sessions) Open(ctx context.Context, caller *fieldpass.Caller, device, service, clientAddr string) (*Session, error) {
 	s, err := m.open(ctx, caller, device, service, clientAddr)
+	if fieldpass.DenyReasonOf(err) == fieldpass.DenyDeviceOffline {
+		// Offline here may be held by another broker of the fleet.
+		if rs, rerr, ok := m.openAtHolder(ctx, caller, device, service, clientAddr); ok {
+			s, err = rs, rerr
+		}
+	}
 	if err != nil {
 		if fieldpass.DenyReasonOf(err) == "" {
 			err = fieldpass.Deny(fieldpass.DenyInternal, err)
@@ -168,7 +174,7 @@ func (m *Sessions) open(ctx context.Context, caller *fieldpass.Caller, device, s
 	start := time.Now()
 	rec, err := m.db.OpenSession(ctx, fieldpass.Session{
 		User: user.Email, Device: device, Service: service, GrantID: g.ID,
-		ClientAddr: clientAddr, BrokerID: m.brokerID, TokenID: tokenID,
+		ClientAddr: clientAddr, BrokerID: m.brokerID, TokenID: tokenID, ServedBy: caller.ServedBy,
 	})
 	m.cfg.Metrics.AuditWrite("open_session", start)
 	if err != nil {

@@ -20,5 +20,8 @@ func (b *Broker) tunnelByID(id string) (ys *yamux.Session, ok bool) {
 	if p == nil || b.closed {
 		return nil, false
 	}
+	if p.sess != nil && !b.serves(id) {
+		return nil, true // with a fleet: not ours to serve now (fleet.go)
+	}
 	return p.sess, true
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/yamux"
 
 	"github.com/fieldpass/fieldpass"
+	"github.com/fieldpass/fieldpass/brokerlink"
 	"github.com/fieldpass/fieldpass/tunnel"
 )
 
@@ -29,6 +30,11 @@ type Session struct {
 	// (reconnect.go).
 	done    chan struct{}
 	in, out atomic.Int64 // bytes person->device, device->person
+	// remote, for a session whose device another broker of the fleet
+	// holds, is that broker's session, relayed over brokerlink: it is
+	// decided, counted, recorded and policed there, and every method
+	// below hands over to it (fleet_sessions.go).
+	remote *brokerlink.Remote
 
 	mu      sync.Mutex // guards timer, reason, ended, streams and the drop counts below
 	reason  fieldpass.EndReason
@@ -70,6 +76,9 @@ func (s *Session) ID() string { return s.rec.ID }
 
 // Record is the session's row as opened, with the bytes so far.
 func (s *Session) Record() fieldpass.Session {
+	if s.remote != nil {
+		return s.remote.Record()
+	}
 	r := s.rec
 	r.BytesIn, r.BytesOut = s.in.Load(), s.out.Load()
 	s.mu.Lock()
@@ -83,10 +92,18 @@ func (s *Session) Record() fieldpass.Session {
 func (s *Session) GrantEnd() time.Time { return s.grantEnd }
 
 // Done is closed when the session ends.
-func (s *Session) Done() <-chan struct{} { return s.done }
+func (s *Session) Done() <-chan struct{} {
+	if s.remote != nil {
+		return s.remote.Done()
+	}
+	return s.done
+}
 
 // Reason says why the session ended ("" while live).
 func (s *Session) Reason() fieldpass.EndReason {
+	if s.remote != nil {
+		return s.remote.Reason()
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.reason
@@ -105,6 +122,10 @@ func (s *Session) Reason() fieldpass.EndReason {
 func (s *Session) End(reason fieldpass.EndReason) {
 	if reason == "" || fieldpass.ValidateEndReason(reason) != nil {
 		reason = fieldpass.EndClientClosed
+	}
+	if s.remote != nil {
+		s.remote.End(reason)
+		return
 	}
 	if reason == fieldpass.EndClientClosed || reason == fieldpass.EndError {
 		s.mu.Lock()
@@ -146,6 +167,9 @@ func (s *Session) endDetails() map[string]any {
 // the device, bounded by ctx and streamOpenTimeout, and then fails with a
 // "device offline, reconnecting" error; the session goes on.
 func (s *Session) Stream(ctx context.Context) (tunnel.HalfCloser, error) {
+	if s.remote != nil {
+		return s.remote.Stream(ctx)
+	}
 	if r := s.Reason(); r != "" {
 		return nil, fieldpass.Errorf(fieldpass.EUNAVAILABLE, "session has ended (%s)", r)
 	}

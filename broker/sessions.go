@@ -24,6 +24,7 @@ import (
 
 	"github.com/fieldpass/fieldpass"
 	"github.com/fieldpass/fieldpass/alerts"
+	"github.com/fieldpass/fieldpass/brokerlink"
 	"github.com/fieldpass/fieldpass/metrics"
 	"github.com/fieldpass/fieldpass/postgres"
 )
@@ -124,10 +125,13 @@ type Sessions struct {
 	// broker's id for the session rows.
 	tunnelOf   func(name string) (dev *fieldpass.Device, ys *yamux.Session, ok bool)
 	tunnelByID func(id string) (ys *yamux.Session, ok bool)
-	brokerID   string
-	db         *postgres.DB
-	cfg        SessionsConfig
-	log        *slog.Logger
+	// linkToHolder, with a fleet, is the link to the broker of the fleet
+	// holding device id, when another holds it (fleet.go); nil alone.
+	linkToHolder func(ctx context.Context, deviceID string) (*brokerlink.Link, string, bool)
+	brokerID     string
+	db           *postgres.DB
+	cfg          SessionsConfig
+	log          *slog.Logger
 
 	// gen counts grant and user notifications, so that Open can tell
 	// whether one arrived while it was committing a session.
@@ -157,7 +161,7 @@ type Sessions struct {
 func NewSessions(ctx context.Context, b *Broker, db *postgres.DB, cfg SessionsConfig) (*Sessions, error) {
 	cfg.setDefaults()
 	m := &Sessions{
-		tunnelOf: b.tunnelOf, tunnelByID: b.tunnelByID, brokerID: b.ID(), db: db, cfg: cfg, log: cfg.Logger,
+		tunnelOf: b.tunnelOf, tunnelByID: b.tunnelByID, linkToHolder: b.linkToHolder, brokerID: b.ID(), db: db, cfg: cfg, log: cfg.Logger,
 		kick:    make(chan struct{}, 1),
 		live:    map[string]*Session{},
 		pending: map[string]*Session{},

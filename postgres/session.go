@@ -26,7 +26,7 @@ const maxClientAddrLen = 255
 
 const sessionColumns = `id::text, user_email, device_name, device_id::text, service, grant_id::text,
 	client_addr, broker_id, started_at, ended_at, bytes_in, bytes_out, end_reason, coalesce(token_id::text, ''),
-	device_reconnects, streams_cut`
+	device_reconnects, streams_cut, served_by`
 
 func scanSession(row pgx.Row) (*fieldpass.Session, error) {
 	var (
@@ -36,7 +36,7 @@ func scanSession(row pgx.Row) (*fieldpass.Session, error) {
 	)
 	err := row.Scan(&s.ID, &s.User, &s.Device, &s.DeviceID, &s.Service, &s.GrantID,
 		&s.ClientAddr, &s.BrokerID, &s.Start, &endedAt, &s.BytesIn, &s.BytesOut, &reason, &s.TokenID,
-		&s.DeviceReconnects, &s.StreamsCut)
+		&s.DeviceReconnects, &s.StreamsCut, &s.ServedBy)
 	if err != nil {
 		return nil, err
 	}
@@ -78,6 +78,9 @@ func (db *DB) OpenSession(ctx context.Context, s fieldpass.Session) (*fieldpass.
 		return nil, err
 	}
 	if err := validateText("broker id", s.BrokerID, maxBrokerIDLen); err != nil {
+		return nil, err
+	}
+	if err := validateText("serving broker id", s.ServedBy, maxBrokerIDLen); err != nil {
 		return nil, err
 	}
 	if s.TokenID != "" && !uuidRE.MatchString(s.TokenID) {
@@ -187,13 +190,16 @@ func (db *DB) openSession(ctx context.Context, s fieldpass.Session, email string
 	if s.TokenID != "" {
 		details["token_id"] = s.TokenID
 	}
+	if s.ServedBy != "" {
+		details["served_by"] = s.ServedBy
+	}
 	var out *fieldpass.Session
 	b = &pgx.Batch{}
 	b.Queue(`
-		INSERT INTO sessions (id, user_id, user_email, device_id, device_name, service, grant_id, client_addr, broker_id, started_at, token_id)
-		VALUES ($1::uuid, $2::uuid, $3, $4::uuid, $5, $6, $7::uuid, $8, $9, $10, NULLIF($11, '')::uuid)
+		INSERT INTO sessions (id, user_id, user_email, device_id, device_name, service, grant_id, client_addr, broker_id, started_at, token_id, served_by)
+		VALUES ($1::uuid, $2::uuid, $3, $4::uuid, $5, $6, $7::uuid, $8, $9, $10, NULLIF($11, '')::uuid, $12)
 		RETURNING `+sessionColumns,
-		id, userID, email, dev.ID, dev.Name, s.Service, g.ID, s.ClientAddr, s.BrokerID, now, s.TokenID).QueryRow(func(r pgx.Row) error {
+		id, userID, email, dev.ID, dev.Name, s.Service, g.ID, s.ClientAddr, s.BrokerID, now, s.TokenID, s.ServedBy).QueryRow(func(r pgx.Row) error {
 		var err error
 		out, err = scanSession(r)
 		return err

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -306,7 +307,15 @@ func newServer(ctx context.Context, cfg *serveConfig) (_ *server, err error) {
 	if err != nil {
 		return nil, err
 	}
+	var fleetCfg *broker.FleetConfig
+	var linkTLS *tls.Config
+	if cfg.fleet.on() {
+		if fleetCfg, linkTLS, err = s.fleetConfig(cfg.fleet, cfg.peerAddr); err != nil {
+			return nil, err
+		}
+	}
 	b, err := broker.New(ctx, broker.Config{
+		Fleet:             fleetCfg,
 		ID:                cfg.brokerID,
 		PrivateKey:        key,
 		Prefix:            cfg.prefix,
@@ -333,7 +342,7 @@ func newServer(ctx context.Context, cfg *serveConfig) (_ *server, err error) {
 	}
 	s.sessions = sessions
 	if cfg.fleet.on() {
-		if s.fleet, err = s.startFleet(cfg.fleet, cfg.peerAddr, b); err != nil {
+		if s.fleet, err = s.startFleet(cfg.fleet, cfg.peerAddr, linkTLS); err != nil {
 			return nil, err
 		}
 	}

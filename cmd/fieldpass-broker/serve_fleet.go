@@ -93,22 +93,26 @@ type fleet struct {
 	addr   string
 	ln     net.Listener
 	server *brokerlink.Server
-	links  *brokerlink.Dialer
 }
 
-// startFleet makes b one of the fleet and listens for links; sessions
-// answers the connects other brokers carry here.
-func (s *server) startFleet(f fleetFlags, addr string, b *broker.Broker) (*fleet, error) {
+// fleetConfig loads the link's certificates: the broker's side of the
+// fleet, and the TLS configuration of the link's server.
+func (s *server) fleetConfig(f fleetFlags, addr string) (*broker.FleetConfig, *tls.Config, error) {
 	serverTLS, clientTLS, err := f.tlsConfigs()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	links, err := brokerlink.NewDialer(clientTLS)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	s.closers = append(s.closers, links.Close)
-	b.EnableFleet(broker.FleetConfig{LeaseTTL: *f.leaseTTL, PeerAddr: addr, Links: links})
+	return &broker.FleetConfig{LeaseTTL: *f.leaseTTL, PeerAddr: addr, Links: links}, serverTLS, nil
+}
+
+// startFleet listens for links; sessions answers the connects other
+// brokers carry here.
+func (s *server) startFleet(f fleetFlags, addr string, serverTLS *tls.Config) (*fleet, error) {
 	srv, err := brokerlink.NewServer(s.sessions, serverTLS, s.log.With("component", "brokerlink"))
 	if err != nil {
 		return nil, err
@@ -119,5 +123,5 @@ func (s *server) startFleet(f fleetFlags, addr string, b *broker.Broker) (*fleet
 	}
 	s.closers = append(s.closers, func() { ln.Close() })
 	s.log.Info("one of a fleet of brokers", "peer_listen", ln.Addr().String(), "peer_addr", addr, "lease_ttl", *f.leaseTTL)
-	return &fleet{addr: addr, ln: ln, server: srv, links: links}, nil
+	return &fleet{addr: addr, ln: ln, server: srv}, nil
 }
