@@ -74,3 +74,6 @@ assets: ## re-vendor the portal's npm packages (pinned in portal/assets/package-
 
 clean: ## remove build output
 	rm -rf bin dist
+
+bench-field: ## the person's path across a shaped 20 Mbit/s cellular-like carrier (loss, 300 ms) vs raw TCP, and the connector's RSS
+	FIELDPASS_BENCH=1 $(GO) test ./e2e -run '^TestFieldBench' -count 1 -v -timeout 60m | grep -vE '^=== (RUN|PAUSE|CONT)'
