@@ -38,7 +38,8 @@ type addrBind struct {
 	// cleared for good if the kernel refuses GSO on our route.
 	tx atomic.Bool
 
-	msgs sync.Pool // *[]ipv6.Message of conn.IdealBatchSize
+	msgs  sync.Pool // *[]ipv6.Message of conn.IdealBatchSize
+	batch int       // BatchSize: at most conn.IdealBatchSize
 }
 
 const (
@@ -64,8 +65,10 @@ type batchConn interface {
 
 var _ conn.Bind = (*addrBind)(nil)
 
-func newAddrBind(addr netip.Addr) *addrBind {
-	b := &addrBind{addr: addr.Unmap()}
+// newAddrBind makes a bind on addr that moves up to batch datagrams at a
+// time (at most conn.IdealBatchSize).
+func newAddrBind(addr netip.Addr, batch int) *addrBind {
+	b := &addrBind{addr: addr.Unmap(), batch: min(batch, conn.IdealBatchSize)}
 	b.msgs.New = func() any {
 		msgs := make([]ipv6.Message, conn.IdealBatchSize)
 		for i := range msgs {
@@ -450,4 +453,62 @@ func (b *addrBind) ParseEndpoint(s string) (conn.Endpoint, error) {
 // own traffic, which a userspace device on one bound address does not need.
 func (b *addrBind) SetMark(uint32) error { return nil }
 
-func (b *addrBind) BatchSize() int { return conn.IdealBatchSize }
+func (b *addrBind) BatchSize() int { return b.batch }
+
+// dualBind is the small device's bind on all addresses: an addrBind on
+// 0.0.0.0 and one on :: (IPv6 only), on one port, like StdNetBind's two
+// sockets, but with our batch size. StdNetBind's receive assumes batches
+// of conn.IdealBatchSize, and wireguard-go keeps a 64 KiB buffer per
+// datagram of a batch for each receive socket: 16 MiB for its two.
+type dualBind struct {
+	v4, v6 *addrBind
+}
+
+var _ conn.Bind = (*dualBind)(nil)
+
+func newDualBind(batch int) *dualBind {
+	return &dualBind{v4: newAddrBind(netip.IPv4Unspecified(), batch), v6: newAddrBind(netip.IPv6Unspecified(), batch)}
+}
+
+// Open opens the IPv4 socket, then the IPv6 one on the same port. A host
+// without IPv6 gets the IPv4 socket alone; a random port that is taken for
+// IPv6 is tried again, as StdNetBind does.
+func (b *dualBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
+	for tries := 0; ; tries++ {
+		fns, p, err := b.v4.Open(port)
+		if err != nil {
+			return nil, 0, err
+		}
+		fns6, _, err := b.v6.Open(p)
+		switch {
+		case err == nil:
+			return append(fns, fns6...), p, nil
+		case errors.Is(err, syscall.EADDRINUSE) && port == 0 && tries < 100:
+			b.v4.Close()
+			continue
+		case errors.Is(err, syscall.EAFNOSUPPORT) || errors.Is(err, syscall.EADDRNOTAVAIL) || errors.Is(err, syscall.EPROTONOSUPPORT):
+			return fns, p, nil
+		default:
+			b.v4.Close()
+			return nil, 0, err
+		}
+	}
+}
+
+// Close closes both sockets (closing one that is not open does nothing).
+func (b *dualBind) Close() error { return errors.Join(b.v4.Close(), b.v6.Close()) }
+
+func (b *dualBind) Send(bufs [][]byte, ep conn.Endpoint) error {
+	e, ok := ep.(*addrEndpoint)
+	if !ok {
+		return conn.ErrWrongEndpointType
+	}
+	if e.ap.Addr().Is6() {
+		return b.v6.Send(bufs, ep)
+	}
+	return b.v4.Send(bufs, ep)
+}
+
+func (b *dualBind) ParseEndpoint(s string) (conn.Endpoint, error) { return b.v4.ParseEndpoint(s) }
+func (b *dualBind) SetMark(uint32) error                          { return nil }
+func (b *dualBind) BatchSize() int                                { return b.v4.batch }

@@ -18,6 +18,7 @@ package wgnet
 //     GRO). gVisor's per-segment cost was most of the CPU a stream took.
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -46,9 +47,26 @@ const (
 	// (A queued TCP segment may be up to 64 KiB, see gso.go, but its data is
 	// a reference to the connection's send buffer, not a copy.)
 	tunQueueLen = 4096
-	// tunBatchSize is the most packets one Read returns; it matches
-	// conn.IdealBatchSize so a read fills one encryption batch.
+	// tunBatchSize is the most packets one Read returns by default; it
+	// matches conn.IdealBatchSize so a read fills one encryption batch.
 	tunBatchSize = 128
+	// smallBatchSize is the batch of Config.SmallDevice: wireguard-go keeps
+	// a 64 KiB buffer per packet of a batch (see dualBind).
+	smallBatchSize = 16
+	// initialSendBuffer is where a TCP connection's send buffer starts
+	// before auto-tuning (gVisor's default is 1 MiB).
+	initialSendBuffer = 64 << 10
+	// minRTO is the TCP minimum retransmission timeout. A lone lost
+	// packet (a stream's open, a keystroke, the tail of a burst: nothing
+	// behind it for SACK to notice the gap) waits this long, and RACK's
+	// tail loss probe is off (configure says why). 1 s, which the tunnel
+	// used before, made a new stream on a 5 %-loss link take seconds at
+	// p99. Lower than that, a round trip that grows after the connection
+	// was set up (a cellular link under load) fires spurious timeouts,
+	// which gVisor detects but does not undo; with CUBIC the window comes
+	// back within seconds instead of Reno's one packet per round trip
+	// (BenchmarkPathChange).
+	minRTO = 200 * time.Millisecond
 	// nicID is the only NIC of the stack.
 	nicID tcpip.NICID = 1
 	// nudgeInterval is the least time between two OnNudge calls.
@@ -64,6 +82,7 @@ type stackConfig struct {
 	nudgePort      uint16
 	nudge          chan<- struct{} // nil: no nudge detection
 	defaultTCPSize int             // initial TCP buffer size, bytes
+	batch          int             // most packets per Read
 }
 
 // netTun is a tun.Device whose "kernel" is a gVisor network stack.
@@ -74,6 +93,7 @@ type netTun struct {
 	stack  *stack.Stack
 	events chan tun.Event
 	mtu    int
+	batch  int
 	ctx    context.Context // done once Close has begun; unblocks Read
 	cancel context.CancelFunc
 
@@ -115,6 +135,7 @@ func newNetTun(cfg stackConfig) (*netTun, error) {
 		stack:     s,
 		events:    make(chan tun.Event, 1),
 		mtu:       cfg.mtu,
+		batch:     cmp.Or(cfg.batch, tunBatchSize),
 		ctx:       ctx,
 		cancel:    cancel,
 		nudge:     cfg.nudge,
@@ -154,18 +175,18 @@ func (t *netTun) configure(cfg stackConfig) error {
 	if err := t.stack.SetTransportProtocolOption(tcp.ProtocolNumber, &recovery); err != nil {
 		return fmt.Errorf("disable TCP RACK: %s", err)
 	}
-	// Minimum retransmission timeout 1 s (RFC 6298 2.4; gVisor's default
-	// is 200 ms). A cellular path's RTT grows from tens to hundreds of
-	// milliseconds under the carrier's long-lived connection, and gVisor's
-	// RTT estimate follows slowly (with timestamps it weighs each sample by
-	// 1/(packets in flight), and GRO means few ACKs). The first flight after
-	// the growth then met a 200 ms RTO, which fired spuriously and cut
-	// ssthresh to a few packets; gVisor detects that (SpuriousRecovery) but
-	// does not undo it, so Reno crept back at one packet per RTT: 0.24 MiB/s
-	// at 300 ms against 4.3 on a connection set up there
-	// (BenchmarkPathChange). Losses SACK finds are resent at once as before;
-	// only a lost tail waits longer.
-	minRTO := tcpip.TCPMinRTOOption(time.Second)
+	// CUBIC rather than gVisor's default, Reno: after a loss, Reno grows
+	// one packet per round trip, which on a 300 ms cellular path takes tens
+	// of seconds to refill the window; CUBIC's growth follows the clock,
+	// not the RTT, and its HyStart leaves slow start before it overshoots
+	// the carrier's queue (frp and chisel ride on the kernel's CUBIC).
+	cc := tcpip.CongestionControlOption("cubic")
+	if err := t.stack.SetTransportProtocolOption(tcp.ProtocolNumber, &cc); err != nil {
+		return fmt.Errorf("set TCP congestion control: %s", err)
+	}
+	// Minimum retransmission timeout (RFC 6298 2.4; gVisor's default is
+	// 200 ms); see minRTO.
+	minRTO := tcpip.TCPMinRTOOption(minRTO)
 	if err := t.stack.SetTransportProtocolOption(tcp.ProtocolNumber, &minRTO); err != nil {
 		return fmt.Errorf("set TCP minimum RTO: %s", err)
 	}
@@ -173,7 +194,12 @@ func (t *netTun) configure(cfg stackConfig) error {
 	if err := t.stack.SetTransportProtocolOption(tcp.ProtocolNumber, &moderate); err != nil {
 		return fmt.Errorf("enable TCP receive buffer moderation: %s", err)
 	}
-	send := tcpip.TCPSendBufferSizeRangeOption{Min: tcp.MinBufferSize, Default: min(cfg.defaultTCPSize, cfg.sendBuffer), Max: cfg.sendBuffer}
+	// The send buffer starts small and gVisor's auto-tuning grows it to
+	// twice the congestion window: what the path holds, not what the
+	// maximum allows. Data a connection has queued but not sent delays
+	// every stream behind it (all of a device's streams share one
+	// connection), so starting at 1 MiB cost 0.4 s at 20 Mbit/s.
+	send := tcpip.TCPSendBufferSizeRangeOption{Min: tcp.MinBufferSize, Default: min(initialSendBuffer, cfg.sendBuffer), Max: cfg.sendBuffer}
 	if err := t.stack.SetTransportProtocolOption(tcp.ProtocolNumber, &send); err != nil {
 		return fmt.Errorf("set TCP send buffer %d: %s", cfg.sendBuffer, err)
 	}
@@ -205,7 +231,7 @@ func (t *netTun) Name() (string, error)    { return "wgnet", nil }
 func (t *netTun) File() *os.File           { return nil }
 func (t *netTun) Events() <-chan tun.Event { return t.events }
 func (t *netTun) MTU() (int, error)        { return t.mtu, nil }
-func (t *netTun) BatchSize() int           { return tunBatchSize }
+func (t *netTun) BatchSize() int           { return t.batch }
 
 // Read blocks for the first packet the stack sends, then takes whatever else
 // is already queued, up to len(bufs), so that wireguard-go encrypts and sends
