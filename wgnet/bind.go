@@ -40,6 +40,10 @@ type addrBind struct {
 
 	msgs  sync.Pool // *[]ipv6.Message of conn.IdealBatchSize
 	batch int       // BatchSize: at most conn.IdealBatchSize
+
+	// in counts the data packets received into wireguard-go, out those it
+	// sends; nil unless Config.SmallDevice (see packetGate).
+	in, out *packetGate
 }
 
 const (
@@ -176,6 +180,28 @@ type receiveState struct {
 // the rare batch that then overflows, keeps the excess datagrams for the
 // next call.
 func (b *addrBind) receive(pc batchConn, st *receiveState, bufs [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
+	b.in.wait()
+	n, err := b.receiveBatch(pc, st, bufs, sizes, eps)
+	if b.in != nil {
+		data := 0
+		for i := range n {
+			if isTransportData(bufs[i][:sizes[i]]) {
+				data++
+			}
+		}
+		b.in.enter(data)
+	}
+	return n, err
+}
+
+// isTransportData reports whether a WireGuard message carries a packet:
+// a transport data message (type 4) longer than an empty keepalive's
+// 16-byte header and 16-byte tag. Only those reach the tun's Write.
+func isTransportData(msg []byte) bool {
+	return len(msg) > 32 && msg[0] == 4
+}
+
+func (b *addrBind) receiveBatch(pc batchConn, st *receiveState, bufs [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
 	if len(st.stashSizes) > 0 {
 		return st.unstash(bufs, sizes, eps), nil
 	}
@@ -313,6 +339,8 @@ func (b *addrBind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	if pc == nil {
 		return net.ErrClosed
 	}
+	// Sent or not, wireguard-go is done with these buffers.
+	defer b.out.leave(len(bufs))
 	msgs := b.msgs.Get().(*[]ipv6.Message)
 	defer b.msgs.Put(msgs)
 	if len(bufs) > 1 && b.tx.Load() {
@@ -466,8 +494,10 @@ type dualBind struct {
 
 var _ conn.Bind = (*dualBind)(nil)
 
-func newDualBind(batch int) *dualBind {
-	return &dualBind{v4: newAddrBind(netip.IPv4Unspecified(), batch), v6: newAddrBind(netip.IPv6Unspecified(), batch)}
+func newDualBind(batch int, in, out *packetGate) *dualBind {
+	b := &dualBind{v4: newAddrBind(netip.IPv4Unspecified(), batch), v6: newAddrBind(netip.IPv6Unspecified(), batch)}
+	b.v4.in, b.v4.out, b.v6.in, b.v6.out = in, out, in, out
+	return b
 }
 
 // Open opens the IPv4 socket, then the IPv6 one on the same port. A host

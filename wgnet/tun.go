@@ -56,17 +56,22 @@ const (
 	// initialSendBuffer is where a TCP connection's send buffer starts
 	// before auto-tuning (gVisor's default is 1 MiB).
 	initialSendBuffer = 64 << 10
-	// minRTO is the TCP minimum retransmission timeout. A lone lost
-	// packet (a stream's open, a keystroke, the tail of a burst: nothing
-	// behind it for SACK to notice the gap) waits this long, and RACK's
-	// tail loss probe is off (configure says why). 1 s, which the tunnel
-	// used before, made a new stream on a 5 %-loss link take seconds at
-	// p99. Lower than that, a round trip that grows after the connection
-	// was set up (a cellular link under load) fires spurious timeouts,
-	// which gVisor detects but does not undo; with CUBIC the window comes
-	// back within seconds instead of Reno's one packet per round trip
-	// (BenchmarkPathChange).
-	minRTO = 200 * time.Millisecond
+	// minRTO is the TCP minimum retransmission timeout (RFC 6298 2.4;
+	// gVisor's default is 200 ms). A lone lost packet (a stream's open, a
+	// keystroke, the tail of a burst: nothing behind it for SACK to show
+	// the gap) waits this long, as RACK's tail loss probe is off (see
+	// configure). It was 1 s, which made a new stream's p99 on a lossy
+	// link seconds. It cannot be gVisor's 200 ms: a cellular path's RTT
+	// grows from tens to hundreds of milliseconds under the carrier's
+	// long-lived connection, gVisor's RTT estimate follows slowly (with
+	// timestamps it weighs each sample by 1/(packets in flight), and GRO
+	// means few ACKs), so the first flight after the growth met a 200 ms
+	// RTO that fired spuriously and cut ssthresh to a few packets; gVisor
+	// detects that (SpuriousRecovery) but does not undo it, and Reno crept
+	// back at one packet per round trip: 0.23 MiB/s at 300 ms against 4.3
+	// on a connection set up there (BenchmarkPathChange). 500 ms keeps that
+	// case whole.
+	minRTO = 500 * time.Millisecond
 	// nicID is the only NIC of the stack.
 	nicID tcpip.NICID = 1
 	// nudgeInterval is the least time between two OnNudge calls.
@@ -83,6 +88,7 @@ type stackConfig struct {
 	nudge          chan<- struct{} // nil: no nudge detection
 	defaultTCPSize int             // initial TCP buffer size, bytes
 	batch          int             // most packets per Read
+	in, out        *packetGate     // nil: no gates
 }
 
 // netTun is a tun.Device whose "kernel" is a gVisor network stack.
@@ -111,6 +117,11 @@ type netTun struct {
 	// seg is the large segment Read is cutting up; only Read uses it.
 	seg segmenter
 
+	// out counts the packets Read hands to wireguard-go, in those it
+	// Writes; nil unless Config.SmallDevice (see packetGate).
+	out, in *packetGate
+
+	trimmer   sync.WaitGroup // the trimSendBuffers goroutine
 	closeOnce sync.Once
 }
 
@@ -136,6 +147,8 @@ func newNetTun(cfg stackConfig) (*netTun, error) {
 		events:    make(chan tun.Event, 1),
 		mtu:       cfg.mtu,
 		batch:     cmp.Or(cfg.batch, tunBatchSize),
+		in:        cfg.in,
+		out:       cfg.out,
 		ctx:       ctx,
 		cancel:    cancel,
 		nudge:     cfg.nudge,
@@ -157,6 +170,20 @@ func newNetTun(cfg stackConfig) (*netTun, error) {
 		t.Close()
 		return nil, err
 	}
+	t.trimmer.Add(1)
+	go func() {
+		defer t.trimmer.Done()
+		tick := time.NewTicker(trimInterval)
+		defer tick.Stop()
+		for {
+			select {
+			case <-t.ctx.Done():
+				return
+			case <-tick.C:
+				t.trimSendBuffers()
+			}
+		}
+	}()
 	return t, nil
 }
 
@@ -175,12 +202,11 @@ func (t *netTun) configure(cfg stackConfig) error {
 	if err := t.stack.SetTransportProtocolOption(tcp.ProtocolNumber, &recovery); err != nil {
 		return fmt.Errorf("disable TCP RACK: %s", err)
 	}
-	// CUBIC rather than gVisor's default, Reno: after a loss, Reno grows
-	// one packet per round trip, which on a 300 ms cellular path takes tens
-	// of seconds to refill the window; CUBIC's growth follows the clock,
-	// not the RTT, and its HyStart leaves slow start before it overshoots
-	// the carrier's queue (frp and chisel ride on the kernel's CUBIC).
-	cc := tcpip.CongestionControlOption("cubic")
+	// Reno, gVisor's default, stays: its CUBIC was measured worse across
+	// the field benchmark's shaped carrier (make bench-field: 2.5 times the
+	// tail drops at 20 Mbit/s and 0.85 of the link against Reno's 0.93;
+	// at 5 % loss, uploads that had not finished after 60 s).
+	cc := tcpip.CongestionControlOption("reno")
 	if err := t.stack.SetTransportProtocolOption(tcp.ProtocolNumber, &cc); err != nil {
 		return fmt.Errorf("set TCP congestion control: %s", err)
 	}
@@ -238,6 +264,13 @@ func (t *netTun) BatchSize() int           { return t.batch }
 // in batches. It cuts gVisor's large TCP segments into MTU-sized packets
 // (gso.go), carrying the rest of one over to the next call when bufs is full.
 func (t *netTun) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	t.out.wait()
+	n, err := t.read(bufs, sizes, offset)
+	t.out.enter(n)
+	return n, err
+}
+
+func (t *netTun) read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	n := 0
 	if t.seg.active() {
 		n = t.seg.next(bufs, sizes, offset)
@@ -304,6 +337,8 @@ func (t *netTun) Write(bufs [][]byte, offset int) (int, error) {
 	g := t.gro.Get().(*gro.GRO)
 	defer t.gro.Put(g)
 	defer g.Flush()
+	// wireguard-go is done with these buffers once Write returns.
+	defer t.in.leave(len(bufs))
 	for _, b := range bufs {
 		packet := b[offset:]
 		if len(packet) == 0 {
@@ -398,6 +433,7 @@ func isSYNTo(packet []byte, addr netip.Addr, port uint16) bool {
 func (t *netTun) Close() error {
 	t.closeOnce.Do(func() {
 		t.cancel()
+		t.trimmer.Wait()
 		t.stack.Destroy()
 		t.ep.Close()
 		close(t.events)

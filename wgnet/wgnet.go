@@ -109,7 +109,8 @@ type Config struct {
 	// connector on a router with 64 MB), at some cost in peak throughput:
 	// WireGuard moves batches of 16 packets instead of 128 (wireguard-go
 	// holds a 64 KiB buffer per packet of a batch, for each receive
-	// socket: 16 MiB of live heap by default), TCP buffers are at most
+	// socket: 16 MiB of live heap by default), at most 64 packets each way
+	// are inside wireguard-go at once (packetGate), TCP buffers are at most
 	// SmallTCPBuffer unless set, and with an unspecified ListenAddr the
 	// device listens on two sockets of its own (IPv4 and IPv6) instead of
 	// wireguard-go's. The zero value, false, suits the broker.
@@ -203,6 +204,10 @@ func New(cfg Config) (*Device, error) {
 		nudge = make(chan struct{}, 1)
 		d.nudgeDone = make(chan struct{})
 	}
+	var in, out *packetGate
+	if cfg.SmallDevice {
+		in, out = newPacketGate(gatePackets), newPacketGate(gatePackets)
+	}
 	t, err := newNetTun(stackConfig{
 		addr:           addr,
 		mtu:            mtu,
@@ -210,6 +215,8 @@ func New(cfg Config) (*Device, error) {
 		receiveBuffer:  recvBuf,
 		defaultTCPSize: min(defaultTCPInitialBuffer, recvBuf),
 		batch:          batch,
+		in:             in,
+		out:            out,
 		nudgePort:      cfg.NudgePort,
 		nudge:          nudge,
 	})
@@ -221,9 +228,11 @@ func New(cfg Config) (*Device, error) {
 	var bind conn.Bind
 	switch la := cfg.ListenAddr.Addr(); {
 	case la.IsValid() && !la.IsUnspecified():
-		bind = newAddrBind(la, batch)
+		b := newAddrBind(la, batch)
+		b.in, b.out = in, out
+		bind = b
 	case cfg.SmallDevice:
-		bind = newDualBind(batch)
+		bind = newDualBind(batch, in, out)
 	default:
 		bind = conn.NewDefaultBind()
 	}
