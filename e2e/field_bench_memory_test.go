@@ -114,4 +114,13 @@ func TestFieldBenchConnectorMemory(t *testing.T) {
 	hwm, _ := procStatusKB(pid, "VmHWM")
 	t.Logf("\nconnector RSS (MB): idle %.1f; peak during a %d MiB upload %.1f (%s), download %.1f (%s); 5 s after %.1f; high-water mark %.1f",
 		float64(idle)*1024/1e6, size>>20, upPeak, up.rate(), downPeak, down.rate(), float64(after)*1024/1e6, float64(hwm)*1024/1e6)
+	if strings.Contains(os.Getenv("GODEBUG"), "gctrace=1") {
+		var gcs []string
+		for _, l := range strings.Split(s.connector.log(), "\n") {
+			if strings.HasPrefix(l, "gc ") {
+				gcs = append(gcs, l)
+			}
+		}
+		t.Logf("the connector's last GCs (GODEBUG=gctrace=1):\n%s", strings.Join(gcs[max(0, len(gcs)-12):], "\n"))
+	}
 }
