@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -24,6 +25,12 @@ import (
 )
 
 func main() {
+	// A router's memory is small and shared: unless GOMEMLIMIT says
+	// otherwise, the runtime collects harder as the connector nears
+	// connectorMemoryLimit (a soft limit: it never fails an allocation).
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(connectorMemoryLimit)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
 	stop()
@@ -34,6 +41,10 @@ func main() {
 		os.Exit(exitCode(err))
 	}
 }
+
+// connectorMemoryLimit is the Go runtime's soft memory limit for the
+// connector unless GOMEMLIMIT is set; see wgnet.Config.SmallDevice.
+const connectorMemoryLimit = 20 << 20
 
 const usage = `fieldpass-connector: the Fieldpass device agent.
 
