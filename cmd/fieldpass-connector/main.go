@@ -44,7 +44,7 @@ func main() {
 
 // connectorMemoryLimit is the Go runtime's soft memory limit for the
 // connector unless GOMEMLIMIT is set; see wgnet.Config.SmallDevice.
-const connectorMemoryLimit = 20 << 20
+const connectorMemoryLimit = 16 << 20
 
 const usage = `fieldpass-connector: the Fieldpass device agent.
 
