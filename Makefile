@@ -99,3 +99,6 @@ images: ## reproducible OCI images of the broker and connector (amd64, arm64), n
 
 packages: ## .deb and .rpm (broker, connector), .ipk (connector), plain connector binaries and SHA256SUMS: dist/
 	cd deploy/build && $(GO) run . packages -repo $(CURDIR) -version $(VERSION) -o $(CURDIR)/dist
+
+bench-field: ## the person's path across a shaped 20 Mbit/s cellular-like carrier (loss, 300 ms) vs raw TCP, and the connector's RSS
+	FIELDPASS_BENCH=1 $(GO) test ./e2e -run '^TestFieldBench' -count 1 -v -timeout 60m | grep -vE '^=== (RUN|PAUSE|CONT)'

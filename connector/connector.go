@@ -180,6 +180,7 @@ func New(cfg Config) (*Connector, error) {
 			default:
 			}
 		},
+		SmallDevice: true, // a router, not a server: wgnet's small buffers and batches
 	})
 	if err != nil {
 		return nil, fmt.Errorf("start wireguard: %w", err)

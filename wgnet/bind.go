@@ -38,7 +38,12 @@ type addrBind struct {
 	// cleared for good if the kernel refuses GSO on our route.
 	tx atomic.Bool
 
-	msgs sync.Pool // *[]ipv6.Message of conn.IdealBatchSize
+	msgs  sync.Pool // *[]ipv6.Message of conn.IdealBatchSize
+	batch int       // BatchSize: at most conn.IdealBatchSize
+
+	// in counts the data packets received into wireguard-go, out those it
+	// sends; nil unless Config.SmallDevice (see packetGate).
+	in, out *packetGate
 }
 
 const (
@@ -64,8 +69,10 @@ type batchConn interface {
 
 var _ conn.Bind = (*addrBind)(nil)
 
-func newAddrBind(addr netip.Addr) *addrBind {
-	b := &addrBind{addr: addr.Unmap()}
+// newAddrBind makes a bind on addr that moves up to batch datagrams at a
+// time (at most conn.IdealBatchSize).
+func newAddrBind(addr netip.Addr, batch int) *addrBind {
+	b := &addrBind{addr: addr.Unmap(), batch: min(batch, conn.IdealBatchSize)}
 	b.msgs.New = func() any {
 		msgs := make([]ipv6.Message, conn.IdealBatchSize)
 		for i := range msgs {
@@ -173,6 +180,28 @@ type receiveState struct {
 // the rare batch that then overflows, keeps the excess datagrams for the
 // next call.
 func (b *addrBind) receive(pc batchConn, st *receiveState, bufs [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
+	b.in.wait()
+	n, err := b.receiveBatch(pc, st, bufs, sizes, eps)
+	if b.in != nil {
+		data := 0
+		for i := range n {
+			if isTransportData(bufs[i][:sizes[i]]) {
+				data++
+			}
+		}
+		b.in.enter(data)
+	}
+	return n, err
+}
+
+// isTransportData reports whether a WireGuard message carries a packet:
+// a transport data message (type 4) longer than an empty keepalive's
+// 16-byte header and 16-byte tag. Only those reach the tun's Write.
+func isTransportData(msg []byte) bool {
+	return len(msg) > 32 && msg[0] == 4
+}
+
+func (b *addrBind) receiveBatch(pc batchConn, st *receiveState, bufs [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
 	if len(st.stashSizes) > 0 {
 		return st.unstash(bufs, sizes, eps), nil
 	}
@@ -310,6 +339,8 @@ func (b *addrBind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	if pc == nil {
 		return net.ErrClosed
 	}
+	// Sent or not, wireguard-go is done with these buffers.
+	defer b.out.leave(len(bufs))
 	msgs := b.msgs.Get().(*[]ipv6.Message)
 	defer b.msgs.Put(msgs)
 	if len(bufs) > 1 && b.tx.Load() {
@@ -450,4 +481,64 @@ func (b *addrBind) ParseEndpoint(s string) (conn.Endpoint, error) {
 // own traffic, which a userspace device on one bound address does not need.
 func (b *addrBind) SetMark(uint32) error { return nil }
 
-func (b *addrBind) BatchSize() int { return conn.IdealBatchSize }
+func (b *addrBind) BatchSize() int { return b.batch }
+
+// dualBind is the small device's bind on all addresses: an addrBind on
+// 0.0.0.0 and one on :: (IPv6 only), on one port, like StdNetBind's two
+// sockets, but with our batch size. StdNetBind's receive assumes batches
+// of conn.IdealBatchSize, and wireguard-go keeps a 64 KiB buffer per
+// datagram of a batch for each receive socket: 16 MiB for its two.
+type dualBind struct {
+	v4, v6 *addrBind
+}
+
+var _ conn.Bind = (*dualBind)(nil)
+
+func newDualBind(batch int, in, out *packetGate) *dualBind {
+	b := &dualBind{v4: newAddrBind(netip.IPv4Unspecified(), batch), v6: newAddrBind(netip.IPv6Unspecified(), batch)}
+	b.v4.in, b.v4.out, b.v6.in, b.v6.out = in, out, in, out
+	return b
+}
+
+// Open opens the IPv4 socket, then the IPv6 one on the same port. A host
+// without IPv6 gets the IPv4 socket alone; a random port that is taken for
+// IPv6 is tried again, as StdNetBind does.
+func (b *dualBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
+	for tries := 0; ; tries++ {
+		fns, p, err := b.v4.Open(port)
+		if err != nil {
+			return nil, 0, err
+		}
+		fns6, _, err := b.v6.Open(p)
+		switch {
+		case err == nil:
+			return append(fns, fns6...), p, nil
+		case errors.Is(err, syscall.EADDRINUSE) && port == 0 && tries < 100:
+			b.v4.Close()
+			continue
+		case errors.Is(err, syscall.EAFNOSUPPORT) || errors.Is(err, syscall.EADDRNOTAVAIL) || errors.Is(err, syscall.EPROTONOSUPPORT):
+			return fns, p, nil
+		default:
+			b.v4.Close()
+			return nil, 0, err
+		}
+	}
+}
+
+// Close closes both sockets (closing one that is not open does nothing).
+func (b *dualBind) Close() error { return errors.Join(b.v4.Close(), b.v6.Close()) }
+
+func (b *dualBind) Send(bufs [][]byte, ep conn.Endpoint) error {
+	e, ok := ep.(*addrEndpoint)
+	if !ok {
+		return conn.ErrWrongEndpointType
+	}
+	if e.ap.Addr().Is6() {
+		return b.v6.Send(bufs, ep)
+	}
+	return b.v4.Send(bufs, ep)
+}
+
+func (b *dualBind) ParseEndpoint(s string) (conn.Endpoint, error) { return b.v4.ParseEndpoint(s) }
+func (b *dualBind) SetMark(uint32) error                          { return nil }
+func (b *dualBind) BatchSize() int                                { return b.v4.batch }

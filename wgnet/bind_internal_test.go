@@ -19,7 +19,7 @@ func TestAddrBindBatches(t *testing.T) {
 	for _, gso := range []bool{true, false} {
 		t.Run(fmt.Sprintf("gso=%v", gso), func(t *testing.T) {
 			lo := netip.MustParseAddr("127.0.0.1")
-			from, to := newAddrBind(lo), newAddrBind(lo)
+			from, to := newAddrBind(lo, conn.IdealBatchSize), newAddrBind(lo, conn.IdealBatchSize)
 			_, _, err := from.Open(0)
 			if err != nil {
 				t.Fatal(err)

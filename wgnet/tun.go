@@ -18,6 +18,7 @@ package wgnet
 //     GRO). gVisor's per-segment cost was most of the CPU a stream took.
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -46,9 +47,31 @@ const (
 	// (A queued TCP segment may be up to 64 KiB, see gso.go, but its data is
 	// a reference to the connection's send buffer, not a copy.)
 	tunQueueLen = 4096
-	// tunBatchSize is the most packets one Read returns; it matches
-	// conn.IdealBatchSize so a read fills one encryption batch.
+	// tunBatchSize is the most packets one Read returns by default; it
+	// matches conn.IdealBatchSize so a read fills one encryption batch.
 	tunBatchSize = 128
+	// smallBatchSize is the batch of Config.SmallDevice: wireguard-go keeps
+	// a 64 KiB buffer per packet of a batch (see dualBind).
+	smallBatchSize = 16
+	// initialSendBuffer is where a TCP connection's send buffer starts
+	// before auto-tuning (gVisor's default is 1 MiB).
+	initialSendBuffer = 64 << 10
+	// minRTO is the TCP minimum retransmission timeout (RFC 6298 2.4;
+	// gVisor's default is 200 ms). A lone lost packet (a stream's open, a
+	// keystroke, the tail of a burst: nothing behind it for SACK to show
+	// the gap) waits this long, as RACK's tail loss probe is off (see
+	// configure). It was 1 s, which made a new stream's p99 on a lossy
+	// link seconds. It cannot be gVisor's 200 ms: a cellular path's RTT
+	// grows from tens to hundreds of milliseconds under the carrier's
+	// long-lived connection, gVisor's RTT estimate follows slowly (with
+	// timestamps it weighs each sample by 1/(packets in flight), and GRO
+	// means few ACKs), so the first flight after the growth met a 200 ms
+	// RTO that fired spuriously and cut ssthresh to a few packets; gVisor
+	// detects that (SpuriousRecovery) but does not undo it, and Reno crept
+	// back at one packet per round trip: 0.23 MiB/s at 300 ms against 4.3
+	// on a connection set up there (BenchmarkPathChange). 500 ms keeps that
+	// case whole.
+	minRTO = 500 * time.Millisecond
 	// nicID is the only NIC of the stack.
 	nicID tcpip.NICID = 1
 	// nudgeInterval is the least time between two OnNudge calls.
@@ -64,6 +87,8 @@ type stackConfig struct {
 	nudgePort      uint16
 	nudge          chan<- struct{} // nil: no nudge detection
 	defaultTCPSize int             // initial TCP buffer size, bytes
+	batch          int             // most packets per Read
+	in, out        *packetGate     // nil: no gates
 }
 
 // netTun is a tun.Device whose "kernel" is a gVisor network stack.
@@ -74,6 +99,7 @@ type netTun struct {
 	stack  *stack.Stack
 	events chan tun.Event
 	mtu    int
+	batch  int
 	ctx    context.Context // done once Close has begun; unblocks Read
 	cancel context.CancelFunc
 
@@ -91,6 +117,11 @@ type netTun struct {
 	// seg is the large segment Read is cutting up; only Read uses it.
 	seg segmenter
 
+	// out counts the packets Read hands to wireguard-go, in those it
+	// Writes; nil unless Config.SmallDevice (see packetGate).
+	out, in *packetGate
+
+	trimmer   sync.WaitGroup // the trimSendBuffers goroutine
 	closeOnce sync.Once
 }
 
@@ -115,6 +146,9 @@ func newNetTun(cfg stackConfig) (*netTun, error) {
 		stack:     s,
 		events:    make(chan tun.Event, 1),
 		mtu:       cfg.mtu,
+		batch:     cmp.Or(cfg.batch, tunBatchSize),
+		in:        cfg.in,
+		out:       cfg.out,
 		ctx:       ctx,
 		cancel:    cancel,
 		nudge:     cfg.nudge,
@@ -136,6 +170,20 @@ func newNetTun(cfg stackConfig) (*netTun, error) {
 		t.Close()
 		return nil, err
 	}
+	t.trimmer.Add(1)
+	go func() {
+		defer t.trimmer.Done()
+		tick := time.NewTicker(trimInterval)
+		defer tick.Stop()
+		for {
+			select {
+			case <-t.ctx.Done():
+				return
+			case <-tick.C:
+				t.trimSendBuffers()
+			}
+		}
+	}()
 	return t, nil
 }
 
@@ -154,18 +202,17 @@ func (t *netTun) configure(cfg stackConfig) error {
 	if err := t.stack.SetTransportProtocolOption(tcp.ProtocolNumber, &recovery); err != nil {
 		return fmt.Errorf("disable TCP RACK: %s", err)
 	}
-	// Minimum retransmission timeout 1 s (RFC 6298 2.4; gVisor's default
-	// is 200 ms). A cellular path's RTT grows from tens to hundreds of
-	// milliseconds under the carrier's long-lived connection, and gVisor's
-	// RTT estimate follows slowly (with timestamps it weighs each sample by
-	// 1/(packets in flight), and GRO means few ACKs). The first flight after
-	// the growth then met a 200 ms RTO, which fired spuriously and cut
-	// ssthresh to a few packets; gVisor detects that (SpuriousRecovery) but
-	// does not undo it, so Reno crept back at one packet per RTT: 0.24 MiB/s
-	// at 300 ms against 4.3 on a connection set up there
-	// (BenchmarkPathChange). Losses SACK finds are resent at once as before;
-	// only a lost tail waits longer.
-	minRTO := tcpip.TCPMinRTOOption(time.Second)
+	// Reno, gVisor's default, stays: its CUBIC was measured worse across
+	// the field benchmark's shaped carrier (make bench-field: 2.5 times the
+	// tail drops at 20 Mbit/s and 0.85 of the link against Reno's 0.93;
+	// at 5 % loss, uploads that had not finished after 60 s).
+	cc := tcpip.CongestionControlOption("reno")
+	if err := t.stack.SetTransportProtocolOption(tcp.ProtocolNumber, &cc); err != nil {
+		return fmt.Errorf("set TCP congestion control: %s", err)
+	}
+	// Minimum retransmission timeout (RFC 6298 2.4; gVisor's default is
+	// 200 ms); see minRTO.
+	minRTO := tcpip.TCPMinRTOOption(minRTO)
 	if err := t.stack.SetTransportProtocolOption(tcp.ProtocolNumber, &minRTO); err != nil {
 		return fmt.Errorf("set TCP minimum RTO: %s", err)
 	}
@@ -173,7 +220,12 @@ func (t *netTun) configure(cfg stackConfig) error {
 	if err := t.stack.SetTransportProtocolOption(tcp.ProtocolNumber, &moderate); err != nil {
 		return fmt.Errorf("enable TCP receive buffer moderation: %s", err)
 	}
-	send := tcpip.TCPSendBufferSizeRangeOption{Min: tcp.MinBufferSize, Default: min(cfg.defaultTCPSize, cfg.sendBuffer), Max: cfg.sendBuffer}
+	// The send buffer starts small and gVisor's auto-tuning grows it to
+	// twice the congestion window: what the path holds, not what the
+	// maximum allows. Data a connection has queued but not sent delays
+	// every stream behind it (all of a device's streams share one
+	// connection), so starting at 1 MiB cost 0.4 s at 20 Mbit/s.
+	send := tcpip.TCPSendBufferSizeRangeOption{Min: tcp.MinBufferSize, Default: min(initialSendBuffer, cfg.sendBuffer), Max: cfg.sendBuffer}
 	if err := t.stack.SetTransportProtocolOption(tcp.ProtocolNumber, &send); err != nil {
 		return fmt.Errorf("set TCP send buffer %d: %s", cfg.sendBuffer, err)
 	}
@@ -205,13 +257,20 @@ func (t *netTun) Name() (string, error)    { return "wgnet", nil }
 func (t *netTun) File() *os.File           { return nil }
 func (t *netTun) Events() <-chan tun.Event { return t.events }
 func (t *netTun) MTU() (int, error)        { return t.mtu, nil }
-func (t *netTun) BatchSize() int           { return tunBatchSize }
+func (t *netTun) BatchSize() int           { return t.batch }
 
 // Read blocks for the first packet the stack sends, then takes whatever else
 // is already queued, up to len(bufs), so that wireguard-go encrypts and sends
 // in batches. It cuts gVisor's large TCP segments into MTU-sized packets
 // (gso.go), carrying the rest of one over to the next call when bufs is full.
 func (t *netTun) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	t.out.wait()
+	n, err := t.read(bufs, sizes, offset)
+	t.out.enter(n)
+	return n, err
+}
+
+func (t *netTun) read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	n := 0
 	if t.seg.active() {
 		n = t.seg.next(bufs, sizes, offset)
@@ -278,6 +337,8 @@ func (t *netTun) Write(bufs [][]byte, offset int) (int, error) {
 	g := t.gro.Get().(*gro.GRO)
 	defer t.gro.Put(g)
 	defer g.Flush()
+	// wireguard-go is done with these buffers once Write returns.
+	defer t.in.leave(len(bufs))
 	for _, b := range bufs {
 		packet := b[offset:]
 		if len(packet) == 0 {
@@ -372,6 +433,7 @@ func isSYNTo(packet []byte, addr netip.Addr, port uint16) bool {
 func (t *netTun) Close() error {
 	t.closeOnce.Do(func() {
 		t.cancel()
+		t.trimmer.Wait()
 		t.stack.Destroy()
 		t.ep.Close()
 		close(t.events)

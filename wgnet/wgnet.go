@@ -66,7 +66,13 @@ const (
 	// an idle connection on the broker costs next to nothing.
 	DefaultTCPBuffer = 4 << 20
 
-	// defaultTCPInitialBuffer is where gVisor's buffers start (its default).
+	// SmallTCPBuffer is the maximum TCP buffer with Config.SmallDevice:
+	// still above the bandwidth-delay product of a 20 Mbit/s cellular link
+	// at 300 ms (750 KB).
+	SmallTCPBuffer = 1 << 20
+
+	// defaultTCPInitialBuffer is where gVisor's receive buffers start (its
+	// default); send buffers start at initialSendBuffer.
 	defaultTCPInitialBuffer = 1 << 20
 )
 
@@ -95,9 +101,20 @@ type Config struct {
 
 	// TCPSendBuffer and TCPReceiveBuffer are the most bytes one TCP
 	// connection inside the tunnel may buffer in each direction. Zero means
-	// DefaultTCPBuffer.
+	// DefaultTCPBuffer, or SmallTCPBuffer with SmallDevice.
 	TCPSendBuffer    int
 	TCPReceiveBuffer int
+
+	// SmallDevice sizes the device for small hardware with one peer (the
+	// connector on a router with 64 MB), at some cost in peak throughput:
+	// WireGuard moves batches of 16 packets instead of 128 (wireguard-go
+	// holds a 64 KiB buffer per packet of a batch, for each receive
+	// socket: 16 MiB of live heap by default), at most 64 packets each way
+	// are inside wireguard-go at once (packetGate), TCP buffers are at most
+	// SmallTCPBuffer unless set, and with an unspecified ListenAddr the
+	// device listens on two sockets of its own (IPv4 and IPv6) instead of
+	// wireguard-go's. The zero value, false, suits the broker.
+	SmallDevice bool
 
 	// Logger receives wireguard-go's log lines, all at debug level: its
 	// "errors" are per-packet and transient (a peer's NAT mapping expired)
@@ -155,12 +172,16 @@ func New(cfg Config) (*Device, error) {
 	if mtu < 576 || (addr.Is6() && mtu < 1280) || mtu > device.MaxContentSize {
 		return nil, fmt.Errorf("new device: MTU %d out of range", mtu)
 	}
-	sendBuf, recvBuf := cfg.TCPSendBuffer, cfg.TCPReceiveBuffer
+	sendBuf, recvBuf, batch := cfg.TCPSendBuffer, cfg.TCPReceiveBuffer, tunBatchSize
+	defBuf := DefaultTCPBuffer
+	if cfg.SmallDevice {
+		defBuf, batch = SmallTCPBuffer, smallBatchSize
+	}
 	if sendBuf == 0 {
-		sendBuf = DefaultTCPBuffer
+		sendBuf = defBuf
 	}
 	if recvBuf == 0 {
-		recvBuf = DefaultTCPBuffer
+		recvBuf = defBuf
 	}
 	if sendBuf < 4096 || recvBuf < 4096 {
 		return nil, fmt.Errorf("new device: TCP buffers %d/%d below 4096 bytes", sendBuf, recvBuf)
@@ -183,12 +204,19 @@ func New(cfg Config) (*Device, error) {
 		nudge = make(chan struct{}, 1)
 		d.nudgeDone = make(chan struct{})
 	}
+	var in, out *packetGate
+	if cfg.SmallDevice {
+		in, out = newPacketGate(gatePackets), newPacketGate(gatePackets)
+	}
 	t, err := newNetTun(stackConfig{
 		addr:           addr,
 		mtu:            mtu,
 		sendBuffer:     sendBuf,
 		receiveBuffer:  recvBuf,
-		defaultTCPSize: defaultTCPInitialBuffer,
+		defaultTCPSize: min(defaultTCPInitialBuffer, recvBuf),
+		batch:          batch,
+		in:             in,
+		out:            out,
 		nudgePort:      cfg.NudgePort,
 		nudge:          nudge,
 	})
@@ -198,9 +226,14 @@ func New(cfg Config) (*Device, error) {
 	d.tun = t
 
 	var bind conn.Bind
-	if la := cfg.ListenAddr.Addr(); la.IsValid() && !la.IsUnspecified() {
-		bind = newAddrBind(la)
-	} else {
+	switch la := cfg.ListenAddr.Addr(); {
+	case la.IsValid() && !la.IsUnspecified():
+		b := newAddrBind(la, batch)
+		b.in, b.out = in, out
+		bind = b
+	case cfg.SmallDevice:
+		bind = newDualBind(batch, in, out)
+	default:
 		bind = conn.NewDefaultBind()
 	}
 	d.wg = device.NewDevice(t, bind, wgLogger(logger))

@@ -21,7 +21,7 @@ func TestMemoryLimit(t *testing.T) {
 		want     int64 // the runtime's limit after; 0: left as it was
 		says     string
 	}{
-		{defaultMemoryLimit, false, "", 24 << 20, "24MiB"},
+		{defaultMemoryLimit, false, "", 16 << 20, "16MiB"},
 		{defaultMemoryLimit, false, "48MiB", 0, "GOMEMLIMIT=48MiB"},
 		{"16MiB", true, "48MiB", 16 << 20, "16MiB"},
 		{"1GiB", true, "", 1 << 30, "1GiB"},
