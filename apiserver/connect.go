@@ -392,36 +392,14 @@ func (s *Server) carryStream(ctx context.Context, sess *broker.Session, st *yamu
 	join(tunnel.YamuxStream{Stream: st}, ds)
 }
 
-// copyBufs holds the buffers of join's copies: a session may open
-// thousands of short streams, and a fresh pair of buffers for each is
-// garbage the collector must zero and sweep.
-var copyBufs = sync.Pool{New: func() any { return new([64 << 10]byte) }}
+// copyBufs are the 64 KiB buffers of join's copies (tunnel.Buffers).
+var copyBufs = tunnel.NewBuffers(64 << 10)
 
-// join is tunnel.Join with pooled buffers: bytes both ways until both
-// directions have ended, each end passed on as a half-close, an error in
-// either closing both.
-func join(a, b tunnel.HalfCloser) {
-	done := make(chan struct{})
-	go func() {
-		copyHalf(b, a)
-		close(done)
-	}()
-	copyHalf(a, b)
-	<-done
-	a.Close()
-	b.Close()
-}
+// join is tunnel.Join through copyBufs.
+func join(a, b tunnel.HalfCloser) { tunnel.JoinWith(a, b, copyBufs) }
 
-func copyHalf(dst, src tunnel.HalfCloser) {
-	buf := copyBufs.Get().(*[64 << 10]byte)
-	defer copyBufs.Put(buf)
-	if _, err := io.CopyBuffer(struct{ io.Writer }{dst}, struct{ io.Reader }{src}, buf[:]); err == nil {
-		dst.CloseWrite()
-		return
-	}
-	dst.Close()
-	src.Close()
-}
+// copyHalf is tunnel.CopyHalf through copyBufs.
+func copyHalf(dst, src tunnel.HalfCloser) { tunnel.CopyHalf(dst, src, copyBufs) }
 
 // refuseStream answers a client stream the broker will not carry, with
 // reason, and closes it.

@@ -103,25 +103,9 @@ func (l *Link) Close() error { return l.ys.Close() }
 
 // Open asks the holder to open a session for req.
 func (l *Link) Open(ctx context.Context, req OpenRequest) (*Remote, error) {
-	st, err := l.ys.OpenStream()
+	st, a, err := l.ask(ctx, request{Op: "open", OpenRequest: req})
 	if err != nil {
-		return nil, fieldpass.Errorf(fieldpass.EUNAVAILABLE, "link to the device's broker: %v", err)
-	}
-	if dl, ok := ctx.Deadline(); ok {
-		st.SetDeadline(dl)
-	}
-	var a answer
-	if err := writeFrame(st, request{Op: "open", OpenRequest: req}); err == nil {
-		err = readFrame(st, &a)
-	}
-	if err != nil {
-		st.Close()
-		return nil, fieldpass.Errorf(fieldpass.EUNAVAILABLE, "link to the device's broker: %v", err)
-	}
-	st.SetDeadline(time.Time{})
-	if a.Error != nil {
-		st.Close()
-		return nil, fromWire(a.Error)
+		return nil, err
 	}
 	if a.Session == nil {
 		st.Close()
@@ -130,6 +114,33 @@ func (l *Link) Open(ctx context.Context, req OpenRequest) (*Remote, error) {
 	r := &Remote{l: l, ctl: st, rec: *a.Session, grantEnd: a.GrantEnd, done: make(chan struct{})}
 	go r.watch()
 	return r, nil
+}
+
+// ask opens a stream on l, sends req and reads the holder's answer, within
+// ctx's deadline; a refusal is returned as the holder's error, and the
+// stream is closed on every error.
+func (l *Link) ask(ctx context.Context, req request) (*yamux.Stream, answer, error) {
+	var a answer
+	st, err := l.ys.OpenStream()
+	if err != nil {
+		return nil, a, fieldpass.Errorf(fieldpass.EUNAVAILABLE, "link to the device's broker: %v", err)
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		st.SetDeadline(dl)
+	}
+	if err := writeFrame(st, req); err == nil {
+		err = readFrame(st, &a)
+	}
+	if err != nil {
+		st.Close()
+		return nil, a, fieldpass.Errorf(fieldpass.EUNAVAILABLE, "link to the device's broker: %v", err)
+	}
+	st.SetDeadline(time.Time{})
+	if a.Error != nil {
+		st.Close()
+		return nil, a, fromWire(a.Error)
+	}
+	return st, a, nil
 }
 
 // Remote is a session the holder keeps, seen from the serving broker. It
@@ -206,25 +217,9 @@ func (r *Remote) Stream(ctx context.Context) (tunnel.HalfCloser, error) {
 // streamOn asks the holder at the other end of l for a stream of session
 // id.
 func streamOn(ctx context.Context, l *Link, id string) (tunnel.HalfCloser, error) {
-	st, err := l.ys.OpenStream()
+	st, _, err := l.ask(ctx, request{Op: "stream", Session: id})
 	if err != nil {
-		return nil, fieldpass.Errorf(fieldpass.EUNAVAILABLE, "link to the device's broker: %v", err)
-	}
-	if dl, ok := ctx.Deadline(); ok {
-		st.SetDeadline(dl)
-	}
-	var a answer
-	if err := writeFrame(st, request{Op: "stream", Session: id}); err == nil {
-		err = readFrame(st, &a)
-	}
-	if err != nil {
-		st.Close()
-		return nil, fieldpass.Errorf(fieldpass.EUNAVAILABLE, "link to the device's broker: %v", err)
-	}
-	st.SetDeadline(time.Time{})
-	if a.Error != nil {
-		st.Close()
-		return nil, fromWire(a.Error)
+		return nil, err
 	}
 	return tunnel.YamuxStream{Stream: st}, nil
 }

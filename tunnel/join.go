@@ -22,29 +22,55 @@ type YamuxStream struct{ *yamux.Stream }
 // CloseWrite sends FIN; the stream is gone once the other side closes too.
 func (s YamuxStream) CloseWrite() error { return s.Stream.Close() }
 
+// Buffers is a pool of copy buffers of one size, for Join and CopyHalf: a
+// broker or a forward may carry thousands of short streams, and a fresh
+// pair of buffers for each is garbage the collector must zero and sweep.
+type Buffers struct {
+	size int
+	pool sync.Pool
+}
+
+// NewBuffers returns a pool of buffers of size bytes.
+func NewBuffers(size int) *Buffers {
+	b := &Buffers{size: size}
+	b.pool.New = func() any { buf := make([]byte, size); return &buf }
+	return b
+}
+
+// joinBuffers serve Join: 32 KiB, small enough for a connector on a router.
+var joinBuffers = NewBuffers(32 << 10)
+
 // Join copies bytes both ways between a and b until both directions have
 // ended, passing each direction's end on as a half-close so protocols that
 // shut one side first (ssh, http/1.0) keep working. An error in either
 // direction closes both. It returns the bytes copied each way.
 func Join(a, b HalfCloser) (aToB, bToA int64) {
+	return JoinWith(a, b, joinBuffers)
+}
+
+// JoinWith is Join copying through buffers from bufs.
+func JoinWith(a, b HalfCloser, bufs *Buffers) (aToB, bToA int64) {
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		aToB = pipe(b, a)
+		aToB = CopyHalf(b, a, bufs)
 	}()
-	go func() {
-		defer wg.Done()
-		bToA = pipe(a, b)
-	}()
+	bToA = CopyHalf(a, b, bufs)
 	wg.Wait()
 	a.Close()
 	b.Close()
 	return aToB, bToA
 }
 
-func pipe(dst, src HalfCloser) int64 {
-	n, err := io.CopyBuffer(dst, src, make([]byte, 32<<10))
+// CopyHalf copies src to dst through a buffer from bufs until src ends,
+// then half-closes dst; an error closes both. It returns the bytes copied.
+func CopyHalf(dst, src HalfCloser, bufs *Buffers) int64 {
+	buf := bufs.pool.Get().(*[]byte)
+	defer bufs.pool.Put(buf)
+	// Hidden from io.CopyBuffer: a TCP connection's ReadFrom and WriteTo
+	// would copy through a buffer of their own, allocated each time.
+	n, err := io.CopyBuffer(struct{ io.Writer }{dst}, struct{ io.Reader }{src}, *buf)
 	if err == nil {
 		dst.CloseWrite()
 		return n

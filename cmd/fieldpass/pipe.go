@@ -242,25 +242,11 @@ type earlyStream interface {
 	Status() error
 }
 
-// copyBufs holds the buffers of join's copies: a forward may open
-// thousands of short connections, and a fresh pair for each is garbage
-// the collector must zero and sweep.
-var copyBufs = sync.Pool{New: func() any { return new([64 << 10]byte) }}
+// copyBufs are the 64 KiB buffers of join's copies (tunnel.Buffers).
+var copyBufs = tunnel.NewBuffers(64 << 10)
 
-// join copies bytes both ways between a and b until both directions have
-// ended, passing each end on as a half-close (as tunnel.Join does, with
-// pooled buffers).
-func join(a, b tunnel.HalfCloser) {
-	done := make(chan struct{})
-	go func() {
-		copyHalf(b, a)
-		close(done)
-	}()
-	copyHalf(a, b)
-	<-done
-	a.Close()
-	b.Close()
-}
+// join is tunnel.Join through copyBufs.
+func join(a, b tunnel.HalfCloser) { tunnel.JoinWith(a, b, copyBufs) }
 
 // joinEarly is join for a stream opened early: bytes from local go out at
 // once, and bytes from the stream only once the broker has answered; a
@@ -284,17 +270,5 @@ func joinEarly(local tunnel.HalfCloser, st earlyStream, refused func(error)) {
 	st.Close()
 }
 
-// copyHalf copies src to dst until src ends, then half-closes dst; an
-// error closes both.
-func copyHalf(dst, src tunnel.HalfCloser) {
-	buf := copyBufs.Get().(*[64 << 10]byte)
-	defer copyBufs.Put(buf)
-	// Hidden from io.CopyBuffer: a TCP connection's ReadFrom and WriteTo
-	// would copy through a buffer of their own, allocated each time.
-	if _, err := io.CopyBuffer(struct{ io.Writer }{dst}, struct{ io.Reader }{src}, buf[:]); err == nil {
-		dst.CloseWrite()
-		return
-	}
-	dst.Close()
-	src.Close()
-}
+// copyHalf is tunnel.CopyHalf through copyBufs.
+func copyHalf(dst, src tunnel.HalfCloser) { tunnel.CopyHalf(dst, src, copyBufs) }
