@@ -188,8 +188,24 @@ func TestFleet(t *testing.T) {
 		movedTo[name] = waitHolder(t, db, name, 30*time.Second, func(h string) bool { return h != "" && h != victim.id })
 		took = append(took, fmt.Sprintf("%s to %s in %s", name, movedTo[name], time.Since(killed).Round(time.Millisecond)))
 	}
-	t.Logf("FIGURE fleet failover after SIGKILL of %s (lease TTL %s, connector --max-backoff 2s, race detector %v): %s",
-		victim.id, fleetLeaseTTL, raceBuild, strings.Join(took, ", "))
+	// Exactly one survivor claimed the dead broker; when, out of the
+	// failover time, is in its log.
+	claimRE := regexp.MustCompile(`(?m)^time=(\S+) .*msg="broker gone without a clean stop.* broker=` + victim.id + ` `)
+	var claims []string
+	for _, b := range survivors {
+		for _, m := range claimRE.FindAllStringSubmatch(b.p.log(), -1) {
+			at, err := time.Parse(time.RFC3339Nano, m[1])
+			if err != nil {
+				t.Fatalf("%s logged a claim at %q: %v", b.id, m[1], err)
+			}
+			claims = append(claims, fmt.Sprintf("claimed by %s %s after the kill", b.id, at.Sub(killed).Round(time.Millisecond)))
+		}
+	}
+	if len(claims) != 1 {
+		t.Errorf("%s claimed %d times, want once: %q", victim.id, len(claims), claims)
+	}
+	t.Logf("FIGURE fleet failover after SIGKILL of %s (lease TTL %s, connector --max-backoff 2s, race detector %v): %s; %s",
+		victim.id, fleetLeaseTTL, raceBuild, strings.Join(claims, ", "), strings.Join(took, ", "))
 	moved := movedTo[held]
 	for _, name := range devices {
 		// The API agrees with the lease: online, at the holder.
