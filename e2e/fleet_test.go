@@ -34,15 +34,16 @@ const fleetLeaseTTL = 3 * time.Second
 
 // TestFleet: three real brokers share one Postgres and one WireGuard key,
 // each on its own ports, linked by mutual TLS from a CA the test makes.
-// Three devices, each enrolled through a different broker (each broker
-// lists its own WireGuard endpoint first, then the others'), so each is
-// held by a different broker. A person's `fieldpass forward` through every
+// Four devices, enrolled through different brokers (each broker lists its
+// own WireGuard endpoint first, then the others'), so each broker holds
+// one and broker-b two. A person's `fieldpass forward` through every
 // broker reaches every device, and the session row names the holder and,
-// when another broker served the person, that one. Then the holder of one
-// device is killed (SIGKILL): the device is held by a surviving broker
-// within the lease TTL plus the connector's backoff, the dead broker's
-// open session is ended once (broker_restart), the audit chain verifies,
-// and a forward through a survivor reaches the device again.
+// when another broker served the person, that one. Then broker-b is
+// killed (SIGKILL): its devices are held by a surviving broker
+// within the lease TTL plus the janitor's sweep and a reconnect, the dead
+// broker is claimed once and its open session ended once
+// (broker_restart), the audit chain verifies, and a forward through each
+// survivor reaches the moved device again.
 func TestFleet(t *testing.T) {
 	t.Parallel()
 	dbURL := pgtest.NewDatabase(t)
@@ -60,18 +61,29 @@ func TestFleet(t *testing.T) {
 		cert, key := ca.issue(t, id)
 		// Its own endpoint first: a device enrolled here dials here first.
 		eps := append([]string{wgAddrs[i]}, slices.Delete(slices.Clone(wgAddrs), i, i+1)...)
-		args := []string{
-			"--peer-listen", freeAddr(t, "tcp"), "--peer-cert", cert, "--peer-key", key, "--peer-ca", ca.certFile,
-			"--lease-ttl", fleetLeaseTTL.String(),
-		}
-		for _, ep := range eps {
-			args = append(args, "--wg-endpoint", ep)
-		}
-		b := &broker{t: t, dir: t.TempDir(), dbURL: dbURL, id: id, httpAddr: freeAddr(t, "tcp"), wgAddr: wgAddrs[i], keyFile: keyFile, args: args}
+		b := &broker{t: t, dir: t.TempDir(), dbURL: dbURL, id: id, wgAddr: wgAddrs[i], keyFile: keyFile}
 		// One at a time: the first creates the fleet's key file (--init),
 		// the others load it.
-		if err := b.start(); err != nil {
-			t.Fatal(err)
+		for attempt := 1; ; attempt++ {
+			b.httpAddr = freeAddr(t, "tcp")
+			b.args = []string{
+				"--peer-listen", freeAddr(t, "tcp"), "--peer-cert", cert, "--peer-key", key, "--peer-ca", ca.certFile,
+				"--lease-ttl", fleetLeaseTTL.String(),
+			}
+			for _, ep := range eps {
+				b.args = append(b.args, "--wg-endpoint", ep)
+			}
+			err := b.start()
+			if err == nil {
+				break
+			}
+			// The TCP ports were free a moment ago; another test may have
+			// taken one since (the WireGuard ports are in every broker's
+			// endpoints, so they stay).
+			if attempt == 3 || !strings.Contains(err.Error(), "address already in use") {
+				t.Fatal(err)
+			}
+			t.Logf("retrying on other ports: %v", err)
 		}
 		fleet = append(fleet, b)
 	}
