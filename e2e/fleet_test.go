@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"math/big"
 	"net"
@@ -257,8 +258,15 @@ func TestFleet(t *testing.T) {
 	if open0 != 0 {
 		t.Errorf("%d sessions of %s still open", open0, victim.id)
 	}
+	// The person's connection, carried from broker-a to the dead holder,
+	// was cut with the link.
+	oc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := oc.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("the connection carried to %s still open after it died: read %d bytes, %v", victim.id, n, err)
+	}
 	open.cmd.Process.Signal(os.Interrupt)
 	open.wait(t, 10*time.Second)
+	t.Logf("forward through %s, its device's broker killed, said: %q", served.id, strings.TrimSpace(open.stderr.String()))
 
 	// A new forward through each survivor reaches the moved device.
 	for _, b := range survivors {
