@@ -16,12 +16,14 @@ package broker
 
 import (
 	"context"
+	"net/netip"
 	"sync"
 	"time"
 
 	"github.com/fieldpass/fieldpass"
 	"github.com/fieldpass/fieldpass/brokerlink"
 	"github.com/fieldpass/fieldpass/postgres"
+	"github.com/fieldpass/fieldpass/wgnet"
 )
 
 // FleetConfig configures a broker that shares its fleet with others.
@@ -175,6 +177,13 @@ func (b *Broker) sweepDeadBrokers(ctx context.Context) {
 		if err != nil || !ok {
 			continue
 		}
+		// Where its devices were last heard, read before they are marked
+		// offline: this broker's own copy of their presence dates from
+		// when it loaded them, before most of them connected anywhere.
+		devs, err := b.db.PeerDevices(ctx)
+		if err != nil {
+			b.log.Warn("read a dead broker's devices", "broker", br.ID, "err", err)
+		}
 		n, err := b.db.CloseOpenSessions(ctx, br.ID, fieldpass.EndBrokerRestart)
 		if err != nil {
 			b.log.Error("close a dead broker's sessions", "broker", br.ID, "err", err)
@@ -183,22 +192,39 @@ func (b *Broker) sweepDeadBrokers(ctx context.Context) {
 			b.log.Warn("mark a dead broker's devices offline", "broker", br.ID, "err", err)
 		}
 		b.log.Warn("broker gone without a clean stop: its sessions ended, its devices called back", "broker", br.ID, "sessions_ended", n)
-		b.nudgeDevicesOf(br.ID)
+		b.nudgeDevicesOf(br.ID, devs)
 	}
 }
 
-// nudgeDevicesOf calls back, at the nudge rate, the devices the broker
-// brokerID held: their endpoints are in their presence rows, which this
-// broker loaded.
-func (b *Broker) nudgeDevicesOf(brokerID string) {
-	b.mu.Lock()
+// nudgeDevicesOf calls back, at the nudge rate, the devices of devs that
+// the broker brokerID held when it died, at the endpoints their presence
+// rows name. The WireGuard peer here is pointed there first: it has never
+// heard from a device that connected to another broker, so it would not
+// know where to send the nudge.
+func (b *Broker) nudgeDevicesOf(brokerID string, devs []*fieldpass.Device) {
 	var ps []*peer
-	for _, p := range b.byID {
-		if p.dev.Presence.BrokerID == brokerID && p.sess == nil {
-			ps = append(ps, p)
+	for _, d := range devs {
+		ep, err := netip.ParseAddrPort(d.Presence.Endpoint)
+		if d.Presence.BrokerID != brokerID || !d.Presence.Online || err != nil {
+			continue
 		}
+		b.mu.Lock()
+		p := b.byID[d.ID]
+		ok := p != nil && p.sess == nil && p.dev.PublicKey == d.PublicKey
+		b.mu.Unlock()
+		if !ok {
+			continue
+		}
+		if err := b.dev.SetPeer(wgnet.Peer{
+			PublicKey:  p.key,
+			AllowedIPs: []netip.Prefix{netip.PrefixFrom(p.dev.TunnelAddr, p.dev.TunnelAddr.BitLen())},
+			Endpoint:   ep,
+		}); err != nil {
+			b.log.Warn("point a dead broker's device at its last endpoint", "device", d.Name, "err", err)
+			continue
+		}
+		ps = append(ps, p)
 	}
-	b.mu.Unlock()
 	for _, p := range ps {
 		b.queueNudge(p)
 	}
