@@ -161,8 +161,11 @@ func (r *Remote) watch() {
 	err := readFrame(r.ctl, &c)
 	reason := fieldpass.EndReason(c.Ended)
 	if err != nil || fieldpass.ValidateEndReason(reason) != nil {
-		// The link broke: the holder ends the session as client_closed.
-		reason = fieldpass.EndError
+		// The link broke: the broker holding the device is gone (or
+		// cut off), and the device's tunnel with it, as far as this
+		// session can tell. The holder, if alive, ends its row as
+		// client_closed; a dead one's is ended by the fleet's janitor.
+		reason = fieldpass.EndDeviceClosed
 	}
 	r.finish(reason)
 }
