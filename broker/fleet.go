@@ -60,24 +60,28 @@ func (b *Broker) startFleet(cfg FleetConfig) {
 	b.fleet = f
 }
 
+// Serves reports whether b serves device id now: always when it works
+// alone; with a fleet, only while it holds the device's lease.
+func (b *Broker) Serves(deviceID string) bool { return b.serves(deviceID) }
+
 // serves reports whether b may serve device id now: always when it works
 // alone; with a fleet, only while it holds the device's lease.
 func (b *Broker) serves(deviceID string) bool {
 	return b.fleet == nil || b.fleet.leases.holds(deviceID)
 }
 
-// deviceUp is called when a device's tunnel comes up here.
-func (b *Broker) deviceUp(p *peer) {
+// admitToFleet takes the lease of a device saying hello, before the hello
+// is answered. A lease another broker still holds is no refusal: the
+// device chose this broker, and is served here once that lease ends. An
+// error (the database does not answer) is: the device should try another
+// broker.
+func (b *Broker) admitToFleet(p *peer) error {
 	if b.fleet == nil {
-		return
+		return nil
 	}
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), b.fleet.cfg.LeaseTTL/3)
-		defer cancel()
-		if err := b.fleet.leases.acquire(ctx, p.dev.ID); err != nil {
-			b.log.Warn("acquire lease", "device", p.dev.Name, "err", err)
-		}
-	}()
+	ctx, cancel := context.WithTimeout(context.Background(), b.fleet.cfg.LeaseTTL/3)
+	defer cancel()
+	return b.fleet.leases.acquire(ctx, p.dev.ID)
 }
 
 // deviceDown is called when a device's tunnel here is gone.

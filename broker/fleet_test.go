@@ -13,6 +13,7 @@ import (
 	"github.com/fieldpass/fieldpass/broker/brokertest"
 	"github.com/fieldpass/fieldpass/brokerlink"
 	"github.com/fieldpass/fieldpass/connector"
+	"github.com/fieldpass/fieldpass/postgres"
 )
 
 // fleetBroker is one broker of a test fleet: its broker, sessions and link
@@ -27,11 +28,11 @@ type fleetBroker struct {
 // the fleet ca certifies, with its session manager and link server.
 func startFleetBroker(t *testing.T, e *brokertest.Env, ca *brokertest.LinkCA, id string) *fleetBroker {
 	t.Helper()
-	return startFleetBrokerCtx(t, context.Background(), e, ca, id)
+	return startFleetBrokerCtx(t, context.Background(), e, ca, id, e.DB)
 }
 
 // startFleetBrokerCtx is startFleetBroker until ctx ends.
-func startFleetBrokerCtx(t *testing.T, parent context.Context, e *brokertest.Env, ca *brokertest.LinkCA, id string) *fleetBroker {
+func startFleetBrokerCtx(t *testing.T, parent context.Context, e *brokertest.Env, ca *brokertest.LinkCA, id string, db *postgres.DB) *fleetBroker {
 	t.Helper()
 	ctx, cancel := context.WithCancel(parent)
 	serverTLS, clientTLS := ca.Configs(t, id)
@@ -47,11 +48,11 @@ func startFleetBrokerCtx(t *testing.T, parent context.Context, e *brokertest.Env
 		ID: id, PrivateKey: e.Key, WGListen: netip.MustParseAddrPort("127.0.0.1:0"),
 		PresenceInterval: 200 * time.Millisecond, Logger: brokertest.Logger(),
 		Fleet: &broker.FleetConfig{LeaseTTL: 3 * time.Second, PeerAddr: ln.Addr().String(), Links: links},
-	}, e.DB)
+	}, db)
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := broker.NewSessions(ctx, b, e.DB, broker.SessionsConfig{Logger: brokertest.Logger()})
+	m, err := broker.NewSessions(ctx, b, db, broker.SessionsConfig{Logger: brokertest.Logger()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,7 +171,7 @@ func TestFleetDeviceMovesWhenItsBrokerStops(t *testing.T) {
 	ctx := context.Background()
 	bctx, stopB := context.WithCancel(ctx)
 	defer stopB()
-	b := startFleetBrokerCtx(t, bctx, e, ca, "broker-b")
+	b := startFleetBrokerCtx(t, bctx, e, ca, "broker-b", e.DB)
 
 	s := e.Enroll("pump-1")
 	ep := func(fb *fleetBroker) string {
@@ -230,4 +231,56 @@ func TestFleetDeviceMovesWhenItsBrokerStops(t *testing.T) {
 		row, err := e.DB.Session(ctx, sess.ID())
 		return err == nil && row.BrokerID == "broker-a" && row.ServedBy == ""
 	})
+}
+
+// Broker B, holding the device, loses the database (a partition): by its
+// own clock its lease runs out, it lets go of the device and refuses it at
+// hello, and the device moves to broker A, which holds it; never both.
+func TestFleetBrokerCutOffFromDatabase(t *testing.T) {
+	e := brokertest.New(t)
+	e.Stop()
+	ca := brokertest.NewLinkCA(t)
+	ctx := context.Background()
+	a := startFleetBroker(t, e, ca, "broker-a")
+	bdb, err := postgres.Open(ctx, e.DBURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := startFleetBrokerCtx(t, ctx, e, ca, "broker-b", bdb)
+	s := e.Enroll("pump-1")
+	ep := func(fb *fleetBroker) string {
+		return netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), fb.b.ListenPort()).String()
+	}
+	e.StartConnector(s, map[string]string{"echo": brokertest.EchoServer(t)}, func(c *connector.Config) {
+		c.State.Endpoints = []string{ep(b), ep(a)}
+		c.DialTimeout = time.Second
+		c.MinBackoff, c.MaxBackoff = 50*time.Millisecond, 200*time.Millisecond
+	})
+	d, err := e.DB.Device(ctx, "pump-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	holder := func() string {
+		l, ok, _ := e.DB.DeviceHolder(ctx, d.ID)
+		if !ok {
+			return ""
+		}
+		return l.BrokerID
+	}
+	brokertest.WaitFor(t, 20*time.Second, "broker-b to hold pump-1", func() bool { return holder() == "broker-b" })
+
+	t0 := time.Now()
+	bdb.Close() // B is cut off from the database
+	// Until B lets go, nobody else may hold the device; once A holds it,
+	// B must already have stopped serving it.
+	for holder() != "broker-a" {
+		if time.Since(t0) > 30*time.Second {
+			t.Fatal("broker-a never took the device over")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if b.b.Serves(d.ID) {
+		t.Fatal("two holders: broker-b still serves the device broker-a holds")
+	}
+	t.Logf("device held by broker-a %s after broker-b lost its database", time.Since(t0))
 }

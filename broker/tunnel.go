@@ -87,6 +87,16 @@ func (b *Broker) handshake(c net.Conn) {
 	b.mu.Lock()
 	setting := p.dev.KeepaliveSeconds
 	b.mu.Unlock()
+	// One of several brokers serves a device only with its lease: one
+	// that cannot take it (cut off from the database) says so, and the
+	// connector tries its next endpoint (fleet.go).
+	if err := b.admitToFleet(p); err != nil {
+		log.Warn("device not admitted: no lease", "err", err)
+		b.cfg.Metrics.Handshake("unavailable", false)
+		tunnel.WriteHelloReply(c, tunnel.HelloReply{Code: tunnel.HelloUnavailable, Reason: "this broker cannot reach its database now: try another"})
+		c.Close()
+		return
+	}
 	if err := tunnel.WriteHelloReply(c, tunnel.HelloReply{Code: tunnel.HelloOK, KeepaliveSeconds: uint16(setting)}); err != nil {
 		c.Close()
 		return
@@ -144,7 +154,6 @@ func (b *Broker) handshake(c net.Conn) {
 	b.recordServices(p, h.Services)
 	b.cfg.Metrics.Handshake("ok", reconnect)
 	b.writePresence(p, true)
-	b.deviceUp(p) // with a fleet: take its lease (fleet.go)
 	b.recordOnline(p, prevVersion, h.ConnectorVersion)
 	// Record the endpoint now, not at the next tick: after a crash the
 	// broker can nudge only devices whose endpoint it knows.

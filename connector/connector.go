@@ -300,6 +300,7 @@ func (c *Connector) Run(ctx context.Context) error {
 		delay := backoff(c.cfg.MinBackoff, c.cfg.MaxBackoff, attempt)
 		attempt++
 		var disabled *disabledError
+		var unavailable *unavailableError
 		switch {
 		case errors.As(err, &disabled):
 			// Only an operator can change that: call again rarely, and
@@ -312,6 +313,8 @@ func (c *Connector) Run(ctx context.Context) error {
 			}
 			c.log.Log(ctx, level, "the broker refuses this device: an operator must enable it (fieldpass-broker device enable NAME) or, if it was decommissioned, enrol it again with a new token; asking again only rarely",
 				"device", c.cfg.State.DeviceName, "broker_says", disabled.reason, "retry_in", delay)
+		case errors.As(err, &unavailable):
+			c.log.Warn("this broker cannot serve the device now: trying the next one", "broker_says", unavailable.reason, "retry_in", delay.Round(time.Millisecond))
 		case errors.Is(err, errTunnelDial) && attempt >= 3:
 			// Say what a person can check, not only the dial's own words.
 			c.log.Warn("the broker does not answer through the tunnel: UDP to its endpoint may be blocked, or the device was disabled or decommissioned on the broker (fieldpass-broker device list)",
@@ -319,7 +322,7 @@ func (c *Connector) Run(ctx context.Context) error {
 		default:
 			c.log.Warn("broker session ended", "err", err, "retry_in", delay.Round(time.Millisecond), "attempt", attempt)
 		}
-		if attempt > 1 && len(c.cfg.State.Endpoints) > 1 {
+		if (attempt > 1 || unavailable != nil) && len(c.cfg.State.Endpoints) > 1 {
 			c.mu.Lock()
 			next := c.endpoint + 1
 			c.mu.Unlock()
@@ -411,6 +414,10 @@ func (c *Connector) session1(ctx context.Context) error {
 		c.retry = false // the broker just answered: no handshake to reset
 		return c.session1(ctx)
 	}
+	if reply.Code == tunnel.HelloUnavailable {
+		conn.Close()
+		return &unavailableError{reason: reply.Reason}
+	}
 	if reply.Code != tunnel.HelloOK {
 		conn.Close()
 		return fmt.Errorf("broker refused hello: %s: %s", reply.Code, reply.Reason)
@@ -492,6 +499,12 @@ type disabledError struct{ reason string }
 
 func (e *disabledError) Error() string        { return errDisabled.Error() + ": " + e.reason }
 func (e *disabledError) Is(target error) bool { return target == errDisabled }
+
+// unavailableError is a broker of several that cannot serve this device
+// now (HelloUnavailable): the next endpoint is tried at once.
+type unavailableError struct{ reason string }
+
+func (e *unavailableError) Error() string { return "broker unavailable: " + e.reason }
 
 // goodbyeWait bounds how long a clean stop waits for the broker to close
 // its side: past it the connector stops anyway, and the broker learns of

@@ -103,6 +103,11 @@ const (
 	HelloRejected HelloCode = 1 // identity does not match the tunnel address
 	HelloDisabled HelloCode = 2 // device is disabled or decommissioned
 	HelloVersion  HelloCode = 3 // unsupported protocol version
+	// HelloUnavailable: this broker cannot serve the device now (one of
+	// several brokers, cut off from the database): try another endpoint.
+	// Connectors that predate it treat it as any refusal, and move on
+	// to their next endpoint after the second.
+	HelloUnavailable HelloCode = 4
 )
 
 func (c HelloCode) String() string {
@@ -115,6 +120,8 @@ func (c HelloCode) String() string {
 		return "disabled"
 	case HelloVersion:
 		return "unsupported version"
+	case HelloUnavailable:
+		return "unavailable"
 	}
 	return fmt.Sprintf("code %d", byte(c))
 }
