@@ -40,7 +40,7 @@ fuzz: ## fuzz every parser of outside input for FUZZTIME (30s) each
 bench: ## the person's path (real binaries, CLI forward over TLS) and the broker's throughput and opens, each vs raw loopback (see bench/README.md)
 	FIELDPASS_BENCH=1 $(GO) test ./bench -run '^$$' -bench '^BenchmarkPath$$' -benchtime 1x -count 1 -timeout 25m
 	$(GO) test ./bench -run '^$$' -bench 'Throughput|StreamOpen' -benchtime 3x -count 1
-	$(GO) test ./broker -run '^$$' -bench SessionOpen -benchtime 200x -count 1
+	$(GO) test ./broker -run '^$$' -bench 'SessionOpen|FleetStream' -benchtime 200x -count 1
 
 bench-portal: ## the browser side in real Chromium: page loads, a device UI through the proxy vs directly, recording size
 	FIELDPASS_BENCH=1 $(GO) test ./e2e -run '^TestPortalFigures$$' -count 1 -v -timeout 10m | grep -E 'portal page|device web UI|recording:|^(ok|FAIL|---)'

@@ -26,13 +26,13 @@ type fleetBroker struct {
 
 // startFleetBroker starts a broker with id on e's database and key, one of
 // the fleet ca certifies, with its session manager and link server.
-func startFleetBroker(t *testing.T, e *brokertest.Env, ca *brokertest.LinkCA, id string) *fleetBroker {
+func startFleetBroker(t testing.TB, e *brokertest.Env, ca *brokertest.LinkCA, id string) *fleetBroker {
 	t.Helper()
 	return startFleetBrokerCtx(t, context.Background(), e, ca, id, e.DB)
 }
 
 // startFleetBrokerCtx is startFleetBroker until ctx ends.
-func startFleetBrokerCtx(t *testing.T, parent context.Context, e *brokertest.Env, ca *brokertest.LinkCA, id string, db *postgres.DB) *fleetBroker {
+func startFleetBrokerCtx(t testing.TB, parent context.Context, e *brokertest.Env, ca *brokertest.LinkCA, id string, db *postgres.DB) *fleetBroker {
 	t.Helper()
 	ctx, cancel := context.WithCancel(parent)
 	serverTLS, clientTLS := ca.Configs(t, id)
