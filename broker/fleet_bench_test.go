@@ -15,9 +15,9 @@ import (
 
 // BenchmarkFleetStream measures what carrying a person's connect to the
 // broker holding the device costs, against the holder serving it itself,
-// in one run: a new stream with a 1-byte echo (open), and 16 MiB sent
+// in one run: a new stream with a 1-byte echo (open), and 4 MiB sent
 // through one stream to the device's echo service and read back (MB/s
-// counts the 16 MiB each way once).
+// counts the 4 MiB each way once).
 //
 //	holder:  the session opened at broker B, which holds the device
 //	relayed: the session opened at broker A, carried to B over brokerlink
@@ -64,7 +64,7 @@ func BenchmarkFleetStream(b *testing.B) {
 			}
 		})
 		b.Run(c.name+"/throughput", func(b *testing.B) {
-			const size = 16 << 20
+			const size = 4 << 20
 			buf := make([]byte, 64<<10)
 			b.SetBytes(size)
 			for b.Loop() {
