@@ -64,8 +64,11 @@ type Config struct {
 	// was decommissioned (default 30 days); disabled devices are barred
 	// for as long as they are disabled. See barredPeer.
 	BarredFor time.Duration
-	// NudgeRate caps broker-initiated nudges per second (default 50), so a
-	// restarted broker does not call its whole fleet back at once.
+	// NudgeRate is the pace of broker-initiated nudges per second
+	// (default 50), so a restarted broker does not call its whole fleet
+	// back at once. A larger queue is called back faster, at the pace that
+	// clears it within nudgeWithin (a 10,000-device fleet: about 220 a
+	// second), never more than nudgeMaxRate.
 	NudgeRate int
 	// Metrics receives devices online, handshakes and Postgres errors
 	// (default nil: none recorded).
@@ -219,7 +222,7 @@ func New(ctx context.Context, cfg Config, db *postgres.DB) (*Broker, error) {
 		db:      db,
 		log:     cfg.Logger,
 		addr:    fieldpass.BrokerTunnelAddress(cfg.Prefix),
-		nudgeCh: make(chan *peer, 4096),
+		nudgeCh: make(chan *peer, nudgeQueue),
 		kick:    make(chan struct{}, 1),
 		byAddr:  map[netip.Addr]*peer{},
 		byID:    map[string]*peer{},

@@ -81,3 +81,20 @@ func TestLeaseKeeperHandover(t *testing.T) {
 		t.Fatalf("b's epoch = %d, want 2", e)
 	}
 }
+
+func TestNudgePace(t *testing.T) {
+	for _, tt := range []struct {
+		rate, queued int
+		want         time.Duration
+	}{
+		{50, 0, 20 * time.Millisecond},
+		{50, 200, 20 * time.Millisecond},        // a small fleet: the set pace
+		{50, 10000, time.Second / 222},          // 10,000 within 45 s
+		{50, 60000, time.Second / nudgeMaxRate}, // capped
+		{500, 10000, 2 * time.Millisecond},      // a faster setting stands
+	} {
+		if got := nudgePace(tt.rate, tt.queued); got != tt.want {
+			t.Errorf("nudgePace(%d, %d) = %s, want %s", tt.rate, tt.queued, got, tt.want)
+		}
+	}
+}

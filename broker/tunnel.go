@@ -472,14 +472,36 @@ func (b *Broker) queueNudge(p *peer) {
 	select {
 	case b.nudgeCh <- p:
 	default:
+		// The device comes back by its own retries; the presence loop
+		// nudges it again if it talks without a session.
+		b.log.Warn("nudge queue full: device left to its own retries", "device", p.dev.Name, "queue", nudgeQueue)
 	}
 }
 
-// nudgeLoop dials the nudge port of devices that must reconnect, at most
-// NudgeRate per second with jitter, so a restarted broker's fleet comes
+const (
+	// nudgeQueue bounds the devices waiting for a nudge: a broker of
+	// 10,000 devices queues them all at a restart.
+	nudgeQueue = 1 << 16
+	// nudgeWithin is how soon a restart's queue should be cleared: the
+	// pace rises above NudgeRate to meet it.
+	nudgeWithin = 45 * time.Second
+	// nudgeMaxRate caps that pace.
+	nudgeMaxRate = 1000
+)
+
+// nudgePace is the gap between two nudges with queued waiting: NudgeRate,
+// or faster when the queue would take longer than nudgeWithin at it.
+func nudgePace(rate, queued int) time.Duration {
+	if need := int(float64(queued) / nudgeWithin.Seconds()); need > rate {
+		rate = min(need, nudgeMaxRate)
+	}
+	return time.Second / time.Duration(rate)
+}
+
+// nudgeLoop dials the nudge port of devices that must reconnect, at the
+// pace nudgePace sets, with jitter, so a restarted broker's fleet comes
 // back spread out rather than in one storm.
 func (b *Broker) nudgeLoop(ctx context.Context) {
-	gap := time.Second / time.Duration(b.cfg.NudgeRate)
 	for {
 		select {
 		case <-ctx.Done():
@@ -491,6 +513,7 @@ func (b *Broker) nudgeLoop(ctx context.Context) {
 			if !connected {
 				go b.nudge(ctx, p)
 			}
+			gap := nudgePace(b.cfg.NudgeRate, len(b.nudgeCh))
 			select {
 			case <-ctx.Done():
 				return
