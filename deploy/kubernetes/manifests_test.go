@@ -71,43 +71,66 @@ func TestManifestsRejectBroken(t *testing.T) {
 		name, file, old, new string
 		schema               bool   // the schema rejects it; else a rule
 		want                 string // in the error
+		overlay              string // rendered; production if ""
 	}{
 		{"misspelt field", "base/broker-statefulset.yaml",
-			"readOnlyRootFilesystem: true", "readOnlyRootFileSystem: true", true, "'readOnlyRootFileSystem' not allowed"},
+			"readOnlyRootFilesystem: true", "readOnlyRootFileSystem: true", true, "'readOnlyRootFileSystem' not allowed", ""},
 		{"wrong type", "base/broker-services.yaml",
-			"port: 443", "port: https-port", true, "/spec/ports/0/port': got string, want integer"},
+			"port: 443", "port: https-port", true, "/spec/ports/0/port': got string, want integer", ""},
 		{"missing required field", "base/migrate-job.yaml",
-			"        - name: migrate\n", "        - \n", true, "missing property 'name'"},
+			"        - name: migrate\n", "        - \n", true, "missing property 'name'", ""},
 		{"CRD field misspelt", "base/postgres-cluster.yaml",
-			"passwordSecret:", "passwordSecrets:", true, "'passwordSecrets' not allowed"},
+			"passwordSecret:", "passwordSecrets:", true, "'passwordSecrets' not allowed", ""},
 		{"CRD enum", "base/postgres-cluster.yaml",
-			"ensure: present", "ensure: yes-please", true, "/spec/managed/roles/0/ensure': value must be one of 'present', 'absent'"},
+			"ensure: present", "ensure: yes-please", true, "/spec/managed/roles/0/ensure': value must be one of 'present', 'absent'", ""},
 		{"CRD rule (CEL)", "overlays/production/postgres-ha.yaml",
-			"number: 1", "number: 0", true, "The number of synchronous replicas should be greater than zero"},
+			"number: 1", "number: 0", true, "The number of synchronous replicas should be greater than zero", ""},
 		{"writable root filesystem", "base/broker-statefulset.yaml",
-			"readOnlyRootFilesystem: true", "readOnlyRootFilesystem: false", false, "readOnlyRootFilesystem=\"false\""},
+			"readOnlyRootFilesystem: true", "readOnlyRootFilesystem: false", false, "readOnlyRootFilesystem=\"false\"", ""},
 		{"UDP Service to the HTTPS port", "base/broker-services.yaml",
-			"targetPort: wireguard", "targetPort: https", false, "51820/UDP goes to container port \"https\""},
+			"targetPort: wireguard", "targetPort: https", false, "51820/UDP goes to container port \"https\"", ""},
 		{"WireGuard endpoint not the Service's port", "overlays/production/broker.conf",
-			"wg-endpoint = wg.fieldpass.example.com:51820", "wg-endpoint = wg.fieldpass.example.com:51821", false, "on 51821/UDP"},
+			"wg-endpoint = wg.fieldpass.example.com:51820", "wg-endpoint = wg.fieldpass.example.com:51821", false, "on 51821/UDP", ""},
 		{"password in the URL", "base/broker-statefulset.yaml",
-			"postgres://fieldpass_broker@", "postgres://fieldpass_broker:hunter2@", false, "has a password in it"},
+			"postgres://fieldpass_broker@", "postgres://fieldpass_broker:hunter2@", false, "has a password in it", ""},
 		{"broker role not the Cluster's", "base/postgres-cluster.yaml",
-			"- name: fieldpass_broker", "- name: fieldpass_brokers", false, "want the broker's role \"fieldpass_brokers\""},
+			"- name: fieldpass_broker", "- name: fieldpass_brokers", false, "want the broker's role \"fieldpass_brokers\"", ""},
 		{"NetworkPolicy lets in more", "base/networkpolicies.yaml",
-			"          port: wireguard\n", "          port: wireguard\n        - protocol: TCP\n          port: 22\n", false, "ingress [TCP/22 TCP/https UDP/wireguard]"},
+			"          port: wireguard\n", "          port: wireguard\n        - protocol: TCP\n          port: 22\n", false, "ingress [TCP/22 TCP/https UDP/wireguard]", ""},
 		{"port name too long", "base/broker-statefulset.yaml",
-			"- name: wireguard\n", "- name: wireguard-tunnel\n", false, "\"wireguard-tunnel\" is not a valid port name"},
+			"- name: wireguard\n", "- name: wireguard-tunnel\n", false, "\"wireguard-tunnel\" is not a valid port name", ""},
 		{"Secret nobody is told to create", "base/broker-statefulset.yaml",
-			"secretName: fieldpass-broker-key", "secretName: fieldpass-broker-wgkey", false, "Secret fieldpass-broker-wgkey is referenced"},
+			"secretName: fieldpass-broker-key", "secretName: fieldpass-broker-wgkey", false, "Secret fieldpass-broker-wgkey is referenced", ""},
 		{"Service name not a DNS label", "base/broker-services.yaml",
-			"name: fieldpass-broker-0-wireguard", "name: 0-wireguard", false, "DNS label"},
+			"name: fieldpass-broker-0-wireguard", "name: 0-wireguard", false, "DNS label", ""},
 		{"broker in the first apply", "base/broker-services.yaml",
-			"    app.kubernetes.io/component: broker\n", "    app.kubernetes.io/component: migrate\n", false, "component in (database,migrate) selects"},
+			"    app.kubernetes.io/component: broker\n", "    app.kubernetes.io/component: migrate\n", false, "component in (database,migrate) selects", ""},
 		{"key readable by all", "base/broker-statefulset.yaml",
-			"            secretName: fieldpass-broker-key\n            defaultMode: 0440", "            secretName: fieldpass-broker-key\n            defaultMode: 0444", false, "Secret fieldpass-broker-key is mounted with defaultMode \"292\""},
+			"            secretName: fieldpass-broker-key\n            defaultMode: 0440", "            secretName: fieldpass-broker-key\n            defaultMode: 0444", false, "Secret fieldpass-broker-key is mounted with defaultMode \"292\"", ""},
 		{"no PodDisruptionBudget selector match", "base/broker-pdb.yaml",
-			"      app.kubernetes.io/name: fieldpass-broker\n", "      app.kubernetes.io/name: fieldpass-brokers\n", false, "PodDisruptionBudget selects"},
+			"      app.kubernetes.io/name: fieldpass-broker\n", "      app.kubernetes.io/name: fieldpass-brokers\n", false, "PodDisruptionBudget selects", ""},
+		{"two brokers down at once", "base/broker-pdb.yaml",
+			"maxUnavailable: 1", "maxUnavailable: 2", false, "PodDisruptionBudget maxUnavailable \"2\"", "fleet"},
+		{"second broker in the first apply", "overlays/fleet/wireguard-services.yaml",
+			"    app.kubernetes.io/component: broker\n", "    app.kubernetes.io/component: database\n", false, "component in (database,migrate) selects", "fleet"},
+		// Several brokers.
+		{"three brokers without the link", "overlays/fleet/kustomization.yaml",
+			"value: --peer-listen=:8444", "value: --lease-ttl=15s", false, "StatefulSet replicas 3 without --peer-listen", "fleet"},
+		{"peer port open to all", "overlays/fleet/networkpolicy-peer.yaml",
+			"  ingress:\n    - from:\n        - podSelector:\n            matchLabels:\n              app.kubernetes.io/name: fieldpass-broker\n      ports:",
+			"  ingress:\n    - ports:", false, "lets in the link between brokers (TCP peer) from []", "fleet"},
+		{"peer port open to another namespace", "overlays/fleet/networkpolicy-peer.yaml",
+			"    - from:\n        - podSelector:", "    - from:\n        - namespaceSelector: {}\n          podSelector:", false, "want broker pods only", "fleet"},
+		{"two endpoints for three brokers", "overlays/fleet/broker.conf",
+			"wg-endpoint = wg-2.fieldpass.example.com:51820\n", "", false, "2 wg-endpoint for 3 brokers", "fleet"},
+		{"endpoint Service of the wrong pod", "overlays/fleet/wireguard-services.yaml",
+			"pod-name: fieldpass-broker-2", "pod-name: fieldpass-broker-1", false, "selecting fieldpass-broker-2 alone", "fleet"},
+		{"endpoint Service in front of every broker", "overlays/fleet/wireguard-services.yaml",
+			"    statefulset.kubernetes.io/pod-name: fieldpass-broker-2\n", "", false, "sends WireGuard to brokers [0 1 2]", "fleet"},
+		{"peer address not the pod's name", "overlays/fleet/kustomization.yaml",
+			"--peer-addr=$(POD_NAME).fieldpass-broker-pods.", "--peer-addr=$(POD_NAME).fieldpass-broker.", false, "want $(POD_NAME).fieldpass-broker-pods.$(POD_NAMESPACE).svc:8444", "fleet"},
+		{"peer key not from the Secret", "overlays/fleet/kustomization.yaml",
+			"--peer-key=/etc/fieldpass/peer/tls.key", "--peer-key=/etc/fieldpass/tls/tls.key", false, "--peer-key=/etc/fieldpass/tls/tls.key comes from", "fleet"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			root := copyTree(t)
@@ -120,7 +143,11 @@ func TestManifestsRejectBroken(t *testing.T) {
 				t.Fatal(err)
 			}
 			schema, rules := &recorder{TB: t}, &recorder{TB: t}
-			objs := render(t, filepath.Join(root, "overlays/production"))
+			overlay := "production"
+			if tc.overlay != "" {
+				overlay = tc.overlay
+			}
+			objs := render(t, filepath.Join(root, "overlays", overlay))
 			validate(schema, v, objs)
 			checkCRDRules(schema, objs)
 			checkRules(rules, objs)
