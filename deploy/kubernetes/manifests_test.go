@@ -114,8 +114,8 @@ func TestManifestsRejectBroken(t *testing.T) {
 		{"second broker in the first apply", "overlays/fleet/wireguard-services.yaml",
 			"    app.kubernetes.io/component: broker\n", "    app.kubernetes.io/component: database\n", false, "component in (database,migrate) selects", "fleet"},
 		// Several brokers.
-		{"three brokers without the link", "overlays/fleet/kustomization.yaml",
-			"value: --peer-listen=:8444", "value: --lease-ttl=15s", false, "StatefulSet replicas 3 without --peer-listen", "fleet"},
+		{"three brokers without the link", "overlays/fleet/broker-link-args.json",
+			"\"--peer-listen=:8444\"", "\"--lease-ttl=15s\"", false, "StatefulSet replicas 3 without --peer-listen", "fleet"},
 		{"peer port open to all", "overlays/fleet/networkpolicy-peer.yaml",
 			"  ingress:\n    - from:\n        - podSelector:\n            matchLabels:\n              app.kubernetes.io/name: fieldpass-broker\n      ports:",
 			"  ingress:\n    - ports:", false, "lets in the link between brokers (TCP peer) from []", "fleet"},
@@ -127,9 +127,9 @@ func TestManifestsRejectBroken(t *testing.T) {
 			"pod-name: fieldpass-broker-2", "pod-name: fieldpass-broker-1", false, "selecting fieldpass-broker-2 alone", "fleet"},
 		{"endpoint Service in front of every broker", "overlays/fleet/wireguard-services.yaml",
 			"    statefulset.kubernetes.io/pod-name: fieldpass-broker-2\n", "", false, "sends WireGuard to brokers [0 1 2]", "fleet"},
-		{"peer address not the pod's name", "overlays/fleet/kustomization.yaml",
+		{"peer address not the pod's name", "overlays/fleet/broker-link-args.json",
 			"--peer-addr=$(POD_NAME).fieldpass-broker-pods.", "--peer-addr=$(POD_NAME).fieldpass-broker.", false, "want $(POD_NAME).fieldpass-broker-pods.$(POD_NAMESPACE).svc:8444", "fleet"},
-		{"peer key not from the Secret", "overlays/fleet/kustomization.yaml",
+		{"peer key not from the Secret", "overlays/fleet/broker-link-args.json",
 			"--peer-key=/etc/fieldpass/peer/tls.key", "--peer-key=/etc/fieldpass/tls/tls.key", false, "--peer-key=/etc/fieldpass/tls/tls.key comes from", "fleet"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
