@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/yannh/kubeconform/pkg/resource"
 	"github.com/yannh/kubeconform/pkg/validator"
@@ -70,43 +71,66 @@ func TestManifestsRejectBroken(t *testing.T) {
 		name, file, old, new string
 		schema               bool   // the schema rejects it; else a rule
 		want                 string // in the error
+		overlay              string // rendered; production if ""
 	}{
 		{"misspelt field", "base/broker-statefulset.yaml",
-			"readOnlyRootFilesystem: true", "readOnlyRootFileSystem: true", true, "'readOnlyRootFileSystem' not allowed"},
+			"readOnlyRootFilesystem: true", "readOnlyRootFileSystem: true", true, "'readOnlyRootFileSystem' not allowed", ""},
 		{"wrong type", "base/broker-services.yaml",
-			"port: 443", "port: https-port", true, "/spec/ports/0/port': got string, want integer"},
+			"port: 443", "port: https-port", true, "/spec/ports/0/port': got string, want integer", ""},
 		{"missing required field", "base/migrate-job.yaml",
-			"        - name: migrate\n", "        - \n", true, "missing property 'name'"},
+			"        - name: migrate\n", "        - \n", true, "missing property 'name'", ""},
 		{"CRD field misspelt", "base/postgres-cluster.yaml",
-			"passwordSecret:", "passwordSecrets:", true, "'passwordSecrets' not allowed"},
+			"passwordSecret:", "passwordSecrets:", true, "'passwordSecrets' not allowed", ""},
 		{"CRD enum", "base/postgres-cluster.yaml",
-			"ensure: present", "ensure: yes-please", true, "/spec/managed/roles/0/ensure': value must be one of 'present', 'absent'"},
+			"ensure: present", "ensure: yes-please", true, "/spec/managed/roles/0/ensure': value must be one of 'present', 'absent'", ""},
 		{"CRD rule (CEL)", "overlays/production/postgres-ha.yaml",
-			"number: 1", "number: 0", true, "The number of synchronous replicas should be greater than zero"},
+			"number: 1", "number: 0", true, "The number of synchronous replicas should be greater than zero", ""},
 		{"writable root filesystem", "base/broker-statefulset.yaml",
-			"readOnlyRootFilesystem: true", "readOnlyRootFilesystem: false", false, "readOnlyRootFilesystem=\"false\""},
+			"readOnlyRootFilesystem: true", "readOnlyRootFilesystem: false", false, "readOnlyRootFilesystem=\"false\"", ""},
 		{"UDP Service to the HTTPS port", "base/broker-services.yaml",
-			"targetPort: wireguard", "targetPort: https", false, "51820/UDP goes to container port \"https\""},
+			"targetPort: wireguard", "targetPort: https", false, "51820/UDP goes to container port \"https\"", ""},
 		{"WireGuard endpoint not the Service's port", "overlays/production/broker.conf",
-			"wg-endpoint = wg.fieldpass.example.com:51820", "wg-endpoint = wg.fieldpass.example.com:51821", false, "on 51821/UDP"},
+			"wg-endpoint = wg.fieldpass.example.com:51820", "wg-endpoint = wg.fieldpass.example.com:51821", false, "on 51821/UDP", ""},
 		{"password in the URL", "base/broker-statefulset.yaml",
-			"postgres://fieldpass_broker@", "postgres://fieldpass_broker:hunter2@", false, "has a password in it"},
+			"postgres://fieldpass_broker@", "postgres://fieldpass_broker:hunter2@", false, "has a password in it", ""},
 		{"broker role not the Cluster's", "base/postgres-cluster.yaml",
-			"- name: fieldpass_broker", "- name: fieldpass_brokers", false, "want the broker's role \"fieldpass_brokers\""},
+			"- name: fieldpass_broker", "- name: fieldpass_brokers", false, "want the broker's role \"fieldpass_brokers\"", ""},
 		{"NetworkPolicy lets in more", "base/networkpolicies.yaml",
-			"          port: wireguard\n", "          port: wireguard\n        - protocol: TCP\n          port: 22\n", false, "ingress [TCP/22 TCP/https UDP/wireguard]"},
+			"          port: wireguard\n", "          port: wireguard\n        - protocol: TCP\n          port: 22\n", false, "ingress [TCP/22 TCP/https UDP/wireguard]", ""},
 		{"port name too long", "base/broker-statefulset.yaml",
-			"- name: wireguard\n", "- name: wireguard-tunnel\n", false, "\"wireguard-tunnel\" is not a valid port name"},
+			"- name: wireguard\n", "- name: wireguard-tunnel\n", false, "\"wireguard-tunnel\" is not a valid port name", ""},
 		{"Secret nobody is told to create", "base/broker-statefulset.yaml",
-			"secretName: fieldpass-broker-key", "secretName: fieldpass-broker-wgkey", false, "Secret fieldpass-broker-wgkey is referenced"},
+			"secretName: fieldpass-broker-key", "secretName: fieldpass-broker-wgkey", false, "Secret fieldpass-broker-wgkey is referenced", ""},
 		{"Service name not a DNS label", "base/broker-services.yaml",
-			"name: fieldpass-broker-0-wireguard", "name: 0-wireguard", false, "DNS label"},
+			"name: fieldpass-broker-0-wireguard", "name: 0-wireguard", false, "DNS label", ""},
 		{"broker in the first apply", "base/broker-services.yaml",
-			"    app.kubernetes.io/component: broker\n", "    app.kubernetes.io/component: migrate\n", false, "component in (database,migrate) selects"},
+			"    app.kubernetes.io/component: broker\n", "    app.kubernetes.io/component: migrate\n", false, "component in (database,migrate) selects", ""},
 		{"key readable by all", "base/broker-statefulset.yaml",
-			"            secretName: fieldpass-broker-key\n            defaultMode: 0440", "            secretName: fieldpass-broker-key\n            defaultMode: 0444", false, "Secret fieldpass-broker-key is mounted with defaultMode \"292\""},
+			"            secretName: fieldpass-broker-key\n            defaultMode: 0440", "            secretName: fieldpass-broker-key\n            defaultMode: 0444", false, "Secret fieldpass-broker-key is mounted with defaultMode \"292\"", ""},
 		{"no PodDisruptionBudget selector match", "base/broker-pdb.yaml",
-			"      app.kubernetes.io/name: fieldpass-broker\n", "      app.kubernetes.io/name: fieldpass-brokers\n", false, "PodDisruptionBudget selects"},
+			"      app.kubernetes.io/name: fieldpass-broker\n", "      app.kubernetes.io/name: fieldpass-brokers\n", false, "PodDisruptionBudget selects", ""},
+		{"two brokers down at once", "base/broker-pdb.yaml",
+			"maxUnavailable: 1", "maxUnavailable: 2", false, "PodDisruptionBudget maxUnavailable \"2\"", "fleet"},
+		{"second broker in the first apply", "overlays/fleet/wireguard-services.yaml",
+			"    app.kubernetes.io/component: broker\n", "    app.kubernetes.io/component: database\n", false, "component in (database,migrate) selects", "fleet"},
+		// Several brokers.
+		{"three brokers without the link", "overlays/fleet/broker-link-args.json",
+			"\"--peer-listen=:8444\"", "\"--lease-ttl=15s\"", false, "StatefulSet replicas 3 without --peer-listen", "fleet"},
+		{"peer port open to all", "overlays/fleet/networkpolicy-peer.yaml",
+			"  ingress:\n    - from:\n        - podSelector:\n            matchLabels:\n              app.kubernetes.io/name: fieldpass-broker\n      ports:",
+			"  ingress:\n    - ports:", false, "lets in the link between brokers (TCP peer) from []", "fleet"},
+		{"peer port open to another namespace", "overlays/fleet/networkpolicy-peer.yaml",
+			"    - from:\n        - podSelector:", "    - from:\n        - namespaceSelector: {}\n          podSelector:", false, "want broker pods only", "fleet"},
+		{"two endpoints for three brokers", "overlays/fleet/broker.conf",
+			"wg-endpoint = wg-2.fieldpass.example.com:51820\n", "", false, "2 wg-endpoint for 3 brokers", "fleet"},
+		{"endpoint Service of the wrong pod", "overlays/fleet/wireguard-services.yaml",
+			"pod-name: fieldpass-broker-2", "pod-name: fieldpass-broker-1", false, "selecting fieldpass-broker-2 alone", "fleet"},
+		{"endpoint Service in front of every broker", "overlays/fleet/wireguard-services.yaml",
+			"    statefulset.kubernetes.io/pod-name: fieldpass-broker-2\n", "", false, "sends WireGuard to brokers [0 1 2]", "fleet"},
+		{"peer address not the pod's name", "overlays/fleet/broker-link-args.json",
+			"--peer-addr=$(POD_NAME).fieldpass-broker-pods.", "--peer-addr=$(POD_NAME).fieldpass-broker.", false, "want $(POD_NAME).fieldpass-broker-pods.$(POD_NAMESPACE).svc:8444", "fleet"},
+		{"peer key not from the Secret", "overlays/fleet/broker-link-args.json",
+			"--peer-key=/etc/fieldpass/peer/tls.key", "--peer-key=/etc/fieldpass/tls/tls.key", false, "--peer-key=/etc/fieldpass/tls/tls.key comes from", "fleet"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			root := copyTree(t)
@@ -119,7 +143,11 @@ func TestManifestsRejectBroken(t *testing.T) {
 				t.Fatal(err)
 			}
 			schema, rules := &recorder{TB: t}, &recorder{TB: t}
-			objs := render(t, filepath.Join(root, "overlays/production"))
+			overlay := "production"
+			if tc.overlay != "" {
+				overlay = tc.overlay
+			}
+			objs := render(t, filepath.Join(root, "overlays", overlay))
 			validate(schema, v, objs)
 			checkCRDRules(schema, objs)
 			checkRules(rules, objs)
@@ -277,28 +305,46 @@ func checkRules(t testing.TB, objs []object) {
 	checkPodSecurity(t, "StatefulSet", pod, broker)
 	checkPodSecurity(t, "Job", get(job, "spec", "template", "spec"), migrate)
 
-	// One broker: several need brokers that share devices through the
-	// database first.
-	if n := get(sts, "spec", "replicas"); n != float64(1) {
-		t.Errorf("StatefulSet replicas %v, want 1: two brokers with one key would fight over the tunnels", n)
+	// Each pod of the StatefulSet, by ordinal: its labels, and whether a
+	// Service selects it alone.
+	replicas := 1
+	if n, ok := get(sts, "spec", "replicas").(float64); ok {
+		replicas = int(n)
 	}
 	podLabels, _ := get(sts, "spec", "template", "metadata", "labels").(map[string]any)
-	podLabels0 := map[string]any{"statefulset.kubernetes.io/pod-name": str(sts, "metadata", "name") + "-0"}
-	for k, v := range podLabels {
-		podLabels0[k] = v
+	ordinalLabels := make([]map[string]any, replicas)
+	for i := range ordinalLabels {
+		ordinalLabels[i] = map[string]any{"statefulset.kubernetes.io/pod-name": fmt.Sprintf("%s-%d", str(sts, "metadata", "name"), i)}
+		for k, v := range podLabels {
+			ordinalLabels[i][k] = v
+		}
 	}
-	selects := func(what string, sel any) {
+	// selects wants sel to select broker pods; it returns the ordinals
+	// selected.
+	selects := func(what string, sel any) []int {
 		t.Helper()
 		m, _ := sel.(map[string]any)
 		if len(m) == 0 {
 			t.Errorf("%s selects nothing or everything", what)
-			return
+			return nil
 		}
-		for k, v := range m {
-			if podLabels0[k] != v {
-				t.Errorf("%s selects %s=%v, which the broker pod does not carry (%v)", what, k, v, podLabels0)
+		var which []int
+		for i, labels := range ordinalLabels {
+			if func() bool {
+				for k, v := range m {
+					if labels[k] != v {
+						return false
+					}
+				}
+				return true
+			}() {
+				which = append(which, i)
 			}
 		}
+		if len(which) == 0 {
+			t.Errorf("%s selects %v, which no broker pod carries (%v)", what, m, ordinalLabels)
+		}
+		return which
 	}
 	selects("StatefulSet", get(sts, "spec", "selector", "matchLabels"))
 	selects("PodDisruptionBudget", get(one("PodDisruptionBudget", "fieldpass-broker"), "spec", "selector", "matchLabels"))
@@ -317,25 +363,41 @@ func checkRules(t testing.TB, objs []object) {
 
 	// The site's flags: the ConfigMap mounted where --config points.
 	conf := brokerConf(t, objs, pod, broker, args["config"])
+	publicURL := ""
+	if v := conf["public-url"]; len(v) > 0 {
+		publicURL = v[len(v)-1]
+	}
 	publicPort := "443"
-	if u, err := url.Parse(conf["public-url"]); err != nil || u.Scheme != "https" || u.Host == "" {
-		t.Errorf("broker.conf public-url %q: want https://host[:port]", conf["public-url"])
+	if u, err := url.Parse(publicURL); err != nil || u.Scheme != "https" || u.Host == "" {
+		t.Errorf("broker.conf public-url %q: want https://host[:port]", publicURL)
 	} else if u.Port() != "" {
 		publicPort = u.Port()
 	}
-	wgPort := port(t, "--wg-listen", args["wg-listen"]) // the default endpoint's port
-	if ep := conf["wg-endpoint"]; ep != "" {
-		wgPort = port(t, "broker.conf wg-endpoint", ep)
+	// The endpoints devices are told: one per broker, in ordinal order.
+	endpoints := conf["wg-endpoint"]
+	if len(endpoints) == 0 {
+		// The default: the public URL's host, the --wg-listen port.
+		endpoints = []string{"default:" + port(t, "--wg-listen", args["wg-listen"])}
+	}
+	if len(endpoints) != replicas {
+		t.Errorf("broker.conf has %d wg-endpoint for %d brokers: want one per broker, so that a device whose broker stops has another to go to", len(endpoints), replicas)
+	}
+	for i, ep := range endpoints {
+		if slices.Contains(endpoints[:i], ep) {
+			t.Errorf("broker.conf wg-endpoint %s twice", ep)
+		}
 	}
 
-	// Services: HTTPS on TCP at the public URL's port, WireGuard on a UDP
-	// load balancer at the port devices are told, each to the right
-	// container port.
-	var httpsOK, wgOK bool
+	// Services: HTTPS on TCP at the public URL's port, in front of every
+	// broker; WireGuard on a UDP load balancer per broker, selecting its
+	// pod alone, at the port of its endpoint; each to the right container
+	// port.
+	var httpsOK bool
+	wgOK := make([]bool, replicas)
 	for _, svc := range byKind["Service"] {
 		name := svc.name()
 		spec := get(svc.m, "spec")
-		selects("Service "+name, get(spec, "selector"))
+		pods := selects("Service "+name, get(spec, "selector"))
 		for _, p := range list(spec, "ports") {
 			target, proto := str(p, "targetPort"), str(p, "protocol")
 			if ports[target] == "" || !strings.HasSuffix(ports[target], "/"+proto) {
@@ -345,17 +407,23 @@ func checkRules(t testing.TB, objs []object) {
 			public := str(spec, "type") == "LoadBalancer"
 			switch {
 			case public && target == "https" && str(p, "port") == publicPort:
-				httpsOK = true
-			case public && target == "wireguard" && str(p, "port") == wgPort:
-				wgOK = str(spec, "externalTrafficPolicy") == "Local"
+				httpsOK = len(pods) == replicas
+			case target == "wireguard" && len(pods) != 1:
+				t.Errorf("Service %s sends WireGuard to brokers %v: want one Service per broker pod, its endpoint", name, pods)
+			case public && target == "wireguard" && str(p, "port") == port(t, "wg-endpoint", endpoints[min(pods[0], len(endpoints)-1)]):
+				wgOK[pods[0]] = str(spec, "externalTrafficPolicy") == "Local"
 			}
 		}
 	}
 	if !httpsOK {
-		t.Errorf("no LoadBalancer Service publishes the broker's https port on %s/TCP, the public URL's port", publicPort)
+		t.Errorf("no LoadBalancer Service publishes every broker's https port on %s/TCP, the public URL's port", publicPort)
 	}
-	if !wgOK {
-		t.Errorf("no LoadBalancer Service (externalTrafficPolicy: Local) publishes the broker's wireguard port on %s/UDP, the port devices are told (wg-endpoint)", wgPort)
+	for i, ok := range wgOK {
+		if !ok {
+			ep := endpoints[min(i, len(endpoints)-1)]
+			t.Errorf("no LoadBalancer Service (externalTrafficPolicy: Local) selecting %s alone publishes its wireguard port on %s/UDP, the port of its endpoint %s (wg-endpoint)",
+				ordinalLabels[i]["statefulset.kubernetes.io/pod-name"], port(t, "wg-endpoint", ep), ep)
+		}
 	}
 
 	// Probes: live on /healthz, ready on /readyz, over TLS when serve has it.
@@ -376,6 +444,12 @@ func checkRules(t testing.TB, objs []object) {
 		[]string{"TCP/https", "UDP/wireguard"}, true)
 	jobLabels, _ := get(job, "spec", "template", "metadata", "labels").(map[string]any)
 	checkNetworkPolicy(t, one("NetworkPolicy", "fieldpass-migrate"), jobLabels, clusterName, nil, false)
+
+	// At most one broker down at a time by a drain, never all of them.
+	if pdb := one("PodDisruptionBudget", "fieldpass-broker"); str(pdb, "spec", "maxUnavailable") != "1" {
+		t.Errorf("PodDisruptionBudget maxUnavailable %q, want 1: a drain stops one broker at a time, and never blocks on a single one", str(pdb, "spec", "maxUnavailable"))
+	}
+	checkFleet(t, byKind, sts, get(sts, "spec", "template"), broker, args, conf, replicas, selects)
 
 	// Databases: each connects as its role of the Cluster, its password
 	// from the Secret the operator also uses, verifying the server's CA.
@@ -507,6 +581,109 @@ func checkRules(t testing.TB, objs []object) {
 		if !documented[n] {
 			t.Errorf("Secret %s is referenced but neither made by the operator nor in secrets.example.yaml", n)
 		}
+	}
+}
+
+// checkFleet wants several brokers to be a fleet (docs/DESIGN.md, "Several
+// brokers"): linked over mutual TLS on a port only broker pods reach, each
+// reached at its own name under the headless Service, which the link's
+// certificate, one Secret for all, names.
+func checkFleet(t testing.TB, byKind map[string][]object, sts, tmpl, broker any, args map[string]string, conf map[string][]string, replicas int, selects func(string, any) []int) {
+	t.Helper()
+	if args["peer-listen"] == "" {
+		if replicas != 1 {
+			t.Errorf("StatefulSet replicas %d without --peer-listen: brokers that do not share their devices through the database fight over the tunnels", replicas)
+		}
+		for _, np := range byKind["NetworkPolicy"] {
+			if np.name() == "fieldpass-broker-peer" {
+				t.Errorf("NetworkPolicy %s opens the link between brokers, which do not listen for it (no --peer-listen)", np.name())
+			}
+		}
+		return
+	}
+	peerPort := port(t, "--peer-listen", args["peer-listen"])
+	var peerName string
+	for _, p := range list(broker, "ports") {
+		if str(p, "containerPort") == peerPort && str(p, "protocol") == "TCP" {
+			peerName = str(p, "name")
+		}
+	}
+	if peerName == "" {
+		t.Errorf("no container port is %s/TCP, where --peer-listen listens", peerPort)
+	}
+	env := map[string]string{}
+	for _, e := range list(broker, "env") {
+		env[str(e, "name")] = str(e, "valueFrom", "fieldRef", "fieldPath")
+	}
+	if env["POD_NAME"] != "metadata.name" || env["POD_NAMESPACE"] != "metadata.namespace" || args["broker-id"] != "$(POD_NAME)" {
+		t.Errorf("want POD_NAME and POD_NAMESPACE from the pod's metadata, and --broker-id=$(POD_NAME); have %v, --broker-id=%q", env, args["broker-id"])
+	}
+	// The others dial the pod's own name under the governing Service.
+	host := "$(POD_NAME)." + str(sts, "spec", "serviceName") + ".$(POD_NAMESPACE).svc"
+	if a := args["peer-addr"]; a != host+":"+peerPort && a != host+".cluster.local:"+peerPort {
+		t.Errorf("--peer-addr=%q, want %s:%s: the pod's name under the headless Service, at --peer-listen's port", a, host, peerPort)
+	}
+	files := map[string]string{"peer-cert": "tls.crt", "peer-key": "tls.key", "peer-ca": "ca.crt"}
+	var secret string
+	for flag, key := range files {
+		src := mountedSecret(get(tmpl, "spec"), broker, args[flag])
+		name, got, _ := strings.Cut(src, "/")
+		if got != key || secret != "" && name != secret {
+			t.Errorf("--%s=%s comes from %q, want key %s of the link's Secret (tls.crt, tls.key, ca.crt of one Secret)", flag, args[flag], src, key)
+		}
+		secret = name
+	}
+	if v := conf["lease-ttl"]; len(v) > 0 {
+		if d, err := time.ParseDuration(v[len(v)-1]); err != nil || d < 3*time.Second || d > 5*time.Minute {
+			t.Errorf("broker.conf lease-ttl %q: want 3s to 5m", v[len(v)-1])
+		}
+	}
+
+	// The link's port: in from broker pods only, and out to them, by some
+	// policy; no policy lets anything else in on it.
+	var in, out bool
+	for _, np := range byKind["NetworkPolicy"] {
+		name := "NetworkPolicy " + np.name()
+		podLabels, _ := get(tmpl, "metadata", "labels").(map[string]any)
+		sel, _ := get(np.m, "spec", "podSelector", "matchLabels").(map[string]any)
+		applies := true
+		for k, v := range sel {
+			applies = applies && podLabels[k] == v
+		}
+		if !applies {
+			continue
+		}
+		for dir, rules := range map[string][]any{"from": list(np.m, "spec", "ingress"), "to": list(np.m, "spec", "egress")} {
+			for _, r := range rules {
+				onPeer := len(list(r, "ports")) == 0
+				for _, p := range list(r, "ports") {
+					if pp := str(p, "port"); (pp == peerName || pp == peerPort) && str(p, "protocol") == "TCP" {
+						onPeer = true
+					}
+				}
+				if !onPeer {
+					continue
+				}
+				peers := list(r, dir)
+				brokersOnly := len(peers) > 0
+				for _, p := range peers {
+					if get(p, "namespaceSelector") != nil || get(p, "ipBlock") != nil || len(selects(name+" "+dir, get(p, "podSelector", "matchLabels"))) != replicas {
+						brokersOnly = false
+					}
+				}
+				switch {
+				case dir == "from" && !brokersOnly:
+					t.Errorf("%s lets in the link between brokers (TCP %s) from %v: want broker pods only", name, peerName, peers)
+				case dir == "from" && brokersOnly:
+					in = true
+				case dir == "to" && brokersOnly:
+					out = true
+				}
+			}
+		}
+	}
+	if !in || !out {
+		t.Errorf("no NetworkPolicy lets the brokers reach each other's link (TCP %s): in %v, out %v", peerName, in, out)
 	}
 }
 
@@ -693,8 +870,9 @@ func mountedSecret(pod, c any, path string) string {
 }
 
 // brokerConf finds the ConfigMap file that --config names, through the
-// pod's volume, and parses it as serve does: name = value lines.
-func brokerConf(t testing.TB, objs []object, pod, c any, path string) map[string]string {
+// pod's volume, and parses it as serve does: name = value lines, each
+// name's values in order (repeatable flags).
+func brokerConf(t testing.TB, objs []object, pod, c any, path string) map[string][]string {
 	t.Helper()
 	dir, file := filepath.Split(path)
 	var cm string
@@ -711,7 +889,7 @@ func brokerConf(t testing.TB, objs []object, pod, c any, path string) map[string
 		if o.kind() != "ConfigMap" || o.name() != cm {
 			continue
 		}
-		conf := map[string]string{}
+		conf := map[string][]string{}
 		for _, line := range strings.Split(str(o.m, "data", file), "\n") {
 			line = strings.TrimSpace(line)
 			if line == "" || strings.HasPrefix(line, "#") {
@@ -721,7 +899,8 @@ func brokerConf(t testing.TB, objs []object, pod, c any, path string) map[string
 			if !ok {
 				t.Errorf("ConfigMap %s %s: %q is not name = value", cm, file, line)
 			}
-			conf[strings.TrimSpace(k)] = strings.TrimSpace(v)
+			k = strings.TrimSpace(k)
+			conf[k] = append(conf[k], strings.TrimSpace(v))
 		}
 		return conf
 	}
