@@ -329,6 +329,12 @@ func (b *Broker) Ready(ctx context.Context) error {
 		b.log.Debug("readiness: postgres unreachable", "err", err)
 		return errors.New("postgres unreachable")
 	}
+	if b.fleet != nil {
+		if err := b.db.LeasesReady(ctx); err != nil {
+			b.log.Debug("readiness: no lease tables", "err", err)
+			return errors.New("database not migrated for several brokers")
+		}
+	}
 	return nil
 }
 

@@ -244,3 +244,17 @@ func (db *DB) ClaimDeadBroker(ctx context.Context, brokerID string) (bool, error
 	}
 	return tag.RowsAffected() == 1, nil
 }
+
+// LeasesReady reports whether the database has the lease tables (its
+// schema is recent enough for several brokers): a broker of a fleet is
+// not ready without them.
+func (db *DB) LeasesReady(ctx context.Context) error {
+	var ok bool
+	if err := db.pool.QueryRow(ctx, `SELECT to_regclass('device_leases') IS NOT NULL AND to_regclass('brokers') IS NOT NULL`).Scan(&ok); err != nil {
+		return err
+	}
+	if !ok {
+		return errors.New("the lease tables are missing: run fieldpass-broker migrate")
+	}
+	return nil
+}

@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -201,5 +202,18 @@ func TestOpenSessionFencedByLease(t *testing.T) {
 	time.Sleep(1100 * time.Millisecond)
 	if err := open("broker-a"); fieldpass.ErrorCode(err) != fieldpass.EUNAVAILABLE {
 		t.Fatalf("the holder of an expired lease: err = %v, want unavailable", err)
+	}
+}
+
+func TestLeasesReady(t *testing.T) {
+	s := mustOpen(t)
+	if err := s.LeasesReady(context.Background()); err != nil {
+		t.Fatalf("a migrated database: %v", err)
+	}
+	if _, err := s.sql.Exec(context.Background(), `ALTER TABLE device_leases RENAME TO device_leases_gone`); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.LeasesReady(context.Background()); err == nil || !strings.Contains(err.Error(), "migrate") {
+		t.Fatalf("without the table: %v, want an error saying to migrate", err)
 	}
 }
