@@ -7,7 +7,10 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
+	"fmt"
 	"io"
+	"math/big"
+	"net/netip"
 )
 
 // Enrolment inside WireGuard (see PROTOCOL.md, "Enrolment inside
@@ -188,4 +191,32 @@ func ReadEnrollAnswer(r io.Reader) (EnrollAnswer, error) {
 	default:
 		return EnrollAnswer{}, protoErr("enrolment answer code %d", fixed[3])
 	}
+}
+
+// EnrollmentAddress maps an enrolment token's number (enroll_seq, counted
+// from 1) to the tunnel address of its peer: from the top of prefix down,
+// below the broadcast address, over the top quarter of the prefix (at
+// least one address) and round again. Devices' addresses count up from
+// the bottom, so the two meet only in a prefix three quarters full; and
+// two outstanding tokens share an address only when a quarter of the
+// prefix's worth of tokens was made within one token's life. The broker
+// admits the newer of two such tokens and no token over a device.
+func EnrollmentAddress(prefix netip.Prefix, seq int64) (netip.Addr, error) {
+	if seq < 1 {
+		return netip.Addr{}, fmt.Errorf("enrolment address: number %d, want 1 or more", seq)
+	}
+	host := prefix.Addr().BitLen() - prefix.Bits()
+	if host < 3 {
+		return netip.Addr{}, fmt.Errorf("enrolment address: prefix %s has no room for enrolment peers", prefix)
+	}
+	slots := int64(1) << min(host-2, 62)
+	// The top address is broadcast in IPv4 and left alone in both.
+	back := 1 + (seq-1)%slots + 1
+	b := prefix.Masked().Addr().AsSlice()
+	top := new(big.Int).SetBytes(b)
+	top.Add(top, new(big.Int).Lsh(big.NewInt(1), uint(host)))
+	top.Sub(top, big.NewInt(back))
+	out := top.FillBytes(make([]byte, len(b)))
+	a, _ := netip.AddrFromSlice(out)
+	return a, nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/ecdh"
 	"errors"
+	"net/netip"
 	"reflect"
 	"testing"
 
@@ -135,4 +136,31 @@ func FuzzReadEnrollAnswer(f *testing.F) {
 			t.Fatalf("round trip: %+v, %v; want %+v", again, err, a)
 		}
 	})
+}
+
+func TestEnrollmentAddress(t *testing.T) {
+	for _, tt := range []struct {
+		prefix string
+		seq    int64
+		want   string
+	}{
+		{"10.77.0.0/16", 1, "10.77.255.254"},
+		{"10.77.0.0/16", 2, "10.77.255.253"},
+		{"10.77.0.0/16", 16384, "10.77.191.255"},
+		{"10.77.0.0/16", 16385, "10.77.255.254"}, // round again
+		{"10.77.0.0/24", 1, "10.77.0.254"},
+		{"10.77.0.0/24", 65, "10.77.0.254"},
+		{"fd00:77::/64", 1, "fd00:77::ffff:ffff:ffff:fffe"},
+	} {
+		got, err := tunnel.EnrollmentAddress(netip.MustParsePrefix(tt.prefix), tt.seq)
+		if err != nil || got.String() != tt.want {
+			t.Errorf("EnrollmentAddress(%s, %d) = %v, %v; want %s", tt.prefix, tt.seq, got, err, tt.want)
+		}
+	}
+	if _, err := tunnel.EnrollmentAddress(netip.MustParsePrefix("10.0.0.0/30"), 1); err == nil {
+		t.Error("a /30 has no room, yet got an address")
+	}
+	if _, err := tunnel.EnrollmentAddress(netip.MustParsePrefix("10.0.0.0/16"), 0); err == nil {
+		t.Error("number 0 gave an address")
+	}
 }
