@@ -12,7 +12,7 @@ help: ## list the targets
 
 build: ## build bin/fieldpass-broker, bin/fieldpass-connector, bin/fieldpass
 	@mkdir -p bin
-	$(foreach b,$(BINARIES),CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/$(b) ./cmd/$(b) &&) true
+	$(foreach b,$(BINARIES),CGO_ENABLED=0 $(GO) build -trimpath -tags enroll_https -ldflags '$(LDFLAGS)' -o bin/$(b) ./cmd/$(b) &&) true
 
 lint: ## gofmt and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

@@ -8,6 +8,7 @@ import (
 	"github.com/fieldpass/fieldpass"
 	"github.com/fieldpass/fieldpass/broker/brokertest"
 	"github.com/fieldpass/fieldpass/connector"
+	"github.com/fieldpass/fieldpass/connector/httpsenroll"
 	"github.com/fieldpass/fieldpass/tunnel"
 	"github.com/fieldpass/fieldpass/wgnet"
 )
@@ -96,7 +97,7 @@ func TestEnrollInTunnelExpired(t *testing.T) {
 	_, pub2 := tunnel.EnrollmentKey(second)
 	cfg := e.TunnelEnrollConfig(second)
 	// The first over HTTPS: both paths live side by side.
-	if _, err := connector.Enroll(ctx, connector.EnrollConfig{BrokerURL: e.URL, Token: first, StateDir: t.TempDir() + "/first"}); err != nil {
+	if _, err := httpsenroll.Enroll(ctx, httpsenroll.Config{BrokerURL: e.URL, Token: first, StateDir: t.TempDir() + "/first"}); err != nil {
 		t.Fatal(err)
 	}
 	brokertest.WaitFor(t, 5*time.Second, "the second token's peer admitted", func() bool { return hasPeer(e, pub2) })

@@ -245,7 +245,7 @@ func (b *Broker) serveEnroll(c net.Conn, ep *enrollPeer) {
 		BrokerAddress: b.addr.String(),
 		BrokerPort:    tunnel.BrokerPort,
 		BrokerKey:     b.PublicKey().String(),
-		Endpoints:     b.cfg.Endpoints,
+		Endpoints:     b.enrollEndpoints(),
 		MTU:           b.cfg.MTU,
 	}})
 	if err == nil {
@@ -263,4 +263,19 @@ func (b *Broker) serveEnroll(c net.Conn, ep *enrollPeer) {
 func awaitHangup(c net.Conn) {
 	c.SetReadDeadline(time.Now().Add(enrollLinger))
 	io.Copy(io.Discard, io.LimitReader(c, 1))
+}
+
+// SetEnrollEndpoints sets the public UDP addresses told to devices that
+// enrol inside the tunnel (Config.Endpoints), for a caller that learns them
+// only once the broker is up (the listen port).
+func (b *Broker) SetEnrollEndpoints(eps []string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.cfg.Endpoints = append([]string(nil), eps...)
+}
+
+func (b *Broker) enrollEndpoints() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.cfg.Endpoints
 }

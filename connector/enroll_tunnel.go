@@ -6,10 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -64,15 +61,7 @@ func EnrollInTunnel(ctx context.Context, cfg TunnelEnrollConfig) (*State, error)
 	if !cfg.Address.IsValid() {
 		return nil, fieldpass.Errorf(fieldpass.EINVALID, "--address is required: the token's tunnel address with its prefix length, from the enrol command")
 	}
-	if cfg.StateDir == "" {
-		return nil, fieldpass.Errorf(fieldpass.EINVALID, "--state-dir is required")
-	}
-	if _, err := os.Stat(filepath.Join(cfg.StateDir, stateFile)); err == nil {
-		return nil, fieldpass.Errorf(fieldpass.ECONFLICT, "%s already holds an enrolment; use an empty --state-dir (or remove it after decommissioning the device)", cfg.StateDir)
-	} else if !errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("check state dir: %w", err)
-	}
-	if err := checkWritable(cfg.StateDir); err != nil {
+	if err := CheckStateDir(cfg.StateDir); err != nil {
 		return nil, err
 	}
 	rnd := cfg.Rand

@@ -24,6 +24,7 @@ import (
 	"github.com/fieldpass/fieldpass/apiserver"
 	"github.com/fieldpass/fieldpass/broker"
 	"github.com/fieldpass/fieldpass/connector"
+	"github.com/fieldpass/fieldpass/connector/httpsenroll"
 	"github.com/fieldpass/fieldpass/postgres"
 	"github.com/fieldpass/fieldpass/postgres/pgtest"
 	"github.com/fieldpass/fieldpass/tunnel"
@@ -189,7 +190,7 @@ func (e *Env) Enroll(name string) *connector.State {
 	if err != nil {
 		e.tb.Fatal(err)
 	}
-	s, err := connector.Enroll(ctx, connector.EnrollConfig{BrokerURL: e.URL, Token: tok, StateDir: e.tb.TempDir() + "/state"})
+	s, err := httpsenroll.Enroll(ctx, httpsenroll.Config{BrokerURL: e.URL, Token: tok, StateDir: e.tb.TempDir() + "/state"})
 	if err != nil {
 		e.tb.Fatal(err)
 	}

@@ -351,6 +351,7 @@ func newServer(ctx context.Context, cfg *serveConfig) (_ *server, err error) {
 		endpoints = []string{net.JoinHostPort(cfg.publicURL.Hostname(), strconv.Itoa(int(b.ListenPort())))}
 	}
 	s.endpoints = endpoints
+	b.SetEnrollEndpoints(endpoints)
 	publicOrigin := cfg.publicURL.Scheme + "://" + cfg.publicURL.Host
 	// One set of rules for what people may see and do, whether they ask
 	// through the API or the portal.
