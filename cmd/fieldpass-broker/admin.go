@@ -94,7 +94,7 @@ func (e env) token(ctx context.Context, args []string) error {
 	ttl := fs.Duration("ttl", 24*time.Hour, "how long the token stays valid")
 	downloadURL := fs.String("download-url", e.getenv("FIELDPASS_DOWNLOAD_URL"), "`URL` devices fetch the connector's packages from, for the install lines on stderr (env FIELDPASS_DOWNLOAD_URL; default: this release's downloads)")
 	keyFile := fs.String("key-file", defaultKeyFile(e.getenv), "the broker's WireGuard private key (as serve's --key-file), whose public half the enrol command carries")
-	wgEndpoint := fs.String("wg-endpoint", "", "the broker's public WireGuard `host:port` for the enrol command (as serve's --wg-endpoint; default: FIELDPASS_PUBLIC_URL's host, port 51820)")
+	wgEndpoint := fs.String("wg-endpoint", "", "the broker's public WireGuard `host:port` for the enrol command (as serve's --wg-endpoint; default: the public URL's host, port 51820)")
 	prefix := fs.String("tunnel-prefix", "10.77.0.0/16", "the tunnel address space (as serve's --tunnel-prefix)")
 	if err := parse(fs, args[1:], 0); err != nil {
 		return err
