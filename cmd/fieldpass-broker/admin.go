@@ -13,6 +13,7 @@ import (
 	"github.com/fieldpass/fieldpass"
 	"github.com/fieldpass/fieldpass/postgres"
 	"github.com/fieldpass/fieldpass/tunnel"
+	"github.com/fieldpass/fieldpass/wgnet"
 )
 
 func (e env) openDB(ctx context.Context, flagValue string) (*postgres.DB, error) {
@@ -145,12 +146,24 @@ func tunnelEnrolCommand(ctx context.Context, db *postgres.DB, token, keyFile, en
 	if err != nil || p == nil {
 		return "", fmt.Sprintf("the token's enrolment peer: %v", err)
 	}
-	addr, err := tunnel.EnrollmentAddress(pfx, p.Seq)
+	cmd, err = enrolCommand(token, key.Public(), endpoint, pfx, p.Seq)
 	if err != nil {
 		return "", err.Error()
 	}
+	return cmd, ""
+}
+
+// enrolCommand is the connector's enroll command inside WireGuard, without
+// --state-dir: the token, the broker's public key and endpoint, and the
+// tunnel address of the token's peer (its number seq) with the prefix
+// length.
+func enrolCommand(token string, brokerKey wgnet.Key, endpoint string, prefix netip.Prefix, seq int64) (string, error) {
+	addr, err := tunnel.EnrollmentAddress(prefix, seq)
+	if err != nil {
+		return "", err
+	}
 	return fmt.Sprintf("fieldpass-connector enroll --token %s --broker-key %s --endpoint %s --address %s",
-		token, key.Public(), endpoint, netip.PrefixFrom(addr, pfx.Bits())), ""
+		token, brokerKey, endpoint, netip.PrefixFrom(addr, prefix.Bits())), nil
 }
 
 // printEnrolGuide tells the person at the terminal how to install and enrol
