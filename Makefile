@@ -57,7 +57,7 @@ demo: ## the whole system on loopback: Postgres, OIDC logins, broker and portal,
 	@command -v $(GO) >/dev/null || { echo "demo: Go is needed to build it: install Go 1.26 (https://go.dev/dl/; Debian: apt-get install golang)" >&2; exit 1; }
 	@mkdir -p bin
 	@echo "Building $(DEMO_BINARIES)..."
-	@CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ $(addprefix ./cmd/,$(DEMO_BINARIES))
+	@CGO_ENABLED=0 $(GO) build -trimpath -tags enroll_https -ldflags '$(LDFLAGS)' -o bin/ $(addprefix ./cmd/,$(DEMO_BINARIES))
 	@bin/fieldpass-demo
 
 demo-reset: ## wipe the demo's data (its Postgres, keys, logins): the next make demo starts afresh
