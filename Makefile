@@ -29,7 +29,7 @@ test: lint ## run every test (real Postgres, WireGuard, binaries) with -race
 
 FUZZTIME ?= 30s
 FUZZ_TARGETS = tunnel:FuzzReadStreamHeader tunnel:FuzzReadStreamStatus tunnel:FuzzReadHello \
-  tunnel:FuzzReadHelloReply tunnel:FuzzReadStreamOpen wgnet:FuzzIsSYNTo \
+  tunnel:FuzzReadHelloReply tunnel:FuzzReadStreamOpen tunnel:FuzzReadEnrollAsk tunnel:FuzzReadEnrollAnswer wgnet:FuzzIsSYNTo \
   connector:FuzzParseNetlink portal:FuzzLocalReturn portal:FuzzParseWebHost \
   .:FuzzParseDuration .:FuzzVerifyAuditExport
 
