@@ -12,7 +12,7 @@ help: ## list the targets
 
 build: ## build bin/fieldpass-broker, bin/fieldpass-connector, bin/fieldpass
 	@mkdir -p bin
-	$(foreach b,$(BINARIES),CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/$(b) ./cmd/$(b) &&) true
+	$(foreach b,$(BINARIES),CGO_ENABLED=0 $(GO) build -trimpath -tags enroll_https -ldflags '$(LDFLAGS)' -o bin/$(b) ./cmd/$(b) &&) true
 
 lint: ## gofmt and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -29,7 +29,7 @@ test: lint ## run every test (real Postgres, WireGuard, binaries) with -race
 
 FUZZTIME ?= 30s
 FUZZ_TARGETS = tunnel:FuzzReadStreamHeader tunnel:FuzzReadStreamStatus tunnel:FuzzReadHello \
-  tunnel:FuzzReadHelloReply tunnel:FuzzReadStreamOpen wgnet:FuzzIsSYNTo \
+  tunnel:FuzzReadHelloReply tunnel:FuzzReadStreamOpen tunnel:FuzzReadEnrollAsk tunnel:FuzzReadEnrollAnswer wgnet:FuzzIsSYNTo \
   connector:FuzzParseNetlink portal:FuzzLocalReturn portal:FuzzParseWebHost \
   .:FuzzParseDuration .:FuzzVerifyAuditExport
 
@@ -57,7 +57,7 @@ demo: ## the whole system on loopback: Postgres, OIDC logins, broker and portal,
 	@command -v $(GO) >/dev/null || { echo "demo: Go is needed to build it: install Go 1.26 (https://go.dev/dl/; Debian: apt-get install golang)" >&2; exit 1; }
 	@mkdir -p bin
 	@echo "Building $(DEMO_BINARIES)..."
-	@CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ $(addprefix ./cmd/,$(DEMO_BINARIES))
+	@CGO_ENABLED=0 $(GO) build -trimpath -tags enroll_https -ldflags '$(LDFLAGS)' -o bin/ $(addprefix ./cmd/,$(DEMO_BINARIES))
 	@bin/fieldpass-demo
 
 demo-reset: ## wipe the demo's data (its Postgres, keys, logins): the next make demo starts afresh

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fieldpass/fieldpass/connector"
+	"github.com/fieldpass/fieldpass/connector/httpsenroll"
 	"github.com/fieldpass/fieldpass/tunnel"
 )
 
@@ -26,7 +26,7 @@ func TestEnrollRefusesWeakKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := connector.Enroll(ctx, connector.EnrollConfig{BrokerURL: srv.URL, Token: tok, StateDir: filepath.Join(t.TempDir(), "state")})
+	s, err := httpsenroll.Enroll(ctx, httpsenroll.Config{BrokerURL: srv.URL, Token: tok, StateDir: filepath.Join(t.TempDir(), "state")})
 	if err != nil {
 		t.Fatal(err)
 	}

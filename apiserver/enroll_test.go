@@ -18,6 +18,7 @@ import (
 	"github.com/fieldpass/fieldpass"
 	"github.com/fieldpass/fieldpass/apiserver"
 	"github.com/fieldpass/fieldpass/connector"
+	"github.com/fieldpass/fieldpass/connector/httpsenroll"
 	"github.com/fieldpass/fieldpass/postgres"
 	"github.com/fieldpass/fieldpass/postgres/pgtest"
 	"github.com/fieldpass/fieldpass/tunnel"
@@ -83,7 +84,7 @@ func TestEnrollHappyPathAndReuse(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := filepath.Join(t.TempDir(), "state")
-	s, err := connector.Enroll(ctx, connector.EnrollConfig{BrokerURL: srv.URL, Token: tok, StateDir: dir})
+	s, err := httpsenroll.Enroll(ctx, httpsenroll.Config{BrokerURL: srv.URL, Token: tok, StateDir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,7 +115,7 @@ func TestEnrollHappyPathAndReuse(t *testing.T) {
 
 	// Reused: refused, and nothing written on the device.
 	dir2 := filepath.Join(t.TempDir(), "state")
-	_, err = connector.Enroll(ctx, connector.EnrollConfig{BrokerURL: srv.URL, Token: tok, StateDir: dir2})
+	_, err = httpsenroll.Enroll(ctx, httpsenroll.Config{BrokerURL: srv.URL, Token: tok, StateDir: dir2})
 	if fieldpass.ErrorCode(err) != fieldpass.ECONFLICT || !strings.Contains(err.Error(), "already used") {
 		t.Fatalf("reused token: err %v, want conflict 'already used'", err)
 	}
@@ -123,7 +124,7 @@ func TestEnrollHappyPathAndReuse(t *testing.T) {
 	}
 	// An existing enrolment is never overwritten.
 	tok2, _, _ := db.CreateEnrollmentToken(ctx, "pump-8", nil, time.Hour)
-	if _, err := connector.Enroll(ctx, connector.EnrollConfig{BrokerURL: srv.URL, Token: tok2, StateDir: dir}); fieldpass.ErrorCode(err) != fieldpass.ECONFLICT {
+	if _, err := httpsenroll.Enroll(ctx, httpsenroll.Config{BrokerURL: srv.URL, Token: tok2, StateDir: dir}); fieldpass.ErrorCode(err) != fieldpass.ECONFLICT {
 		t.Fatalf("enrol into a used state dir: err %v, want conflict", err)
 	}
 	if devs, _ := db.Devices(ctx); len(devs) != 1 {
@@ -152,7 +153,7 @@ func TestEnrollRefusals(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "state")
-			_, err := connector.Enroll(ctx, connector.EnrollConfig{BrokerURL: srv.URL, Token: tt.token, StateDir: dir})
+			_, err := httpsenroll.Enroll(ctx, httpsenroll.Config{BrokerURL: srv.URL, Token: tt.token, StateDir: dir})
 			if fieldpass.ErrorCode(err) != tt.code {
 				t.Fatalf("err %v, want code %s", err, tt.code)
 			}
@@ -245,7 +246,7 @@ func TestEnrollRateLimited(t *testing.T) {
 
 func TestPlainHTTPOnlyToLoopback(t *testing.T) {
 	var raw [32]byte
-	_, err := connector.Enroll(context.Background(), connector.EnrollConfig{
+	_, err := httpsenroll.Enroll(context.Background(), httpsenroll.Config{
 		BrokerURL: "http://broker.example.com", Token: fieldpass.FormatEnrollmentToken(raw), StateDir: t.TempDir() + "/s",
 	})
 	if fieldpass.ErrorCode(err) != fieldpass.EINVALID || !strings.Contains(err.Error(), "https") {

@@ -25,6 +25,7 @@ import (
 	"github.com/fieldpass/fieldpass"
 	"github.com/fieldpass/fieldpass/broker/brokertest"
 	"github.com/fieldpass/fieldpass/connector"
+	"github.com/fieldpass/fieldpass/connector/httpsenroll"
 	"github.com/fieldpass/fieldpass/postgres"
 	"github.com/fieldpass/fieldpass/postgres/pgtest"
 	"github.com/fieldpass/fieldpass/tunnel"
@@ -383,7 +384,7 @@ func enrollFleet(tb testing.TB, db *postgres.DB, n int, brokerURL string, broker
 		if err != nil {
 			tb.Fatal(err)
 		}
-		s, err := connector.Enroll(ctx, connector.EnrollConfig{BrokerURL: brokerURL, Token: tok, StateDir: filepath.Join(root, deviceName(i))})
+		s, err := httpsenroll.Enroll(ctx, httpsenroll.Config{BrokerURL: brokerURL, Token: tok, StateDir: filepath.Join(root, deviceName(i))})
 		if err != nil {
 			tb.Fatalf("enrol %s over HTTP: %v", deviceName(i), err)
 		}

@@ -410,7 +410,7 @@ func pathTarget(tb testing.TB) string {
 // buildPathBinaries builds the three binaries of this tree into dir.
 func buildPathBinaries(tb testing.TB, dir string) string {
 	tb.Helper()
-	cmd := exec.Command("go", "build", "-o", dir+string(filepath.Separator),
+	cmd := exec.Command("go", "build", "-tags", "enroll_https", "-o", dir+string(filepath.Separator),
 		"github.com/fieldpass/fieldpass/cmd/fieldpass-broker",
 		"github.com/fieldpass/fieldpass/cmd/fieldpass-connector",
 		"github.com/fieldpass/fieldpass/cmd/fieldpass")

@@ -16,6 +16,7 @@ import (
 	"github.com/fieldpass/fieldpass/broker"
 	"github.com/fieldpass/fieldpass/broker/brokertest"
 	"github.com/fieldpass/fieldpass/connector"
+	"github.com/fieldpass/fieldpass/connector/httpsenroll"
 	"github.com/fieldpass/fieldpass/httpapi"
 )
 
@@ -143,7 +144,7 @@ func TestAlertSensitiveSession(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := connector.Enroll(ctx, connector.EnrollConfig{BrokerURL: e.URL, Token: tok, StateDir: t.TempDir() + "/state"})
+	s, err := httpsenroll.Enroll(ctx, httpsenroll.Config{BrokerURL: e.URL, Token: tok, StateDir: t.TempDir() + "/state"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -89,6 +89,10 @@ type Config struct {
 	// Fleet, when set, makes the broker one of several sharing its
 	// database (fleet.go); nil: it works alone.
 	Fleet *FleetConfig
+	// Endpoints are the broker's public UDP addresses (host:port) told to
+	// devices that enrol inside the tunnel (enrollpeers.go); none: their
+	// connectors keep the endpoint they enrolled through.
+	Endpoints []string
 }
 
 func (c *Config) setDefaults() error {
@@ -165,6 +169,8 @@ type Broker struct {
 	// barred are the devices told at their hello that they may not
 	// connect, by tunnel address (barred.go).
 	barred map[netip.Addr]*barredPeer
+	// enroll holds the enrolment tokens admitted as peers (enrollpeers.go).
+	enroll enrollState
 	closed bool
 }
 
@@ -229,6 +235,7 @@ func New(ctx context.Context, cfg Config, db *postgres.DB) (*Broker, error) {
 		byName:  map[string]*peer{},
 		byKey:   map[wgnet.Key]*peer{},
 		barred:  map[netip.Addr]*barredPeer{},
+		enroll:  enrollState{byAddr: map[netip.Addr]*enrollPeer{}},
 	}
 	listen := cfg.WGListen
 	if listen.Addr().IsUnspecified() {
@@ -344,11 +351,12 @@ func (b *Broker) Serve(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	wg.Add(5)
+	wg.Add(6)
 	go func() {
 		defer wg.Done()
 		b.db.ListenDevices(ctx, func(id string) { b.deviceChanged(ctx, id) })
 	}()
+	go func() { defer wg.Done(); b.enrollPeersLoop(ctx) }()
 	go func() { defer wg.Done(); b.runFleet(ctx) }()
 	go func() { defer wg.Done(); b.presenceLoop(ctx) }()
 	go func() { defer wg.Done(); b.nudgeLoop(ctx) }()

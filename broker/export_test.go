@@ -3,7 +3,23 @@ package broker
 import (
 	"net/netip"
 	"time"
+
+	"github.com/fieldpass/fieldpass/wgnet"
 )
+
+// HasPeer reports whether k is a WireGuard peer of the broker.
+func (b *Broker) HasPeer(k wgnet.Key) bool {
+	stats, err := b.dev.Peers()
+	if err != nil {
+		return false
+	}
+	for _, st := range stats {
+		if st.PublicKey == k {
+			return true
+		}
+	}
+	return false
+}
 
 // CloneDetector exposes a peer's endpoint-flap detector to the external
 // tests, which feed it moves without a network.

@@ -9,7 +9,7 @@ import (
 	"github.com/fieldpass/fieldpass"
 	"github.com/fieldpass/fieldpass/broker"
 	"github.com/fieldpass/fieldpass/broker/brokertest"
-	"github.com/fieldpass/fieldpass/connector"
+	"github.com/fieldpass/fieldpass/connector/httpsenroll"
 )
 
 // TestOpenNeedsMFAForLabelledDevices: with MFALabels zone=critical, a
@@ -29,7 +29,7 @@ func TestOpenNeedsMFAForLabelledDevices(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		s, err := connector.Enroll(ctx, connector.EnrollConfig{BrokerURL: e.URL, Token: tok, StateDir: t.TempDir() + "/state"})
+		s, err := httpsenroll.Enroll(ctx, httpsenroll.Config{BrokerURL: e.URL, Token: tok, StateDir: t.TempDir() + "/state"})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -55,6 +55,10 @@ func (b *Broker) handshake(c net.Conn) {
 			b.refuseBarred(c, barred)
 			return
 		}
+		if ep := b.enrollPeerAt(src.Addr().Unmap()); ep != nil {
+			b.serveEnroll(c, ep)
+			return
+		}
 		// Cryptokey routing only lets in addresses of peers, so this is
 		// a device removed a moment ago.
 		c.Close()

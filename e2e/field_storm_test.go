@@ -333,7 +333,7 @@ func stormConnectorBin(t *testing.T) string {
 	}
 	stormBin.once.Do(func() {
 		path := filepath.Join(filepath.Dir(bins.connector), "norace", "fieldpass-connector")
-		cmd := exec.Command("go", "build", "-ldflags", "-X github.com/fieldpass/fieldpass.Version="+bins.version,
+		cmd := exec.Command("go", "build", "-tags", "enroll_https", "-ldflags", "-X github.com/fieldpass/fieldpass.Version="+bins.version,
 			"-o", path, "./cmd/fieldpass-connector")
 		cmd.Dir = bins.moduleRoot
 		start := time.Now()

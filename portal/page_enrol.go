@@ -17,6 +17,9 @@ type enrolData struct {
 	Token             string // shown once
 	Expires           time.Time
 	Broker            string
+	// Command is the enroll command inside WireGuard (without
+	// --state-dir); empty: the HTTPS form with Broker.
+	Command string
 	// Install installs the connector of Version, one line per kind of device.
 	Install []fieldpass.InstallLine
 	Version string
@@ -61,6 +64,13 @@ func (p *Portal) HandleEnrolCreate() http.HandlerFunc {
 			return
 		}
 		d.Install, d.Version = fieldpass.ConnectorInstallLines(p.cfg.DownloadURL, fieldpass.Version), fieldpass.Version
+		if p.cfg.EnrolCommand != nil {
+			cmd, err := p.cfg.EnrolCommand(r.Context(), d.Token)
+			if err != nil {
+				p.log.Warn("no enrol command inside WireGuard; showing the HTTPS one", "device", d.Name, "err", err)
+			}
+			d.Command = cmd
+		}
 		p.render(w, r, http.StatusOK, "enrol", view{Title: "Enrol " + d.Name, Current: "enrol", Data: d})
 	}
 }

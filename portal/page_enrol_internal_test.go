@@ -48,3 +48,17 @@ func TestEnrolPageInstallLines(t *testing.T) {
 		}
 	}
 }
+
+// TestEnrolPageTunnelCommand: with an enrol command inside WireGuard, the
+// page shows it, with the state directory, as the command to copy.
+func TestEnrolPageTunnelCommand(t *testing.T) {
+	p := New(Config{PublicURL: "https://fieldpass.example.com"})
+	cmd := "fieldpass-connector enroll --token fpe_test --broker-key KEY= --endpoint fieldpass.example.com:51820 --address 10.77.255.254/16"
+	d := enrolData{Name: "pump-7", Token: "fpe_test", Expires: time.Now().Add(time.Hour), Broker: p.cfg.PublicURL, Command: cmd}
+	rec := httptest.NewRecorder()
+	p.render(rec, httptest.NewRequest(http.MethodPost, "/enrol", nil), http.StatusOK, "enrol", view{Title: "Enrol pump-7", Data: d})
+	m := regexp.MustCompile(`(?s)<code id="enrol-command">(.*?)</code>`).FindStringSubmatch(rec.Body.String())
+	if m == nil || html.UnescapeString(m[1]) != cmd+" --state-dir /var/lib/fieldpass-connector" {
+		t.Errorf("enrol command shown: %q, want the WireGuard one", m)
+	}
+}

@@ -5,6 +5,7 @@
 package portal
 
 import (
+	"context"
 	"io"
 	"log/slog"
 	"net/http"
@@ -91,7 +92,11 @@ type Config struct {
 	// binaries, for the install lines of the enrolment page. Empty: this
 	// release's downloads (fieldpass.DownloadURL).
 	DownloadURL string
-	Logger      *slog.Logger
+	// EnrolCommand, when set, is the connector's enroll command inside
+	// WireGuard for a new token (without --state-dir), for the enrolment
+	// page; unset or failing, the page shows the HTTPS form.
+	EnrolCommand func(ctx context.Context, token string) (string, error)
+	Logger       *slog.Logger
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 }

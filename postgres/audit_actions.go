@@ -50,7 +50,21 @@ func (db *DB) CreateEnrollmentTokenAudited(ctx context.Context, actor, deviceNam
 // the address the request came from (client). The details hold the device
 // id, tunnel address, public key and connector version; never the token.
 func (db *DB) EnrollAudited(ctx context.Context, client, token, publicKey, connectorVersion string, allocate func(seq int64) (netip.Addr, error)) (*fieldpass.Device, error) {
-	return db.enroll(ctx, token, publicKey, connectorVersion, allocate, func(tx pgx.Tx, dev *fieldpass.Device) error {
+	if err := ParseEnrollmentToken(token); err != nil {
+		return nil, err
+	}
+	return db.enroll(ctx, byHash(token), publicKey, connectorVersion, allocate, db.recordEnroll(ctx, client, connectorVersion))
+}
+
+// EnrollByTokenKeyAudited is EnrollByTokenKey, recorded as EnrollAudited
+// records; client is the WireGuard endpoint the enrolment came from.
+func (db *DB) EnrollByTokenKeyAudited(ctx context.Context, client, tokenKey, publicKey, connectorVersion string, allocate func(seq int64) (netip.Addr, error)) (*fieldpass.Device, error) {
+	return db.enroll(ctx, tokenRef{"enroll_key", tokenKey}, publicKey, connectorVersion, allocate, db.recordEnroll(ctx, client, connectorVersion))
+}
+
+// recordEnroll appends an enrolment's device.enroll event.
+func (db *DB) recordEnroll(ctx context.Context, client, connectorVersion string) func(tx pgx.Tx, dev *fieldpass.Device) error {
+	return func(tx pgx.Tx, dev *fieldpass.Device) error {
 		_, err := db.AppendAuditTx(ctx, tx, fieldpass.AuditEvent{
 			Actor:  "device:" + dev.Name,
 			Action: fieldpass.AuditDeviceEnroll,
@@ -68,7 +82,7 @@ func (db *DB) EnrollAudited(ctx context.Context, client, token, publicKey, conne
 			return fmt.Errorf("audit: %w", err)
 		}
 		return nil
-	})
+	}
 }
 
 // SetDeviceStateAudited is SetDeviceState, recorded by actor as

@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/fieldpass/fieldpass"
+	"github.com/fieldpass/fieldpass/tunnel"
 )
 
 // MaxEnrollmentTokenTTL bounds how long an enrolment token stays valid.
@@ -64,16 +65,19 @@ func (db *DB) createEnrollmentToken(ctx context.Context, deviceName string, labe
 		return "", time.Time{}, fmt.Errorf("generate enrolment token: %w", err)
 	}
 	token = fieldpass.FormatEnrollmentToken(secret)
+	// Only the public half of the token's WireGuard key is kept: it lets a
+	// broker admit the token's peer, and proves nothing without the token.
+	_, pub := tunnel.EnrollmentKey(token)
 	now := db.now()
 	expiresAt = now.Add(ttl).Truncate(time.Microsecond)
 
 	err = pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
 		// One statement, so the name check and the insert see the same devices.
 		tag, err := tx.Exec(ctx, `
-			INSERT INTO enrollment_tokens (token_hash, device_name, labels, created_at, expires_at)
-			SELECT $1, $2, $3, $4, $5
+			INSERT INTO enrollment_tokens (token_hash, device_name, labels, created_at, expires_at, enroll_key, enroll_seq)
+			SELECT $1, $2, $3, $4, $5, $6, nextval('enrollment_peer_seq')
 			WHERE NOT EXISTS (SELECT 1 FROM devices WHERE name = $2 AND state <> 'decommissioned')`,
-			hashToken(token), deviceName, labelsOrEmpty(labels), now, expiresAt)
+			hashToken(token), deviceName, labelsOrEmpty(labels), now, expiresAt, base64.StdEncoding.EncodeToString(pub[:]))
 		if err != nil {
 			return fmt.Errorf("create enrolment token for %s: %w", deviceName, err)
 		}
@@ -109,15 +113,31 @@ func nameTaken(name string) error {
 // Errors: invalid (malformed token, key or version), not_found (unknown
 // token), conflict (token already used; name enrolled; key in use), expired.
 func (db *DB) Enroll(ctx context.Context, token, publicKey, connectorVersion string, allocate func(seq int64) (netip.Addr, error)) (*fieldpass.Device, error) {
-	return db.enroll(ctx, token, publicKey, connectorVersion, allocate, nil)
-}
-
-// enroll is Enroll; record, if not nil, runs last in the enrolment's
-// transaction, and its error undoes the enrolment (see EnrollAudited).
-func (db *DB) enroll(ctx context.Context, token, publicKey, connectorVersion string, allocate func(seq int64) (netip.Addr, error), record func(tx pgx.Tx, dev *fieldpass.Device) error) (*fieldpass.Device, error) {
 	if err := ParseEnrollmentToken(token); err != nil {
 		return nil, err
 	}
+	return db.enroll(ctx, byHash(token), publicKey, connectorVersion, allocate, nil)
+}
+
+// EnrollByTokenKey is Enroll for an enrolment inside WireGuard: the token
+// is named by the public half of its WireGuard key (tunnel.EnrollmentKey),
+// which the broker knows from the handshake; the token itself never
+// reaches the broker.
+func (db *DB) EnrollByTokenKey(ctx context.Context, tokenKey, publicKey, connectorVersion string, allocate func(seq int64) (netip.Addr, error)) (*fieldpass.Device, error) {
+	return db.enroll(ctx, tokenRef{"enroll_key", tokenKey}, publicKey, connectorVersion, allocate, nil)
+}
+
+// tokenRef names an enrolment token by one of its unique columns.
+type tokenRef struct {
+	column string // token_hash or enroll_key, never from input
+	value  any
+}
+
+func byHash(token string) tokenRef { return tokenRef{"token_hash", hashToken(token)} }
+
+// enroll is Enroll; record, if not nil, runs last in the enrolment's
+// transaction, and its error undoes the enrolment (see EnrollAudited).
+func (db *DB) enroll(ctx context.Context, ref tokenRef, publicKey, connectorVersion string, allocate func(seq int64) (netip.Addr, error), record func(tx pgx.Tx, dev *fieldpass.Device) error) (*fieldpass.Device, error) {
 	if err := validatePublicKey(publicKey); err != nil {
 		return nil, err
 	}
@@ -127,7 +147,6 @@ func (db *DB) enroll(ctx context.Context, token, publicKey, connectorVersion str
 	if allocate == nil {
 		return nil, errors.New("enroll: no tunnel address allocator")
 	}
-	hash := hashToken(token)
 	now := db.now()
 
 	var dev *fieldpass.Device
@@ -139,11 +158,11 @@ func (db *DB) enroll(ctx context.Context, token, publicKey, connectorVersion str
 		)
 		err := tx.QueryRow(ctx, `
 			UPDATE enrollment_tokens SET used_at = $2
-			WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2
+			WHERE `+ref.column+` = $1 AND used_at IS NULL AND expires_at > $2
 			RETURNING id::text, device_name, labels, created_at`,
-			hash, now).Scan(&tokenID, &name, &labels, &createdAt)
+			ref.value, now).Scan(&tokenID, &name, &labels, &createdAt)
 		if errors.Is(err, pgx.ErrNoRows) {
-			return unusableToken(ctx, tx, hash)
+			return unusableToken(ctx, tx, ref)
 		}
 		if err != nil {
 			return fmt.Errorf("consume token: %w", err)
@@ -223,10 +242,10 @@ func keyTaken() error {
 // unusableToken explains why the token with hash could not be consumed. It
 // runs after the failed UPDATE in the same transaction; under READ COMMITTED
 // it sees a concurrent winner's commit.
-func unusableToken(ctx context.Context, tx pgx.Tx, hash []byte) error {
+func unusableToken(ctx context.Context, tx pgx.Tx, ref tokenRef) error {
 	var usedAt *time.Time
 	var expiresAt time.Time
-	err := tx.QueryRow(ctx, `SELECT used_at, expires_at FROM enrollment_tokens WHERE token_hash = $1`, hash).Scan(&usedAt, &expiresAt)
+	err := tx.QueryRow(ctx, `SELECT used_at, expires_at FROM enrollment_tokens WHERE `+ref.column+` = $1`, ref.value).Scan(&usedAt, &expiresAt)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 		return fieldpass.Errorf(fieldpass.ENOTFOUND, "unknown enrolment token: check that it was copied whole, or create a new one")

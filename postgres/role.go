@@ -39,7 +39,7 @@ var (
 	// brokerSequences are drawn from directly (nextval). Identity columns
 	// (audit_checkpoints.id) need no grant of their own; bigserial columns
 	// (device_events.id) draw from their sequence on every insert.
-	brokerSequences = []string{"device_tunnel_seq", "device_events_id_seq"}
+	brokerSequences = []string{"device_tunnel_seq", "device_events_id_seq", "enrollment_peer_seq"}
 )
 
 // grantLockKey is the pg_advisory_xact_lock key that serialises

@@ -24,8 +24,10 @@ import (
 	"github.com/fieldpass/fieldpass/apiserver"
 	"github.com/fieldpass/fieldpass/broker"
 	"github.com/fieldpass/fieldpass/connector"
+	"github.com/fieldpass/fieldpass/connector/httpsenroll"
 	"github.com/fieldpass/fieldpass/postgres"
 	"github.com/fieldpass/fieldpass/postgres/pgtest"
+	"github.com/fieldpass/fieldpass/tunnel"
 	"github.com/fieldpass/fieldpass/wgnet"
 )
 
@@ -188,7 +190,47 @@ func (e *Env) Enroll(name string) *connector.State {
 	if err != nil {
 		e.tb.Fatal(err)
 	}
-	s, err := connector.Enroll(ctx, connector.EnrollConfig{BrokerURL: e.URL, Token: tok, StateDir: e.tb.TempDir() + "/state"})
+	s, err := httpsenroll.Enroll(ctx, httpsenroll.Config{BrokerURL: e.URL, Token: tok, StateDir: e.tb.TempDir() + "/state"})
+	if err != nil {
+		e.tb.Fatal(err)
+	}
+	return s
+}
+
+// TunnelEnrollConfig is what the enrol command printed for token carries:
+// the broker's key and endpoint and the token's tunnel address, for
+// connector.EnrollInTunnel, with a temp state directory.
+func (e *Env) TunnelEnrollConfig(token string) connector.TunnelEnrollConfig {
+	e.tb.Helper()
+	p, err := e.DB.EnrollmentPeerOf(context.Background(), token)
+	if err != nil || p == nil {
+		e.tb.Fatalf("enrolment peer of the token: %+v, %v", p, err)
+	}
+	addr, err := tunnel.EnrollmentAddress(e.Broker.Prefix(), p.Seq)
+	if err != nil {
+		e.tb.Fatal(err)
+	}
+	return connector.TunnelEnrollConfig{
+		Token:      token,
+		BrokerKey:  e.Key.Public().String(),
+		Endpoint:   e.Endpoint().String(),
+		Address:    netip.PrefixFrom(addr, e.Broker.Prefix().Bits()),
+		StateDir:   e.tb.TempDir() + "/state",
+		ListenAddr: netip.MustParseAddrPort("127.0.0.1:0"),
+		Timeout:    20 * time.Second,
+	}
+}
+
+// EnrollInTunnel makes a token for name and enrols a connector inside
+// WireGuard, as fieldpass-connector enroll --broker-key does.
+func (e *Env) EnrollInTunnel(name string) *connector.State {
+	e.tb.Helper()
+	ctx := context.Background()
+	tok, _, err := e.DB.CreateEnrollmentToken(ctx, name, nil, time.Hour)
+	if err != nil {
+		e.tb.Fatal(err)
+	}
+	s, err := connector.EnrollInTunnel(ctx, e.TunnelEnrollConfig(tok))
 	if err != nil {
 		e.tb.Fatal(err)
 	}

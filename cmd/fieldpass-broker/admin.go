@@ -4,11 +4,16 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
+	"net/netip"
+	"net/url"
 	"strings"
 	"time"
 
 	"github.com/fieldpass/fieldpass"
 	"github.com/fieldpass/fieldpass/postgres"
+	"github.com/fieldpass/fieldpass/tunnel"
+	"github.com/fieldpass/fieldpass/wgnet"
 )
 
 func (e env) openDB(ctx context.Context, flagValue string) (*postgres.DB, error) {
@@ -89,6 +94,9 @@ func (e env) token(ctx context.Context, args []string) error {
 	fs.Var(labels, "label", "device label `k=v` (repeatable)")
 	ttl := fs.Duration("ttl", 24*time.Hour, "how long the token stays valid")
 	downloadURL := fs.String("download-url", e.getenv("FIELDPASS_DOWNLOAD_URL"), "`URL` devices fetch the connector's packages from, for the install lines on stderr (env FIELDPASS_DOWNLOAD_URL; default: this release's downloads)")
+	keyFile := fs.String("key-file", defaultKeyFile(e.getenv), "the broker's WireGuard private key (as serve's --key-file), whose public half the enrol command carries")
+	wgEndpoint := fs.String("wg-endpoint", "", "the broker's public WireGuard `host:port` for the enrol command (as serve's --wg-endpoint; default: the public URL's host, port 51820)")
+	prefix := fs.String("tunnel-prefix", "10.77.0.0/16", "the tunnel address space (as serve's --tunnel-prefix)")
 	if err := parse(fs, args[1:], 0); err != nil {
 		return err
 	}
@@ -106,14 +114,62 @@ func (e env) token(ctx context.Context, args []string) error {
 		return err
 	}
 	fmt.Fprintln(e.stdout, tok)
-	printEnrolGuide(e.stderr, e.getenv("FIELDPASS_PUBLIC_URL"), tok, *downloadURL)
+	publicURL := e.getenv("FIELDPASS_PUBLIC_URL")
+	tunnelCmd, why := tunnelEnrolCommand(ctx, db, tok, *keyFile, *wgEndpoint, publicURL, *prefix)
+	if why != "" {
+		fmt.Fprintf(e.stderr, "(no enrol command inside WireGuard: %s)\n", why)
+	}
+	printEnrolGuide(e.stderr, publicURL, tok, *downloadURL, tunnelCmd)
 	return nil
+}
+
+// tunnelEnrolCommand is the connector's enroll command inside WireGuard for
+// token: the token, the broker's public key and endpoint and the token's
+// tunnel address. why says what is missing when there is none.
+func tunnelEnrolCommand(ctx context.Context, db *postgres.DB, token, keyFile, endpoint, publicURL, prefix string) (cmd, why string) {
+	key, _, err := loadOrCreateKey(keyFile, false)
+	if err != nil {
+		return "", fmt.Sprintf("the broker's key: %s (give --key-file)", fieldpass.ErrorMessage(err))
+	}
+	pfx, err := netip.ParsePrefix(prefix)
+	if err != nil {
+		return "", fmt.Sprintf("--tunnel-prefix %q is not a prefix", prefix)
+	}
+	if endpoint == "" {
+		u, err := url.Parse(publicURL)
+		if err != nil || u.Hostname() == "" {
+			return "", "give --wg-endpoint or FIELDPASS_PUBLIC_URL"
+		}
+		endpoint = net.JoinHostPort(u.Hostname(), "51820")
+	}
+	p, err := db.EnrollmentPeerOf(ctx, token)
+	if err != nil || p == nil {
+		return "", fmt.Sprintf("the token's enrolment peer: %v", err)
+	}
+	cmd, err = enrolCommand(token, key.Public(), endpoint, pfx, p.Seq)
+	if err != nil {
+		return "", err.Error()
+	}
+	return cmd, ""
+}
+
+// enrolCommand is the connector's enroll command inside WireGuard, without
+// --state-dir: the token, the broker's public key and endpoint, and the
+// tunnel address of the token's peer (its number seq) with the prefix
+// length.
+func enrolCommand(token string, brokerKey wgnet.Key, endpoint string, prefix netip.Prefix, seq int64) (string, error) {
+	addr, err := tunnel.EnrollmentAddress(prefix, seq)
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("fieldpass-connector enroll --token %s --broker-key %s --endpoint %s --address %s",
+		token, brokerKey, endpoint, netip.PrefixFrom(addr, prefix.Bits())), nil
 }
 
 // printEnrolGuide tells the person at the terminal how to install and enrol
 // the connector on the device. It goes to stderr: stdout is the token
 // alone, for scripts.
-func printEnrolGuide(w io.Writer, broker, token, downloadURL string) {
+func printEnrolGuide(w io.Writer, broker, token, downloadURL, tunnelCmd string) {
 	if broker == "" {
 		broker = "https://BROKER" // FIELDPASS_PUBLIC_URL, as in broker.env
 	}
@@ -121,7 +177,12 @@ func printEnrolGuide(w io.Writer, broker, token, downloadURL string) {
 	for _, l := range fieldpass.ConnectorInstallLines(downloadURL, fieldpass.Version) {
 		fmt.Fprintf(w, "  # %s\n  %s\n", l.Target, l.Command)
 	}
-	fmt.Fprintf(w, "then enrol it (on OpenWrt: --state-dir /etc/fieldpass/state):\n  fieldpass-connector enroll --broker %s --token %s --state-dir /var/lib/fieldpass-connector\n", broker, token)
+	if tunnelCmd != "" {
+		fmt.Fprintf(w, "then enrol it (on OpenWrt: --state-dir /etc/fieldpass/state):\n  %s --state-dir /var/lib/fieldpass-connector\n", tunnelCmd)
+		fmt.Fprintf(w, "(a connector before v0.5, or built with -tags enroll_https, enrols over HTTPS instead:\n  fieldpass-connector enroll --broker %s --token %s --state-dir /var/lib/fieldpass-connector)\n", broker, token)
+	} else {
+		fmt.Fprintf(w, "then enrol it (on OpenWrt: --state-dir /etc/fieldpass/state):\n  fieldpass-connector enroll --broker %s --token %s --state-dir /var/lib/fieldpass-connector\n", broker, token)
+	}
 	fmt.Fprintln(w, "and list its services in /etc/fieldpass/connector.conf before starting it (systemctl enable --now fieldpass-connector).")
 }
 

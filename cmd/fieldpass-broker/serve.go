@@ -351,6 +351,7 @@ func newServer(ctx context.Context, cfg *serveConfig) (_ *server, err error) {
 		endpoints = []string{net.JoinHostPort(cfg.publicURL.Hostname(), strconv.Itoa(int(b.ListenPort())))}
 	}
 	s.endpoints = endpoints
+	b.SetEnrollEndpoints(endpoints)
 	publicOrigin := cfg.publicURL.Scheme + "://" + cfg.publicURL.Host
 	// One set of rules for what people may see and do, whether they ask
 	// through the API or the portal.
@@ -359,7 +360,14 @@ func newServer(ctx context.Context, cfg *serveConfig) (_ *server, err error) {
 		RecordInputLabels: cfg.recordInputLabels, RecordingRetention: cfg.recordingRetention, BrokerID: b.ID(), WebHTTPS: cfg.webHTTPS,
 		RolesMaxAge: cfg.harden.apiRolesMaxAge(),
 		OIDC:        cfg.oidc, PublicURL: publicOrigin, Logger: log,
-		DownloadURL: cfg.downloadURL})
+		DownloadURL: cfg.downloadURL,
+		EnrolCommand: func(ctx context.Context, token string) (string, error) {
+			p, err := db.EnrollmentPeerOf(ctx, token)
+			if err != nil || p == nil {
+				return "", fmt.Errorf("no enrolment peer for the token: %v", err)
+			}
+			return enrolCommand(token, b.PublicKey(), endpoints[0], cfg.prefix, p.Seq)
+		}})
 	api := apiserver.New(apiserver.Config{
 		DB: db,
 		Tunnel: apiserver.TunnelInfo{

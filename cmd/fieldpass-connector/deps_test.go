@@ -15,8 +15,8 @@ var updateDeps = flag.Bool("update", false, "rewrite deps.txt from what fieldpas
 
 // TestDeps pins what the connector links (deps.txt), and refuses, whatever
 // deps.txt says, every server library and the people's HTTP client: the
-// connector runs on small field hardware and speaks only enrolment (package
-// tunnel's types, one HTTPS POST on crypto/tls) and the tunnel protocol.
+// connector runs on small field hardware and speaks only the tunnel
+// protocol, its enrolment exchange included.
 func TestDeps(t *testing.T) {
 	got := depcheck.List(t, ".")
 	depcheck.Pinned(t, got, "deps.txt", *updateDeps, "go test ./cmd/fieldpass-connector -run TestDeps -update")
@@ -37,13 +37,17 @@ func TestDeps(t *testing.T) {
 		"github.com/fieldpass/fieldpass/migrations",
 		"github.com/fieldpass/fieldpass/httpapi",
 		"github.com/fieldpass/fieldpass/alerts",
+		"github.com/fieldpass/fieldpass/connector/httpsenroll",
+		"github.com/fieldpass/fieldpass/cmd/internal/capool",
 	)
 }
 
 // TestNoNetHTTP: net/http (client, transport, HTTP/2) was about a fifth of
-// the connector's binary for one enrolment POST; connector/enroll.go does
-// that POST on crypto/tls. deps.txt lists no standard package, so this
-// checks the one that matters by itself.
+// the connector's binary for one enrolment POST, and crypto/tls with
+// crypto/x509 another 1.8-2.0 MB; the connector now enrols inside
+// WireGuard (connector.EnrollInTunnel) and links none of them, unless built
+// with -tags enroll_https. deps.txt lists no standard package, so this
+// checks the ones that matter by themselves.
 func TestNoNetHTTP(t *testing.T) {
 	gobin, err := exec.LookPath("go")
 	if err != nil {
@@ -55,13 +59,10 @@ func TestNoNetHTTP(t *testing.T) {
 	if err != nil {
 		t.Fatalf("go list -deps: %v", err)
 	}
-	for _, p := range []string{"net/http", "crypto/tls"} {
-		has := slices.Contains(strings.Fields(string(out)), p)
-		if p == "net/http" && has {
-			t.Errorf("the connector links net/http again: who imports it: go list -deps -f '{{.ImportPath}}: {{join .Imports \" \"}}' ./cmd/fieldpass-connector | grep 'net/http\\b'")
-		}
-		if p == "crypto/tls" && !has {
-			t.Errorf("the connector links no crypto/tls: how does it enrol over HTTPS?")
+	deps := strings.Fields(string(out))
+	for _, p := range []string{"net/http", "crypto/tls", "crypto/x509"} {
+		if slices.Contains(deps, p) {
+			t.Errorf("the connector links %s again: who imports it: go list -deps -f '{{.ImportPath}}: {{join .Imports \" \"}}' ./cmd/fieldpass-connector | grep '%s\\b'", p, p)
 		}
 	}
 }

@@ -21,7 +21,6 @@ import (
 	"time"
 
 	"github.com/fieldpass/fieldpass"
-	"github.com/fieldpass/fieldpass/cmd/internal/capool"
 	"github.com/fieldpass/fieldpass/cmd/internal/cliflag"
 	"github.com/fieldpass/fieldpass/connector"
 )
@@ -41,7 +40,7 @@ func main() {
 const usage = `fieldpass-connector: the Fieldpass device agent.
 
 Usage:
-  fieldpass-connector enroll --broker URL --token TOKEN --state-dir DIR
+  fieldpass-connector enroll --token TOKEN --broker-key KEY --endpoint HOST:PORT --address ADDR/BITS --state-dir DIR
   fieldpass-connector run --state-dir DIR --service NAME=HOST:PORT [--service ...] [--config FILE]
   fieldpass-connector version
 
@@ -149,29 +148,51 @@ func parse(fs *flag.FlagSet, args []string) error {
 }
 
 func runEnroll(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("enroll", "enroll --broker URL --token TOKEN --state-dir DIR", stdout, stderr)
-	broker := fs.String("broker", "", "broker URL, https://host[:port] (http only for a loopback broker)")
+	fs := newFlagSet("enroll", "enroll --token TOKEN --broker-key KEY --endpoint HOST:PORT --address ADDR/BITS --state-dir DIR\n\nEnrols inside WireGuard with the token's own key pair: the flags are those of the enrol\ncommand fieldpass-broker token create (or the portal's enrolment page) printed.", stdout, stderr)
 	token := fs.String("token", "", "single-use enrolment token (from fieldpass-broker token create)")
 	stateDir := fs.String("state-dir", "", "directory for the device's key and state (created 0700)")
-	caFile := fs.String("ca-file", "", "PEM `FILE` of a private CA to trust for the broker's certificate, besides the system's")
+	brokerKey := fs.String("broker-key", "", "the broker's WireGuard public `KEY` (base64), from the enrol command")
+	endpoint := fs.String("endpoint", "", "the broker's WireGuard `HOST:PORT` (UDP), from the enrol command")
+	address := fs.String("address", "", "the token's tunnel address with the prefix length (`ADDR/BITS`), from the enrol command")
+	broker := fs.String("broker", "", "enrol over HTTPS at this broker URL instead (connectors built with -tags enroll_https only)")
+	caFile := fs.String("ca-file", "", "PEM `FILE` of a private CA to trust for the broker's certificate, with --broker")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if *broker == "" || *token == "" || *stateDir == "" {
+	if *token == "" || *stateDir == "" {
 		fs.Usage()
-		return usageError{msg: "--broker, --token and --state-dir are required"}
+		return usageError{msg: "--token and --state-dir are required, with --broker-key, --endpoint and --address"}
 	}
-	roots, err := capool.Load(*caFile)
-	if err != nil {
-		return usageError{msg: "--ca-file: " + err.Error()}
+	var s *connector.State
+	var err error
+	if *broker != "" {
+		if enrollHTTPS == nil {
+			return usageError{msg: "this connector enrols inside WireGuard only (HTTPS would add crypto/tls to a binary made to fit a router): use the enrol command fieldpass-broker token create prints, with --broker-key, --endpoint and --address"}
+		}
+		s, err = enrollHTTPS(ctx, *broker, *caFile, strings.TrimSpace(*token), *stateDir)
+	} else {
+		if *brokerKey == "" || *endpoint == "" || *address == "" {
+			fs.Usage()
+			return usageError{msg: "--broker-key, --endpoint and --address are required (copy the whole enrol command that fieldpass-broker token create printed)"}
+		}
+		addr, perr := netip.ParsePrefix(*address)
+		if perr != nil {
+			return usageError{msg: fmt.Sprintf("--address %q: want the token's tunnel address with its prefix length, such as 10.77.255.254/16", *address)}
+		}
+		s, err = connector.EnrollInTunnel(ctx, connector.TunnelEnrollConfig{
+			Token: strings.TrimSpace(*token), BrokerKey: *brokerKey, Endpoint: *endpoint, Address: addr, StateDir: *stateDir,
+		})
 	}
-	s, err := connector.Enroll(ctx, connector.EnrollConfig{BrokerURL: *broker, Token: strings.TrimSpace(*token), StateDir: *stateDir, RootCAs: roots})
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "enrolled as %s (tunnel address %s); start it with: fieldpass-connector run --state-dir %s --service NAME=HOST:PORT\n", s.DeviceName, s.TunnelAddress, *stateDir)
 	return nil
 }
+
+// enrollHTTPS enrols over HTTPS (enroll_https.go); nil in the default
+// build, which links no crypto/tls.
+var enrollHTTPS func(ctx context.Context, brokerURL, caFile, token, stateDir string) (*connector.State, error)
 
 // serviceFlag collects repeated --service NAME=HOST:PORT.
 type serviceFlag map[string]string

@@ -1,4 +1,4 @@
-package connector_test
+package httpsenroll_test
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 
 	"github.com/fieldpass/fieldpass"
 	"github.com/fieldpass/fieldpass/connector"
+	"github.com/fieldpass/fieldpass/connector/httpsenroll"
 	"github.com/fieldpass/fieldpass/tunnel"
 	"github.com/fieldpass/fieldpass/wgnet"
 )
@@ -57,7 +58,7 @@ func TestEnrollOverTLS(t *testing.T) {
 	ctx := context.Background()
 
 	dir := filepath.Join(t.TempDir(), "state")
-	s, err := connector.Enroll(ctx, connector.EnrollConfig{BrokerURL: srv.URL + "/fp", Token: goodToken, StateDir: dir, RootCAs: roots})
+	s, err := httpsenroll.Enroll(ctx, httpsenroll.Config{BrokerURL: srv.URL + "/fp", Token: goodToken, StateDir: dir, RootCAs: roots})
 	if err != nil {
 		t.Fatalf("enrol: %v", err)
 	}
@@ -76,13 +77,13 @@ func TestEnrollOverTLS(t *testing.T) {
 	}
 
 	// The broker's error, in its words, with its code.
-	_, err = connector.Enroll(ctx, connector.EnrollConfig{BrokerURL: srv.URL, Token: fieldpass.FormatEnrollmentToken([32]byte{9}), StateDir: filepath.Join(t.TempDir(), "s"), RootCAs: roots})
+	_, err = httpsenroll.Enroll(ctx, httpsenroll.Config{BrokerURL: srv.URL, Token: fieldpass.FormatEnrollmentToken([32]byte{9}), StateDir: filepath.Join(t.TempDir(), "s"), RootCAs: roots})
 	if fieldpass.ErrorCode(err) != fieldpass.EFORBIDDEN || !strings.Contains(err.Error(), "already used") {
 		t.Fatalf("refused token: %v, want forbidden in the broker's words", err)
 	}
 
 	// A certificate nobody vouches for is refused.
-	_, err = connector.Enroll(ctx, connector.EnrollConfig{BrokerURL: srv.URL, Token: goodToken, StateDir: filepath.Join(t.TempDir(), "s")})
+	_, err = httpsenroll.Enroll(ctx, httpsenroll.Config{BrokerURL: srv.URL, Token: goodToken, StateDir: filepath.Join(t.TempDir(), "s")})
 	if fieldpass.ErrorCode(err) != fieldpass.EUNAVAILABLE || !strings.Contains(err.Error(), "certificate") {
 		t.Fatalf("untrusted certificate: %v, want unavailable naming the certificate", err)
 	}
