@@ -1,0 +1,217 @@
+package postgres
+
+// The CLI's device logins in progress (migrations/00023_device_logins.sql),
+// shared by every broker on the database: a login started on one broker is
+// approved and polled on any. The rules of the flow (intervals, slow_down,
+// who may approve) are the portal's (portal/login_device.go); the store
+// keeps the rows, enforces the caps on starts across brokers, and locks a
+// row while the portal decides what to do with it, so that two brokers
+// answering two polls at once cannot both issue its token.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/fieldpass/fieldpass"
+)
+
+// DeviceLoginStatus is where a device login stands.
+type DeviceLoginStatus string
+
+const (
+	DeviceLoginPending  DeviceLoginStatus = "pending"
+	DeviceLoginApproved DeviceLoginStatus = "approved"
+	DeviceLoginDenied   DeviceLoginStatus = "denied"
+	// DeviceLoginIssuing: a poll claimed the approved login and is issuing
+	// its token; no other poll gets it.
+	DeviceLoginIssuing DeviceLoginStatus = "issuing"
+)
+
+// DeviceLogin is one CLI login in progress.
+type DeviceLogin struct {
+	CodeHash [32]byte // SHA-256 of the secret device code, never the code
+	UserCode string   // the code the person types, without the dash
+	Started  time.Time
+	Expires  time.Time
+	Interval time.Duration // the least time between two polls
+	LastPoll time.Time     // zero before the first poll
+	Client   string        // the address that started it
+	// ClientKey is the starting client's limiter key: the per-client cap
+	// counts by it.
+	ClientKey string
+	Agent     string // the client's User-Agent, as it says of itself
+	Status    DeviceLoginStatus
+	// Set at approval: the approving person, their portal session's token
+	// id, and what that session's login asserted.
+	Email   string
+	Session string
+	MFA     bool
+	AMR     []string
+	ACR     string
+}
+
+// DeviceLoginLimits bound the logins in progress: PerClient for one
+// ClientKey, Max in all.
+type DeviceLoginLimits struct {
+	Max       int
+	PerClient int
+}
+
+// deviceLoginLockKey serialises starts across brokers, so that the caps
+// hold: "fpdevlg1" in ASCII as a big-endian int64.
+const deviceLoginLockKey int64 = 0x6670_6465_766c_6731
+
+// StartDeviceLogin stores the new login d (Status pending) after making
+// room for it: expired logins go; past lim.PerClient, the oldest pending
+// login of d.ClientKey goes; past lim.Max, the oldest pending login of the
+// client holding the most goes, so a flood evicts itself rather than
+// everyone else. d.Started is the clock expiry is judged by. newUserCode
+// gives d its UserCode, and another while a login in progress holds it.
+// When nothing can go (every login is approved and waits for its poll)
+// the answer is an unavailable error.
+func (db *DB) StartDeviceLogin(ctx context.Context, d *DeviceLogin, lim DeviceLoginLimits, newUserCode func() (string, error)) error {
+	err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, deviceLoginLockKey); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `DELETE FROM device_logins WHERE expires_at <= $1`, d.Started); err != nil {
+			return fmt.Errorf("sweep: %w", err)
+		}
+		var total, mine int
+		if err := tx.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE client_key = $1) FROM device_logins`,
+			d.ClientKey).Scan(&total, &mine); err != nil {
+			return err
+		}
+		if mine >= lim.PerClient {
+			tag, err := tx.Exec(ctx, `
+				DELETE FROM device_logins WHERE code_hash = (
+					SELECT code_hash FROM device_logins WHERE client_key = $1 AND status = 'pending'
+					ORDER BY started_at LIMIT 1)`, d.ClientKey)
+			if err != nil {
+				return fmt.Errorf("drop the client's oldest: %w", err)
+			}
+			total -= int(tag.RowsAffected())
+		}
+		for ; total >= lim.Max; total-- {
+			// The victim is the oldest pending login of the client with
+			// the most logins that has a pending one; between equals, the
+			// client whose oldest pending login is oldest.
+			tag, err := tx.Exec(ctx, `
+				WITH victim AS (
+					SELECT client_key FROM device_logins GROUP BY client_key
+					HAVING bool_or(status = 'pending')
+					ORDER BY count(*) DESC, min(started_at) FILTER (WHERE status = 'pending') LIMIT 1)
+				DELETE FROM device_logins WHERE code_hash = (
+					SELECT code_hash FROM device_logins
+					WHERE client_key = (SELECT client_key FROM victim) AND status = 'pending'
+					ORDER BY started_at LIMIT 1)`)
+			if err != nil {
+				return fmt.Errorf("drop the biggest client's oldest: %w", err)
+			}
+			if tag.RowsAffected() == 0 {
+				return fieldpass.Errorf(fieldpass.EUNAVAILABLE, "too many logins in progress: try again in a few minutes")
+			}
+		}
+		for {
+			code, err := newUserCode()
+			if err != nil {
+				return fmt.Errorf("user code: %w", err)
+			}
+			tag, err := tx.Exec(ctx, `
+				INSERT INTO device_logins (code_hash, user_code, started_at, expires_at, interval_ms, client, client_key, agent)
+				VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+				ON CONFLICT (user_code) DO NOTHING`,
+				d.CodeHash[:], code, d.Started, d.Expires, d.Interval.Milliseconds(), d.Client, d.ClientKey, d.Agent)
+			if err != nil {
+				return fmt.Errorf("insert: %w", err)
+			}
+			if tag.RowsAffected() == 1 {
+				d.UserCode, d.Status = code, DeviceLoginPending
+				return nil
+			}
+		}
+	})
+	if err != nil {
+		return wrap(err, "start device login")
+	}
+	return nil
+}
+
+// DeviceLoginChange is what to do with a device login once it has been
+// looked at.
+type DeviceLoginChange int
+
+const (
+	DeviceLoginKeep   DeviceLoginChange = iota // leave the row as it was
+	DeviceLoginSave                            // write back the fields that change
+	DeviceLoginDelete                          // forget the login
+)
+
+const deviceLoginColumns = `code_hash, user_code, started_at, expires_at, interval_ms, last_poll,
+	client, client_key, agent, status, email, session_id, mfa, amr, acr`
+
+// DeviceLoginByCode calls fn with the login whose device code hashes to
+// codeHash (nil if there is none) while its row is locked, then keeps,
+// saves or deletes it as fn says. What a save writes: Interval, LastPoll,
+// Status and the approval's fields.
+func (db *DB) DeviceLoginByCode(ctx context.Context, codeHash [32]byte, fn func(*DeviceLogin) DeviceLoginChange) error {
+	if err := db.updateDeviceLogin(ctx, `code_hash = $1`, codeHash[:], fn); err != nil {
+		return wrap(err, "device login")
+	}
+	return nil
+}
+
+// DeviceLoginByUserCode is DeviceLoginByCode for the login whose user code
+// (without the dash) is userCode.
+func (db *DB) DeviceLoginByUserCode(ctx context.Context, userCode string, fn func(*DeviceLogin) DeviceLoginChange) error {
+	if err := db.updateDeviceLogin(ctx, `user_code = $1`, userCode, fn); err != nil {
+		return wrap(err, "device login")
+	}
+	return nil
+}
+
+func (db *DB) updateDeviceLogin(ctx context.Context, where string, key any, fn func(*DeviceLogin) DeviceLoginChange) error {
+	return pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+		var d DeviceLogin
+		var hash []byte
+		var interval int64
+		var last *time.Time
+		err := tx.QueryRow(ctx, `SELECT `+deviceLoginColumns+` FROM device_logins WHERE `+where+` FOR UPDATE`, key).Scan(
+			&hash, &d.UserCode, &d.Started, &d.Expires, &interval, &last,
+			&d.Client, &d.ClientKey, &d.Agent, &d.Status, &d.Email, &d.Session, &d.MFA, &d.AMR, &d.ACR)
+		if errors.Is(err, pgx.ErrNoRows) {
+			fn(nil)
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		copy(d.CodeHash[:], hash)
+		d.Interval = time.Duration(interval) * time.Millisecond
+		if last != nil {
+			d.LastPoll = *last
+		}
+		switch fn(&d) {
+		case DeviceLoginSave:
+			if d.AMR == nil {
+				d.AMR = []string{}
+			}
+			var lastPoll *time.Time
+			if !d.LastPoll.IsZero() {
+				lastPoll = &d.LastPoll
+			}
+			_, err = tx.Exec(ctx, `
+				UPDATE device_logins SET interval_ms = $2, last_poll = $3, status = $4,
+					email = $5, session_id = $6, mfa = $7, amr = $8, acr = $9
+				WHERE code_hash = $1`,
+				hash, d.Interval.Milliseconds(), lastPoll, d.Status, d.Email, d.Session, d.MFA, d.AMR, d.ACR)
+		case DeviceLoginDelete:
+			_, err = tx.Exec(ctx, `DELETE FROM device_logins WHERE code_hash = $1`, hash)
+		}
+		return err
+	})
+}
