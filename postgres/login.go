@@ -78,11 +78,18 @@ func (db *DB) StartDeviceLogin(ctx context.Context, d *DeviceLogin, lim DeviceLo
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, deviceLoginLockKey); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, `DELETE FROM device_logins WHERE expires_at <= $1`, d.Started); err != nil {
+		// A row locked by a poll or an approval is skipped, never waited
+		// for: those lock a row, then its client's count, and a start
+		// waiting for one while holding a count could deadlock with it.
+		if _, err := tx.Exec(ctx, `
+			DELETE FROM device_logins WHERE code_hash IN (
+				SELECT code_hash FROM device_logins WHERE expires_at <= $1 FOR UPDATE SKIP LOCKED)`, d.Started); err != nil {
 			return fmt.Errorf("sweep: %w", err)
 		}
 		var total, mine int
-		if err := tx.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE client_key = $1) FROM device_logins`,
+		if err := tx.QueryRow(ctx, `
+			SELECT (SELECT coalesce(sum(logins), 0) FROM device_login_clients),
+			       coalesce((SELECT logins FROM device_login_clients WHERE client_key = $1), 0)`,
 			d.ClientKey).Scan(&total, &mine); err != nil {
 			return err
 		}
@@ -90,7 +97,7 @@ func (db *DB) StartDeviceLogin(ctx context.Context, d *DeviceLogin, lim DeviceLo
 			tag, err := tx.Exec(ctx, `
 				DELETE FROM device_logins WHERE code_hash = (
 					SELECT code_hash FROM device_logins WHERE client_key = $1 AND status = 'pending'
-					ORDER BY started_at LIMIT 1)`, d.ClientKey)
+					ORDER BY started_at LIMIT 1 FOR UPDATE SKIP LOCKED)`, d.ClientKey)
 			if err != nil {
 				return fmt.Errorf("drop the client's oldest: %w", err)
 			}
@@ -101,14 +108,12 @@ func (db *DB) StartDeviceLogin(ctx context.Context, d *DeviceLogin, lim DeviceLo
 			// the most logins that has a pending one; between equals, the
 			// client whose oldest pending login is oldest.
 			tag, err := tx.Exec(ctx, `
-				WITH victim AS (
-					SELECT client_key FROM device_logins GROUP BY client_key
-					HAVING bool_or(status = 'pending')
-					ORDER BY count(*) DESC, min(started_at) FILTER (WHERE status = 'pending') LIMIT 1)
 				DELETE FROM device_logins WHERE code_hash = (
 					SELECT code_hash FROM device_logins
-					WHERE client_key = (SELECT client_key FROM victim) AND status = 'pending'
-					ORDER BY started_at LIMIT 1)`)
+					WHERE status = 'pending' AND client_key = (
+						SELECT client_key FROM device_login_clients WHERE pending > 0
+						ORDER BY logins DESC, oldest_pending LIMIT 1)
+					ORDER BY started_at LIMIT 1 FOR UPDATE SKIP LOCKED)`)
 			if err != nil {
 				return fmt.Errorf("drop the biggest client's oldest: %w", err)
 			}

@@ -89,6 +89,7 @@ func TestDeviceLoginStore(t *testing.T) {
 	if n := s.count(t, `SELECT count(*) FROM device_logins`); n != 1 {
 		t.Errorf("after the sweep: %d logins, want 1", n)
 	}
+	s.countsAgree(t)
 }
 
 // TestDeviceLoginCaps: past the per-client cap a client's oldest pending
@@ -163,6 +164,26 @@ func TestDeviceLoginCaps(t *testing.T) {
 	if _, err := start("e"); fieldpass.ErrorCode(err) != fieldpass.EUNAVAILABLE {
 		t.Errorf("start with every login approved: %v, want unavailable", err)
 	}
+	s.countsAgree(t)
+	if _, err := s.sql.Exec(ctx, `DELETE FROM device_logins WHERE client_key = 'flood'`); err != nil {
+		t.Fatal(err)
+	}
+	s.countsAgree(t)
+}
+
+// countsAgree checks the per-client counts the trigger keeps against the
+// rows.
+func (s *store) countsAgree(t *testing.T) {
+	t.Helper()
+	if n := s.count(t, `
+		SELECT count(*) FROM device_login_clients c FULL JOIN (
+			SELECT client_key, count(*) AS logins, count(*) FILTER (WHERE status = 'pending') AS pending,
+				min(started_at) FILTER (WHERE status = 'pending') AS oldest_pending
+			FROM device_logins GROUP BY 1) r USING (client_key)
+		WHERE c.logins IS DISTINCT FROM r.logins OR c.pending IS DISTINCT FROM r.pending
+		   OR c.oldest_pending IS DISTINCT FROM r.oldest_pending`); n != 0 {
+		t.Errorf("%d clients' counts disagree with their rows", n)
+	}
 }
 
 // TestDeviceLoginClaimOnce: many callers racing to move an approved login
@@ -199,6 +220,7 @@ func TestDeviceLoginClaimOnce(t *testing.T) {
 		})
 	}
 	wg.Wait()
+	s.countsAgree(t)
 	if claims != 1 {
 		t.Errorf("%d callers claimed the login, want 1", claims)
 	}
