@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/fieldpass/fieldpass"
 )
@@ -73,77 +74,77 @@ const deviceLoginLockKey int64 = 0x6670_6465_766c_6731
 // gives d its UserCode, and another while a login in progress holds it.
 // When nothing can go (every login is approved and waits for its poll)
 // the answer is an unavailable error.
+//
+// A start is one round trip (a flood starts thousands): the transaction
+// goes as one batch, each eviction a statement that does nothing when
+// there is room; a start that inserted nothing then asks why.
 func (db *DB) StartDeviceLogin(ctx context.Context, d *DeviceLogin, lim DeviceLoginLimits, newUserCode func() (string, error)) error {
-	err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, deviceLoginLockKey); err != nil {
-			return err
-		}
-		// A row locked by a poll or an approval is skipped, never waited
-		// for: those lock a row, then its client's count, and a start
-		// waiting for one while holding a count could deadlock with it.
-		if _, err := tx.Exec(ctx, `
-			DELETE FROM device_logins WHERE code_hash IN (
-				SELECT code_hash FROM device_logins WHERE expires_at <= $1 FOR UPDATE SKIP LOCKED)`, d.Started); err != nil {
-			return fmt.Errorf("sweep: %w", err)
-		}
-		var total, mine int
-		if err := tx.QueryRow(ctx, `
-			SELECT (SELECT coalesce(sum(logins), 0) FROM device_login_clients),
-			       coalesce((SELECT logins FROM device_login_clients WHERE client_key = $1), 0)`,
-			d.ClientKey).Scan(&total, &mine); err != nil {
-			return err
-		}
-		if mine >= lim.PerClient {
-			tag, err := tx.Exec(ctx, `
-				DELETE FROM device_logins WHERE code_hash = (
-					SELECT code_hash FROM device_logins WHERE client_key = $1 AND status = 'pending'
-					ORDER BY started_at LIMIT 1 FOR UPDATE SKIP LOCKED)`, d.ClientKey)
-			if err != nil {
-				return fmt.Errorf("drop the client's oldest: %w", err)
-			}
-			total -= int(tag.RowsAffected())
-		}
-		for ; total >= lim.Max; total-- {
-			// The victim is the oldest pending login of the client with
-			// the most logins that has a pending one; between equals, the
-			// client whose oldest pending login is oldest.
-			tag, err := tx.Exec(ctx, `
-				DELETE FROM device_logins WHERE code_hash = (
-					SELECT code_hash FROM device_logins
-					WHERE status = 'pending' AND client_key = (
-						SELECT client_key FROM device_login_clients WHERE pending > 0
-						ORDER BY logins DESC, oldest_pending LIMIT 1)
-					ORDER BY started_at LIMIT 1 FOR UPDATE SKIP LOCKED)`)
-			if err != nil {
-				return fmt.Errorf("drop the biggest client's oldest: %w", err)
-			}
-			if tag.RowsAffected() == 0 {
-				return fieldpass.Errorf(fieldpass.EUNAVAILABLE, "too many logins in progress: try again in a few minutes")
-			}
-		}
-		for {
-			code, err := newUserCode()
-			if err != nil {
-				return fmt.Errorf("user code: %w", err)
-			}
-			tag, err := tx.Exec(ctx, `
-				INSERT INTO device_logins (code_hash, user_code, started_at, expires_at, interval_ms, client, client_key, agent)
-				VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-				ON CONFLICT (user_code) DO NOTHING`,
-				d.CodeHash[:], code, d.Started, d.Expires, d.Interval.Milliseconds(), d.Client, d.ClientKey, d.Agent)
-			if err != nil {
-				return fmt.Errorf("insert: %w", err)
-			}
-			if tag.RowsAffected() == 1 {
-				d.UserCode, d.Status = code, DeviceLoginPending
-				return nil
-			}
-		}
-	})
+	p, err := db.pipeline(ctx)
 	if err != nil {
 		return wrap(err, "start device login")
 	}
-	return nil
+	defer p.close()
+	// Each try evicts at most one login past each cap; more than a few are
+	// needed only if the caps were lowered since the logins started.
+	for range 100 {
+		code, err := newUserCode()
+		if err != nil {
+			return fmt.Errorf("start device login: user code: %w", err)
+		}
+		inserted := false
+		b := &pgx.Batch{}
+		b.Queue("BEGIN")
+		b.Queue(`SELECT pg_advisory_xact_lock($1)`, deviceLoginLockKey)
+		// A row locked by a poll or an approval is skipped, never waited
+		// for: those lock a row, then its client's count, and a start
+		// waiting for one while holding a count could deadlock with it.
+		b.Queue(`
+			DELETE FROM device_logins WHERE code_hash IN (
+				SELECT code_hash FROM device_logins WHERE expires_at <= $1 FOR UPDATE SKIP LOCKED)`, d.Started)
+		b.Queue(`
+			DELETE FROM device_logins WHERE code_hash = (
+				SELECT code_hash FROM device_logins WHERE client_key = $1 AND status = 'pending'
+				ORDER BY started_at LIMIT 1 FOR UPDATE SKIP LOCKED)
+			AND (SELECT logins FROM device_login_clients WHERE client_key = $1) >= $2`, d.ClientKey, lim.PerClient)
+		// The victim is the oldest pending login of the client with the
+		// most logins that has a pending one; between equals, the client
+		// whose oldest pending login is oldest.
+		b.Queue(`
+			DELETE FROM device_logins WHERE code_hash = (
+				SELECT code_hash FROM device_logins
+				WHERE status = 'pending' AND client_key = (
+					SELECT client_key FROM device_login_clients WHERE pending > 0
+					ORDER BY logins DESC, oldest_pending LIMIT 1)
+				ORDER BY started_at LIMIT 1 FOR UPDATE SKIP LOCKED)
+			AND (SELECT coalesce(sum(logins), 0) FROM device_login_clients) >= $1`, lim.Max)
+		b.Queue(`
+			INSERT INTO device_logins (code_hash, user_code, started_at, expires_at, interval_ms, client, client_key, agent)
+			SELECT $1, $2, $3, $4, $5, $6, $7, $8
+			WHERE (SELECT coalesce(sum(logins), 0) FROM device_login_clients) < $9
+			ON CONFLICT (user_code) DO NOTHING`,
+			d.CodeHash[:], code, d.Started, d.Expires, d.Interval.Milliseconds(), d.Client, d.ClientKey, d.Agent, lim.Max).Exec(func(tag pgconn.CommandTag) error {
+			inserted = tag.RowsAffected() == 1
+			return nil
+		})
+		b.Queue("COMMIT")
+		if err := p.run(ctx, b); err != nil {
+			return wrap(err, "start device login")
+		}
+		if inserted {
+			d.UserCode, d.Status = code, DeviceLoginPending
+			return nil
+		}
+		var taken, pending bool
+		if err := p.conn.QueryRow(ctx, `
+			SELECT EXISTS (SELECT 1 FROM device_logins WHERE user_code = $1),
+			       EXISTS (SELECT 1 FROM device_logins WHERE status = 'pending')`, code).Scan(&taken, &pending); err != nil {
+			return wrap(err, "start device login")
+		}
+		if !taken && !pending {
+			break
+		}
+	}
+	return fieldpass.Errorf(fieldpass.EUNAVAILABLE, "too many logins in progress: try again in a few minutes")
 }
 
 // DeviceLoginChange is what to do with a device login once it has been
