@@ -33,8 +33,8 @@ const (
 	// pollTolerance forgives network jitter: a poll this much early is
 	// not too fast.
 	pollTolerance = time.Second
-	// maxDeviceLogins bounds the logins in progress (each is a few hundred
-	// bytes; starting one needs no authentication). Past it, the oldest
+	// maxDeviceLogins bounds the logins in progress (each a row of a few
+	// hundred bytes; starting one needs no authentication). Past it, the oldest
 	// pending login of the client holding the most is dropped, so a flood
 	// evicts itself rather than everyone else (issue 10).
 	maxDeviceLogins = 10000
@@ -53,17 +53,6 @@ const (
 
 // deviceLoginLimits are the caps on logins in progress.
 var deviceLoginLimits = postgres.DeviceLoginLimits{Max: maxDeviceLogins, PerClient: maxDeviceLoginsPerClient}
-
-// sweepLocked drops expired MFA records (device logins are swept by the
-// store at each start). ls.mu is held.
-func (ls *loginState) sweepLocked(now time.Time) {
-	for id, rec := range ls.mfa {
-		if !now.Before(rec.Expires) {
-			delete(ls.mfa, id)
-		}
-	}
-	ls.swept = now
-}
 
 // clientAgent is the User-Agent of r as the approval page may show it:
 // printable ASCII, clipped; "unknown" without one.
@@ -224,6 +213,8 @@ func (p *Portal) HandleDeviceLoginToken() http.HandlerFunc {
 		}
 		// Whatever the request's fate, the claim is settled: a fresh
 		// context, so that a poll cut short leaves no login stuck issuing.
+		// (A broker that dies right here leaves it issuing until it
+		// expires: the CLI is told to wait, then to log in again.)
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		retry := err != nil && fieldpass.ErrorCode(err) != fieldpass.EFORBIDDEN
