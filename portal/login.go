@@ -66,8 +66,8 @@ const (
 )
 
 // loginState is the login subsystem's state. Its maps are bounded: used
-// states by the login rate limit and their ten-minute life, device logins
-// by maxDeviceLogins, MFA records by the tokens' lifetimes.
+// states by the login rate limit and their ten-minute life, MFA records by
+// the tokens' lifetimes. Device logins in progress are in Postgres.
 type loginState struct {
 	oidc   *OIDCConfig // nil: login through an identity provider is off
 	db     *postgres.DB
@@ -77,12 +77,12 @@ type loginState struct {
 	secure bool     // cookies are Secure (not on http://localhost)
 	origin *url.URL // PublicURL; nil if unset
 
-	mu       sync.Mutex
-	used     map[string]time.Time      // redeemed login states -> when to forget them
-	mfa      map[string]loginRecord    // token id -> what its login asserted
-	devices  map[[32]byte]*deviceLogin // SHA-256 of device code -> login
-	byUser   map[string]*deviceLogin   // user code -> login
-	byClient map[string][]*deviceLogin // client key -> its logins, oldest first
+	mu sync.Mutex
+	// used: redeemed login states -> when to forget them.
+	used map[string]time.Time
+	// mfa caches what the login of a token asserted (token id -> record),
+	// read back from the token's user.login audit event when missing.
+	mfa      map[string]loginRecord
 	swept    time.Time
 	approves *ratelimit.Keyed // device approvals per account
 }
@@ -91,7 +91,6 @@ func newLoginState(cfg Config) *loginState {
 	ls := &loginState{
 		db: cfg.DB, now: cfg.Now, rand: rand.Reader, secure: true,
 		used: map[string]time.Time{}, mfa: map[string]loginRecord{},
-		devices: map[[32]byte]*deviceLogin{}, byUser: map[string]*deviceLogin{}, byClient: map[string][]*deviceLogin{},
 		approves: ratelimit.New(0.2, 10),
 	}
 	if u, err := url.Parse(cfg.PublicURL); err == nil && u.Host != "" && (u.Scheme == "https" || u.Scheme == "http") {

@@ -4,11 +4,13 @@ package portal
 // login and gets a secret device code and a short user code; the person
 // opens the verification page in a browser where they are logged in to the
 // portal, confirms the user code, and the CLI, polling with the device code,
-// receives a CLI token once. Logins in progress live in memory: a broker
-// restart, or a poll that reaches another broker, means running
-// fieldpass login again.
+// receives a CLI token once. Logins in progress live in Postgres
+// (postgres/login.go): several brokers share one name, and the start, the
+// approval page and each poll may each reach a different one, or a broker
+// restarted in between.
 
 import (
+	"context"
 	"crypto/sha256"
 	"net/http"
 	"net/url"
@@ -18,6 +20,7 @@ import (
 
 	"github.com/fieldpass/fieldpass"
 	"github.com/fieldpass/fieldpass/httpapi"
+	"github.com/fieldpass/fieldpass/postgres"
 	"github.com/fieldpass/fieldpass/ratelimit"
 )
 
@@ -30,8 +33,8 @@ const (
 	// pollTolerance forgives network jitter: a poll this much early is
 	// not too fast.
 	pollTolerance = time.Second
-	// maxDeviceLogins bounds the logins in progress (each is a few hundred
-	// bytes; starting one needs no authentication). Past it, the oldest
+	// maxDeviceLogins bounds the logins in progress (each a row of a few
+	// hundred bytes; starting one needs no authentication). Past it, the oldest
 	// pending login of the client holding the most is dropped, so a flood
 	// evicts itself rather than everyone else (issue 10).
 	maxDeviceLogins = 10000
@@ -48,103 +51,8 @@ const (
 	userCodeLen      = 8
 )
 
-type deviceStatus int
-
-const (
-	devicePending deviceStatus = iota
-	deviceApproved
-	deviceDenied
-	deviceIssuing // a poll is issuing the token right now
-)
-
-// deviceLogin is one login in progress.
-type deviceLogin struct {
-	hash     [32]byte
-	userCode string // userCodeLen characters of userCodeAlphabet, no dash
-	started  time.Time
-	expires  time.Time
-	interval time.Duration
-	lastPoll time.Time
-	client   string // address that started it, shown on the approval page
-	key      string // client's limiter key (ratelimit.ClientKey): the per-client cap counts by it
-	agent    string // the client's User-Agent (its own claim), shown on the approval page
-	status   deviceStatus
-	// Set at approval: who approved, with which session, asserting what.
-	user    *fieldpass.User
-	session string
-	rec     loginRecord
-}
-
-// sweepLocked drops expired device logins and MFA records. ls.mu is held.
-func (ls *loginState) sweepLocked(now time.Time) {
-	for _, d := range ls.devices {
-		if !now.Before(d.expires) {
-			ls.dropDeviceLocked(d)
-		}
-	}
-	for id, rec := range ls.mfa {
-		if !now.Before(rec.Expires) {
-			delete(ls.mfa, id)
-		}
-	}
-	ls.swept = now
-}
-
-// dropDeviceLocked forgets device login d. ls.mu is held.
-func (ls *loginState) dropDeviceLocked(d *deviceLogin) {
-	delete(ls.devices, d.hash)
-	delete(ls.byUser, d.userCode)
-	list := ls.byClient[d.key]
-	for i, x := range list {
-		if x == d {
-			list = append(list[:i:i], list[i+1:]...)
-			break
-		}
-	}
-	if len(list) == 0 {
-		delete(ls.byClient, d.key)
-	} else {
-		ls.byClient[d.key] = list
-	}
-}
-
-// oldestPending returns the oldest login of list still waiting for
-// approval, or nil.
-func oldestPending(list []*deviceLogin) *deviceLogin {
-	for _, d := range list { // in start order
-		if d.status == devicePending {
-			return d
-		}
-	}
-	return nil
-}
-
-// makeRoomLocked makes room for a login started by the client with key:
-// past the client's cap, its own oldest pending login goes; past the
-// global cap, the oldest pending login of the client holding the most. It
-// reports false when nothing can go (every login is approved and waits
-// for its poll). ls.mu is held.
-func (ls *loginState) makeRoomLocked(key string) bool {
-	if list := ls.byClient[key]; len(list) >= maxDeviceLoginsPerClient {
-		if d := oldestPending(list); d != nil {
-			ls.dropDeviceLocked(d)
-		}
-	}
-	for len(ls.devices) >= maxDeviceLogins {
-		var victim *deviceLogin
-		most := 0
-		for _, list := range ls.byClient {
-			if d := oldestPending(list); d != nil && (len(list) > most || len(list) == most && d.started.Before(victim.started)) {
-				victim, most = d, len(list)
-			}
-		}
-		if victim == nil {
-			return false
-		}
-		ls.dropDeviceLocked(victim)
-	}
-	return true
-}
+// deviceLoginLimits are the caps on logins in progress.
+var deviceLoginLimits = postgres.DeviceLoginLimits{Max: maxDeviceLogins, PerClient: maxDeviceLoginsPerClient}
 
 // clientAgent is the User-Agent of r as the approval page may show it:
 // printable ASCII, clipped; "unknown" without one.
@@ -217,32 +125,14 @@ func (p *Portal) HandleDeviceLoginStart() http.HandlerFunc {
 		deviceCode := deviceCodePrefix + raw
 		now := ls.now()
 		client := ratelimit.ClientAddr(r)
-		key := ratelimit.ClientKey(client)
-		ls.mu.Lock()
-		ls.sweepLocked(now)
-		if !ls.makeRoomLocked(key) {
-			ls.mu.Unlock()
-			p.writeError(w, r, fieldpass.Errorf(fieldpass.EUNAVAILABLE, "too many logins in progress: try again in a few minutes"))
-			return
-		}
-		var userCode string
-		for {
-			if userCode, err = ls.newUserCode(); err != nil || ls.byUser[userCode] == nil {
-				break
-			}
-		}
-		if err != nil {
-			ls.mu.Unlock()
+		d := &postgres.DeviceLogin{CodeHash: hashDeviceCode(deviceCode), Started: now, Expires: now.Add(deviceLoginTTL),
+			Interval: deviceLoginInterval, Client: client, ClientKey: ratelimit.ClientKey(client), Agent: clientAgent(r)}
+		if err := ls.db.StartDeviceLogin(r.Context(), d, deviceLoginLimits, ls.newUserCode); err != nil {
 			p.writeError(w, r, err)
 			return
 		}
-		d := &deviceLogin{hash: hashDeviceCode(deviceCode), userCode: userCode, started: now, expires: now.Add(deviceLoginTTL),
-			interval: deviceLoginInterval, client: client, key: key, agent: clientAgent(r)}
-		ls.devices[d.hash] = d
-		ls.byUser[userCode] = d
-		ls.byClient[key] = append(ls.byClient[key], d)
-		ls.mu.Unlock()
-		p.log.Info("device login started", "client", d.client, "agent", d.agent)
+		userCode := d.UserCode
+		p.log.Info("device login started", "client", d.Client, "agent", d.Agent)
 		httpapi.WriteJSON(w, http.StatusOK, httpapi.DeviceLoginStart{
 			DeviceCode:      deviceCode,
 			UserCode:        formatUserCode(userCode),
@@ -269,53 +159,77 @@ func (p *Portal) HandleDeviceLoginToken() http.HandlerFunc {
 		}
 		h := hashDeviceCode(req.DeviceCode)
 		now := ls.now()
-		ls.mu.Lock()
-		d := ls.devices[h]
-		if d == nil || !now.Before(d.expires) {
-			if d != nil {
-				ls.dropDeviceLocked(d)
+		// Decided under the row's lock: of two polls racing on two brokers,
+		// one moves the approved login to issuing, the other sees it so.
+		var answer, message string
+		var claimed postgres.DeviceLogin
+		err := ls.db.DeviceLoginByCode(r.Context(), h, func(d *postgres.DeviceLogin) postgres.DeviceLoginChange {
+			if d == nil || !now.Before(d.Expires) {
+				answer, message = "expired", "this login is unknown, expired or already used: run fieldpass login again"
+				if d != nil {
+					return postgres.DeviceLoginDelete
+				}
+				return postgres.DeviceLoginKeep
 			}
-			ls.mu.Unlock()
-			pollError(w, "expired", "this login is unknown, expired or already used: run fieldpass login again")
+			if !d.LastPoll.IsZero() && now.Sub(d.LastPoll) < d.Interval-pollTolerance {
+				d.Interval += slowDownStep
+				d.LastPoll = now
+				answer, message = "slow_down", "polling too fast: wait "+fieldpass.FormatDuration(d.Interval)+" between polls"
+				return postgres.DeviceLoginSave
+			}
+			d.LastPoll = now
+			switch d.Status {
+			case postgres.DeviceLoginDenied:
+				answer, message = "denied", "the login was denied in the browser"
+				return postgres.DeviceLoginDelete
+			case postgres.DeviceLoginApproved:
+				d.Status = postgres.DeviceLoginIssuing
+				claimed = *d
+			default: // pending, or another poll is issuing the token right now
+				answer, message = "authorization_pending", "waiting for approval in the browser"
+			}
+			return postgres.DeviceLoginSave
+		})
+		if err != nil {
+			p.writeError(w, r, err)
 			return
 		}
-		if !d.lastPoll.IsZero() && now.Sub(d.lastPoll) < d.interval-pollTolerance {
-			d.interval += slowDownStep
-			d.lastPoll = now
-			interval := d.interval
-			ls.mu.Unlock()
-			pollError(w, "slow_down", "polling too fast: wait "+fieldpass.FormatDuration(interval)+" between polls")
+		if answer != "" {
+			pollError(w, answer, message)
 			return
 		}
-		d.lastPoll = now
-		switch d.status {
-		case devicePending, deviceIssuing:
-			ls.mu.Unlock()
-			pollError(w, "authorization_pending", "waiting for approval in the browser")
-			return
-		case deviceDenied:
-			ls.dropDeviceLocked(d)
-			ls.mu.Unlock()
-			pollError(w, "denied", "the login was denied in the browser")
-			return
-		}
-		d.status = deviceIssuing
-		user, session, rec := d.user, d.session, d.rec
-		ls.mu.Unlock()
 
 		ctx := r.Context()
-		token, t, err := ls.db.IssueToken(ctx, fieldpass.UserActor(user.Email), user.Email, fieldpass.TokenCLI, ls.oidc.CLITokenTTL)
+		rec := loginRecord{MFA: claimed.MFA, AMR: claimed.AMR, ACR: claimed.ACR}
+		user, err := ls.db.User(ctx, claimed.Email)
+		var token string
+		var t *fieldpass.Token
+		if err == nil {
+			token, t, err = ls.db.IssueToken(ctx, fieldpass.UserActor(user.Email), user.Email, fieldpass.TokenCLI, ls.oidc.CLITokenTTL)
+		}
 		if err == nil {
 			rec.Expires = t.ExpiresAt
-			err = p.recordLogin(ctx, t, rec, map[string]any{"method": "device", "client": ratelimit.ClientAddr(r), "approved_by": session})
+			err = p.recordLogin(ctx, t, rec, map[string]any{"method": "device", "client": ratelimit.ClientAddr(r), "approved_by": claimed.Session})
 		}
-		ls.mu.Lock()
-		if err != nil && fieldpass.ErrorCode(err) != fieldpass.EFORBIDDEN {
-			d.status = deviceApproved // a later poll may succeed
-		} else {
-			ls.dropDeviceLocked(d)
+		// Whatever the request's fate, the claim is settled: a fresh
+		// context, so that a poll cut short leaves no login stuck issuing.
+		// (A broker that dies right here leaves it issuing until it
+		// expires: the CLI is told to wait, then to log in again.)
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		retry := err != nil && fieldpass.ErrorCode(err) != fieldpass.EFORBIDDEN
+		if serr := ls.db.DeviceLoginByCode(sctx, h, func(d *postgres.DeviceLogin) postgres.DeviceLoginChange {
+			switch {
+			case d == nil:
+				return postgres.DeviceLoginKeep
+			case retry:
+				d.Status = postgres.DeviceLoginApproved // a later poll may succeed
+				return postgres.DeviceLoginSave
+			}
+			return postgres.DeviceLoginDelete
+		}); serr != nil {
+			p.log.Error("device login: settle the claim", "err", serr)
 		}
-		ls.mu.Unlock()
 		if err != nil {
 			p.writeError(w, r, err)
 			return
@@ -451,40 +365,56 @@ func (p *Portal) HandleDeviceLoginApprove() http.HandlerFunc {
 				return
 			}
 		}
-		d := ls.pendingLocked(w, uc)
-		if d == nil {
+		found, err := ls.pending(r.Context(), uc, func(d *postgres.DeviceLogin) postgres.DeviceLoginChange {
+			if action == "deny" {
+				d.Status = postgres.DeviceLoginDenied
+				return postgres.DeviceLoginSave
+			}
+			d.Status, d.Email, d.Session = postgres.DeviceLoginApproved, c.User.Email, c.Token.ID
+			d.MFA, d.AMR, d.ACR = rec.MFA, rec.AMR, rec.ACR
+			return postgres.DeviceLoginSave
+		})
+		if !found || err != nil {
+			noPending(w, r, p, uc, err)
 			return
 		}
 		if action == "deny" {
-			d.status = deviceDenied
-			ls.mu.Unlock()
 			p.log.Info("device login denied", "email", c.User.Email, "user_code", formatUserCode(uc))
 			writePage(w, http.StatusOK, page{Title: "Login denied", Paras: []string{"The command line that showed " + formatUserCode(uc) + " gets no token."}})
 			return
 		}
-		d.status, d.user, d.session, d.rec = deviceApproved, c.User, c.Token.ID, rec
-		ls.mu.Unlock()
 		p.log.Info("device login approved", "email", c.User.Email, "user_code", formatUserCode(uc), "session_token_id", c.Token.ID)
 		writePage(w, http.StatusOK, page{Title: "Login approved",
 			Paras: []string{"The command line is logged in as " + c.User.Email + ". You can close this page and return to your terminal."}})
 	}
 }
 
-// pendingLocked returns the login waiting for the user code uc with ls.mu
-// held, or answers the page that says there is none (and returns nil, the
-// lock released).
-func (ls *loginState) pendingLocked(w http.ResponseWriter, uc string) *deviceLogin {
+// pending calls fn with the login waiting for approval under the user code
+// uc, its row locked, and keeps or saves it as fn says. It reports false
+// when no login waits for uc.
+func (ls *loginState) pending(ctx context.Context, uc string, fn func(*postgres.DeviceLogin) postgres.DeviceLoginChange) (bool, error) {
 	now := ls.now()
-	ls.mu.Lock()
-	d := ls.byUser[uc]
-	if d == nil || !now.Before(d.expires) || d.status != devicePending {
-		ls.mu.Unlock()
-		writePage(w, http.StatusNotFound, page{Title: "No such login",
-			Paras: []string{"No login waits for the code " + formatUserCode(uc) + ": check it, or run fieldpass login again (codes last 10 minutes and are used once)."},
-			Retry: "/login/device"})
-		return nil
+	found := false
+	err := ls.db.DeviceLoginByUserCode(ctx, uc, func(d *postgres.DeviceLogin) postgres.DeviceLoginChange {
+		if d == nil || !now.Before(d.Expires) || d.Status != postgres.DeviceLoginPending {
+			return postgres.DeviceLoginKeep
+		}
+		found = true
+		return fn(d)
+	})
+	return found, err
+}
+
+// noPending answers the page that says no login waits for the user code
+// uc, or the failure to find out.
+func noPending(w http.ResponseWriter, r *http.Request, p *Portal, uc string, err error) {
+	if err != nil {
+		p.loginFailed(w, r, err, "/login/device")
+		return
 	}
-	return d
+	writePage(w, http.StatusNotFound, page{Title: "No such login",
+		Paras: []string{"No login waits for the code " + formatUserCode(uc) + ": check it, or run fieldpass login again (codes last 10 minutes and are used once)."},
+		Retry: "/login/device"})
 }
 
 // sessionRecord is what the login of the caller's session asserted.
@@ -511,17 +441,21 @@ func (p *Portal) sessionRecord(r *http.Request, c *fieldpass.Caller) loginRecord
 // buttons.
 func (p *Portal) reviewDeviceLogin(w http.ResponseWriter, r *http.Request, c *fieldpass.Caller, uc string) {
 	ls := p.login
-	d := ls.pendingLocked(w, uc)
-	if d == nil {
+	var d postgres.DeviceLogin
+	found, err := ls.pending(r.Context(), uc, func(l *postgres.DeviceLogin) postgres.DeviceLoginChange {
+		d = *l
+		return postgres.DeviceLoginKeep
+	})
+	if !found || err != nil {
+		noPending(w, r, p, uc, err)
 		return
 	}
 	now := ls.now()
 	form := p.deviceForm(r, c)
 	form.Review, form.UserCode = true, formatUserCode(uc)
-	form.Agent, form.Client = d.agent, d.client
-	form.Started = d.started.UTC().Format("2006-01-02 15:04:05 UTC") + " (" + minutes(now.Sub(d.started)) + " ago)"
-	form.Expires = minutes(d.expires.Sub(now))
-	ls.mu.Unlock()
+	form.Agent, form.Client = d.Agent, d.Client
+	form.Started = d.Started.UTC().Format("2006-01-02 15:04:05 UTC") + " (" + minutes(now.Sub(d.Started)) + " ago)"
+	form.Expires = minutes(d.Expires.Sub(now))
 	writePage(w, http.StatusOK, page{Title: "Approve this command-line login?", Form: form,
 		Paras: []string{"Check that this is the login you started just now, from your own terminal."}})
 }

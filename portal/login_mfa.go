@@ -15,6 +15,17 @@ type loginRecord struct {
 	Expires time.Time // the token's expiry: forget the record then
 }
 
+// sweepLocked drops expired MFA records (device logins are swept by the
+// store at each start). ls.mu is held.
+func (ls *loginState) sweepLocked(now time.Time) {
+	for id, rec := range ls.mfa {
+		if !now.Before(rec.Expires) {
+			delete(ls.mfa, id)
+		}
+	}
+	ls.swept = now
+}
+
 func (ls *loginState) remember(tokenID string, rec loginRecord) {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()

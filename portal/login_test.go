@@ -112,6 +112,9 @@ type loginEnv struct {
 	portal *portal.Portal
 	clock  *clock
 	logs   *syncBuffer
+	// front is what srv serves: the API above, or another broker's
+	// (login_shared_test.go), as a load balancer in front of several would.
+	front front
 	// urls are every URL a browser of this test visited.
 	mu   sync.Mutex
 	urls []string
@@ -182,7 +185,8 @@ func newLoginEnv(t *testing.T, opts ...envOpt) *loginEnv {
 		EnrollRate: 1000, EnrollBurst: 1000,
 		Logger: e.cfg.Logger, Now: e.clock.Now,
 	})
-	e.srv.Config.Handler = e.api.Handler()
+	e.front.to(e.api.Handler())
+	e.srv.Config.Handler = &e.front
 	e.srv.Start()
 	t.Cleanup(e.srv.Close)
 	return e

@@ -33,6 +33,11 @@ var (
 	// retention pass (serve --recording-retention), which is audited.
 	retainedTables = []string{"web_requests", "recordings", "recording_chunks"}
 
+	// transientTables hold state in progress that several brokers share
+	// and that is deleted once used or expired: read, inserted, updated
+	// and deleted.
+	transientTables = []string{"device_logins", "device_login_clients"}
+
 	// readOnlyTables are read, never written, by the broker.
 	readOnlyTables = []string{"goose_db_version"}
 
@@ -52,6 +57,7 @@ var roleNameRE = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
 // GrantBrokerRole makes the privileges of role on the Fieldpass schema
 // exactly those the broker needs: USAGE on schema public; SELECT, INSERT and
 // UPDATE on the application tables; SELECT and INSERT on the audit tables;
+// SELECT, INSERT, UPDATE and DELETE on the transient tables;
 // USAGE and SELECT on the tunnel address sequence; SELECT on the migration
 // version table. Privileges role held beyond these on the same objects are
 // revoked, so running it again (every migrate does) converges on the same
@@ -72,7 +78,7 @@ func (db *DB) GrantBrokerRole(ctx context.Context, role string) error {
 		}
 		return strings.Join(q, ", ")
 	}
-	tables := all(slices.Concat(brokerTables, appendOnlyTables, retainedTables, readOnlyTables))
+	tables := all(slices.Concat(brokerTables, appendOnlyTables, retainedTables, transientTables, readOnlyTables))
 	stmts := []string{
 		"REVOKE ALL ON SCHEMA public FROM " + ident,
 		"REVOKE ALL ON TABLE " + tables + " FROM " + ident,
@@ -81,6 +87,7 @@ func (db *DB) GrantBrokerRole(ctx context.Context, role string) error {
 		"GRANT SELECT, INSERT, UPDATE ON TABLE " + all(brokerTables) + " TO " + ident,
 		"GRANT SELECT, INSERT ON TABLE " + all(appendOnlyTables) + " TO " + ident,
 		"GRANT SELECT, INSERT, DELETE ON TABLE " + all(retainedTables) + " TO " + ident,
+		"GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE " + all(transientTables) + " TO " + ident,
 		"GRANT SELECT ON TABLE " + all(readOnlyTables) + " TO " + ident,
 		"GRANT USAGE, SELECT ON SEQUENCE " + all(brokerSequences) + " TO " + ident,
 	}
