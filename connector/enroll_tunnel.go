@@ -40,7 +40,7 @@ type TunnelEnrollConfig struct {
 
 // EnrollInTunnel enrols the device inside WireGuard, with no TLS: it brings
 // up a temporary WireGuard device with the key pair the token stands for
-// (tunnel.EnrollmentKey), which the broker admits as a peer that reaches
+// (fieldpass.EnrollmentKey), which the broker admits as a peer that reaches
 // only the enrolment exchange; through it, it sends the public half of the
 // device's own fresh key pair and reads the device's identity and how to
 // reach the broker, and writes the state. The private key never leaves the
@@ -83,7 +83,7 @@ func EnrollInTunnel(ctx context.Context, cfg TunnelEnrollConfig) (*State, error)
 		return nil, fieldpass.Errorf(fieldpass.EUNAVAILABLE, "cannot resolve the broker's endpoint %s: %v", cfg.Endpoint, err)
 	}
 
-	tokenPriv, _ := tunnel.EnrollmentKey(cfg.Token)
+	tokenPriv, _ := fieldpass.EnrollmentKey(cfg.Token)
 	self := cfg.Address.Addr().Unmap()
 	brokerAddr := fieldpass.BrokerTunnelAddress(cfg.Address)
 	dev, err := wgnet.New(wgnet.Config{PrivateKey: wgnet.Key(tokenPriv), Address: self, ListenAddr: cfg.ListenAddr, SmallDevice: true})

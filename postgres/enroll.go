@@ -15,7 +15,6 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/fieldpass/fieldpass"
-	"github.com/fieldpass/fieldpass/tunnel"
 )
 
 // MaxEnrollmentTokenTTL bounds how long an enrolment token stays valid.
@@ -67,7 +66,7 @@ func (db *DB) createEnrollmentToken(ctx context.Context, deviceName string, labe
 	token = fieldpass.FormatEnrollmentToken(secret)
 	// Only the public half of the token's WireGuard key is kept: it lets a
 	// broker admit the token's peer, and proves nothing without the token.
-	_, pub := tunnel.EnrollmentKey(token)
+	_, pub := fieldpass.EnrollmentKey(token)
 	now := db.now()
 	expiresAt = now.Add(ttl).Truncate(time.Microsecond)
 
@@ -120,7 +119,7 @@ func (db *DB) Enroll(ctx context.Context, token, publicKey, connectorVersion str
 }
 
 // EnrollByTokenKey is Enroll for an enrolment inside WireGuard: the token
-// is named by the public half of its WireGuard key (tunnel.EnrollmentKey),
+// is named by the public half of its WireGuard key (fieldpass.EnrollmentKey),
 // which the broker knows from the handshake; the token itself never
 // reaches the broker.
 func (db *DB) EnrollByTokenKey(ctx context.Context, tokenKey, publicKey, connectorVersion string, allocate func(seq int64) (netip.Addr, error)) (*fieldpass.Device, error) {

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/fieldpass/fieldpass"
-	"github.com/fieldpass/fieldpass/tunnel"
 )
 
 // TestEnrollByTokenKey: a token is stored with the public half of its
@@ -19,7 +18,7 @@ func TestEnrollByTokenKey(t *testing.T) {
 	ctx := t.Context()
 	token := s.mustToken(t, "gw-1", map[string]string{"site": "north"})
 	other := s.mustToken(t, "gw-2", nil)
-	_, pub := tunnel.EnrollmentKey(token)
+	_, pub := fieldpass.EnrollmentKey(token)
 	tokenKey := base64.StdEncoding.EncodeToString(pub[:])
 
 	peers, err := s.EnrollmentPeers(ctx)
@@ -67,7 +66,7 @@ func TestEnrollByTokenKey(t *testing.T) {
 	}
 
 	s.clock.Add(2 * time.Hour) // past other's expiry (an hour)
-	_, otherPub := tunnel.EnrollmentKey(other)
+	_, otherPub := fieldpass.EnrollmentKey(other)
 	_, err = s.EnrollByTokenKey(ctx, base64.StdEncoding.EncodeToString(otherPub[:]), key(3), "v0.5.0", addr)
 	wantError(t, err, fieldpass.EEXPIRED, "enrolment token expired")
 	if peers, err := s.EnrollmentPeers(ctx); err != nil || len(peers) != 0 {

@@ -2,9 +2,6 @@ package tunnel
 
 import (
 	"bytes"
-	"crypto/ecdh"
-	"crypto/hkdf"
-	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -15,35 +12,11 @@ import (
 
 // Enrolment inside WireGuard (see PROTOCOL.md, "Enrolment inside
 // WireGuard"): the token's secret stands for a WireGuard key pair that both
-// ends derive from it; the broker stores only the public half and admits it
+// ends derive from it (fieldpass.EnrollmentKey); the broker stores only the public half and admits it
 // as a peer that reaches nothing but the enrolment exchange. The connector
 // sends an EnrollAsk with its own fresh public key and reads an
 // EnrollAnswer. No TLS is needed: WireGuard's handshake with the token's
 // static key is what proves the token.
-
-// enrollKeyInfo separates this use of the token's secret from any other.
-const enrollKeyInfo = "fieldpass enrolment wireguard key v1"
-
-// EnrollmentKey derives the one-time WireGuard key pair of an enrolment
-// token: HKDF-SHA256 over the whole token string (which holds its 32-byte
-// secret) with enrollKeyInfo, clamped as WireGuard keys are (RFC 7748 §5).
-// The same token always gives the same pair; the public half reveals
-// nothing of the token.
-func EnrollmentKey(token string) (private, public [32]byte) {
-	k, err := hkdf.Key(sha256.New, []byte(token), nil, enrollKeyInfo, 32)
-	if err != nil {
-		panic("tunnel: hkdf of 32 bytes failed: " + err.Error()) // only for lengths over 255*32
-	}
-	copy(private[:], k)
-	private[0] &= 248
-	private[31] = (private[31] & 127) | 64
-	pk, err := ecdh.X25519().NewPrivateKey(private[:])
-	if err != nil {
-		panic("tunnel: X25519 private key: " + err.Error()) // any 32 bytes are one
-	}
-	copy(public[:], pk.PublicKey().Bytes())
-	return private, public
-}
 
 var (
 	enrollAskMagic    = [2]byte{'F', 'E'}

@@ -15,12 +15,12 @@ import (
 func TestEnrollmentKey(t *testing.T) {
 	tok1 := fieldpass.FormatEnrollmentToken([32]byte{1})
 	tok2 := fieldpass.FormatEnrollmentToken([32]byte{2})
-	p1, pub1 := tunnel.EnrollmentKey(tok1)
-	p1again, pub1again := tunnel.EnrollmentKey(tok1)
+	p1, pub1 := fieldpass.EnrollmentKey(tok1)
+	p1again, pub1again := fieldpass.EnrollmentKey(tok1)
 	if p1 != p1again || pub1 != pub1again {
 		t.Fatal("one token gave two key pairs")
 	}
-	p2, pub2 := tunnel.EnrollmentKey(tok2)
+	p2, pub2 := fieldpass.EnrollmentKey(tok2)
 	if p1 == p2 || pub1 == pub2 {
 		t.Fatal("two tokens gave the same key")
 	}
