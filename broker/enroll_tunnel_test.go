@@ -9,7 +9,6 @@ import (
 	"github.com/fieldpass/fieldpass/broker/brokertest"
 	"github.com/fieldpass/fieldpass/connector"
 	"github.com/fieldpass/fieldpass/connector/httpsenroll"
-	"github.com/fieldpass/fieldpass/tunnel"
 	"github.com/fieldpass/fieldpass/wgnet"
 )
 
@@ -25,7 +24,7 @@ func TestEnrollInTunnel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, tokenPub := tunnel.EnrollmentKey(tok)
+	_, tokenPub := fieldpass.EnrollmentKey(tok)
 	brokertest.WaitFor(t, 5*time.Second, "the token's peer admitted", func() bool { return hasPeer(e, tokenPub) })
 
 	cfg := e.TunnelEnrollConfig(tok)
@@ -80,7 +79,7 @@ func TestEnrollInTunnelExpired(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, pub := tunnel.EnrollmentKey(tok)
+	_, pub := fieldpass.EnrollmentKey(tok)
 	brokertest.WaitFor(t, 5*time.Second, "the token's peer admitted", func() bool { return hasPeer(e, pub) })
 	brokertest.WaitFor(t, 5*time.Second, "the expired token's peer removed", func() bool { return !hasPeer(e, pub) })
 
@@ -94,7 +93,7 @@ func TestEnrollInTunnelExpired(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, pub2 := tunnel.EnrollmentKey(second)
+	_, pub2 := fieldpass.EnrollmentKey(second)
 	cfg := e.TunnelEnrollConfig(second)
 	// The first over HTTPS: both paths live side by side.
 	if _, err := httpsenroll.Enroll(ctx, httpsenroll.Config{BrokerURL: e.URL, Token: first, StateDir: t.TempDir() + "/first"}); err != nil {

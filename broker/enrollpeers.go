@@ -18,7 +18,7 @@ import (
 
 // An enrolment peer is an outstanding enrolment token admitted as a
 // WireGuard peer: its key is the public half of the key the token's secret
-// stands for (tunnel.EnrollmentKey), its address tunnel.EnrollmentAddress
+// stands for (fieldpass.EnrollmentKey), its address tunnel.EnrollmentAddress
 // of the token's number. Like a barred peer it reaches nothing but port
 // 7070, and there only the enrolment exchange: the hello finds it in
 // enrolling, in none of the maps that streams, presence and nudges use.
