@@ -101,6 +101,12 @@ func (b *Broker) reloadEnrollPeers(ctx context.Context) (next time.Time, err err
 	}
 	for addr, old := range b.enroll.byAddr {
 		if w := want[addr]; w == nil || w.key != old.key {
+			if old.busy {
+				// Its enrolment is being answered right now (the
+				// token's use is what announced the change): the peer
+				// must carry the answer; serveEnroll drops it after.
+				continue
+			}
 			drop = append(drop, old)
 		} else if next.IsZero() || old.expires.Before(next) {
 			next = old.expires
