@@ -131,6 +131,8 @@ func (c *chrome) connectTerminal(user, keyFile string) {
 		chromedp.WaitVisible(chromedp.ID("term-user")),
 		chromedp.SendKeys(chromedp.ID("term-user"), user),
 		chromedp.SetUploadFiles(chromedp.ID("term-key"), []string{keyFile}),
+		// Enabled once the page's script has taken the form.
+		chromedp.WaitEnabled(chromedp.ID("term-connect")),
 		chromedp.Click(chromedp.ID("term-connect")))
 }
 

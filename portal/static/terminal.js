@@ -19,6 +19,9 @@
       r.readAsText(f);
     });
   }
+  // Connect stays disabled until this script is there to take the form:
+  // without it, a click would submit the password in a request of its own.
+  document.getElementById("term-connect").disabled = false;
   form.addEventListener("submit", function (e) {
     e.preventDefault();
     err.hidden = true;
