@@ -43,10 +43,7 @@ type FleetConfig struct {
 type fleet struct {
 	cfg     FleetConfig
 	leases  *leaseKeeper
-	started time.Time
-
-	mu      sync.Mutex
-	claimed map[string]bool // dead brokers this one cleaned up
+	started time.Time // this run's start, in the broker roll
 }
 
 // startFleet makes b one of several brokers sharing its database
@@ -55,7 +52,7 @@ func (b *Broker) startFleet(cfg FleetConfig) {
 	if cfg.LeaseTTL <= 0 {
 		cfg.LeaseTTL = 15 * time.Second
 	}
-	f := &fleet{cfg: cfg, started: time.Now(), claimed: map[string]bool{}}
+	f := &fleet{cfg: cfg, started: time.Now()}
 	f.leases = newLeaseKeeper(b.db, b.cfg.ID, cfg.LeaseTTL, b.log, func(deviceID string) { b.leaseLost(deviceID) })
 	b.fleet = f
 }
@@ -240,26 +237,16 @@ func (b *Broker) linkToHolder(ctx context.Context, deviceID string) (*brokerlink
 	if b.fleet == nil {
 		return nil, "", false
 	}
-	l, held, err := b.db.DeviceHolder(ctx, deviceID)
-	if err != nil || !held || l.BrokerID == b.cfg.ID {
+	holder, addr, held, err := b.db.HolderAddr(ctx, deviceID)
+	if err != nil || !held || holder == b.cfg.ID {
 		return nil, "", false
 	}
-	brokers, err := b.db.Brokers(ctx)
+	link, err := b.fleet.cfg.Links.Link(ctx, addr)
 	if err != nil {
+		b.log.Warn("link to the device's broker", "device_id", deviceID, "broker", holder, "addr", addr, "err", err)
 		return nil, "", false
 	}
-	for _, br := range brokers {
-		if br.ID != l.BrokerID || !br.Stopped.IsZero() || br.PeerAddr == "" {
-			continue
-		}
-		link, err := b.fleet.cfg.Links.Link(ctx, br.PeerAddr)
-		if err != nil {
-			b.log.Warn("link to the device's broker", "device_id", deviceID, "broker", br.ID, "addr", br.PeerAddr, "err", err)
-			return nil, "", false
-		}
-		return link, br.ID, true
-	}
-	return nil, "", false
+	return link, holder, true
 }
 
 var _ leaseStore = (*postgres.DB)(nil)

@@ -81,16 +81,6 @@ func (k *leaseKeeper) holds(deviceID string) bool {
 	return h != nil && time.Now().Before(h.until)
 }
 
-// epoch returns the epoch of this broker's lease on deviceID (0: none).
-func (k *leaseKeeper) epoch(deviceID string) int64 {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if h := k.held[deviceID]; h != nil {
-		return h.lease.Epoch
-	}
-	return 0
-}
-
 // release gives deviceID's lease back (the device went away here).
 func (k *leaseKeeper) release(ctx context.Context, deviceID string) {
 	k.mu.Lock()

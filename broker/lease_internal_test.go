@@ -98,3 +98,13 @@ func TestNudgePace(t *testing.T) {
 		}
 	}
 }
+
+// epoch returns the epoch of this broker's lease on deviceID (0: none).
+func (k *leaseKeeper) epoch(deviceID string) int64 {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if h := k.held[deviceID]; h != nil {
+		return h.lease.Epoch
+	}
+	return 0
+}

@@ -258,3 +258,23 @@ func (db *DB) LeasesReady(ctx context.Context) error {
 	}
 	return nil
 }
+
+// HolderAddr returns the broker that holds device deviceID now, by the
+// database's clock, and the address of its link, in one query; ok is false
+// when no running broker with a link holds it.
+func (db *DB) HolderAddr(ctx context.Context, deviceID string) (brokerID, peerAddr string, ok bool, err error) {
+	if !uuidRE.MatchString(deviceID) {
+		return "", "", false, fieldpass.Errorf(fieldpass.EINVALID, "invalid device id %q", deviceID)
+	}
+	err = db.pool.QueryRow(ctx, `
+		SELECT b.id, b.peer_addr FROM device_leases l JOIN brokers b ON b.id = l.broker_id
+		WHERE l.device_id = $1::uuid AND l.expires_at > now() AND b.stopped_at IS NULL AND b.peer_addr <> ''`,
+		deviceID).Scan(&brokerID, &peerAddr)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", "", false, nil
+	}
+	if err != nil {
+		return "", "", false, fmt.Errorf("read the holder of %s: %w", deviceID, err)
+	}
+	return brokerID, peerAddr, true, nil
+}

@@ -217,3 +217,27 @@ func TestLeasesReady(t *testing.T) {
 		t.Fatalf("without the table: %v, want an error saying to migrate", err)
 	}
 }
+
+func TestHolderAddr(t *testing.T) {
+	s := mustOpen(t)
+	ctx := context.Background()
+	dev := s.mustEnroll(t, "pump-1", 1)
+	if _, _, ok, err := s.HolderAddr(ctx, dev.ID); ok || err != nil {
+		t.Fatalf("no lease: ok %v, %v", ok, err)
+	}
+	if err := s.BrokerAlive(ctx, "broker-a", "a.internal:7443", time.Now(), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.AcquireLease(ctx, dev.ID, "broker-a", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if id, addr, ok, err := s.HolderAddr(ctx, dev.ID); !ok || err != nil || id != "broker-a" || addr != "a.internal:7443" {
+		t.Fatalf("HolderAddr = %q %q %v %v", id, addr, ok, err)
+	}
+	if err := s.BrokerStopped(ctx, "broker-a"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, ok, _ := s.HolderAddr(ctx, dev.ID); ok {
+		t.Fatal("a stopped broker is still named the holder")
+	}
+}
