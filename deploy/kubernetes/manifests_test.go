@@ -623,15 +623,20 @@ func checkFleet(t testing.TB, byKind map[string][]object, sts, tmpl, broker any,
 	if a := args["peer-addr"]; a != host+":"+peerPort && a != host+".cluster.local:"+peerPort {
 		t.Errorf("--peer-addr=%q, want %s:%s: the pod's name under the headless Service, at --peer-listen's port", a, host, peerPort)
 	}
-	files := map[string]string{"peer-cert": "tls.crt", "peer-key": "tls.key", "peer-ca": "ca.crt"}
+	// In this order, so that a file from another Secret is named as the
+	// odd one out against the certificate's Secret (a map's order would
+	// name the certificate or the CA instead, at random).
 	var secret string
-	for flag, key := range files {
+	for _, f := range [][2]string{{"peer-cert", "tls.crt"}, {"peer-key", "tls.key"}, {"peer-ca", "ca.crt"}} {
+		flag, key := f[0], f[1]
 		src := mountedSecret(get(tmpl, "spec"), broker, args[flag])
 		name, got, _ := strings.Cut(src, "/")
 		if got != key || secret != "" && name != secret {
 			t.Errorf("--%s=%s comes from %q, want key %s of the link's Secret (tls.crt, tls.key, ca.crt of one Secret)", flag, args[flag], src, key)
 		}
-		secret = name
+		if secret == "" {
+			secret = name
+		}
 	}
 	if v := conf["lease-ttl"]; len(v) > 0 {
 		if d, err := time.ParseDuration(v[len(v)-1]); err != nil || d < 3*time.Second || d > 5*time.Minute {
