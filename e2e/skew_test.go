@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -17,11 +18,11 @@ import (
 
 // TestVersionSkew checks the rule of deploy/README.md ("Upgrades"): a
 // broker works with connectors and CLIs of the previous release. It builds
-// fieldpass-connector and fieldpass at the previous release's tag (from
+// fieldpass-connector and fieldpass at the previous release (from
 // git, with the same module cache), enrols that connector with the current
 // broker, and carries a session through it from the current CLI and from
-// the old one. The release is the newest v* tag reachable from HEAD that
-// does not point at HEAD itself (FIELDPASS_SKEW_RELEASE picks another).
+// the old one. The release is the newest of deploy/RELEASES before HEAD
+// (FIELDPASS_SKEW_RELEASE picks another).
 func TestVersionSkew(t *testing.T) {
 	t.Parallel()
 	release, src := checkoutPreviousRelease(t)
@@ -79,9 +80,12 @@ func TestVersionSkew(t *testing.T) {
 	}
 }
 
-// checkoutPreviousRelease extracts the tree of the previous tagged release
-// into a temporary directory and returns the tag and the directory. It
-// skips the test only where there is no git history (a source tarball).
+// checkoutPreviousRelease extracts the tree of the previous release into a
+// temporary directory and returns its version and the directory. The
+// releases are listed in deploy/RELEASES (a clone may have no tags): the
+// previous one is the newest whose commit is an ancestor of HEAD and not
+// HEAD itself. It skips the test only where there is no git history (a
+// source tarball).
 func checkoutPreviousRelease(t *testing.T) (release, dir string) {
 	t.Helper()
 	git := func(args ...string) (string, error) {
@@ -93,42 +97,79 @@ func checkoutPreviousRelease(t *testing.T) (release, dir string) {
 		return strings.TrimSpace(string(out)), err
 	}
 	if _, err := exec.LookPath("git"); err != nil {
-		t.Skip("git is not installed: the version-skew test builds the previous release from its tag")
+		t.Skip("git is not installed: the version-skew test builds the previous release from git")
 	}
-	if _, err := git("rev-parse", "--verify", "HEAD"); err != nil {
-		t.Skipf("no git history here (a source tarball?): the version-skew test builds the previous release from its tag (%v)", err)
+	head, err := git("rev-parse", "--verify", "HEAD")
+	if err != nil {
+		t.Skipf("no git history here (a source tarball?): the version-skew test builds the previous release from git (%v)", err)
 	}
-	release = os.Getenv("FIELDPASS_SKEW_RELEASE")
-	if release == "" {
-		merged, err := git("tag", "--merged", "HEAD", "--sort=-v:refname", "--list", "v*")
-		if err != nil {
-			t.Fatal(err)
+	releases := readReleases(t, filepath.Join(bins.moduleRoot, "deploy", "RELEASES"))
+	for _, r := range releases {
+		// A tag that is here must be where the list says.
+		if c, err := git("rev-parse", "--verify", "--quiet", "refs/tags/"+r.version+"^{commit}"); err == nil && c != r.commit {
+			t.Errorf("tag %s is commit %s, deploy/RELEASES says %s", r.version, c, r.commit)
 		}
-		atHead, err := git("tag", "--points-at", "HEAD", "--list", "v*")
-		if err != nil {
-			t.Fatal(err)
-		}
-		tags := strings.Fields(merged)
-		for _, tag := range tags {
-			if !strings.Contains(" "+strings.Join(strings.Fields(atHead), " ")+" ", " "+tag+" ") {
-				release = tag
-				break
+	}
+	if tags, err := git("tag", "--merged", "HEAD", "--list", "v*"); err == nil {
+		for _, tag := range strings.Fields(tags) {
+			if !slices.ContainsFunc(releases, func(r releaseLine) bool { return r.version == tag }) {
+				t.Errorf("tag %s is not listed in deploy/RELEASES", tag)
 			}
 		}
-		if release == "" && len(tags) > 0 {
-			release = tags[0] // HEAD is the only release: at least old binaries against a new process
+	}
+
+	var commit string
+	want := os.Getenv("FIELDPASS_SKEW_RELEASE")
+	for i := len(releases) - 1; i >= 0 && commit == ""; i-- {
+		r := releases[i]
+		if want != "" && r.version != want || want == "" && r.commit == head && i > 0 {
+			continue // HEAD is this release: test against the one before
 		}
-		if release == "" {
-			t.Fatal("no v* tag reachable from HEAD: fetch the tags (git fetch --tags) or set FIELDPASS_SKEW_RELEASE")
+		if _, err := git("cat-file", "-e", r.commit+"^{commit}"); err != nil {
+			// A shallow clone: fetch that one commit from where this came.
+			if _, ferr := git("fetch", "--quiet", "--no-tags", "--depth=1", "origin", r.commit); ferr != nil {
+				t.Fatalf("release %s's commit %s is not in this clone and could not be fetched (%v): clone with history (git fetch --unshallow)", r.version, r.commit, ferr)
+			}
 		}
+		release, commit = r.version, r.commit
+	}
+	if commit == "" {
+		t.Fatalf("no release to test against in deploy/RELEASES (FIELDPASS_SKEW_RELEASE=%q)", want)
 	}
 	dir = t.TempDir()
-	archive := exec.Command("sh", "-c", `git -C "$1" archive --format=tar "$2" | tar -x -C "$3"`, "archive", bins.moduleRoot, release, dir)
+	archive := exec.Command("sh", "-c", `git -C "$1" archive --format=tar "$2" | tar -x -C "$3"`, "archive", bins.moduleRoot, commit, dir)
 	if out, err := archive.CombinedOutput(); err != nil {
-		t.Fatalf("extract %s: %v\n%s", release, err, out)
+		t.Fatalf("extract %s (%s): %v\n%s", release, commit, err, out)
 	}
-	t.Logf("previous release: %s", release)
+	t.Logf("previous release: %s (%s)", release, commit)
 	return release, dir
+}
+
+// releaseLine is one line of deploy/RELEASES.
+type releaseLine struct{ version, commit string }
+
+func readReleases(t *testing.T, path string) []releaseLine {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []releaseLine
+	for i, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		f := strings.Fields(line)
+		if len(f) != 2 || !strings.HasPrefix(f[0], "v") || len(f[1]) != 40 {
+			t.Fatalf("%s:%d: want \"vX.Y.Z COMMIT\" (a full commit hash), got %q", path, i+1, line)
+		}
+		out = append(out, releaseLine{f[0], f[1]})
+	}
+	if len(out) == 0 {
+		t.Fatalf("%s lists no release", path)
+	}
+	return out
 }
 
 type gitError struct {

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/fieldpass/fieldpass"
 )
@@ -112,6 +113,10 @@ func (e *env) runSSH(path string, args, environ []string) error {
 	return nil
 }
 
+// sshConnectionLost is ssh's exit status when its connection failed, as
+// opposed to the remote command's status.
+const sshConnectionLost = 255
+
 const sshHelp = `Runs the system ssh to DEVICE through the broker: ssh's ProxyCommand is
 "fieldpass proxy DEVICE ssh", and the host key is kept in known_hosts under
 DEVICE.fieldpass (one entry per device). Everything after "--" goes to ssh:
@@ -173,6 +178,16 @@ func (e *env) ssh(args []string) error {
 	carried := make(chan error, 1)
 	go func() { carried <- forwardConns(ctx, ln, s, e.stderr) }()
 	err = e.runSSH(path, sshArgs(viaCommand(exe, sock, device), user, device, pos[1:]), sshEnv(os.Environ(), c))
+	if ee, ok := err.(exitError); ok && ee.code == sshConnectionLost {
+		// ssh lost its connection: if the broker cut the session, the
+		// stream closed a moment before the session's reason arrives.
+		t := time.NewTimer(endGrace)
+		select {
+		case <-s.Done():
+		case <-t.C:
+		}
+		t.Stop()
+	}
 	cancel()
 	if cut := <-carried; cut != nil {
 		// The broker ended the session (grant_expired, ...): say why,
