@@ -11,12 +11,18 @@ package broker
 //   - takes part in the fleet's janitor (one broker at a time, by
 //     postgres.Lead): a broker whose time in the roll ran out without a
 //     clean stop is claimed once, its open sessions are ended
-//     broker_restart, and its devices are called back (nudged) from here.
+//     broker_restart, and each of its devices is assigned to one live
+//     broker, least loaded first (spread), in device_callbacks;
+//   - calls back (nudges) the devices assigned to it, at its own nudge
+//     pace, told by a notification and reading its share again every
+//     LeaseTTL/3 in case one was missed.
 // Without it a broker works alone, as before: no lease, no roll.
 
 import (
 	"context"
 	"net/netip"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -44,7 +50,14 @@ type fleet struct {
 	cfg     FleetConfig
 	leases  *leaseKeeper
 	started time.Time // this run's start, in the broker roll
+	// callbacks asks callbackLoop to read this broker's share of a dead
+	// broker's devices now.
+	callbacks chan struct{}
 }
+
+// callbackMaxAge is how long a dead broker's device stays assigned for a
+// callback when it does not come back.
+const callbackMaxAge = time.Hour
 
 // startFleet makes b one of several brokers sharing its database
 // (Config.Fleet).
@@ -52,7 +65,7 @@ func (b *Broker) startFleet(cfg FleetConfig) {
 	if cfg.LeaseTTL <= 0 {
 		cfg.LeaseTTL = 15 * time.Second
 	}
-	f := &fleet{cfg: cfg, started: time.Now()}
+	f := &fleet{cfg: cfg, started: time.Now(), callbacks: make(chan struct{}, 1)}
 	f.leases = newLeaseKeeper(b.db, b.cfg.ID, cfg.LeaseTTL, b.log, func(deviceID string) { b.leaseLost(deviceID) })
 	b.fleet = f
 }
@@ -115,13 +128,25 @@ func (b *Broker) runFleet(ctx context.Context) {
 		return
 	}
 	var wg sync.WaitGroup
-	wg.Add(3)
+	wg.Add(5)
 	go func() { defer wg.Done(); f.leases.run(ctx) }()
 	go func() { defer wg.Done(); b.rollLoop(ctx) }()
 	go func() {
 		defer wg.Done()
 		b.db.Lead(ctx, "fleet-janitor", f.cfg.LeaseTTL/3, b.janitor)
 	}()
+	go func() {
+		defer wg.Done()
+		b.db.ListenCallbacks(ctx, func(id string) {
+			if id == "" || id == b.cfg.ID {
+				select {
+				case f.callbacks <- struct{}{}:
+				default:
+				}
+			}
+		})
+	}()
+	go func() { defer wg.Done(); b.callbackLoop(ctx) }()
 	wg.Wait()
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -150,12 +175,21 @@ func (b *Broker) rollLoop(ctx context.Context) {
 
 // janitor runs in one broker of the fleet at a time: it claims brokers
 // that stopped renewing without a clean stop, ends their open sessions
-// once (broker_restart) and calls their devices back.
+// once (broker_restart) and spreads their devices over the live brokers.
+// It looks every LeaseTTL/3, so a dead broker is claimed within that of
+// its time in the roll running out.
 func (b *Broker) janitor(ctx context.Context) {
-	t := time.NewTicker(b.fleet.cfg.LeaseTTL)
+	t := time.NewTicker(b.fleet.cfg.LeaseTTL / 3)
 	defer t.Stop()
+	var pruned time.Time
 	for {
 		b.sweepDeadBrokers(ctx)
+		if time.Since(pruned) > time.Minute {
+			pruned = time.Now()
+			if _, err := b.db.PruneCallbacks(ctx, callbackMaxAge); err != nil && ctx.Err() == nil {
+				b.log.Warn("prune old callbacks", "err", err)
+			}
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -178,13 +212,6 @@ func (b *Broker) sweepDeadBrokers(ctx context.Context) {
 		if err != nil || !ok {
 			continue
 		}
-		// Where its devices were last heard, read before they are marked
-		// offline: this broker's own copy of their presence dates from
-		// when it loaded them, before most of them connected anywhere.
-		devs, err := b.db.PeerDevices(ctx)
-		if err != nil {
-			b.log.Warn("read a dead broker's devices", "broker", br.ID, "err", err)
-		}
 		n, err := b.db.CloseOpenSessions(ctx, br.ID, fieldpass.EndBrokerRestart)
 		if err != nil {
 			b.log.Error("close a dead broker's sessions", "broker", br.ID, "err", err)
@@ -192,43 +219,139 @@ func (b *Broker) sweepDeadBrokers(ctx context.Context) {
 		if err := b.db.MarkBrokerOffline(ctx, br.ID); err != nil {
 			b.log.Warn("mark a dead broker's devices offline", "broker", br.ID, "err", err)
 		}
-		b.log.Warn("broker gone without a clean stop: its sessions ended, its devices called back", "broker", br.ID, "sessions_ended", n)
-		b.nudgeDevicesOf(br.ID, devs)
+		shares := b.spreadDevicesOf(ctx, br.ID)
+		b.log.Warn("broker gone without a clean stop: its sessions ended, its devices called back", "broker", br.ID, "sessions_ended", n, "callbacks", shares)
 	}
 }
 
-// nudgeDevicesOf calls back, at the nudge rate, the devices of devs that
-// the broker brokerID held when it died, at the endpoints their presence
-// rows name. The WireGuard peer here is pointed there first: it has never
-// heard from a device that connected to another broker, so it would not
-// know where to send the nudge.
-func (b *Broker) nudgeDevicesOf(brokerID string, devs []*fieldpass.Device) {
-	var ps []*peer
-	for _, d := range devs {
-		ep, err := netip.ParseAddrPort(d.Presence.Endpoint)
-		if d.Presence.BrokerID != brokerID || !d.Presence.Online || err != nil {
+// spreadDevicesOf assigns each device the dead broker brokerID held, and
+// each device it was itself to call back for an earlier dead broker, to one
+// live broker (spread), records that in device_callbacks and so tells those
+// brokers. It returns how many each was given.
+func (b *Broker) spreadDevicesOf(ctx context.Context, brokerID string) map[string]int {
+	// Its leases ran out about when its time in the roll did, which is
+	// when it is claimed; 2×TTL leaves room for the sweep's own pace.
+	cbs, err := b.db.DevicesToCallBack(ctx, brokerID, 2*b.fleet.cfg.LeaseTTL)
+	if err != nil {
+		b.log.Error("read a dead broker's devices: they come back by their own retries", "broker", brokerID, "err", err)
+		return nil
+	}
+	if len(cbs) == 0 {
+		return nil
+	}
+	loads, err := b.db.BrokerLoads(ctx)
+	if err != nil || len(loads) == 0 {
+		// Nobody to give them to, by the database: call them back from
+		// here, which is alive.
+		b.log.Warn("read the live brokers: calling a dead broker's devices back from here", "broker", brokerID, "err", err)
+		loads = []postgres.BrokerLoad{{ID: b.cfg.ID}}
+	}
+	spread(cbs, loads)
+	if err := b.db.AssignCallbacks(ctx, brokerID, cbs); err != nil {
+		b.log.Error("assign a dead broker's devices: they come back by their own retries", "broker", brokerID, "devices", len(cbs), "err", err)
+		return nil
+	}
+	shares := map[string]int{}
+	for _, c := range cbs {
+		shares[c.BrokerID]++
+	}
+	return shares
+}
+
+// spread sets each callback's BrokerID to one of the live brokers: each
+// device goes to the broker holding the fewest devices, counting those
+// given so far, the first by id on a tie. Devices are taken in id order,
+// so the same inputs give the same split, and the brokers end within one
+// device of each other where the dead broker's devices suffice to even
+// them out.
+func spread(cbs []postgres.Callback, loads []postgres.BrokerLoad) {
+	slices.SortFunc(cbs, func(x, y postgres.Callback) int { return strings.Compare(x.DeviceID, y.DeviceID) })
+	ls := slices.Clone(loads)
+	slices.SortFunc(ls, func(x, y postgres.BrokerLoad) int { return strings.Compare(x.ID, y.ID) })
+	for i := range cbs {
+		least := 0
+		for j := range ls {
+			if ls[j].Devices < ls[least].Devices {
+				least = j
+			}
+		}
+		cbs[i].BrokerID = ls[least].ID
+		ls[least].Devices++
+	}
+}
+
+// callbackLoop reads this broker's share of dead brokers' devices when told
+// (ListenCallbacks) and every LeaseTTL/3, and calls them back.
+func (b *Broker) callbackLoop(ctx context.Context) {
+	f := b.fleet
+	t := time.NewTicker(f.cfg.LeaseTTL / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-f.callbacks:
+		case <-t.C:
+		}
+		cbs, err := b.db.TakeCallbacks(ctx, b.cfg.ID)
+		if err != nil {
+			if ctx.Err() == nil {
+				b.log.Warn("read the devices to call back", "err", err)
+			}
+			continue
+		}
+		if len(cbs) > 0 {
+			b.log.Info("calling back a dead broker's devices given to this broker", "devices", len(cbs))
+			b.callBack(cbs)
+		}
+	}
+}
+
+// callBack queues, for the nudge loop's pace, a nudge to each device of cbs
+// at the endpoint where its dead broker last heard it. The WireGuard peer
+// here is pointed there first: it has never heard from a device that
+// connected to another broker, so it would not know where to send the
+// nudge.
+func (b *Broker) callBack(cbs []postgres.Callback) {
+	for _, c := range cbs {
+		ep, err := netip.ParseAddrPort(c.Endpoint)
+		if err != nil {
 			continue
 		}
 		b.mu.Lock()
-		p := b.byID[d.ID]
-		ok := p != nil && p.sess == nil && p.dev.PublicKey == d.PublicKey
+		p := b.byID[c.DeviceID]
+		ok := p != nil && p.sess == nil
+		if ok {
+			// Known from now, as for a peer loaded with its presence
+			// (upsert): the presence row its hello writes has it, so
+			// should this broker die too, its sweep finds the device.
+			p.endpoint = ep
+		}
 		b.mu.Unlock()
 		if !ok {
-			continue
+			continue // not a peer here (gone since), or back already
 		}
 		if err := b.dev.SetPeer(wgnet.Peer{
 			PublicKey:  p.key,
 			AllowedIPs: []netip.Prefix{netip.PrefixFrom(p.dev.TunnelAddr, p.dev.TunnelAddr.BitLen())},
 			Endpoint:   ep,
 		}); err != nil {
-			b.log.Warn("point a dead broker's device at its last endpoint", "device", d.Name, "err", err)
+			b.log.Warn("point a dead broker's device at its last endpoint", "device", p.dev.Name, "err", err)
 			continue
 		}
-		ps = append(ps, p)
-	}
-	for _, p := range ps {
 		b.queueNudge(p)
 	}
+}
+
+// heldElsewhere reports whether another live broker of the fleet holds
+// device id now: a nudge from here would pull it away from there (its
+// WireGuard would follow this broker's handshake), so none is sent.
+func (b *Broker) heldElsewhere(ctx context.Context, deviceID string) bool {
+	if b.fleet == nil {
+		return false
+	}
+	holder, _, held, err := b.db.HolderAddr(ctx, deviceID)
+	return err == nil && held && holder != b.cfg.ID
 }
 
 // linkToHolder returns the link to the broker of the fleet that holds

@@ -530,6 +530,9 @@ func (b *Broker) nudgeLoop(ctx context.Context) {
 func (b *Broker) nudge(ctx context.Context, p *peer) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
+	if b.heldElsewhere(ctx, p.dev.ID) {
+		return // came back to another broker of the fleet meanwhile (fleet.go)
+	}
 	c, err := b.dev.DialTCP(ctx, netip.AddrPortFrom(p.dev.TunnelAddr, tunnel.NudgePort))
 	if err == nil {
 		c.Close() // nothing should listen there; harmless if something does

@@ -75,15 +75,22 @@ func (db *DB) AcquireLease(ctx context.Context, deviceID, brokerID string, ttl t
 		return Lease{}, err
 	}
 	l := Lease{DeviceID: deviceID}
+	// A lease taken ends the device's callback, if a dead broker's device
+	// was assigned to a live one to call back (AssignCallbacks): it is back.
 	err := db.pool.QueryRow(ctx, `
-		INSERT INTO device_leases AS l (device_id, broker_id, epoch, expires_at)
-		VALUES ($1::uuid, $2, 1, now() + $3::bigint * interval '1 microsecond')
-		ON CONFLICT (device_id) DO UPDATE
-		   SET epoch = CASE WHEN l.broker_id = excluded.broker_id AND l.expires_at > now() THEN l.epoch ELSE l.epoch + 1 END,
-		       broker_id = excluded.broker_id,
-		       expires_at = excluded.expires_at
-		 WHERE l.broker_id = excluded.broker_id OR l.expires_at <= now()
-		RETURNING broker_id, epoch, expires_at`,
+		WITH got AS (
+			INSERT INTO device_leases AS l (device_id, broker_id, epoch, expires_at)
+			VALUES ($1::uuid, $2, 1, now() + $3::bigint * interval '1 microsecond')
+			ON CONFLICT (device_id) DO UPDATE
+			   SET epoch = CASE WHEN l.broker_id = excluded.broker_id AND l.expires_at > now() THEN l.epoch ELSE l.epoch + 1 END,
+			       broker_id = excluded.broker_id,
+			       expires_at = excluded.expires_at
+			 WHERE l.broker_id = excluded.broker_id OR l.expires_at <= now()
+			RETURNING device_id, broker_id, epoch, expires_at
+		), done AS (
+			DELETE FROM device_callbacks c USING got WHERE c.device_id = got.device_id
+		)
+		SELECT broker_id, epoch, expires_at FROM got`,
 		deviceID, brokerID, ttl.Microseconds()).Scan(&l.BrokerID, &l.Epoch, &l.Expires)
 	if errors.Is(err, pgx.ErrNoRows) {
 		held := &LeaseHeldError{}
@@ -277,4 +284,176 @@ func (db *DB) HolderAddr(ctx context.Context, deviceID string) (brokerID, peerAd
 		return "", "", false, fmt.Errorf("read the holder of %s: %w", deviceID, err)
 	}
 	return brokerID, peerAddr, true, nil
+}
+
+// CallbacksChannel is the LISTEN/NOTIFY channel on which AssignCallbacks
+// names each broker given devices to call back (the payload is its id).
+// The notification only hastens the read: the rows are the truth.
+const CallbacksChannel = "fieldpass_callbacks"
+
+// ListenCallbacksApplicationName is the application_name of the connection
+// ListenCallbacks holds.
+const ListenCallbacksApplicationName = "fieldpass listen callbacks"
+
+// ListenCallbacks calls fn with the id of each broker that AssignCallbacks
+// gave devices to call back, and with "" whenever notifications may have
+// been missed (see ListenDevices, whose rules it follows).
+func (db *DB) ListenCallbacks(ctx context.Context, fn func(brokerID string)) error {
+	return db.listen(ctx, CallbacksChannel, ListenCallbacksApplicationName, fn)
+}
+
+// Callback is a dead broker's device assigned to a live broker, which calls
+// it back (nudges it) at the endpoint where it was last heard.
+type Callback struct {
+	DeviceID string
+	BrokerID string // the live broker that calls it back
+	Endpoint string // host:port
+	// Taken is when BrokerID took it to nudge the device (zero: not yet).
+	Taken time.Time
+}
+
+// BrokerLoad is a live broker of the roll and how many devices it holds.
+type BrokerLoad struct {
+	ID      string
+	Devices int
+}
+
+// BrokerLoads returns the brokers alive now by the database's clock, not
+// stopped or claimed, with the number of devices each holds a live lease
+// on, by id.
+func (db *DB) BrokerLoads(ctx context.Context) ([]BrokerLoad, error) {
+	rows, err := db.pool.Query(ctx, `
+		SELECT b.id, count(l.device_id) FROM brokers b
+		LEFT JOIN device_leases l ON l.broker_id = b.id AND l.expires_at > now()
+		WHERE b.stopped_at IS NULL AND b.alive_until > now()
+		GROUP BY b.id ORDER BY b.id`)
+	if err != nil {
+		return nil, fmt.Errorf("read the live brokers' loads: %w", err)
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (BrokerLoad, error) {
+		var l BrokerLoad
+		err := r.Scan(&l.ID, &l.Devices)
+		return l, err
+	})
+}
+
+// AssignCallbacks records, in one transaction, that the devices of cbs,
+// held by deadBroker when it died, are each called back by cbs' BrokerID
+// (replacing an earlier assignment of the same device), and notifies each
+// of those brokers on CallbacksChannel at commit.
+func (db *DB) AssignCallbacks(ctx context.Context, deadBroker string, cbs []Callback) error {
+	if err := validateText("broker id", deadBroker, maxBrokerIDLen); err != nil {
+		return err
+	}
+	if len(cbs) == 0 {
+		return nil
+	}
+	ids := make([]string, len(cbs))
+	brokers := make([]string, len(cbs))
+	eps := make([]string, len(cbs))
+	for i, c := range cbs {
+		if !uuidRE.MatchString(c.DeviceID) {
+			return fieldpass.Errorf(fieldpass.EINVALID, "invalid device id %q", c.DeviceID)
+		}
+		if c.BrokerID == "" {
+			return fieldpass.Errorf(fieldpass.EINVALID, "callback of device %s names no broker", c.DeviceID)
+		}
+		if err := validateText("broker id", c.BrokerID, maxBrokerIDLen); err != nil {
+			return err
+		}
+		ids[i], brokers[i], eps[i] = c.DeviceID, c.BrokerID, c.Endpoint
+	}
+	return pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `
+			INSERT INTO device_callbacks (device_id, dead_broker, broker_id, endpoint, assigned_at)
+			SELECT c.device_id, $1, c.broker_id, c.endpoint, now()
+			FROM unnest($2::uuid[], $3::text[], $4::text[]) AS c(device_id, broker_id, endpoint)
+			ON CONFLICT (device_id) DO UPDATE SET dead_broker = excluded.dead_broker, broker_id = excluded.broker_id,
+			       endpoint = excluded.endpoint, assigned_at = excluded.assigned_at, taken_at = NULL`,
+			deadBroker, ids, brokers, eps)
+		if err != nil {
+			return fmt.Errorf("assign the devices of broker %s: %w", deadBroker, err)
+		}
+		if _, err := tx.Exec(ctx, `SELECT pg_notify($1, b) FROM (SELECT DISTINCT unnest($2::text[]) AS b) AS d`,
+			CallbacksChannel, brokers); err != nil {
+			return fmt.Errorf("notify the brokers calling back the devices of %s: %w", deadBroker, err)
+		}
+		return nil
+	})
+}
+
+// TakeCallbacks returns the callbacks assigned to brokerID that it has not
+// taken yet, and marks them taken. A taken row stays until the device's
+// lease is taken (by any broker), so that if brokerID dies before its
+// devices are back, its own sweep finds them (CallbacksOf).
+func (db *DB) TakeCallbacks(ctx context.Context, brokerID string) ([]Callback, error) {
+	rows, err := db.pool.Query(ctx, `
+		UPDATE device_callbacks SET taken_at = now()
+		WHERE broker_id = $1 AND taken_at IS NULL
+		RETURNING device_id::text, broker_id, endpoint, taken_at`, brokerID)
+	if err != nil {
+		return nil, fmt.Errorf("take the callbacks of broker %s: %w", brokerID, err)
+	}
+	return collectCallbacks(rows)
+}
+
+// CallbacksOf returns the callbacks assigned to brokerID whose devices are
+// not back yet (taken or not): when brokerID died, they must be assigned
+// to another live broker.
+func (db *DB) CallbacksOf(ctx context.Context, brokerID string) ([]Callback, error) {
+	rows, err := db.pool.Query(ctx, `
+		SELECT device_id::text, broker_id, endpoint, taken_at FROM device_callbacks WHERE broker_id = $1 ORDER BY device_id`, brokerID)
+	if err != nil {
+		return nil, fmt.Errorf("read the callbacks of broker %s: %w", brokerID, err)
+	}
+	return collectCallbacks(rows)
+}
+
+// PruneCallbacks deletes the callbacks assigned before now - age: their
+// devices never came back, and a broker that starts nudges its own anyway.
+func (db *DB) PruneCallbacks(ctx context.Context, age time.Duration) (int64, error) {
+	tag, err := db.pool.Exec(ctx, `
+		DELETE FROM device_callbacks WHERE assigned_at < now() - $1::bigint * interval '1 microsecond'`, age.Microseconds())
+	if err != nil {
+		return 0, fmt.Errorf("prune old callbacks: %w", err)
+	}
+	return tag.RowsAffected(), nil
+}
+
+func collectCallbacks(rows pgx.Rows) ([]Callback, error) {
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (Callback, error) {
+		var c Callback
+		var taken *time.Time
+		err := r.Scan(&c.DeviceID, &c.BrokerID, &c.Endpoint, &taken)
+		if taken != nil {
+			c.Taken = taken.UTC()
+		}
+		return c, err
+	})
+}
+
+// DevicesToCallBack returns the devices the dead broker deadBroker must
+// have called back, by id, each with the endpoint where it was last heard:
+// those whose lease it held (or gave back) within the last recent, and
+// those it was itself to call back for an earlier dead broker and that are
+// not back yet. The lease, not the presence row, says what it held: a
+// device it had just taken may have died with it before its presence was
+// written. Devices with no known endpoint, or no longer active, are left
+// out: there is nowhere to call them.
+func (db *DB) DevicesToCallBack(ctx context.Context, deadBroker string, recent time.Duration) ([]Callback, error) {
+	rows, err := db.pool.Query(ctx, `
+		SELECT DISTINCT ON (x.device_id) x.device_id::text, '', x.endpoint, NULL::timestamptz FROM (
+			SELECT l.device_id, coalesce(d.endpoint, c.endpoint, '') AS endpoint, 0 AS pref
+			FROM device_leases l JOIN devices d ON d.id = l.device_id AND d.state = 'active'
+			LEFT JOIN device_callbacks c ON c.device_id = l.device_id
+			WHERE l.broker_id = $1 AND l.expires_at > now() - $2::bigint * interval '1 microsecond'
+			UNION ALL
+			SELECT c.device_id, coalesce(d.endpoint, c.endpoint), 1
+			FROM device_callbacks c JOIN devices d ON d.id = c.device_id AND d.state = 'active'
+			WHERE c.broker_id = $1
+		) AS x WHERE x.endpoint <> '' ORDER BY x.device_id, x.pref`, deadBroker, recent.Microseconds())
+	if err != nil {
+		return nil, fmt.Errorf("read the devices of broker %s to call back: %w", deadBroker, err)
+	}
+	return collectCallbacks(rows)
 }

@@ -36,7 +36,7 @@ var (
 	// transientTables hold state in progress that several brokers share
 	// and that is deleted once used or expired: read, inserted, updated
 	// and deleted.
-	transientTables = []string{"device_logins", "device_login_clients"}
+	transientTables = []string{"device_logins", "device_login_clients", "device_callbacks"}
 
 	// readOnlyTables are read, never written, by the broker.
 	readOnlyTables = []string{"goose_db_version"}

@@ -138,7 +138,7 @@ func TestGrantBrokerRole(t *testing.T) {
 		if got := tables(`has_table_privilege($1, oid, 'TRUNCATE, REFERENCES, TRIGGER')`); len(got) > 0 {
 			t.Errorf("tables the broker may truncate, reference or put triggers on: %v", got)
 		}
-		if got, want := tables(`has_table_privilege($1, oid, 'DELETE')`), []string{"device_login_clients", "device_logins", "recording_chunks", "recordings", "web_requests"}; !slices.Equal(got, want) {
+		if got, want := tables(`has_table_privilege($1, oid, 'DELETE')`), []string{"device_callbacks", "device_login_clients", "device_logins", "recording_chunks", "recordings", "web_requests"}; !slices.Equal(got, want) {
 			t.Errorf("tables the broker may delete from: %v, want only %v", got, want)
 		}
 	})
