@@ -24,6 +24,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/fieldpass/fieldpass"
@@ -53,6 +54,9 @@ type fleet struct {
 	// callbacks asks callbackLoop to read this broker's share of a dead
 	// broker's devices now.
 	callbacks chan struct{}
+	// left: this run left the roll cleanly (runFleet), so Close hands
+	// its devices off.
+	left atomic.Bool
 }
 
 // callbackMaxAge is how long a dead broker's device stays assigned for a
@@ -152,7 +156,26 @@ func (b *Broker) runFleet(ctx context.Context) {
 	defer cancel()
 	if err := b.db.BrokerStopped(sctx, b.cfg.ID); err != nil {
 		b.log.Warn("leave the broker roll", "err", err)
+		return
 	}
+	f.left.Store(true)
+}
+
+// handOff, at a clean stop (Close), once this broker has left the roll and
+// its devices' sessions are closed, spreads the devices it held over the
+// live brokers, as the janitor does for a dead one: they are called back
+// at once rather than finding out by themselves, after a dial into a
+// tunnel nobody answers any more (20 s by default), that this broker is
+// gone. That is what keeps a rolling restart short. A device that dials
+// here meanwhile is refused (the tunnel listener is closed) and retries.
+func (b *Broker) handOff() {
+	if b.fleet == nil || !b.fleet.left.Load() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	shares := b.spreadDevicesOf(ctx, b.cfg.ID)
+	b.log.Info("stopped cleanly: devices handed to the live brokers", "callbacks", shares)
 }
 
 func (b *Broker) rollLoop(ctx context.Context) {

@@ -517,3 +517,36 @@ func TestFleetCallbackBrokerDiesMidway(t *testing.T) {
 		}
 	}
 }
+
+// broker-b, holding every device, stops cleanly (a rolling restart): it
+// hands its devices to the two others, half each, which call them back at
+// once. Its devices know only its endpoint, so without the hand-off none
+// would come back.
+func TestFleetCleanStopHandsDevicesOff(t *testing.T) {
+	const n = 10
+	e := brokertest.New(t)
+	e.Stop()
+	ca := brokertest.NewLinkCA(t)
+	a := startFleetBroker(t, e, ca, "broker-a")
+	c := startFleetBroker(t, e, ca, "broker-c")
+	b := startCrashableBroker(t, e, ca, "broker-b")
+	ids := startDevicesAt(t, e, b.fleetBroker, n)
+
+	t0 := time.Now()
+	b.cancel() // a clean stop: the database stays
+	hs := waitHolders(t, e, ids, 30*time.Second, "every device held by broker-a or broker-c", func(hs map[string]string) bool {
+		for _, h := range hs {
+			if h != "broker-a" && h != "broker-c" {
+				return false
+			}
+		}
+		return true
+	})
+	t.Logf("all %d devices held again %s after broker-b began its clean stop: %v", n, time.Since(t0).Round(time.Millisecond), countHolders(hs))
+	if got := countHolders(hs); got["broker-a"] != n/2 || got["broker-c"] != n/2 {
+		t.Errorf("devices per broker %v, want %d each", got, n/2)
+	}
+	for name, id := range ids {
+		brokertest.WaitFor(t, 2*time.Second, name+" served by its holder alone", func() bool { return a.b.Serves(id) != c.b.Serves(id) })
+	}
+}
