@@ -408,7 +408,6 @@ func (b *Broker) Close() error {
 	if err := b.db.MarkBrokerOffline(ctx, b.cfg.ID); err != nil {
 		b.log.Warn("mark devices offline at shutdown", "err", err)
 	}
-	b.handOff() // with a fleet: the devices go to the other brokers
 	return b.dev.Close()
 }
 

@@ -24,8 +24,9 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
+
+	"github.com/hashicorp/yamux"
 
 	"github.com/fieldpass/fieldpass"
 	"github.com/fieldpass/fieldpass/brokerlink"
@@ -54,9 +55,6 @@ type fleet struct {
 	// callbacks asks callbackLoop to read this broker's share of a dead
 	// broker's devices now.
 	callbacks chan struct{}
-	// left: this run left the roll cleanly (runFleet), so Close hands
-	// its devices off.
-	left atomic.Bool
 }
 
 // callbackMaxAge is how long a dead broker's device stays assigned for a
@@ -152,28 +150,48 @@ func (b *Broker) runFleet(ctx context.Context) {
 	}()
 	go func() { defer wg.Done(); b.callbackLoop(ctx) }()
 	wg.Wait()
+	// The devices' sessions end first, their offline presence written,
+	// so that none is written over a device already back elsewhere.
+	b.endDeviceSessions()
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := b.db.BrokerStopped(sctx, b.cfg.ID); err != nil {
 		b.log.Warn("leave the broker roll", "err", err)
 		return
 	}
-	f.left.Store(true)
+	b.handOff(sctx)
 }
 
-// handOff, at a clean stop (Close), once this broker has left the roll and
-// its devices' sessions are closed, spreads the devices it held over the
-// live brokers, as the janitor does for a dead one: they are called back
-// at once rather than finding out by themselves, after a dial into a
-// tunnel nobody answers any more (20 s by default), that this broker is
-// gone. That is what keeps a rolling restart short. A device that dials
-// here meanwhile is refused (the tunnel listener is closed) and retries.
-func (b *Broker) handOff() {
-	if b.fleet == nil || !b.fleet.left.Load() {
-		return
+// endDeviceSessions closes every device's session here, as Close does, at
+// the start of a clean stop rather than once the rest of the process has
+// wound down (the HTTP server's graceful shutdown alone may take seconds),
+// and gives their FINs and offline presence flushDelay to go out.
+func (b *Broker) endDeviceSessions() {
+	b.mu.Lock()
+	var sessions []*yamux.Session
+	for _, p := range b.byID {
+		if p.sess != nil {
+			sessions = append(sessions, p.sess)
+			p.hist.offlineReason = "broker shutdown"
+		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
+	b.mu.Unlock()
+	for _, s := range sessions {
+		s.Close()
+	}
+	if len(sessions) > 0 {
+		time.Sleep(flushDelay)
+	}
+}
+
+// handOff, at a clean stop, once this broker has left the roll and its
+// devices' sessions are closed, spreads the devices it held over the live
+// brokers, as the janitor does for a dead one: they are called back at
+// once rather than finding out by themselves, after a dial into a tunnel
+// nobody answers any more (20 s by default), that this broker is gone.
+// That is what keeps a rolling restart short. A device that dials here
+// meanwhile is refused (the tunnel listener is closed) and retries.
+func (b *Broker) handOff(ctx context.Context) {
 	shares := b.spreadDevicesOf(ctx, b.cfg.ID)
 	b.log.Info("stopped cleanly: devices handed to the live brokers", "callbacks", shares)
 }

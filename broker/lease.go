@@ -44,6 +44,8 @@ type leaseKeeper struct {
 	// holds: retried at each renewal, so the device is served here once
 	// the old holder's lease ends.
 	want map[string]bool
+	// stopped: run has returned; no lease is taken any more.
+	stopped bool
 }
 
 func newLeaseKeeper(db leaseStore, brokerID string, ttl time.Duration, log *slog.Logger, lost func(string)) *leaseKeeper {
@@ -52,9 +54,21 @@ func newLeaseKeeper(db leaseStore, brokerID string, ttl time.Duration, log *slog
 }
 
 // acquire takes deviceID's lease for this broker. A lease another broker
-// holds is not an error: the device is remembered and retried at every
+// holds is not an error: the device is remembered and retried once when
+// that lease is due to end, if before the next renewal, and at every
 // renewal; holds reports false until then.
 func (k *leaseKeeper) acquire(ctx context.Context, deviceID string) error {
+	return k.take(ctx, deviceID, true)
+}
+
+// leaseRetryMargin is how long after another broker's lease is due to end
+// it is asked for again: the database's clock decides.
+const leaseRetryMargin = 50 * time.Millisecond
+
+// take is acquire; early: a refusal may schedule the one retry at the
+// other lease's end (a retry does not schedule another, so clocks that
+// disagree cannot make it a loop).
+func (k *leaseKeeper) take(ctx context.Context, deviceID string, early bool) error {
 	sent := time.Now()
 	l, err := k.db.AcquireLease(ctx, deviceID, k.brokerID, k.ttl)
 	k.mu.Lock()
@@ -62,6 +76,15 @@ func (k *leaseKeeper) acquire(ctx context.Context, deviceID string) error {
 	if errors.Is(err, postgres.ErrLeaseHeld) {
 		k.want[deviceID] = true
 		k.log.Info("device held by another broker: waiting for its lease to end", "device_id", deviceID, "err", err)
+		var held *postgres.LeaseHeldError
+		// A dead broker's device, called back here, says hello before
+		// that broker's lease has run out: take it at its end, not up to
+		// TTL/3 later at the next renewal.
+		if early && errors.As(err, &held) && !k.stopped {
+			if wait := max(time.Until(held.Expires), 0) + leaseRetryMargin; wait < k.ttl/3 {
+				time.AfterFunc(wait, func() { k.retry(deviceID) })
+			}
+		}
 		return nil
 	}
 	if err != nil {
@@ -71,6 +94,21 @@ func (k *leaseKeeper) acquire(ctx context.Context, deviceID string) error {
 	delete(k.want, deviceID)
 	k.held[deviceID] = &heldLease{lease: l, until: sent.Add(k.ttl)}
 	return nil
+}
+
+// retry is the one early retry take schedules.
+func (k *leaseKeeper) retry(deviceID string) {
+	k.mu.Lock()
+	still := k.want[deviceID] && !k.stopped
+	k.mu.Unlock()
+	if !still {
+		return // taken, gone, or this broker stopped: a lease now would outlive it
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), k.ttl/3)
+	defer cancel()
+	if err := k.take(ctx, deviceID, false); err != nil {
+		k.log.Warn("acquire lease", "device_id", deviceID, "err", err)
+	}
 }
 
 // holds reports whether this broker may serve deviceID now.
@@ -103,6 +141,11 @@ func (k *leaseKeeper) release(ctx context.Context, deviceID string) {
 func (k *leaseKeeper) run(ctx context.Context) {
 	t := time.NewTicker(k.ttl / 3)
 	defer t.Stop()
+	defer func() {
+		k.mu.Lock()
+		k.stopped = true
+		k.mu.Unlock()
+	}()
 	for {
 		select {
 		case <-ctx.Done():
