@@ -102,3 +102,8 @@ packages: ## .deb and .rpm (broker, connector), .ipk (connector), plain connecto
 
 bench-field: ## the person's path across a shaped 20 Mbit/s cellular-like carrier (loss, 300 ms) vs raw TCP, and the connector's RSS
 	FIELDPASS_BENCH=1 $(GO) test ./e2e -run '^TestFieldBench' -count 1 -v -timeout 60m | grep -vE '^=== (RUN|PAUSE|CONT)'
+
+.PHONY: bench-failover
+bench-failover: ## how long a broker's 1000 devices are held by none when one of three brokers is killed, and when one stops cleanly
+	FIELDPASS_BENCH=1 $(GO) test ./bench -run '^$$' -bench Failover -benchtime 1x -count 1 -timeout 30m
+bench-fleet: bench-failover

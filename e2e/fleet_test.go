@@ -19,6 +19,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -47,47 +48,7 @@ const fleetLeaseTTL = 3 * time.Second
 // survivor reaches the moved device again.
 func TestFleet(t *testing.T) {
 	t.Parallel()
-	dbURL := pgtest.NewDatabase(t)
-	dir := t.TempDir()
-	ca := newFleetCA(t, dir)
-	keyFile := filepath.Join(dir, "fleet.key")
-
-	names := []string{"broker-a", "broker-b", "broker-c"}
-	wgAddrs := make([]string, len(names))
-	for i := range names {
-		wgAddrs[i] = freeAddr(t, "udp")
-	}
-	var fleet []*broker
-	for i, id := range names {
-		cert, key := ca.issue(t, id)
-		// Its own endpoint first: a device enrolled here dials here first.
-		eps := append([]string{wgAddrs[i]}, slices.Delete(slices.Clone(wgAddrs), i, i+1)...)
-		b := &broker{t: t, dir: t.TempDir(), dbURL: dbURL, id: id, wgAddr: wgAddrs[i], keyFile: keyFile}
-		// One at a time: the first creates the fleet's key file (--init),
-		// the others load it.
-		for attempt := 1; ; attempt++ {
-			b.httpAddr = freeAddr(t, "tcp")
-			b.args = []string{
-				"--peer-listen", freeAddr(t, "tcp"), "--peer-cert", cert, "--peer-key", key, "--peer-ca", ca.certFile,
-				"--lease-ttl", fleetLeaseTTL.String(),
-			}
-			for _, ep := range eps {
-				b.args = append(b.args, "--wg-endpoint", ep)
-			}
-			err := b.start()
-			if err == nil {
-				break
-			}
-			// The TCP ports were free a moment ago; another test may have
-			// taken one since (the WireGuard ports are in every broker's
-			// endpoints, so they stay).
-			if attempt == 3 || !strings.Contains(err.Error(), "address already in use") {
-				t.Fatal(err)
-			}
-			t.Logf("retrying on other ports: %v", err)
-		}
-		fleet = append(fleet, b)
-	}
+	fleet, dbURL := startFleetOf3(t)
 	db := superuserConn(t, dbURL)
 
 	// One device enrolled through each broker, and a second through
@@ -289,6 +250,256 @@ func TestFleet(t *testing.T) {
 		}
 	}
 
+}
+
+// fleetFailoverTime is how long a device of the fleet may be held by no
+// broker when one goes: its lease running out (fleetLeaseTTL), the
+// janitor's next look (TTL/3) and the connector's --max-backoff 2s. A
+// clean stop, which hands its devices off at once, must do no worse.
+const fleetFailoverTime = fleetLeaseTTL + fleetLeaseTTL/3 + 2*time.Second
+
+// TestFleetRollingRestart: three real brokers, a device held by each; each
+// broker in turn stops cleanly (SIGTERM), while a person's `fieldpass
+// forward` through it is carrying a connection to a device another broker
+// holds, and starts again once stopped; the next waits until it is ready.
+// Throughout, device_leases is read every 50 ms: no device is held by no
+// broker for longer than the failover time. After each stop, a forward
+// through another broker reaches every device. At the end every session is
+// ended and recorded ended once, and the audit chain verifies.
+func TestFleetRollingRestart(t *testing.T) {
+	t.Parallel()
+	fleet, dbURL := startFleetOf3(t)
+	db := superuserConn(t, dbURL)
+	devices := []string{"pump-1", "pump-2", "pump-3"}
+	conns := map[string]*proc{}
+	for i, name := range devices {
+		conns[name] = startConnector(t, name, fleet[i].enroll(name), "--service", "echo="+echoService(t), "--max-backoff", "2s")
+	}
+	for i, name := range devices {
+		waitHolder(t, db, name, 30*time.Second, func(h string) bool { return h == fleet[i].id })
+	}
+	ops := fleet[0].tokenPerson("ops@example.com", fieldpass.RoleAdmin)
+	eng := fleet[0].tokenPerson("eng@example.com", fieldpass.RoleEngineer)
+	for _, name := range devices {
+		if r := ops.run(t, "grant", "create", "--user", "eng@example.com", "--device", name, "--service", "echo",
+			"--duration", "1h", "--reason", "rolling restart test"); r.code != 0 {
+			t.Fatalf("grant create: %v", r)
+		}
+	}
+	engAt := func(b *broker) person {
+		return person{name: "eng at " + b.id, env: append(slices.Clone(eng.env), "FIELDPASS_BROKER="+b.URL())}
+	}
+	// forward starts `fieldpass forward` through b to device and echoes a
+	// line through it.
+	forward := func(b *broker, device, line string) (*running, *net.TCPConn) {
+		t.Helper()
+		fw := startCmd(t, engAt(b).env, bins.cli, "forward", device, "echo")
+		local := fw.waitOutput(t, 30*time.Second, regexp.MustCompile(`^forwarding (\S+) to `+device+`/echo\n`))[1]
+		c := dialForward(t, local)
+		mustEcho(t, c, line)
+		return fw, c
+	}
+
+	watch := watchHolders(t, dbURL, devices)
+	var steps []string
+	for i, b := range fleet {
+		// A person's connection carried through b to the next broker's
+		// device: b's stop ends it.
+		held := devices[(i+1)%len(devices)]
+		holder := leaseHolder(t, db, held)
+		if holder == b.id || holder == "" {
+			t.Fatalf("%s held by %q: want another broker than %s", held, holder, b.id)
+		}
+		fw, c := forward(b, held, "through "+b.id+" before its restart")
+
+		stopped := time.Now()
+		if err := b.p.signal(syscall.SIGTERM, 30*time.Second); err != nil {
+			t.Fatalf("%s on SIGTERM: %v", b.id, err)
+		}
+		stopTook := time.Since(stopped)
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if n, err := c.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Errorf("the connection through %s still open after it stopped: read %d bytes, %v", b.id, n, err)
+		}
+		c.Close()
+		fw.cmd.Process.Signal(os.Interrupt)
+		fw.wait(t, 10*time.Second)
+
+		// Every device held by a broker still running, and reached
+		// through the next one.
+		var took []string
+		for _, name := range devices {
+			h := waitHolder(t, db, name, 30*time.Second, func(h string) bool { return h != "" && h != b.id })
+			took = append(took, fmt.Sprintf("%s at %s", name, h))
+		}
+		next := fleet[(i+1)%len(fleet)]
+		for _, name := range devices {
+			fw, c := forward(next, name, "through "+next.id+" while "+b.id+" is down")
+			c.Close()
+			fw.cmd.Process.Signal(os.Interrupt)
+			fw.wait(t, 10*time.Second)
+		}
+		b.restart()
+		steps = append(steps, fmt.Sprintf("%s stopped in %s, ready again %s after SIGTERM (%s)",
+			b.id, stopTook.Round(time.Millisecond), time.Since(stopped).Round(time.Millisecond), strings.Join(took, ", ")))
+	}
+	gaps := watch.stop()
+	var worst []string
+	for _, name := range devices {
+		worst = append(worst, fmt.Sprintf("%s %s", name, gaps[name].Round(10*time.Millisecond)))
+		if gaps[name] > fleetFailoverTime {
+			t.Errorf("%s held by no broker for %s during the rolling restart; the failover time is %s", name, gaps[name].Round(10*time.Millisecond), fleetFailoverTime)
+		}
+	}
+	t.Logf("FIGURE fleet rolling restart (lease TTL %s, connector --max-backoff 2s, race detector %v): longest time held by no broker: %s; %s",
+		fleetLeaseTTL, raceBuild, strings.Join(worst, ", "), strings.Join(steps, "; "))
+
+	// Every session ended, each recorded ended once.
+	rows, err := db.Query(context.Background(), `
+		SELECT s.id::text, s.ended_at IS NOT NULL, count(a.target) FROM sessions s
+		LEFT JOIN audit_events a ON a.action = $1 AND a.target = 'session:' || s.id::text
+		GROUP BY s.id, s.ended_at`, fieldpass.AuditSessionEnd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type sessionEnds struct {
+		id    string
+		ended bool
+		ends  int
+	}
+	ss, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (sessionEnds, error) {
+		var s sessionEnds
+		err := r.Scan(&s.id, &s.ended, &s.ends)
+		return s, err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := 4 * len(fleet); len(ss) != want {
+		t.Errorf("%d sessions recorded, want %d (one per forward)", len(ss), want)
+	}
+	for _, s := range ss {
+		if !s.ended || s.ends != 1 {
+			t.Errorf("session %s: ended %v, %d audit events end it; want ended, once", s.id, s.ended, s.ends)
+		}
+	}
+	if r := fleet[0].cli("audit", "verify", "--database-url", dbURL); r.code != 0 {
+		t.Errorf("audit verify: %v", r)
+	}
+	for name, c := range conns {
+		if c.exited() {
+			t.Errorf("connector %s exited: %v", name, c.err)
+		}
+	}
+}
+
+// holderWatch reads device_leases every 50 ms, on a connection of its own,
+// and keeps, per device, the longest time it was held by no broker.
+type holderWatch struct {
+	done    chan struct{}
+	once    sync.Once
+	stopped chan map[string]time.Duration
+}
+
+func watchHolders(t *testing.T, dbURL string, devices []string) *holderWatch {
+	t.Helper()
+	db := superuserConn(t, dbURL)
+	w := &holderWatch{done: make(chan struct{}), stopped: make(chan map[string]time.Duration, 1)}
+	t.Cleanup(func() { w.once.Do(func() { close(w.done) }) }) // a test that failed first
+	go func() {
+		longest := map[string]time.Duration{}
+		since := map[string]time.Time{} // when each device was last seen held by nobody, first
+		for {
+			now := time.Now()
+			rows, err := db.Query(context.Background(), `
+				SELECT d.name FROM device_leases l JOIN devices d ON d.id = l.device_id WHERE l.expires_at > now()`)
+			held := map[string]bool{}
+			if err == nil {
+				names, cerr := pgx.CollectRows(rows, pgx.RowTo[string])
+				for _, n := range names {
+					held[n] = true
+				}
+				err = cerr
+			}
+			if err == nil {
+				for _, name := range devices {
+					if held[name] {
+						if s, ok := since[name]; ok {
+							longest[name] = max(longest[name], now.Sub(s))
+							delete(since, name)
+						}
+					} else if _, ok := since[name]; !ok {
+						since[name] = now
+					}
+				}
+			}
+			select {
+			case <-w.done:
+				for name, s := range since { // still held by nobody
+					longest[name] = max(longest[name], time.Since(s))
+				}
+				w.stopped <- longest
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}()
+	return w
+}
+
+func (w *holderWatch) stop() map[string]time.Duration {
+	w.once.Do(func() { close(w.done) })
+	return <-w.stopped
+}
+
+// startFleetOf3 starts broker-a, broker-b and broker-c on one new database
+// and one WireGuard key, each listing its own WireGuard endpoint first,
+// then the others', linked by mutual TLS from a CA made here, with
+// --lease-ttl fleetLeaseTTL.
+func startFleetOf3(t *testing.T) ([]*broker, string) {
+	t.Helper()
+	dbURL := pgtest.NewDatabase(t)
+	dir := t.TempDir()
+	ca := newFleetCA(t, dir)
+	keyFile := filepath.Join(dir, "fleet.key")
+
+	names := []string{"broker-a", "broker-b", "broker-c"}
+	wgAddrs := make([]string, len(names))
+	for i := range names {
+		wgAddrs[i] = freeAddr(t, "udp")
+	}
+	var fleet []*broker
+	for i, id := range names {
+		cert, key := ca.issue(t, id)
+		// Its own endpoint first: a device enrolled here dials here first.
+		eps := append([]string{wgAddrs[i]}, slices.Delete(slices.Clone(wgAddrs), i, i+1)...)
+		b := &broker{t: t, dir: t.TempDir(), dbURL: dbURL, id: id, wgAddr: wgAddrs[i], keyFile: keyFile}
+		// One at a time: the first creates the fleet's key file (--init),
+		// the others load it.
+		for attempt := 1; ; attempt++ {
+			b.httpAddr = freeAddr(t, "tcp")
+			b.args = []string{
+				"--peer-listen", freeAddr(t, "tcp"), "--peer-cert", cert, "--peer-key", key, "--peer-ca", ca.certFile,
+				"--lease-ttl", fleetLeaseTTL.String(),
+			}
+			for _, ep := range eps {
+				b.args = append(b.args, "--wg-endpoint", ep)
+			}
+			err := b.start()
+			if err == nil {
+				break
+			}
+			// The TCP ports were free a moment ago; another test may have
+			// taken one since (the WireGuard ports are in every broker's
+			// endpoints, so they stay).
+			if attempt == 3 || !strings.Contains(err.Error(), "address already in use") {
+				t.Fatal(err)
+			}
+			t.Logf("retrying on other ports: %v", err)
+		}
+		fleet = append(fleet, b)
+	}
+	return fleet, dbURL
 }
 
 // leaseHolder is the broker holding device's unexpired lease, or "".
