@@ -192,6 +192,10 @@ func (b *Broker) endDeviceSessions() {
 // That is what keeps a rolling restart short. A device that dials here
 // meanwhile is refused (the tunnel listener is closed) and retries.
 func (b *Broker) handOff(ctx context.Context) {
+	if loads, err := b.db.BrokerLoads(ctx); err == nil && len(loads) == 0 {
+		b.log.Info("stopped cleanly, the last broker running: devices come back when one starts")
+		return
+	}
 	shares := b.spreadDevicesOf(ctx, b.cfg.ID)
 	b.log.Info("stopped cleanly: devices handed to the live brokers", "callbacks", shares)
 }
