@@ -339,9 +339,9 @@ func TestFleetRollingRestart(t *testing.T) {
 			fw.cmd.Process.Signal(os.Interrupt)
 			fw.wait(t, 10*time.Second)
 		}
-		b.restart()
-		steps = append(steps, fmt.Sprintf("%s stopped in %s, ready again %s after SIGTERM (%s)",
-			b.id, stopTook.Round(time.Millisecond), time.Since(stopped).Round(time.Millisecond), strings.Join(took, ", ")))
+		started := b.restart()
+		steps = append(steps, fmt.Sprintf("%s exited %s after SIGTERM, started again and ready in %s (while down: %s)",
+			b.id, stopTook.Round(time.Millisecond), time.Since(started).Round(time.Millisecond), strings.Join(took, ", ")))
 	}
 	gaps := watch.stop()
 	var worst []string
