@@ -14,7 +14,8 @@ import (
 	"github.com/fieldpass/fieldpass/postgres"
 )
 
-// A session served by broker A to a device held by broker B is ended by
+// A session served by broker A to a device held by broker B is listed
+// live by broker C, with both brokers and its bytes so far, and ended by
 // an admin whose request reached broker C: the person's stream at A
 // closes within a second, the row says ended_by_admin with the bytes the
 // holder counted, and the admin's reason and the end are each audited
@@ -69,16 +70,44 @@ func TestFleetEndSessionFromThirdBroker(t *testing.T) {
 	if _, err := io.ReadFull(st, make([]byte, len(msg))); err != nil {
 		t.Fatal(err)
 	}
+	svc := access.New(access.Config{DB: e.DB, Sessions: c.m, Logger: brokertest.Logger()})
+	admin := &fieldpass.Caller{User: adminUser}
+
+	// The live list, asked at broker C, has it: served by A, the device on
+	// B, with the bytes B counted so far (written every BytesInterval).
+	var listed *fieldpass.Session
+	brokertest.WaitFor(t, 10*time.Second, "broker-c to list the session with its bytes", func() bool {
+		open, err := svc.Sessions(ctx, admin, fieldpass.SessionFilter{Open: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range open {
+			if o.ID == sess.ID() && o.BytesIn == int64(len(msg)) && o.BytesOut == int64(len(msg)) {
+				listed = o
+			}
+		}
+		return listed != nil
+	})
+	if listed.BrokerID != "broker-b" || listed.ServedBy != "broker-a" {
+		t.Errorf("listed at broker-c: broker %q served by %q; want broker-b, broker-a", listed.BrokerID, listed.ServedBy)
+	}
+	// More bytes, not yet written when the admin ends it.
+	if _, err := st.Write(msg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(st, make([]byte, len(msg))); err != nil {
+		t.Fatal(err)
+	}
+
 	closed := make(chan time.Time, 1)
 	go func() {
 		io.Copy(io.Discard, st)
 		closed <- time.Now()
 	}()
 
-	svc := access.New(access.Config{DB: e.DB, Sessions: c.m, Logger: brokertest.Logger()})
 	const why = "pump under maintenance"
 	t0 := time.Now()
-	out, err := svc.EndSession(ctx, &fieldpass.Caller{User: adminUser}, sess.ID(), why)
+	out, err := svc.EndSession(ctx, admin, sess.ID(), why)
 	if err != nil {
 		t.Fatalf("end at broker-c: %v", err)
 	}
@@ -110,10 +139,9 @@ func TestFleetEndSessionFromThirdBroker(t *testing.T) {
 	if row.EndReason != fieldpass.EndByAdmin || row.BrokerID != "broker-b" || row.ServedBy != "broker-a" {
 		t.Errorf("row: reason %q broker %q served by %q; want ended_by_admin, broker-b, broker-a", row.EndReason, row.BrokerID, row.ServedBy)
 	}
-	// The holder's own counts, not the last ones flushed (none yet: the
-	// flush runs every 5 s).
-	if row.BytesIn != int64(len(msg)) || row.BytesOut != int64(len(msg)) {
-		t.Errorf("row bytes in/out = %d/%d, want %d/%d (the holder's counts at the end)", row.BytesIn, row.BytesOut, len(msg), len(msg))
+	// The holder's own counts at the end, not the last ones written.
+	if want := int64(2 * len(msg)); row.BytesIn != want || row.BytesOut != want {
+		t.Errorf("row bytes in/out = %d/%d, want %d/%d (the holder's counts at the end)", row.BytesIn, row.BytesOut, want, want)
 	}
 	evs, err := e.DB.AuditEvents(ctx, fieldpass.AuditFilter{Target: postgres.SessionTarget(sess.ID())})
 	if err != nil {
@@ -134,7 +162,7 @@ func TestFleetEndSessionFromThirdBroker(t *testing.T) {
 	}
 
 	// Ending it again is a conflict, wherever asked.
-	if _, err := access.New(access.Config{DB: e.DB, Sessions: b.m}).EndSession(ctx, &fieldpass.Caller{User: adminUser}, sess.ID(), why); fieldpass.ErrorCode(err) != fieldpass.ECONFLICT {
+	if _, err := access.New(access.Config{DB: e.DB, Sessions: b.m}).EndSession(ctx, admin, sess.ID(), why); fieldpass.ErrorCode(err) != fieldpass.ECONFLICT {
 		t.Errorf("second end at broker-b: %v, want conflict", err)
 	}
 }
