@@ -14,11 +14,13 @@ import (
 // left: seenElsewhere.
 
 // seenElsewhere reports whether another broker of the fleet holds device
-// id now (its lease, by the database's clock), or saw it after armed, when
-// this broker's device_offline timer for it was armed: then the timer is
-// out of date (the device came back there, and that broker arms its own
-// timer when it loses the device). Alone, or when the database does not
-// answer, it is false: a duplicate is cheaper than a silence.
+// id now (its lease, by the database's clock), or recorded it online or
+// offline after armed, when this broker's device_offline timer for it was
+// armed (its newest presence event in the device's history): then the
+// timer is out of date, since the device came back there, and that broker
+// arms its own timer when it loses the device. Alone, or when the
+// database does not answer, it is false: a duplicate is cheaper than a
+// silence.
 func (b *Broker) seenElsewhere(id string, armed time.Time) bool {
 	if b.fleet == nil {
 		return false
@@ -30,16 +32,15 @@ func (b *Broker) seenElsewhere(id string, armed time.Time) bool {
 		b.log.Info("device_offline not raised: another broker holds the device", "device_id", id, "broker", l.BrokerID)
 		return true
 	}
-	d, derr := b.db.DeviceByID(ctx, id)
-	if err == nil && derr == nil {
-		pr := d.Presence
-		if pr.BrokerID != b.cfg.ID && pr.LastSeen.After(armed) {
-			b.log.Info("device_offline not raised: another broker saw the device since it left", "device_id", id,
-				"broker", pr.BrokerID, "last_seen", pr.LastSeen)
-			return true
-		}
+	last, herr := b.db.LastPresenceEvents(ctx, []string{id})
+	if err != nil || herr != nil {
+		b.log.Warn("device_offline: cannot tell whether another broker saw the device; alerting", "device_id", id, "err", errors.Join(err, herr))
 		return false
 	}
-	b.log.Warn("device_offline: cannot tell whether another broker saw the device; alerting", "device_id", id, "err", errors.Join(err, derr))
+	if e := last[id]; e != nil && e.BrokerID != b.cfg.ID && e.At.After(armed) {
+		b.log.Info("device_offline not raised: another broker saw the device since it left", "device_id", id,
+			"broker", e.BrokerID, "event", e.Kind, "at", e.At)
+		return true
+	}
 	return false
 }

@@ -121,7 +121,7 @@ func TestFleetFlappingDeviceAlertsOnce(t *testing.T) {
 	}
 	ca := brokertest.NewLinkCA(t)
 	f := newAlertingFleet(t)
-	const after = 3 * time.Second
+	const after = 5 * time.Second // longer than a move between brokers takes, even on a loaded machine
 	ids := []string{"broker-a", "broker-b", "broker-c"}
 	for _, id := range ids {
 		f.start(t, e, ca, id, after)
