@@ -28,8 +28,9 @@ import (
 type Config struct {
 	DB *postgres.DB
 	// Sessions is this broker's session manager: an admin's end of a
-	// session live here cuts it at once with the real byte counts. Nil: ends
-	// are written to the store, and the broker carrying the session follows
+	// session live here, or at the broker of the fleet holding it, cuts it
+	// at once with the real byte counts (EndSessionAnywhere). Nil: ends are
+	// written to the store, and the broker carrying the session follows
 	// within a second.
 	Sessions *broker.Sessions
 	// Alerts receives vendor_grant_created, access_requested and

@@ -41,10 +41,12 @@ func (s *Service) Session(ctx context.Context, c *fieldpass.Caller, id string) (
 // EndSession ends an open session (admins only) with reason ended_by_admin;
 // why, the admin's words, is recorded in the audit log first (it may be
 // empty through the API).
-// A session live on this broker is ended by its session manager, which cuts
-// its streams, tells the person why and records the real byte counts. One
-// carried elsewhere (or left by a crash) is ended in the database; the
-// broker that carries it follows the sessions table within a second.
+// A session live on this broker, or on the broker of the fleet that holds
+// it (asked over brokerlink), is ended by that broker's session manager,
+// which cuts its streams, tells the person why and records the real byte
+// counts before this returns. One whose broker cannot be asked (gone, or
+// left by a crash) is ended in the database; a broker that still carries
+// it follows the sessions table within a second.
 func (s *Service) EndSession(ctx context.Context, c *fieldpass.Caller, id, why string) (*fieldpass.Session, error) {
 	if err := s.Allow(c, fieldpass.AuditSessionEndAsked, postgres.SessionTarget(id), fieldpass.RoleAdmin); err != nil {
 		return nil, err
@@ -61,18 +63,20 @@ func (s *Service) EndSession(ctx context.Context, c *fieldpass.Caller, id, why s
 		return nil, err
 	}
 	var out *fieldpass.Session
-	if s.cfg.Sessions != nil && s.cfg.Sessions.EndSession(cur.ID, fieldpass.EndByAdmin) {
-		if out, err = s.waitEnded(ctx, cur.ID); err != nil {
+	handled := false
+	if s.cfg.Sessions != nil {
+		if out, handled, err = s.cfg.Sessions.EndSessionAnywhere(ctx, cur, fieldpass.EndByAdmin); err != nil {
 			return nil, err
 		}
-	} else {
+	}
+	if !handled {
 		if out, err = s.cfg.DB.EndSession(ctx, cur.ID, time.Time{}, cur.BytesIn, cur.BytesOut, fieldpass.EndByAdmin); err != nil {
 			return nil, err
 		}
-		if out.EndReason != fieldpass.EndByAdmin {
-			// Someone else's end was recorded first.
-			return nil, endedAlready(out)
-		}
+	}
+	if out.EndReason != fieldpass.EndByAdmin {
+		// Someone else's end was recorded first.
+		return nil, endedAlready(out)
 	}
 	s.log.Info("session ended by admin", "session", out.ID, "user", out.User, "device", out.Device, "by", c.User.Email)
 	return out, nil
@@ -81,25 +85,6 @@ func (s *Service) EndSession(ctx context.Context, c *fieldpass.Caller, id, why s
 func endedAlready(ss *fieldpass.Session) error {
 	return fieldpass.Errorf(fieldpass.ECONFLICT, "session %s already ended at %s (%s)",
 		ss.ID, ss.End.Format(time.RFC3339), ss.EndReason)
-}
-
-// waitEnded waits (briefly) for the session manager's write of an end.
-func (s *Service) waitEnded(ctx context.Context, id string) (*fieldpass.Session, error) {
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		out, err := s.cfg.DB.Session(ctx, id)
-		if err != nil {
-			return nil, err
-		}
-		if !out.Open() || time.Now().After(deadline) {
-			return out, nil
-		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
 }
 
 // AuditEvents lists audit events in seq order (auditors and admins).

@@ -17,6 +17,13 @@
 // every retry, so receivers can drop duplicates) and X-Fieldpass-Signature:
 // sha256=<hex HMAC-SHA256 of the body under the shared secret>.
 //
+// Several brokers sharing one fleet (and one database) would each tell of
+// what they each saw: a device offline after flapping between them, the
+// same device seen at every broker's start. An alert that names its
+// Subject is claimed in the shared database first (Config.Claims): of the
+// alerts of one kind about one subject within its claim window, only the
+// first claimed is sent, whichever broker raised it.
+//
 // An operator can send dead letters again once the webhook is fixed
 // (fieldpass-broker alerts replay): each replay keeps the alert's delivery
 // id, is recorded beside its dead letter, and is audited (AuditReplay).
@@ -83,6 +90,35 @@ type Alert struct {
 	At      time.Time      `json:"at"`
 	Device  string         `json:"device,omitempty"`
 	Details map[string]any `json:"details,omitempty"`
+	// Subject, when set, is what the alert is about for the fleet (a
+	// device's id): with Config.Claims, it is sent only if no other alert
+	// of its kind about the same subject was sent within the kind's
+	// claim window, by any broker. Not part of the body.
+	Subject string `json:"-"`
+}
+
+// Claims de-duplicates alerts across the brokers of a fleet
+// (postgres.DB): ClaimAlert reports true to exactly one of the callers
+// claiming kind and subject within window, and records the winner's
+// delivery id.
+type Claims interface {
+	ClaimAlert(ctx context.Context, kind Kind, subject, alertID string, window time.Duration) (bool, error)
+}
+
+// ClaimWindow is how long, after an alert about a subject was sent, other
+// alerts of its kind about it are taken as the same event and dropped
+// (Config.Claims). A device that flaps between brokers, or goes offline
+// again soon after it came back, is told of once an hour; a roaming
+// device once a minute; a suspected clone once per the broker's clone
+// window.
+func ClaimWindow(k Kind) time.Duration {
+	switch k {
+	case EndpointChanged:
+		return time.Minute
+	case CloneSuspected:
+		return 10 * time.Minute
+	}
+	return time.Hour
 }
 
 // DeadLetterStore keeps dead letters (postgres.DB).
@@ -115,6 +151,12 @@ type Config struct {
 	// DeadLetters records the alerts given up on (default nil: they are
 	// only logged).
 	DeadLetters DeadLetterStore
+	// Claims, with several brokers, de-duplicates the alerts that name a
+	// Subject across the fleet: the first broker to claim one sends it
+	// (default nil: every alert is sent). A claim the database does not
+	// answer sends the alert anyway: a duplicate is cheaper than a
+	// silence.
+	Claims Claims
 	// Metrics counts alerts delivered, dropped and dead-lettered
 	// (default nil: only the Notifier's own counters).
 	Metrics *metrics.Broker
@@ -201,6 +243,8 @@ func (c *Config) setDefaults() error {
 type delivery struct {
 	id        string
 	kind      Kind
+	subject   string // Alert.Subject; "" for none
+	claimed   bool   // the fleet's claim was made (or could not be)
 	body      []byte
 	createdAt time.Time
 	attempts  int
@@ -223,6 +267,7 @@ type Notifier struct {
 	dropped   atomic.Uint64
 	delivered atomic.Uint64
 	dead      atomic.Uint64
+	dup       atomic.Uint64
 }
 
 // New returns a Notifier; Run delivers what it queues.
@@ -259,7 +304,7 @@ func (n *Notifier) Notify(a Alert) {
 		n.drop()
 		return
 	}
-	d := &delivery{id: a.ID, kind: a.Kind, body: body, createdAt: n.cfg.Now()}
+	d := &delivery{id: a.ID, kind: a.Kind, subject: a.Subject, body: body, createdAt: n.cfg.Now()}
 	n.mu.Lock()
 	if n.closed || len(n.queue) >= n.cfg.QueueSize {
 		closed := n.closed
@@ -289,6 +334,10 @@ func (n *Notifier) Delivered() uint64 { return n.delivered.Load() }
 
 // DeadLettered counts the alerts given up on.
 func (n *Notifier) DeadLettered() uint64 { return n.dead.Load() }
+
+// Duplicates counts the alerts not sent because another broker of the
+// fleet had claimed the same event (Config.Claims).
+func (n *Notifier) Duplicates() uint64 { return n.dup.Load() }
 
 // Sign returns the X-Fieldpass-Signature value of body under secret.
 func Sign(secret, body []byte) string {
@@ -352,7 +401,22 @@ func (n *Notifier) due() (*delivery, time.Duration) {
 }
 
 // attempt tries d once, then requeues it for a retry or gives it up.
+// Before its first try, an alert with a subject is claimed for the fleet;
+// one another broker claimed is dropped as a duplicate.
 func (n *Notifier) attempt(ctx context.Context, d *delivery) {
+	if !d.claimed && d.subject != "" && n.cfg.Claims != nil {
+		send, retry := n.claim(ctx, d)
+		if retry {
+			n.requeue(d)
+			return
+		}
+		if !send {
+			n.dup.Add(1)
+			n.cfg.Metrics.Alert("duplicate")
+			n.log.Debug("alert not sent: another broker of the fleet sent it", "kind", d.kind, "id", d.id, "subject", d.subject)
+			return
+		}
+	}
 	d.attempts++
 	err := n.send(ctx, d)
 	if err == nil {
@@ -374,9 +438,32 @@ func (n *Notifier) attempt(ctx context.Context, d *delivery) {
 	}
 	d.next = now.Add(n.backoff(d.attempts))
 	n.log.Info("alert delivery failed; will retry", "kind", d.kind, "id", d.id, "attempts", d.attempts, "retry_at", d.next, "err", err)
+	n.requeue(d)
+}
+
+func (n *Notifier) requeue(d *delivery) {
 	n.mu.Lock()
 	n.queue = append(n.queue, d)
 	n.mu.Unlock()
+}
+
+// claim claims d for this broker in the fleet: send is false when another
+// broker claimed the same event within its window. A claim the database
+// does not answer sends the alert (a duplicate is cheaper than a silence);
+// one cut short by shutdown is retried (and so dead-lettered, unsent).
+func (n *Notifier) claim(ctx context.Context, d *delivery) (send, retry bool) {
+	cctx, cancel := context.WithTimeout(ctx, n.cfg.Timeout)
+	defer cancel()
+	ok, err := n.cfg.Claims.ClaimAlert(cctx, d.kind, d.subject, d.id, ClaimWindow(d.kind))
+	if err != nil {
+		if ctx.Err() != nil {
+			return false, true
+		}
+		n.log.Warn("alert sent without the fleet's de-duplication: the claim failed", "kind", d.kind, "id", d.id, "err", err)
+		ok = true
+	}
+	d.claimed = true
+	return ok, false
 }
 
 // Deliver makes one attempt to deliver body, an alert already encoded,

@@ -40,10 +40,8 @@ func (s *Server) handleSessionList() http.HandlerFunc {
 }
 
 // handleSessionEnd ends an open session (admins: routes.go) with reason
-// ended_by_admin. A session live on this broker is ended by the broker
-// itself, which cuts its streams and records the real byte counts. One
-// carried elsewhere (or left by a crash) is ended in the database; the
-// broker that carries it follows the sessions table within a second.
+// ended_by_admin, through access: the broker holding it, this one or
+// another of the fleet, cuts its streams and records the real byte counts.
 func (s *Server) handleSessionEnd() http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		c := s.caller(w, r)

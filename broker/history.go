@@ -179,7 +179,7 @@ func (b *Broker) armOfflineAlert(p *peer, reason string, since time.Time) {
 	if p.hist.offlineTimer != nil {
 		p.hist.offlineTimer.Stop()
 	}
-	hellos := p.hist.hellos
+	hellos, armed := p.hist.hellos, b.cfg.Now()
 	p.hist.offlineTimer = time.AfterFunc(b.cfg.OfflineAlertAfter, func() {
 		b.mu.Lock()
 		fire := !b.closed && b.byID[p.dev.ID] == p && p.sess == nil && p.hist.hellos == hellos
@@ -192,7 +192,7 @@ func (b *Broker) armOfflineAlert(p *peer, reason string, since time.Time) {
 			endpoint = p.endpoint.String()
 		}
 		b.mu.Unlock()
-		if !fire {
+		if !fire || b.seenElsewhere(p.dev.ID, armed) {
 			return
 		}
 		d := map[string]any{
@@ -206,7 +206,7 @@ func (b *Broker) armOfflineAlert(p *peer, reason string, since time.Time) {
 			d["reason"] = reason
 		}
 		b.log.Info("device offline past the alert threshold", "device", name, "since", since)
-		b.cfg.Alerts.Notify(alerts.Alert{Kind: alerts.DeviceOffline, At: b.cfg.Now(), Device: name, Details: d})
+		b.cfg.Alerts.Notify(alerts.Alert{Kind: alerts.DeviceOffline, At: b.cfg.Now(), Device: name, Details: d, Subject: p.dev.ID})
 	})
 }
 
@@ -285,9 +285,9 @@ func (b *Broker) alert(p *peer, kind alerts.Kind, details map[string]any) {
 		return
 	}
 	b.mu.Lock()
-	name := p.dev.Name
+	name, id := p.dev.Name, p.dev.ID
 	b.mu.Unlock()
-	b.cfg.Alerts.Notify(alerts.Alert{Kind: kind, At: b.cfg.Now(), Device: name, Details: details})
+	b.cfg.Alerts.Notify(alerts.Alert{Kind: kind, At: b.cfg.Now(), Device: name, Details: details, Subject: id})
 }
 
 // noteMove records that p's endpoint changed to to, and reports whether the

@@ -128,6 +128,9 @@ type Sessions struct {
 	// linkToHolder, with a fleet, is the link to the broker of the fleet
 	// holding device id, when another holds it (fleet.go); nil alone.
 	linkToHolder func(ctx context.Context, deviceID string) (*brokerlink.Link, string, bool)
+	// linkToBroker, with a fleet, is the link to the broker of the fleet
+	// with that id (fleet_end.go); alone it always fails.
+	linkToBroker func(ctx context.Context, brokerID string) (*brokerlink.Link, error)
 	brokerID     string
 	db           *postgres.DB
 	cfg          SessionsConfig
@@ -161,7 +164,7 @@ type Sessions struct {
 func NewSessions(ctx context.Context, b *Broker, db *postgres.DB, cfg SessionsConfig) (*Sessions, error) {
 	cfg.setDefaults()
 	m := &Sessions{
-		tunnelOf: b.tunnelOf, tunnelByID: b.tunnelByID, linkToHolder: b.linkToHolder, brokerID: b.ID(), db: db, cfg: cfg, log: cfg.Logger,
+		tunnelOf: b.tunnelOf, tunnelByID: b.tunnelByID, linkToHolder: b.linkToHolder, linkToBroker: b.linkToBroker, brokerID: b.ID(), db: db, cfg: cfg, log: cfg.Logger,
 		kick:    make(chan struct{}, 1),
 		live:    map[string]*Session{},
 		pending: map[string]*Session{},

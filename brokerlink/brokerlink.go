@@ -28,6 +28,12 @@
 //	{"op":"stream","session":"<id>"}  answer {} — then the stream carries
 //	    the person's bytes both ways; a session can be streamed only over
 //	    the link that opened it.
+//	{"op":"end","session":"<id>","reason":"<reason>"}  answer {"session":...}
+//	    An admin's end of a session this broker holds, asked by whichever
+//	    broker the admin's request reached (the session need not have been
+//	    opened over this link): the holder cuts it and records the end
+//	    with its own byte counts before it answers the ended row. A
+//	    session not live at the holder answers not_found.
 //
 // A refusal answers {"error":{"code":..., "message":..., "deny":...}} and is
 // rebuilt on the serving side as the same fieldpass error and refusal
@@ -67,6 +73,7 @@ type request struct {
 	Op string `json:"op"`
 	OpenRequest
 	Session string `json:"session,omitempty"`
+	Reason  string `json:"reason,omitempty"` // op end
 }
 
 type wireError struct {

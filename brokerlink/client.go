@@ -116,6 +116,20 @@ func (l *Link) Open(ctx context.Context, req OpenRequest) (*Remote, error) {
 	return r, nil
 }
 
+// End asks the broker at the other end of l, which holds session id, to
+// end it with reason now, and returns the row as it recorded the end.
+func (l *Link) End(ctx context.Context, id string, reason fieldpass.EndReason) (*fieldpass.Session, error) {
+	st, a, err := l.ask(ctx, request{Op: "end", Session: id, Reason: string(reason)})
+	if err != nil {
+		return nil, err
+	}
+	st.Close()
+	if a.Session == nil {
+		return nil, fieldpass.Errorf(fieldpass.EINTERNAL, "the session's broker answered no session")
+	}
+	return a.Session, nil
+}
+
 // ask opens a stream on l, sends req and reads the holder's answer, within
 // ctx's deadline; a refusal is returned as the holder's error, and the
 // stream is closed on every error.

@@ -34,12 +34,22 @@ type Holder interface {
 	OpenFor(ctx context.Context, req OpenRequest) (Session, error)
 }
 
+// Ender ends, for an admin whose request reached another broker, a
+// session this broker holds (*broker.Sessions is one). A Holder that is
+// also an Ender answers the link's end requests; other Holders answer
+// them unsupported.
+type Ender interface {
+	// EndHeld ends the live session id with reason and records the end,
+	// returning the ended row; a session not live here is not_found.
+	EndHeld(ctx context.Context, id string, reason fieldpass.EndReason) (*fieldpass.Session, error)
+}
+
 // Server accepts links from the other brokers of the fleet.
 type Server struct {
 	holder Holder
 	tls    *tls.Config
 	log    *slog.Logger
-	// OpenTimeout bounds an open request (default 15 s).
+	// OpenTimeout bounds an open request, and an end (default 15 s).
 	OpenTimeout time.Duration
 }
 
@@ -135,6 +145,8 @@ func (s *Server) serveStream(ctx context.Context, l *link, st *yamux.Stream, log
 		s.serveOpen(ctx, l, st, req.OpenRequest, log)
 	case "stream":
 		s.serveData(ctx, l, st, req.Session)
+	case "end":
+		s.serveEnd(ctx, st, req, log)
 	default:
 		writeFrame(st, answer{Error: &wireError{Code: fieldpass.EINVALID, Message: "unknown request " + req.Op}})
 		st.Close()
@@ -187,6 +199,29 @@ func (s *Server) serveOpen(ctx context.Context, l *link, st *yamux.Stream, req O
 		delete(l.open, sess.ID())
 	}
 	l.mu.Unlock()
+}
+
+func (s *Server) serveEnd(ctx context.Context, st *yamux.Stream, req request, log *slog.Logger) {
+	defer st.Close()
+	en, ok := s.holder.(Ender)
+	if !ok {
+		writeFrame(st, answer{Error: &wireError{Code: fieldpass.EINVALID, Message: "this broker does not end sessions over the link"}})
+		return
+	}
+	reason := fieldpass.EndReason(req.Reason)
+	if err := fieldpass.ValidateEndReason(reason); err != nil {
+		writeFrame(st, answer{Error: toWire(err)})
+		return
+	}
+	ectx, cancel := context.WithTimeout(ctx, s.OpenTimeout)
+	rec, err := en.EndHeld(ectx, req.Session, reason)
+	cancel()
+	if err != nil {
+		writeFrame(st, answer{Error: toWire(err)})
+		return
+	}
+	log.Info("brokerlink: session ended at a peer's request", "session", rec.ID, "reason", rec.EndReason)
+	writeFrame(st, answer{Session: rec})
 }
 
 func (s *Server) serveData(ctx context.Context, l *link, st *yamux.Stream, id string) {

@@ -26,7 +26,7 @@ type Broker struct {
 	bytesOut       prometheus.Counter
 	auditLatency   *prometheus.HistogramVec // op: the store call
 	postgresErrors prometheus.Counter
-	alerts         *prometheus.CounterVec // result: delivered, dropped, dead_lettered
+	alerts         *prometheus.CounterVec // result: delivered, dropped, dead_lettered, duplicate
 }
 
 // NewBroker creates the broker's collectors and registers them on reg.
@@ -62,7 +62,7 @@ func NewBroker(reg prometheus.Registerer) *Broker {
 		postgresErrors: r.counter("fieldpass_postgres_errors_total",
 			"Broker calls to Postgres that failed."),
 		alerts: r.counterVec("fieldpass_alerts_total",
-			"Webhook alerts by outcome: delivered, dropped (queue full) or dead_lettered (given up).", "result"),
+			"Webhook alerts by outcome: delivered, dropped (queue full), dead_lettered (given up) or duplicate (another broker of the fleet sent it).", "result"),
 	}
 }
 
@@ -167,8 +167,8 @@ func (m *Broker) PostgresError() {
 	}
 }
 
-// Alert counts a webhook alert's outcome: delivered, dropped or
-// dead_lettered.
+// Alert counts a webhook alert's outcome: delivered, dropped,
+// dead_lettered or duplicate.
 func (m *Broker) Alert(result string) {
 	if m != nil {
 		m.alerts.WithLabelValues(result).Inc()

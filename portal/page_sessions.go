@@ -170,7 +170,12 @@ type liveData struct {
 }
 
 // HandleLive shows who is connected to what right now, with bytes and the
-// time left on each grant; admins may end a session with a reason.
+// time left on each grant; admins may end a session with a reason. With
+// several brokers it lists the whole fleet's open sessions (the rows are
+// shared), each with the broker the person's connect reached and the one
+// holding the device; their byte counts are those the holder last wrote
+// (every few seconds). An end asked here reaches the holder
+// (access.Service.EndSession).
 func (p *Portal) HandleLive() http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		c := fieldpass.CallerFromContext(r.Context())

@@ -24,7 +24,7 @@ var (
 	// brokerTables are read, inserted into and updated. None gets DELETE: no
 	// query of the store deletes a row. (SELECT ... FOR UPDATE and FOR SHARE,
 	// which the store uses on these tables, need UPDATE too.)
-	brokerTables = []string{"devices", "enrollment_tokens", "users", "tokens", "grants", "access_requests", "sessions", "ssh_host_keys", "identity_claims", "brokers", "device_leases"}
+	brokerTables = []string{"devices", "enrollment_tokens", "users", "tokens", "grants", "access_requests", "sessions", "ssh_host_keys", "identity_claims", "brokers", "device_leases", "alert_claims"}
 
 	// appendOnlyTables are only ever read and appended to.
 	appendOnlyTables = []string{"audit_events", "audit_checkpoints", "device_events", "alert_dead_letters", "alert_replays"}

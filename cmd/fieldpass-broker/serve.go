@@ -450,6 +450,9 @@ func (s *server) startAlerts(ctx context.Context, bm *metrics.Broker) (*alerts.N
 		return nil, nil
 	}
 	cfg.DeadLetters = s.db
+	if s.cfg.fleet.on() {
+		cfg.Claims = s.db // one alert per event across the fleet
+	}
 	cfg.Metrics = bm
 	cfg.Logger = s.log.With("component", "alerts")
 	notifier, err := alerts.New(*cfg)
