@@ -1,0 +1,267 @@
+package wgnet
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+	"golang.zx2c4.com/wireguard/conn"
+	"golang.zx2c4.com/wireguard/device"
+	"golang.zx2c4.com/wireguard/tun"
+)
+
+// tunDevicePath is the kernel's TUN clone device.
+const tunDevicePath = "/dev/net/tun"
+
+// NewKernel creates the TUN interface cfg.Name, gives it cfg.Address in
+// cfg.Prefix (the kernel then routes the prefix to it), brings it up and
+// starts WireGuard on it, with no peers. It needs CAP_NET_ADMIN. The
+// interface goes away with Close, or with the process.
+//
+// wireguard-go's TUN device uses the kernel's offloads where it has them
+// (IFF_VNET_HDR): the kernel's TCP hands it segments of up to 64 KiB, which
+// it cuts to the MTU, and it coalesces a batch's received segments before
+// writing them.
+func NewKernel(cfg KernelConfig) (*KernelDevice, error) {
+	if err := checkKernelConfig(&cfg); err != nil {
+		return nil, fmt.Errorf("new kernel device: %w", err)
+	}
+	if _, err := net.InterfaceByName(cfg.Name); err == nil {
+		return nil, fmt.Errorf("new kernel device: an interface named %q already exists (another broker's, or a leftover: ip link del %s)", cfg.Name, cfg.Name)
+	}
+	if _, err := os.Stat(tunDevicePath); err != nil {
+		return nil, fmt.Errorf("new kernel device: %w: the kernel's TUN driver is needed (modprobe tun; in a container, pass the device %s through)", err, tunDevicePath)
+	}
+	t, err := tun.CreateTUN(cfg.Name, cfg.MTU)
+	if err != nil {
+		if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
+			return nil, fmt.Errorf("new kernel device: create TUN interface %q: %w: a kernel TUN device needs CAP_NET_ADMIN", cfg.Name, err)
+		}
+		if errors.Is(err, unix.EBUSY) {
+			return nil, fmt.Errorf("new kernel device: create TUN interface %q: %w: the name is taken", cfg.Name, err)
+		}
+		return nil, fmt.Errorf("new kernel device: create TUN interface %q: %w", cfg.Name, err)
+	}
+	kd, err := startKernel(cfg, t)
+	if err != nil {
+		t.Close()
+		return nil, fmt.Errorf("new kernel device %s: %w", cfg.Name, err)
+	}
+	return kd, nil
+}
+
+// startKernel configures the interface t and starts WireGuard on it. On
+// error the caller closes t.
+func startKernel(cfg KernelConfig, t tun.Device) (*KernelDevice, error) {
+	ifc, err := net.InterfaceByName(cfg.Name)
+	if err != nil {
+		return nil, err
+	}
+	if err := addAddress(ifc.Index, netip.PrefixFrom(cfg.Address, cfg.Prefix.Bits())); err != nil {
+		return nil, fmt.Errorf("add address %s/%d: %w", cfg.Address, cfg.Prefix.Bits(), err)
+	}
+	// No IPv6 link-local address: the interface is to have the one address.
+	// A kernel without IPv6 has no such setting, and no such address.
+	err = os.WriteFile("/proc/sys/net/ipv6/conf/"+cfg.Name+"/addr_gen_mode", []byte("1"), 0)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("turn off IPv6 link-local addresses: %w", err)
+	}
+	if err := setLinkUp(ifc.Index); err != nil {
+		return nil, fmt.Errorf("bring up: %w", err)
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	filter := &tunFilter{Device: t, addr: cfg.Address}
+	d := &Device{addr: cfg.Address, pub: cfg.PrivateKey.Public(), fixedPort: cfg.ListenAddr.Port() != 0}
+	var bind conn.Bind = conn.NewDefaultBind()
+	if la := cfg.ListenAddr.Addr(); la.IsValid() && !la.IsUnspecified() {
+		bind = newAddrBind(la, conn.IdealBatchSize)
+	}
+	d.wg = device.NewDevice(filter, bind, wgLogger(logger))
+	// From here d.wg owns t: closing it closes t.
+	set := fmt.Sprintf("private_key=%x\nlisten_port=%d\n", cfg.PrivateKey[:], cfg.ListenAddr.Port())
+	if err := d.wg.IpcSet(set); err != nil {
+		d.wg.Close()
+		return nil, fmt.Errorf("configure: %w", err)
+	}
+	if err := d.wg.Up(); err != nil {
+		d.wg.Close()
+		return nil, fmt.Errorf("listen on udp %s: %w", cfg.ListenAddr, err)
+	}
+	if err := d.refreshPort(); err != nil {
+		d.wg.Close()
+		return nil, err
+	}
+	return &KernelDevice{dev: d, name: cfg.Name, addr: cfg.Address, filter: filter}, nil
+}
+
+// bindToDevice makes a socket send and receive through the interface name
+// only.
+func bindToDevice(c syscall.RawConn, name string) error {
+	var err error
+	if cerr := c.Control(func(fd uintptr) { err = unix.BindToDevice(int(fd), name) }); cerr != nil {
+		return cerr
+	}
+	if err != nil {
+		return fmt.Errorf("bind to interface %s: %w", name, err)
+	}
+	return nil
+}
+
+// listenTCPOn listens on ap through the interface name only.
+func listenTCPOn(name string, ap netip.AddrPort) (net.Listener, error) {
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error { return bindToDevice(c, name) }}
+	return lc.Listen(context.Background(), tcpNetwork(ap.Addr()), ap.String())
+}
+
+// dialTCPOn connects from local to remote through the interface name only,
+// and returns the local port, which it has added to ports: the socket is
+// bound before it connects, so that the filter lets the SYN out.
+func dialTCPOn(ctx context.Context, name string, local netip.Addr, remote netip.AddrPort, ports *portSet) (net.Conn, uint16, error) {
+	var port uint16
+	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		if err := bindToDevice(c, name); err != nil {
+			return err
+		}
+		var err error
+		cerr := c.Control(func(fd uintptr) {
+			var sa unix.Sockaddr = &unix.SockaddrInet4{Addr: local.As4()}
+			if local.Is6() {
+				sa = &unix.SockaddrInet6{Addr: local.As16()}
+			}
+			if err = unix.Bind(int(fd), sa); err != nil {
+				return
+			}
+			var got unix.Sockaddr
+			if got, err = unix.Getsockname(int(fd)); err != nil {
+				return
+			}
+			switch sa := got.(type) {
+			case *unix.SockaddrInet4:
+				port = uint16(sa.Port)
+			case *unix.SockaddrInet6:
+				port = uint16(sa.Port)
+			}
+		})
+		if cerr != nil {
+			return cerr
+		}
+		if err != nil {
+			return fmt.Errorf("bind to %s: %w", local, err)
+		}
+		ports.add(port)
+		return nil
+	}}
+	c, err := d.DialContext(ctx, tcpNetwork(remote.Addr()), remote.String())
+	if err != nil {
+		if port != 0 {
+			ports.remove(port)
+		}
+		return nil, 0, err
+	}
+	return c, port, nil
+}
+
+func tcpNetwork(a netip.Addr) string {
+	if a.Is4() {
+		return "tcp4"
+	}
+	return "tcp6"
+}
+
+// addAddress gives the interface index the address p.Addr() on the subnet
+// p (RTM_NEWADDR), without duplicate address detection, which would hold an
+// IPv6 address back for a second.
+func addAddress(index int, p netip.Prefix) error {
+	family, size := unix.AF_INET, 4
+	if p.Addr().Is6() {
+		family, size = unix.AF_INET6, 16
+	}
+	body := make([]byte, unix.SizeofIfAddrmsg)
+	body[0] = byte(family)
+	body[1] = byte(p.Bits())
+	body[2] = unix.IFA_F_NODAD
+	body[3] = unix.RT_SCOPE_UNIVERSE
+	binary.NativeEndian.PutUint32(body[4:], uint32(index))
+	a := p.Addr().AsSlice()
+	body = appendAttr(body, unix.IFA_LOCAL, a[:size])
+	body = appendAttr(body, unix.IFA_ADDRESS, a[:size])
+	return rtnetlink(unix.RTM_NEWADDR, unix.NLM_F_CREATE|unix.NLM_F_EXCL, body)
+}
+
+// setLinkUp sets IFF_UP on the interface index (RTM_NEWLINK).
+func setLinkUp(index int) error {
+	body := make([]byte, unix.SizeofIfInfomsg)
+	body[0] = unix.AF_UNSPEC
+	binary.NativeEndian.PutUint32(body[4:], uint32(index))
+	binary.NativeEndian.PutUint32(body[8:], unix.IFF_UP)  // flags
+	binary.NativeEndian.PutUint32(body[12:], unix.IFF_UP) // change
+	return rtnetlink(unix.RTM_NEWLINK, 0, body)
+}
+
+// appendAttr appends a netlink attribute, padded to 4 bytes.
+func appendAttr(b []byte, typ uint16, data []byte) []byte {
+	l := unix.SizeofRtAttr + len(data)
+	b = binary.NativeEndian.AppendUint16(b, uint16(l))
+	b = binary.NativeEndian.AppendUint16(b, typ)
+	b = append(b, data...)
+	for l%4 != 0 {
+		b = append(b, 0)
+		l++
+	}
+	return b
+}
+
+// rtnetlink sends one route netlink request and waits for its
+// acknowledgement.
+func rtnetlink(typ uint16, flags uint16, body []byte) error {
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_ROUTE)
+	if err != nil {
+		return fmt.Errorf("netlink socket: %w", err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return fmt.Errorf("netlink bind: %w", err)
+	}
+	msg := make([]byte, unix.SizeofNlMsghdr, unix.SizeofNlMsghdr+len(body))
+	binary.NativeEndian.PutUint32(msg[0:], uint32(unix.SizeofNlMsghdr+len(body)))
+	binary.NativeEndian.PutUint16(msg[4:], typ)
+	binary.NativeEndian.PutUint16(msg[6:], unix.NLM_F_REQUEST|unix.NLM_F_ACK|flags)
+	binary.NativeEndian.PutUint32(msg[8:], 1) // sequence number
+	msg = append(msg, body...)
+	if err := unix.Sendto(fd, msg, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return fmt.Errorf("netlink send: %w", err)
+	}
+	buf := make([]byte, 1<<16)
+	for {
+		n, _, err := unix.Recvfrom(fd, buf, 0)
+		if err != nil {
+			return fmt.Errorf("netlink receive: %w", err)
+		}
+		msgs, err := syscall.ParseNetlinkMessage(buf[:n])
+		if err != nil {
+			return fmt.Errorf("netlink receive: %w", err)
+		}
+		for _, m := range msgs {
+			if m.Header.Seq != 1 || m.Header.Type != unix.NLMSG_ERROR {
+				continue
+			}
+			if len(m.Data) < 4 {
+				return errors.New("netlink: short acknowledgement")
+			}
+			if errno := int32(binary.NativeEndian.Uint32(m.Data)); errno != 0 {
+				return unix.Errno(-errno)
+			}
+			return nil
+		}
+	}
+}
