@@ -45,8 +45,7 @@ type KernelConfig struct {
 // and firewall settings, and no other process of the host reaches a peer.
 // A listener accepts only connections whose request came through the
 // interface, so no other interface, and no local process using a peer's
-// address as its source, reaches it as a peer; listeners and dials are also
-// bound to the interface (SO_BINDTODEVICE).
+// address as its source, reaches it as a peer.
 //
 // Peers are managed exactly as on a Device, through the same UAPI. Its
 // methods are safe for concurrent use.
@@ -128,10 +127,10 @@ type kernelListener struct {
 }
 
 // Accept returns the next connection whose request came through the
-// interface. Any other is closed unanswered: a process of the host can ask
-// with a peer's address as its source (IP_FREEBIND needs no privilege), and
-// the kernel delivers that locally whatever SO_BINDTODEVICE says; the
-// broker would take it for the peer.
+// interface. Any other is closed unanswered: one from a process of the host
+// (the address is local to it), or one that arrived on another interface
+// with a peer's address as its source, which the broker would otherwise
+// take for that peer.
 func (l *kernelListener) Accept() (net.Conn, error) {
 	for {
 		c, err := l.Listener.Accept()

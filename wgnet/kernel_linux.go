@@ -17,8 +17,13 @@ import (
 	"golang.zx2c4.com/wireguard/tun"
 )
 
-// tunDevicePath is the kernel's TUN clone device.
-const tunDevicePath = "/dev/net/tun"
+const (
+	// tunDevicePath is the kernel's TUN clone device.
+	tunDevicePath = "/dev/net/tun"
+	// in6AddrGenModeNone is IN6_ADDR_GEN_MODE_NONE (linux/if_link.h),
+	// which x/sys/unix lacks.
+	in6AddrGenModeNone = 1
+)
 
 // NewKernel creates the TUN interface cfg.Name, gives it cfg.Address in
 // cfg.Prefix (the kernel then routes the prefix to it), brings it up and
@@ -67,12 +72,6 @@ func startKernel(cfg KernelConfig, t tun.Device) (*KernelDevice, error) {
 	if err := addAddress(ifc.Index, netip.PrefixFrom(cfg.Address, cfg.Prefix.Bits())); err != nil {
 		return nil, fmt.Errorf("add address %s/%d: %w", cfg.Address, cfg.Prefix.Bits(), err)
 	}
-	// No IPv6 link-local address: the interface is to have the one address.
-	// A kernel without IPv6 has no such setting, and no such address.
-	err = os.WriteFile("/proc/sys/net/ipv6/conf/"+cfg.Name+"/addr_gen_mode", []byte("1"), 0)
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("turn off IPv6 link-local addresses: %w", err)
-	}
 	if err := setLinkUp(ifc.Index); err != nil {
 		return nil, fmt.Errorf("bring up: %w", err)
 	}
@@ -104,34 +103,19 @@ func startKernel(cfg KernelConfig, t tun.Device) (*KernelDevice, error) {
 	return &KernelDevice{dev: d, name: cfg.Name, addr: cfg.Address, filter: filter}, nil
 }
 
-// bindToDevice makes a socket send and receive through the interface name
-// only.
-func bindToDevice(c syscall.RawConn, name string) error {
-	var err error
-	if cerr := c.Control(func(fd uintptr) { err = unix.BindToDevice(int(fd), name) }); cerr != nil {
-		return cerr
-	}
-	if err != nil {
-		return fmt.Errorf("bind to interface %s: %w", name, err)
-	}
-	return nil
+// listenTCPOn listens on ap. Only connections that came through the
+// interface are accepted (kernelListener), so the socket needs no
+// SO_BINDTODEVICE, which before Linux 5.7 needs CAP_NET_RAW too.
+func listenTCPOn(_ string, ap netip.AddrPort) (net.Listener, error) {
+	return net.Listen(tcpNetwork(ap.Addr()), ap.String())
 }
 
-// listenTCPOn listens on ap through the interface name only.
-func listenTCPOn(name string, ap netip.AddrPort) (net.Listener, error) {
-	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error { return bindToDevice(c, name) }}
-	return lc.Listen(context.Background(), tcpNetwork(ap.Addr()), ap.String())
-}
-
-// dialTCPOn connects from local to remote through the interface name only,
-// and returns the local port, which it has added to ports: the socket is
-// bound before it connects, so that the filter lets the SYN out.
-func dialTCPOn(ctx context.Context, name string, local netip.Addr, remote netip.AddrPort, ports *portSet) (net.Conn, uint16, error) {
+// dialTCPOn connects from local to remote (which the kernel routes to the
+// interface) and returns the local port, which it has added to ports: the
+// socket is bound before it connects, so that the filter lets the SYN out.
+func dialTCPOn(ctx context.Context, _ string, local netip.Addr, remote netip.AddrPort, ports *portSet) (net.Conn, uint16, error) {
 	var port uint16
 	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
-		if err := bindToDevice(c, name); err != nil {
-			return err
-		}
 		var err error
 		cerr := c.Control(func(fd uintptr) {
 			var sa unix.Sockaddr = &unix.SockaddrInet4{Addr: local.As4()}
@@ -198,11 +182,20 @@ func addAddress(index int, p netip.Prefix) error {
 	return rtnetlink(unix.RTM_NEWADDR, unix.NLM_F_CREATE|unix.NLM_F_EXCL, body)
 }
 
-// setLinkUp sets IFF_UP on the interface index (RTM_NEWLINK).
+// setLinkUp turns off the IPv6 link-local address of the interface index
+// (IN6_ADDR_GEN_MODE_NONE), so that it has the one address it was given,
+// then sets IFF_UP (RTM_NEWLINK both; the kernel makes that address as the
+// interface comes up). A kernel without IPv6 has no such address.
 func setLinkUp(index int) error {
 	body := make([]byte, unix.SizeofIfInfomsg)
 	body[0] = unix.AF_UNSPEC
 	binary.NativeEndian.PutUint32(body[4:], uint32(index))
+	inet6 := appendAttr(nil, unix.IFLA_INET6_ADDR_GEN_MODE, []byte{in6AddrGenModeNone})
+	spec := appendAttr(nil, unix.AF_INET6|unix.NLA_F_NESTED, inet6)
+	err := rtnetlink(unix.RTM_NEWLINK, 0, appendAttr(body, unix.IFLA_AF_SPEC|unix.NLA_F_NESTED, spec))
+	if err != nil && !errors.Is(err, unix.EAFNOSUPPORT) && !errors.Is(err, unix.EOPNOTSUPP) {
+		return fmt.Errorf("turn off the IPv6 link-local address: %w", err)
+	}
 	binary.NativeEndian.PutUint32(body[8:], unix.IFF_UP)  // flags
 	binary.NativeEndian.PutUint32(body[12:], unix.IFF_UP) // change
 	return rtnetlink(unix.RTM_NEWLINK, 0, body)
