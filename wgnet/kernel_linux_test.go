@@ -2,6 +2,7 @@ package wgnet_test
 
 import (
 	"context"
+	"flag"
 	"io"
 	"net"
 	"net/netip"
@@ -276,4 +277,89 @@ func echoCheck(c net.Conn) error {
 		return io.ErrUnexpectedEOF
 	}
 	return nil
+}
+
+// BenchmarkKernelTCPThroughput measures one TCP stream between a broker's
+// side and a connector's (a netstack device, not SmallDevice) each way,
+// with the broker on a kernel TUN device and on a netstack, beside plain
+// loopback TCP, in the same run and a network namespace of its own. Both
+// ends live in this process: CPU-s/GiB is theirs together.
+func BenchmarkKernelTCPThroughput(b *testing.B) {
+	if !wgtest.InNetns() {
+		wgtest.RunInNetns(b, []string{"-test.run=^$", "-test.bench=^BenchmarkKernelTCPThroughput$",
+			"-test.benchtime=" + flag.Lookup("test.benchtime").Value.String()})
+		return
+	}
+	b.Run("loopback", func(b *testing.B) {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer l.Close()
+		benchStreamCPU(b, l, func() (net.Conn, error) { return net.Dial("tcp", l.Addr().String()) })
+	})
+
+	p := NewPair(b, wgnet.Config{})
+	defer p.Close()
+	p.MustHandshake(b)
+	kd, err := wgnet.NewKernel(wgnet.KernelConfig{
+		Config: wgnet.Config{PrivateKey: MustKey(b), Address: brokerAddr, ListenAddr: loopback},
+		Name:   "fpbench0", Prefix: tunnelPrefix,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer kd.Close()
+	conn := MustNew(b, wgnet.Config{PrivateKey: MustKey(b), Address: connectorAddr, ListenAddr: loopback})
+	defer conn.Close()
+	MustSetPeer(b, conn, wgnet.Peer{PublicKey: kd.PublicKey(), AllowedIPs: []netip.Prefix{netip.PrefixFrom(brokerAddr, 32)},
+		Endpoint: netip.AddrPortFrom(loopback.Addr(), kd.ListenPort())})
+	if err := kd.SetPeer(wgnet.Peer{PublicKey: conn.PublicKey(), AllowedIPs: []netip.Prefix{netip.PrefixFrom(connectorAddr, 32)}}); err != nil {
+		b.Fatal(err)
+	}
+
+	type network interface {
+		ListenTCP(uint16) (net.Listener, error)
+		DialTCP(context.Context, netip.AddrPort) (net.Conn, error)
+	}
+	port := uint16(5000) // a fresh port for each run: the last one's is in TIME_WAIT
+	for _, side := range []struct {
+		name              string
+		broker, connector network
+	}{{"netstack", p.broker, p.connector}, {"kernel", kd, conn}} {
+		b.Run(side.name+"/connector-to-broker", func(b *testing.B) {
+			port++
+			l, err := side.broker.ListenTCP(port)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer l.Close()
+			benchStreamCPU(b, l, func() (net.Conn, error) {
+				return side.connector.DialTCP(context.Background(), netip.AddrPortFrom(brokerAddr, port))
+			})
+		})
+		b.Run(side.name+"/broker-to-connector", func(b *testing.B) {
+			port++
+			l, err := side.connector.ListenTCP(port)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer l.Close()
+			benchStreamCPU(b, l, func() (net.Conn, error) {
+				return side.broker.DialTCP(context.Background(), netip.AddrPortFrom(connectorAddr, port))
+			})
+		})
+	}
+}
+
+// benchStreamCPU is benchStream, also reporting the CPU this process spent
+// per GiB.
+func benchStreamCPU(b *testing.B, l net.Listener, dial func() (net.Conn, error)) {
+	var r0, r1 syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &r0)
+	benchStream(b, l, dial)
+	syscall.Getrusage(syscall.RUSAGE_SELF, &r1)
+	cpu := time.Duration(r1.Utime.Nano() + r1.Stime.Nano() - r0.Utime.Nano() - r0.Stime.Nano())
+	gib := float64(b.N) * (128 << 10) / (1 << 30)
+	b.ReportMetric(cpu.Seconds()/gib, "CPU-s/GiB")
 }
