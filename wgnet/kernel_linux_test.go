@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -334,9 +335,11 @@ func BenchmarkKernelTCPThroughput(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer l.Close()
+			drops := tunDrops(b)
 			benchStreamCPU(b, l, func() (net.Conn, error) {
 				return side.connector.DialTCP(context.Background(), netip.AddrPortFrom(brokerAddr, port))
 			})
+			drops()
 		})
 		b.Run(side.name+"/broker-to-connector", func(b *testing.B) {
 			port++
@@ -345,11 +348,25 @@ func BenchmarkKernelTCPThroughput(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer l.Close()
+			drops := tunDrops(b)
 			benchStreamCPU(b, l, func() (net.Conn, error) {
 				return side.broker.DialTCP(context.Background(), netip.AddrPortFrom(connectorAddr, port))
 			})
+			drops()
 		})
 	}
+}
+
+// tunDrops counts the packets the benchmark's TUN interface dropped (its
+// queue toward wireguard-go full) until the returned function reports them.
+func tunDrops(b *testing.B) func() {
+	read := func() int {
+		v, _ := os.ReadFile("/sys/class/net/fpbench0/statistics/tx_dropped")
+		n, _ := strconv.Atoi(strings.TrimSpace(string(v)))
+		return n
+	}
+	before := read()
+	return func() { b.ReportMetric(float64(read()-before), "tun-drops") }
 }
 
 // benchStreamCPU is benchStream, also reporting the CPU this process spent
