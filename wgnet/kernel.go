@@ -114,6 +114,7 @@ func (k *KernelDevice) DialTCP(ctx context.Context, addr netip.AddrPort) (net.Co
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", addr, err)
 	}
+	tuneConn(c)
 	return &kernelConn{Conn: c, ports: &k.filter.ports, port: port}, nil
 }
 
@@ -138,6 +139,7 @@ func (l *kernelListener) Accept() (net.Conn, error) {
 			return nil, err
 		}
 		if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok && l.filter.syns.take(ta.AddrPort()) {
+			tuneConn(c)
 			return c, nil
 		}
 		c.Close()

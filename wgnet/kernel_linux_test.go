@@ -163,6 +163,32 @@ func TestKernelDevice(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+	t.Run("unsent data bounded", func(t *testing.T) {
+		// What a tunnel connection may hold unsent is bounded, as on the
+		// netstack (the broker writes every stream of a device into it).
+		l, err := kd.ListenTCP(7071)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		if err := deviceDial(a, "10.77.0.1:7071"); err == nil {
+			t.Fatal("the dial got an echo from a listener that echoes nothing")
+		}
+		c, err := l.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		rc, err := c.(syscall.Conn).SyscallConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var lowat int
+		rc.Control(func(fd uintptr) { lowat, err = unix.GetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NOTSENT_LOWAT) })
+		if err != nil || lowat != 128<<10 {
+			t.Errorf("TCP_NOTSENT_LOWAT %d, %v; want %d", lowat, err, 128<<10)
+		}
+	})
 	t.Run("peers", func(t *testing.T) {
 		ps, err := kd.Peers()
 		if err != nil {

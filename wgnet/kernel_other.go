@@ -21,3 +21,5 @@ func listenTCPOn(string, netip.AddrPort) (net.Listener, error) { return nil, err
 func dialTCPOn(context.Context, string, netip.Addr, netip.AddrPort, *portSet) (net.Conn, uint16, error) {
 	return nil, 0, errKernelLinuxOnly
 }
+
+func tuneConn(net.Conn) {}
