@@ -28,6 +28,7 @@ import (
 	"github.com/fieldpass/fieldpass/postgres/pgtest"
 	"github.com/fieldpass/fieldpass/tunnel"
 	"github.com/fieldpass/fieldpass/wgnet"
+	"github.com/fieldpass/fieldpass/wgnet/wgtest"
 )
 
 // BenchmarkPath measures the path a person takes, with the real binaries in
@@ -54,11 +55,20 @@ import (
 // client forwarding a local port to the target). FIELDPASS_BENCH_PERF
 // names a directory: each process of each path is then recorded with
 // `perf record -g` during the transfers and during the connection storm.
+// FIELDPASS_BENCH_TUN=1 adds the same build with the broker in its kernel
+// TUN mode (serve --tun), as "fieldpass-tun": the whole benchmark then runs
+// again in a network namespace of its own (it needs root), every path in it,
+// so that the interface never touches the host's.
 //
 // It takes about 3 minutes per build, so it runs only with FIELDPASS_BENCH
 // set, as make bench does, with -benchtime 1x.
 func BenchmarkPath(b *testing.B) {
 	gate(b)
+	tun := os.Getenv("FIELDPASS_BENCH_TUN") == "1"
+	if tun && !wgtest.InNetns() {
+		wgtest.RunInNetns(b, []string{"-test.run=^$", "-test.bench=^BenchmarkPath$", "-test.benchtime=1x", "-test.count=1", "-test.timeout=60m"})
+		return
+	}
 	mib := envInt(b, "FIELDPASS_BENCH_PATH_MIB", 1024)
 	conns := envInt(b, "FIELDPASS_BENCH_PATH_CONNS", 2000)
 	dir := b.TempDir()
@@ -74,7 +84,11 @@ func BenchmarkPath(b *testing.B) {
 			paths = append(paths, startFieldpassPath(b, name, dir, target))
 		}
 	}
-	paths = append(paths, startFieldpassPath(b, "fieldpass", buildPathBinaries(b, filepath.Join(dir, "bin")), target))
+	bin := buildPathBinaries(b, filepath.Join(dir, "bin"))
+	paths = append(paths, startFieldpassPath(b, "fieldpass", bin, target))
+	if tun {
+		paths = append(paths, startFieldpassPath(b, "fieldpass-tun", bin, target, "--tun", "fpbench0"))
+	}
 	if chisel := os.Getenv("FIELDPASS_BENCH_CHISEL"); chisel != "" {
 		paths = append(paths, startChiselPath(b, chisel, target))
 	}
@@ -423,7 +437,8 @@ func buildPathBinaries(tb testing.TB, dir string) string {
 // startFieldpassPath starts a broker (HTTPS with a test CA, its own
 // database), enrols and starts a connector exposing target as "bench",
 // makes a grant to an engineer and starts `fieldpass forward` as them.
-func startFieldpassPath(tb testing.TB, name, bin, target string) *pathUnderTest {
+// serveArgs are added to the broker's serve flags.
+func startFieldpassPath(tb testing.TB, name, bin, target string, serveArgs ...string) *pathUnderTest {
 	tb.Helper()
 	dir := filepath.Join(tb.TempDir(), name)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -447,11 +462,11 @@ func startFieldpassPath(tb testing.TB, name, bin, target string) *pathUnderTest 
 	}
 	httpAddr := fmt.Sprintf("127.0.0.1:%d", freePort(tb, "tcp"))
 	url := "https://" + httpAddr
-	br := startPathProc(tb, filepath.Join(dir, "broker.log"), dbEnv, broker, "serve",
+	br := startPathProc(tb, filepath.Join(dir, "broker.log"), dbEnv, broker, append([]string{"serve",
 		"--http-listen", httpAddr, "--wg-listen", fmt.Sprintf("127.0.0.1:%d", freePort(tb, "udp")),
 		"--public-url", url, "--key-file", brokerKey, "--broker-id", "bench-path",
 		"--tls-cert", certFile, "--tls-key", keyFile,
-		"--max-streams-per-session", "256") // 200 at once
+		"--max-streams-per-session", "256"}, serveArgs...)...) // 200 at once
 	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: caPool(tb, caFile)}, Timeout: 2 * time.Second}
 	waitUntil(tb, 30*time.Second, name+" broker healthy", func() bool {
 		resp, err := hc.Get(url + "/healthz")

@@ -8,10 +8,10 @@ import (
 	"github.com/fieldpass/fieldpass/wgnet"
 )
 
-// Network is the WireGuard side of the broker: a userspace device on a
-// gVisor netstack today (wgnet.Device). It is an interface so that a kernel
-// TUN mode, for hosts that grant CAP_NET_ADMIN, can be added without
-// touching the rest of the broker.
+// Network is the WireGuard side of the broker: by default a userspace
+// device on a gVisor netstack (wgnet.Device), rootless; on hosts that grant
+// CAP_NET_ADMIN, a kernel TUN interface with the kernel's TCP
+// (wgnet.KernelDevice, serve --tun). The rest of the broker sees only this.
 type Network interface {
 	// ListenTCP listens on the broker's tunnel address.
 	ListenTCP(port uint16) (net.Listener, error)
@@ -28,4 +28,19 @@ type Network interface {
 	Close() error
 }
 
-var _ Network = (*wgnet.Device)(nil)
+var (
+	_ Network = (*wgnet.Device)(nil)
+	_ Network = (*wgnet.KernelDevice)(nil)
+)
+
+// KernelNetwork is Config.NewNetwork for the kernel TUN mode: the interface
+// name, given the broker's address in prefix (Config.Prefix).
+func KernelNetwork(name string, prefix netip.Prefix) func(wgnet.Config) (Network, error) {
+	return func(wc wgnet.Config) (Network, error) {
+		kd, err := wgnet.NewKernel(wgnet.KernelConfig{Config: wc, Name: name, Prefix: prefix})
+		if err != nil {
+			return nil, err
+		}
+		return kd, nil
+	}
+}

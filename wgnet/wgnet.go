@@ -1,7 +1,9 @@
 // Package wgnet is userspace WireGuard networking: a wireguard-go device on a
 // batched gVisor netstack, behind a small interface. Both the broker (one
 // device, thousands of peers) and the connector (one peer, the broker) use it,
-// rootless: no TUN, no kernel module, no CAP_NET_ADMIN.
+// rootless: no TUN, no kernel module, no CAP_NET_ADMIN. A broker whose host
+// grants CAP_NET_ADMIN may instead run the same WireGuard on a kernel TUN
+// interface with the kernel's TCP (KernelDevice, kernel.go).
 //
 // It exists, rather than wireguard-go's tun/netstack used directly, because
 // of what a spike of exactly this path hit:

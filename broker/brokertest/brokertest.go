@@ -118,6 +118,7 @@ func New(tb testing.TB, opts ...Option) *Env {
 	if o.broker != nil {
 		o.broker(&e.Config)
 	}
+	useTUN(&e.Config)
 	tb.Cleanup(func() {
 		e.Stop()
 		if e.API != nil {

@@ -99,6 +99,7 @@ type serveConfig struct {
 	harden              *hardenFlags // issue 10's limits (serve_harden.go)
 	fleet               fleetFlags   // several brokers, one database (serve_fleet.go)
 	peerAddr            string       // with a fleet: where the others reach this broker
+	tun                 string       // "": the userspace network stack (serve_tun.go)
 }
 
 // serveFlags parses and checks serve's flags, reads the secrets they name
@@ -151,6 +152,7 @@ func (e env) serveFlags(ctx context.Context, args []string) (*serveConfig, error
 	oidcf := addOIDCFlags(fset)
 	harden := addHardenFlags(fset)
 	fleetf := addFleetFlags(fset)
+	tun := addTUNFlag(fset)
 	if err := parse(fset, args, 0); err != nil {
 		return nil, err
 	}
@@ -165,6 +167,9 @@ func (e env) serveFlags(ctx context.Context, args []string) (*serveConfig, error
 	if err := harden.check(); err != nil {
 		return nil, err
 	}
+	if err := checkTUNName(*tun); err != nil {
+		return nil, err
+	}
 	cfg := &serveConfig{
 		httpListen: *httpListen, metricsListen: *metricsListen, tls: tlsf,
 		endpoints: endpoints, mtu: *mtu, keyFile: *keyFile, initKey: *initKey, brokerID: *brokerID,
@@ -172,6 +177,7 @@ func (e env) serveFlags(ctx context.Context, args []string) (*serveConfig, error
 		mfaLabels: mfaLabels, sensitiveLabels: sensitiveLabels, enrollRate: *enrollRate, enrollBurst: *enrollBurst,
 		alertOfflineAfter: *alertOfflineAfter, checkpointKey: *checkpointKey, checkpointEvery: *checkpointEvery,
 		requireSeparateRole: *requireSeparateRole, harden: harden, fleet: fleetf, reconnectWait: *reconnectWait,
+		tun: *tun,
 	}
 	var err error
 	if cfg.log, err = newLogger(e.stderr, *logLevel, *logFormat); err != nil {
@@ -327,11 +333,15 @@ func newServer(ctx context.Context, cfg *serveConfig) (_ *server, err error) {
 		ResetAfter:        cfg.handshakeResetAfter,
 		NudgeRate:         cfg.nudgeRate,
 		Logger:            log,
+		NewNetwork:        tunNetwork(cfg.tun, cfg.prefix),
 	}, db)
 	if err != nil {
 		return nil, err
 	}
 	s.broker = b
+	if cfg.tun != "" {
+		log.Info("WireGuard on a kernel TUN interface", "interface", cfg.tun, "address", b.Address())
+	}
 	s.closers = append(s.closers, func() { b.Close() })
 	sessions, err := broker.NewSessions(ctx, b, db, broker.SessionsConfig{
 		IdleTimeout: cfg.idleTimeout, AuditGrace: cfg.auditGrace, ReconnectWait: reconnectWait(cfg.reconnectWait), Metrics: bm,

@@ -1,6 +1,8 @@
 // Package wgtest is test support for WireGuard: handshakes that simulate a
-// peer whose clock went backwards (SendInitiation), and a UDP relay that
-// gives a peer's path a delay, loss or a blackout (Relay, relay.go).
+// peer whose clock went backwards (SendInitiation), a UDP relay that
+// gives a peer's path a delay, loss or a blackout (Relay, relay.go), and a
+// network namespace of a test's own for kernel TUN devices (RunInNetns,
+// netns.go).
 //
 // Field devices without a real-time clock reboot into 1970. A WireGuard
 // responder only accepts a handshake initiation whose encrypted TAI64N
