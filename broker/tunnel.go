@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -106,20 +105,23 @@ func (b *Broker) handshake(c net.Conn) {
 		return
 	}
 	c.SetDeadline(time.Time{})
-	ycfg := tunnel.YamuxConfig(b.cfg.Window)
-	// Only the broker opens streams. A stream the device opens waits in a
-	// queue of one (yamux resets the rest at once, before buffering a byte
-	// of theirs) until refuseStreams takes it and closes the tunnel: a
-	// device, or anyone holding its key, cannot make the broker hold more
-	// than one stream's initial window of its data.
-	ycfg.AcceptBacklog = 1
-	sess, err := yamux.Client(c, ycfg)
+	// Only the broker opens streams (PROTOCOL.md): the first frame by
+	// which the device opens one fails the tunnel's read, so yamux ends
+	// the session before it buffers a byte of that stream's, and a
+	// connector that does so (broken, or not ours) holds nothing. The
+	// device's sessions end device_closed; an honest connector
+	// reconnects. yamux's accept backlog, which is also how many of the
+	// broker's own opens may await the device's acknowledgement at once,
+	// stays at its default.
+	guarded := tunnel.RefuseStreamOpens(c, func() {
+		log.Warn("device opened a stream, which the protocol forbids: closing its tunnel")
+	})
+	sess, err := yamux.Client(tunnel.CoalesceFrames(guarded), tunnel.YamuxConfig(b.cfg.Window))
 	if err != nil {
 		log.Warn("start session", "err", err)
 		c.Close()
 		return
 	}
-	go refuseStreams(sess, log)
 	now := b.cfg.Now()
 	b.mu.Lock()
 	if b.closed || b.byID[p.dev.ID] != p {
@@ -534,18 +536,4 @@ func (b *Broker) nudge(ctx context.Context, p *peer) {
 	if err == nil {
 		c.Close() // nothing should listen there; harmless if something does
 	}
-}
-
-// refuseStreams closes sess at the first stream the device opens on it:
-// the protocol forbids it (PROTOCOL.md), so a connector that does is broken
-// or not ours, and closing frees everything it sent at once. The device's
-// sessions end device_closed; an honest connector reconnects.
-func refuseStreams(sess *yamux.Session, log *slog.Logger) {
-	st, err := sess.AcceptStream()
-	if err != nil {
-		return // the session ended
-	}
-	st.Close()
-	log.Warn("device opened a stream, which the protocol forbids: closing its tunnel")
-	sess.Close()
 }
