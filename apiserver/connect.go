@@ -371,25 +371,52 @@ type bufferedConn struct {
 func (c bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
 // carryStream joins one client stream to a new stream to the device,
-// answering the client first with a status.
+// answering the client first with a status. The client's bytes go to the
+// device as they come, right behind the stream's header, without waiting
+// for the connector's answer (broker.Session.StreamEarly): a client that
+// speaks first has its request at the service a round trip sooner. The
+// device's bytes are passed on once the answer has gone to the client.
 func (s *Server) carryStream(ctx context.Context, sess *broker.Session, st *yamux.Stream) {
 	octx, cancel := context.WithTimeout(ctx, connectStreamOpen)
-	ds, err := sess.Stream(octx)
+	ds, err := sess.StreamEarly(octx)
 	cancel()
 	if err != nil {
-		code := tunnel.StatusDialFailed
-		if fieldpass.ErrorCode(err) == fieldpass.ENOTFOUND {
-			code = tunnel.StatusUnknownService
-		}
-		writeStreamStatus(st, code, fieldpass.ErrorMessage(err))
+		refuseOpen(st, err)
+		return
+	}
+	client := tunnel.YamuxStream{Stream: st}
+	up := make(chan struct{})
+	go func() {
+		defer close(up)
+		copyHalf(ds, client)
+	}()
+	if err := ds.Answer(); err != nil {
+		refuseOpen(st, err)
+		// The client's side is answered: stop reading what it sends.
+		st.SetReadDeadline(time.Now())
+		<-up
 		return
 	}
 	if err := tunnel.WriteStreamStatus(st, tunnel.StreamStatus{Code: tunnel.StatusOK}); err != nil {
 		ds.Close()
 		st.Close()
+		<-up
 		return
 	}
-	join(tunnel.YamuxStream{Stream: st}, ds)
+	copyHalf(client, ds)
+	<-up
+	client.Close()
+	ds.Close()
+}
+
+// refuseOpen answers a client stream whose device stream could not be
+// opened with why, and closes it.
+func refuseOpen(st *yamux.Stream, err error) {
+	code := tunnel.StatusDialFailed
+	if fieldpass.ErrorCode(err) == fieldpass.ENOTFOUND {
+		code = tunnel.StatusUnknownService
+	}
+	writeStreamStatus(st, code, fieldpass.ErrorMessage(err))
 }
 
 // copyBufs are the 64 KiB buffers of join's copies (tunnel.Buffers).
