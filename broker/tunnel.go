@@ -116,7 +116,12 @@ func (b *Broker) handshake(c net.Conn) {
 	guarded := tunnel.RefuseStreamOpens(c, func() {
 		log.Warn("device opened a stream, which the protocol forbids: closing its tunnel")
 	})
-	sess, err := yamux.Client(tunnel.CoalesceFrames(guarded), tunnel.YamuxConfig(b.cfg.Window))
+	ycfg := tunnel.YamuxConfig(b.cfg.Window)
+	// No timer goroutine per stream opened: openStream bounds the wait
+	// for the connector's answer itself, and a dead tunnel is told from
+	// WireGuard's counters, not from one unacknowledged open.
+	ycfg.StreamOpenTimeout = 0
+	sess, err := yamux.Client(tunnel.CoalesceFrames(guarded), ycfg)
 	if err != nil {
 		log.Warn("start session", "err", err)
 		c.Close()
