@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -127,6 +128,7 @@ func (b *Broker) handshake(c net.Conn) {
 		c.Close()
 		return
 	}
+	go refuseStreams(sess, log)
 	now := b.cfg.Now()
 	b.mu.Lock()
 	if b.closed || b.byID[p.dev.ID] != p {
@@ -541,4 +543,19 @@ func (b *Broker) nudge(ctx context.Context, p *peer) {
 	if err == nil {
 		c.Close() // nothing should listen there; harmless if something does
 	}
+}
+
+// refuseStreams closes sess at the first stream the device opens on it,
+// should one get past tunnel.RefuseStreamOpens, which ends the session at
+// such a stream's first frame: the protocol forbids it (PROTOCOL.md), so a
+// connector that does is broken or not ours, and closing frees everything
+// it sent at once. It returns when sess has ended.
+func refuseStreams(sess *yamux.Session, log *slog.Logger) {
+	st, err := sess.AcceptStream()
+	if err != nil {
+		return // the session ended
+	}
+	st.Close()
+	log.Warn("device opened a stream, which the protocol forbids: closing its tunnel")
+	sess.Close()
 }
