@@ -339,7 +339,9 @@ func (l *rawLeg) server() (*yamux.Session, error) {
 	// as the WebSocket's pings do on the other leg.
 	cfg.EnableKeepAlive = true
 	cfg.KeepAliveInterval = connectPing
-	return yamux.Server(httpapi.RawConnectConn(l.conn), cfg)
+	// As httpapi.RawConnectConn, and a client stream's acceptance waits
+	// (up to tunnel.OpenHold) to leave with the broker's answer to it.
+	return yamux.Server(tunnel.CoalesceFrames(l.conn, tunnel.OpenHold), cfg)
 }
 
 func (l *rawLeg) watch(ys *yamux.Session, stop <-chan struct{}, log *slog.Logger) {}

@@ -122,7 +122,8 @@ func (b *Broker) handshake(c net.Conn) {
 	// for the connector's answer itself, and a dead tunnel is told from
 	// WireGuard's counters, not from one unacknowledged open.
 	ycfg.StreamOpenTimeout = 0
-	sess, err := yamux.Client(tunnel.CoalesceFrames(guarded), ycfg)
+	// A stream's opening leaves with its header, in one packet.
+	sess, err := yamux.Client(tunnel.CoalesceFrames(guarded, tunnel.OpenHold), ycfg)
 	if err != nil {
 		log.Warn("start session", "err", err)
 		c.Close()

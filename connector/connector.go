@@ -428,9 +428,10 @@ func (c *Connector) session1(ctx context.Context) error {
 		c.log.Warn("apply keepalive", "err", err)
 	}
 	conn.SetDeadline(time.Time{})
-	// One write per data frame: a stream's status or a small reply is one
-	// packet through WireGuard, not two.
-	sess, err := yamux.Server(tunnel.CoalesceFrames(conn), tunnel.YamuxConfig(c.cfg.Window))
+	// One write per small frame, and a stream's acceptance goes with its
+	// answer (status) when the service's dial is quick: fewer packets
+	// through WireGuard.
+	sess, err := yamux.Server(tunnel.CoalesceFrames(conn, tunnel.OpenHold), tunnel.YamuxConfig(c.cfg.Window))
 	if err != nil {
 		conn.Close()
 		return fmt.Errorf("yamux: %w", err)

@@ -12,5 +12,5 @@ import (
 // stream's first bytes or a 1-byte echo is one TLS record and one system
 // call, not two.
 func RawConnectConn(c io.ReadWriteCloser) io.ReadWriteCloser {
-	return tunnel.CoalesceFrames(c)
+	return tunnel.CoalesceFrames(c, 0)
 }

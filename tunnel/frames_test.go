@@ -2,9 +2,12 @@ package tunnel_test
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"io"
 	"net"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -39,14 +42,14 @@ func guardedPair(t *testing.T) (opener, peer *yamux.Session, refused *atomic.Int
 	}
 	refused = &atomic.Int32{}
 	g := tunnel.RefuseStreamOpens(a, func() { refused.Add(1) })
-	if _, ok := tunnel.CoalesceFrames(g).(net.Conn); !ok {
+	if _, ok := tunnel.CoalesceFrames(g, 0).(net.Conn); !ok {
 		t.Fatal("CoalesceFrames of a net.Conn is no longer one")
 	}
-	opener, err = yamux.Client(tunnel.CoalesceFrames(g), tunnel.YamuxConfig(0))
+	opener, err = yamux.Client(tunnel.CoalesceFrames(g, tunnel.OpenHold), tunnel.YamuxConfig(0))
 	if err != nil {
 		t.Fatal(err)
 	}
-	peer, err = yamux.Server(tunnel.CoalesceFrames(b), tunnel.YamuxConfig(0))
+	peer, err = yamux.Server(tunnel.CoalesceFrames(b, tunnel.OpenHold), tunnel.YamuxConfig(0))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,4 +146,89 @@ func TestRefuseStreamOpensEndsSession(t *testing.T) {
 	if n := refused.Load(); n != 1 {
 		t.Fatalf("refusal reported %d times, want 1", n)
 	}
+}
+
+// recorder keeps each write it is given.
+type recorder struct {
+	mu  sync.Mutex
+	got [][]byte
+}
+
+func (r *recorder) Write(p []byte) (int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.got = append(r.got, append([]byte(nil), p...))
+	return len(p), nil
+}
+func (r *recorder) Read(p []byte) (int, error) { return 0, io.EOF }
+func (r *recorder) Close() error               { return nil }
+
+func (r *recorder) sizes() []int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var s []int
+	for _, g := range r.got {
+		s = append(s, len(g))
+	}
+	return s
+}
+
+// frame is a yamux frame header: type, flags, stream 1, length.
+func frame(typ byte, flags uint16, length uint32) []byte {
+	h := make([]byte, 12)
+	h[1] = typ
+	binary.BigEndian.PutUint16(h[2:], flags)
+	binary.BigEndian.PutUint32(h[4:], 1)
+	binary.BigEndian.PutUint32(h[8:], length)
+	return h
+}
+
+// TestCoalesceFramesHolds: with a hold, a stream's opening (SYN) or
+// acceptance (ACK) leaves with the frame after it, or alone once the hold
+// has passed; other window updates and large bodies are not held.
+func TestCoalesceFramesHolds(t *testing.T) {
+	const syn, ack, fin = 1, 2, 4
+	big := make([]byte, 20000)
+	for _, tc := range []struct {
+		name   string
+		writes [][]byte
+		want   []int
+	}{
+		{"open, then header: one write", [][]byte{frame(1, syn, 1<<20), frame(0, 0, 30), make([]byte, 30)}, []int{54}},
+		{"accept, then answer: one write", [][]byte{frame(1, ack, 1<<20), frame(0, 0, 4), make([]byte, 4)}, []int{28}},
+		{"accept, then FIN", [][]byte{frame(1, ack, 0), frame(1, fin, 0)}, []int{24}},
+		{"opens, then a large body", [][]byte{frame(1, syn, 0), frame(1, syn, 0), frame(0, 0, 20000), big}, []int{36, 20000}},
+		{"window update: as is", [][]byte{frame(1, 0, 1<<20)}, []int{12}},
+		{"open alone: after the hold", [][]byte{frame(1, syn, 1<<20)}, []int{12}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := &recorder{}
+			c := tunnel.CoalesceFrames(r, 20*time.Millisecond)
+			for _, p := range tc.writes {
+				if n, err := c.Write(p); n != len(p) || err != nil {
+					t.Fatalf("Write(%d bytes) = %d, %v", len(p), n, err)
+				}
+			}
+			deadline := time.Now().Add(2 * time.Second)
+			for sum(r.sizes()) < len(bytes.Join(tc.writes, nil)) && time.Now().Before(deadline) {
+				time.Sleep(time.Millisecond)
+			}
+			if got := r.sizes(); !slices.Equal(got, tc.want) {
+				t.Fatalf("writes of %v bytes, want %v", got, tc.want)
+			}
+			r.mu.Lock()
+			all := bytes.Join(r.got, nil)
+			r.mu.Unlock()
+			if !bytes.Equal(all, bytes.Join(tc.writes, nil)) {
+				t.Fatal("bytes on the connection differ from those written")
+			}
+		})
+	}
+}
+
+func sum(s []int) (n int) {
+	for _, v := range s {
+		n += v
+	}
+	return n
 }
