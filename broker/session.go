@@ -36,11 +36,15 @@ type Session struct {
 	// below hands over to it (fleet_sessions.go).
 	remote *brokerlink.Remote
 
-	mu      sync.Mutex // guards timer, reason, ended, streams and the drop counts below
+	mu      sync.Mutex // guards timer, reason, ended, streams, pending and the drop counts below
 	reason  fieldpass.EndReason
 	ended   time.Time
 	timer   *time.Timer
 	streams map[*countedStream]struct{}
+	// pending are the streams of StreamEarly not answered yet: cut with
+	// the session, but not counted as cut by a tunnel drop, after which
+	// they are opened again (EarlyStream.again).
+	pending map[*countedStream]struct{}
 
 	// The device's tunnel drops this session lived through: reconnects
 	// counts those the device came back from, cut the streams in flight
@@ -324,7 +328,10 @@ func (e *EarlyStream) send(ctx context.Context) error {
 		}
 		// Listed at once, so that the session's end cuts it even before
 		// the answer.
-		s.streams[cs] = struct{}{}
+		if s.pending == nil {
+			s.pending = map[*countedStream]struct{}{}
+		}
+		s.pending[cs] = struct{}{}
 		s.lastOpen = time.Now()
 		s.mu.Unlock()
 		e.cs, e.ds = cs, ds
@@ -374,7 +381,20 @@ func (e *EarlyStream) answer() error {
 					continue
 				}
 			}
-			e.cs.Close()
+			cs := e.cs.(*countedStream)
+			s.mu.Lock()
+			if _, ok := s.pending[cs]; ok {
+				delete(s.pending, cs)
+				if cs.ys.IsClosed() {
+					// In flight when its tunnel dropped, and not opened
+					// again: what it carried may have reached the
+					// service.
+					s.cut++
+					s.lastCut = time.Now()
+				}
+			}
+			s.mu.Unlock()
+			cs.Close()
 			return fieldpass.Errorf(fieldpass.EUNAVAILABLE, "device %s did not answer: %w", s.rec.Device, err)
 		}
 		if err := statusError(s.rec.Device, s.rec.Service, status); err != nil {
@@ -386,15 +406,21 @@ func (e *EarlyStream) answer() error {
 				}
 				s.mu.Unlock()
 			}
+			e.unlist()
 			e.cs.Close()
 			return err
 		}
 		e.ds.resets.Store(status.Resets)
 		e.ds.Stream.SetReadDeadline(time.Time{})
 		s.m.noteBack(s, e.ds.ys)
+		cs := e.cs.(*countedStream)
 		s.mu.Lock()
 		s.reached = true
 		r := s.reason
+		if _, ok := s.pending[cs]; ok && r == "" {
+			delete(s.pending, cs)
+			s.streams[cs] = struct{}{}
+		}
 		s.mu.Unlock()
 		if r != "" {
 			e.cs.(*countedStream).cut()
@@ -413,6 +439,13 @@ func (e *EarlyStream) answer() error {
 	}
 }
 
+// unlist takes the stream off the session's pending list.
+func (e *EarlyStream) unlist() {
+	e.s.mu.Lock()
+	delete(e.s.pending, e.cs.(*countedStream))
+	e.s.mu.Unlock()
+}
+
 // again opens the stream anew after its tunnel dropped before the answer
 // and writes again what was written; false if it cannot (too much was
 // written, or the stream was closed), with an error if the device did not
@@ -423,10 +456,10 @@ func (e *EarlyStream) again() (bool, error) {
 	if e.overflow || e.closed {
 		return false, nil
 	}
-	// Not a stream cut in flight: nothing of it reached the service.
+	// Not a stream cut in flight: it is opened again, with all of it.
 	old := e.cs.(*countedStream)
 	e.s.mu.Lock()
-	delete(e.s.streams, old)
+	delete(e.s.pending, old)
 	e.s.mu.Unlock()
 	old.HalfCloser.Close()
 	if err := e.send(context.Background()); err != nil {
@@ -516,14 +549,17 @@ func (s *Session) claimEnd(reason fieldpass.EndReason, at time.Time) bool {
 // stop closes Done and cuts s's streams.
 func (s *Session) stop() {
 	s.mu.Lock()
-	streams, timer := s.streams, s.timer
-	s.streams = nil
+	streams, pending, timer := s.streams, s.pending, s.timer
+	s.streams, s.pending = nil, nil
 	s.mu.Unlock()
 	if timer != nil {
 		timer.Stop()
 	}
 	close(s.done)
 	for cs := range streams {
+		cs.cut()
+	}
+	for cs := range pending {
 		cs.cut()
 	}
 }
