@@ -38,7 +38,8 @@ import (
 //     the service. The broker answers each with a tunnel.StreamStatus (ok,
 //     or why it could not reach the service) before any other byte, as the
 //     connector does to the broker. A client may write before the answer:
-//     the bytes wait in the stream until the service is reached.
+//     the bytes go on to the device at once, behind the stream's header,
+//     and wait there until the service is reached.
 //  3. When the broker ends the session (grant expired or revoked, user or
 //     device disabled, an admin, idle), it closes the WebSocket with
 //     httpapi.ConnectCloseCode and the end reason ("grant_expired") as the close
