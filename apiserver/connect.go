@@ -380,9 +380,18 @@ func (c bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 // speaks first has its request at the service a round trip sooner. The
 // device's bytes are passed on once the answer has gone to the client.
 func (s *Server) carryStream(ctx context.Context, sess *broker.Session, st *yamux.Stream) {
+	// What the client has sent already (on the raw transport the CLI
+	// sends a stream's opening and its first bytes together) goes in the
+	// device stream's first frame, with the header: one packet through
+	// the tunnel, not two.
+	buf := firstBufs.Get()
+	st.SetReadDeadline(time.Now())
+	n, _ := st.Read(*buf)
+	st.SetReadDeadline(time.Time{})
 	octx, cancel := context.WithTimeout(ctx, connectStreamOpen)
-	ds, err := sess.StreamEarly(octx)
+	ds, err := sess.StreamEarly(octx, (*buf)[:n])
 	cancel()
+	firstBufs.Put(buf)
 	if err != nil {
 		refuseOpen(st, err)
 		return
@@ -411,6 +420,9 @@ func (s *Server) carryStream(ctx context.Context, sess *broker.Session, st *yamu
 	client.Close()
 	ds.Close()
 }
+
+// firstBufs hold what a client sent before its stream was carried.
+var firstBufs = tunnel.NewBuffers(2 << 10)
 
 // refuseOpen answers a client stream whose device stream could not be
 // opened with why, and closes it.

@@ -38,11 +38,11 @@ func TestSessionStreamEarlyAcrossReconnect(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := s.StreamEarly(ctx)
+	st, err := s.StreamEarly(ctx, []byte("hel"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := st.Write([]byte("hello")); err != nil {
+	if _, err := st.Write([]byte("lo")); err != nil {
 		t.Fatal(err)
 	}
 	answered := make(chan error, 1)

@@ -48,12 +48,13 @@ func TestSessionStreamEarly(t *testing.T) {
 		}
 		var total int64
 		for i := range 20 {
-			st, err := s.StreamEarly(ctx)
+			// Half of the early bytes go with the header, half after it.
+			first := []byte(strings.Repeat("a", 1+i*100))
+			st, err := s.StreamEarly(ctx, first[:len(first)/2])
 			if err != nil {
 				t.Fatal(err)
 			}
-			first := []byte(strings.Repeat("a", 1+i*100))
-			if _, err := st.Write(first); err != nil {
+			if _, err := st.Write(first[len(first)/2:]); err != nil {
 				t.Fatalf("write before the answer: %v", err)
 			}
 			if err := st.Answer(); err != nil {
@@ -86,12 +87,9 @@ func TestSessionStreamEarly(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		st, err := s.StreamEarly(ctx)
+		st, err := s.StreamEarly(ctx, []byte("GET / HTTP/1.0\r\n\r\n"))
 		if err != nil {
 			t.Fatal(err)
-		}
-		if _, err := st.Write([]byte("GET / HTTP/1.0\r\n\r\n")); err != nil {
-			t.Fatalf("write before the answer: %v", err)
 		}
 		if err := st.Answer(); err == nil || !strings.Contains(err.Error(), "dial failed") {
 			t.Fatalf("answer for a closed port: %v, want dial failed", err)
@@ -112,7 +110,7 @@ func TestSessionStreamEarly(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		st, err := s.StreamEarly(ctx)
+		st, err := s.StreamEarly(ctx, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -129,7 +127,7 @@ func TestSessionStreamEarly(t *testing.T) {
 		case <-time.After(5 * time.Second):
 			t.Fatal("stream of an ended session still open after 5s")
 		}
-		if _, err := s.StreamEarly(ctx); err == nil {
+		if _, err := s.StreamEarly(ctx, nil); err == nil {
 			t.Fatal("stream opened on an ended session")
 		}
 	})

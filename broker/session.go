@@ -6,6 +6,7 @@ package broker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -228,16 +229,25 @@ func (s *Session) Stream(ctx context.Context) (tunnel.HalfCloser, error) {
 // the connector's answer: what the person's client sent first (an HTTP
 // request, an echo) travels right behind the header, and the answer comes
 // back with the service's first bytes, one round trip through the tunnel
-// sooner. Answer (or the first Read) waits for the answer.
+// sooner. first, what the client has sent already, goes in the header's
+// own frame (one packet); it is written as if by Write. Answer (or the
+// first Read) waits for the answer.
 //
 // If the device's tunnel drops before the answer, the stream is opened
 // again through its next tunnel, as Stream does, and what was written so
 // far (up to earlyKeep bytes; past that the stream ends with the tunnel)
 // is written again.
-func (s *Session) StreamEarly(ctx context.Context) (*EarlyStream, error) {
+func (s *Session) StreamEarly(ctx context.Context, first []byte) (*EarlyStream, error) {
+	if len(first) > earlyKeep {
+		return nil, fmt.Errorf("stream early: %d first bytes, at most %d", len(first), earlyKeep)
+	}
 	if s.remote != nil {
 		st, err := s.remote.Stream(ctx)
 		if err != nil {
+			return nil, err
+		}
+		if _, err := st.Write(first); err != nil {
+			st.Close()
 			return nil, err
 		}
 		e := &EarlyStream{cs: st}
@@ -251,7 +261,10 @@ func (s *Session) StreamEarly(ctx context.Context) (*EarlyStream, error) {
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	}
-	e := &EarlyStream{s: s, deadline: deadline}
+	e := &EarlyStream{s: s, deadline: deadline, pending: int64(len(first))}
+	if len(first) > 0 {
+		e.early = append([]byte(nil), first...)
+	}
 	if err := e.send(ctx); err != nil {
 		return nil, err
 	}
@@ -299,8 +312,9 @@ type EarlyStream struct {
 }
 
 // send opens the stream through the device's tunnel of the moment (waiting
-// for one while the device is away) and writes its header. The caller
-// holds wmu, or e is not shared yet.
+// for one while the device is away) and writes its header and, in the same
+// frame, what was written so far (early). The caller holds wmu, or e is
+// not shared yet.
 func (e *EarlyStream) send(ctx context.Context) error {
 	s := e.s
 	ctx, cancel := context.WithDeadline(ctx, e.deadline)
@@ -310,7 +324,7 @@ func (e *EarlyStream) send(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		st, err := sendStreamHeader(ctx, ys, s.rec.Device, s.rec.Service, s.tid)
+		st, err := sendStreamHeader(ctx, ys, s.rec.Device, s.rec.Service, s.tid, e.early)
 		if err != nil {
 			if ys.IsClosed() && ctx.Err() == nil {
 				continue
@@ -464,11 +478,6 @@ func (e *EarlyStream) again() (bool, error) {
 	old.HalfCloser.Close()
 	if err := e.send(context.Background()); err != nil {
 		return false, err
-	}
-	if len(e.early) > 0 {
-		if _, err := e.ds.Stream.Write(e.early); err != nil {
-			return false, nil
-		}
 	}
 	if e.fin {
 		e.ds.Stream.Close()

@@ -44,7 +44,7 @@ func (b *Broker) OpenStream(ctx context.Context, device, service string, session
 // Session opens its streams here on the tunnel it was opened on, so none
 // outlives that tunnel.
 func openStream(ctx context.Context, ys *yamux.Session, device, service string, session tunnel.ID) (tunnel.HalfCloser, error) {
-	st, err := sendStreamHeader(ctx, ys, device, service, session)
+	st, err := sendStreamHeader(ctx, ys, device, service, session, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -64,11 +64,12 @@ func openStream(ctx context.Context, ys *yamux.Session, device, service string, 
 }
 
 // sendStreamHeader opens a stream to service over ys and writes its
-// header; the connector's answer is still to be read, within the read
-// deadline it sets (15 s, or ctx's deadline if sooner). Bytes written
-// behind the header wait in the stream at the connector, which reads
-// exactly the header, until the service is dialled.
-func sendStreamHeader(ctx context.Context, ys *yamux.Session, device, service string, session tunnel.ID) (*yamux.Stream, error) {
+// header, and first (the client's first bytes) in the same frame; the
+// connector's answer is still to be read, within the read deadline it sets
+// (15 s, or ctx's deadline if sooner). Bytes written behind the header
+// wait in the stream at the connector, which reads exactly the header,
+// until the service is dialled.
+func sendStreamHeader(ctx context.Context, ys *yamux.Session, device, service string, session tunnel.ID, first []byte) (*yamux.Stream, error) {
 	st, err := ys.OpenStream()
 	if err != nil {
 		return nil, fieldpass.Errorf(fieldpass.EUNAVAILABLE, "device %s is offline (open stream: %w)", device, err)
@@ -78,7 +79,11 @@ func sendStreamHeader(ctx context.Context, ys *yamux.Session, device, service st
 		deadline = d
 	}
 	st.SetDeadline(deadline)
-	if err := tunnel.WriteStreamHeader(st, tunnel.StreamHeader{SessionID: session, Service: service}); err != nil {
+	b, err := tunnel.AppendStreamHeader(make([]byte, 0, 20+len(service)+len(first)), tunnel.StreamHeader{SessionID: session, Service: service})
+	if err == nil {
+		_, err = st.Write(append(b, first...))
+	}
+	if err != nil {
 		st.Close()
 		return nil, fmt.Errorf("open stream to %s: %w", device, err)
 	}

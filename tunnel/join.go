@@ -37,6 +37,12 @@ func NewBuffers(size int) *Buffers {
 	return b
 }
 
+// Get returns a buffer of the pool's size; Put it back when done.
+func (b *Buffers) Get() *[]byte { return b.pool.Get().(*[]byte) }
+
+// Put returns a buffer Get gave.
+func (b *Buffers) Put(buf *[]byte) { b.pool.Put(buf) }
+
 // joinBuffers serve Join: 32 KiB, small enough for a connector on a router.
 var joinBuffers = NewBuffers(32 << 10)
 
