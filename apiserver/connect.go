@@ -38,7 +38,8 @@ import (
 //     the service. The broker answers each with a tunnel.StreamStatus (ok,
 //     or why it could not reach the service) before any other byte, as the
 //     connector does to the broker. A client may write before the answer:
-//     the bytes wait in the stream until the service is reached.
+//     the bytes go on to the device at once, behind the stream's header,
+//     and wait there until the service is reached.
 //  3. When the broker ends the session (grant expired or revoked, user or
 //     device disabled, an admin, idle), it closes the WebSocket with
 //     httpapi.ConnectCloseCode and the end reason ("grant_expired") as the close
@@ -339,7 +340,9 @@ func (l *rawLeg) server() (*yamux.Session, error) {
 	// as the WebSocket's pings do on the other leg.
 	cfg.EnableKeepAlive = true
 	cfg.KeepAliveInterval = connectPing
-	return yamux.Server(httpapi.RawConnectConn(l.conn), cfg)
+	// As httpapi.RawConnectConn, and a client stream's acceptance waits
+	// (up to tunnel.OpenHold) to leave with the broker's answer to it.
+	return yamux.Server(tunnel.CoalesceFrames(l.conn, tunnel.OpenHold), cfg)
 }
 
 func (l *rawLeg) watch(ys *yamux.Session, stop <-chan struct{}, log *slog.Logger) {}
@@ -371,25 +374,64 @@ type bufferedConn struct {
 func (c bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
 // carryStream joins one client stream to a new stream to the device,
-// answering the client first with a status.
+// answering the client first with a status. The client's bytes go to the
+// device as they come, right behind the stream's header, without waiting
+// for the connector's answer (broker.Session.StreamEarly): a client that
+// speaks first has its request at the service a round trip sooner. The
+// device's bytes are passed on once the answer has gone to the client.
 func (s *Server) carryStream(ctx context.Context, sess *broker.Session, st *yamux.Stream) {
+	// What the client has sent already (on the raw transport the CLI
+	// sends a stream's opening and its first bytes together) goes in the
+	// device stream's first frame, with the header: one packet through
+	// the tunnel, not two.
+	buf := firstBufs.Get()
+	st.SetReadDeadline(time.Now())
+	n, _ := st.Read(*buf)
+	st.SetReadDeadline(time.Time{})
 	octx, cancel := context.WithTimeout(ctx, connectStreamOpen)
-	ds, err := sess.Stream(octx)
+	ds, err := sess.StreamEarly(octx, (*buf)[:n])
 	cancel()
+	firstBufs.Put(buf)
 	if err != nil {
-		code := tunnel.StatusDialFailed
-		if fieldpass.ErrorCode(err) == fieldpass.ENOTFOUND {
-			code = tunnel.StatusUnknownService
-		}
-		writeStreamStatus(st, code, fieldpass.ErrorMessage(err))
+		refuseOpen(st, err)
+		return
+	}
+	client := tunnel.YamuxStream{Stream: st}
+	up := make(chan struct{})
+	go func() {
+		defer close(up)
+		copyHalf(ds, client)
+	}()
+	if err := ds.Answer(); err != nil {
+		refuseOpen(st, err)
+		// The client's side is answered: stop reading what it sends.
+		st.SetReadDeadline(time.Now())
+		<-up
 		return
 	}
 	if err := tunnel.WriteStreamStatus(st, tunnel.StreamStatus{Code: tunnel.StatusOK}); err != nil {
 		ds.Close()
 		st.Close()
+		<-up
 		return
 	}
-	join(tunnel.YamuxStream{Stream: st}, ds)
+	copyHalf(client, ds)
+	<-up
+	client.Close()
+	ds.Close()
+}
+
+// firstBufs hold what a client sent before its stream was carried.
+var firstBufs = tunnel.NewBuffers(2 << 10)
+
+// refuseOpen answers a client stream whose device stream could not be
+// opened with why, and closes it.
+func refuseOpen(st *yamux.Stream, err error) {
+	code := tunnel.StatusDialFailed
+	if fieldpass.ErrorCode(err) == fieldpass.ENOTFOUND {
+		code = tunnel.StatusUnknownService
+	}
+	writeStreamStatus(st, code, fieldpass.ErrorMessage(err))
 }
 
 // copyBufs are the 64 KiB buffers of join's copies (tunnel.Buffers).

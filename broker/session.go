@@ -6,6 +6,7 @@ package broker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -36,11 +37,15 @@ type Session struct {
 	// below hands over to it (fleet_sessions.go).
 	remote *brokerlink.Remote
 
-	mu      sync.Mutex // guards timer, reason, ended, streams and the drop counts below
+	mu      sync.Mutex // guards timer, reason, ended, streams, pending and the drop counts below
 	reason  fieldpass.EndReason
 	ended   time.Time
 	timer   *time.Timer
 	streams map[*countedStream]struct{}
+	// pending are the streams of StreamEarly not answered yet: cut with
+	// the session, but not counted as cut by a tunnel drop, after which
+	// they are opened again (EarlyStream.again).
+	pending map[*countedStream]struct{}
 
 	// The device's tunnel drops this session lived through: reconnects
 	// counts those the device came back from, cut the streams in flight
@@ -219,6 +224,325 @@ func (s *Session) Stream(ctx context.Context) (tunnel.HalfCloser, error) {
 	}
 }
 
+// StreamEarly opens one connection to the session's service as Stream
+// does, but returns once the stream's header has left, without waiting for
+// the connector's answer: what the person's client sent first (an HTTP
+// request, an echo) travels right behind the header, and the answer comes
+// back with the service's first bytes, one round trip through the tunnel
+// sooner. first, what the client has sent already, goes in the header's
+// own frame (one packet); it is written as if by Write. Answer (or the
+// first Read) waits for the answer.
+//
+// If the device's tunnel drops before the answer, the stream is opened
+// again through its next tunnel, as Stream does, and what was written so
+// far (up to earlyKeep bytes; past that the stream ends with the tunnel)
+// is written again.
+func (s *Session) StreamEarly(ctx context.Context, first []byte) (*EarlyStream, error) {
+	if len(first) > earlyKeep {
+		return nil, fmt.Errorf("stream early: %d first bytes, at most %d", len(first), earlyKeep)
+	}
+	if s.remote != nil {
+		st, err := s.remote.Stream(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := st.Write(first); err != nil {
+			st.Close()
+			return nil, err
+		}
+		e := &EarlyStream{cs: st}
+		e.answered.Store(true)
+		return e, nil
+	}
+	if err := s.usable(); err != nil {
+		return nil, err
+	}
+	deadline := time.Now().Add(streamOpenTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	e := &EarlyStream{s: s, deadline: deadline, pending: int64(len(first))}
+	if len(first) > 0 {
+		e.early = append([]byte(nil), first...)
+	}
+	if err := e.send(ctx); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// usable fails if s can open no more streams: ended, or past its grant.
+func (s *Session) usable() error {
+	if r := s.Reason(); r != "" {
+		return fieldpass.Errorf(fieldpass.EUNAVAILABLE, "session has ended (%s)", r)
+	}
+	if !s.m.cfg.Now().Before(s.grantEnd) {
+		s.m.end(s, fieldpass.EndGrantExpired, true)
+		return fieldpass.Errorf(fieldpass.EEXPIRED, "grant expired")
+	}
+	return nil
+}
+
+// earlyKeep bounds what an EarlyStream keeps of the bytes written before
+// the connector's answer, to write them again should the tunnel drop.
+const earlyKeep = 64 << 10
+
+// EarlyStream is a connection to a session's service opened by
+// StreamEarly, counted on the session. Writes go out at once; reads wait
+// for the connector's answer. Close and CloseWrite are as Stream's.
+type EarlyStream struct {
+	s        *Session
+	deadline time.Time // for the answer, and for waiting on a tunnel
+
+	// answered: Answer is done, err is its result, and cs stays as is.
+	answered atomic.Bool
+	amu      sync.Mutex // serialises Answer
+	err      error
+
+	wmu sync.Mutex // guards what follows while not answered
+	cs  tunnel.HalfCloser
+	ds  *deviceStream // the stream under cs (nil for a remote session)
+	// early holds what was written before the answer, unless overflow;
+	// pending counts it, for the session's books once the answer is ok;
+	// fin: CloseWrite was called; closed: Close was.
+	early       []byte
+	overflow    bool
+	pending     int64
+	fin, closed bool
+}
+
+// send opens the stream through the device's tunnel of the moment (waiting
+// for one while the device is away) and writes its header and, in the same
+// frame, what was written so far (early). The caller holds wmu, or e is
+// not shared yet.
+func (e *EarlyStream) send(ctx context.Context) error {
+	s := e.s
+	ctx, cancel := context.WithDeadline(ctx, e.deadline)
+	defer cancel()
+	for {
+		ys, err := s.tunnel(ctx)
+		if err != nil {
+			return err
+		}
+		st, err := sendStreamHeader(ctx, ys, s.rec.Device, s.rec.Service, s.tid, e.early)
+		if err != nil {
+			if ys.IsClosed() && ctx.Err() == nil {
+				continue
+			}
+			return err
+		}
+		ds := &deviceStream{Stream: st, ys: ys}
+		cs := &countedStream{HalfCloser: ds, s: s, ys: ys}
+		s.mu.Lock()
+		if s.reason != "" {
+			r := s.reason
+			s.mu.Unlock()
+			cs.cut()
+			return fieldpass.Errorf(fieldpass.EUNAVAILABLE, "session has ended (%s)", r)
+		}
+		// Listed at once, so that the session's end cuts it even before
+		// the answer.
+		if s.pending == nil {
+			s.pending = map[*countedStream]struct{}{}
+		}
+		s.pending[cs] = struct{}{}
+		s.lastOpen = time.Now()
+		s.mu.Unlock()
+		e.cs, e.ds = cs, ds
+		return nil
+	}
+}
+
+// Answer waits for the connector's answer: nil once it has dialled the
+// service, else why not, as Stream says it; the stream is closed then.
+func (e *EarlyStream) Answer() error {
+	if e.answered.Load() {
+		return e.err
+	}
+	e.amu.Lock()
+	defer e.amu.Unlock()
+	if e.answered.Load() {
+		return e.err
+	}
+	err := e.answer()
+	e.wmu.Lock()
+	defer e.wmu.Unlock()
+	if err == nil && e.pending > 0 {
+		// Counted now that they reach the service: a refused stream's
+		// bytes never did.
+		e.s.in.Add(e.pending)
+		e.s.m.cfg.Metrics.BytesIn(int(e.pending))
+	}
+	e.early, e.pending = nil, 0
+	e.err = err
+	e.answered.Store(true)
+	return err
+}
+
+func (e *EarlyStream) answer() error {
+	s := e.s
+	for {
+		status, err := tunnel.ReadStreamStatus(e.ds.Stream)
+		if err != nil {
+			if e.ds.ys.IsClosed() && time.Now().Before(e.deadline) {
+				// The tunnel dropped under the open: open it again
+				// through the next one, with what was written so far.
+				retried, rerr := e.again()
+				if rerr != nil {
+					return rerr
+				}
+				if retried {
+					continue
+				}
+			}
+			cs := e.cs.(*countedStream)
+			s.mu.Lock()
+			if _, ok := s.pending[cs]; ok {
+				delete(s.pending, cs)
+				if cs.ys.IsClosed() {
+					// In flight when its tunnel dropped, and not opened
+					// again: what it carried may have reached the
+					// service.
+					s.cut++
+					s.lastCut = time.Now()
+				}
+			}
+			s.mu.Unlock()
+			cs.Close()
+			return fieldpass.Errorf(fieldpass.EUNAVAILABLE, "device %s did not answer: %w", s.rec.Device, err)
+		}
+		if err := statusError(s.rec.Device, s.rec.Service, status); err != nil {
+			var refused *serviceRefusal
+			if errors.As(err, &refused) {
+				s.mu.Lock()
+				if s.dialErr == "" {
+					s.dialErr = refused.status.Code.String() + ": " + refused.status.Reason
+				}
+				s.mu.Unlock()
+			}
+			e.unlist()
+			e.cs.Close()
+			return err
+		}
+		e.ds.resets.Store(status.Resets)
+		e.ds.Stream.SetReadDeadline(time.Time{})
+		s.m.noteBack(s, e.ds.ys)
+		cs := e.cs.(*countedStream)
+		s.mu.Lock()
+		s.reached = true
+		r := s.reason
+		if _, ok := s.pending[cs]; ok && r == "" {
+			delete(s.pending, cs)
+			s.streams[cs] = struct{}{}
+		}
+		s.mu.Unlock()
+		if r != "" {
+			e.cs.(*countedStream).cut()
+			return fieldpass.Errorf(fieldpass.EUNAVAILABLE, "session has ended (%s)", r)
+		}
+		e.wmu.Lock()
+		closed := e.closed
+		e.wmu.Unlock()
+		if closed {
+			// Closed before the answer: now that it is known whether
+			// the connector takes a Reset, close again to send one.
+			e.cs.Close()
+			return fieldpass.Errorf(fieldpass.EUNAVAILABLE, "stream closed")
+		}
+		return nil
+	}
+}
+
+// unlist takes the stream off the session's pending list.
+func (e *EarlyStream) unlist() {
+	e.s.mu.Lock()
+	delete(e.s.pending, e.cs.(*countedStream))
+	e.s.mu.Unlock()
+}
+
+// again opens the stream anew after its tunnel dropped before the answer
+// and writes again what was written; false if it cannot (too much was
+// written, or the stream was closed), with an error if the device did not
+// come back in time.
+func (e *EarlyStream) again() (bool, error) {
+	e.wmu.Lock()
+	defer e.wmu.Unlock()
+	if e.overflow || e.closed {
+		return false, nil
+	}
+	// Not a stream cut in flight: it is opened again, with all of it.
+	old := e.cs.(*countedStream)
+	e.s.mu.Lock()
+	delete(e.s.pending, old)
+	e.s.mu.Unlock()
+	old.HalfCloser.Close()
+	if err := e.send(context.Background()); err != nil {
+		return false, err
+	}
+	if e.fin {
+		e.ds.Stream.Close()
+	}
+	return true, nil
+}
+
+// Read reads the service's bytes, once the connector has answered.
+func (e *EarlyStream) Read(p []byte) (int, error) {
+	if err := e.Answer(); err != nil {
+		return 0, err
+	}
+	return e.cs.Read(p)
+}
+
+// Write sends p to the service; before the answer it also keeps a copy
+// (up to earlyKeep) to send again through the next tunnel should this one
+// drop.
+func (e *EarlyStream) Write(p []byte) (int, error) {
+	if e.answered.Load() {
+		return e.cs.Write(p)
+	}
+	e.wmu.Lock()
+	defer e.wmu.Unlock()
+	if e.answered.Load() {
+		return e.cs.Write(p)
+	}
+	// Uncounted until the answer says the service was reached.
+	n, err := e.ds.Write(p)
+	e.pending += int64(n)
+	if !e.overflow {
+		if len(e.early)+len(p) > earlyKeep {
+			e.overflow, e.early = true, nil
+		} else if err != nil && e.ds.ys.IsClosed() {
+			// Sent again with the rest once the tunnel is back.
+			e.early = append(e.early, p...)
+			e.pending += int64(len(p) - n)
+			return len(p), nil
+		} else {
+			e.early = append(e.early, p[:n]...)
+		}
+	}
+	return n, err
+}
+
+// CloseWrite sends FIN (again through the next tunnel, should this one
+// drop before the answer).
+func (e *EarlyStream) CloseWrite() error {
+	e.wmu.Lock()
+	e.fin = true
+	cs := e.cs
+	e.wmu.Unlock()
+	return cs.CloseWrite()
+}
+
+// Close closes the stream both ways. Before the answer, the connector is
+// sent a Reset as well once its answer says it takes one.
+func (e *EarlyStream) Close() error {
+	e.wmu.Lock()
+	e.closed = true
+	cs := e.cs
+	e.wmu.Unlock()
+	return cs.Close()
+}
+
 // claimEnd marks s ended with reason at at; it reports whether this call
 // ended it. The caller then updates the books and calls stop.
 func (s *Session) claimEnd(reason fieldpass.EndReason, at time.Time) bool {
@@ -234,14 +558,17 @@ func (s *Session) claimEnd(reason fieldpass.EndReason, at time.Time) bool {
 // stop closes Done and cuts s's streams.
 func (s *Session) stop() {
 	s.mu.Lock()
-	streams, timer := s.streams, s.timer
-	s.streams = nil
+	streams, pending, timer := s.streams, s.pending, s.timer
+	s.streams, s.pending = nil, nil
 	s.mu.Unlock()
 	if timer != nil {
 		timer.Stop()
 	}
 	close(s.done)
 	for cs := range streams {
+		cs.cut()
+	}
+	for cs := range pending {
 		cs.cut()
 	}
 }

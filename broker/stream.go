@@ -44,6 +44,32 @@ func (b *Broker) OpenStream(ctx context.Context, device, service string, session
 // Session opens its streams here on the tunnel it was opened on, so none
 // outlives that tunnel.
 func openStream(ctx context.Context, ys *yamux.Session, device, service string, session tunnel.ID) (tunnel.HalfCloser, error) {
+	st, err := sendStreamHeader(ctx, ys, device, service, session, nil)
+	if err != nil {
+		return nil, err
+	}
+	status, err := tunnel.ReadStreamStatus(st)
+	if err != nil {
+		st.Close()
+		return nil, fieldpass.Errorf(fieldpass.EUNAVAILABLE, "device %s did not answer: %w", device, err)
+	}
+	if err := statusError(device, service, status); err != nil {
+		st.Close()
+		return nil, err
+	}
+	st.SetReadDeadline(time.Time{})
+	ds := &deviceStream{Stream: st, ys: ys}
+	ds.resets.Store(status.Resets)
+	return ds, nil
+}
+
+// sendStreamHeader opens a stream to service over ys and writes its
+// header, and first (the client's first bytes) in the same frame; the
+// connector's answer is still to be read, within the read deadline it sets
+// (15 s, or ctx's deadline if sooner). Bytes written behind the header
+// wait in the stream at the connector, which reads exactly the header,
+// until the service is dialled.
+func sendStreamHeader(ctx context.Context, ys *yamux.Session, device, service string, session tunnel.ID, first []byte) (*yamux.Stream, error) {
 	st, err := ys.OpenStream()
 	if err != nil {
 		return nil, fieldpass.Errorf(fieldpass.EUNAVAILABLE, "device %s is offline (open stream: %w)", device, err)
@@ -53,28 +79,30 @@ func openStream(ctx context.Context, ys *yamux.Session, device, service string, 
 		deadline = d
 	}
 	st.SetDeadline(deadline)
-	if err := tunnel.WriteStreamHeader(st, tunnel.StreamHeader{SessionID: session, Service: service}); err != nil {
+	b, err := tunnel.AppendStreamHeader(make([]byte, 0, 20+len(service)+len(first)), tunnel.StreamHeader{SessionID: session, Service: service})
+	if err == nil {
+		_, err = st.Write(append(b, first...))
+	}
+	if err != nil {
 		st.Close()
 		return nil, fmt.Errorf("open stream to %s: %w", device, err)
 	}
-	status, err := tunnel.ReadStreamStatus(st)
-	if err != nil {
-		st.Close()
-		return nil, fieldpass.Errorf(fieldpass.EUNAVAILABLE, "device %s did not answer: %w", device, err)
-	}
+	st.SetWriteDeadline(time.Time{})
+	return st, nil
+}
+
+// statusError is the error for a connector's answer that is not ok.
+func statusError(device, service string, status tunnel.StreamStatus) error {
 	switch status.Code {
 	case tunnel.StatusOK:
-		st.SetDeadline(time.Time{})
-		return &deviceStream{Stream: st, ys: ys, resets: status.Resets}, nil
+		return nil
 	case tunnel.StatusUnknownService:
 		// The broker's own words, not the connector's: older connectors
 		// list every service the device exposes.
-		st.Close()
 		refusal := &serviceRefusal{tunnel.StreamStatus{Code: status.Code, Reason: fmt.Sprintf("service %q is not exposed by this device", service)}}
-		return nil, fieldpass.Errorf(fieldpass.ENOTFOUND, "device %s: %w", device, refusal)
+		return fieldpass.Errorf(fieldpass.ENOTFOUND, "device %s: %w", device, refusal)
 	default:
-		st.Close()
-		return nil, fieldpass.Errorf(fieldpass.EUNAVAILABLE, "device %s: %s: %w", device, status.Code, &serviceRefusal{status})
+		return fieldpass.Errorf(fieldpass.EUNAVAILABLE, "device %s: %s: %w", device, status.Code, &serviceRefusal{status})
 	}
 }
 
@@ -116,8 +144,10 @@ func (e *serviceRefusal) Error() string { return e.status.Reason }
 // a half-close.
 type deviceStream struct {
 	*yamux.Stream
-	ys     *yamux.Session
-	resets bool
+	ys *yamux.Session
+	// resets: the connector's answer promised to honour a Reset; set
+	// once it is read, which for an early stream may be after a Close.
+	resets atomic.Bool
 	// ended: a read returned EOF, the device's side finished cleanly.
 	ended atomic.Bool
 	once  sync.Once
@@ -137,7 +167,7 @@ func (s *deviceStream) CloseWrite() error { return s.Stream.Close() }
 // Close closes the stream both ways, resetting the device's side if it
 // has not ended.
 func (s *deviceStream) Close() error {
-	if s.resets && !s.ended.Load() {
+	if s.resets.Load() && !s.ended.Load() {
 		s.once.Do(func() { go sendReset(s.ys, s.Stream.StreamID()) })
 	}
 	return s.Stream.Close()

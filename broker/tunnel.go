@@ -106,14 +106,24 @@ func (b *Broker) handshake(c net.Conn) {
 		return
 	}
 	c.SetDeadline(time.Time{})
+	// Only the broker opens streams (PROTOCOL.md): the first frame by
+	// which the device opens one fails the tunnel's read, so yamux ends
+	// the session before it buffers a byte of that stream's, and a
+	// connector that does so (broken, or not ours) holds nothing. The
+	// device's sessions end device_closed; an honest connector
+	// reconnects. yamux's accept backlog, which is also how many of the
+	// broker's own opens may await the device's acknowledgement at once,
+	// stays at its default.
+	guarded := tunnel.RefuseStreamOpens(c, func() {
+		log.Warn("device opened a stream, which the protocol forbids: closing its tunnel")
+	})
 	ycfg := tunnel.YamuxConfig(b.cfg.Window)
-	// Only the broker opens streams. A stream the device opens waits in a
-	// queue of one (yamux resets the rest at once, before buffering a byte
-	// of theirs) until refuseStreams takes it and closes the tunnel: a
-	// device, or anyone holding its key, cannot make the broker hold more
-	// than one stream's initial window of its data.
-	ycfg.AcceptBacklog = 1
-	sess, err := yamux.Client(c, ycfg)
+	// No timer goroutine per stream opened: openStream bounds the wait
+	// for the connector's answer itself, and a dead tunnel is told from
+	// WireGuard's counters, not from one unacknowledged open.
+	ycfg.StreamOpenTimeout = 0
+	// A stream's opening leaves with its header, in one packet.
+	sess, err := yamux.Client(tunnel.CoalesceFrames(guarded, tunnel.OpenHold), ycfg)
 	if err != nil {
 		log.Warn("start session", "err", err)
 		c.Close()
@@ -539,10 +549,11 @@ func (b *Broker) nudge(ctx context.Context, p *peer) {
 	}
 }
 
-// refuseStreams closes sess at the first stream the device opens on it:
-// the protocol forbids it (PROTOCOL.md), so a connector that does is broken
-// or not ours, and closing frees everything it sent at once. The device's
-// sessions end device_closed; an honest connector reconnects.
+// refuseStreams closes sess at the first stream the device opens on it,
+// should one get past tunnel.RefuseStreamOpens, which ends the session at
+// such a stream's first frame: the protocol forbids it (PROTOCOL.md), so a
+// connector that does is broken or not ours, and closing frees everything
+// it sent at once. It returns when sess has ended.
 func refuseStreams(sess *yamux.Session, log *slog.Logger) {
 	st, err := sess.AcceptStream()
 	if err != nil {

@@ -37,6 +37,12 @@ func NewBuffers(size int) *Buffers {
 	return b
 }
 
+// Get returns a buffer of the pool's size; Put it back when done.
+func (b *Buffers) Get() *[]byte { return b.pool.Get().(*[]byte) }
+
+// Put returns a buffer Get gave.
+func (b *Buffers) Put(buf *[]byte) { b.pool.Put(buf) }
+
 // joinBuffers serve Join: 32 KiB, small enough for a connector on a router.
 var joinBuffers = NewBuffers(32 << 10)
 
@@ -65,12 +71,50 @@ func JoinWith(a, b HalfCloser, bufs *Buffers) (aToB, bToA int64) {
 
 // CopyHalf copies src to dst through a buffer from bufs until src ends,
 // then half-closes dst; an error closes both. It returns the bytes copied.
+//
+// It starts with a small buffer and takes one from bufs only once a read
+// fills the small one: most streams are short (a request, an echo, a
+// keystroke) and a 32 or 64 KiB buffer for each is garbage the collector
+// must handle, which a connector under its memory limit pays for at once.
 func CopyHalf(dst, src HalfCloser, bufs *Buffers) int64 {
-	buf := bufs.pool.Get().(*[]byte)
-	defer bufs.pool.Put(buf)
-	// Hidden from io.CopyBuffer: a TCP connection's ReadFrom and WriteTo
-	// would copy through a buffer of their own, allocated each time.
-	n, err := io.CopyBuffer(struct{ io.Writer }{dst}, struct{ io.Reader }{src}, *buf)
+	small := smallBuffers.pool.Get().(*[]byte)
+	defer smallBuffers.pool.Put(small)
+	buf := *small
+	var big *[]byte
+	defer func() {
+		if big != nil {
+			bufs.pool.Put(big)
+		}
+	}()
+	var n int64
+	var err error
+	for {
+		// Not io.CopyBuffer: it would hand a TCP connection's ReadFrom and
+		// WriteTo a buffer of their own, allocated each time, and it keeps
+		// to one buffer.
+		nr, rerr := src.Read(buf)
+		if nr > 0 {
+			nw, werr := dst.Write(buf[:nr])
+			n += int64(nw)
+			if werr == nil && nw != nr {
+				werr = io.ErrShortWrite
+			}
+			if werr != nil {
+				err = werr
+				break
+			}
+			if nr == len(buf) && big == nil && bufs.size > len(buf) {
+				big = bufs.pool.Get().(*[]byte)
+				buf = *big
+			}
+		}
+		if rerr != nil {
+			if rerr != io.EOF {
+				err = rerr
+			}
+			break
+		}
+	}
 	if err == nil {
 		dst.CloseWrite()
 		return n
@@ -79,3 +123,6 @@ func CopyHalf(dst, src HalfCloser, bufs *Buffers) int64 {
 	src.Close()
 	return n
 }
+
+// smallBuffers start every CopyHalf.
+var smallBuffers = NewBuffers(2 << 10)

@@ -462,17 +462,26 @@ func ReadStreamOpen(r io.Reader) (StreamOpen, error) {
 
 // WriteStreamHeader encodes h to w in one write.
 func WriteStreamHeader(w io.Writer, h StreamHeader) error {
-	if err := checkService(h.Service); err != nil {
+	b, err := AppendStreamHeader(make([]byte, 0, 20+len(h.Service)), h)
+	if err != nil {
 		return err
 	}
-	b := make([]byte, 0, 20+len(h.Service))
+	_, err = w.Write(b)
+	return err
+}
+
+// AppendStreamHeader appends the encoding of h to b, so that bytes to
+// follow it can go in the same write.
+func AppendStreamHeader(b []byte, h StreamHeader) ([]byte, error) {
+	if err := checkService(h.Service); err != nil {
+		return b, err
+	}
 	b = append(b, headerMagic[:]...)
 	b = append(b, Version)
 	b = append(b, h.SessionID[:]...)
 	b = append(b, byte(len(h.Service)))
 	b = append(b, h.Service...)
-	_, err := w.Write(b)
-	return err
+	return b, nil
 }
 
 // ReadStreamHeader decodes a StreamHeader, reading exactly its bytes so that
