@@ -466,7 +466,7 @@ func startFieldpassPath(tb testing.TB, name, bin, target string, serveArgs ...st
 		"--http-listen", httpAddr, "--wg-listen", fmt.Sprintf("127.0.0.1:%d", freePort(tb, "udp")),
 		"--public-url", url, "--key-file", brokerKey, "--broker-id", "bench-path",
 		"--tls-cert", certFile, "--tls-key", keyFile,
-		"--max-streams-per-session", "256"}, serveArgs...)...) // 200 at once
+		"--max-streams-per-session", "1024"}, serveArgs...)...) // 200 at once, while the last burst's streams may still be closing
 	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: caPool(tb, caFile)}, Timeout: 2 * time.Second}
 	waitUntil(tb, 30*time.Second, name+" broker healthy", func() bool {
 		resp, err := hc.Get(url + "/healthz")
