@@ -121,6 +121,9 @@ type netTun struct {
 	// Writes; nil unless Config.SmallDevice (see packetGate).
 	out, in *packetGate
 
+	// conns holds the boundedConns by endpoint, for probe.
+	conns sync.Map // tcp.TCPEndpointID -> *boundedConn
+
 	trimmer   sync.WaitGroup // the trimSendBuffers goroutine
 	closeOnce sync.Once
 }
@@ -135,15 +138,9 @@ func (i injector) DeliverNetworkPacket(proto tcpip.NetworkProtocolNumber, pkt *s
 func (injector) DeliverLinkPacket(tcpip.NetworkProtocolNumber, *stack.PacketBuffer) {}
 
 func newNetTun(cfg stackConfig) (*netTun, error) {
-	s := stack.New(stack.Options{
-		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
-		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6},
-		HandleLocal:        true,
-	})
 	ctx, cancel := context.WithCancel(context.Background())
 	t := &netTun{
 		ep:        channel.New(tunQueueLen, uint32(cfg.mtu), ""),
-		stack:     s,
 		events:    make(chan tun.Event, 1),
 		mtu:       cfg.mtu,
 		batch:     cmp.Or(cfg.batch, tunBatchSize),
@@ -155,6 +152,13 @@ func newNetTun(cfg stackConfig) (*netTun, error) {
 		nudgePort: cfg.nudgePort,
 		addr:      cfg.addr,
 	}
+	// The probe sees every segment TCP receives: the receiver's window,
+	// which boundedConn needs and no option reads (sndbuf.go).
+	t.stack = stack.New(stack.Options{
+		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
+		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocolProbe(t.probe), icmp.NewProtocol4, icmp.NewProtocol6},
+		HandleLocal:        true,
+	})
 	// Every packet Write hands to the stack was authenticated by WireGuard's
 	// AEAD, which is a far stronger check than the TCP checksum, so gVisor
 	// need not verify it again. (Checksums are still computed on send: the
