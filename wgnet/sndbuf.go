@@ -322,15 +322,21 @@ func (l *boundedListener) Accept() (net.Conn, error) {
 		}
 	}
 	if terr != nil {
-		return nil, &net.OpError{Op: "accept", Net: "tcp", Addr: l.Addr(), Err: errors.New(terr.String())}
+		err := errors.New(terr.String())
+		select {
+		case <-l.done:
+			err = net.ErrClosed // as net's listeners say it, which callers test for
+		default:
+		}
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Addr: l.Addr(), Err: err}
 	}
 	return l.t.newBoundedConn(wq, ep), nil
 }
 
 func (l *boundedListener) Close() error {
 	l.closeOnce.Do(func() {
-		l.ep.Close()
 		close(l.done)
+		l.ep.Close()
 	})
 	return nil
 }

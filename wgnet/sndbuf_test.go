@@ -2,7 +2,9 @@ package wgnet_test
 
 import (
 	"encoding/binary"
+	"errors"
 	"io"
+	"net"
 	"net/netip"
 	"slices"
 	"sync"
@@ -129,5 +131,55 @@ func TestSendBufferBound(t *testing.T) {
 	// 50 ms of data, a sixth of it at this round trip.
 	if m := ratios[len(ratios)/2]; m > 1.5 {
 		t.Errorf("send buffer median %.2f times the window, want at most 1.5 (the window plus 50 ms of data)", m)
+	}
+}
+
+// TestWriteDeadline: a write blocked by a receiver that reads nothing ends
+// at its deadline with a timeout, and a closed listener's Accept returns.
+func TestWriteDeadline(t *testing.T) {
+	p := NewPair(t, wgnet.Config{})
+	defer p.Close()
+	p.MustHandshake(t)
+	l, err := p.connector.ListenTCP(9)
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			close(accepted)
+			return
+		}
+		accepted <- c // and never read from
+	}()
+	c := MustDial(t, p.broker, netip.AddrPortFrom(connectorAddr, 9))
+	if sc := <-accepted; sc != nil {
+		defer sc.Close()
+	}
+	c.SetWriteDeadline(time.Now().Add(time.Second))
+	n, err := c.Write(make([]byte, 64<<20))
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("write of 64 MiB to a receiver that reads nothing: %d bytes, error %v; want a timeout", n, err)
+	}
+	if n == 0 || n >= 64<<20 {
+		t.Errorf("wrote %d bytes before the deadline, want some but not all", n)
+	}
+
+	done := make(chan error, 1)
+	go func() {
+		_, err := l.Accept()
+		done <- err
+	}()
+	time.Sleep(50 * time.Millisecond)
+	l.Close()
+	select {
+	case err := <-done:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Errorf("Accept after Close: %v, want net.ErrClosed", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Accept did not return within 5 s of Close")
 	}
 }
