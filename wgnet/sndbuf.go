@@ -85,59 +85,38 @@ func (t *netTun) trimSendBuffers() {
 const notsentTime = 50 * time.Millisecond
 
 // boundedConn is a TCP connection of the stack whose writes keep its send
-// buffer at what may be in flight plus notsentTime of data at the rate the
-// receiver acknowledges it. Reads, closes, CloseWrite and addresses are
-// gonet's.
+// buffer at what may be in flight plus notsentTime of data. Reads, closes,
+// CloseWrite and addresses are gonet's.
 //
 // The bound is a buffer size, because the stack tells how full the buffer is
 // only by refusing a write: Write sets the size and writes what fits. gVisor
 // wakes a blocked writer only once the buffer is half empty, which with a
 // buffer little larger than the flight would leave the path idle, so Write
-// also polls while the buffer is full, several times per notsentTime.
+// also polls while the buffer is full, every tenth of a round trip.
 //
 // What may be in flight is the congestion window or the receiver's window,
 // the smaller: gVisor's Reno grows its congestion window whatever limits
-// the flight, to megabytes on a long path to a receiver of 1 MiB. The rate
-// is measured, not the window over the smoothed RTT: gVisor's RTT estimate
-// weighs each sample by one over the packets in flight, so on a connection
-// set up on a fast path it stays at tens of milliseconds for minutes after
-// the path slowed to 300 ms (BenchmarkPathChange). Neither the receiver's
-// window nor the acknowledged sequence is among the endpoint's options; the
-// stack's TCP probe (netTun.probe) copies them from every segment received.
+// the flight, to megabytes on a long path to a receiver of 1 MiB. The
+// receiver's window is not among the endpoint's options; the stack's TCP
+// probe (netTun.probe) copies it from every segment received.
+//
+// The rate is the window over gVisor's smoothed RTT, which lags a path that
+// slowed under a connection with a large window (it weighs each sample by
+// one over the packets in flight): there the bound is looser, up to
+// gVisor's own size. Measuring the acknowledged rate instead, with
+// auto-tuning off, did no better in make bench-field (bench/README.md).
 type boundedConn struct {
 	*gonet.TCPConn
 	ep     *tcp.Endpoint
 	wq     *waiter.Queue
 	mss    int64
-	peer   atomic.Int64  // the receiver's window, bytes; 0: none seen yet
-	una    atomic.Uint32 // the oldest unacknowledged sequence number seen
-	acked  atomic.Int64  // bytes acknowledged since the first segment seen
-	wdl    atomic.Int64  // write deadline, unix nanoseconds; 0: none
-	closed func()        // drops the conn from netTun.conns
+	peer   atomic.Int64 // the receiver's window, bytes; 0: none seen yet
+	wdl    atomic.Int64 // write deadline, unix nanoseconds; 0: none
+	closed func()       // drops the conn from netTun.conns
 
-	mu      sync.Mutex // serializes Write, as net.Conn allows concurrent calls; guards the rest
-	last    time.Time  // when Write last sized the buffer
-	rate    int64      // bytes acknowledged per second over the last second or so; 0: unknown
-	refused bool       // a write found the buffer full since the last sample
-	hist    [32]acks   // ring of samples of acked, at least rateStep apart
-	next    int        // the ring's next slot
+	mu   sync.Mutex // serializes Write, as net.Conn allows concurrent calls
+	last time.Time  // when Write last sized the buffer
 }
-
-// acks is a sample of boundedConn.acked.
-type acks struct {
-	at    time.Time
-	acked int64
-	full  bool // a write found the buffer full since the sample before
-}
-
-// The rate is measured over rateSpan or a little less, from samples at
-// least rateStep apart: on a long path acknowledgements come in bursts, a
-// flight per round trip, so a span shorter than a round trip would see
-// all or nothing.
-const (
-	rateSpan = time.Second
-	rateStep = 50 * time.Millisecond
-)
 
 func (t *netTun) newBoundedConn(wq *waiter.Queue, ep tcpip.Endpoint) net.Conn {
 	gc := gonet.NewTCPConn(wq, ep)
@@ -148,11 +127,6 @@ func (t *netTun) newBoundedConn(wq *waiter.Queue, ep tcpip.Endpoint) net.Conn {
 	// An MSS estimate from the MTU (IPv4 and TCP headers with timestamps):
 	// the size is a bound, not an exact fit.
 	c := &boundedConn{TCPConn: gc, ep: te, wq: wq, mss: int64(t.mtu - 52)}
-	// notify true turns gVisor's auto-tuning off for good: between two of
-	// resize's sizings it would set twice the congestion window, and a
-	// write that came then would fill it.
-	ops := te.SocketOptions()
-	ops.SetSendBufferSize(ops.GetSendBufferSize(), true)
 	id := tcp.TCPEndpointID(te.Info().(*stack.TransportEndpointInfo).ID)
 	t.conns.Store(id, c)
 	c.closed = func() { t.conns.CompareAndDelete(id, c) }
@@ -160,21 +134,11 @@ func (t *netTun) newBoundedConn(wq *waiter.Queue, ep tcpip.Endpoint) net.Conn {
 }
 
 // probe is the stack's TCP probe, called with a copy of an endpoint's
-// state after each segment it receives (under the endpoint's lock, so one
-// at a time per endpoint): it keeps the boundedConns' receiver's window and
-// count of acknowledged bytes.
+// state on every segment it receives: it keeps the receiver's window of
+// the boundedConns.
 func (t *netTun) probe(s *tcp.TCPEndpointState) {
-	v, ok := t.conns.Load(s.ID)
-	if !ok {
-		return
-	}
-	c := v.(*boundedConn)
-	c.peer.Store(int64(s.Sender.SndWnd))
-	una := uint32(s.Sender.SndUna)
-	if prev := c.una.Swap(una); prev != 0 {
-		if d := int32(una - prev); d > 0 {
-			c.acked.Add(int64(d))
-		}
+	if c, ok := t.conns.Load(s.ID); ok {
+		c.(*boundedConn).peer.Store(int64(s.Sender.SndWnd))
 	}
 }
 
@@ -185,68 +149,38 @@ func (c *boundedConn) Close() error {
 }
 
 // resize sets the send buffer to what may be in flight plus notsentTime of
-// data at the measured rate (at least trimFloor, at most as much again:
-// gVisor's own size is twice the window), and returns how long to wait
-// before polling a full buffer again. Where a window lasts less than
-// notsentTime (a short path) the bound is a whole window, as before.
+// data at that rate (at least trimFloor, at most as much again: gVisor's
+// own size is twice the window), and returns how long to wait before
+// polling a full buffer again. On a short path (a round trip under
+// notsentTime) the bound is a whole window, so nothing changes there.
 func (c *boundedConn) resize(now time.Time) time.Duration {
 	c.last = now
-	if prev := c.hist[(c.next+len(c.hist)-1)%len(c.hist)]; now.Sub(prev.at) >= rateStep {
-		acked := c.acked.Load()
-		c.hist[c.next] = acks{now, acked, c.refused}
-		c.next = (c.next + 1) % len(c.hist)
-		c.refused = false
-		// From the oldest sample within rateSpan, if it is half of that
-		// old, and only if the writer found the buffer full all along: else
-		// the rate is the writer's, not the path's, and a burst after a
-		// pause would be held to it.
-		c.rate = 0
-		full := true
-		for i := range len(c.hist) {
-			s := c.hist[(c.next-1-i+len(c.hist))%len(c.hist)] // the newest first
-			d := now.Sub(s.at)
-			if s.at.IsZero() || d > rateSpan {
-				break
-			}
-			if d >= rateSpan/2 && full {
-				c.rate = (acked - s.acked) * int64(time.Second) / int64(d)
-			}
-			full = full && s.full
-		}
-	}
 	var info tcpip.TCPInfoOption
-	if c.ep.GetSockOpt(&info) != nil || info.State != tcpip.EndpointState(tcp.StateEstablished) {
-		return 5 * time.Millisecond
+	if c.ep.GetSockOpt(&info) != nil || info.RTT <= 0 || info.State != tcpip.EndpointState(tcp.StateEstablished) {
+		return 10 * time.Millisecond
 	}
 	window := int64(info.SndCwnd) * c.mss
 	if p := c.peer.Load(); p > 0 {
 		window = min(window, p)
 	}
-	// Without a measured rate, the window's over the smoothed RTT, which
-	// on a short path makes the bound a whole window.
 	extra := window
-	if c.rate > 0 {
-		extra = min(window, c.rate*int64(notsentTime)/int64(time.Second))
-	} else if info.RTT > notsentTime {
+	if info.RTT > notsentTime {
 		extra = window * int64(notsentTime) / int64(info.RTT)
 	}
 	want := window + max(extra, trimFloor)
 	if ops := c.ep.SocketOptions(); ops.GetSendBufferSize() != want {
-		ops.SetSendBufferSize(want, false) // no wake-up: Write is the writer
+		// notify false: gVisor's auto-tuning stays on for the moments
+		// between two writes; the next Write corrects what it grows.
+		ops.SetSendBufferSize(want, false)
 	}
-	// Poll while a quarter of the unsent data drains, so the path never
-	// waits for the writer.
-	if c.rate <= 0 {
-		return 5 * time.Millisecond
-	}
-	return min(max(time.Duration(max(extra, trimFloor)*int64(time.Second)/c.rate/4), time.Millisecond), 10*time.Millisecond)
+	return min(max(info.RTT/10, 2*time.Millisecond), 20*time.Millisecond)
 }
 
 // Write writes all of b, waiting while the bound leaves no room.
 func (c *boundedConn) Write(b []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	poll := 5 * time.Millisecond
+	poll := 10 * time.Millisecond
 	if now := time.Now(); now.Sub(c.last) >= 5*time.Millisecond {
 		poll = c.resize(now)
 	}
@@ -267,7 +201,6 @@ func (c *boundedConn) Write(b []byte) (int, error) {
 		case nil:
 			continue
 		case *tcpip.ErrWouldBlock:
-			c.refused = true
 		default:
 			return n, c.opError(errors.New(err.String()))
 		}
