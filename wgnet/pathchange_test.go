@@ -47,6 +47,9 @@ func BenchmarkPathChange(b *testing.B) {
 		{"rtt300/raised", 300 * time.Millisecond, 0, false},
 		{"rtt100-loss2/before", 100 * time.Millisecond, 0.02, true},
 		{"rtt100-loss2/raised", 100 * time.Millisecond, 0.02, false},
+		// The field benchmark's carrier at 5 % loss each way: a short
+		// path, where the kernel's TCP keeps the link full.
+		{"rtt10-loss5/before", 10 * time.Millisecond, 0.05, true},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			size := mib << 20

@@ -48,7 +48,6 @@ import (
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
 	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 )
@@ -316,7 +315,7 @@ func (d *Device) ListenPort() uint16 { return uint16(d.port.Load()) }
 // DialTCP opens a TCP connection through the tunnel.
 func (d *Device) DialTCP(ctx context.Context, addr netip.AddrPort) (net.Conn, error) {
 	fa, proto := d.fullAddr(addr)
-	c, err := gonet.DialContextTCP(ctx, d.tun.stack, fa, proto)
+	c, err := d.tun.dialTCP(ctx, fa, proto)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", addr, err)
 	}
@@ -326,7 +325,7 @@ func (d *Device) DialTCP(ctx context.Context, addr netip.AddrPort) (net.Conn, er
 // ListenTCP listens for TCP connections to this device's tunnel address.
 func (d *Device) ListenTCP(port uint16) (net.Listener, error) {
 	fa, proto := d.fullAddr(netip.AddrPortFrom(d.addr, port))
-	l, err := gonet.ListenTCP(d.tun.stack, fa, proto)
+	l, err := d.tun.listenTCP(fa, proto)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s port %d: %w", d.addr, port, err)
 	}
