@@ -16,6 +16,7 @@ import (
 	"github.com/fieldpass/fieldpass"
 	"github.com/fieldpass/fieldpass/alerts"
 	"github.com/fieldpass/fieldpass/tunnel"
+	"github.com/fieldpass/fieldpass/wgnet"
 )
 
 // acceptLoop takes connectors' TCP connections inside the tunnel. Each gets
@@ -117,19 +118,13 @@ func (b *Broker) handshake(c net.Conn) {
 	guarded := tunnel.RefuseStreamOpens(c, func() {
 		log.Warn("device opened a stream, which the protocol forbids: closing its tunnel")
 	})
-	ycfg := tunnel.YamuxConfig(b.cfg.Window)
-	// No timer goroutine per stream opened: openStream bounds the wait
-	// for the connector's answer itself, and a dead tunnel is told from
-	// WireGuard's counters, not from one unacknowledged open.
-	ycfg.StreamOpenTimeout = 0
 	// A stream's opening leaves with its header, in one packet.
-	sess, err := yamux.Client(tunnel.CoalesceFrames(guarded, tunnel.OpenHold), ycfg)
+	sess, err := yamux.Client(tunnel.CoalesceFrames(guarded, tunnel.OpenHold), b.ycfg)
 	if err != nil {
 		log.Warn("start session", "err", err)
 		c.Close()
 		return
 	}
-	go refuseStreams(sess, log)
 	now := b.cfg.Now()
 	b.mu.Lock()
 	if b.closed || b.byID[p.dev.ID] != p {
@@ -172,7 +167,11 @@ func (b *Broker) handshake(c net.Conn) {
 	// Record the endpoint now, not at the next tick: after a crash the
 	// broker can nudge only devices whose endpoint it knows.
 	b.kickPresence()
+	// One goroutine per device follows its session (yamux runs two more,
+	// wireguard-go two per peer): goroutine stacks are a fifth of an idle
+	// device's memory.
 	go func() {
+		refuseStreams(sess, log)
 		<-sess.CloseChan()
 		b.mu.Lock()
 		current := p.sess == sess
@@ -334,8 +333,23 @@ func (b *Broker) presenceLoop(ctx context.Context) {
 	}
 }
 
+// peerAppender is a Network that reads peers into a slice it is given
+// (wgnet.Device.AppendPeers).
+type peerAppender interface {
+	AppendPeers([]wgnet.PeerStats) ([]wgnet.PeerStats, error)
+}
+
 func (b *Broker) presence(ctx context.Context) error {
-	stats, err := b.dev.Peers()
+	var stats []wgnet.PeerStats
+	var err error
+	if a, ok := b.dev.(peerAppender); ok {
+		// presenceLoop is the only caller: the slice of the last pass
+		// is reused, not left as garbage every pass.
+		stats, err = a.AppendPeers(b.peerStats[:0])
+		b.peerStats = stats
+	} else {
+		stats, err = b.dev.Peers()
+	}
 	if err != nil {
 		return err
 	}
