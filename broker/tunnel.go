@@ -305,7 +305,10 @@ func (b *Broker) writePresence(p *peer, online bool) {
 	}
 }
 
-// kickPresence asks presenceLoop for a pass now.
+// kickGap is the least time between a presence pass and a kicked one.
+const kickGap = time.Second
+
+// kickPresence asks presenceLoop for a pass now (within kickGap).
 func (b *Broker) kickPresence() {
 	select {
 	case b.kick <- struct{}{}:
@@ -317,16 +320,30 @@ func (b *Broker) kickPresence() {
 // Received bytes growing is the liveness signal; silence past SilentAfter
 // keepalives ends the session, silence past ResetAfter resets the peer's
 // handshake state, and a device that talks but has no session is nudged.
+//
+// A kick (a hello, a disconnect) asks for a pass now, but at most one
+// kicked pass runs per kickGap: a restarted broker's fleet says hello a few
+// hundred times a second, and each pass reads every peer.
 func (b *Broker) presenceLoop(ctx context.Context) {
 	t := time.NewTicker(b.cfg.PresenceInterval)
 	defer t.Stop()
+	gap := min(kickGap, b.cfg.PresenceInterval)
+	var last time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		case <-b.kick:
+			if wait := gap - time.Since(last); wait > 0 {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(wait):
+				}
+			}
 		}
+		last = time.Now()
 		if err := b.presence(ctx); err != nil {
 			b.log.Warn("read presence", "err", err)
 		}
@@ -551,8 +568,18 @@ func (b *Broker) nudgeLoop(ctx context.Context) {
 	}
 }
 
+// nudgeDial bounds a nudge's dial to less than TCP's initial SYN
+// retransmission timeout (1 s), so each nudge sends one SYN: that SYN is
+// the nudge (the connector's tunnel sees it whether or not anything
+// listens). A device without a WireGuard session holds it in its peer's
+// staged queue, each packet in a 64 KiB buffer, until a handshake
+// completes or fails (90 s); a 10 s dial retransmitted it three times,
+// and a restarted 10,000-device broker's heap grew by gigabytes while its
+// fleet was slow to answer.
+const nudgeDial = 900 * time.Millisecond
+
 func (b *Broker) nudge(ctx context.Context, p *peer) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, nudgeDial)
 	defer cancel()
 	if b.heldElsewhere(ctx, p.dev.ID) {
 		return // came back to another broker of the fleet meanwhile (fleet.go)
