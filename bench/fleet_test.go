@@ -239,12 +239,11 @@ func fleetRestart(b *testing.B, db *postgres.DB, old *brokerProcess, bin, logPat
 	// last_seen the old process wrote.
 	back := make(map[string]time.Duration, n)
 	deadline := start.Add(3 * time.Minute)
-	for len(back) < n {
-		if time.Now().After(deadline) {
-			b.Fatalf("after the restart: %d of %d devices back in %s\n%s", len(back), n, time.Since(start).Round(time.Second), br.logTail())
-		}
+	for len(back) < n && time.Now().Before(deadline) {
 		time.Sleep(250 * time.Millisecond)
-		devs, err := db.Devices(ctx)
+		qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		devs, err := db.Devices(qctx)
+		cancel()
 		if err != nil {
 			continue // the database is busy with the fleet's hellos
 		}
@@ -260,6 +259,19 @@ func fleetRestart(b *testing.B, db *postgres.DB, old *brokerProcess, bin, logPat
 	for _, t := range back {
 		times = append(times, int64(t))
 		perSecond[int64(t/time.Second)]++
+	}
+	if len(back) < n {
+		// Reported, not fatal: the figures above and the shape of the
+		// return are what the run is for.
+		per10s := make([]int, 18)
+		for _, t := range back {
+			per10s[min(int(t/(10*time.Second)), len(per10s)-1)]++
+		}
+		b.Errorf("after the restart: %d of %d devices back in %s; back per 10 s: %v\n%s",
+			len(back), n, time.Since(start).Round(time.Second), per10s, br.logTail())
+		if len(back) == 0 {
+			return
+		}
 	}
 	slices.Sort(times)
 	p50 := time.Duration(times[len(times)/2])
