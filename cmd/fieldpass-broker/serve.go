@@ -154,7 +154,7 @@ func (e env) serveFlags(ctx context.Context, args []string) (*serveConfig, error
 	harden := addHardenFlags(fset)
 	fleetf := addFleetFlags(fset)
 	tun := addTUNFlag(fset)
-	gcPct := fset.Int("gc-percent", defaultGCPercent, "garbage collector target: the heap grows by this `percent` of the live heap before a collection (5 to 1000; Go's default is 100); lower holds memory nearer the devices' live state at some CPU (bench/README.md). GOGC, if set, wins over the default")
+	gcPct := fset.Int("gc-percent", defaultGCPercent, "garbage collector target: the heap grows by this `percent` of the live heap before a collection (5 to 1000; Go's default is 100); lower keeps memory nearer the devices' live state, at the CPU of more frequent collections. GOGC, if set, wins over the default")
 	if err := parse(fset, args, 0); err != nil {
 		return nil, err
 	}
