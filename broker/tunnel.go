@@ -580,11 +580,14 @@ func (b *Broker) nudgeLoop(ctx context.Context) {
 const nudgeDial = 900 * time.Millisecond
 
 func (b *Broker) nudge(ctx context.Context, p *peer) {
-	ctx, cancel := context.WithTimeout(ctx, nudgeDial)
-	defer cancel()
-	if b.heldElsewhere(ctx, p.dev.ID) {
+	hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	held := b.heldElsewhere(hctx, p.dev.ID)
+	cancel()
+	if held {
 		return // came back to another broker of the fleet meanwhile (fleet.go)
 	}
+	ctx, cancel = context.WithTimeout(ctx, nudgeDial)
+	defer cancel()
 	c, err := b.dev.DialTCP(ctx, netip.AddrPortFrom(p.dev.TunnelAddr, tunnel.NudgePort))
 	if err == nil {
 		c.Close() // nothing should listen there; harmless if something does
