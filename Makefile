@@ -45,8 +45,8 @@ bench: ## the person's path (real binaries, CLI forward over TLS) and the broker
 bench-portal: ## the browser side in real Chromium: page loads, a device UI through the proxy vs directly, recording size
 	FIELDPASS_BENCH=1 $(GO) test ./e2e -run '^TestPortalFigures$$' -count 1 -v -timeout 10m | grep -E 'portal page|device web UI|recording:|^(ok|FAIL|---)'
 
-bench-fleet: ## broker RSS and CPU per idle device at 1000 devices
-	FIELDPASS_BENCH=1 $(GO) test ./bench -run '^$$' -bench Fleet -benchtime 1x -count 1 -timeout 30m
+bench-fleet: ## broker RSS and CPU per idle device, and a restart after SIGKILL, at 1000 devices (FIELDPASS_BENCH_DEVICES=10000 make bench-fleet: 10,000)
+	FIELDPASS_BENCH=1 $(GO) test ./bench -run '^$$' -bench Fleet -benchtime 1x -count 1 -timeout 40m
 
 bench-idle: ## idle bytes per device per day on the wire
 	FIELDPASS_BENCH=1 $(GO) test ./bench -run '^$$' -bench IdleWire -benchtime 1x -count 1 -timeout 30m

@@ -160,6 +160,12 @@ type Broker struct {
 	kick    chan struct{} // asks presenceLoop for a pass now
 	history *historyWriter
 	fleet   *fleet // nil: this broker works alone (fleet.go)
+	// ycfg is every device session's yamux configuration, one shared by
+	// all (yamux only reads it): a copy per session was kept by each.
+	ycfg *yamux.Config
+	// peerStats is the presence loop's last read of the peers, reused by
+	// the next (only that loop touches it).
+	peerStats []wgnet.PeerStats
 
 	mu     sync.Mutex // guards the maps and every peer's mutable fields
 	byAddr map[netip.Addr]*peer
@@ -237,6 +243,11 @@ func New(ctx context.Context, cfg Config, db *postgres.DB) (*Broker, error) {
 		barred:  map[netip.Addr]*barredPeer{},
 		enroll:  enrollState{byAddr: map[netip.Addr]*enrollPeer{}},
 	}
+	b.ycfg = tunnel.YamuxConfig(cfg.Window)
+	// No timer goroutine per stream opened: openStream bounds the wait
+	// for the connector's answer itself, and a dead tunnel is told from
+	// WireGuard's counters, not from one unacknowledged open.
+	b.ycfg.StreamOpenTimeout = 0
 	listen := cfg.WGListen
 	if listen.Addr().IsUnspecified() {
 		listen = netip.AddrPortFrom(netip.Addr{}, listen.Port())

@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/fieldpass/fieldpass"
@@ -14,9 +15,16 @@ import (
 // paths that carry streams or hellos: when the queue is full (Postgres down
 // or slow) events are dropped and logged. History is an operator aid; the
 // presence row and the audit log are the records that must not be lost.
+//
+// The bound follows the fleet: a restarted broker's devices all come back
+// within about a minute (nudgeWithin), each with an online event and maybe
+// a version change, so the queue holds historyPerDevice events per peer,
+// at least historyQueue. It is a slice, not a channel of that size: it
+// costs memory only while events wait.
 const (
-	historyQueue   = 1024
-	historyTimeout = 2 * time.Second
+	historyQueue     = 1024
+	historyPerDevice = 2
+	historyTimeout   = 2 * time.Second
 
 	// One key alternating between the same two endpoints cloneFlaps times
 	// within cloneWindow is two devices holding one identity (a cloned SD
@@ -29,9 +37,38 @@ const (
 
 // historyWriter is the queue and the goroutine draining it into Postgres.
 type historyWriter struct {
-	ch   chan fieldpass.DeviceEvent
-	stop chan struct{}
-	done chan struct{}
+	mu      sync.Mutex // guards queue
+	queue   []fieldpass.DeviceEvent
+	pending chan struct{} // a token while queue may be non-empty
+	stop    chan struct{}
+	done    chan struct{}
+}
+
+// push queues e unless limit events wait already.
+func (h *historyWriter) push(e fieldpass.DeviceEvent, limit int) bool {
+	h.mu.Lock()
+	ok := len(h.queue) < limit
+	if ok {
+		h.queue = append(h.queue, e)
+	}
+	h.mu.Unlock()
+	if ok {
+		select {
+		case h.pending <- struct{}{}:
+		default:
+		}
+	}
+	return ok
+}
+
+// take returns the waiting events and empties the queue, handing it spare,
+// the slice of the previous take, to fill next.
+func (h *historyWriter) take(spare []fieldpass.DeviceEvent) []fieldpass.DeviceEvent {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	q := h.queue
+	h.queue = spare[:0]
+	return q
 }
 
 // peerHistory is a peer's history state; b.mu guards it.
@@ -53,30 +90,39 @@ type endpointMove struct {
 
 func (b *Broker) startHistory() {
 	h := &historyWriter{
-		ch:   make(chan fieldpass.DeviceEvent, historyQueue),
-		stop: make(chan struct{}),
-		done: make(chan struct{}),
+		pending: make(chan struct{}, 1),
+		stop:    make(chan struct{}),
+		done:    make(chan struct{}),
 	}
 	b.history = h
 	go func() {
 		defer close(h.done)
+		var spare []fieldpass.DeviceEvent
+		write := func(ctx context.Context) {
+			q := h.take(spare)
+			for i := range q {
+				if ctx.Err() != nil {
+					return
+				}
+				b.writeEvent(ctx, q[i])
+				q[i] = fieldpass.DeviceEvent{} // its Details are garbage now
+			}
+			// A restart's burst is not kept as capacity.
+			spare = nil
+			if cap(q) <= historyQueue {
+				spare = q
+			}
+		}
 		for {
 			select {
-			case e := <-h.ch:
-				b.writeEvent(context.Background(), e)
+			case <-h.pending:
+				write(context.Background())
 			case <-h.stop:
 				// Drain what is queued, within a bound on the whole drain:
 				// Close must not hang on a dead database.
 				ctx, cancel := context.WithTimeout(context.Background(), historyTimeout)
 				defer cancel()
-				for ctx.Err() == nil {
-					select {
-					case e := <-h.ch:
-						b.writeEvent(ctx, e)
-					default:
-						return
-					}
-				}
+				write(ctx)
 				return
 			}
 		}
@@ -117,14 +163,13 @@ func (b *Broker) recordEvent(p *peer, kind fieldpass.DeviceEventKind, fill func(
 		e.Endpoint = p.endpoint.String()
 	}
 	name := p.dev.Name
+	limit := max(historyQueue, historyPerDevice*len(b.byID))
 	b.mu.Unlock()
 	if fill != nil {
 		fill(&e)
 	}
-	select {
-	case b.history.ch <- e:
-	default:
-		b.log.Warn("device history queue full; event dropped", "device", name, "kind", kind)
+	if !b.history.push(e, limit) {
+		b.log.Warn("device history queue full; event dropped", "device", name, "kind", kind, "queue", limit)
 	}
 }
 

@@ -41,7 +41,7 @@ const (
 // header (type data, length > 0) is always followed at once by its body.
 // A net.Conn stays one (deadlines, addresses).
 func CoalesceFrames(c io.ReadWriteCloser, hold time.Duration) io.ReadWriteCloser {
-	fc := &frameConn{ReadWriteCloser: c, hold: hold, buf: make([]byte, 0, yamuxHeaderSize+coalesceMax)}
+	fc := &frameConn{ReadWriteCloser: c, hold: hold}
 	if nc, ok := c.(net.Conn); ok {
 		return &frameNetConn{frameConn: fc, Conn: nc}
 	}
@@ -62,6 +62,9 @@ type frameConn struct {
 	mu sync.Mutex
 	// buf holds frames not yet written: held SYN or ACK window updates,
 	// then possibly a data frame's header waiting for its body (held).
+	// It is made at the first frame held (makeBuf), not with the connection:
+	// a broker holds thousands of idle devices' connections that carry no
+	// stream for days, and 16 KiB each was a fifth of its memory.
 	buf   []byte
 	held  bool
 	timer *time.Timer
@@ -83,10 +86,12 @@ func (c *frameConn) Write(p []byte) (int, error) {
 	if len(p) == yamuxHeaderSize {
 		switch typ, flags := p[1], binary.BigEndian.Uint16(p[2:]); {
 		case typ == yamuxTypeData && binary.BigEndian.Uint32(p[8:]) > 0 && binary.BigEndian.Uint32(p[8:]) <= coalesceMax:
+			c.makeBuf()
 			c.buf = append(c.buf, p...)
 			c.held = true
 			return len(p), nil
 		case c.hold > 0 && typ == yamuxTypeWindowUpdate && flags&(yamuxFlagSYN|yamuxFlagACK) != 0 && len(c.buf) < 64*yamuxHeaderSize:
+			c.makeBuf()
 			c.buf = append(c.buf, p...)
 			if c.timer == nil {
 				c.timer = time.AfterFunc(c.hold, c.flushHeld)
@@ -106,6 +111,13 @@ func (c *frameConn) Write(p []byte) (int, error) {
 		}
 	}
 	return c.ReadWriteCloser.Write(p)
+}
+
+// makeBuf makes buf, once. The caller holds mu.
+func (c *frameConn) makeBuf() {
+	if c.buf == nil {
+		c.buf = make([]byte, 0, yamuxHeaderSize+coalesceMax)
+	}
 }
 
 // flush writes buf. The caller holds mu.

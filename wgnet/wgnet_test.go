@@ -690,6 +690,14 @@ func TestManyPeers(t *testing.T) {
 			t.Fatalf("new peer %+v, want no keepalive, handshake or endpoint", s)
 		}
 	}
+	// A broker's presence loop reads into its previous slice.
+	again, err := d.AppendPeers(peers[:0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(again) != n || &again[0] != &peers[0] {
+		t.Errorf("AppendPeers(peers[:0]): %d peers, same array %v; want %d in the same array", len(again), &again[0] == &peers[0], n)
+	}
 }
 
 func TestCloseLeavesNoGoroutines(t *testing.T) {

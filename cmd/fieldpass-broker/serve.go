@@ -98,6 +98,7 @@ type serveConfig struct {
 	webHTTPS            []string
 	harden              *hardenFlags // issue 10's limits (serve_harden.go)
 	fleet               fleetFlags   // several brokers, one database (serve_fleet.go)
+	gcPercent           string       // the garbage collector target in effect (serve_gc.go)
 	peerAddr            string       // with a fleet: where the others reach this broker
 	tun                 string       // "": the userspace network stack (serve_tun.go)
 }
@@ -153,6 +154,7 @@ func (e env) serveFlags(ctx context.Context, args []string) (*serveConfig, error
 	harden := addHardenFlags(fset)
 	fleetf := addFleetFlags(fset)
 	tun := addTUNFlag(fset)
+	gcPct := fset.Int("gc-percent", defaultGCPercent, "garbage collector target: the heap grows by this `percent` of the live heap before a collection (5 to 1000; Go's default is 100); lower keeps memory nearer the devices' live state, at the CPU of more frequent collections. GOGC, if set, wins over the default")
 	if err := parse(fset, args, 0); err != nil {
 		return nil, err
 	}
@@ -170,6 +172,12 @@ func (e env) serveFlags(ctx context.Context, args []string) (*serveConfig, error
 	if err := checkTUNName(*tun); err != nil {
 		return nil, err
 	}
+	gcExplicit := false
+	fset.Visit(func(f *flag.Flag) { gcExplicit = gcExplicit || f.Name == "gc-percent" })
+	gcInEffect, err := gcPercent(*gcPct, gcExplicit, e.getenv("GOGC"))
+	if err != nil {
+		return nil, usageError{msg: "--gc-percent " + err.Error()}
+	}
 	cfg := &serveConfig{
 		httpListen: *httpListen, metricsListen: *metricsListen, tls: tlsf,
 		endpoints: endpoints, mtu: *mtu, keyFile: *keyFile, initKey: *initKey, brokerID: *brokerID,
@@ -177,9 +185,9 @@ func (e env) serveFlags(ctx context.Context, args []string) (*serveConfig, error
 		mfaLabels: mfaLabels, sensitiveLabels: sensitiveLabels, enrollRate: *enrollRate, enrollBurst: *enrollBurst,
 		alertOfflineAfter: *alertOfflineAfter, checkpointKey: *checkpointKey, checkpointEvery: *checkpointEvery,
 		requireSeparateRole: *requireSeparateRole, harden: harden, fleet: fleetf, reconnectWait: *reconnectWait,
-		tun: *tun,
+		tun:       *tun,
+		gcPercent: gcInEffect,
 	}
-	var err error
 	if cfg.log, err = newLogger(e.stderr, *logLevel, *logFormat); err != nil {
 		return nil, err
 	}
@@ -481,7 +489,8 @@ func (s *server) startAlerts(ctx context.Context, bm *metrics.Broker) (*alerts.N
 func (s *server) run(ctx context.Context) error {
 	b := s.broker
 	s.log.Info("broker serving", "version", fieldpass.Version, "http", s.httpLn.Addr().String(), "wireguard_port", b.ListenPort(),
-		"public_url", s.cfg.publicURL.String(), "endpoints", strings.Join(s.endpoints, ","), "tunnel_address", b.Address(), "public_key", b.PublicKey().String())
+		"public_url", s.cfg.publicURL.String(), "endpoints", strings.Join(s.endpoints, ","), "tunnel_address", b.Address(), "public_key", b.PublicKey().String(),
+		"gc_percent", s.cfg.gcPercent)
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
