@@ -142,8 +142,8 @@ func (e env) serveFlags(ctx context.Context, args []string) (*serveConfig, error
 	handshakeResetAfter := fset.Duration("handshake-reset-after", 3*time.Minute, "forget a device's WireGuard handshake state once it has been silent this long (10s to 24h), "+
 		"so a device whose clock went backwards (reboot without RTC) is let in again: WireGuard refuses handshakes older than the last it accepted. "+
 		"The default is WireGuard's reject-after time, past which no session key is left to lose")
-	nudgeRate := fset.Int("nudge-rate", 50, "after a restart, call back this many devices a second (1 to 10000), without every device handshaking at once; "+
-		"a larger fleet is called back faster, so that all are called within about 45 s (at most 1000 a second)")
+	nudgeRate := fset.Int("nudge-rate", 50, "after a restart, and for this broker's share of a stopped or dead fleet broker's devices, call back this many devices a second (1 to 10000), "+
+		"without every device handshaking at once; a larger fleet is called back faster, so that all are called within about 45 s (at most 1000 a second)")
 	fourEyes := fset.String("four-eyes", "self", "who must be a second person: self (nobody grants themselves access) or all (every grant only by approving another person's request)")
 	requireSeparateRole := fset.Bool("require-separate-role", false, "refuse to start if the database role is a superuser or owns the audit tables (see migrate --grant-to)")
 	webhook := addAlertWebhookFlags(fset)
