@@ -109,10 +109,11 @@ func (b *Broker) dropBarred(bp *barredPeer) {
 		delete(b.barred, bp.dev.TunnelAddr)
 	}
 	active := b.byKey[bp.key] != nil
+	name := bp.dev.Name
 	b.mu.Unlock()
 	if !active {
 		if err := b.dev.RemovePeer(bp.key); err != nil {
-			b.log.Warn("remove barred peer", "device", bp.dev.Name, "err", err)
+			b.log.Warn("remove barred peer", "device", name, "err", err)
 		}
 	}
 }
@@ -157,11 +158,14 @@ func (b *Broker) refuseBarred(c net.Conn, bp *barredPeer) {
 	if _, err := tunnel.ReadHello(c); err != nil {
 		return
 	}
-	reason := fmt.Sprintf("device %s is disabled: an operator can enable it (fieldpass-broker device enable %s)", bp.dev.Name, bp.dev.Name)
-	if bp.dev.State == fieldpass.DeviceDecommissioned {
-		reason = fmt.Sprintf("device %s was decommissioned, which is final: enrol this device again with a new token", bp.dev.Name)
+	b.mu.Lock()
+	dev := bp.dev // bar updates it in place when the device changes again
+	b.mu.Unlock()
+	reason := fmt.Sprintf("device %s is disabled: an operator can enable it (fieldpass-broker device enable %s)", dev.Name, dev.Name)
+	if dev.State == fieldpass.DeviceDecommissioned {
+		reason = fmt.Sprintf("device %s was decommissioned, which is final: enrol this device again with a new token", dev.Name)
 	}
-	b.log.Info("barred device called; told it", "device", bp.dev.Name, "state", bp.dev.State)
+	b.log.Info("barred device called; told it", "device", dev.Name, "state", dev.State)
 	b.cfg.Metrics.Handshake("disabled", false)
 	tunnel.WriteHelloReply(c, tunnel.HelloReply{Code: tunnel.HelloDisabled, Reason: reason})
 }

@@ -154,6 +154,12 @@ func holdStream(tb testing.TB, s *broker.Session) (tunnel.HalfCloser, chan struc
 	if _, err := st.Write([]byte("ping")); err != nil {
 		tb.Fatal(err)
 	}
+	// The echo is back before the caller cuts anything, so 4 bytes each way
+	// are what the session's row must say, however loaded the machine.
+	echo := make([]byte, 4)
+	if _, err := io.ReadFull(st, echo); err != nil || string(echo) != "ping" {
+		tb.Fatalf("echo: %q, %v", echo, err)
+	}
 	closed := make(chan struct{})
 	go func() { io.Copy(io.Discard, st); close(closed) }()
 	return st, closed

@@ -334,10 +334,27 @@ func TestFleetRollingRestart(t *testing.T) {
 		}
 		next := fleet[(i+1)%len(fleet)]
 		for _, name := range devices {
-			fw, c := forward(next, name, "through "+next.id+" while "+b.id+" is down")
-			c.Close()
-			fw.cmd.Process.Signal(os.Interrupt)
-			fw.wait(t, 10*time.Second)
+			// A lease is taken at the device's hello, a moment before its
+			// tunnel is up: "offline" until then. Within the failover time
+			// from the stop, the device must be reached.
+			for {
+				fw := startCmd(t, engAt(next).env, bins.cli, "forward", name, "echo")
+				m := waitForwardOrExit(fw, 30*time.Second, regexp.MustCompile(`^forwarding (\S+) to `+name+`/echo\n`))
+				if m == nil && strings.Contains(fw.stderr.String(), "is offline") && time.Since(stopped) < fleetFailoverTime {
+					time.Sleep(100 * time.Millisecond)
+					continue
+				}
+				if m == nil {
+					t.Fatalf("forward through %s to %s, %s after %s's stop: exit %d, stderr %q", next.id, name,
+						time.Since(stopped).Round(time.Millisecond), b.id, fw.code, fw.stderr)
+				}
+				c := dialForward(t, m[1])
+				mustEcho(t, c, "through "+next.id+" while "+b.id+" is down")
+				c.Close()
+				fw.cmd.Process.Signal(os.Interrupt)
+				fw.wait(t, 10*time.Second)
+				break
+			}
 		}
 		started := b.restart()
 		steps = append(steps, fmt.Sprintf("%s exited %s after SIGTERM, started again and ready in %s (while down: %s)",
@@ -399,14 +416,18 @@ type holderWatch struct {
 	done    chan struct{}
 	once    sync.Once
 	stopped chan map[string]time.Duration
+	exited  chan struct{} // the goroutine is done with its connection
 }
 
 func watchHolders(t *testing.T, dbURL string, devices []string) *holderWatch {
 	t.Helper()
 	db := superuserConn(t, dbURL)
-	w := &holderWatch{done: make(chan struct{}), stopped: make(chan map[string]time.Duration, 1)}
-	t.Cleanup(func() { w.once.Do(func() { close(w.done) }) }) // a test that failed first
+	w := &holderWatch{done: make(chan struct{}), stopped: make(chan map[string]time.Duration, 1), exited: make(chan struct{})}
+	// A test that failed first: stop, and wait, before the connection is
+	// closed (cleanups run last first: superuserConn's runs after this).
+	t.Cleanup(func() { w.once.Do(func() { close(w.done) }); <-w.exited })
 	go func() {
+		defer close(w.exited)
 		longest := map[string]time.Duration{}
 		since := map[string]time.Time{} // when each device was last seen held by nobody, first
 		for {
@@ -600,4 +621,21 @@ func writePEM(t *testing.T, path, typ string, der []byte) {
 	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// waitForwardOrExit waits until fw's stdout matches re (the submatches), or
+// fw exits first (nil).
+func waitForwardOrExit(fw *running, timeout time.Duration, re *regexp.Regexp) []string {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if m := re.FindStringSubmatch(fw.stdout.String()); m != nil {
+			return m
+		}
+		select {
+		case <-fw.done:
+			return re.FindStringSubmatch(fw.stdout.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return nil
 }
