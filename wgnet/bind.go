@@ -173,7 +173,8 @@ type receiveState struct {
 }
 
 // stashKeep is the most stash bytes kept between overflows: one GRO read,
-// which is all a read overflows by while a stream keeps reads narrow.
+// which is all a read overflows by while a stream keeps reads narrow (and
+// at most udpSegmentMaxDatagrams sizes and sources).
 const stashKeep = 1 << 16
 
 // receive reads a batch of datagrams.
@@ -331,7 +332,7 @@ func (st *receiveState) unstash(bufs [][]byte, sizes []int, eps []conn.Endpoint)
 	}
 	if st.stashNext == len(st.stashSizes) {
 		clear(st.stashAddrs)
-		if cap(st.stash) > stashKeep {
+		if cap(st.stash) > stashKeep || cap(st.stashSizes) > udpSegmentMaxDatagrams {
 			st.stash, st.stashSizes, st.stashAddrs = nil, nil, nil
 		} else {
 			st.stash, st.stashSizes, st.stashAddrs = st.stash[:0], st.stashSizes[:0], st.stashAddrs[:0]
