@@ -107,3 +107,7 @@ bench-field: ## the person's path across a shaped 20 Mbit/s cellular-like carrie
 bench-failover: ## how long a broker's 1000 devices are held by none when one of three brokers is killed, and when one stops cleanly
 	FIELDPASS_BENCH=1 $(GO) test ./bench -run '^$$' -bench Failover -benchtime 1x -count 1 -timeout 30m
 bench-fleet: bench-failover
+
+.PHONY: bench-tun
+bench-tun: ## (root) the person's path with the broker on a kernel TUN interface (serve --tun) beside netstack mode, in a network namespace of its own
+	FIELDPASS_BENCH=1 FIELDPASS_BENCH_TUN=1 $(GO) test ./bench -run '^$$' -bench '^BenchmarkPath$$' -benchtime 1x -count 1 -timeout 60m

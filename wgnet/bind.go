@@ -159,12 +159,23 @@ type receiveState struct {
 	narrow int
 
 	// Datagrams read but not yet returned, because the batch was full:
-	// their bytes one after another, and each one's size and source. Empty
-	// (and freed) again once returned.
+	// their bytes one after another, and each one's size and source; those
+	// from stashNext (at byte stashOff) on are still to be returned. Emptied
+	// once all are returned, but kept for the next overflow unless larger
+	// than stashKeep: with a small device's batch of 16, every GRO train of
+	// a busy stream overflows, and a stash grown afresh for each was most of
+	// the connector's allocation (and so its GC) under a download.
 	stash      []byte
 	stashSizes []int
 	stashAddrs []net.Addr
+	stashNext  int
+	stashOff   int
 }
+
+// stashKeep is the most stash bytes kept between overflows: one GRO read,
+// which is all a read overflows by while a stream keeps reads narrow (and
+// at most udpSegmentMaxDatagrams sizes and sources).
+const stashKeep = 1 << 16
 
 // receive reads a batch of datagrams.
 //
@@ -286,6 +297,11 @@ func (st *receiveState) split(ms []ipv6.Message, readAt, read int) (int, error) 
 			// Writing into ms[n] may not overwrite a message not split
 			// yet; nor may a datagram overtake stashed ones.
 			if n > i || len(st.stashSizes) > 0 {
+				if st.stash == nil {
+					st.stash = make([]byte, 0, stashKeep)
+					st.stashSizes = make([]int, 0, udpSegmentMaxDatagrams)
+					st.stashAddrs = make([]net.Addr, 0, udpSegmentMaxDatagrams)
+				}
 				st.stash = append(st.stash, seg...)
 				st.stashSizes = append(st.stashSizes, len(seg))
 				st.stashAddrs = append(st.stashAddrs, msg.Addr)
@@ -303,24 +319,25 @@ func (st *receiveState) split(ms []ipv6.Message, readAt, read int) (int, error) 
 
 // unstash returns stashed datagrams, as many as fit in bufs.
 func (st *receiveState) unstash(bufs [][]byte, sizes []int, eps []conn.Endpoint) int {
-	n := min(len(bufs), len(st.stashSizes))
-	off := 0
+	n := min(len(bufs), len(st.stashSizes)-st.stashNext)
 	for i := range n {
-		size := st.stashSizes[i]
-		sizes[i] = copy(bufs[i], st.stash[off:off+size])
-		off += size
-		eps[i] = st.endpoint(st.stashAddrs[i])
+		size := st.stashSizes[st.stashNext]
+		sizes[i] = copy(bufs[i], st.stash[st.stashOff:st.stashOff+size])
+		st.stashOff += size
+		eps[i] = st.endpoint(st.stashAddrs[st.stashNext])
 		if eps[i] == nil {
 			sizes[i] = 0
 		}
+		st.stashNext++
 	}
-	if n == len(st.stashSizes) {
-		st.stash, st.stashSizes, st.stashAddrs = nil, nil, nil
-	} else {
-		st.stash = st.stash[off:]
-		st.stashSizes = st.stashSizes[n:]
-		clear(st.stashAddrs[:n])
-		st.stashAddrs = st.stashAddrs[n:]
+	if st.stashNext == len(st.stashSizes) {
+		clear(st.stashAddrs)
+		if cap(st.stash) > stashKeep || cap(st.stashSizes) > udpSegmentMaxDatagrams {
+			st.stash, st.stashSizes, st.stashAddrs = nil, nil, nil
+		} else {
+			st.stash, st.stashSizes, st.stashAddrs = st.stash[:0], st.stashSizes[:0], st.stashAddrs[:0]
+		}
+		st.stashNext, st.stashOff = 0, 0
 	}
 	return n
 }
