@@ -175,6 +175,7 @@ func New(cfg Config) (*Connector, error) {
 		Logger:     cfg.Logger,
 		NudgePort:  tunnel.NudgePort,
 		OnNudge: func() {
+			c.log.Debug("nudged: a broker asks this device to call it")
 			select {
 			case c.nudge <- struct{}{}:
 			default:
@@ -292,6 +293,14 @@ func (c *Connector) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
+		if errors.Is(err, errNudged) {
+			// Not a failure: a broker is calling now. Straight back to it,
+			// with no backoff and no switch of endpoint (the nudge's
+			// handshake moved the peer to the caller). Nudges come at the
+			// brokers' pace and at most one a second (wgnet), so this is
+			// no storm.
+			continue
+		}
 		// A session that lasted resets the backoff: the next failure is
 		// a new outage, not the same one.
 		if time.Since(started) > time.Minute {
@@ -375,31 +384,24 @@ func (c *Connector) session1(ctx context.Context) error {
 		}
 	}
 	c.retry = true
-	dctx, cancel := context.WithTimeout(ctx, c.cfg.DialTimeout)
-	conn, err := c.dev.DialTCP(dctx, c.broker)
-	cancel()
-	if err != nil {
-		return fmt.Errorf("dial broker %s in tunnel: %w: %w", c.broker, errTunnelDial, err)
-	}
-	id, _ := tunnel.ParseID(c.cfg.State.DeviceID)
-	conn.SetDeadline(time.Now().Add(c.cfg.DialTimeout))
-	hello := tunnel.Hello{
-		DeviceID:         id,
-		ConnectorVersion: fieldpass.Version,
-		KeepaliveSeconds: uint16(c.cfg.Keepalive / time.Second),
-		Services:         c.services,
-	}
-	if c.oldBroker {
-		hello.Services = nil
-	}
-	err = tunnel.WriteHello(conn, hello)
-	var reply tunnel.HelloReply
-	if err == nil {
-		reply, err = tunnel.ReadHelloReply(conn)
+	// A nudge while this attempt is under way is a broker calling now,
+	// through a fresh handshake that moved the peer's endpoint to it, while
+	// the broker being dialled may be gone. So the nudge cuts the attempt
+	// short and Run dials the caller at once: the attempt would otherwise
+	// wait for its dial timeout, or, if the caller's handshake let it
+	// through, bring up a session that the nudge, still pending, would end
+	// at once, followed by a backoff grown over the failed attempts.
+	actx, abort := context.WithCancel(ctx)
+	defer abort()
+	stopWatch := c.abortOnNudge(abort)
+	conn, reply, err := c.dialHello(actx)
+	if nudged := stopWatch(); nudged && err != nil && ctx.Err() == nil {
+		c.log.Info("a broker called while this device was dialling: calling it at once", "attempt_was", err)
+		c.retry = false // keep the caller's fresh handshake
+		return errNudged
 	}
 	if err != nil {
-		conn.Close()
-		return fmt.Errorf("hello: %w", err)
+		return err
 	}
 	if reply.Code == tunnel.HelloDisabled {
 		conn.Close()
@@ -472,6 +474,65 @@ func (c *Connector) session1(ctx context.Context) error {
 	}
 }
 
+// dialHello dials the broker inside the tunnel and says hello, each within
+// DialTimeout; the end of ctx cuts either short. On success the caller owns
+// conn, whose deadline is still set.
+func (c *Connector) dialHello(ctx context.Context) (net.Conn, tunnel.HelloReply, error) {
+	dctx, cancel := context.WithTimeout(ctx, c.cfg.DialTimeout)
+	conn, err := c.dev.DialTCP(dctx, c.broker)
+	cancel()
+	if err != nil {
+		return nil, tunnel.HelloReply{}, fmt.Errorf("dial broker %s in tunnel: %w: %w", c.broker, errTunnelDial, err)
+	}
+	conn.SetDeadline(time.Now().Add(c.cfg.DialTimeout))
+	cut := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+	id, _ := tunnel.ParseID(c.cfg.State.DeviceID)
+	hello := tunnel.Hello{
+		DeviceID:         id,
+		ConnectorVersion: fieldpass.Version,
+		KeepaliveSeconds: uint16(c.cfg.Keepalive / time.Second),
+		Services:         c.services,
+	}
+	if c.oldBroker {
+		hello.Services = nil
+	}
+	err = tunnel.WriteHello(conn, hello)
+	var reply tunnel.HelloReply
+	if err == nil {
+		reply, err = tunnel.ReadHelloReply(conn)
+	}
+	if !cut() && err == nil {
+		// Cut short as the reply came: its deadline may be in the past.
+		err = ctx.Err()
+	}
+	if err != nil {
+		conn.Close()
+		return nil, tunnel.HelloReply{}, fmt.Errorf("hello: %w", err)
+	}
+	return conn, reply, nil
+}
+
+// abortOnNudge calls abort if a nudge arrives before the returned stop is
+// called; stop reports whether it did. A nudge that comes once the attempt
+// has succeeded is dropped: it asked for what has just happened.
+func (c *Connector) abortOnNudge(abort func()) (stop func() bool) {
+	quit := make(chan struct{})
+	nudged := make(chan bool, 1)
+	go func() {
+		select {
+		case <-c.nudge:
+			abort()
+			nudged <- true
+		case <-quit:
+			nudged <- false
+		}
+	}()
+	return func() bool {
+		close(quit)
+		return <-nudged
+	}
+}
+
 // ValidateTarget checks a service's target at start, so that a typo stops
 // the connector where its operator sees it, not when someone connects.
 // Host names are resolved only when dialled: DNS may not be up yet.
@@ -494,6 +555,9 @@ var (
 	// errDisabled: the broker's hello reply says this device may not
 	// connect until an operator acts (a *disabledError).
 	errDisabled = errors.New("device disabled on the broker")
+	// errNudged: a broker called (nudged) while the attempt was dialling
+	// or waiting for the hello's answer; Run calls again at once.
+	errNudged = errors.New("a broker called while dialling")
 )
 
 // disabledError is the broker's refusal of a disabled or decommissioned
