@@ -339,12 +339,20 @@ func (c *Connector) Run(ctx context.Context) error {
 				c.log.Warn("switch broker endpoint", "err", err)
 			}
 		}
+		// A nudge already waiting came before any switch just made.
+		pending := len(c.nudge) > 0
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-time.After(delay):
 		case <-c.nudge:
-			// The broker asked us to come back: it is there now.
+			// The broker asked us to come back: it is there now. Its
+			// nudge came through a fresh handshake, which moved the peer
+			// to it; a reset would throw that away, and with it our
+			// refusal of the nudge's SYN, which the broker then sends
+			// again a second later, ending the session just made. Unless
+			// the nudge predates a switch of endpoint.
+			c.retry = pending
 		}
 	}
 }
@@ -386,11 +394,13 @@ func (c *Connector) session1(ctx context.Context) error {
 	c.retry = true
 	// A nudge while this attempt is under way is a broker calling now,
 	// through a fresh handshake that moved the peer's endpoint to it, while
-	// the broker being dialled may be gone. So the nudge cuts the attempt
-	// short and Run dials the caller at once: the attempt would otherwise
-	// wait for its dial timeout, or, if the caller's handshake let it
-	// through, bring up a session that the nudge, still pending, would end
-	// at once, followed by a backoff grown over the failed attempts.
+	// the broker being dialled may be gone. So the nudge cuts the dial
+	// short (the hello's wait to helloGrace) and Run dials the caller at
+	// once; an attempt that succeeds all the same has done what the nudge
+	// asked, which is dropped. Left pending, as it once was, the nudge
+	// ended the session it had just let through (the caller's handshake
+	// lets a waiting dial through), and a backoff grown over the failed
+	// attempts followed.
 	actx, abort := context.WithCancel(ctx)
 	defer abort()
 	stopWatch := c.abortOnNudge(abort)
@@ -474,9 +484,17 @@ func (c *Connector) session1(ctx context.Context) error {
 	}
 }
 
+// helloGrace is how long a hello already sent may still take once a broker
+// has called. The connection may well be to the caller itself (the call's
+// handshake lets through a dial that was waiting for it), and a hello cut
+// short there leaves that broker a second hello from the same device to
+// sort out; one to a broker that has gone fails sooner, reset by the
+// caller, to which the call moved the peer.
+const helloGrace = 2 * time.Second
+
 // dialHello dials the broker inside the tunnel and says hello, each within
-// DialTimeout; the end of ctx cuts either short. On success the caller owns
-// conn, whose deadline is still set.
+// DialTimeout. The end of ctx cuts the dial short, and the hello's wait to
+// helloGrace. On success the caller owns conn, whose deadline is still set.
 func (c *Connector) dialHello(ctx context.Context) (net.Conn, tunnel.HelloReply, error) {
 	dctx, cancel := context.WithTimeout(ctx, c.cfg.DialTimeout)
 	conn, err := c.dev.DialTCP(dctx, c.broker)
@@ -485,7 +503,18 @@ func (c *Connector) dialHello(ctx context.Context) (net.Conn, tunnel.HelloReply,
 		return nil, tunnel.HelloReply{}, fmt.Errorf("dial broker %s in tunnel: %w: %w", c.broker, errTunnelDial, err)
 	}
 	conn.SetDeadline(time.Now().Add(c.cfg.DialTimeout))
-	cut := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+	var (
+		mu   sync.Mutex
+		done bool // the hello is over: its caller owns the deadline
+	)
+	stop := context.AfterFunc(ctx, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if !done {
+			conn.SetDeadline(time.Now().Add(helloGrace))
+		}
+	})
+	defer stop()
 	id, _ := tunnel.ParseID(c.cfg.State.DeviceID)
 	hello := tunnel.Hello{
 		DeviceID:         id,
@@ -501,10 +530,9 @@ func (c *Connector) dialHello(ctx context.Context) (net.Conn, tunnel.HelloReply,
 	if err == nil {
 		reply, err = tunnel.ReadHelloReply(conn)
 	}
-	if !cut() && err == nil {
-		// Cut short as the reply came: its deadline may be in the past.
-		err = ctx.Err()
-	}
+	mu.Lock()
+	done = true
+	mu.Unlock()
 	if err != nil {
 		conn.Close()
 		return nil, tunnel.HelloReply{}, fmt.Errorf("hello: %w", err)
