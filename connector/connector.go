@@ -58,7 +58,8 @@ type Config struct {
 	// change that, and a fleet of such devices should not keep calling.
 	DisabledBackoff time.Duration
 	// DialTimeout bounds one attempt to reach the broker inside the tunnel
-	// (default 20 s: WireGuard retries its handshake every 5 s).
+	// (default 20 s: WireGuard retries its handshake every 5 s). A broker's
+	// call back (nudge) cuts an attempt short.
 	DialTimeout time.Duration
 	// NetworkPoll is how often local addresses are checked for a change
 	// that calls for an immediate rebind. On Linux the kernel reports
