@@ -58,7 +58,8 @@ type Config struct {
 	// change that, and a fleet of such devices should not keep calling.
 	DisabledBackoff time.Duration
 	// DialTimeout bounds one attempt to reach the broker inside the tunnel
-	// (default 20 s: WireGuard retries its handshake every 5 s).
+	// (default 20 s: WireGuard retries its handshake every 5 s). A broker's
+	// call back (nudge) cuts an attempt short.
 	DialTimeout time.Duration
 	// NetworkPoll is how often local addresses are checked for a change
 	// that calls for an immediate rebind. On Linux the kernel reports
@@ -175,6 +176,7 @@ func New(cfg Config) (*Connector, error) {
 		Logger:     cfg.Logger,
 		NudgePort:  tunnel.NudgePort,
 		OnNudge: func() {
+			c.log.Debug("nudged: a broker asks this device to call it")
 			select {
 			case c.nudge <- struct{}{}:
 			default:
@@ -292,6 +294,14 @@ func (c *Connector) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
+		if errors.Is(err, errNudged) {
+			// Not a failure: a broker is calling now. Straight back to it,
+			// with no backoff and no switch of endpoint (the nudge's
+			// handshake moved the peer to the caller). Nudges come at the
+			// brokers' pace and at most one a second (wgnet), so this is
+			// no storm.
+			continue
+		}
 		// A session that lasted resets the backoff: the next failure is
 		// a new outage, not the same one.
 		if time.Since(started) > time.Minute {
@@ -330,12 +340,20 @@ func (c *Connector) Run(ctx context.Context) error {
 				c.log.Warn("switch broker endpoint", "err", err)
 			}
 		}
+		// A nudge already waiting came before any switch just made.
+		pending := len(c.nudge) > 0
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-time.After(delay):
 		case <-c.nudge:
-			// The broker asked us to come back: it is there now.
+			// The broker asked us to come back: it is there now. Its
+			// nudge came through a fresh handshake, which moved the peer
+			// to it; a reset would throw that away, and with it our
+			// refusal of the nudge's SYN, which the broker then sends
+			// again a second later, ending the session just made. Unless
+			// the nudge predates a switch of endpoint.
+			c.retry = pending
 		}
 	}
 }
@@ -375,31 +393,26 @@ func (c *Connector) session1(ctx context.Context) error {
 		}
 	}
 	c.retry = true
-	dctx, cancel := context.WithTimeout(ctx, c.cfg.DialTimeout)
-	conn, err := c.dev.DialTCP(dctx, c.broker)
-	cancel()
-	if err != nil {
-		return fmt.Errorf("dial broker %s in tunnel: %w: %w", c.broker, errTunnelDial, err)
-	}
-	id, _ := tunnel.ParseID(c.cfg.State.DeviceID)
-	conn.SetDeadline(time.Now().Add(c.cfg.DialTimeout))
-	hello := tunnel.Hello{
-		DeviceID:         id,
-		ConnectorVersion: fieldpass.Version,
-		KeepaliveSeconds: uint16(c.cfg.Keepalive / time.Second),
-		Services:         c.services,
-	}
-	if c.oldBroker {
-		hello.Services = nil
-	}
-	err = tunnel.WriteHello(conn, hello)
-	var reply tunnel.HelloReply
-	if err == nil {
-		reply, err = tunnel.ReadHelloReply(conn)
+	// A nudge while this attempt is under way is a broker calling now,
+	// through a fresh handshake that moved the peer's endpoint to it, while
+	// the broker being dialled may be gone. So the nudge cuts the dial
+	// short (the hello's wait to helloGrace) and Run dials the caller at
+	// once; an attempt that succeeds all the same has done what the nudge
+	// asked, which is dropped. Left pending, as it once was, the nudge
+	// ended the session it had just let through (the caller's handshake
+	// lets a waiting dial through), and a backoff grown over the failed
+	// attempts followed.
+	actx, abort := context.WithCancel(ctx)
+	defer abort()
+	stopWatch := c.abortOnNudge(abort)
+	conn, reply, err := c.dialHello(actx)
+	if nudged := stopWatch(); nudged && err != nil && ctx.Err() == nil {
+		c.log.Info("a broker called while this device was dialling: calling it at once", "attempt_was", err)
+		c.retry = false // keep the caller's fresh handshake
+		return errNudged
 	}
 	if err != nil {
-		conn.Close()
-		return fmt.Errorf("hello: %w", err)
+		return err
 	}
 	if reply.Code == tunnel.HelloDisabled {
 		conn.Close()
@@ -472,6 +485,83 @@ func (c *Connector) session1(ctx context.Context) error {
 	}
 }
 
+// helloGrace is how long a hello already sent may still take once a broker
+// has called. The connection may well be to the caller itself (the call's
+// handshake lets through a dial that was waiting for it), and a hello cut
+// short there leaves that broker a second hello from the same device to
+// sort out; one to a broker that has gone fails sooner, reset by the
+// caller, to which the call moved the peer.
+const helloGrace = 2 * time.Second
+
+// dialHello dials the broker inside the tunnel and says hello, each within
+// DialTimeout. The end of ctx cuts the dial short, and the hello's wait to
+// helloGrace. On success the caller owns conn, whose deadline is still set.
+func (c *Connector) dialHello(ctx context.Context) (net.Conn, tunnel.HelloReply, error) {
+	dctx, cancel := context.WithTimeout(ctx, c.cfg.DialTimeout)
+	conn, err := c.dev.DialTCP(dctx, c.broker)
+	cancel()
+	if err != nil {
+		return nil, tunnel.HelloReply{}, fmt.Errorf("dial broker %s in tunnel: %w: %w", c.broker, errTunnelDial, err)
+	}
+	conn.SetDeadline(time.Now().Add(c.cfg.DialTimeout))
+	var (
+		mu   sync.Mutex
+		done bool // the hello is over: its caller owns the deadline
+	)
+	stop := context.AfterFunc(ctx, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if !done {
+			conn.SetDeadline(time.Now().Add(helloGrace))
+		}
+	})
+	defer stop()
+	id, _ := tunnel.ParseID(c.cfg.State.DeviceID)
+	hello := tunnel.Hello{
+		DeviceID:         id,
+		ConnectorVersion: fieldpass.Version,
+		KeepaliveSeconds: uint16(c.cfg.Keepalive / time.Second),
+		Services:         c.services,
+	}
+	if c.oldBroker {
+		hello.Services = nil
+	}
+	err = tunnel.WriteHello(conn, hello)
+	var reply tunnel.HelloReply
+	if err == nil {
+		reply, err = tunnel.ReadHelloReply(conn)
+	}
+	mu.Lock()
+	done = true
+	mu.Unlock()
+	if err != nil {
+		conn.Close()
+		return nil, tunnel.HelloReply{}, fmt.Errorf("hello: %w", err)
+	}
+	return conn, reply, nil
+}
+
+// abortOnNudge calls abort if a nudge arrives before the returned stop is
+// called; stop reports whether it did. A nudge that comes once the attempt
+// has succeeded is dropped: it asked for what has just happened.
+func (c *Connector) abortOnNudge(abort func()) (stop func() bool) {
+	quit := make(chan struct{})
+	nudged := make(chan bool, 1)
+	go func() {
+		select {
+		case <-c.nudge:
+			abort()
+			nudged <- true
+		case <-quit:
+			nudged <- false
+		}
+	}()
+	return func() bool {
+		close(quit)
+		return <-nudged
+	}
+}
+
 // ValidateTarget checks a service's target at start, so that a typo stops
 // the connector where its operator sees it, not when someone connects.
 // Host names are resolved only when dialled: DNS may not be up yet.
@@ -494,6 +584,9 @@ var (
 	// errDisabled: the broker's hello reply says this device may not
 	// connect until an operator acts (a *disabledError).
 	errDisabled = errors.New("device disabled on the broker")
+	// errNudged: a broker called (nudged) while the attempt was dialling
+	// or waiting for the hello's answer; Run calls again at once.
+	errNudged = errors.New("a broker called while dialling")
 )
 
 // disabledError is the broker's refusal of a disabled or decommissioned
