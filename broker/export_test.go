@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"net/netip"
 	"time"
 
@@ -31,4 +32,10 @@ func NewCloneDetector() *CloneDetector { return &CloneDetector{} }
 func (d *CloneDetector) Move(ep netip.AddrPort, now time.Time) bool {
 	_, _, suspect := d.h.noteMove(ep, now)
 	return suspect
+}
+
+// TakeLease takes device id's lease for b, as a hello does before it is
+// answered, without a tunnel.
+func (b *Broker) TakeLease(ctx context.Context, deviceID string) error {
+	return b.fleet.leases.acquire(ctx, deviceID)
 }

@@ -82,6 +82,12 @@ func (b *Broker) serves(deviceID string) bool {
 	return b.fleet == nil || b.fleet.leases.holds(deviceID)
 }
 
+// leaseHeld reports whether b is one of a fleet and holds device id's
+// lease now.
+func (b *Broker) leaseHeld(deviceID string) bool {
+	return b.fleet != nil && b.fleet.leases.holds(deviceID)
+}
+
 // admitToFleet takes the lease of a device saying hello, before the hello
 // is answered. A lease another broker still holds is no refusal: the
 // device chose this broker, and is served here once that lease ends. An

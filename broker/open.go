@@ -133,10 +133,37 @@ func (m *Sessions) decide(ctx context.Context, caller *fieldpass.Caller, device,
 	}
 	// The broker's peer of that name must be the device just read (not
 	// one renamed since) and connected.
-	if d, ys, _ := m.tunnelOf(device); ys == nil || d.ID != dev.ID {
+	if !m.connected(ctx, device, dev.ID) {
 		return nil, fieldpass.Deny(fieldpass.DenyDeviceOffline, fieldpass.Errorf(fieldpass.EUNAVAILABLE, "device %s is offline", device))
 	}
 	return &admission{grant: g, dev: dev}, nil
+}
+
+// connected reports whether the device named device, with id id, has its
+// tunnel here. With a fleet, a device whose lease this broker holds said
+// hello here a moment ago (the lease is taken before the hello is
+// answered): its tunnel is waited for, up to SessionsConfig.AdmitWait,
+// rather than the person told "offline" by the broker that holds it.
+func (m *Sessions) connected(ctx context.Context, device, id string) bool {
+	var tick *time.Ticker
+	deadline := time.Now().Add(m.cfg.AdmitWait)
+	for {
+		if d, ys, _ := m.tunnelOf(device); ys != nil && d.ID == id {
+			return true
+		}
+		if m.leaseHeld == nil || !m.leaseHeld(id) || time.Now().After(deadline) {
+			return false
+		}
+		if tick == nil {
+			tick = time.NewTicker(tunnelPoll / 2)
+			defer tick.Stop()
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-tick.C:
+		}
+	}
 }
 
 // mfaLabel returns the first (by key) of dev's labels that MFALabels marks

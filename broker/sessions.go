@@ -80,8 +80,12 @@ type SessionsConfig struct {
 	// enough that a person is not left waiting on a device that is gone).
 	// Negative: a session ends when its device's tunnel drops.
 	ReconnectWait time.Duration
-	Logger        *slog.Logger
-	Now           func() time.Time
+	// AdmitWait, with a fleet, is how long a connect waits for a device
+	// whose lease this broker took at its hello while its tunnel is set
+	// up, before it is refused as offline (default 1 s; open.go).
+	AdmitWait time.Duration
+	Logger    *slog.Logger
+	Now       func() time.Time
 }
 
 func (c *SessionsConfig) setDefaults() {
@@ -105,6 +109,9 @@ func (c *SessionsConfig) setDefaults() {
 	}
 	if c.ReconnectWait == 0 {
 		c.ReconnectWait = 2 * time.Minute
+	}
+	if c.AdmitWait <= 0 {
+		c.AdmitWait = time.Second
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -131,10 +138,13 @@ type Sessions struct {
 	// linkToBroker, with a fleet, is the link to the broker of the fleet
 	// with that id (fleet_end.go); alone it always fails.
 	linkToBroker func(ctx context.Context, brokerID string) (*brokerlink.Link, error)
-	brokerID     string
-	db           *postgres.DB
-	cfg          SessionsConfig
-	log          *slog.Logger
+	// leaseHeld, with a fleet, reports whether this broker holds device
+	// id's lease (Broker.leaseHeld); alone it is always false.
+	leaseHeld func(deviceID string) bool
+	brokerID  string
+	db        *postgres.DB
+	cfg       SessionsConfig
+	log       *slog.Logger
 
 	// gen counts grant and user notifications, so that Open can tell
 	// whether one arrived while it was committing a session.
@@ -164,7 +174,7 @@ type Sessions struct {
 func NewSessions(ctx context.Context, b *Broker, db *postgres.DB, cfg SessionsConfig) (*Sessions, error) {
 	cfg.setDefaults()
 	m := &Sessions{
-		tunnelOf: b.tunnelOf, tunnelByID: b.tunnelByID, linkToHolder: b.linkToHolder, linkToBroker: b.linkToBroker, brokerID: b.ID(), db: db, cfg: cfg, log: cfg.Logger,
+		tunnelOf: b.tunnelOf, tunnelByID: b.tunnelByID, linkToHolder: b.linkToHolder, linkToBroker: b.linkToBroker, leaseHeld: b.leaseHeld, brokerID: b.ID(), db: db, cfg: cfg, log: cfg.Logger,
 		kick:    make(chan struct{}, 1),
 		live:    map[string]*Session{},
 		pending: map[string]*Session{},
