@@ -2,15 +2,8 @@ package bench_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
-	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -77,7 +70,7 @@ func BenchmarkFailover(b *testing.B) {
 	if err := os.WriteFile(keyFile, []byte(key.String()+"\n"), 0o600); err != nil {
 		b.Fatal(err)
 	}
-	ca := newBenchCA(b, dir)
+	ca := brokertest.NewLinkCA(b)
 	ids := []string{"broker-a", "broker-b", "broker-c"}
 	eps := make([]netip.AddrPort, len(ids))
 	for i := range ids {
@@ -86,14 +79,14 @@ func BenchmarkFailover(b *testing.B) {
 	procs := map[string]*brokerProcess{}
 	var urls []string
 	for i, id := range ids {
-		cert, certKey := ca.issue(b, id)
+		caFile, cert, certKey := ca.Files(b, dir, id)
 		httpAddr := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), freePort(b, "tcp"))
 		peerAddr := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), freePort(b, "tcp"))
 		url := "http://" + httpAddr.String()
 		procs[id] = startBrokerProcess(b, bin, filepath.Join(dir, id+".log"),
 			"serve", "--database-url", dbURL, "--wg-listen", eps[i].String(), "--http-listen", httpAddr.String(),
 			"--public-url", url, "--key-file", keyFile, "--broker-id", id,
-			"--peer-listen", peerAddr.String(), "--peer-cert", cert, "--peer-key", certKey, "--peer-ca", ca.certFile,
+			"--peer-listen", peerAddr.String(), "--peer-cert", cert, "--peer-key", certKey, "--peer-ca", caFile,
 			"--lease-ttl", ttl.String())
 		urls = append(urls, url)
 	}
@@ -326,74 +319,4 @@ func spreadOf2(n map[string]int) string {
 	}
 	sort.Strings(parts)
 	return strings.Join(parts, ", ")
-}
-
-// benchCA is the CA of the link between brokers, its certificate in a file
-// for --peer-ca.
-type benchCA struct {
-	dir      string
-	cert     *x509.Certificate
-	key      *ecdsa.PrivateKey
-	certFile string
-}
-
-func newBenchCA(tb testing.TB, dir string) *benchCA {
-	tb.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "fieldpass bench fleet CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	ca := &benchCA{dir: dir, cert: cert, key: key, certFile: filepath.Join(dir, "fleet-ca.pem")}
-	writeBenchPEM(tb, ca.certFile, "CERTIFICATE", der)
-	return ca
-}
-
-// issue writes a link certificate and key for broker id, for client and
-// server auth at 127.0.0.1, and returns their files.
-func (ca *benchCA) issue(tb testing.TB, id string) (certFile, keyFile string) {
-	tb.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	tmpl := &x509.Certificate{
-		SerialNumber: serial, Subject: pkix.Name{CommonName: id},
-		DNSNames: []string{id}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage:    x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	certFile, keyFile = filepath.Join(ca.dir, id+".pem"), filepath.Join(ca.dir, id+".key")
-	writeBenchPEM(tb, certFile, "CERTIFICATE", der)
-	writeBenchPEM(tb, keyFile, "PRIVATE KEY", kder)
-	return certFile, keyFile
-}
-
-func writeBenchPEM(tb testing.TB, path, typ string, der []byte) {
-	tb.Helper()
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-		tb.Fatal(err)
-	}
 }

@@ -4,15 +4,8 @@ package e2e_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -27,6 +20,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/fieldpass/fieldpass"
+	"github.com/fieldpass/fieldpass/broker/brokertest"
 	"github.com/fieldpass/fieldpass/postgres/pgtest"
 )
 
@@ -481,7 +475,7 @@ func startFleetOf3(t *testing.T) ([]*broker, string) {
 	t.Helper()
 	dbURL := pgtest.NewDatabase(t)
 	dir := t.TempDir()
-	ca := newFleetCA(t, dir)
+	ca := brokertest.NewLinkCA(t)
 	keyFile := filepath.Join(dir, "fleet.key")
 
 	names := []string{"broker-a", "broker-b", "broker-c"}
@@ -491,7 +485,7 @@ func startFleetOf3(t *testing.T) ([]*broker, string) {
 	}
 	var fleet []*broker
 	for i, id := range names {
-		cert, key := ca.issue(t, id)
+		caFile, cert, key := ca.Files(t, dir, id)
 		// Its own endpoint first: a device enrolled here dials here first.
 		eps := append([]string{wgAddrs[i]}, slices.Delete(slices.Clone(wgAddrs), i, i+1)...)
 		b := &broker{t: t, dir: t.TempDir(), dbURL: dbURL, id: id, wgAddr: wgAddrs[i], keyFile: keyFile}
@@ -500,7 +494,7 @@ func startFleetOf3(t *testing.T) ([]*broker, string) {
 		for attempt := 1; ; attempt++ {
 			b.httpAddr = freeAddr(t, "tcp")
 			b.args = []string{
-				"--peer-listen", freeAddr(t, "tcp"), "--peer-cert", cert, "--peer-key", key, "--peer-ca", ca.certFile,
+				"--peer-listen", freeAddr(t, "tcp"), "--peer-cert", cert, "--peer-key", key, "--peer-ca", caFile,
 				"--lease-ttl", fleetLeaseTTL.String(),
 			}
 			for _, ep := range eps {
@@ -550,76 +544,6 @@ func waitHolder(t *testing.T, db *pgx.Conn, device string, timeout time.Duration
 			t.Fatalf("%s: lease held by %q after %s", device, h, timeout)
 		}
 		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// fleetCA is the CA of the link between brokers, its certificate in a
-// file for --peer-ca.
-type fleetCA struct {
-	dir      string
-	cert     *x509.Certificate
-	key      *ecdsa.PrivateKey
-	certFile string
-}
-
-func newFleetCA(t *testing.T, dir string) *fleetCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "fieldpass e2e fleet CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca := &fleetCA{dir: dir, cert: cert, key: key, certFile: filepath.Join(dir, "fleet-ca.pem")}
-	writePEM(t, ca.certFile, "CERTIFICATE", der)
-	return ca
-}
-
-// issue writes a link certificate and key for broker id, for client and
-// server auth at 127.0.0.1, and returns their files.
-func (ca *fleetCA) issue(t *testing.T, id string) (certFile, keyFile string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	tmpl := &x509.Certificate{
-		SerialNumber: serial, Subject: pkix.Name{CommonName: id},
-		DNSNames: []string{id}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage:    x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile = filepath.Join(ca.dir, id+".pem"), filepath.Join(ca.dir, id+".key")
-	writePEM(t, certFile, "CERTIFICATE", der)
-	writePEM(t, keyFile, "PRIVATE KEY", kder)
-	return certFile, keyFile
-}
-
-func writePEM(t *testing.T, path, typ string, der []byte) {
-	t.Helper()
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
 	}
 }
 

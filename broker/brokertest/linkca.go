@@ -7,8 +7,11 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/pem"
 	"math/big"
 	"net"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 )
@@ -50,6 +53,35 @@ func NewLinkCA(tb testing.TB) *LinkCA {
 // broker named name, reachable at 127.0.0.1.
 func (ca *LinkCA) Configs(tb testing.TB, name string) (server, client *tls.Config) {
 	tb.Helper()
+	der, key := ca.issue(tb, name)
+	cert := tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+	server = &tls.Config{Certificates: []tls.Certificate{cert}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: ca.pool}
+	client = &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: ca.pool}
+	return server, client
+}
+
+// Files writes, in dir, the CA's certificate and a certificate and key for
+// the broker named name, as serve's --peer-ca, --peer-cert and --peer-key
+// read them (real binaries: e2e, bench).
+func (ca *LinkCA) Files(tb testing.TB, dir, name string) (caFile, certFile, keyFile string) {
+	tb.Helper()
+	der, key := ca.issue(tb, name)
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	caFile = filepath.Join(dir, "fleet-ca.pem")
+	certFile, keyFile = filepath.Join(dir, name+".pem"), filepath.Join(dir, name+".key")
+	writePEM(tb, caFile, "CERTIFICATE", ca.cert.Raw)
+	writePEM(tb, certFile, "CERTIFICATE", der)
+	writePEM(tb, keyFile, "PRIVATE KEY", kder)
+	return caFile, certFile, keyFile
+}
+
+// issue makes a certificate for the broker named name, for client and
+// server auth at 127.0.0.1.
+func (ca *LinkCA) issue(tb testing.TB, name string) ([]byte, *ecdsa.PrivateKey) {
+	tb.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		tb.Fatal(err)
@@ -66,8 +98,12 @@ func (ca *LinkCA) Configs(tb testing.TB, name string) (server, client *tls.Confi
 	if err != nil {
 		tb.Fatal(err)
 	}
-	cert := tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-	server = &tls.Config{Certificates: []tls.Certificate{cert}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: ca.pool}
-	client = &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: ca.pool}
-	return server, client
+	return der, key
+}
+
+func writePEM(tb testing.TB, path, typ string, der []byte) {
+	tb.Helper()
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+		tb.Fatal(err)
+	}
 }
