@@ -21,6 +21,9 @@ type Network interface {
 	RemovePeer(k wgnet.Key) error
 	// ResetPeer forgets a peer's handshake state (see wgnet.Device).
 	ResetPeer(k wgnet.Key, kick bool) error
+	// DropQueued drops the packets that wait for a handshake with a peer
+	// (a nudge to a device that did not answer).
+	DropQueued(k wgnet.Key)
 	// Peers reports every peer's counters, endpoint and last handshake.
 	Peers() ([]wgnet.PeerStats, error)
 	// ListenPort is the UDP port WireGuard is bound to.

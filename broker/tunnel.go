@@ -592,7 +592,17 @@ func (b *Broker) nudge(ctx context.Context, p *peer) {
 	if err == nil {
 		c.Close() // nothing should listen there; harmless if something does
 	}
+	// The SYN waits in wireguard-go for the device's handshake, in a 64
+	// KiB buffer, through up to 90 s of attempts: for each device of a
+	// restart that is not there. A device that is there has answered
+	// within one retry of the handshake.
+	key := p.key
+	time.AfterFunc(nudgeHold, func() { b.dev.DropQueued(key) })
 }
+
+// nudgeHold is how long a nudge's packet may wait for the device's
+// handshake: past wireguard-go's first retry (5 s, RekeyTimeout).
+const nudgeHold = 7 * time.Second
 
 // refuseStreams closes sess at the first stream the device opens on it,
 // should one get past tunnel.RefuseStreamOpens, which ends the session at

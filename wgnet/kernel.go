@@ -79,6 +79,10 @@ func (k *KernelDevice) RemovePeer(key Key) error { return k.dev.RemovePeer(key) 
 // ResetPeer forgets a peer's handshake state; see Device.ResetPeer.
 func (k *KernelDevice) ResetPeer(key Key, kick bool) error { return k.dev.ResetPeer(key, kick) }
 
+// DropQueued drops what waits for a handshake with peer k; see
+// Device.DropQueued.
+func (k *KernelDevice) DropQueued(key Key) { k.dev.DropQueued(key) }
+
 // Peers reports every peer's state; see Device.Peers.
 func (k *KernelDevice) Peers() ([]PeerStats, error) { return k.dev.Peers() }
 

@@ -160,6 +160,16 @@ func (d *Device) ResetPeer(k Key, kick bool) error {
 	return nil
 }
 
+// DropQueued drops the packets held for peer k until a handshake with it
+// completes. wireguard-go keeps each in a buffer of 64 KiB through up to
+// 90 s of handshake attempts, so a broker that called back thousands of
+// devices that did not answer would hold one such buffer per device.
+func (d *Device) DropQueued(k Key) {
+	if p := d.wg.LookupPeer(device.NoisePublicKey(k)); p != nil {
+		p.FlushStagedPackets()
+	}
+}
+
 // SetPersistentKeepalive changes only the persistent keepalive of an
 // existing peer (rounded up to whole seconds; 0 turns it off), keeping its
 // session, endpoint and allowed IPs: a connector takes a new interval from

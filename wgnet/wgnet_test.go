@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -729,4 +730,53 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 	}
 	buf := make([]byte, 1<<20)
 	t.Errorf("%d goroutines after Close, %d before:\n%s", now, before, buf[:runtime.Stack(buf, true)])
+}
+
+// A dial to a peer that never answers leaves its SYN in wireguard-go, in a
+// 64 KiB buffer, for the 90 s of handshake attempts; DropQueued frees it
+// (a broker's nudges to the devices of a restart that are not there).
+func TestDropQueued(t *testing.T) {
+	d := MustNew(t, wgnet.Config{PrivateKey: MustKey(t), Address: brokerAddr, ListenAddr: loopback})
+	defer d.Close()
+	nowhere, err := net.ListenPacket("udp", "127.0.0.1:0") // takes the handshakes, never answers
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nowhere.Close()
+	ep := netip.MustParseAddrPort(nowhere.LocalAddr().String())
+	const n = 200
+	keys := make([]wgnet.Key, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		keys[i] = MustKey(t).Public()
+		addr := netip.AddrFrom4([4]byte{10, 78, byte(i >> 8), byte(i)})
+		MustSetPeer(t, d, wgnet.Peer{PublicKey: keys[i], AllowedIPs: []netip.Prefix{netip.PrefixFrom(addr, 32)}, Endpoint: ep})
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+			defer cancel()
+			if c, err := d.DialTCP(ctx, netip.AddrPortFrom(addr, 9)); err == nil {
+				c.Close()
+				t.Errorf("dial %s answered: nothing is there", addr)
+			}
+		}()
+	}
+	wg.Wait()
+	heap := func() uint64 {
+		runtime.GC()
+		runtime.GC() // pooled buffers survive one collection
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapInuse
+	}
+	before := heap()
+	for _, k := range keys {
+		d.DropQueued(k)
+	}
+	after := heap()
+	t.Logf("heap in use with %d unanswered dials queued: %.1f MiB; after DropQueued: %.1f MiB", n, float64(before)/(1<<20), float64(after)/(1<<20))
+	if before < after || before-after < n*32<<10 {
+		t.Errorf("DropQueued freed %d KiB for %d queued SYNs, want at least half of their 64 KiB buffers", (int64(before)-int64(after))>>10, n)
+	}
 }
