@@ -83,9 +83,9 @@ func (e env) token(ctx context.Context, args []string) error {
 	if len(args) == 0 || args[0] != "create" {
 		fmt.Fprintln(e.stderr, "Usage: fieldpass-broker token create --device NAME [--label k=v ...] [--ttl 24h]")
 		if len(args) == 0 {
-			return usageError{msg: "missing subcommand"}
+			return usageError{Msg: "missing subcommand"}
 		}
-		return usageError{msg: fmt.Sprintf("unknown token subcommand %q", args[0])}
+		return usageError{Msg: fmt.Sprintf("unknown token subcommand %q", args[0])}
 	}
 	fs := e.flagSet("token create", "token create --device NAME [--label k=v ...] [--ttl 24h]\n\nPrints a single-use enrolment token (one line). It is stored only as a hash.\nOn stderr: the one-line installs of the connector and the enrol command for the device,\nat the broker's FIELDPASS_PUBLIC_URL (as in broker.env).")
 	dbURL := e.databaseFlag(fs)
@@ -102,7 +102,7 @@ func (e env) token(ctx context.Context, args []string) error {
 	}
 	if *device == "" {
 		fs.Usage()
-		return usageError{msg: "--device is required"}
+		return usageError{Msg: "--device is required"}
 	}
 	db, err := e.openDB(ctx, *dbURL)
 	if err != nil {
@@ -266,12 +266,12 @@ func (e env) deviceKeepalive(ctx context.Context, args []string) error {
 		d, err := time.ParseDuration(v)
 		if err != nil {
 			fs.Usage()
-			return usageError{msg: fmt.Sprintf("keepalive %q: want a duration such as 120s or 2m, or default", v)}
+			return usageError{Msg: fmt.Sprintf("keepalive %q: want a duration such as 120s or 2m, or default", v)}
 		}
 		keepalive = d
 	}
 	if err := fieldpass.ValidateKeepalive(keepalive); err != nil {
-		return usageError{msg: fieldpass.ErrorMessage(err)}
+		return usageError{Msg: fieldpass.ErrorMessage(err)}
 	}
 	db, err := e.openDB(ctx, *dbURL)
 	if err != nil {
@@ -325,7 +325,7 @@ type subcommand func(ctx context.Context, args []string) error
 func (e env) dispatch(ctx context.Context, args []string, usage, what string, subs map[string]subcommand) error {
 	if len(args) == 0 {
 		fmt.Fprintln(e.stderr, usage)
-		return usageError{msg: "missing subcommand"}
+		return usageError{Msg: "missing subcommand"}
 	}
 	if isHelp(args[0]) {
 		fmt.Fprintln(e.stdout, usage)
@@ -335,7 +335,7 @@ func (e env) dispatch(ctx context.Context, args []string, usage, what string, su
 		return run(ctx, args[1:])
 	}
 	fmt.Fprintln(e.stderr, usage)
-	return usageError{msg: fmt.Sprintf("unknown %s %q", what, args[0])}
+	return usageError{Msg: fmt.Sprintf("unknown %s %q", what, args[0])}
 }
 
 func ago(t time.Time) string {

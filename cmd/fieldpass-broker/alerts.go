@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/fieldpass/fieldpass/cmd/internal/cliexit"
+
 	"github.com/fieldpass/fieldpass"
 	"github.com/fieldpass/fieldpass/alerts"
 )
@@ -113,7 +115,7 @@ func (e env) alertsList(ctx context.Context, args []string) error {
 		return err
 	}
 	if *limit < 0 {
-		return usageError{msg: "--limit: want 0 or more"}
+		return usageError{Msg: "--limit: want 0 or more"}
 	}
 	db, err := e.openDB(ctx, *dbURL)
 	if err != nil {
@@ -180,14 +182,14 @@ func (e env) alertsReplay(ctx context.Context, args []string) error {
 	switch {
 	case *all && len(ids) > 0:
 		fs.Usage()
-		return usageError{msg: "give dead letter IDs or --all, not both"}
+		return usageError{Msg: "give dead letter IDs or --all, not both"}
 	case !*all && len(ids) == 0:
 		fs.Usage()
-		return usageError{msg: "give the IDs of dead letters to replay (alerts list shows them), or --all"}
+		return usageError{Msg: "give the IDs of dead letters to replay (alerts list shows them), or --all"}
 	case !*all && !since.IsZero():
-		return usageError{msg: "--since goes with --all"}
+		return usageError{Msg: "--since goes with --all"}
 	case *webhook.url == "":
-		return usageError{msg: "--alert-webhook is required: the URL to re-send to (as serve has it)"}
+		return usageError{Msg: "--alert-webhook is required: the URL to re-send to (as serve has it)"}
 	}
 	log, err := newLogger(e.stderr, "warn", "text")
 	if err != nil {
@@ -233,7 +235,7 @@ func (e env) alertsReplay(ctx context.Context, args []string) error {
 		case r.Err == nil:
 			fmt.Fprintf(e.stdout, "replayed %s\n", what)
 		case r.Delivered:
-			fmt.Fprintf(e.stdout, "failed   %s: delivered but not recorded as replayed: %v\n", what, message(r.Err))
+			fmt.Fprintf(e.stdout, "failed   %s: delivered but not recorded as replayed: %v\n", what, cliexit.Message(r.Err))
 		default:
 			fmt.Fprintf(e.stdout, "failed   %s: %v\n", what, r.Err)
 		}

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fieldpass/fieldpass/cmd/internal/cliexit"
+
 	"github.com/fieldpass/fieldpass"
 	"github.com/fieldpass/fieldpass/alerts"
 	"github.com/fieldpass/fieldpass/postgres"
@@ -165,8 +167,8 @@ func TestAlertsListReplay(t *testing.T) {
 	// A refusing webhook: non-zero exit, the letter stays unreplayed.
 	recv.failing.Store(true)
 	out, err = replay("--all")
-	if err == nil || exitCode(err) != 1 || !strings.Contains(out, "failed   1/1 old00001") || !strings.Contains(out, "503") {
-		t.Errorf("replay to a refusing webhook: got %v (exit %d)\n%s", err, exitCode(err), out)
+	if err == nil || cliexit.Code(err) != 1 || !strings.Contains(out, "failed   1/1 old00001") || !strings.Contains(out, "503") {
+		t.Errorf("replay to a refusing webhook: got %v (exit %d)\n%s", err, cliexit.Code(err), out)
 	}
 	if d := listLetters(t, dbURL)["old00001"]; d.Replays != 0 || d.ReplayedAt != nil {
 		t.Errorf("after a refused replay: got %+v, want it unreplayed", d)
@@ -204,7 +206,7 @@ func TestAlertsListReplay(t *testing.T) {
 	}
 
 	_, _, err = runCmd(t, dbURL, append([]string{"alerts", "replay", "nosuch"}, hook...)...)
-	if fieldpass.ErrorCode(err) != fieldpass.ENOTFOUND || exitCode(err) != 1 {
+	if fieldpass.ErrorCode(err) != fieldpass.ENOTFOUND || cliexit.Code(err) != 1 {
 		t.Errorf("replay of an unknown id: got %v, want not found", err)
 	}
 	for _, tc := range []struct {
@@ -222,14 +224,14 @@ func TestAlertsListReplay(t *testing.T) {
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			_, _, err := runCmd(t, dbURL, tc.args...)
-			if err == nil || !strings.Contains(err.Error(), tc.msg) || exitCode(err) != 2 {
-				t.Errorf("got %v (exit %d), want a usage error containing %q", err, exitCode(err), tc.msg)
+			if err == nil || !strings.Contains(err.Error(), tc.msg) || cliexit.Code(err) != 2 {
+				t.Errorf("got %v (exit %d), want a usage error containing %q", err, cliexit.Code(err), tc.msg)
 			}
 		})
 	}
 	for _, args := range [][]string{{"alerts", "list", "-h"}, {"alerts", "replay", "-h"}} {
 		out, _, err := runCmd(t, dbURL, args...)
-		if !errors.Is(err, flag.ErrHelp) || exitCode(err) != 0 || !strings.Contains(out, "Usage: fieldpass-broker "+strings.Join(args[:2], " ")) {
+		if !errors.Is(err, flag.ErrHelp) || cliexit.Code(err) != 0 || !strings.Contains(out, "Usage: fieldpass-broker "+strings.Join(args[:2], " ")) {
 			t.Errorf("%v: got %v, stdout %q", args, err, out)
 		}
 	}

@@ -71,7 +71,7 @@ func (e env) auditCheckpoint(ctx context.Context, args []string) error {
 	}
 	if *keyFile == "" {
 		fs.Usage()
-		return usageError{msg: "--checkpoint-key is required"}
+		return usageError{Msg: "--checkpoint-key is required"}
 	}
 	key, err := loadOrCreateCheckpointKey(*keyFile)
 	if err != nil {
@@ -100,7 +100,7 @@ func (e env) auditExport(ctx context.Context, args []string) error {
 		return err
 	}
 	if *since < 1 {
-		return usageError{msg: "--since-seq: want 1 or more"}
+		return usageError{Msg: "--since-seq: want 1 or more"}
 	}
 	db, err := e.openDB(ctx, *dbURL)
 	if err != nil {
@@ -150,16 +150,16 @@ func (e env) auditVerify(ctx context.Context, args []string) error {
 	}
 	if *file == "" {
 		if len(older) > 0 {
-			return usageError{msg: "--checkpoints goes with --file"}
+			return usageError{Msg: "--checkpoints goes with --file"}
 		}
 		return e.auditVerifyDB(ctx, *dbURL, pub)
 	}
 	if *dbURL != "" {
-		return usageError{msg: "--file verifies offline: give no --database-url"}
+		return usageError{Msg: "--file verifies offline: give no --database-url"}
 	}
 	if pub == nil {
 		fs.Usage()
-		return usageError{msg: "--public-key is required with --file: unsigned checkpoints prove nothing"}
+		return usageError{Msg: "--public-key is required with --file: unsigned checkpoints prove nothing"}
 	}
 	open := func(name string) (io.ReadCloser, error) { return os.Open(name) }
 	r, err := fieldpass.VerifyAuditExport(open, *file, older, pub)
@@ -241,7 +241,7 @@ func parsePublicKey(s string) (ed25519.PublicKey, error) {
 	}
 	k, err := base64.StdEncoding.DecodeString(s)
 	if err != nil || len(k) != ed25519.PublicKeySize {
-		return nil, usageError{msg: "--public-key: want a 32-byte ed25519 public key in base64, or a file holding one"}
+		return nil, usageError{Msg: "--public-key: want a 32-byte ed25519 public key in base64, or a file holding one"}
 	}
 	return k, nil
 }

@@ -16,6 +16,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/fieldpass/fieldpass/cmd/internal/cliexit"
+
 	"github.com/jackc/pgx/v5"
 
 	"github.com/fieldpass/fieldpass"
@@ -86,8 +88,8 @@ func wantChainError(t *testing.T, err error, msg string) {
 	if !errors.As(err, &ce) || !strings.Contains(err.Error(), msg) {
 		t.Fatalf("got %v, want an audit chain error containing %q", err, msg)
 	}
-	if exitCode(err) != 1 {
-		t.Errorf("exit code: got %d, want 1", exitCode(err))
+	if cliexit.Code(err) != 1 {
+		t.Errorf("exit code: got %d, want 1", cliexit.Code(err))
 	}
 }
 
@@ -274,8 +276,8 @@ func TestAuditUsage(t *testing.T) {
 	} {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
 			_, _, err := runCmd(t, "", tt.args...)
-			if err == nil || !strings.Contains(err.Error(), tt.msg) || exitCode(err) != 2 {
-				t.Errorf("got %v (exit %d), want a usage error containing %q", err, exitCode(err), tt.msg)
+			if err == nil || !strings.Contains(err.Error(), tt.msg) || cliexit.Code(err) != 2 {
+				t.Errorf("got %v (exit %d), want a usage error containing %q", err, cliexit.Code(err), tt.msg)
 			}
 		})
 	}

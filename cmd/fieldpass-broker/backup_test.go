@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/fieldpass/fieldpass/cmd/internal/cliexit"
+
 	"github.com/jackc/pgx/v5"
 
 	"github.com/fieldpass/fieldpass/postgres"
@@ -128,7 +130,7 @@ func TestBackupRestore(t *testing.T) {
 	if err == nil || strings.Contains(out, "intact") {
 		t.Fatalf("audit verify of a tampered restore passed: %q %q", out, errOut)
 	}
-	t.Logf("tampered restore: %v", message(err))
+	t.Logf("tampered restore: %v", cliexit.Message(err))
 }
 
 // pgTool runs a PostgreSQL client tool, failing the test with its output

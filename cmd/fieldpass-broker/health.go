@@ -22,7 +22,7 @@ func (e env) health(ctx context.Context, args []string) error {
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, *url, nil)
 	if err != nil {
-		return usageError{msg: fmt.Sprintf("--url %q: %v", *url, err)}
+		return usageError{Msg: fmt.Sprintf("--url %q: %v", *url, err)}
 	}
 	// Straight to the broker: no proxy from the environment.
 	resp, err := (&http.Client{Transport: &http.Transport{}}).Do(req)

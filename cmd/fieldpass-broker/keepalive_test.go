@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/fieldpass/fieldpass/cmd/internal/cliexit"
+
 	"github.com/fieldpass/fieldpass"
 )
 
@@ -80,8 +82,8 @@ func TestDeviceKeepalive(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			_, _, err := runCmd(t, dbURL, append([]string{"device", "keepalive"}, tt.args...)...)
-			if err == nil || !strings.Contains(message(err), tt.msg) || exitCode(err) != tt.code {
-				t.Fatalf("got %v (exit %d), want %q, exit %d", err, exitCode(err), tt.msg, tt.code)
+			if err == nil || !strings.Contains(cliexit.Message(err), tt.msg) || cliexit.Code(err) != tt.code {
+				t.Fatalf("got %v (exit %d), want %q, exit %d", err, cliexit.Code(err), tt.msg, tt.code)
 			}
 		})
 	}

@@ -16,6 +16,8 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/fieldpass/fieldpass/cmd/internal/cliexit"
+
 	"github.com/fieldpass/fieldpass"
 )
 
@@ -25,9 +27,9 @@ func main() {
 	stop()
 	if err != nil {
 		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintf(os.Stderr, "fieldpass-broker: %s\n", message(err))
+			fmt.Fprintf(os.Stderr, "fieldpass-broker: %s\n", cliexit.Message(err))
 		}
-		os.Exit(exitCode(err))
+		os.Exit(cliexit.Code(err))
 	}
 }
 
@@ -63,28 +65,7 @@ Run "fieldpass-broker COMMAND -h" for a command's flags.
 `
 
 // usageError is bad command-line input (exit 2).
-type usageError struct{ msg string }
-
-func (e usageError) Error() string { return e.msg }
-
-func message(err error) string {
-	var fe *fieldpass.Error
-	if errors.As(err, &fe) {
-		return fe.Message
-	}
-	return err.Error()
-}
-
-func exitCode(err error) int {
-	var ue usageError
-	switch {
-	case errors.Is(err, flag.ErrHelp):
-		return 0 // asked for, and given
-	case errors.As(err, &ue):
-		return 2
-	}
-	return 1
-}
+type usageError = cliexit.UsageError
 
 type env struct {
 	getenv         func(string) string
@@ -95,7 +76,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	e := env{getenv: getenv, stdout: stdout, stderr: stderr}
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
-		return usageError{msg: "no command given"}
+		return usageError{Msg: "no command given"}
 	}
 	switch args[0] {
 	case "serve":
@@ -128,7 +109,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return nil
 	}
 	fmt.Fprint(stderr, usage)
-	return usageError{msg: fmt.Sprintf("unknown command %q", args[0])}
+	return usageError{Msg: fmt.Sprintf("unknown command %q", args[0])}
 }
 
 func (e env) flagSet(name, synopsis string) *flag.FlagSet {
@@ -170,7 +151,7 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 		return err
 	}
 	fs.Usage()
-	return usageError{msg: err.Error()}
+	return usageError{Msg: err.Error()}
 }
 
 // usageOutput is a flag set's output: it drops the flag package's lines
@@ -188,9 +169,9 @@ func parse(fs *flag.FlagSet, args []string, want int) error {
 	if fs.NArg() != want {
 		fs.Usage()
 		if fs.NArg() > want {
-			return usageError{msg: fmt.Sprintf("unexpected argument %q", fs.Arg(want))}
+			return usageError{Msg: fmt.Sprintf("unexpected argument %q", fs.Arg(want))}
 		}
-		return usageError{msg: "missing argument"}
+		return usageError{Msg: "missing argument"}
 	}
 	return nil
 }
@@ -206,13 +187,13 @@ func (e env) databaseURL(flagValue string) (string, error) {
 	if v := e.getenv("FIELDPASS_DATABASE_URL"); v != "" {
 		return v, nil
 	}
-	return "", usageError{msg: "no database: give --database-url or set FIELDPASS_DATABASE_URL"}
+	return "", usageError{Msg: "no database: give --database-url or set FIELDPASS_DATABASE_URL"}
 }
 
 func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(level)); err != nil {
-		return nil, usageError{msg: fmt.Sprintf("--log-level: %v", err)}
+		return nil, usageError{Msg: fmt.Sprintf("--log-level: %v", err)}
 	}
 	opts := &slog.HandlerOptions{Level: l}
 	switch format {
@@ -221,5 +202,5 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	case "json":
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	}
-	return nil, usageError{msg: fmt.Sprintf("--log-format %q: want text or json", format)}
+	return nil, usageError{Msg: fmt.Sprintf("--log-format %q: want text or json", format)}
 }

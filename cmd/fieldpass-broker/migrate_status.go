@@ -34,7 +34,7 @@ func (e env) migrateStatus(ctx context.Context, args []string) error {
 	}
 	cfg, err := pgx.ParseConfig(url)
 	if err != nil {
-		return usageError{msg: fmt.Sprintf("--database-url: %v", err)}
+		return usageError{Msg: fmt.Sprintf("--database-url: %v", err)}
 	}
 	db := stdlib.OpenDB(*cfg)
 	defer db.Close()

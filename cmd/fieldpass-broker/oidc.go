@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/fieldpass/fieldpass/cmd/internal/cliexit"
+
 	"github.com/fieldpass/fieldpass/cmd/internal/cliflag"
 	"github.com/fieldpass/fieldpass/identity"
 	"github.com/fieldpass/fieldpass/portal"
@@ -53,12 +55,12 @@ func addOIDCFlags(fs *flag.FlagSet) *oidcFlags {
 func (f *oidcFlags) config(ctx context.Context, publicURL *url.URL, log *slog.Logger) (*portal.OIDCConfig, error) {
 	if *f.issuer == "" {
 		if *f.clientID != "" || *f.secretFile != "" || len(f.roleMap) > 0 || *f.requireMFA {
-			return nil, usageError{msg: "the --oidc-* , --role-map and --require-mfa flags need --oidc-issuer"}
+			return nil, usageError{Msg: "the --oidc-* , --role-map and --require-mfa flags need --oidc-issuer"}
 		}
 		return nil, nil
 	}
 	if *f.clientID == "" {
-		return nil, usageError{msg: "--oidc-issuer needs --oidc-client-id"}
+		return nil, usageError{Msg: "--oidc-issuer needs --oidc-client-id"}
 	}
 	var secret string
 	if *f.secretFile != "" {
@@ -67,12 +69,12 @@ func (f *oidcFlags) config(ctx context.Context, publicURL *url.URL, log *slog.Lo
 			return nil, fmt.Errorf("--oidc-client-secret-file: %w", err)
 		}
 		if secret = strings.TrimSpace(string(b)); secret == "" {
-			return nil, usageError{msg: fmt.Sprintf("--oidc-client-secret-file %s is empty", *f.secretFile)}
+			return nil, usageError{Msg: fmt.Sprintf("--oidc-client-secret-file %s is empty", *f.secretFile)}
 		}
 	}
 	roles, err := identity.ParseRoleMap(f.roleMap)
 	if err != nil {
-		return nil, usageError{msg: "--role-map: " + message(err)}
+		return nil, usageError{Msg: "--role-map: " + cliexit.Message(err)}
 	}
 	var scopes []string
 	for _, s := range strings.Split(*f.scopes, ",") {
@@ -81,7 +83,7 @@ func (f *oidcFlags) config(ctx context.Context, publicURL *url.URL, log *slog.Lo
 		}
 	}
 	if *f.sessionTTL < time.Minute || *f.cliTTL < time.Minute {
-		return nil, usageError{msg: "--portal-session-ttl and --cli-token-ttl must be at least a minute"}
+		return nil, usageError{Msg: "--portal-session-ttl and --cli-token-ttl must be at least a minute"}
 	}
 	p, err := identity.New(identity.Config{
 		Issuer:       *f.issuer,
@@ -97,12 +99,12 @@ func (f *oidcFlags) config(ctx context.Context, publicURL *url.URL, log *slog.Lo
 		MFA:                       identity.MFAPolicy{Require: *f.requireMFA, AMR: f.mfaAMR, ACR: f.mfaACR},
 	})
 	if err != nil {
-		return nil, usageError{msg: message(err)}
+		return nil, usageError{Msg: cliexit.Message(err)}
 	}
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := p.Discover(dctx); err != nil {
-		log.Warn("identity provider not reachable yet; login will retry", "issuer", *f.issuer, "err", message(err))
+		log.Warn("identity provider not reachable yet; login will retry", "issuer", *f.issuer, "err", cliexit.Message(err))
 	}
 	log.Info("login through identity provider", "issuer", *f.issuer, "client_id", *f.clientID, "require_mfa", *f.requireMFA, "role_mappings", len(f.roleMap))
 	return &portal.OIDCConfig{Provider: p, SessionTTL: *f.sessionTTL, CLITokenTTL: *f.cliTTL}, nil

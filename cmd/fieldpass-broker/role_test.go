@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/fieldpass/fieldpass/cmd/internal/cliexit"
+
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
@@ -79,8 +81,8 @@ func TestMigrateGrantTo(t *testing.T) {
 
 	t.Run("missing role", func(t *testing.T) {
 		_, _, err := runEnv(t, nil, "migrate", "--database-url", ownerURL, "--grant-to", "fieldpass_broker_missing")
-		if msg := message(err); !strings.Contains(msg, "create it first: CREATE ROLE fieldpass_broker_missing LOGIN PASSWORD") || exitCode(err) != 1 {
-			t.Errorf("got %q (exit %d), want the CREATE ROLE hint", msg, exitCode(err))
+		if msg := cliexit.Message(err); !strings.Contains(msg, "create it first: CREATE ROLE fieldpass_broker_missing LOGIN PASSWORD") || cliexit.Code(err) != 1 {
+			t.Errorf("got %q (exit %d), want the CREATE ROLE hint", msg, cliexit.Code(err))
 		}
 	})
 

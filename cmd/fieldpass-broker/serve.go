@@ -163,7 +163,7 @@ func (e env) serveFlags(ctx context.Context, args []string) (*serveConfig, error
 			return nil, fmt.Errorf("config: %w", err)
 		}
 		if err := cliflag.ApplyFile(fset, *config); err != nil {
-			return nil, usageError{msg: err.Error()}
+			return nil, usageError{Msg: err.Error()}
 		}
 	}
 	if err := harden.check(); err != nil {
@@ -176,7 +176,7 @@ func (e env) serveFlags(ctx context.Context, args []string) (*serveConfig, error
 	fset.Visit(func(f *flag.Flag) { gcExplicit = gcExplicit || f.Name == "gc-percent" })
 	gcInEffect, err := gcPercent(*gcPct, gcExplicit, e.getenv("GOGC"))
 	if err != nil {
-		return nil, usageError{msg: "--gc-percent " + err.Error()}
+		return nil, usageError{Msg: "--gc-percent " + err.Error()}
 	}
 	cfg := &serveConfig{
 		httpListen: *httpListen, metricsListen: *metricsListen, tls: tlsf,
@@ -192,14 +192,14 @@ func (e env) serveFlags(ctx context.Context, args []string) (*serveConfig, error
 		return nil, err
 	}
 	if cfg.fourEyes, err = access.ParseFourEyes(*fourEyes); err != nil {
-		return nil, usageError{msg: "--four-eyes: " + fieldpass.ErrorMessage(err)}
+		return nil, usageError{Msg: "--four-eyes: " + fieldpass.ErrorMessage(err)}
 	}
 	if *publicURL == "" {
-		return nil, usageError{msg: "--public-url is required: the https:// URL devices and people reach this broker at"}
+		return nil, usageError{Msg: "--public-url is required: the https:// URL devices and people reach this broker at"}
 	}
 	pu, err := publicURLFlag(*publicURL)
 	if err != nil {
-		return nil, usageError{msg: err.Error()}
+		return nil, usageError{Msg: err.Error()}
 	}
 	cfg.publicURL = pu
 	cfg.webDomain = strings.ToLower(strings.Trim(*webDomain, "."))
@@ -208,42 +208,42 @@ func (e env) serveFlags(ctx context.Context, args []string) (*serveConfig, error
 	for _, ds := range webHTTPS {
 		d, svc, ok := strings.Cut(ds, "/")
 		if !ok || fieldpass.ValidateDeviceName(d) != nil || fieldpass.ValidateServiceName(svc) != nil {
-			return nil, usageError{msg: fmt.Sprintf("--web-https %q: want DEVICE/SERVICE, e.g. router-1/web", ds)}
+			return nil, usageError{Msg: fmt.Sprintf("--web-https %q: want DEVICE/SERVICE, e.g. router-1/web", ds)}
 		}
 		cfg.webHTTPS = append(cfg.webHTTPS, ds)
 	}
 	if cfg.recordingRetention < 0 || cfg.recordingRetention > 0 && cfg.recordingRetention < time.Hour {
-		return nil, usageError{msg: "--recording-retention: want at least 1h (or 0: forever)"}
+		return nil, usageError{Msg: "--recording-retention: want at least 1h (or 0: forever)"}
 	}
 	if cfg.webDomain == "" && fieldpass.IsLoopbackHost(pu.Hostname()) {
 		cfg.webDomain = "localhost" // browsers resolve *.localhost to this machine
 	}
 	if strings.ContainsAny(cfg.webDomain, "/:@ ") {
-		return nil, usageError{msg: fmt.Sprintf("--web-domain %q: want a DNS name such as devices.example.com", *webDomain)}
+		return nil, usageError{Msg: fmt.Sprintf("--web-domain %q: want a DNS name such as devices.example.com", *webDomain)}
 	}
 	if cfg.oidc, err = oidcf.config(ctx, pu, cfg.log); err != nil {
 		return nil, err
 	}
 	if cfg.prefix, err = netip.ParsePrefix(*prefix); err != nil || cfg.prefix.Bits() > 30 {
-		return nil, usageError{msg: fmt.Sprintf("--tunnel-prefix %q: want a CIDR prefix like 10.77.0.0/16", *prefix)}
+		return nil, usageError{Msg: fmt.Sprintf("--tunnel-prefix %q: want a CIDR prefix like 10.77.0.0/16", *prefix)}
 	}
 	if cfg.wgListen, err = parseUDPListen(*wgListen); err != nil {
-		return nil, usageError{msg: fmt.Sprintf("--wg-listen: %v", err)}
+		return nil, usageError{Msg: fmt.Sprintf("--wg-listen: %v", err)}
 	}
 	if *idleTimeout < 0 || *auditGrace <= 0 || *reconnectWait < 0 {
-		return nil, usageError{msg: "--session-idle-timeout, --audit-grace and --session-reconnect-wait: want positive durations like 30m or 60s"}
+		return nil, usageError{Msg: "--session-idle-timeout, --audit-grace and --session-reconnect-wait: want positive durations like 30m or 60s"}
 	}
 	if *nudgeRate < 1 || *nudgeRate > 10000 {
-		return nil, usageError{msg: fmt.Sprintf("--nudge-rate %d: want 1 to 10000 devices a second (default 50)", *nudgeRate)}
+		return nil, usageError{Msg: fmt.Sprintf("--nudge-rate %d: want 1 to 10000 devices a second (default 50)", *nudgeRate)}
 	}
 	if *handshakeResetAfter < 10*time.Second || *handshakeResetAfter > 24*time.Hour {
-		return nil, usageError{msg: fmt.Sprintf("--handshake-reset-after %s: want 10s to 24h (default 3m)", *handshakeResetAfter)}
+		return nil, usageError{Msg: fmt.Sprintf("--handshake-reset-after %s: want 10s to 24h (default 3m)", *handshakeResetAfter)}
 	}
 	if *checkpointKey != "" && *checkpointEvery < time.Minute {
-		return nil, usageError{msg: "--checkpoint-every must be at least 1m"}
+		return nil, usageError{Msg: "--checkpoint-every must be at least 1m"}
 	}
 	if *enrollRate <= 0 || *enrollBurst < 1 {
-		return nil, usageError{msg: "--enroll-rate must be positive and --enroll-burst at least 1"}
+		return nil, usageError{Msg: "--enroll-rate must be positive and --enroll-burst at least 1"}
 	}
 	if err := tlsf.check(pu.Hostname()); err != nil {
 		return nil, err
@@ -674,15 +674,15 @@ func addAlertWebhookFlags(fs *flag.FlagSet) alertWebhookFlags {
 func (f alertWebhookFlags) config(log *slog.Logger) (*alerts.Config, error) {
 	if *f.url == "" {
 		if *f.secretFile != "" {
-			return nil, usageError{msg: "--alert-secret-file needs --alert-webhook"}
+			return nil, usageError{Msg: "--alert-secret-file needs --alert-webhook"}
 		}
 		return nil, nil
 	}
 	if err := alerts.CheckURL(*f.url); err != nil {
-		return nil, usageError{msg: "--alert-webhook: " + err.Error()}
+		return nil, usageError{Msg: "--alert-webhook: " + err.Error()}
 	}
 	if *f.secretFile == "" {
-		return nil, usageError{msg: "--alert-webhook needs --alert-secret-file: the file holding the secret that signs alerts"}
+		return nil, usageError{Msg: "--alert-webhook needs --alert-secret-file: the file holding the secret that signs alerts"}
 	}
 	fi, err := os.Stat(*f.secretFile)
 	if err != nil {
@@ -706,10 +706,10 @@ func (f alertWebhookFlags) config(log *slog.Logger) (*alerts.Config, error) {
 // alerts are off (no --alert-webhook).
 func alertConfig(webhook alertWebhookFlags, offlineAfter time.Duration, sensitive bool, log *slog.Logger) (*alerts.Config, error) {
 	if *webhook.url == "" && (*webhook.secretFile != "" || sensitive) {
-		return nil, usageError{msg: "--alert-secret-file and --alert-sensitive-label need --alert-webhook"}
+		return nil, usageError{Msg: "--alert-secret-file and --alert-sensitive-label need --alert-webhook"}
 	}
 	if *webhook.url != "" && offlineAfter < time.Minute {
-		return nil, usageError{msg: "--alert-offline-after must be at least 1m"}
+		return nil, usageError{Msg: "--alert-offline-after must be at least 1m"}
 	}
 	return webhook.config(log)
 }

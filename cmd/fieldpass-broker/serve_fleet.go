@@ -42,27 +42,27 @@ func (f fleetFlags) check() (string, error) {
 	if !f.on() {
 		for name, v := range map[string]string{"--peer-addr": *f.addr, "--peer-cert": *f.cert, "--peer-key": *f.key, "--peer-ca": *f.ca} {
 			if v != "" {
-				return "", usageError{msg: name + " needs --peer-listen"}
+				return "", usageError{Msg: name + " needs --peer-listen"}
 			}
 		}
 		return "", nil
 	}
 	if *f.cert == "" || *f.key == "" || *f.ca == "" {
-		return "", usageError{msg: "--peer-listen needs --peer-cert, --peer-key and --peer-ca: brokers link only with mutual TLS"}
+		return "", usageError{Msg: "--peer-listen needs --peer-cert, --peer-key and --peer-ca: brokers link only with mutual TLS"}
 	}
 	if *f.leaseTTL < 3*time.Second || *f.leaseTTL > 5*time.Minute {
-		return "", usageError{msg: fmt.Sprintf("--lease-ttl %s: want 3s to 5m (default 15s)", *f.leaseTTL)}
+		return "", usageError{Msg: fmt.Sprintf("--lease-ttl %s: want 3s to 5m (default 15s)", *f.leaseTTL)}
 	}
 	addr := *f.addr
 	if addr == "" {
 		host, _, err := net.SplitHostPort(*f.listen)
 		if err != nil || host == "" || net.ParseIP(host) != nil && net.ParseIP(host).IsUnspecified() {
-			return "", usageError{msg: fmt.Sprintf("--peer-addr is needed: --peer-listen %q names no host the other brokers can reach", *f.listen)}
+			return "", usageError{Msg: fmt.Sprintf("--peer-addr is needed: --peer-listen %q names no host the other brokers can reach", *f.listen)}
 		}
 		addr = *f.listen
 	}
 	if _, _, err := net.SplitHostPort(addr); err != nil {
-		return "", usageError{msg: fmt.Sprintf("--peer-addr %q: want host:port", addr)}
+		return "", usageError{Msg: fmt.Sprintf("--peer-addr %q: want host:port", addr)}
 	}
 	return addr, nil
 }

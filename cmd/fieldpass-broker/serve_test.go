@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fieldpass/fieldpass/cmd/internal/cliexit"
+
 	"github.com/fieldpass/fieldpass/postgres/pgtest"
 )
 
@@ -122,7 +124,7 @@ func TestServeNeedsInit(t *testing.T) {
 	keyFile := filepath.Join(t.TempDir(), "state", "broker.key")
 	_, _, err := runCmd(t, "postgres://nobody@127.0.0.1:1/none", "serve", "--public-url", "https://fieldpass.example.com",
 		"--http-listen", "127.0.0.1:0", "--wg-listen", "127.0.0.1:0", "--key-file", keyFile)
-	if err == nil || !strings.Contains(message(err), keyFile+" does not exist") || !strings.Contains(message(err), "fieldpass-broker serve --init") {
+	if err == nil || !strings.Contains(cliexit.Message(err), keyFile+" does not exist") || !strings.Contains(cliexit.Message(err), "fieldpass-broker serve --init") {
 		t.Fatalf("serve without a key: %v; want an error naming %s and serve --init", err, keyFile)
 	}
 	if _, err := os.Stat(filepath.Dir(keyFile)); !errors.Is(err, os.ErrNotExist) {

@@ -23,7 +23,7 @@ func checkTUNName(name string) error {
 		return nil
 	}
 	if len(name) > 15 || name == "." || name == ".." || strings.ContainsAny(name, "/: \t\n") {
-		return usageError{msg: fmt.Sprintf("--tun %q: want an interface name of at most 15 characters, without '/', ':' or spaces, such as fieldpass0", name)}
+		return usageError{Msg: fmt.Sprintf("--tun %q: want an interface name of at most 15 characters, without '/', ':' or spaces, such as fieldpass0", name)}
 	}
 	return nil
 }

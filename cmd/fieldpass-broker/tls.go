@@ -51,27 +51,27 @@ func addTLSFlags(fset *flag.FlagSet, getenv func(string) string) *tlsFlags {
 // host name.
 func (f *tlsFlags) check(publicHost string) error {
 	if (*f.cert == "") != (*f.key == "") {
-		return usageError{msg: "--tls-cert and --tls-key go together"}
+		return usageError{Msg: "--tls-cert and --tls-key go together"}
 	}
 	if len(f.acmeDomains) == 0 {
 		return nil
 	}
 	if *f.cert != "" {
-		return usageError{msg: "--acme-domain and --tls-cert exclude each other: a certificate comes from files or from the ACME CA"}
+		return usageError{Msg: "--acme-domain and --tls-cert exclude each other: a certificate comes from files or from the ACME CA"}
 	}
 	for i, d := range f.acmeDomains {
 		d = strings.ToLower(strings.TrimSuffix(d, "."))
 		if d == "" || strings.ContainsAny(d, "/:@* ") || net.ParseIP(d) != nil {
-			return usageError{msg: fmt.Sprintf("--acme-domain %q: want a DNS name such as fieldpass.example.com (no wildcard: TLS-ALPN-01 cannot validate one)", f.acmeDomains[i])}
+			return usageError{Msg: fmt.Sprintf("--acme-domain %q: want a DNS name such as fieldpass.example.com (no wildcard: TLS-ALPN-01 cannot validate one)", f.acmeDomains[i])}
 		}
 		f.acmeDomains[i] = d
 	}
 	if !slices.Contains(f.acmeDomains, strings.ToLower(publicHost)) {
-		return usageError{msg: fmt.Sprintf("--public-url's host %s is not among --acme-domain %s: devices and people would get no certificate for it; add --acme-domain %s",
+		return usageError{Msg: fmt.Sprintf("--public-url's host %s is not among --acme-domain %s: devices and people would get no certificate for it; add --acme-domain %s",
 			publicHost, strings.Join(f.acmeDomains, ","), publicHost)}
 	}
 	if *f.acmeDirectory == "" {
-		return usageError{msg: "--acme-directory: want the ACME directory URL"}
+		return usageError{Msg: "--acme-directory: want the ACME directory URL"}
 	}
 	return nil
 }

@@ -61,18 +61,18 @@ func (e env) userToken(ctx context.Context, args []string) error {
 	}
 	if *email == "" {
 		fs.Usage()
-		return usageError{msg: "--email is required"}
+		return usageError{Msg: "--email is required"}
 	}
 	if *ttl == 0 {
 		fs.Usage()
-		return usageError{msg: "--ttl is required: every token expires"}
+		return usageError{Msg: "--ttl is required: every token expires"}
 	}
 	if *ttl < time.Second || *ttl > postgres.MaxTokenTTL {
-		return usageError{msg: fmt.Sprintf("--ttl %s: want at least 1s and at most %s", fs.Lookup("ttl").Value, fieldpass.FormatDuration(postgres.MaxTokenTTL))}
+		return usageError{Msg: fmt.Sprintf("--ttl %s: want at least 1s and at most %s", fs.Lookup("ttl").Value, fieldpass.FormatDuration(postgres.MaxTokenTTL))}
 	}
 	addr, err := fieldpass.NormalizeEmail(*email)
 	if err != nil {
-		return usageError{msg: "--email: " + fieldpass.ErrorMessage(err)}
+		return usageError{Msg: "--email: " + fieldpass.ErrorMessage(err)}
 	}
 	db, err := e.openDB(ctx, *dbURL)
 	if err != nil {

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fieldpass/fieldpass/cmd/internal/cliexit"
+
 	"github.com/fieldpass/fieldpass"
 	"github.com/fieldpass/fieldpass/postgres"
 	"github.com/fieldpass/fieldpass/postgres/pgtest"
@@ -87,19 +89,19 @@ func TestUserCommands(t *testing.T) {
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			_, _, err := runCmd(t, dbURL, tc.args...)
-			if err == nil || !strings.Contains(err.Error(), tc.msg) || exitCode(err) != 2 {
-				t.Errorf("got %v (exit %d), want a usage error containing %q", err, exitCode(err), tc.msg)
+			if err == nil || !strings.Contains(err.Error(), tc.msg) || cliexit.Code(err) != 2 {
+				t.Errorf("got %v (exit %d), want a usage error containing %q", err, cliexit.Code(err), tc.msg)
 			}
 		})
 	}
 	_, _, err = runCmd(t, dbURL, "user", "disable", "nobody@example.com")
-	if fieldpass.ErrorCode(err) != fieldpass.ENOTFOUND || exitCode(err) != 1 {
+	if fieldpass.ErrorCode(err) != fieldpass.ENOTFOUND || cliexit.Code(err) != 1 {
 		t.Errorf("disable unknown user: got %v", err)
 	}
 
 	for _, args := range [][]string{{"user", "token", "-h"}, {"user", "list", "-h"}, {"user", "disable", "-h"}, {"user", "enable", "-h"}} {
 		out, _, err := runCmd(t, dbURL, args...)
-		if !errors.Is(err, flag.ErrHelp) || exitCode(err) != 0 || !strings.Contains(out, "Usage: fieldpass-broker "+strings.Join(args[:2], " ")) {
+		if !errors.Is(err, flag.ErrHelp) || cliexit.Code(err) != 0 || !strings.Contains(out, "Usage: fieldpass-broker "+strings.Join(args[:2], " ")) {
 			t.Errorf("%v: got %v, stdout %q", args, err, out)
 		}
 	}

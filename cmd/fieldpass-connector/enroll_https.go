@@ -18,7 +18,7 @@ func init() {
 	enrollHTTPS = func(ctx context.Context, brokerURL, caFile, token, stateDir string) (*connector.State, error) {
 		roots, err := capool.Load(caFile)
 		if err != nil {
-			return nil, usageError{msg: "--ca-file: " + err.Error()}
+			return nil, usageError{Msg: "--ca-file: " + err.Error()}
 		}
 		return httpsenroll.Enroll(ctx, httpsenroll.Config{BrokerURL: brokerURL, Token: token, StateDir: stateDir, RootCAs: roots})
 	}

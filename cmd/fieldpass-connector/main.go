@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/fieldpass/fieldpass/cmd/internal/cliexit"
+
 	"github.com/fieldpass/fieldpass"
 	"github.com/fieldpass/fieldpass/cmd/internal/cliflag"
 	"github.com/fieldpass/fieldpass/connector"
@@ -32,9 +34,9 @@ func main() {
 	stop()
 	if err != nil {
 		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintf(os.Stderr, "fieldpass-connector: %s\n", message(err))
+			fmt.Fprintf(os.Stderr, "fieldpass-connector: %s\n", cliexit.Message(err))
 		}
-		os.Exit(exitCode(err))
+		os.Exit(cliexit.Code(err))
 	}
 }
 
@@ -49,33 +51,12 @@ Run "fieldpass-connector COMMAND -h" for a command's flags.
 `
 
 // usageError is bad command-line input (exit 2).
-type usageError struct{ msg string }
-
-func (e usageError) Error() string { return e.msg }
-
-func message(err error) string {
-	var fe *fieldpass.Error
-	if errors.As(err, &fe) {
-		return fe.Message
-	}
-	return err.Error()
-}
-
-func exitCode(err error) int {
-	var ue usageError
-	switch {
-	case errors.Is(err, flag.ErrHelp):
-		return 0 // asked for, and given
-	case errors.As(err, &ue):
-		return 2
-	}
-	return 1
-}
+type usageError = cliexit.UsageError
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
-		return usageError{msg: "no command given"}
+		return usageError{Msg: "no command given"}
 	}
 	switch args[0] {
 	case "enroll", "enrol":
@@ -94,7 +75,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return nil
 	}
 	fmt.Fprint(stderr, usage)
-	return usageError{msg: fmt.Sprintf("unknown command %q", args[0])}
+	return usageError{Msg: fmt.Sprintf("unknown command %q", args[0])}
 }
 
 func newFlagSet(name, synopsis string, stdout, stderr io.Writer) *flag.FlagSet {
@@ -139,11 +120,11 @@ func parse(fs *flag.FlagSet, args []string) error {
 			return err
 		}
 		fs.Usage()
-		return usageError{msg: err.Error()}
+		return usageError{Msg: err.Error()}
 	}
 	if fs.NArg() > 0 {
 		fs.Usage()
-		return usageError{msg: fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
+		return usageError{Msg: fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
 	}
 	return nil
 }
@@ -162,23 +143,23 @@ func runEnroll(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	if *token == "" || *stateDir == "" {
 		fs.Usage()
-		return usageError{msg: "--token and --state-dir are required, with --broker-key, --endpoint and --address"}
+		return usageError{Msg: "--token and --state-dir are required, with --broker-key, --endpoint and --address"}
 	}
 	var s *connector.State
 	var err error
 	if *broker != "" {
 		if enrollHTTPS == nil {
-			return usageError{msg: "this connector enrols inside WireGuard only (HTTPS would add crypto/tls to a binary made to fit a router): use the enrol command fieldpass-broker token create prints, with --broker-key, --endpoint and --address"}
+			return usageError{Msg: "this connector enrols inside WireGuard only (HTTPS would add crypto/tls to a binary made to fit a router): use the enrol command fieldpass-broker token create prints, with --broker-key, --endpoint and --address"}
 		}
 		s, err = enrollHTTPS(ctx, *broker, *caFile, strings.TrimSpace(*token), *stateDir)
 	} else {
 		if *brokerKey == "" || *endpoint == "" || *address == "" {
 			fs.Usage()
-			return usageError{msg: "--broker-key, --endpoint and --address are required (copy the whole enrol command that fieldpass-broker token create printed)"}
+			return usageError{Msg: "--broker-key, --endpoint and --address are required (copy the whole enrol command that fieldpass-broker token create printed)"}
 		}
 		addr, perr := netip.ParsePrefix(*address)
 		if perr != nil {
-			return usageError{msg: fmt.Sprintf("--address %q: want the token's tunnel address with its prefix length, such as 10.77.255.254/16", *address)}
+			return usageError{Msg: fmt.Sprintf("--address %q: want the token's tunnel address with its prefix length, such as 10.77.255.254/16", *address)}
 		}
 		s, err = connector.EnrollInTunnel(ctx, connector.TunnelEnrollConfig{
 			Token: strings.TrimSpace(*token), BrokerKey: *brokerKey, Endpoint: *endpoint, Address: addr, StateDir: *stateDir,
@@ -240,7 +221,7 @@ func runRun(ctx context.Context, args []string, getenv func(string) string, stdo
 	}
 	if *stateDir == "" {
 		fs.Usage()
-		return usageError{msg: "--state-dir is required"}
+		return usageError{Msg: "--state-dir is required"}
 	}
 	log, err := newLogger(stderr, *logLevel)
 	if err != nil {
@@ -250,7 +231,7 @@ func runRun(ctx context.Context, args []string, getenv func(string) string, stdo
 	fs.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "memory-limit" })
 	limit, err := memoryLimit(*memLimit, explicit, getenv("GOMEMLIMIT"))
 	if err != nil {
-		return usageError{msg: "--memory-limit: " + err.Error()}
+		return usageError{Msg: "--memory-limit: " + err.Error()}
 	}
 	state, err := connector.LoadState(*stateDir)
 	if err != nil {
@@ -259,7 +240,7 @@ func runRun(ctx context.Context, args []string, getenv func(string) string, stdo
 	var la netip.AddrPort
 	if *listen != "" {
 		if la, err = netip.ParseAddrPort(*listen); err != nil {
-			return usageError{msg: fmt.Sprintf("--listen: %v", err)}
+			return usageError{Msg: fmt.Sprintf("--listen: %v", err)}
 		}
 	}
 	c, err := connector.New(connector.Config{
@@ -288,7 +269,7 @@ func applyConfigFile(fs *flag.FlagSet, path string) error {
 		return fmt.Errorf("config: %w", err)
 	}
 	if err := cliflag.ApplyFile(fs, path); err != nil {
-		return usageError{msg: err.Error()}
+		return usageError{Msg: err.Error()}
 	}
 	return nil
 }
@@ -296,7 +277,7 @@ func applyConfigFile(fs *flag.FlagSet, path string) error {
 func newLogger(w io.Writer, level string) (*slog.Logger, error) {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(level)); err != nil {
-		return nil, usageError{msg: fmt.Sprintf("--log-level: %v", err)}
+		return nil, usageError{Msg: fmt.Sprintf("--log-level: %v", err)}
 	}
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
 }

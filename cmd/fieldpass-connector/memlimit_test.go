@@ -5,6 +5,8 @@ import (
 	"runtime/debug"
 	"strings"
 	"testing"
+
+	"github.com/fieldpass/fieldpass/cmd/internal/cliexit"
 )
 
 // The memory limit: the flag's default suits a 64 MB router, GOMEMLIMIT
@@ -47,7 +49,7 @@ func TestMemoryLimit(t *testing.T) {
 		}
 	}
 	_, _, err := runCmd("run", "--state-dir", t.TempDir(), "--service", "ssh=127.0.0.1:22", "--memory-limit", "24MB")
-	if exitCode(err) != 2 || !strings.Contains(err.Error(), "24MiB") {
+	if cliexit.Code(err) != 2 || !strings.Contains(err.Error(), "24MiB") {
 		t.Errorf("--memory-limit 24MB: %v, want a usage error showing a size", err)
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"flag"
 	"strings"
 	"testing"
+
+	"github.com/fieldpass/fieldpass/cmd/internal/cliexit"
 )
 
 func runCmd(args ...string) (stdout, stderr string, err error) {
@@ -20,15 +22,15 @@ func runCmd(args ...string) (stdout, stderr string, err error) {
 // and exits 0, as the fieldpass CLI does.
 func TestUsage(t *testing.T) {
 	_, errOut, err := runCmd("run", "--no-such-flag")
-	if exitCode(err) != 2 {
-		t.Fatalf("unknown flag: %v (exit %d), want exit 2", err, exitCode(err))
+	if cliexit.Code(err) != 2 {
+		t.Fatalf("unknown flag: %v (exit %d), want exit 2", err, cliexit.Code(err))
 	}
 	if n := strings.Count(errOut, "\n"); n > 2 || !strings.Contains(errOut, `Run "fieldpass-connector run -h"`) {
 		t.Errorf("usage error printed %d lines:\n%s", n, errOut)
 	}
 	out, errOut, err := runCmd("run", "-h")
-	if !errors.Is(err, flag.ErrHelp) || exitCode(err) != 0 || errOut != "" || !strings.Contains(out, "-service") {
-		t.Errorf("run -h: %v (exit %d), stderr %q; want every flag on stdout, exit 0", err, exitCode(err), errOut)
+	if !errors.Is(err, flag.ErrHelp) || cliexit.Code(err) != 0 || errOut != "" || !strings.Contains(out, "-service") {
+		t.Errorf("run -h: %v (exit %d), stderr %q; want every flag on stdout, exit 0", err, cliexit.Code(err), errOut)
 	}
 	// A bad target is refused at start, before anything is read.
 	_, _, err = runCmd("run", "--state-dir", t.TempDir(), "--service", "ssh=127.0.0.1:99999")

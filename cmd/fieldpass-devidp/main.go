@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/fieldpass/fieldpass/cmd/internal/cliexit"
+
 	"github.com/fieldpass/fieldpass"
 	"github.com/fieldpass/fieldpass/cmd/internal/cliflag"
 	"github.com/fieldpass/fieldpass/devidp"
@@ -28,17 +30,10 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
 	stop()
-	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			os.Exit(0)
-		}
-		fmt.Fprintf(os.Stderr, "fieldpass-devidp: %s\n", message(err))
-		var ue usageError
-		if errors.As(err, &ue) {
-			os.Exit(2)
-		}
-		os.Exit(1)
+	if err != nil && !errors.Is(err, flag.ErrHelp) {
+		fmt.Fprintf(os.Stderr, "fieldpass-devidp: %s\n", cliexit.Message(err))
 	}
+	os.Exit(cliexit.Code(err))
 }
 
 const usage = `fieldpass-devidp: a development OpenID Connect provider with a login form.
@@ -57,17 +52,8 @@ The users file is a JSON array (see devidp/README.md):
 Flags:
 `
 
-type usageError struct{ msg string }
-
-func (e usageError) Error() string { return e.msg }
-
-func message(err error) string {
-	var fe *fieldpass.Error
-	if errors.As(err, &fe) {
-		return fe.Message
-	}
-	return err.Error()
-}
+// usageError is bad command-line input (exit 2).
+type usageError = cliexit.UsageError
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("fieldpass-devidp", flag.ContinueOnError)
@@ -90,10 +76,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	if fs.NArg() > 0 {
-		return usageError{fmt.Sprintf("unexpected argument %q (see --help)", fs.Arg(0))}
+		return usageError{Msg: fmt.Sprintf("unexpected argument %q (see --help)", fs.Arg(0))}
 	}
 	if *usersFile == "" {
-		return usageError{"--users FILE is required (see --help)"}
+		return usageError{Msg: "--users FILE is required (see --help)"}
 	}
 	if len(redirects) == 0 {
 		redirects = cliflag.Strings{"http://127.0.0.1:8080/auth/callback"}
@@ -103,7 +89,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	if *secretFile != "" {
 		if *secret != "" {
-			return usageError{"give the client secret once: --client-secret-file, or --client-secret / $FIELDPASS_DEVIDP_CLIENT_SECRET"}
+			return usageError{Msg: "give the client secret once: --client-secret-file, or --client-secret / $FIELDPASS_DEVIDP_CLIENT_SECRET"}
 		}
 		b, err := os.ReadFile(*secretFile)
 		if err != nil {
@@ -111,25 +97,25 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		first, _, _ := strings.Cut(string(b), "\n")
 		if *secret = strings.TrimSpace(first); *secret == "" {
-			return usageError{fmt.Sprintf("client secret file %s is empty", *secretFile)}
+			return usageError{Msg: fmt.Sprintf("client secret file %s is empty", *secretFile)}
 		}
 	}
 
 	host, _, err := net.SplitHostPort(*listen)
 	if err != nil {
-		return usageError{fmt.Sprintf("--listen %q: want HOST:PORT", *listen)}
+		return usageError{Msg: fmt.Sprintf("--listen %q: want HOST:PORT", *listen)}
 	}
 	// An empty host listens on every interface.
 	if !fieldpass.IsLoopbackHost(host) && !*allowRemote {
-		return usageError{fmt.Sprintf("--listen %s is not a loopback address: this provider is for development; add --allow-remote if you mean it", *listen)}
+		return usageError{Msg: fmt.Sprintf("--listen %s is not a loopback address: this provider is for development; add --allow-remote if you mean it", *listen)}
 	}
 	if *issuer != "" {
 		u, err := url.Parse(*issuer)
 		if err != nil || u.Host == "" {
-			return usageError{fmt.Sprintf("--issuer %q: want http(s)://HOST[:PORT]", *issuer)}
+			return usageError{Msg: fmt.Sprintf("--issuer %q: want http(s)://HOST[:PORT]", *issuer)}
 		}
 		if !fieldpass.IsLoopbackHost(u.Hostname()) && !*allowRemote {
-			return usageError{fmt.Sprintf("--issuer %s is not on a loopback host: this provider is for development; add --allow-remote if you mean it", *issuer)}
+			return usageError{Msg: fmt.Sprintf("--issuer %s is not on a loopback host: this provider is for development; add --allow-remote if you mean it", *issuer)}
 		}
 	}
 

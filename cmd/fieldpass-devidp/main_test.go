@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
+	"github.com/fieldpass/fieldpass/cmd/internal/cliexit"
 	"golang.org/x/oauth2"
 )
 
@@ -196,7 +197,7 @@ func TestUsage(t *testing.T) {
 				}
 				return
 			}
-			if err == nil || !strings.Contains(message(err), tc.want) {
+			if err == nil || !strings.Contains(cliexit.Message(err), tc.want) {
 				t.Errorf("err = %v, want one mentioning %q", err, tc.want)
 			}
 		})

@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/fieldpass/fieldpass/cmd/internal/cliexit"
+
 	"github.com/fieldpass/fieldpass"
 )
 
@@ -68,9 +70,7 @@ Run "fieldpass COMMAND -h" for a command's flags.
 `
 
 // usageError is bad command-line input (exit 2).
-type usageError struct{ msg string }
-
-func (e usageError) Error() string { return e.msg }
+type usageError = cliexit.UsageError
 
 // exitError carries a child's exit status (fieldpass ssh) out of run
 // without a message of our own: ssh has said what went wrong.
@@ -81,28 +81,18 @@ func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code)
 // errHelp is returned after -h printed a command's help: exit 0.
 var errHelp = errors.New("help requested")
 
-// message is what a person sees after "fieldpass: ": the server's own
-// message for an API error, the error text otherwise.
-func message(err error) string {
-	var fe *fieldpass.Error
-	if errors.As(err, &fe) {
-		return fe.Message
-	}
-	return err.Error()
-}
+// message is what a person sees after "fieldpass: ".
+func message(err error) string { return cliexit.Message(err) }
 
 func exitCode(err error) int {
-	var ue usageError
 	var ee exitError
 	switch {
-	case err == nil, errors.Is(err, errHelp):
+	case errors.Is(err, errHelp):
 		return 0
 	case errors.As(err, &ee):
 		return ee.code
-	case errors.As(err, &ue):
-		return 2
 	}
-	return 1
+	return cliexit.Code(err)
 }
 
 // env is what a command may touch of the outside world. Commands are its
@@ -159,7 +149,7 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 func (e *env) run(ctx context.Context, args []string) error {
 	if len(args) == 0 {
 		fmt.Fprint(e.stderr, usage)
-		return usageError{msg: "no command given"}
+		return usageError{Msg: "no command given"}
 	}
 	cmd, rest := args[0], args[1:]
 	switch cmd {
@@ -203,14 +193,14 @@ func (e *env) run(ctx context.Context, args []string) error {
 		return errHelp
 	}
 	fmt.Fprint(e.stderr, usage)
-	return usageError{msg: fmt.Sprintf("unknown command %q", cmd)}
+	return usageError{Msg: fmt.Sprintf("unknown command %q", cmd)}
 }
 
 // subcommand dispatches "fieldpass NAME SUB ..." (grant, request, config).
 func (e *env) subcommand(name, synopsis string, args []string, subs map[string]func([]string) error) error {
 	if len(args) == 0 {
 		fmt.Fprintf(e.stderr, "Usage:\n%s\n", synopsis)
-		return usageError{msg: fmt.Sprintf("%s: no subcommand given", name)}
+		return usageError{Msg: fmt.Sprintf("%s: no subcommand given", name)}
 	}
 	switch args[0] {
 	case "-h", "--help", "-help", "help":
@@ -221,7 +211,7 @@ func (e *env) subcommand(name, synopsis string, args []string, subs map[string]f
 		return f(args[1:])
 	}
 	fmt.Fprintf(e.stderr, "Usage:\n%s\n", synopsis)
-	return usageError{msg: fmt.Sprintf("unknown %s subcommand %q", name, args[0])}
+	return usageError{Msg: fmt.Sprintf("unknown %s subcommand %q", name, args[0])}
 }
 
 // flagSet is a command's flags and help. -h prints the help on stdout and
@@ -289,7 +279,7 @@ func (fs *flagSet) parse(args []string, min, max int) ([]string, error) {
 				return nil, errHelp
 			}
 			fs.printShort(fs.stderr)
-			return nil, usageError{msg: err.Error()}
+			return nil, usageError{Msg: err.Error()}
 		}
 		rest := fs.Args()
 		if len(rest) == 0 {
@@ -304,11 +294,11 @@ func (fs *flagSet) parse(args []string, min, max int) ([]string, error) {
 	}
 	if len(pos) < min {
 		fs.printShort(fs.stderr)
-		return nil, usageError{msg: "missing argument"}
+		return nil, usageError{Msg: "missing argument"}
 	}
 	if max >= 0 && len(pos) > max {
 		fs.printShort(fs.stderr)
-		return nil, usageError{msg: fmt.Sprintf("unexpected argument %q", pos[max])}
+		return nil, usageError{Msg: fmt.Sprintf("unexpected argument %q", pos[max])}
 	}
 	return pos, nil
 }
@@ -316,5 +306,5 @@ func (fs *flagSet) parse(args []string, min, max int) ([]string, error) {
 // fail prints the short usage on stderr and returns a usage error.
 func (fs *flagSet) fail(format string, args ...any) error {
 	fs.printShort(fs.stderr)
-	return usageError{msg: fmt.Sprintf(format, args...)}
+	return usageError{Msg: fmt.Sprintf(format, args...)}
 }

@@ -228,7 +228,7 @@ func TestMessageAndExitCode(t *testing.T) {
 	if got := exitCode(errHelp); got != 0 {
 		t.Errorf("help: exit %d", got)
 	}
-	if got := exitCode(usageError{"x"}); got != 2 {
+	if got := exitCode(usageError{Msg: "x"}); got != 2 {
 		t.Errorf("usage: exit %d", got)
 	}
 	if got := exitCode(os.ErrNotExist); got != 1 {

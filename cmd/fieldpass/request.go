@@ -153,7 +153,7 @@ is shown to the requester, in request list, and kept in the audit log.`)
 		return err
 	}
 	if *comment != "" && *reason != "" && *comment != *reason {
-		return usageError{msg: "give --reason or --comment, not both"}
+		return usageError{Msg: "give --reason or --comment, not both"}
 	}
 	*comment = or(*comment, *reason)
 	cl, err := e.client()
