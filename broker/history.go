@@ -320,7 +320,7 @@ func (b *Broker) armOfflineAtStart(ctx context.Context) {
 		b.armOfflineAlert(p, reasonAtStart, p.dev.Presence.LastSeen)
 		armed++
 	}
-	b.log.Info("devices offline at start", "devices", len(offline), "alerts_armed", armed, "after", b.cfg.OfflineAlertAfter)
+	b.log.Info("devices offline at start", "devices", len(offline), "alerts_armed", armed, "after", fieldpass.FormatDuration(b.cfg.OfflineAlertAfter))
 }
 
 // alert raises an alert about p; a no-op when alerts are off. Call it

@@ -126,7 +126,7 @@ func (m *Sessions) noteDrop(s *Session, ys *yamux.Session) {
 func (m *Sessions) awaitReturn(s *Session, old *yamux.Session) (*yamux.Session, fieldpass.EndReason) {
 	wait := max(m.cfg.ReconnectWait, 0)
 	if wait > 0 {
-		m.log.Info("device tunnel dropped: session waits for the device", "session", s.rec.ID, "device", s.rec.Device, "wait", wait)
+		m.log.Info("device tunnel dropped: session waits for the device", "session", s.rec.ID, "device", s.rec.Device, "wait", fieldpass.FormatDuration(wait))
 	}
 	timeout := time.NewTimer(wait)
 	defer timeout.Stop()
@@ -149,7 +149,7 @@ func (m *Sessions) awaitReturn(s *Session, old *yamux.Session) (*yamux.Session, 
 		case <-s.done:
 			return nil, ""
 		case <-timeout.C:
-			m.log.Info("device not back in time: session ends", "session", s.rec.ID, "device", s.rec.Device, "wait", wait)
+			m.log.Info("device not back in time: session ends", "session", s.rec.ID, "device", s.rec.Device, "wait", fieldpass.FormatDuration(wait))
 			return nil, fieldpass.EndDeviceClosed
 		case <-tick.C:
 		}

@@ -481,7 +481,7 @@ func (s *server) startAlerts(ctx context.Context, bm *metrics.Broker) (*alerts.N
 	alertsDone := make(chan struct{})
 	go func() { defer close(alertsDone); notifier.Run(alertCtx) }()
 	s.closers = append(s.closers, func() { stopAlerts(); <-alertsDone })
-	s.log.Info("alerts on", "webhook", alerts.Redact(cfg.URL), "offline_after", s.cfg.alertOfflineAfter)
+	s.log.Info("alerts on", "webhook", alerts.Redact(cfg.URL), "offline_after", fieldpass.FormatDuration(s.cfg.alertOfflineAfter))
 	return notifier, nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/fieldpass/fieldpass"
 	"github.com/fieldpass/fieldpass/broker"
 	"github.com/fieldpass/fieldpass/brokerlink"
 )
@@ -122,6 +123,6 @@ func (s *server) startFleet(f fleetFlags, addr string, serverTLS *tls.Config) (*
 		return nil, fmt.Errorf("listen on %s: %w", *f.listen, err)
 	}
 	s.closers = append(s.closers, func() { ln.Close() })
-	s.log.Info("one of a fleet of brokers", "peer_listen", ln.Addr().String(), "peer_addr", addr, "lease_ttl", *f.leaseTTL)
+	s.log.Info("one of a fleet of brokers", "peer_listen", ln.Addr().String(), "peer_addr", addr, "lease_ttl", fieldpass.FormatDuration(*f.leaseTTL))
 	return &fleet{addr: addr, ln: ln, server: srv}, nil
 }
