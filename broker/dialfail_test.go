@@ -15,28 +15,10 @@ import (
 // client_closed, with the connector's error in its audit event; one that
 // reached its service once keeps the person's own end.
 func TestSessionDialFailed(t *testing.T) {
-	e := brokertest.New(t)
-	echo := brokertest.NewEcho(t)
-	e.StartConnector(e.Enroll("pump-1"), map[string]string{"echo": echo.Addr, "down": brokertest.ClosedPort(t)}, nil)
-	brokertest.WaitFor(t, 20*time.Second, "connector online", func() bool { return e.Broker.Connected("pump-1") })
+	env := newEchoDownEnv(t)
+	e, u, m := env.e, env.user, env.m
 	ctx := context.Background()
-	u, err := e.DB.EnsureUser(ctx, testOperator, engineer, []fieldpass.Role{fieldpass.RoleEngineer})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.DB.CreateGrant(ctx, testOperator, fieldpass.Grant{Subject: engineer, Devices: []string{"pump-1"},
-		Services: []string{"echo", "down"}, End: time.Now().Add(time.Hour), Reason: "test"}, 24*time.Hour); err != nil {
-		t.Fatal(err)
-	}
-	m := e.StartSessions(broker.SessionsConfig{})
-	ended := func(id string) *fieldpass.Session {
-		var r *fieldpass.Session
-		brokertest.WaitFor(t, 5*time.Second, "session row ended", func() bool {
-			r, err = e.DB.Session(ctx, id)
-			return err == nil && !r.Open()
-		})
-		return r
-	}
+	ended := func(id string) *fieldpass.Session { return env.ended(t, id) }
 
 	s, err := m.Open(ctx, &fieldpass.Caller{User: u}, "pump-1", "down", "127.0.0.1")
 	if err != nil {
@@ -72,4 +54,43 @@ func TestSessionDialFailed(t *testing.T) {
 	if r := ended(s.ID()); r.EndReason != fieldpass.EndClientClosed {
 		t.Fatalf("reached session ended %s, want client_closed", r.EndReason)
 	}
+}
+
+// echoDownEnv is a broker with pump-1 online, exposing echo (an echo
+// server) and down (a port where nothing listens), the engineer granted
+// both for an hour, and the session manager.
+type echoDownEnv struct {
+	e    *brokertest.Env
+	user *fieldpass.User
+	m    *broker.Sessions
+}
+
+func newEchoDownEnv(t *testing.T) *echoDownEnv {
+	t.Helper()
+	e := brokertest.New(t)
+	echo := brokertest.NewEcho(t)
+	e.StartConnector(e.Enroll("pump-1"), map[string]string{"echo": echo.Addr, "down": brokertest.ClosedPort(t)}, nil)
+	brokertest.WaitFor(t, 20*time.Second, "connector online", func() bool { return e.Broker.Connected("pump-1") })
+	ctx := context.Background()
+	u, err := e.DB.EnsureUser(ctx, testOperator, engineer, []fieldpass.Role{fieldpass.RoleEngineer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.DB.CreateGrant(ctx, testOperator, fieldpass.Grant{Subject: engineer, Devices: []string{"pump-1"},
+		Services: []string{"echo", "down"}, End: time.Now().Add(time.Hour), Reason: "test"}, 24*time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	return &echoDownEnv{e: e, user: u, m: e.StartSessions(broker.SessionsConfig{})}
+}
+
+// ended waits for session id's row to show its end.
+func (env *echoDownEnv) ended(t *testing.T, id string) *fieldpass.Session {
+	t.Helper()
+	var r *fieldpass.Session
+	brokertest.WaitFor(t, 5*time.Second, "session row ended", func() bool {
+		var err error
+		r, err = env.e.DB.Session(context.Background(), id)
+		return err == nil && !r.Open()
+	})
+	return r
 }

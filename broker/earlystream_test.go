@@ -9,8 +9,6 @@ import (
 	"time"
 
 	"github.com/fieldpass/fieldpass"
-	"github.com/fieldpass/fieldpass/broker"
-	"github.com/fieldpass/fieldpass/broker/brokertest"
 )
 
 // TestSessionStreamEarly: bytes written to a stream before the connector
@@ -18,28 +16,10 @@ import (
 // after; they are counted on the session once the service was reached,
 // and not at all when it was not (dial_failed, 0 bytes).
 func TestSessionStreamEarly(t *testing.T) {
-	e := brokertest.New(t)
-	echo := brokertest.NewEcho(t)
-	e.StartConnector(e.Enroll("pump-1"), map[string]string{"echo": echo.Addr, "down": brokertest.ClosedPort(t)}, nil)
-	brokertest.WaitFor(t, 20*time.Second, "connector online", func() bool { return e.Broker.Connected("pump-1") })
+	env := newEchoDownEnv(t)
+	u, m := env.user, env.m
 	ctx := context.Background()
-	u, err := e.DB.EnsureUser(ctx, testOperator, engineer, []fieldpass.Role{fieldpass.RoleEngineer})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.DB.CreateGrant(ctx, testOperator, fieldpass.Grant{Subject: engineer, Devices: []string{"pump-1"},
-		Services: []string{"echo", "down"}, End: time.Now().Add(time.Hour), Reason: "test"}, 24*time.Hour); err != nil {
-		t.Fatal(err)
-	}
-	m := e.StartSessions(broker.SessionsConfig{})
-	ended := func(id string) *fieldpass.Session {
-		var r *fieldpass.Session
-		brokertest.WaitFor(t, 5*time.Second, "session row ended", func() bool {
-			r, err = e.DB.Session(ctx, id)
-			return err == nil && !r.Open()
-		})
-		return r
-	}
+	ended := func(id string) *fieldpass.Session { return env.ended(t, id) }
 
 	t.Run("reached", func(t *testing.T) {
 		s, err := m.Open(ctx, &fieldpass.Caller{User: u}, "pump-1", "echo", "127.0.0.1")
