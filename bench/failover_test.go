@@ -2,12 +2,10 @@ package bench_test
 
 import (
 	"context"
-	"crypto/rand"
 	"fmt"
 	"net/http"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -21,8 +19,6 @@ import (
 
 	"github.com/fieldpass/fieldpass/broker/brokertest"
 	"github.com/fieldpass/fieldpass/postgres"
-	"github.com/fieldpass/fieldpass/postgres/pgtest"
-	"github.com/fieldpass/fieldpass/wgnet"
 )
 
 // BenchmarkFailover measures how long a broker's devices are without a
@@ -57,19 +53,7 @@ func BenchmarkFailover(b *testing.B) {
 	ctx := context.Background()
 	dir := b.TempDir()
 
-	bin := buildBroker(b, dir)
-	dbURL := pgtest.NewDatabase(b)
-	if out, err := exec.Command(bin, "migrate", "--database-url", dbURL).CombinedOutput(); err != nil {
-		b.Fatalf("fieldpass-broker migrate: %v\n%s", err, out)
-	}
-	key, err := wgnet.GenerateKey(rand.Reader)
-	if err != nil {
-		b.Fatal(err)
-	}
-	keyFile := filepath.Join(dir, "fleet.key")
-	if err := os.WriteFile(keyFile, []byte(key.String()+"\n"), 0o600); err != nil {
-		b.Fatal(err)
-	}
+	bin, dbURL, key, keyFile := brokerOnNewDatabase(b, dir)
 	ca := brokertest.NewLinkCA(b)
 	ids := []string{"broker-a", "broker-b", "broker-c"}
 	eps := make([]netip.AddrPort, len(ids))

@@ -82,19 +82,7 @@ func BenchmarkFleet(b *testing.B) {
 	ctx := context.Background()
 	dir := b.TempDir()
 
-	bin := buildBroker(b, dir)
-	dbURL := pgtest.NewDatabase(b)
-	if out, err := exec.Command(bin, "migrate", "--database-url", dbURL).CombinedOutput(); err != nil {
-		b.Fatalf("fieldpass-broker migrate: %v\n%s", err, out)
-	}
-	key, err := wgnet.GenerateKey(rand.Reader)
-	if err != nil {
-		b.Fatal(err)
-	}
-	keyFile := filepath.Join(dir, "broker.key")
-	if err := os.WriteFile(keyFile, []byte(key.String()+"\n"), 0o600); err != nil {
-		b.Fatal(err)
-	}
+	bin, dbURL, key, keyFile := brokerOnNewDatabase(b, dir)
 	wgEP := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), freePort(b, "udp"))
 	httpAddr := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), freePort(b, "tcp"))
 	publicURL := "http://" + httpAddr.String()
@@ -630,4 +618,24 @@ func selfMemory(tb testing.TB) memory {
 		tb.Fatal(err)
 	}
 	return memory{rss: rss, heap: ms.HeapAlloc, stack: ms.StackInuse, goroutines: runtime.NumGoroutine()}
+}
+
+// brokerOnNewDatabase builds fieldpass-broker into dir, migrates a new
+// database with it, and writes a new WireGuard key to a file for --key-file.
+func brokerOnNewDatabase(b *testing.B, dir string) (bin, dbURL string, key wgnet.Key, keyFile string) {
+	b.Helper()
+	bin = buildBroker(b, dir)
+	dbURL = pgtest.NewDatabase(b)
+	if out, err := exec.Command(bin, "migrate", "--database-url", dbURL).CombinedOutput(); err != nil {
+		b.Fatalf("fieldpass-broker migrate: %v\n%s", err, out)
+	}
+	key, err := wgnet.GenerateKey(rand.Reader)
+	if err != nil {
+		b.Fatal(err)
+	}
+	keyFile = filepath.Join(dir, "broker.key")
+	if err := os.WriteFile(keyFile, []byte(key.String()+"\n"), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	return bin, dbURL, key, keyFile
 }
