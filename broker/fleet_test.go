@@ -470,11 +470,7 @@ func TestFleetDeadBrokerDevicesSpread(t *testing.T) {
 			t.Errorf("%s (held by %s): served by broker-a %v, broker-c %v; want exactly one", name, hs2[name], a.b.Serves(id), c.b.Serves(id))
 		}
 	}
-	for _, br := range []string{"broker-a", "broker-b", "broker-c"} {
-		if left, _ := openCallbacks(t, e, br); left != 0 {
-			t.Errorf("%d callbacks to %s left after every device came back", left, br)
-		}
-	}
+	noCallbacksLeft(t, e)
 }
 
 // The survivor given part of a dead broker's devices dies before it has
@@ -511,11 +507,7 @@ func TestFleetCallbackBrokerDiesMidway(t *testing.T) {
 	for name, id := range ids {
 		brokertest.WaitFor(t, 2*time.Second, name+" served by broker-a, which holds it", func() bool { return a.b.Serves(id) })
 	}
-	for _, br := range []string{"broker-a", "broker-b", "broker-c"} {
-		if left, _ := openCallbacks(t, e, br); left != 0 {
-			t.Errorf("%d callbacks to %s left after every device came back", left, br)
-		}
-	}
+	noCallbacksLeft(t, e)
 }
 
 // broker-b, holding every device, stops cleanly (a rolling restart): it
@@ -548,5 +540,16 @@ func TestFleetCleanStopHandsDevicesOff(t *testing.T) {
 	}
 	for name, id := range ids {
 		brokertest.WaitFor(t, 2*time.Second, name+" served by its holder alone", func() bool { return a.b.Serves(id) != c.b.Serves(id) })
+	}
+}
+
+// noCallbacksLeft checks that no broker of the test fleet has a callback
+// left to make once every device came back.
+func noCallbacksLeft(t *testing.T, e *brokertest.Env) {
+	t.Helper()
+	for _, br := range []string{"broker-a", "broker-b", "broker-c"} {
+		if left, _ := openCallbacks(t, e, br); left != 0 {
+			t.Errorf("%d callbacks to %s left after every device came back", left, br)
+		}
 	}
 }
