@@ -175,6 +175,21 @@ func (c *chrome) text() string {
 	return s
 }
 
+// openHere presses the "Open ..." button matched by sel in this tab rather
+// than a new one, in one script: the live page replaces its content every
+// few seconds, so a click by node, or a target removed in an earlier step,
+// may miss.
+func (c *chrome) openHere(what, sel string) {
+	c.t.Helper()
+	q, err := json.Marshal(sel)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	if !eval(c, what, chromedp.Evaluate[bool](`(b => { if (!b) return false; b.form.removeAttribute("target"); b.click(); return true })(document.querySelector(`+string(q)+`))`)) {
+		c.t.Fatalf("%s: no %s on the page:\n%s", what, sel, tail(c.text(), 20))
+	}
+}
+
 // eval runs one action that returns a value, failing the test as run does.
 func eval[T any](c *chrome, what string, a chromedp.Action[T]) T {
 	c.t.Helper()

@@ -65,8 +65,8 @@ func TestDemo(t *testing.T) {
 	c.logInAt(&devIDP{issuer: issuer}, engineer)
 	open := `button[aria-label="Open web on router-north in a new tab"]`
 	c.run("device page", chromedp.WaitVisible(chromedp.CSS(open)))
-	eval(c, "same tab", chromedp.Evaluate[bool](`document.querySelectorAll("form[target]").forEach(f => f.removeAttribute("target")); true`))
-	c.run("open the router's web UI", chromedp.Click(chromedp.CSS(open)), chromedp.WaitVisible(chromedp.ID("signin")))
+	c.openHere("open the router's web UI", open)
+	c.run("the router's sign-in page", chromedp.WaitVisible(chromedp.ID("signin")))
 	if u := c.location(); !strings.HasPrefix(u, "http://router-north--web.localhost:") {
 		t.Errorf("the router's web UI is at %s, want its own origin router-north--web.localhost", u)
 	}

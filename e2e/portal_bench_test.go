@@ -66,8 +66,9 @@ func TestPortalFigures(t *testing.T) {
 
 	// The router's status page, directly and through the proxy.
 	c.run("open the router", chromedp.Navigate(portalURL+"/devices/router-1"))
-	eval(c, "same tab", chromedp.Evaluate[bool](`document.querySelectorAll("form[target]").forEach(f => f.removeAttribute("target")); true`))
-	c.run("open web", chromedp.Click(chromedp.CSS(`button[aria-label="Open web on router-1 in a new tab"]`)), chromedp.WaitVisible(chromedp.ID("signin")))
+	c.run("device page", chromedp.WaitVisible(chromedp.CSS(`button[aria-label="Open web on router-1 in a new tab"]`)))
+	c.openHere("open web", `button[aria-label="Open web on router-1 in a new tab"]`)
+	c.run("the router's sign-in page", chromedp.WaitVisible(chromedp.ID("signin")))
 	proxied := c.location()
 	proxied = proxied[:strings.Index(proxied, "/login")]
 	var through, direct []time.Duration

@@ -56,10 +56,9 @@ func TestPortalDeviceWebUI(t *testing.T) {
 	c.run("device page", chromedp.WaitVisible(chromedp.CSS(`button[aria-label="Open web on router-1 in a new tab"]`)))
 	c.audit("device-web")
 	// The button opens a new tab; here the same tab will do.
-	eval(c, "same tab", chromedp.Evaluate[bool](`document.querySelectorAll("form[target]").forEach(f => f.removeAttribute("target")); true`))
 	start := time.Now()
-	c.run("open the router", chromedp.Click(chromedp.CSS(`button[aria-label="Open web on router-1 in a new tab"]`)),
-		chromedp.WaitVisible(chromedp.ID("signin")))
+	c.openHere("open the router", `button[aria-label="Open web on router-1 in a new tab"]`)
+	c.run("the router's sign-in page", chromedp.WaitVisible(chromedp.ID("signin")))
 	if u := c.location(); !strings.HasPrefix(u, "http://router-1--web.localhost:") || !strings.HasSuffix(u, "/login") {
 		t.Fatalf("the router's sign-in page is at %s, want its own origin router-1--web.localhost with the LAN redirect kept on it", u)
 	}
@@ -156,8 +155,7 @@ func TestPortalDeviceWebUIHTTPS(t *testing.T) {
 	c.logInAt(idp, engineerPerson)
 	open := func(device string) {
 		c.run("device page", chromedp.Navigate(portalURL+"/devices/"+device), chromedp.WaitVisible(chromedp.CSS(`button[aria-label="Open web on `+device+` in a new tab"]`)))
-		eval(c, "same tab", chromedp.Evaluate[bool](`document.querySelectorAll("form[target]").forEach(f => f.removeAttribute("target")); true`))
-		c.run("open", chromedp.Click(chromedp.CSS(`button[aria-label="Open web on `+device+` in a new tab"]`)))
+		c.openHere("open", `button[aria-label="Open web on `+device+` in a new tab"]`)
 		for deadline := time.Now().Add(15 * time.Second); !strings.Contains(c.location(), device+"--web."); time.Sleep(50 * time.Millisecond) {
 			if time.Now().After(deadline) {
 				t.Fatalf("opening %s stayed at %s", device, c.location())

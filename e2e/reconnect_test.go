@@ -201,10 +201,7 @@ func TestPortalWebAcrossConnectorRestart(t *testing.T) {
 	c.run("open the portal", chromedp.Navigate(portalURL+"/devices/router-1"))
 	c.logInAt(idp, engineerPerson)
 	c.run("device page", chromedp.WaitVisible(chromedp.CSS(`button[aria-label="Open web on router-1 in a new tab"]`)))
-	// In the same tab, and in one script: the live page replaces its
-	// content every few seconds, which a click by node may miss.
-	eval(c, "open the router", chromedp.Evaluate[bool](`(b => { b.form.removeAttribute("target"); b.click(); return true })(
-		document.querySelector('button[aria-label="Open web on router-1 in a new tab"]'))`))
+	c.openHere("open the router", `button[aria-label="Open web on router-1 in a new tab"]`)
 	c.run("the router's sign-in page", chromedp.WaitVisible(chromedp.ID("signin")))
 	c.run("sign in to the router",
 		chromedp.SendKeys(chromedp.ID("user"), "admin"),

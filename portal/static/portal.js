@@ -21,6 +21,8 @@
       el.classList.toggle("soon", ms > 0 && ms < 600000);
     });
   }
+  var main = document.querySelector("main[data-refresh]");
+  var shown = main && main.innerHTML; // the server's content, before tick() touches it
   tick();
   setInterval(tick, 1000);
   // Forms that ask before they act: <form data-confirm="question">.
@@ -28,8 +30,10 @@
     var q = e.target.getAttribute && e.target.getAttribute("data-confirm");
     if (q && !window.confirm(q)) e.preventDefault();
   });
-  // Live pages (<main data-refresh="seconds">) reload their content.
-  var main = document.querySelector("main[data-refresh]");
+  // Live pages (<main data-refresh="seconds">) reload their content. The
+  // content is replaced only when the server's copy changed, and never
+  // under a person's focus or text selection, so a click or a copy is not
+  // lost to a refresh.
   if (main) {
     var every = parseInt(main.getAttribute("data-refresh"), 10) * 1000;
     setInterval(function () {
@@ -40,7 +44,12 @@
           if (!html) return;
           var doc = new DOMParser().parseFromString(html, "text/html");
           var fresh = doc.querySelector("main[data-refresh]");
-          if (fresh && !main.contains(document.activeElement)) { main.innerHTML = fresh.innerHTML; tick(); }
+          if (!fresh || fresh.innerHTML === shown) return;
+          var sel = window.getSelection();
+          if (main.contains(document.activeElement) || (sel && !sel.isCollapsed && main.contains(sel.anchorNode))) return;
+          shown = fresh.innerHTML;
+          main.innerHTML = shown;
+          tick();
         });
     }, every);
   }
