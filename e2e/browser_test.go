@@ -175,17 +175,28 @@ func (c *chrome) text() string {
 	return s
 }
 
-// openHere presses the "Open ..." button matched by sel in this tab rather
-// than a new one, in one script: the live page replaces its content every
-// few seconds, so a click by node, or a target removed in an earlier step,
-// may miss.
+// press clicks the first element sel matches in one script, as a live page
+// (main[data-refresh]) may replace its nodes between a query and a click
+// by node.
+func (c *chrome) press(what, sel string) {
+	c.t.Helper()
+	c.pressWith(what, sel, "")
+}
+
+// openHere presses the "Open ..." button sel matches in this tab rather
+// than a new one: its form's target is removed in the same script.
 func (c *chrome) openHere(what, sel string) {
+	c.t.Helper()
+	c.pressWith(what, sel, `b.form.removeAttribute("target");`)
+}
+
+func (c *chrome) pressWith(what, sel, before string) {
 	c.t.Helper()
 	q, err := json.Marshal(sel)
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	if !eval(c, what, chromedp.Evaluate[bool](`(b => { if (!b) return false; b.form.removeAttribute("target"); b.click(); return true })(document.querySelector(`+string(q)+`))`)) {
+	if !eval(c, what, chromedp.Evaluate[bool](`(b => { if (!b) return false; `+before+` b.click(); return true })(document.querySelector(`+string(q)+`))`)) {
 		c.t.Fatalf("%s: no %s on the page:\n%s", what, sel, tail(c.text(), 20))
 	}
 }

@@ -68,7 +68,7 @@ func TestPortalTerminal(t *testing.T) {
 	// The auditor watches the live terminal, read-only.
 	aud := newChrome(t)
 	aud.logIn(b, idp, auditorPerson, "/live")
-	aud.run("the session", chromedp.Click(chromedp.CSS(`td[data-label=Person]`)))
+	aud.run("the session", chromedp.WaitVisible(chromedp.CSS(`td[data-label=Person]`)))
 	aud.open(b, "/sessions?device=pump-7&open=1")
 	aud.run("open it", chromedp.Click(chromedp.CSS(`td[data-label=Started] a`)), chromedp.WaitVisible(chromedp.CSS("main h1")))
 	aud.run("watch", chromedp.Click(chromedp.CSS(`a[href$="/watch"]`)), chromedp.WaitVisible(chromedp.CSS(".xterm-rows")))

@@ -97,7 +97,7 @@ func TestPortalPeople(t *testing.T) {
 	approver.logIn(b, idp, approverPerson, "/approvals")
 	approver.see(vendorPerson.Email)
 	approver.audit("approvals")
-	approver.run("approve", chromedp.Click(chromedp.CSS(`button[value=approve]`)))
+	approver.press("approve", `button[value=approve]`) // a live page
 	approver.see("Approved: " + vendorPerson.Email + " may reach web on gw-1")
 
 	vendor.open(b, "/devices")
