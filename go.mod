@@ -68,3 +68,5 @@ require (
 )
 
 tool github.com/letsencrypt/pebble/v2/cmd/pebble
+
+replace golang.zx2c4.com/wireguard => ./third_party/wireguard-go
