@@ -13,7 +13,7 @@ import (
 
 // BenchmarkSessionOpenConcurrent measures session opens per second and the
 // latency of one open (the grant check, the committed session row and its
-// session.start audit event, the session made live) with 1, 16 and 64
+// session.start audit event, the session made live) with 1, 2, 4, 16 and 64
 // clients opening at once; each client ends its session after opening it,
 // so the ends and their session.end events share the database as they do
 // in service. No stream is opened: BenchmarkSessionOpen measures that.
@@ -21,7 +21,7 @@ func BenchmarkSessionOpenConcurrent(b *testing.B) {
 	se := newSessionEnv(b, nil)
 	se.grant(time.Time{}, "echo")
 	ctx := context.Background()
-	for _, clients := range []int{1, 16, 64} {
+	for _, clients := range []int{1, 2, 4, 16, 64} {
 		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) {
 			var (
 				mu   sync.Mutex
