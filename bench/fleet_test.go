@@ -244,17 +244,15 @@ func fleetRestart(b *testing.B, db *postgres.DB, old *brokerProcess, bin, logPat
 	}
 	var times []int64
 	perSecond := map[int64]int{}
+	per10s := make([]int, 18) // the shape of the return, in the log either way
 	for _, t := range back {
 		times = append(times, int64(t))
 		perSecond[int64(t/time.Second)]++
+		per10s[min(int(t/(10*time.Second)), len(per10s)-1)]++
 	}
 	if len(back) < n {
 		// Reported, not fatal: the figures above and the shape of the
 		// return are what the run is for.
-		per10s := make([]int, 18)
-		for _, t := range back {
-			per10s[min(int(t/(10*time.Second)), len(per10s)-1)]++
-		}
 		b.Errorf("after the restart: %d of %d devices back in %s; back per 10 s: %v\n%s",
 			len(back), n, time.Since(start).Round(time.Second), per10s, br.logTail())
 		if len(back) == 0 {
@@ -282,9 +280,9 @@ func fleetRestart(b *testing.B, db *postgres.DB, old *brokerProcess, bin, logPat
 	b.ReportMetric(last.Seconds(), "restart-max-s")
 	b.ReportMetric(rate, "restart-devices/s")
 	b.Logf("restart after SIGKILL (%d devices): back after p50 %s, p99 %s, max %s from the new process's start (first %s); "+
-		"%.0f devices/s on average, %d in the busiest second (nudge pace for this fleet: %.0f/s); history or nudge events dropped: %d; %s",
+		"%.0f devices/s on average, %d in the busiest second (nudge pace for this fleet: %.0f/s); back per 10 s: %v; history or nudge events dropped: %d; %s",
 		n, p50.Round(100*time.Millisecond), p99.Round(100*time.Millisecond), last.Round(100*time.Millisecond), first.Round(100*time.Millisecond),
-		rate, peak, nudgeRate(n), dropped, br.lastGC())
+		rate, peak, nudgeRate(n), per10s, dropped, br.lastGC())
 }
 
 // nudgeRate is the broker's nudge pace for a restart with queued devices
