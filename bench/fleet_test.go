@@ -222,6 +222,7 @@ func fleetRestart(b *testing.B, db *postgres.DB, old *brokerProcess, bin, logPat
 	old.cmd.Process.Kill()
 	<-old.done
 	start := time.Now()
+	sim0, busy0 := selfCPU(b), machineCPU(b)
 	br := startBrokerProcess(b, bin, logPath, args...)
 	// Postgres keeps microseconds; a hello after start is newer than any
 	// last_seen the old process wrote.
@@ -242,6 +243,19 @@ func fleetRestart(b *testing.B, db *postgres.DB, old *brokerProcess, bin, logPat
 			}
 		}
 	}
+	// Who used the two cores while the fleet came back: the new broker,
+	// this process (the simulated connectors) and the machine as a whole
+	// (Postgres and anything else is the rest).
+	brokerCPU, err := procCPU(br.pid)
+	if err != nil {
+		b.Fatal(err)
+	}
+	simCPU, busy := selfCPU(b)-sim0, machineCPU(b).sub(busy0)
+	b.Logf("during the restart (%s): broker %.1f s of CPU (%.2f ms per device back), simulator %.1f s, the machine %.0f %% busy (%.1f of %.1f CPU s)",
+		time.Since(start).Round(time.Second), brokerCPU.Seconds(), brokerCPU.Seconds()*1000/float64(max(len(back), 1)), simCPU.Seconds(),
+		100*busy.busy.Seconds()/max(busy.total.Seconds(), 1e-9), busy.busy.Seconds(), busy.total.Seconds())
+	b.ReportMetric(brokerCPU.Seconds()*1000/float64(max(len(back), 1)), "restart-broker-cpu-ms/device")
+
 	var times []int64
 	perSecond := map[int64]int{}
 	per10s := make([]int, 18) // the shape of the return, in the log either way
@@ -290,6 +304,50 @@ func fleetRestart(b *testing.B, db *postgres.DB, old *brokerProcess, bin, logPat
 // what calls them all within 45 s, at most 1000.
 func nudgeRate(queued int) float64 {
 	return min(max(50, float64(queued)/45), 1000)
+}
+
+// selfCPU returns the user+system CPU time this process has used.
+func selfCPU(tb testing.TB) time.Duration {
+	tb.Helper()
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		tb.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// cpuTimes is the machine's CPU time, all cores: busy and in all.
+type cpuTimes struct{ busy, total time.Duration }
+
+func (c cpuTimes) sub(d cpuTimes) cpuTimes { return cpuTimes{c.busy - d.busy, c.total - d.total} }
+
+// machineCPU reads the machine's CPU time from /proc/stat's first line:
+// user, nice, system, idle, iowait, irq, softirq, steal (guest time is
+// already in user; idle and iowait are not busy).
+func machineCPU(tb testing.TB) cpuTimes {
+	tb.Helper()
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		tb.Fatalf("parse /proc/stat: %q", line)
+	}
+	var c cpuTimes
+	for i, v := range f[1:9] {
+		ticks, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			tb.Fatalf("parse /proc/stat: %v", err)
+		}
+		d := time.Duration(ticks) * time.Second / clockTicks
+		c.total += d
+		if i != 3 && i != 4 { // idle, iowait
+			c.busy += d
+		}
+	}
+	return c
 }
 
 // checkFDLimit fails early if the fleet cannot have its sockets.
