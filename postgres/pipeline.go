@@ -40,8 +40,13 @@ func (p *pipeline) run(ctx context.Context, b *pgx.Batch) error {
 }
 
 // close rolls back what did not commit and returns the connection. A
-// connection whose rollback fails is closed rather than reused.
+// connection whose rollback fails is closed rather than reused. Closing
+// again does nothing.
 func (p *pipeline) close() {
+	if p.conn == nil {
+		return
+	}
+	defer func() { p.conn = nil }()
 	if p.conn.Conn().PgConn().TxStatus() != 'I' {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		if _, err := p.conn.Exec(ctx, "ROLLBACK"); err != nil {

@@ -50,6 +50,8 @@ type DB struct {
 	// Logger receives migration progress and listener reconnects. Default:
 	// discard. Tokens, keys and passwords are never logged.
 	Logger *slog.Logger
+
+	opens opener // session opens waiting for their group (session_open.go)
 }
 
 // Open connects to the database at url (a postgres:// URL or a key=value
