@@ -51,7 +51,8 @@ type DB struct {
 	// discard. Tokens, keys and passwords are never logged.
 	Logger *slog.Logger
 
-	opens opener // session opens waiting for their group (session_open.go)
+	opens grouper[*openCheck] // session opens waiting for their group (session_open.go)
+	ends  grouper[*endReq]    // session ends waiting for theirs
 }
 
 // Open connects to the database at url (a postgres:// URL or a key=value

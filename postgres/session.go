@@ -86,11 +86,13 @@ func (db *DB) OpenSession(ctx context.Context, s fieldpass.Session) (*fieldpass.
 	if s.TokenID != "" && !uuidRE.MatchString(s.TokenID) {
 		return nil, fieldpass.Errorf(fieldpass.EINVALID, "invalid token id %q", s.TokenID)
 	}
-	out, err := db.opens.open(ctx, db, &openCheck{s: s, email: email})
-	if err != nil {
+	c := &openCheck{s: s, email: email}
+	if err := db.opens.do(ctx, c, func(ctx context.Context, cs []*openCheck) []error {
+		return db.openSessions(ctx, cs, db.now())
+	}); err != nil {
 		return nil, wrap(err, "open session")
 	}
-	return out, nil
+	return c.out, nil
 }
 
 // ignoreNoRows lets a batch go on past a read that found nothing; the
@@ -128,15 +130,16 @@ func (db *DB) EndSessionWith(ctx context.Context, id string, end time.Time, byte
 		end = db.now()
 	}
 	end = end.UTC().Truncate(time.Microsecond)
-	out, err := db.endSession(ctx, id, end, bytesIn, bytesOut, reason, details)
-	if err != nil {
+	e := &endReq{id: id, end: end, bytesIn: bytesIn, bytesOut: bytesOut, reason: reason, details: details}
+	if err := db.ends.do(ctx, e, db.endSessions); err != nil {
 		return nil, wrap(err, "end session "+id)
 	}
-	return out, nil
+	return e.out, nil
 }
 
-// endSession is EndSessionWith's transaction in two round trips: BEGIN and
-// the update, then its audit event and COMMIT.
+// endSession is one end's transaction in two round trips: BEGIN and the
+// update, then its audit event and COMMIT. Ends are written in groups
+// (endSessions); this answers an end a group could not.
 func (db *DB) endSession(ctx context.Context, id string, end time.Time, bytesIn, bytesOut int64, reason fieldpass.EndReason, details map[string]any) (*fieldpass.Session, error) {
 	p, err := db.pipeline(ctx)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -16,81 +17,82 @@ import (
 // whose lock (audit_append) is held from the append to the commit, so opens
 // run one after another however many arrive at once. OpenSession therefore
 // queues its open, and one goroutine at a time takes all the opens waiting
-// (up to maxOpenBatch) into one transaction: the locking reads of every
+// (up to maxGroup) into one transaction: the locking reads of every
 // open in one round trip, then the inserts and audit events of those that
 // hold and COMMIT in the next. The chain keeps its order (the events are
 // appended in the transaction one after the other) and its tamper
 // evidence; each open still returns only once its own row has committed.
 // Alone, an open is a group of one: the same two round trips as before.
 
-// maxOpenBatch bounds the opens in one transaction.
-const maxOpenBatch = 64
+// maxGroup bounds the opens (or ends) in one transaction.
+const maxGroup = 64
 
-// openBatchTimeout bounds a group whose callers set no deadline.
-const openBatchTimeout = 30 * time.Second
+// groupTimeout bounds a group whose callers set no deadline.
+const groupTimeout = 30 * time.Second
 
-// opener queues opens for the goroutine running groups.
-type opener struct {
+// grouper queues requests of one kind and runs them in groups, one group
+// at a time, in a goroutine that lives while any wait.
+type grouper[Q any] struct {
 	mu      sync.Mutex
-	queue   []*openReq
+	queue   []*groupReq[Q]
 	running bool
 	groups  func(n int) // tests: called with each group's size
 }
 
-type openReq struct {
+type groupReq[Q any] struct {
 	ctx  context.Context
-	c    *openCheck
-	out  *fieldpass.Session
+	q    Q
 	err  error
 	done chan struct{}
 }
 
-// open queues c and waits for its group's answer. Once a group has taken
-// it, the open waits for the group's commit even past ctx (the group's
-// deadline is the latest of its callers'): returning earlier would leave a
-// committed session row that no broker carries.
-func (o *opener) open(ctx context.Context, db *DB, c *openCheck) (*fieldpass.Session, error) {
-	r := &openReq{ctx: ctx, c: c, done: make(chan struct{})}
-	o.mu.Lock()
-	o.queue = append(o.queue, r)
-	if !o.running {
-		o.running = true
-		go o.run(db)
+// do queues q and waits for its group to have run: run(ctx, qs) runs a
+// group and returns each request's error (results go into the requests).
+// Once a group has taken q, do waits for the group even past ctx (the
+// group's deadline is the latest of its callers'): returning earlier
+// would leave a committed row that no broker knows of.
+func (g *grouper[Q]) do(ctx context.Context, q Q, run func(ctx context.Context, qs []Q) []error) error {
+	r := &groupReq[Q]{ctx: ctx, q: q, done: make(chan struct{})}
+	g.mu.Lock()
+	g.queue = append(g.queue, r)
+	if !g.running {
+		g.running = true
+		go g.run(run)
 	}
-	o.mu.Unlock()
+	g.mu.Unlock()
 	<-r.done
-	return r.out, r.err
+	return r.err
 }
 
-// run opens the queued sessions, a group at a time, until none wait.
-func (o *opener) run(db *DB) {
+// run runs the queued requests, a group at a time, until none wait.
+func (g *grouper[Q]) run(run func(ctx context.Context, qs []Q) []error) {
 	for {
-		o.mu.Lock()
-		n := min(len(o.queue), maxOpenBatch)
+		g.mu.Lock()
+		n := min(len(g.queue), maxGroup)
 		if n == 0 {
-			o.running = false
-			o.queue = nil
-			o.mu.Unlock()
+			g.running = false
+			g.queue = nil
+			g.mu.Unlock()
 			return
 		}
-		group := make([]*openReq, n)
-		copy(group, o.queue)
-		o.queue = o.queue[n:]
-		groups := o.groups
-		o.mu.Unlock()
-		if groups != nil {
-			groups(n)
+		group := make([]*groupReq[Q], n)
+		copy(group, g.queue)
+		g.queue = g.queue[n:]
+		hook := g.groups
+		g.mu.Unlock()
+		if hook != nil {
+			hook(n)
 		}
-		db.openGroup(group)
+		runGroup(group, run)
 	}
 }
 
-// openGroup opens the sessions of group in one transaction and answers
-// each. Callers that gave up before the group formed are answered with
-// their context's error and left out.
-func (db *DB) openGroup(group []*openReq) {
+// runGroup runs group and answers each request. Callers that gave up
+// before the group formed are answered with their context's error and
+// left out.
+func runGroup[Q any](group []*groupReq[Q], run func(ctx context.Context, qs []Q) []error) {
 	var (
-		live     []*openReq
+		live     []*groupReq[Q]
 		deadline time.Time
 	)
 	for _, r := range group {
@@ -101,7 +103,7 @@ func (db *DB) openGroup(group []*openReq) {
 		}
 		d, ok := r.ctx.Deadline()
 		if !ok {
-			d = time.Now().Add(openBatchTimeout)
+			d = time.Now().Add(groupTimeout)
 		}
 		if d.After(deadline) {
 			deadline = d
@@ -113,22 +115,23 @@ func (db *DB) openGroup(group []*openReq) {
 	}
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
-	cs := make([]*openCheck, len(live))
+	qs := make([]Q, len(live))
 	for i, r := range live {
-		cs[i] = r.c
+		qs[i] = r.q
 	}
-	outs, errs := db.openSessions(ctx, cs, db.now())
+	errs := run(ctx, qs)
 	for i, r := range live {
-		r.out, r.err = outs[i], errs[i]
+		r.err = errs[i]
 		close(r.done)
 	}
 }
 
-// openCheck is one open: the session asked for, and what its locking
-// reads found.
+// openCheck is one open: the session asked for, what its locking reads
+// found, and the session opened.
 type openCheck struct {
 	s     fieldpass.Session
 	email string
+	out   *fieldpass.Session
 
 	tok                     *fieldpass.Token
 	userID                  string
@@ -152,15 +155,15 @@ type openCheck struct {
 // locks in a different order across opens than within one), every open
 // that held is tried again alone, so that one open's failure is not
 // another's.
-func (db *DB) openSessions(ctx context.Context, cs []*openCheck, now time.Time) ([]*fieldpass.Session, []error) {
-	outs, errs := make([]*fieldpass.Session, len(cs)), make([]error, len(cs))
-	fail := func(err error) ([]*fieldpass.Session, []error) {
+func (db *DB) openSessions(ctx context.Context, cs []*openCheck, now time.Time) []error {
+	errs := make([]error, len(cs))
+	fail := func(err error) []error {
 		for i := range errs {
-			if errs[i] == nil && outs[i] == nil {
+			if errs[i] == nil && cs[i].out == nil {
 				errs[i] = err
 			}
 		}
-		return outs, errs
+		return errs
 	}
 	p, err := db.pipeline(ctx)
 	if err != nil {
@@ -174,44 +177,49 @@ func (db *DB) openSessions(ctx context.Context, cs []*openCheck, now time.Time) 
 	if err := p.run(ctx, b); err != nil {
 		return fail(fmt.Errorf("check session: %w", err))
 	}
-	var (
-		held    []int
-		results []func() (*fieldpass.Session, error)
-	)
-	b = &pgx.Batch{}
+	var held []int
 	for i, c := range cs {
-		if errs[i] = c.verdict(now); errs[i] != nil {
-			continue
+		if errs[i] = c.verdict(now); errs[i] == nil {
+			held = append(held, i)
 		}
-		res, err := db.queueOpenInsert(b, c, now)
-		if err != nil {
-			errs[i] = err
-			continue
+	}
+	// The writes of the opens that hold; an open whose writes cannot be
+	// queued is refused and the batch made again without it, so that no
+	// row goes without its event.
+	var results []func() (*fieldpass.Session, error)
+	for built := false; !built; {
+		b, results, built = &pgx.Batch{}, nil, true
+		for k, i := range held {
+			res, err := db.queueOpenInsert(b, cs[i], now)
+			if err != nil {
+				errs[i] = err
+				held = slices.Delete(held, k, k+1)
+				built = false
+				break
+			}
+			results = append(results, res)
 		}
-		held = append(held, i)
-		results = append(results, res)
 	}
 	if len(held) == 0 {
-		return outs, errs // nothing to write: the rollback frees the locks
+		return errs // nothing to write: the rollback frees the locks
 	}
 	b.Queue("COMMIT")
 	if err := p.run(ctx, b); err != nil {
 		err = fmt.Errorf("insert session: %w", err)
 		if len(held) == 1 {
 			errs[held[0]] = err
-			return outs, errs
+			return errs
 		}
 		p.close() // roll back before the opens are tried alone
 		for _, i := range held {
-			o, e := db.openSessions(ctx, cs[i:i+1], now)
-			outs[i], errs[i] = o[0], e[0]
+			errs[i] = db.openSessions(ctx, cs[i:i+1], now)[0]
 		}
-		return outs, errs
+		return errs
 	}
 	for k, i := range held {
-		outs[i], errs[i] = results[k]()
+		cs[i].out, errs[i] = results[k]()
 	}
-	return outs, errs
+	return errs
 }
 
 // queueOpenReads queues the locking reads of cs on b, table by table in

@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -122,8 +123,8 @@ func TestOpenSessionsInGroupsOneFails(t *testing.T) {
 		CREATE TRIGGER refuse_one BEFORE INSERT ON sessions FOR EACH ROW EXECUTE FUNCTION refuse_one()`); err != nil {
 		t.Fatal(err)
 	}
-	// The bad open is queued only once a first group has formed, so it
-	// lands in the second, with others.
+	// The first open makes a group alone, held until the others, the bad
+	// one among them, are queued: they make the second group together.
 	const n = 6
 	var (
 		first  sync.Once
@@ -144,10 +145,11 @@ func TestOpenSessionsInGroupsOneFails(t *testing.T) {
 				GrantID: g.ID, ClientAddr: client, BrokerID: "broker-1"})
 		}()
 	}
-	for i := range n - 1 {
+	open(0, "198.51.100.4:40000")
+	<-formed // a group of one, held until the rest are queued behind it
+	for i := 1; i < n-1; i++ {
 		open(i, fmt.Sprintf("198.51.100.4:%d", 40000+i))
 	}
-	<-formed
 	open(n-1, bad)
 	wg.Wait()
 	if len(sizes) < 2 || sizes[1] < 2 {
@@ -175,6 +177,94 @@ func TestOpenSessionsInGroupsOneFails(t *testing.T) {
 // waitQueued waits up to 10 s for k session opens to be queued.
 func waitQueued(s *store, k int) {
 	for deadline := time.Now().Add(10 * time.Second); s.QueuedOpens() < k && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestEndSessionsInGroups: ends that arrive together share one
+// transaction; each session ends once with its session.end event, a second
+// end of the same session in the same group gets the first end's record,
+// and an unknown session is not found.
+func TestEndSessionsInGroups(t *testing.T) {
+	t.Parallel()
+	s := mustOpen(t)
+	ctx := t.Context()
+	g := sessionSetup(t, s)
+	const n = 12
+	ids := make([]string, n)
+	for i := range n {
+		ids[i] = s.mustOpenSession(t, g, "broker-1").ID
+	}
+	// Ends: one for each session, a second for sessions 0-2 (bytes 999),
+	// and one for a session that does not exist.
+	type end struct {
+		id    string
+		bytes int64
+	}
+	var ends []end
+	for i, id := range ids {
+		ends = append(ends, end{id, int64(i)})
+	}
+	for _, id := range ids[:3] {
+		ends = append(ends, end{id, 999})
+	}
+	const unknown = "00000000-0000-4000-8000-000000000000"
+	ends = append(ends, end{unknown, 1})
+
+	var first sync.Once
+	var sizes []int
+	s.OnEndGroup(func(k int) {
+		sizes = append(sizes, k) // groups run one at a time
+		first.Do(func() { waitEnds(s, len(ends)-k) })
+	})
+	outs := make([]*fieldpass.Session, len(ends))
+	errs := make([]error, len(ends))
+	var wg sync.WaitGroup
+	for i, e := range ends {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			outs[i], errs[i] = s.EndSession(ctx, e.id, time.Time{}, e.bytes, e.bytes, fieldpass.EndClientClosed)
+		}()
+	}
+	wg.Wait()
+	if len(sizes) > 2 || slices.Max(sizes) < len(ends)/2 {
+		t.Errorf("group sizes %v: want the %d ends in at most two groups", sizes, len(ends))
+	}
+	got := map[string]int64{}
+	for i, e := range ends {
+		if e.id == unknown {
+			wantError(t, errs[i], fieldpass.ENOTFOUND, "not found")
+			continue
+		}
+		if errs[i] != nil {
+			t.Errorf("end %d of %s: %v", i, e.id, errs[i])
+			continue
+		}
+		if outs[i].Open() || outs[i].EndReason != fieldpass.EndClientClosed {
+			t.Errorf("end %d: got %+v", i, outs[i])
+		}
+		if b, ok := got[e.id]; ok && b != outs[i].BytesIn {
+			t.Errorf("session %s: two ends answered with %d and %d bytes: the first end must win for both", e.id, b, outs[i].BytesIn)
+		}
+		got[e.id] = outs[i].BytesIn
+	}
+	for i, id := range ids {
+		if c := s.count(t, `SELECT count(*) FROM audit_events WHERE action = 'session.end' AND target = $1`, "session:"+id); c != 1 {
+			t.Errorf("session %d: %d session.end events, want 1", i, c)
+		}
+		if c := s.count(t, `SELECT count(*) FROM sessions WHERE id = $1 AND ended_at IS NOT NULL AND bytes_in = $2`, id, got[id]); c != 1 {
+			t.Errorf("session %d: the row does not hold the answered end (%d bytes)", i, got[id])
+		}
+	}
+	if _, err := s.VerifyAudit(ctx); err != nil {
+		t.Errorf("audit chain: %v", err)
+	}
+}
+
+// waitEnds waits up to 10 s for k session ends to be queued.
+func waitEnds(s *store, k int) {
+	for deadline := time.Now().Add(10 * time.Second); s.QueuedEnds() < k && time.Now().Before(deadline); {
 		time.Sleep(time.Millisecond)
 	}
 }
