@@ -599,8 +599,25 @@ type fleet struct {
 
 // startFleet starts a connector per state, fleetWave at a time, and returns
 // without waiting for them to connect.
+//
+// The devices send from FIELDPASS_BENCH_SOURCES loopback addresses
+// (default 1, 127.0.0.1: every device behind one address, as behind a
+// carrier's NAT; up to 62,500, 127.1.0.1 and on, round robin). It matters
+// to a broker under a handshake flood: wireguard-go then answers at most 20
+// handshake messages a second from one address.
 func startFleet(tb testing.TB, states []*connector.State) *fleet {
 	tb.Helper()
+	sources := envInt(tb, "FIELDPASS_BENCH_SOURCES", 1)
+	if sources < 1 || sources > 62500 {
+		tb.Fatalf("FIELDPASS_BENCH_SOURCES=%d: want 1 to 62500", sources)
+	}
+	source := func(i int) netip.Addr {
+		if sources == 1 {
+			return netip.MustParseAddr("127.0.0.1")
+		}
+		k := i % sources
+		return netip.AddrFrom4([4]byte{127, 1, byte(k / 250), byte(k%250 + 1)})
+	}
 	f := &fleet{}
 	tb.Cleanup(f.stop)
 	for i, s := range states {
@@ -610,7 +627,7 @@ func startFleet(tb testing.TB, states []*connector.State) *fleet {
 		c, err := connector.New(connector.Config{
 			State:      s,
 			Services:   map[string]string{"ssh": "127.0.0.1:22"},
-			ListenAddr: netip.MustParseAddrPort("127.0.0.1:0"),
+			ListenAddr: netip.AddrPortFrom(source(i), 0),
 			// Bounded so the test ends in bounded time if the broker
 			// refuses some at first.
 			MaxBackoff:  10 * time.Second,
