@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -224,6 +225,14 @@ func fleetRestart(b *testing.B, db *postgres.DB, old *brokerProcess, bin, logPat
 	start := time.Now()
 	sim0, busy0 := selfCPU(b), machineCPU(b)
 	br := startBrokerProcess(b, bin, logPath, args...)
+	if dir := os.Getenv("FIELDPASS_BENCH_SIM_LOG"); dir != "" {
+		b.Logf("broker killed and started again at %s; its log is kept as %s", start.UTC().Format(time.RFC3339Nano), filepath.Join(dir, "broker-restarted.log"))
+		defer func() {
+			if log, err := os.ReadFile(logPath); err == nil {
+				os.WriteFile(filepath.Join(dir, "broker-restarted.log"), log, 0o644)
+			}
+		}()
+	}
 	// Postgres keeps microseconds; a hello after start is newer than any
 	// last_seen the old process wrote.
 	back := make(map[string]time.Duration, n)
@@ -618,11 +627,23 @@ func startFleet(tb testing.TB, states []*connector.State) *fleet {
 		k := i % sources
 		return netip.AddrFrom4([4]byte{127, 1, byte(k / 250), byte(k%250 + 1)})
 	}
+	// FIELDPASS_BENCH_SIM_LOG=DIR: every 100th simulated connector logs at
+	// debug level into DIR/sim-N.log, to follow a sample of the fleet.
+	logDir := os.Getenv("FIELDPASS_BENCH_SIM_LOG")
 	f := &fleet{}
 	tb.Cleanup(f.stop)
 	for i, s := range states {
 		if i > 0 && i%fleetWave == 0 {
 			time.Sleep(fleetWaveGap)
+		}
+		var log *slog.Logger
+		if logDir != "" && i%100 == 0 {
+			w, err := os.Create(filepath.Join(logDir, deviceName(i)+".log"))
+			if err != nil {
+				tb.Fatal(err)
+			}
+			tb.Cleanup(func() { w.Close() })
+			log = slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
 		}
 		c, err := connector.New(connector.Config{
 			State:      s,
@@ -632,6 +653,7 @@ func startFleet(tb testing.TB, states []*connector.State) *fleet {
 			// refuses some at first.
 			MaxBackoff:  10 * time.Second,
 			NetworkPoll: -1,
+			Logger:      log,
 		})
 		if err != nil {
 			tb.Fatalf("connector %d: %v", i, err)

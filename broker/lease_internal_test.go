@@ -99,6 +99,26 @@ func TestNudgePace(t *testing.T) {
 	}
 }
 
+// TestNudgeSchedule: a restart's queue is drained at the pace it was given
+// when it was longest, not at a pace that falls with what is left.
+func TestNudgeSchedule(t *testing.T) {
+	held, total := 0, time.Duration(0)
+	for queued := 9999; queued >= 0; queued-- {
+		var gap time.Duration
+		gap, held = nudgeSchedule(50, held, queued)
+		total += gap
+	}
+	if total > 46*time.Second {
+		t.Errorf("10,000 nudges take %s of gaps, want the 45 s nudgeWithin promises", total)
+	}
+	if held != 0 {
+		t.Errorf("held rate %d/s after the queue emptied, want 0 (the set pace again)", held)
+	}
+	if gap, _ := nudgeSchedule(50, 0, 3); gap != 20*time.Millisecond {
+		t.Errorf("a short queue: gap %s, want the set pace's 20ms", gap)
+	}
+}
+
 // epoch returns the epoch of this broker's lease on deviceID (0: none).
 func (k *leaseKeeper) epoch(deviceID string) int64 {
 	k.mu.Lock()

@@ -546,7 +546,18 @@ func nudgePace(rate, queued int) time.Duration {
 // nudgeLoop dials the nudge port of devices that must reconnect, at the
 // pace nudgePace sets, with jitter, so a restarted broker's fleet comes
 // back spread out rather than in one storm.
+//
+// The pace a queue set holds until the queue is empty: recomputed from
+// what is left, it fell as the queue drained (a restart of 10,000 devices
+// was nudged at 222 a second at first, 50 at the end, over 101 s instead
+// of 45). And each nudge has its time on a schedule rather than a sleep
+// after the last, so the loop's own delays do not slow it (the sleeps of
+// 4.5 ms came to 7 on a busy machine).
 func (b *Broker) nudgeLoop(ctx context.Context) {
+	var (
+		next time.Time // when the next nudge may go
+		rate int       // the pace of the queue being drained; 0: none
+	)
 	for {
 		select {
 		case <-ctx.Done():
@@ -558,14 +569,32 @@ func (b *Broker) nudgeLoop(ctx context.Context) {
 			if !connected {
 				go b.nudge(ctx, p)
 			}
-			gap := nudgePace(b.cfg.NudgeRate, len(b.nudgeCh))
+			var gap time.Duration
+			gap, rate = nudgeSchedule(b.cfg.NudgeRate, rate, len(b.nudgeCh))
+			now := time.Now()
+			if next.Before(now.Add(-gap)) {
+				next = now // after a pause, no burst to catch up
+			}
+			next = next.Add(gap/2 + rand.N(gap))
 			select {
 			case <-ctx.Done():
 				return
-			case <-time.After(gap/2 + rand.N(gap)):
+			case <-time.After(time.Until(next)):
 			}
 		}
 	}
+}
+
+// nudgeSchedule is the gap before the next nudge with queued waiting, and
+// the rate to hold for the rest of this queue: nudgePace's, but never
+// slower than the queue's rate so far (held, the rate the queue was given
+// when it was longest).
+func nudgeSchedule(setRate, held, queued int) (time.Duration, int) {
+	if queued == 0 {
+		return nudgePace(setRate, 0), 0
+	}
+	gap := nudgePace(max(setRate, held), queued)
+	return gap, int(time.Second / gap)
 }
 
 // nudgeDial bounds a nudge's dial to less than TCP's initial SYN
