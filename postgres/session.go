@@ -137,54 +137,6 @@ func (db *DB) EndSessionWith(ctx context.Context, id string, end time.Time, byte
 	return e.out, nil
 }
 
-// endSession is one end's transaction in two round trips: BEGIN and the
-// update, then its audit event and COMMIT. Ends are written in groups
-// (endSessions); this answers an end a group could not.
-func (db *DB) endSession(ctx context.Context, id string, end time.Time, bytesIn, bytesOut int64, reason fieldpass.EndReason, details map[string]any) (*fieldpass.Session, error) {
-	p, err := db.pipeline(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer p.close()
-	var out *fieldpass.Session
-	var updErr error
-	b := &pgx.Batch{}
-	b.Queue("BEGIN")
-	b.Queue(`
-		UPDATE sessions SET ended_at = GREATEST($2, started_at), bytes_in = $3, bytes_out = $4, end_reason = $5
-		WHERE id = $1::uuid AND ended_at IS NULL
-		RETURNING `+sessionColumns,
-		id, end, bytesIn, bytesOut, string(reason)).QueryRow(func(r pgx.Row) error {
-		out, updErr = scanSession(r)
-		return ignoreNoRows(updErr)
-	})
-	if err := p.run(ctx, b); err != nil {
-		return nil, fmt.Errorf("end session: %w", err)
-	}
-	if errors.Is(updErr, pgx.ErrNoRows) {
-		// Ended already (the row lock made us wait for that end to
-		// commit), or never opened.
-		out, err := scanSession(p.conn.QueryRow(ctx, `SELECT `+sessionColumns+` FROM sessions WHERE id = $1::uuid`, id))
-		if errors.Is(err, pgx.ErrNoRows) {
-			return nil, fieldpass.Errorf(fieldpass.ENOTFOUND, "session %s not found", id)
-		}
-		return out, err
-	}
-	b = &pgx.Batch{}
-	appended, err := db.queueAudit(b, sessionEndEvent(out, details))
-	if err != nil {
-		return nil, err
-	}
-	b.Queue("COMMIT")
-	if err := p.run(ctx, b); err != nil {
-		return nil, fmt.Errorf("end session: %w", err)
-	}
-	if _, err := appended(); err != nil {
-		return nil, err
-	}
-	return out, nil
-}
-
 func (db *DB) auditSessionEnd(ctx context.Context, tx pgx.Tx, s *fieldpass.Session, extra map[string]any) error {
 	e := sessionEndEvent(s, extra)
 	return db.audit(ctx, tx, e.Actor, e.Action, e.Target, e.Details)

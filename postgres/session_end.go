@@ -35,9 +35,9 @@ type endReq struct {
 //
 // An end whose update changed nothing (the session ended already, by an
 // earlier end of this group or another, or was never opened) is answered
-// after the group, alone, as a single end is: with the session as it
-// ended, or not found. Should the second round trip fail with more than
-// one end in it, each end of the group is tried again alone.
+// after the group with the session as it ended, or not found. Should the
+// second round trip fail with more than one end in it, each end of the
+// group is tried again alone, in a group of one.
 func (db *DB) endSessions(ctx context.Context, es []*endReq) []error {
 	errs := make([]error, len(es))
 	order := make([]int, len(es))
@@ -75,12 +75,13 @@ func (db *DB) endSessions(ctx context.Context, es []*endReq) []error {
 	}
 	var (
 		ended   []int // in chain order
-		again   []int
+		noRow   []int // nothing to update: ended already, or never opened
+		retry   []int // tried again alone, in a group of one
 		results []func() (fieldpass.AuditEvent, error)
 	)
 	for _, i := range order {
 		if errors.Is(es[i].updErr, pgx.ErrNoRows) {
-			again = append(again, i)
+			noRow = append(noRow, i)
 		} else {
 			ended = append(ended, i)
 		}
@@ -92,7 +93,7 @@ func (db *DB) endSessions(ctx context.Context, es []*endReq) []error {
 			// Its update must not commit without its event: the group
 			// rolls back, and the others are tried alone.
 			errs[i] = err
-			again = append(again, slices.Delete(slices.Clone(ended), k, k+1)...)
+			retry = slices.Delete(slices.Clone(ended), k, k+1)
 			ended = nil
 			break
 		}
@@ -101,24 +102,30 @@ func (db *DB) endSessions(ctx context.Context, es []*endReq) []error {
 	if len(ended) > 0 {
 		b.Queue("COMMIT")
 		if err := p.run(ctx, b); err != nil {
-			err = fmt.Errorf("end session: %w", err)
-			if len(ended) == 1 && len(again) == 0 {
-				errs[ended[0]] = err
+			if len(es) == 1 {
+				errs[ended[0]] = fmt.Errorf("end session: %w", err)
 				return errs
 			}
-			again = append(again, ended...)
-			ended = nil
+			retry, ended = ended, nil
 		}
 	}
-	p.close() // commits are done; what is left rolls back, and its locks go
+	p.close() // committed or rolled back: the row locks are free
 	for k, i := range ended {
 		if _, err := results[k](); err != nil {
 			errs[i] = err
 		}
 	}
-	for _, i := range again {
+	for _, i := range retry {
+		errs[i] = db.endSessions(ctx, es[i:i+1])[0]
+	}
+	for _, i := range noRow {
+		// The session as its first end left it (the update waited for
+		// that end's commit), or not found.
 		e := es[i]
-		e.out, errs[i] = db.endSession(ctx, e.id, e.end, e.bytesIn, e.bytesOut, e.reason, e.details)
+		e.out, errs[i] = scanSession(db.pool.QueryRow(ctx, `SELECT `+sessionColumns+` FROM sessions WHERE id = $1::uuid`, e.id))
+		if errors.Is(errs[i], pgx.ErrNoRows) {
+			errs[i] = fieldpass.Errorf(fieldpass.ENOTFOUND, "session %s not found", e.id)
+		}
 	}
 	return errs
 }

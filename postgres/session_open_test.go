@@ -268,3 +268,76 @@ func waitEnds(s *store, k int) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// TestEndSessionsInGroupsOneFails: when one end of a group fails at its
+// update's commit, the group is rolled back and its ends tried alone: only
+// that one fails, and every other session ends once.
+func TestEndSessionsInGroupsOneFails(t *testing.T) {
+	t.Parallel()
+	s := mustOpen(t)
+	ctx := t.Context()
+	g := sessionSetup(t, s)
+	if _, err := s.sql.Exec(ctx, `
+		CREATE FUNCTION refuse_666() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+			IF NEW.bytes_in = 666 THEN RAISE EXCEPTION 'refused for the test'; END IF;
+			RETURN NEW;
+		END $$;
+		CREATE CONSTRAINT TRIGGER refuse_666 AFTER UPDATE ON sessions DEFERRABLE INITIALLY DEFERRED
+			FOR EACH ROW EXECUTE FUNCTION refuse_666()`); err != nil {
+		t.Fatal(err)
+	}
+	const n = 6
+	ids := make([]string, n)
+	for i := range n {
+		ids[i] = s.mustOpenSession(t, g, "broker-1").ID
+	}
+	var (
+		first  sync.Once
+		formed = make(chan struct{})
+		sizes  []int
+	)
+	s.OnEndGroup(func(k int) {
+		sizes = append(sizes, k) // groups run one at a time
+		first.Do(func() { close(formed); waitEnds(s, n-k) })
+	})
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	end := func(i int, bytes int64) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = s.EndSession(ctx, ids[i], time.Time{}, bytes, 0, fieldpass.EndClientClosed)
+		}()
+	}
+	end(0, 1)
+	<-formed // a group of one, held until the rest are queued behind it
+	for i := 1; i < n-1; i++ {
+		end(i, 1)
+	}
+	end(n-1, 666) // refused at the commit (a deferred trigger)
+	wg.Wait()
+	if len(sizes) < 2 || sizes[1] < 2 {
+		t.Fatalf("group sizes %v: the refused end's group had no other", sizes)
+	}
+	for i, err := range errs {
+		if i == n-1 {
+			if err == nil {
+				t.Errorf("the refused end was written")
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("end %d: %v", i, err)
+		}
+	}
+	if c := s.count(t, `SELECT count(*) FROM sessions WHERE ended_at IS NOT NULL`); c != n-1 {
+		t.Errorf("%d ended sessions, want %d", c, n-1)
+	}
+	if c := s.count(t, `SELECT count(*) FROM audit_events WHERE action = 'session.end'`); c != n-1 {
+		t.Errorf("%d session.end events, want %d", c, n-1)
+	}
+	if _, err := s.VerifyAudit(ctx); err != nil {
+		t.Errorf("audit chain: %v", err)
+	}
+}
