@@ -150,7 +150,7 @@ type openCheck struct {
 // follows it), then the insert and session.start audit event of each open
 // that holds, and COMMIT. It returns each open's session or refusal.
 //
-// Should the second round trip fail with more than one open in it (one
+// Should the second round trip fail in a group of more than one (one
 // open's row refused by a constraint, or a deadlock with a writer, which
 // locks in a different order across opens than within one), every open
 // that held is tried again alone, so that one open's failure is not
@@ -205,9 +205,8 @@ func (db *DB) openSessions(ctx context.Context, cs []*openCheck, now time.Time) 
 	}
 	b.Queue("COMMIT")
 	if err := p.run(ctx, b); err != nil {
-		err = fmt.Errorf("insert session: %w", err)
-		if len(held) == 1 {
-			errs[held[0]] = err
+		if len(cs) == 1 {
+			errs[held[0]] = fmt.Errorf("insert session: %w", err)
 			return errs
 		}
 		p.close() // roll back before the opens are tried alone
