@@ -1,7 +1,7 @@
 package postgres
 
 // OnOpenGroup has f called with the size of each group of session opens
-// before it runs (session_open.go); f may hold the group back.
+// before it runs (group.go, session_open.go); f may hold the group back.
 func (db *DB) OnOpenGroup(f func(n int)) { db.opens.onGroup(f) }
 
 // OnEndGroup is OnOpenGroup for session ends (session_end.go).

@@ -51,7 +51,7 @@ type DB struct {
 	// discard. Tokens, keys and passwords are never logged.
 	Logger *slog.Logger
 
-	opens grouper[*openCheck] // session opens waiting for their group (session_open.go)
+	opens grouper[*openCheck] // session opens waiting for their group (group.go, session_open.go)
 	ends  grouper[*endReq]    // session ends waiting for theirs
 }
 
