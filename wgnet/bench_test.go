@@ -55,6 +55,35 @@ func BenchmarkTCPThroughput(b *testing.B) {
 	})
 }
 
+// eachDirection runs run as a sub-benchmark for each direction of a fresh
+// pair built with cfg ("broker-to-connector", "connector-to-broker"), with
+// a listener on the receiving device (ports from port+1) and a dial from
+// the sending one.
+func eachDirection(b *testing.B, cfg wgnet.Config, port uint16, run func(b *testing.B, l net.Listener, dial func() (net.Conn, error))) {
+	p := NewPair(b, cfg)
+	defer p.Close()
+	p.MustHandshake(b)
+	for _, dir := range []struct {
+		name     string
+		from, to *wgnet.Device
+		addr     netip.Addr
+	}{
+		{"broker-to-connector", p.broker, p.connector, connectorAddr},
+		{"connector-to-broker", p.connector, p.broker, brokerAddr},
+	} {
+		b.Run(dir.name, func(b *testing.B) {
+			port++
+			l, err := dir.to.ListenTCP(port)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer l.Close()
+			to := netip.AddrPortFrom(dir.addr, port)
+			run(b, l, func() (net.Conn, error) { return dir.from.DialTCP(context.Background(), to) })
+		})
+	}
+}
+
 // benchStream writes b.N chunks over one connection from dial to l and
 // stops the clock when the receiver has read them all.
 func benchStream(b *testing.B, l net.Listener, dial func() (net.Conn, error)) {

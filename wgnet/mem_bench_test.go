@@ -2,9 +2,7 @@ package wgnet_test
 
 import (
 	"bufio"
-	"context"
 	"net"
-	"net/netip"
 	"os"
 	"runtime"
 	"strconv"
@@ -21,54 +19,34 @@ import (
 // HeapInuse, and peak VmRSS, in MB (10^6 bytes), so that a change to the
 // data path can be checked for what it costs in memory under a busy stream.
 func BenchmarkStreamMemory(b *testing.B) {
-	p := NewPair(b, wgnet.Config{})
-	defer p.Close()
-	p.MustHandshake(b)
-	port := uint16(6000)
-	for _, dir := range []struct {
-		name     string
-		from, to *wgnet.Device
-		addr     netip.Addr
-	}{
-		{"connector-to-broker", p.connector, p.broker, brokerAddr},
-		{"broker-to-connector", p.broker, p.connector, connectorAddr},
-	} {
-		b.Run(dir.name, func(b *testing.B) {
-			port++
-			l, err := dir.to.ListenTCP(port)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer l.Close()
-			runtime.GC()
-			stop := make(chan struct{})
-			var wg sync.WaitGroup
-			var sys, heap, rss uint64
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				t := time.NewTicker(10 * time.Millisecond)
-				defer t.Stop()
-				var ms runtime.MemStats
-				for {
-					runtime.ReadMemStats(&ms)
-					sys, heap, rss = max(sys, ms.Sys), max(heap, ms.HeapInuse), max(rss, vmRSS())
-					select {
-					case <-stop:
-						return
-					case <-t.C:
-					}
+	eachDirection(b, wgnet.Config{}, 6000, func(b *testing.B, l net.Listener, dial func() (net.Conn, error)) {
+		runtime.GC()
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		var sys, heap, rss uint64
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			t := time.NewTicker(10 * time.Millisecond)
+			defer t.Stop()
+			var ms runtime.MemStats
+			for {
+				runtime.ReadMemStats(&ms)
+				sys, heap, rss = max(sys, ms.Sys), max(heap, ms.HeapInuse), max(rss, vmRSS())
+				select {
+				case <-stop:
+					return
+				case <-t.C:
 				}
-			}()
-			to := netip.AddrPortFrom(dir.addr, port)
-			benchStream(b, l, func() (net.Conn, error) { return dir.from.DialTCP(context.Background(), to) })
-			close(stop)
-			wg.Wait()
-			b.ReportMetric(float64(sys)/1e6, "peakSys-MB")
-			b.ReportMetric(float64(heap)/1e6, "peakHeapInuse-MB")
-			b.ReportMetric(float64(rss)/1e6, "peakRSS-MB")
-		})
-	}
+			}
+		}()
+		benchStream(b, l, dial)
+		close(stop)
+		wg.Wait()
+		b.ReportMetric(float64(sys)/1e6, "peakSys-MB")
+		b.ReportMetric(float64(heap)/1e6, "peakHeapInuse-MB")
+		b.ReportMetric(float64(rss)/1e6, "peakRSS-MB")
+	})
 }
 
 // vmRSS is the process's resident set size in bytes, 0 if unknown.
