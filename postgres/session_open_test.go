@@ -24,17 +24,7 @@ func TestOpenSessionsInGroups(t *testing.T) {
 	// The first group holds until every other open is queued behind it,
 	// so that a second group has them all.
 	const n = 40
-	var sizes []int
-	var sizesMu sync.Mutex
-	s.OnOpenGroup(func(k int) {
-		sizesMu.Lock()
-		first := len(sizes) == 0
-		sizes = append(sizes, k)
-		sizesMu.Unlock()
-		if first {
-			waitQueued(s, n-k)
-		}
-	})
+	groups := watchGroups(s.OnOpenGroup, s.QueuedOpens, n)
 
 	type want struct{ code, msg string } // code "": opened
 	cases := make([]fieldpass.Session, n)
@@ -94,8 +84,7 @@ func TestOpenSessionsInGroups(t *testing.T) {
 	if _, err := s.VerifyAudit(ctx); err != nil {
 		t.Errorf("audit chain: %v", err)
 	}
-	sizesMu.Lock()
-	defer sizesMu.Unlock()
+	sizes := groups.sizes()
 	total, largest := 0, 0
 	for _, k := range sizes {
 		total, largest = total+k, max(largest, k)
@@ -126,15 +115,7 @@ func TestOpenSessionsInGroupsOneFails(t *testing.T) {
 	// The first open makes a group alone, held until the others, the bad
 	// one among them, are queued: they make the second group together.
 	const n = 6
-	var (
-		first  sync.Once
-		formed = make(chan struct{})
-		sizes  []int
-	)
-	s.OnOpenGroup(func(k int) {
-		sizes = append(sizes, k) // groups run one at a time
-		first.Do(func() { close(formed); waitQueued(s, n-k) })
-	})
+	groups := watchGroups(s.OnOpenGroup, s.QueuedOpens, n)
 	errs := make([]error, n)
 	var wg sync.WaitGroup
 	open := func(i int, client string) {
@@ -146,13 +127,13 @@ func TestOpenSessionsInGroupsOneFails(t *testing.T) {
 		}()
 	}
 	open(0, "198.51.100.4:40000")
-	<-formed // a group of one, held until the rest are queued behind it
+	<-groups.formed // a group of one, held until the rest are queued behind it
 	for i := 1; i < n-1; i++ {
 		open(i, fmt.Sprintf("198.51.100.4:%d", 40000+i))
 	}
 	open(n-1, bad)
 	wg.Wait()
-	if len(sizes) < 2 || sizes[1] < 2 {
+	if sizes := groups.sizes(); len(sizes) < 2 || sizes[1] < 2 {
 		t.Fatalf("group sizes %v: the refused open's group had no other", sizes)
 	}
 	for i, err := range errs {
@@ -171,13 +152,6 @@ func TestOpenSessionsInGroupsOneFails(t *testing.T) {
 	}
 	if _, err := s.VerifyAudit(ctx); err != nil {
 		t.Errorf("audit chain: %v", err)
-	}
-}
-
-// waitQueued waits up to 10 s for k session opens to be queued.
-func waitQueued(s *store, k int) {
-	for deadline := time.Now().Add(10 * time.Second); s.QueuedOpens() < k && time.Now().Before(deadline); {
-		time.Sleep(time.Millisecond)
 	}
 }
 
@@ -211,12 +185,7 @@ func TestEndSessionsInGroups(t *testing.T) {
 	const unknown = "00000000-0000-4000-8000-000000000000"
 	ends = append(ends, end{unknown, 1})
 
-	var first sync.Once
-	var sizes []int
-	s.OnEndGroup(func(k int) {
-		sizes = append(sizes, k) // groups run one at a time
-		first.Do(func() { waitEnds(s, len(ends)-k) })
-	})
+	groups := watchGroups(s.OnEndGroup, s.QueuedEnds, len(ends))
 	outs := make([]*fieldpass.Session, len(ends))
 	errs := make([]error, len(ends))
 	var wg sync.WaitGroup
@@ -228,7 +197,7 @@ func TestEndSessionsInGroups(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	if len(sizes) > 2 || slices.Max(sizes) < len(ends)/2 {
+	if sizes := groups.sizes(); len(sizes) > 2 || slices.Max(sizes) < len(ends)/2 {
 		t.Errorf("group sizes %v: want the %d ends in at most two groups", sizes, len(ends))
 	}
 	got := map[string]int64{}
@@ -262,13 +231,6 @@ func TestEndSessionsInGroups(t *testing.T) {
 	}
 }
 
-// waitEnds waits up to 10 s for k session ends to be queued.
-func waitEnds(s *store, k int) {
-	for deadline := time.Now().Add(10 * time.Second); s.QueuedEnds() < k && time.Now().Before(deadline); {
-		time.Sleep(time.Millisecond)
-	}
-}
-
 // TestEndSessionsInGroupsOneFails: when one end of a group fails at its
 // update's commit, the group is rolled back and its ends tried alone: only
 // that one fails, and every other session ends once.
@@ -292,15 +254,7 @@ func TestEndSessionsInGroupsOneFails(t *testing.T) {
 	for i := range n {
 		ids[i] = s.mustOpenSession(t, g, "broker-1").ID
 	}
-	var (
-		first  sync.Once
-		formed = make(chan struct{})
-		sizes  []int
-	)
-	s.OnEndGroup(func(k int) {
-		sizes = append(sizes, k) // groups run one at a time
-		first.Do(func() { close(formed); waitEnds(s, n-k) })
-	})
+	groups := watchGroups(s.OnEndGroup, s.QueuedEnds, n)
 	errs := make([]error, n)
 	var wg sync.WaitGroup
 	end := func(i int, bytes int64) {
@@ -311,13 +265,13 @@ func TestEndSessionsInGroupsOneFails(t *testing.T) {
 		}()
 	}
 	end(0, 1)
-	<-formed // a group of one, held until the rest are queued behind it
+	<-groups.formed // a group of one, held until the rest are queued behind it
 	for i := 1; i < n-1; i++ {
 		end(i, 1)
 	}
 	end(n-1, 666) // refused at the commit (a deferred trigger)
 	wg.Wait()
-	if len(sizes) < 2 || sizes[1] < 2 {
+	if sizes := groups.sizes(); len(sizes) < 2 || sizes[1] < 2 {
 		t.Fatalf("group sizes %v: the refused end's group had no other", sizes)
 	}
 	for i, err := range errs {
@@ -340,4 +294,38 @@ func TestEndSessionsInGroupsOneFails(t *testing.T) {
 	if _, err := s.VerifyAudit(ctx); err != nil {
 		t.Errorf("audit chain: %v", err)
 	}
+}
+
+// groupWatch follows a store's groups of writes (opens or ends): it holds
+// the first group until the writes queued behind it make n in all, so that
+// they form a second group together, and records each group's size.
+type groupWatch struct {
+	mu     sync.Mutex
+	all    []int
+	formed chan struct{} // closed when the first group has formed
+}
+
+func watchGroups(onGroup func(func(int)), queued func() int, n int) *groupWatch {
+	w := &groupWatch{formed: make(chan struct{})}
+	onGroup(func(k int) {
+		w.mu.Lock()
+		first := len(w.all) == 0
+		w.all = append(w.all, k)
+		w.mu.Unlock()
+		if !first {
+			return
+		}
+		close(w.formed)
+		for deadline := time.Now().Add(10 * time.Second); queued() < n-k && time.Now().Before(deadline); {
+			time.Sleep(time.Millisecond)
+		}
+	})
+	return w
+}
+
+// sizes returns the groups' sizes so far, in order.
+func (w *groupWatch) sizes() []int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Clone(w.all)
 }
