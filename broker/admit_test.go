@@ -24,15 +24,7 @@ func TestFleetConnectWaitsForAdmittedDevice(t *testing.T) {
 	a := startFleetBroker(t, e, ca, "broker-a")
 	ctx := context.Background()
 	s := e.Enroll("pump-1")
-	user, err := e.DB.EnsureUser(ctx, testOperator, engineer, []fieldpass.Role{fieldpass.RoleEngineer})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.DB.CreateGrant(ctx, testOperator, fieldpass.Grant{
-		Subject: engineer, Devices: []string{"pump-1"}, Services: []string{"echo"}, End: time.Now().Add(time.Hour), Reason: "test",
-	}, 24*time.Hour); err != nil {
-		t.Fatal(err)
-	}
+	user, _ := engineerGranted(t, e, "pump-1", "echo")
 	d, err := e.DB.Device(ctx, "pump-1")
 	if err != nil {
 		t.Fatal(err)

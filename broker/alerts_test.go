@@ -150,15 +150,7 @@ func TestAlertSensitiveSession(t *testing.T) {
 	}
 	e.StartConnector(s, map[string]string{"echo": brokertest.EchoServer(t)}, nil)
 	brokertest.WaitFor(t, 20*time.Second, "connector online", func() bool { return e.Broker.Connected("valve-2") })
-	u, err := e.DB.EnsureUser(ctx, testOperator, engineer, []fieldpass.Role{fieldpass.RoleEngineer})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.DB.CreateGrant(ctx, testOperator, fieldpass.Grant{
-		Subject: engineer, Devices: []string{"valve-2"}, Services: []string{"echo"}, End: time.Now().Add(time.Hour), Reason: "test",
-	}, 24*time.Hour); err != nil {
-		t.Fatal(err)
-	}
+	u, _ := engineerGranted(t, e, "valve-2", "echo")
 	m := e.StartSessions(broker.SessionsConfig{Alerts: n, SensitiveLabels: map[string]string{"sensitive": "true"}})
 
 	ls, err := m.Open(ctx, &fieldpass.Caller{User: u}, "valve-2", "echo", "127.0.0.1")

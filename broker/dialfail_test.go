@@ -71,15 +71,7 @@ func newEchoDownEnv(t *testing.T) *echoDownEnv {
 	echo := brokertest.NewEcho(t)
 	e.StartConnector(e.Enroll("pump-1"), map[string]string{"echo": echo.Addr, "down": brokertest.ClosedPort(t)}, nil)
 	brokertest.WaitFor(t, 20*time.Second, "connector online", func() bool { return e.Broker.Connected("pump-1") })
-	ctx := context.Background()
-	u, err := e.DB.EnsureUser(ctx, testOperator, engineer, []fieldpass.Role{fieldpass.RoleEngineer})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.DB.CreateGrant(ctx, testOperator, fieldpass.Grant{Subject: engineer, Devices: []string{"pump-1"},
-		Services: []string{"echo", "down"}, End: time.Now().Add(time.Hour), Reason: "test"}, 24*time.Hour); err != nil {
-		t.Fatal(err)
-	}
+	u, _ := engineerGranted(t, e, "pump-1", "echo", "down")
 	return &echoDownEnv{e: e, user: u, m: e.StartSessions(broker.SessionsConfig{})}
 }
 

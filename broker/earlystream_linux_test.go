@@ -25,14 +25,7 @@ func TestSessionStreamEarlyAcrossReconnect(t *testing.T) {
 	conn := e.StartConnector(e.Enroll("pump-1"), map[string]string{"slow": ln.Addr().String()}, nil)
 	brokertest.WaitFor(t, 20*time.Second, "connector online", func() bool { return e.Broker.Connected("pump-1") })
 	ctx := context.Background()
-	u, err := e.DB.EnsureUser(ctx, testOperator, engineer, []fieldpass.Role{fieldpass.RoleEngineer})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.DB.CreateGrant(ctx, testOperator, fieldpass.Grant{Subject: engineer, Devices: []string{"pump-1"},
-		Services: []string{"slow"}, End: time.Now().Add(time.Hour), Reason: "test"}, 24*time.Hour); err != nil {
-		t.Fatal(err)
-	}
+	u, _ := engineerGranted(t, e, "pump-1", "slow")
 	m := e.StartSessions(broker.SessionsConfig{})
 	s, err := m.Open(ctx, &fieldpass.Caller{User: u}, "pump-1", "slow", "127.0.0.1")
 	if err != nil {

@@ -37,15 +37,7 @@ func BenchmarkFleetStream(b *testing.B) {
 		d, err := e.DB.Device(ctx, "pump-1")
 		return err == nil && fb.b.Serves(d.ID)
 	})
-	user, err := e.DB.EnsureUser(ctx, testOperator, engineer, []fieldpass.Role{fieldpass.RoleEngineer})
-	if err != nil {
-		b.Fatal(err)
-	}
-	if _, err := e.DB.CreateGrant(ctx, testOperator, fieldpass.Grant{
-		Subject: engineer, Devices: []string{"pump-1"}, Services: []string{"echo"}, End: time.Now().Add(time.Hour), Reason: "bench",
-	}, 24*time.Hour); err != nil {
-		b.Fatal(err)
-	}
+	user, _ := engineerGranted(b, e, "pump-1", "echo")
 	for _, c := range []struct {
 		name string
 		m    *broker.Sessions

@@ -111,16 +111,7 @@ func TestFleetConnectCarriedToHolder(t *testing.T) {
 		l, ok, _ := e.DB.DeviceHolder(ctx, d.ID)
 		return ok && l.BrokerID == "broker-b"
 	})
-	user, err := e.DB.EnsureUser(ctx, testOperator, engineer, []fieldpass.Role{fieldpass.RoleEngineer})
-	if err != nil {
-		t.Fatal(err)
-	}
-	g, err := e.DB.CreateGrant(ctx, testOperator, fieldpass.Grant{
-		Subject: engineer, Devices: []string{"pump-1"}, Services: []string{"echo"}, End: time.Now().Add(time.Hour), Reason: "test",
-	}, 24*time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
+	user, g := engineerGranted(t, e, "pump-1", "echo")
 
 	t0 := time.Now()
 	sess, err := a.m.Open(ctx, &fieldpass.Caller{User: user}, "pump-1", "echo", "192.0.2.7")
@@ -201,15 +192,7 @@ func TestFleetDeviceMovesWhenItsBrokerStops(t *testing.T) {
 		return l.BrokerID
 	}
 	brokertest.WaitFor(t, 20*time.Second, "broker-b to hold pump-1", func() bool { return holder() == "broker-b" })
-	user, err := e.DB.EnsureUser(ctx, testOperator, engineer, []fieldpass.Role{fieldpass.RoleEngineer})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.DB.CreateGrant(ctx, testOperator, fieldpass.Grant{
-		Subject: engineer, Devices: []string{"pump-1"}, Services: []string{"echo"}, End: time.Now().Add(time.Hour), Reason: "test",
-	}, 24*time.Hour); err != nil {
-		t.Fatal(err)
-	}
+	user, _ := engineerGranted(t, e, "pump-1", "echo")
 	relayed, err := a.m.Open(ctx, &fieldpass.Caller{User: user}, "pump-1", "echo", "192.0.2.7")
 	if err != nil {
 		t.Fatal(err)

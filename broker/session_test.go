@@ -87,6 +87,24 @@ func (se *sessionEnv) grant(end time.Time, services ...string) *fieldpass.Grant 
 	return g
 }
 
+// engineerGranted makes eng@example.com an engineer with a grant of the
+// services on device for an hour.
+func engineerGranted(tb testing.TB, e *brokertest.Env, device string, services ...string) (*fieldpass.User, *fieldpass.Grant) {
+	tb.Helper()
+	ctx := context.Background()
+	u, err := e.DB.EnsureUser(ctx, testOperator, engineer, []fieldpass.Role{fieldpass.RoleEngineer})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	g, err := e.DB.CreateGrant(ctx, testOperator, fieldpass.Grant{
+		Subject: engineer, Devices: []string{device}, Services: services, End: time.Now().Add(time.Hour), Reason: "test",
+	}, 24*time.Hour)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return u, g
+}
+
 func (se *sessionEnv) open(device, service string) (*broker.Session, error) {
 	return se.m.Open(context.Background(), &fieldpass.Caller{User: se.user}, device, service, "127.0.0.1")
 }
