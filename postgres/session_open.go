@@ -54,11 +54,9 @@ type openCheck struct {
 // another's.
 func (db *DB) openSessions(ctx context.Context, cs []*openCheck, now time.Time) []error {
 	errs := make([]error, len(cs))
-	fail := func(err error) []error {
+	fail := func(err error) []error { // before any open was decided
 		for i := range errs {
-			if errs[i] == nil && cs[i].out == nil {
-				errs[i] = err
-			}
+			errs[i] = err
 		}
 		return errs
 	}
